@@ -1,0 +1,368 @@
+"""The Keras callback that runs greedy forward selection during ``model.fit``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from seqattn_tfrs.gate import DENSE, SELECTING, SETTLING, SequentialAttentionEmbedding
+from seqattn_tfrs.schedule import SelectionSchedule
+
+
+def find_gated_layers(model: tf.Module) -> list[SequentialAttentionEmbedding]:
+    """Every :class:`SequentialAttentionEmbedding` tracked by ``model``, once each.
+
+    Finds layers in sub-models, dicts and lists and subclassed models alike.
+    """
+    found: dict[int, SequentialAttentionEmbedding] = {}
+    candidates = [model, *model.submodules] if isinstance(model, tf.Module) else []
+    for module in candidates:
+        if isinstance(module, SequentialAttentionEmbedding):
+            found.setdefault(id(module), module)
+    return list(found.values())
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+
+
+class SequentialAttentionCallback(tf.keras.callbacks.Callback):
+    """Greedy forward selection of features across ``model.fit``.
+
+    For every :class:`~seqattn_tfrs.SequentialAttentionEmbedding` in the model:
+    a dense warm-up (all gates 1), then selection rounds - the attention logits
+    learn while the softmax gate is active, and at the end of the round the
+    ``selections_per_round`` unselected features with the largest logits are
+    committed (gate 1), the remaining logits reset - then a fine-tune in which
+    the unselected gates are exactly 0. The callback changes only variable
+    values, so nothing is retraced; all selection state lives in the layer's
+    variables, so checkpoints and ``BackupAndRestore`` resume it exactly.
+
+    Rounds last ``epochs_per_selection`` epochs, or ``steps_per_selection``
+    training steps when that is given. ``fit`` must run at least
+    ``warmup_epochs + num_rounds * round_length + finetune_epochs`` epochs (the
+    fine-tune takes whatever is left); this is checked before any training.
+
+    The attention logits learn with this package's own update rule, never with
+    the model's optimizer. By default they learn from the training batches.
+    With ``selection_data`` (held-out batches in the same format as the
+    training data) they learn only from the loss on those batches, every
+    ``selection_interval`` training steps during a round; the model's weights
+    never learn from them. Pass held-out data whenever some features can
+    memorise the training labels (ids, high-cardinality fields).
+
+    Args:
+      warmup_epochs: dense epochs before the first round.
+      epochs_per_selection: epochs per selection round (epoch mode; default 1).
+      finetune_epochs: minimum epochs after the last pick.
+      steps_per_selection: if given, rounds last this many training steps
+        instead of epochs (warm-up and fine-tune still count epochs).
+      settle_fraction: the first part of every round in which the gates are
+        already the round's softmax but the logits do not learn yet, so that the
+        model first absorbs the features just committed (or, in the first round,
+        the switch from dense gates). Without it, logits learn from a residual
+        that still holds what the committed features are about to explain, and
+        under fast optimizers (Adam) a copy of a committed feature wins.
+      selection_data: optional held-out ``tf.data.Dataset`` the logits learn on.
+      selection_interval: training steps between held-out logit steps.
+      verbose: 0 silent, 1 prints each pick.
+      log_dir: if given, every gate value is written per epoch as TensorBoard
+        scalars ``<layer>/gate/<feature>``.
+
+    Example:
+      >>> callback = SequentialAttentionCallback(warmup_epochs=1, finetune_epochs=1)
+      >>> callback.schedule_length(num_rounds=3)
+      5
+    """
+
+    def __init__(
+        self,
+        *,
+        warmup_epochs: int = 1,
+        epochs_per_selection: int | None = None,
+        finetune_epochs: int = 1,
+        steps_per_selection: int | None = None,
+        settle_fraction: float = 0.5,
+        selection_data: tf.data.Dataset | None = None,
+        selection_interval: int = 1,
+        verbose: int = 1,
+        log_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        _check_count("warmup_epochs", warmup_epochs, 0)
+        _check_count("finetune_epochs", finetune_epochs, 0)
+        if epochs_per_selection is not None and steps_per_selection is not None:
+            raise ValueError(
+                "Pass at most one of `epochs_per_selection` "
+                f"(got {epochs_per_selection!r}) and `steps_per_selection` "
+                f"(got {steps_per_selection!r})."
+            )
+        if epochs_per_selection is not None:
+            _check_count("epochs_per_selection", epochs_per_selection, 1)
+        if steps_per_selection is not None:
+            _check_count("steps_per_selection", steps_per_selection, 1)
+        if selection_data is not None and not isinstance(
+            selection_data, tf.data.Dataset
+        ):
+            raise TypeError(
+                "`selection_data` must be a tf.data.Dataset of held-out batches, "
+                f"got {type(selection_data).__name__}."
+            )
+        _check_count("selection_interval", selection_interval, 1)
+        if not (isinstance(settle_fraction, (int, float)) and 0 <= settle_fraction < 1):
+            raise ValueError(
+                f"`settle_fraction` must be a number in [0, 1), got {settle_fraction!r}."
+            )
+        self.settle_fraction = float(settle_fraction)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
+        self.warmup_epochs = warmup_epochs
+        self.epochs_per_selection = epochs_per_selection or 1
+        self.finetune_epochs = finetune_epochs
+        self.steps_per_selection = steps_per_selection
+        self.selection_data = selection_data
+        self.selection_interval = selection_interval
+        self.verbose = verbose
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.events: list[dict[str, Any]] = []
+        self.gate_history: list[dict[str, Any]] = []
+        self._layers: list[SequentialAttentionEmbedding] = []
+        self._schedules: dict[int, SelectionSchedule] = {}
+        self._writer = None
+        self._heldout_iterator = None
+        self._heldout_step = None
+        self._steps_done = 0
+        self._epoch = 0
+        self._pending_logs: dict[str, float] = {}
+        self._modes: dict[int, int] = {}
+        self._steps_per_epoch: int | None = None
+        self._settle_units = 0
+
+    # ------------------------------------------------------------- schedule
+    def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
+        """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
+        return self._schedule(num_rounds, steps_per_epoch).total
+
+    def _schedule(self, num_rounds: int, steps_per_epoch: int | None):
+        if self.steps_per_selection is None:
+            return SelectionSchedule(
+                warmup=self.warmup_epochs,
+                per_round=self.epochs_per_selection,
+                finetune=self.finetune_epochs,
+                num_rounds=num_rounds,
+            )
+        if steps_per_epoch is None:
+            raise ValueError(
+                "`steps_per_selection` needs the number of steps per epoch; pass "
+                "`steps_per_epoch` to fit or use a dataset of known cardinality."
+            )
+        return SelectionSchedule(
+            warmup=self.warmup_epochs * steps_per_epoch,
+            per_round=self.steps_per_selection,
+            finetune=self.finetune_epochs * steps_per_epoch,
+            num_rounds=num_rounds,
+        )
+
+    @property
+    def _step_mode(self) -> bool:
+        return self.steps_per_selection is not None
+
+    # ----------------------------------------------------------- fit hooks
+    def on_train_begin(self, logs=None):
+        self._layers = find_gated_layers(self.model)
+        if not self._layers:
+            raise ValueError(
+                "SequentialAttentionCallback found no SequentialAttentionEmbedding "
+                f"in model {self.model.name!r}; wrap its embeddings first."
+            )
+        epochs = self.params.get("epochs")
+        steps = self.params.get("steps")
+        available = epochs * steps if self._step_mode and steps else epochs
+        unit = "steps" if self._step_mode else "epochs"
+        self._schedules = {}
+        for layer in self._layers:
+            if layer.is_pruned:
+                raise ValueError(f"Layer {layer.name!r} is pruned; nothing to select.")
+            layer._ensure_built()
+            schedule = self._schedule(layer.num_rounds, steps)
+            if schedule.total > available:
+                raise ValueError(
+                    f"The selection schedule of layer {layer.name!r} needs "
+                    f"{schedule.total} {unit} (warm-up {schedule.warmup}, "
+                    f"{schedule.num_rounds} rounds x {schedule.per_round}, "
+                    f"fine-tune {schedule.finetune}) but fit runs {available} "
+                    f"{unit} (epochs={epochs}, steps per epoch={steps})."
+                )
+            self._schedules[id(layer)] = schedule
+            layer.learn_from_fit_batches.assign(0 if self.selection_data else 1)
+        if self._step_mode:
+            self._steps_done = int(self.model.optimizer.iterations.numpy())
+        self._steps_per_epoch = steps
+        round_length = (
+            self.steps_per_selection
+            if self._step_mode
+            else self.epochs_per_selection * (steps or 1)
+        )
+        self._settle_units = int(self.settle_fraction * round_length)
+        if self.settle_fraction > 0 and self._settle_units == 0:
+            raise ValueError(
+                f"`settle_fraction`={self.settle_fraction} gives no settling step in "
+                f"rounds of {round_length} "
+                f"{'steps' if self._step_mode or steps else 'epochs'}; pass "
+                "`steps_per_epoch` to fit (or a dataset of known size), lengthen the "
+                "rounds, or set `settle_fraction=0`."
+            )
+        self._modes = {
+            id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
+        }
+        if self.log_dir and self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        if self.selection_data is not None:
+            self._heldout_iterator = iter(self.selection_data.repeat())
+            self._heldout_step = None  # built at first use: metrics exist by then
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if not self._step_mode:
+            self._advance(completed=epoch, logs=None)
+            self._set_modes(units=epoch, steps_into_unit=0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._step_mode:
+            self._steps_done += 1
+            self._advance(completed=self._steps_done, logs=self._pending_logs)
+            self._set_modes(units=self._steps_done, steps_into_unit=0)
+        else:
+            self._set_modes(units=self._epoch, steps_into_unit=batch + 1)
+        if (
+            self._heldout_iterator is not None
+            and (batch + 1) % self.selection_interval == 0
+            and any(self._modes[id(layer)] == SELECTING for layer in self._layers)
+        ):
+            if self._heldout_step is None:
+                self._heldout_step = self._make_heldout_step()
+            self._heldout_step(next(self._heldout_iterator))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        if not self._step_mode:
+            self._advance(completed=epoch + 1, logs=logs)
+        logs.update(self._pending_logs)
+        self._pending_logs = {}
+        prefix = self._prefixes()
+        for layer in self._layers:
+            gates = layer.gate_values()
+            logs[f"{prefix[id(layer)]}num_selected"] = float(
+                len(layer.selected_features)
+            )
+            self.gate_history.append(
+                {"epoch": epoch, "layer": layer.name, "gates": gates}
+            )
+            if self._writer is not None:
+                with self._writer.as_default(step=epoch):
+                    for feature, value in gates.items():
+                        tf.summary.scalar(f"{layer.name}/gate/{feature}", value)
+        if self._writer is not None:
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+    # -------------------------------------------------------------- logic
+    def _prefixes(self) -> dict[int, str]:
+        if len(self._layers) == 1:
+            return {id(self._layers[0]): "seqattn/"}
+        return {id(layer): f"seqattn/{layer.name}/" for layer in self._layers}
+
+    def _advance(self, completed: int, logs: dict | None) -> None:
+        """Brings every layer to the state the schedule wants after ``completed``."""
+        prefix = self._prefixes()
+        for layer in self._layers:
+            schedule = self._schedules[id(layer)]
+            done = -(-int(layer.num_picked.numpy()) // layer.selections_per_round)
+            while done < schedule.rounds_due(completed):
+                names = layer._commit_round()
+                done += 1
+                start = len(layer.selected_features) - len(names)
+                event = {
+                    "epoch": self._epoch,
+                    "step": completed if self._step_mode else None,
+                    "layer": layer.name,
+                    "round": done,
+                    "features": names,
+                }
+                self.events.append(event)
+                if logs is not None:
+                    for offset, name in enumerate(names):
+                        logs[f"{prefix[id(layer)]}picked/{name}"] = float(
+                            start + offset + 1
+                        )
+                if self.verbose:
+                    print(
+                        f"\nSequentialAttention [{layer.name}] round {done}/"
+                        f"{schedule.num_rounds}: selected {names}; so far "
+                        f"{list(layer.selected_features)}",
+                        flush=True,
+                    )
+
+    def _set_modes(self, units: int, steps_into_unit: int) -> None:
+        """Sets each layer's gate mode for the next training step.
+
+        ``units`` whole units (epochs or steps) are complete, plus
+        ``steps_into_unit`` steps of the current epoch in epoch mode.
+        """
+        for layer in self._layers:
+            schedule = self._schedules[id(layer)]
+            if schedule.in_warmup(units):
+                mode = DENSE
+            else:
+                into_round = (units - schedule.warmup) % schedule.per_round
+                if self._step_mode:
+                    progress = into_round
+                elif self._steps_per_epoch:
+                    progress = into_round * self._steps_per_epoch + steps_into_unit
+                else:
+                    progress = into_round  # whole epochs when steps are unknown
+                mode = SELECTING if progress >= self._settle_units else SETTLING
+            if self._modes.get(id(layer)) != mode:
+                layer.gate_mode.assign(mode)
+                self._modes[id(layer)] = mode
+
+    # ----------------------------------------------------------- held-out
+    def _make_heldout_step(self):
+        model = self.model
+        layers = self._layers
+        metric_variables = [v for m in model.metrics for v in m.variables]
+        is_tfrs = isinstance(model, tfrs.models.Model)
+
+        def loss_of(batch):
+            if is_tfrs:
+                return model.compute_loss(batch, training=False)
+            x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(batch)
+            y_pred = model(x, training=False)
+            return model.compute_loss(x, y, y_pred, sample_weight)
+
+        @tf.function
+        def step(batch):
+            saved = [tf.identity(v) for v in metric_variables]
+            logits = [layer.attention_logits for layer in layers]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(logits)
+                loss = loss_of(batch)
+            grads = tape.gradient(loss, logits)
+            updates = [
+                layer.apply_logit_gradient(
+                    tf.zeros_like(layer.attention_logits) if g is None else g
+                )
+                for layer, g in zip(layers, grads)
+            ]
+            with tf.control_dependencies(updates):
+                restores = [v.assign(s) for v, s in zip(metric_variables, saved)]
+            return tf.group(*updates, *restores)
+
+        return step

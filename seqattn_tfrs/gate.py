@@ -1,0 +1,477 @@
+"""The Sequential Attention gate over a recommender's per-feature embeddings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from seqattn_tfrs import logit_update
+
+# Values of the `gate_mode` variable. The callback moves the layer through them.
+DENSE = 0  # every gate is 1 (warm-up, or no callback at all)
+SELECTING = 1  # selected gates 1, the others a softmax over logits that learn
+SETTLING = 2  # as SELECTING, but the logits are frozen while the model adapts
+
+
+@tf.keras.utils.register_keras_serializable(package="seqattn_tfrs")
+class SequentialAttentionEmbedding(tf.keras.layers.Layer):
+    """Wraps per-feature embedding layers with Sequential Attention gates.
+
+    Each feature's layer maps that feature's raw input to a ``[batch, d]``
+    embedding; the layer multiplies it by a scalar gate and returns a dict of
+    gated embeddings keyed by feature name, in the constructor's order. While
+    :class:`~seqattn_tfrs.SequentialAttentionCallback` selects, the gate of a
+    selected feature is 1 and the others share a softmax over their attention
+    logits; once ``num_selected`` features are selected the others are exactly 0,
+    so the model no longer depends on them and :func:`~seqattn_tfrs.prune` can
+    drop their tables without changing a prediction.
+
+    The attention logits are not trainable weights: the user's optimizer never
+    sees them. They learn with this package's own update rule (see
+    :mod:`seqattn_tfrs.logit_update`), from the training batches, or only from
+    held-out batches when the callback is given ``selection_data``.
+
+    Args:
+      embeddings: mapping from feature name to a Keras layer that maps that
+        feature's input to a ``[batch, d]`` tensor, e.g.
+        ``Sequential([StringLookup(...), Embedding(...)])``.
+      num_selected: how many features to select, 1 <= num_selected <= number of
+        features.
+      selections_per_round: how many features each selection round commits; the
+        last round commits the remainder when it does not divide
+        ``num_selected``.
+      attention_learning_rate: step size of the logit update rule, in logit units.
+      attention_momentum: momentum (first-moment decay) of the logit update rule.
+      pruned_feature_widths: set by :func:`~seqattn_tfrs.prune`: features whose
+        tables were removed, mapped to their embedding width; they output zeros.
+      feature_names: the output order when ``pruned_feature_widths`` is given
+        (defaults to the order of ``embeddings``).
+      **kwargs: base ``Layer`` arguments (``name``, ``dtype``, ...).
+
+    Example:
+      >>> layer = SequentialAttentionEmbedding(
+      ...     {"a": tf.keras.layers.Reshape((1,)), "b": tf.keras.layers.Reshape((1,))},
+      ...     num_selected=1)
+      >>> out = layer({"a": tf.constant([2.0]), "b": tf.constant([3.0])})
+      >>> {name: value.numpy().tolist() for name, value in out.items()}
+      {'a': [[2.0]], 'b': [[3.0]]}
+      >>> layer.gate_values()
+      {'a': 1.0, 'b': 1.0}
+    """
+
+    def __init__(
+        self,
+        embeddings: Mapping[str, tf.keras.layers.Layer],
+        num_selected: int,
+        *,
+        selections_per_round: int = 1,
+        attention_learning_rate: float = 0.05,
+        attention_momentum: float = 0.9,
+        pruned_feature_widths: Mapping[str, int] | None = None,
+        feature_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(embeddings, Mapping):
+            raise TypeError(
+                "`embeddings` must be a mapping from feature name to a Keras layer, "
+                f"got {type(embeddings).__name__}: {embeddings!r}."
+            )
+        pruned = dict(pruned_feature_widths or {})
+        if not embeddings:
+            raise ValueError(
+                "`embeddings` must hold at least one feature, got an empty mapping."
+            )
+        for name, layer in embeddings.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(
+                    "`embeddings` keys must be non-empty feature-name strings, "
+                    f"got {name!r}."
+                )
+            if not isinstance(layer, tf.keras.layers.Layer):
+                raise TypeError(
+                    f"`embeddings[{name!r}]` must be a tf.keras layer, got "
+                    f"{type(layer).__name__}: {layer!r}."
+                )
+        for name, width in pruned.items():
+            if name in embeddings:
+                raise ValueError(
+                    f"Feature {name!r} is in both `embeddings` and "
+                    "`pruned_feature_widths`; expected each feature in one of them."
+                )
+            if not isinstance(width, int) or width < 1:
+                raise ValueError(
+                    f"`pruned_feature_widths[{name!r}]` must be a positive int, "
+                    f"got {width!r}."
+                )
+        all_names = list(embeddings) + list(pruned)
+        if feature_names is None:
+            feature_names = all_names
+        feature_names = list(feature_names)
+        if sorted(feature_names) != sorted(all_names) or len(set(feature_names)) != len(
+            feature_names
+        ):
+            raise ValueError(
+                f"`feature_names` must list each feature once, got {feature_names!r} "
+                f"for features {sorted(all_names)!r}."
+            )
+        num_features = len(feature_names)
+        if (
+            isinstance(num_selected, bool)
+            or not isinstance(num_selected, (int, np.integer))
+            or not 1 <= num_selected <= num_features
+        ):
+            raise ValueError(
+                f"`num_selected` must be an int in [1, {num_features}] (the number "
+                f"of features), got {num_selected!r}."
+            )
+        if pruned and len(embeddings) != num_selected:
+            raise ValueError(
+                f"A pruned layer keeps exactly `num_selected`={num_selected} tables, "
+                f"got {len(embeddings)} in `embeddings`."
+            )
+        if (
+            isinstance(selections_per_round, bool)
+            or not isinstance(selections_per_round, (int, np.integer))
+            or selections_per_round < 1
+        ):
+            raise ValueError(
+                "`selections_per_round` must be an int >= 1, got "
+                f"{selections_per_round!r}."
+            )
+        if not (
+            isinstance(attention_learning_rate, (int, float))
+            and math.isfinite(attention_learning_rate)
+            and attention_learning_rate > 0
+        ):
+            raise ValueError(
+                "`attention_learning_rate` must be a finite number > 0, got "
+                f"{attention_learning_rate!r}."
+            )
+        if not (
+            isinstance(attention_momentum, (int, float)) and 0 <= attention_momentum < 1
+        ):
+            raise ValueError(
+                "`attention_momentum` must be a number in [0, 1), got "
+                f"{attention_momentum!r}."
+            )
+        self._feature_names = tuple(feature_names)
+        self._tables = dict(embeddings)
+        self._pruned_widths = pruned
+        self.num_selected = int(num_selected)
+        self.selections_per_round = int(selections_per_round)
+        self.attention_learning_rate = float(attention_learning_rate)
+        self.attention_momentum = float(attention_momentum)
+        self.num_rounds = math.ceil(self.num_selected / self.selections_per_round)
+
+    # ------------------------------------------------------------------ state
+    def build(self, input_shape: Any = None) -> None:
+        n = len(self._feature_names)
+        index = {name: i for i, name in enumerate(self._feature_names)}
+        selected = np.zeros([n], np.float32)
+        order = np.full([n], -1, np.int32)
+        if self._pruned_widths:  # restored from a pruned config: selection done
+            for position, name in enumerate(self._tables):
+                selected[index[name]] = 1.0
+                order[position] = index[name]
+
+        def state(name, shape, dtype, initial, aggregation="mean"):
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                dtype=dtype,
+                initializer=tf.keras.initializers.Constant(initial),
+                trainable=False,
+                aggregation=(
+                    tf.VariableAggregation.MEAN
+                    if aggregation == "mean"
+                    else tf.VariableAggregation.ONLY_FIRST_REPLICA
+                ),
+            )
+
+        first = "first"
+        self.attention_logits = state("attention_logits", [n], tf.float32, 0.0)
+        self.selected_mask = state("selected_mask", [n], tf.float32, selected, first)
+        self.selection_order = state("selection_order", [n], tf.int32, order, first)
+        self.num_picked = state("num_picked", [], tf.int32, int(selected.sum()), first)
+        self.gate_mode = state("gate_mode", [], tf.int32, DENSE, first)
+        self.learn_from_fit_batches = state(
+            "learn_from_fit_batches", [], tf.int32, 1, first
+        )
+        self.round_gates = state(
+            "round_gates", [self.num_rounds, n], tf.float32, 0.0, first
+        )
+        self._logit_momentum = state("logit_momentum", [n], tf.float32, 0.0)
+        self._logit_second_moment = state("logit_second_moment", [], tf.float32, 0.0)
+        self._logit_steps = state("logit_steps", [], tf.float32, 0.0, first)
+        # A trainable scalar whose gradient is always exactly 0: it makes every
+        # training step's backward pass run through the gate (even when the
+        # per-feature layers have no weights), where the logits learn. Being 0
+        # with a 0 gradient, no optimizer or weight decay ever changes it.
+        self._gradient_hook = self.add_weight(
+            name="gradient_hook",
+            shape=[],
+            dtype=tf.float32,
+            initializer="zeros",
+            trainable=True,
+        )
+        super().build(input_shape)
+
+    def _ensure_built(self) -> None:
+        if not self.built:
+            self.build(None)
+
+    # ------------------------------------------------------------ public view
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """All feature names, in output order."""
+        return self._feature_names
+
+    @property
+    def embedding_layers(self) -> dict[str, tf.keras.layers.Layer]:
+        """The per-feature layers still held (after pruning: the kept ones)."""
+        return dict(self._tables)
+
+    @property
+    def pruned_feature_widths(self) -> dict[str, int]:
+        """Features whose tables were removed by pruning, with their widths."""
+        return dict(self._pruned_widths)
+
+    @property
+    def is_pruned(self) -> bool:
+        """Whether :func:`~seqattn_tfrs.prune` removed the unselected tables."""
+        return bool(self._pruned_widths)
+
+    @property
+    def selected_features(self) -> tuple[str, ...]:
+        """Selected feature names, in the order they were selected."""
+        self._ensure_built()
+        order = self.selection_order.numpy()
+        return tuple(self._feature_names[i] for i in order if i >= 0)
+
+    @property
+    def selection_complete(self) -> bool:
+        """Whether ``num_selected`` features have been selected."""
+        self._ensure_built()
+        return int(self.num_picked.numpy()) >= self.num_selected
+
+    def gate_values(self) -> dict[str, float]:
+        """The current gate of every feature, by name."""
+        self._ensure_built()
+        gates = self._gates().numpy()
+        return {name: float(g) for name, g in zip(self._feature_names, gates)}
+
+    def gate_history(self) -> list[dict[str, float]]:
+        """Gate values recorded just before each completed selection round."""
+        self._ensure_built()
+        rounds = math.ceil(int(self.num_picked.numpy()) / self.selections_per_round)
+        history = self.round_gates.numpy()[:rounds]
+        return [dict(zip(self._feature_names, map(float, row))) for row in history]
+
+    # ------------------------------------------------------------------ gates
+    def _gates(self) -> tf.Tensor:
+        selected = self.selected_mask
+        unselected = 1.0 - selected
+        logits = self.attention_logits
+        masked = tf.where(unselected > 0, logits, tf.fill(tf.shape(logits), -1e30))
+        shifted = tf.exp(masked - tf.reduce_max(masked)) * unselected
+        softmax = tf.math.divide_no_nan(shifted, tf.reduce_sum(shifted))
+        selecting = selected + unselected * softmax
+        complete = self.num_picked >= self.num_selected
+        return tf.where(
+            complete,
+            selected,
+            tf.where(
+                tf.equal(self.gate_mode, DENSE), tf.ones_like(selected), selecting
+            ),
+        )
+
+    def _learning(self) -> tf.Tensor:
+        return tf.logical_and(
+            tf.equal(self.gate_mode, SELECTING),
+            self.num_picked < self.num_selected,
+        )
+
+    def apply_logit_gradient(self, grad: tf.Tensor) -> tf.Operation:
+        """Updates the attention logits from ``dLoss/dlogits`` with the own rule.
+
+        A no-op unless the layer is in a selection round. Used by the callback
+        for held-out batches; training batches reach it through the gate's
+        gradient.
+        """
+
+        def update():
+            step = self._logit_steps + 1.0
+            delta, momentum, second = logit_update.normalized_momentum_step(
+                tf.convert_to_tensor(grad, tf.float32),
+                1.0 - self.selected_mask,
+                self._logit_momentum,
+                self._logit_second_moment,
+                step,
+                learning_rate=self.attention_learning_rate,
+                beta1=self.attention_momentum,
+            )
+            return tf.group(
+                self.attention_logits.assign_add(delta),
+                self._logit_momentum.assign(momentum),
+                self._logit_second_moment.assign(second),
+                self._logit_steps.assign(step),
+            )
+
+        return tf.cond(self._learning(), update, tf.no_op)
+
+    def _logit_gradient_from_gate_gradient(self, gate_grad: tf.Tensor) -> tf.Tensor:
+        # d gate_j / d w_i = p_j (delta_ij - p_i) on the unselected set U.
+        unselected = 1.0 - self.selected_mask
+        probs = self._gates() * unselected
+        return probs * (gate_grad - tf.reduce_sum(probs * gate_grad)) * unselected
+
+    def _gate_and_learn(self, embeddings, gates):
+        """Gates embeddings; their backward pass also updates the logits."""
+
+        @tf.custom_gradient
+        def gate(hook, *values):
+            outputs = [v * tf.cast(gates[i], v.dtype) for i, v in enumerate(values)]
+
+            def backward(*upstream):
+                gate_grad = tf.stack(
+                    [
+                        tf.reduce_sum(tf.cast(u * v, tf.float32))
+                        for u, v in zip(upstream, values)
+                    ]
+                )
+                update = tf.cond(
+                    tf.equal(self.learn_from_fit_batches, 1),
+                    lambda: self.apply_logit_gradient(
+                        self._logit_gradient_from_gate_gradient(gate_grad)
+                    ),
+                    tf.no_op,
+                )
+                with tf.control_dependencies([update]):
+                    return [tf.zeros_like(hook)] + [
+                        tf.identity(u * tf.cast(gates[i], u.dtype))
+                        for i, u in enumerate(upstream)
+                    ]
+
+            return outputs, backward
+
+        return list(gate(tf.identity(self._gradient_hook), *embeddings))
+
+    # ------------------------------------------------------------------- call
+    def call(self, features: Mapping[str, Any], training: bool | None = None):
+        if not isinstance(features, Mapping):
+            raise TypeError(
+                f"{self.name} expects a dict of feature tensors, got "
+                f"{type(features).__name__}."
+            )
+        missing = [name for name in self._tables if name not in features]
+        if missing:
+            raise KeyError(
+                f"{self.name}: feature(s) {missing} missing from the inputs; got "
+                f"keys {sorted(features)}."
+            )
+        embedded = {}
+        for name, layer in self._tables.items():
+            value = layer(features[name])
+            if isinstance(value, tf.RaggedTensor) or value.shape.rank != 2:
+                raise ValueError(
+                    f"{self.name}: the layer of feature {name!r} must return a dense "
+                    f"[batch, d] tensor, got {value!r}."
+                )
+            embedded[name] = value
+
+        if self.is_pruned:  # kept gates are exactly 1: no multiply needed
+            batch = tf.shape(next(iter(embedded.values())))[0]
+            return {
+                name: embedded[name]
+                if name in embedded
+                else tf.zeros([batch, self._pruned_widths[name]], self.compute_dtype)
+                for name in self._feature_names
+            }
+
+        gates = self._gates()
+        values = [embedded[name] for name in self._feature_names]
+        if training:
+            gated = self._gate_and_learn(values, gates)
+        else:
+            gated = [v * tf.cast(gates[i], v.dtype) for i, v in enumerate(values)]
+        return dict(zip(self._feature_names, gated))
+
+    # ------------------------------------------------------------- selection
+    def _commit_round(self) -> list[str]:
+        """Selects the next round's features by largest logit. Used by the callback.
+
+        Returns:
+          The names committed, in order.
+
+        Raises:
+          FloatingPointError: an unselected logit is NaN or infinite.
+          RuntimeError: the selection is already complete.
+        """
+        self._ensure_built()
+        picked = int(self.num_picked.numpy())
+        if picked >= self.num_selected:
+            raise RuntimeError(f"{self.name}: the selection is already complete.")
+        selected = self.selected_mask.numpy() > 0
+        logits = self.attention_logits.numpy()
+        bad = [
+            self._feature_names[i]
+            for i in np.flatnonzero(~selected)
+            if not np.isfinite(logits[i])
+        ]
+        if bad:
+            raise FloatingPointError(
+                f"{self.name}: attention logits of {bad} are not finite "
+                f"({logits.tolist()}); refusing to pick from them. Lower "
+                "`attention_learning_rate` or fix the NaN/inf loss."
+            )
+        count = min(self.selections_per_round, self.num_selected - picked)
+        candidates = np.flatnonzero(~selected)
+        # Largest logit first; ties go to the earlier feature (stable sort).
+        ranked = candidates[np.argsort(-logits[candidates], kind="stable")][:count]
+        round_index = picked // self.selections_per_round
+        gates = self._gates().numpy()
+        order = self.selection_order.numpy()
+        order[picked : picked + count] = ranked
+        selected[ranked] = True
+        self.round_gates[round_index].assign(gates)
+        self.selection_order.assign(order)
+        self.selected_mask.assign(selected.astype(np.float32))
+        self.num_picked.assign(picked + count)
+        self.attention_logits.assign(tf.zeros_like(self.attention_logits))
+        self._logit_momentum.assign(tf.zeros_like(self._logit_momentum))
+        self._logit_second_moment.assign(0.0)
+        self._logit_steps.assign(0.0)
+        return [self._feature_names[i] for i in ranked]
+
+    # ---------------------------------------------------------------- config
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "embeddings": {
+                    name: tf.keras.layers.serialize(layer)
+                    for name, layer in self._tables.items()
+                },
+                "num_selected": self.num_selected,
+                "selections_per_round": self.selections_per_round,
+                "attention_learning_rate": self.attention_learning_rate,
+                "attention_momentum": self.attention_momentum,
+                "pruned_feature_widths": dict(self._pruned_widths) or None,
+                "feature_names": list(self._feature_names),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SequentialAttentionEmbedding:
+        config = dict(config)
+        config["embeddings"] = {
+            name: tf.keras.layers.deserialize(layer)
+            for name, layer in config["embeddings"].items()
+        }
+        return cls(**config)
