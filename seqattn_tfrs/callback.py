@@ -115,7 +115,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         _check_count("selection_interval", selection_interval, 1)
         if not (isinstance(settle_fraction, (int, float)) and 0 <= settle_fraction < 1):
             raise ValueError(
-                f"`settle_fraction` must be a number in [0, 1), got {settle_fraction!r}."
+                "`settle_fraction` must be a number in [0, 1), got "
+                f"{settle_fraction!r}."
             )
         self.settle_fraction = float(settle_fraction)
         if verbose not in (0, 1, 2):

@@ -1,4 +1,4 @@
-"""The selection schedule: when warm-up ends, when rounds pick, when fine-tune starts."""
+"""The selection schedule: warm-up, selection rounds, then fine-tune."""
 
 from __future__ import annotations
 
