@@ -29,6 +29,7 @@ setuptools.setup(
         "tf-keras==2.21.0",
         "tensorflow-recommenders==0.7.7",
         "tensorflow-datasets==4.9.10",
+        "tensorboard==2.21.0",
         "absl-py>=2.1",
         "numpy>=1.26",
         "matplotlib>=3.8",

@@ -61,12 +61,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
       finetune_epochs: minimum epochs after the last pick.
       steps_per_selection: if given, rounds last this many training steps
         instead of epochs (warm-up and fine-tune still count epochs).
-      settle_fraction: the first part of every round in which the gates are
-        already the round's softmax but the logits do not learn yet, so that the
-        model first absorbs the features just committed (or, in the first round,
-        the switch from dense gates). Without it, logits learn from a residual
-        that still holds what the committed features are about to explain, and
-        under fast optimizers (Adam) a copy of a committed feature wins.
+      settle_fraction: the first part of every round after the first in which
+        the gates are already the round's softmax but the logits do not learn,
+        so that the model first absorbs the features just committed (their
+        gates jumped to 1). The logits then learn what each candidate adds to a
+        model fitted to the selected set, as Orthogonal Matching Pursuit's
+        residual does. Without it, a near copy of a committed feature still
+        looks useful and can win under fast optimizers such as Adam.
       selection_data: optional held-out ``tf.data.Dataset`` the logits learn on.
       selection_interval: training steps between held-out logit steps.
       verbose: 0 silent, 1 prints each pick.
@@ -329,7 +330,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     progress = into_round * self._steps_per_epoch + steps_into_unit
                 else:
                     progress = into_round  # whole epochs when steps are unknown
-                mode = SELECTING if progress >= self._settle_units else SETTLING
+                settling = progress < self._settle_units and layer.selected_features
+                mode = SETTLING if settling else SELECTING
             if self._modes.get(id(layer)) != mode:
                 layer.gate_mode.assign(mode)
                 self._modes[id(layer)] = mode
@@ -363,7 +365,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 for layer, g in zip(layers, grads)
             ]
             with tf.control_dependencies(updates):
-                restores = [v.assign(s) for v, s in zip(metric_variables, saved)]
-            return tf.group(*updates, *restores)
+                for variable, value in zip(metric_variables, saved):
+                    variable.assign(value)
 
         return step

@@ -281,9 +281,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         shifted = tf.exp(masked - tf.reduce_max(masked)) * unselected
         softmax = tf.math.divide_no_nan(shifted, tf.reduce_sum(shifted))
         selecting = selected + unselected * softmax
-        complete = self.num_picked >= self.num_selected
         return tf.where(
-            complete,
+            self.num_picked >= self.num_selected,
             selected,
             tf.where(
                 tf.equal(self.gate_mode, DENSE), tf.ones_like(selected), selecting

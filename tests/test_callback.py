@@ -1,0 +1,313 @@
+"""The selection callback driven by model.fit: schedule, picks, logs, resume."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding
+from seqattn_tfrs.callback import find_gated_layers
+
+NAMES = ("a", "b", "c", "d", "e")
+
+
+def linear_data(seed=0, n=512):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(NAMES))).astype(np.float32)
+    y = x @ np.array([3.0, 0.0, 2.0, 0.0, 1.0], np.float32)
+    return {n_: x[:, i] for i, n_ in enumerate(NAMES)}, y
+
+
+def functional_model(num_selected=2, selections_per_round=1):
+    inputs = {n: tf.keras.Input((), name=n) for n in NAMES}
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in NAMES},
+        num_selected,
+        selections_per_round=selections_per_round,
+    )
+    gated = layer(inputs)
+    out = tf.keras.layers.Dense(1)(
+        tf.keras.layers.Concatenate()([gated[n] for n in NAMES])
+    )
+    model = tf.keras.Model(inputs, out)
+    model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+    return model, layer
+
+
+def dataset(seed=0, batch=64):
+    x, y = linear_data(seed)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def test_picks_follow_the_schedule_and_land_in_history():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, verbose=0
+    )
+    history = model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    assert layer.selected_features == ("a", "c")
+    assert [e["epoch"] for e in callback.events] == [1, 2]
+    assert history.history["seqattn/num_selected"] == [0.0, 1.0, 2.0, 2.0]
+    assert history.history["seqattn/picked/a"] == [1.0]
+    assert history.history["seqattn/picked/c"] == [2.0]
+    assert len(callback.gate_history) == 4
+
+
+def test_train_then_select_every_pick_uses_trained_logits():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=0, verbose=0
+    )
+    model.fit(dataset(), epochs=3, callbacks=[callback], verbose=0)
+    for gates in layer.gate_history():
+        unselected = [g for g in gates.values() if g < 1.0]
+        assert max(unselected) - min(unselected) > 0.05, gates  # not uniform
+
+
+@pytest.mark.parametrize(
+    "k, per_round, rounds",
+    [(5, 2, 3), (4, 3, 2), (3, 1, 3)],
+    ids=["5-by-2", "4-by-3", "3-by-1"],
+)
+def test_exactly_k_selected_for_any_round_size(k, per_round, rounds):
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=k, selections_per_round=per_round)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=0, finetune_epochs=0, settle_fraction=0, verbose=0
+    )
+    model.fit(dataset(), epochs=rounds, callbacks=[callback], verbose=0)
+    assert len(layer.selected_features) == k
+    assert len(set(layer.selected_features)) == k
+    assert [len(e["features"]) for e in callback.events] == (
+        [per_round] * (rounds - 1) + [k - per_round * (rounds - 1)]
+    )
+
+
+def test_finetune_gates_are_exactly_zero_and_inputs_no_longer_matter():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, verbose=0
+    )
+    model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    gates = layer.gate_values()
+    assert {n: gates[n] for n in ("b", "d", "e")} == {"b": 0.0, "d": 0.0, "e": 0.0}
+    x, _ = linear_data(1, 8)
+    changed = dict(x, b=x["b"] * 100.0, d=-x["d"], e=x["e"] + 5.0)
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0), model.predict(changed, verbose=0)
+    )
+
+
+def test_evaluate_predict_and_validation_never_select():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=0, verbose=0
+    )
+    model.fit(
+        dataset(), epochs=3, callbacks=[callback], validation_data=dataset(), verbose=0
+    )
+    assert len(callback.events) == 2  # validation passes added no pick
+    fresh, fresh_layer = functional_model(num_selected=2)
+    fresh_layer.gate_mode.assign(1)  # mid-round, logits trained
+    fresh_layer.attention_logits.assign([1.0, 0.0, 2.0, 0.0, 0.0])
+    for _ in range(3):
+        fresh.evaluate(dataset(), verbose=0)
+        fresh.predict(dataset(), verbose=0)
+        fresh(linear_data(0, 4)[0], training=False)
+    assert fresh_layer.selected_features == ()
+    np.testing.assert_array_equal(
+        fresh_layer.attention_logits.numpy(), [1.0, 0.0, 2.0, 0.0, 0.0]
+    )
+
+
+def test_schedule_longer_than_fit_fails_before_training():
+    model, layer = functional_model(num_selected=3)
+    callback = SequentialAttentionCallback(warmup_epochs=1, finetune_epochs=1)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(ValueError, match=r"needs 5 epochs .* fit runs 4 epochs"):
+        model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    for old, new in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_step_mode_schedule():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, steps_per_selection=4, finetune_epochs=0, verbose=0
+    )
+    model.fit(dataset(), epochs=2, callbacks=[callback], verbose=0)  # 8 steps/epoch
+    assert [e["step"] for e in callback.events] == [12, 16]
+    assert layer.selection_complete
+    with pytest.raises(ValueError, match="needs 32 steps"):
+        model2, _ = functional_model(num_selected=2)
+        model2.fit(
+            dataset(),
+            epochs=2,
+            verbose=0,
+            callbacks=[
+                SequentialAttentionCallback(
+                    warmup_epochs=1, steps_per_selection=8, finetune_epochs=1
+                )
+            ],
+        )
+
+
+def test_no_gated_layer_is_an_error():
+    inputs = tf.keras.Input((1,))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(inputs))
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="found no SequentialAttentionEmbedding"):
+        model.fit(
+            np.zeros((4, 1)),
+            np.zeros(4),
+            epochs=3,
+            verbose=0,
+            callbacks=[SequentialAttentionCallback()],
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"warmup_epochs": -1}, "warmup_epochs.*got -1"),
+        ({"finetune_epochs": -2}, "finetune_epochs.*got -2"),
+        ({"epochs_per_selection": 0}, "epochs_per_selection.*got 0"),
+        ({"steps_per_selection": 0}, "steps_per_selection.*got 0"),
+        ({"epochs_per_selection": 1, "steps_per_selection": 5}, "at most one"),
+        ({"settle_fraction": 1.0}, "settle_fraction.*got 1.0"),
+        ({"selection_interval": 0}, "selection_interval.*got 0"),
+        ({"verbose": 3}, "verbose.*got 3"),
+    ],
+    ids=[
+        "warmup",
+        "finetune",
+        "epochs-per",
+        "steps-per",
+        "both",
+        "settle",
+        "interval",
+        "verbose",
+    ],
+)
+def test_bad_callback_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SequentialAttentionCallback(**kwargs)
+
+
+def test_selection_data_must_be_a_dataset():
+    with pytest.raises(TypeError, match="tf.data.Dataset"):
+        SequentialAttentionCallback(selection_data=[1, 2, 3])
+
+
+def test_selection_data_moves_only_logits_and_keeps_metrics():
+    """Drives the hooks directly: held-out steps touch logits, nothing else."""
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    model.fit(dataset(), epochs=20, verbose=0)  # dense fit: kernel ~ (3, 0, 2, 0, 1)
+    model.compile(tf.keras.optimizers.SGD(0.0), "mse", metrics=["mae"])
+    model.evaluate(dataset(), verbose=0)  # builds the compiled metrics
+    callback = SequentialAttentionCallback(
+        warmup_epochs=0,
+        finetune_epochs=0,
+        settle_fraction=0,
+        selection_data=dataset(seed=5),
+        verbose=0,
+    )
+    callback.set_model(model)
+    callback.set_params({"epochs": 2, "steps": 8, "verbose": 0})
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    weights = [v.numpy().copy() for v in model.trainable_variables]
+    metrics = [v.numpy().copy() for m in model.metrics for v in m.variables]
+    logits = layer.attention_logits.numpy().copy()
+    for batch in range(8):
+        callback.on_train_batch_end(batch)
+    assert not np.array_equal(layer.attention_logits.numpy(), logits)
+    for old, new in zip(weights, model.trainable_variables):
+        np.testing.assert_array_equal(old, new.numpy())
+    for old, new in zip(metrics, [v for m in model.metrics for v in m.variables]):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert int(layer.learn_from_fit_batches.numpy()) == 0
+    callback.on_epoch_end(0, {})
+    assert layer.selected_features == ("a",)  # the largest contribution, 3 * 3
+
+
+def test_tensorboard_gate_scalars(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    model, _ = functional_model(num_selected=1)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=0,
+        finetune_epochs=0,
+        settle_fraction=0,
+        verbose=0,
+        log_dir=tmp_path,
+    )
+    model.fit(dataset(), epochs=1, callbacks=[callback], verbose=0)
+    tags = set()
+    for path in tmp_path.glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags.update(value.tag for value in event.summary.value)
+    assert {f"{callback._layers[0].name}/gate/{n}" for n in NAMES} <= tags
+
+
+def test_resume_with_backup_and_restore_matches_uninterrupted(tmp_path):
+    def run(interrupt_at):
+        tf.keras.utils.set_random_seed(7)
+        model, layer = functional_model(num_selected=3)
+        callbacks = [
+            tf.keras.callbacks.BackupAndRestore(str(tmp_path / f"b{interrupt_at}")),
+            SequentialAttentionCallback(warmup_epochs=1, finetune_epochs=1, verbose=0),
+        ]
+
+        class Interrupt(tf.keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == interrupt_at:
+                    raise RuntimeError("interrupted")
+
+        if interrupt_at is not None:
+            with pytest.raises(RuntimeError, match="interrupted"):
+                model.fit(
+                    dataset(), epochs=5, verbose=0, callbacks=[*callbacks, Interrupt()]
+                )
+            tf.keras.utils.set_random_seed(7)
+            model, layer = functional_model(num_selected=3)
+            callbacks[1] = SequentialAttentionCallback(
+                warmup_epochs=1, finetune_epochs=1, verbose=0
+            )
+        model.fit(dataset(), epochs=5, verbose=0, callbacks=callbacks)
+        return layer.selected_features, layer.round_gates.numpy()
+
+    expected, expected_gates = run(None)
+    assert len(expected) == 3
+    for interrupt_at in (1, 2):  # mid-selection
+        got, gates = run(interrupt_at)
+        assert got == expected
+        np.testing.assert_allclose(gates, expected_gates, atol=1e-5)
+
+
+def test_finds_layers_in_subclassed_tfrs_models_and_dicts():
+    class Inner(tf.keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.parts = {
+                "g": SequentialAttentionEmbedding(
+                    {"a": tf.keras.layers.Reshape((1,))}, 1
+                )
+            }
+
+    class Outer(tfrs.models.Model):
+        def __init__(self):
+            super().__init__()
+            self.inner = Inner()
+            self.more = [
+                SequentialAttentionEmbedding({"b": tf.keras.layers.Reshape((1,))}, 1)
+            ]
+
+    layers = find_gated_layers(Outer())
+    assert sorted(layer.feature_names[0] for layer in layers) == ["a", "b"]

@@ -1,0 +1,243 @@
+"""The gate layer: hand-computed gates, the call contract, config and saving."""
+
+import inspect
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import seqattn_tfrs
+from seqattn_tfrs import SequentialAttentionEmbedding
+from seqattn_tfrs.gate import DENSE, SELECTING
+
+
+def scalar_layer(names=("a", "b", "c"), num_selected=2, **kwargs):
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in names}, num_selected, **kwargs
+    )
+    layer({n: tf.zeros([1]) for n in names})
+    return layer
+
+
+def test_public_api_names_exist():
+    for name in seqattn_tfrs.__all__:
+        assert hasattr(seqattn_tfrs, name), name
+    assert seqattn_tfrs.__version__ == "0.1.0"
+
+
+def test_dense_mode_gates_are_one_and_call_returns_inputs():
+    layer = scalar_layer()
+    out = layer(
+        {"a": tf.constant([2.0]), "b": tf.constant([3.0]), "c": tf.constant([4.0])}
+    )
+    assert list(out) == ["a", "b", "c"]
+    assert [float(out[n][0, 0]) for n in out] == [2.0, 3.0, 4.0]
+    assert layer.gate_values() == {"a": 1.0, "b": 1.0, "c": 1.0}
+
+
+def test_selecting_gates_hand_computed():
+    layer = scalar_layer()
+    layer.gate_mode.assign(SELECTING)
+    layer.selected_mask.assign([1.0, 0.0, 0.0])
+    layer.num_picked.assign(1)
+    layer.attention_logits.assign([5.0, math.log(2.0), 0.0])
+    gates = layer.gate_values()
+    # a is selected: 1. b and c share exp(ln 2) : exp(0) = 2 : 1; a's logit ignored.
+    assert gates["a"] == 1.0
+    np.testing.assert_allclose([gates["b"], gates["c"]], [2 / 3, 1 / 3], rtol=1e-6)
+    out = layer(
+        {"a": tf.constant([3.0]), "b": tf.constant([3.0]), "c": tf.constant([3.0])}
+    )
+    np.testing.assert_allclose([float(out[n][0, 0]) for n in "abc"], [3.0, 2.0, 1.0])
+
+
+def test_softmax_is_stable_for_huge_logits():
+    layer = scalar_layer()
+    layer.gate_mode.assign(SELECTING)
+    layer.attention_logits.assign([1000.0, 999.0, -1000.0])
+    gates = layer.gate_values()
+    assert all(math.isfinite(g) for g in gates.values())
+    np.testing.assert_allclose(
+        [gates["a"], gates["b"]], [1 / (1 + math.exp(-1)), 1 / (1 + math.e)], rtol=1e-6
+    )
+
+
+def test_all_selected_gives_ones_not_nan():
+    layer = scalar_layer(num_selected=3)
+    layer.gate_mode.assign(SELECTING)
+    layer.selected_mask.assign([1.0, 1.0, 1.0])
+    layer.num_picked.assign(2)  # not complete: the empty softmax must give 0, not NaN
+    assert layer.gate_values() == {"a": 1.0, "b": 1.0, "c": 1.0}
+
+
+def test_complete_selection_zeroes_unselected_in_every_mode():
+    layer = scalar_layer(num_selected=1)
+    layer.attention_logits.assign([0.0, 3.0, 0.0])
+    assert layer._commit_round() == ["b"]
+    for mode in (DENSE, SELECTING):
+        layer.gate_mode.assign(mode)
+        assert layer.gate_values() == {"a": 0.0, "b": 1.0, "c": 0.0}
+    assert layer.selection_complete
+    assert layer.selected_features == ("b",)
+
+
+def test_commit_round_order_reset_and_history():
+    layer = scalar_layer(
+        names=("a", "b", "c", "d", "e"), num_selected=5, selections_per_round=2
+    )
+    layer.gate_mode.assign(SELECTING)
+    layer.attention_logits.assign([0.0, 2.0, 1.0, 3.0, 0.0])
+    assert layer._commit_round() == ["d", "b"]
+    np.testing.assert_array_equal(layer.attention_logits.numpy(), np.zeros(5))
+    layer.attention_logits.assign([0.0, 0.0, 0.0, 0.0, 1.0])
+    assert layer._commit_round() == ["e", "a"]  # tie a/c goes to the earlier one
+    assert not layer.selection_complete
+    assert layer._commit_round() == ["c"]  # the last round picks the remainder
+    assert layer.selected_features == ("d", "b", "e", "a", "c")
+    history = layer.gate_history()
+    assert len(history) == 3
+    assert history[0]["d"] > history[0]["c"] > history[0]["a"]
+    with pytest.raises(RuntimeError, match="already complete"):
+        layer._commit_round()
+
+
+def test_nan_logits_are_reported_not_picked():
+    layer = scalar_layer()
+    layer.attention_logits.assign([0.0, float("nan"), 1.0])
+    with pytest.raises(FloatingPointError, match=r"\['b'\]"):
+        layer._commit_round()
+    assert layer.selected_features == ()
+
+
+def test_extra_keys_ignored_missing_key_named():
+    layer = scalar_layer()
+    out = layer(
+        {
+            "a": tf.ones([2]),
+            "b": tf.ones([2]),
+            "c": tf.ones([2]),
+            "user_rating": tf.ones([2]),
+        }
+    )
+    assert list(out) == ["a", "b", "c"]
+    with pytest.raises(KeyError, match="'c'"):
+        layer({"a": tf.ones([2]), "b": tf.ones([2])})
+
+
+def test_per_feature_layer_must_return_rank_2():
+    layer = SequentialAttentionEmbedding(
+        {"a": tf.keras.layers.Reshape((1, 1)), "b": tf.keras.layers.Reshape((1,))}, 1
+    )
+    with pytest.raises(ValueError, match="'a' must return a dense"):
+        layer({"a": tf.ones([2]), "b": tf.ones([2])})
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"embeddings": [], "num_selected": 1}, TypeError, "mapping"),
+        ({"embeddings": {}, "num_selected": 1}, ValueError, "empty"),
+        ({"num_selected": 0}, ValueError, r"\[1, 2\].*got 0"),
+        ({"num_selected": 3}, ValueError, r"\[1, 2\].*got 3"),
+        ({"num_selected": 1.5}, ValueError, "got 1.5"),
+        ({"selections_per_round": 0}, ValueError, "got 0"),
+        ({"attention_learning_rate": -1.0}, ValueError, "got -1.0"),
+        ({"attention_momentum": 1.0}, ValueError, "got 1.0"),
+        (
+            {"embeddings": {1: tf.keras.layers.Reshape((1,))}, "num_selected": 1},
+            TypeError,
+            "got 1",
+        ),
+        ({"embeddings": {"a": "not a layer"}, "num_selected": 1}, TypeError, "str"),
+    ],
+    ids=[
+        "not-mapping",
+        "empty",
+        "k-zero",
+        "k-too-big",
+        "k-float",
+        "per-round-zero",
+        "lr-negative",
+        "momentum-one",
+        "non-string-name",
+        "non-layer",
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs, error, match):
+    args = {
+        "embeddings": {
+            "a": tf.keras.layers.Reshape((1,)),
+            "b": tf.keras.layers.Reshape((1,)),
+        },
+        "num_selected": 1,
+    }
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        SequentialAttentionEmbedding(**args)
+
+
+def test_config_covers_every_constructor_argument_and_round_trips():
+    layer = SequentialAttentionEmbedding(
+        {
+            "a": tf.keras.Sequential(
+                [
+                    tf.keras.layers.StringLookup(
+                        vocabulary=["x", "y"], mask_token=None
+                    ),
+                    tf.keras.layers.Embedding(3, 4),
+                ]
+            ),
+            "b": tf.keras.layers.Reshape((1,)),
+        },
+        num_selected=1,
+        selections_per_round=1,
+        attention_learning_rate=0.1,
+        attention_momentum=0.5,
+        name="gates",
+    )
+    config = layer.get_config()
+    params = set(inspect.signature(SequentialAttentionEmbedding.__init__).parameters)
+    assert params - {"self", "kwargs"} <= set(config)
+    clone = SequentialAttentionEmbedding.from_config(config)
+    assert clone.get_config() == config
+    serialized = tf.keras.layers.serialize(layer)
+    assert serialized["registered_name"] == "seqattn_tfrs>SequentialAttentionEmbedding"
+    again = tf.keras.layers.deserialize(serialized)
+    assert isinstance(again, SequentialAttentionEmbedding)
+    assert again.feature_names == ("a", "b")
+
+
+def test_selection_state_is_saved_in_checkpoints(tmp_path):
+    layer = scalar_layer(num_selected=2)
+    layer.attention_logits.assign([0.0, 0.0, 4.0])
+    layer._commit_round()
+    path = tf.train.Checkpoint(layer=layer).save(str(tmp_path / "ckpt"))
+    fresh = scalar_layer(num_selected=2)
+    tf.train.Checkpoint(layer=fresh).restore(path).assert_existing_objects_matched()
+    assert fresh.selected_features == ("c",)
+    np.testing.assert_array_equal(fresh.round_gates.numpy(), layer.round_gates.numpy())
+
+
+def test_functional_model_saves_and_reloads_with_selection(tmp_path):
+    names = ("a", "b", "c")
+    inputs = {n: tf.keras.Input((), name=n) for n in names}
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in names}, 1
+    )
+    gated = layer(inputs)
+    outputs = tf.keras.layers.Dense(1)(
+        tf.keras.layers.Concatenate()([gated[n] for n in names])
+    )
+    model = tf.keras.Model(inputs, outputs)
+    layer.attention_logits.assign([0.0, 1.0, 0.0])
+    layer._commit_round()
+    x = {n: tf.constant([1.0, 2.0]) * (i + 1) for i, n in enumerate(names)}
+    expected = model(x).numpy()
+    model.save(str(tmp_path / "m"))
+    loaded = tf.keras.models.load_model(str(tmp_path / "m"))
+    np.testing.assert_allclose(loaded(x).numpy(), expected, atol=1e-6)
+    reloaded_layer = [
+        m for m in loaded.submodules if isinstance(m, SequentialAttentionEmbedding)
+    ][0]
+    assert reloaded_layer.selected_features == ("b",)
