@@ -22,11 +22,16 @@ def _check_keras_version() -> None:
 _check_keras_version()
 
 from seqattn_tfrs.callback import SequentialAttentionCallback  # noqa: E402
+from seqattn_tfrs.export import export_for_serving, size_report  # noqa: E402
 from seqattn_tfrs.gate import SequentialAttentionEmbedding  # noqa: E402
+from seqattn_tfrs.prune import prune  # noqa: E402
 from seqattn_tfrs.version import __version__  # noqa: E402
 
 __all__ = [
     "SequentialAttentionCallback",
     "SequentialAttentionEmbedding",
     "__version__",
+    "export_for_serving",
+    "prune",
+    "size_report",
 ]
