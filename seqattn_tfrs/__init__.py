@@ -3,29 +3,23 @@
 Wrap a model's per-feature embedding layers in :class:`SequentialAttentionEmbedding`,
 pass :class:`SequentialAttentionCallback` to ``model.fit``, then :func:`prune` the
 unselected tables and :func:`export_for_serving` a trimmed SavedModel.
+
+The public names load on first use, so that an entry point such as the
+``seqattn-tfrs`` command can set ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is
+imported. Importing them checks that ``tf.keras`` is Keras 2.
 """
 
+import importlib
 
-def _check_keras_version() -> None:
-    import tensorflow as tf
+from seqattn_tfrs.version import __version__
 
-    version = getattr(tf.keras, "version", None)
-    if version is not None and version().startswith("3."):
-        raise ImportError(
-            "seqattn_tfrs needs tf.keras to be Keras 2 (as TensorFlow Recommenders "
-            f"does) but got Keras {version()}. Install tf-keras and set the "
-            "environment variable TF_USE_LEGACY_KERAS=1 before the first "
-            "`import tensorflow` in your process."
-        )
-
-
-_check_keras_version()
-
-from seqattn_tfrs.callback import SequentialAttentionCallback  # noqa: E402
-from seqattn_tfrs.export import export_for_serving, size_report  # noqa: E402
-from seqattn_tfrs.gate import SequentialAttentionEmbedding  # noqa: E402
-from seqattn_tfrs.prune import prune  # noqa: E402
-from seqattn_tfrs.version import __version__  # noqa: E402
+_PUBLIC = {
+    "SequentialAttentionCallback": "seqattn_tfrs.callback",
+    "SequentialAttentionEmbedding": "seqattn_tfrs.gate",
+    "export_for_serving": "seqattn_tfrs.export",
+    "prune": "seqattn_tfrs.prune",
+    "size_report": "seqattn_tfrs.export",
+}
 
 __all__ = [
     "SequentialAttentionCallback",
@@ -35,3 +29,15 @@ __all__ = [
     "prune",
     "size_report",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'seqattn_tfrs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -8,6 +8,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
 from seqattn_tfrs.gate import DENSE, SELECTING, SETTLING, SequentialAttentionEmbedding
 from seqattn_tfrs.schedule import SelectionSchedule
 
@@ -353,19 +354,17 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         @tf.function
         def step(batch):
             saved = [tf.identity(v) for v in metric_variables]
-            logits = [layer.attention_logits for layer in layers]
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(logits)
-                loss = loss_of(batch)
-            grads = tape.gradient(loss, logits)
-            updates = [
-                layer.apply_logit_gradient(
-                    tf.zeros_like(layer.attention_logits) if g is None else g
-                )
-                for layer, g in zip(layers, grads)
-            ]
-            with tf.control_dependencies(updates):
-                for variable, value in zip(metric_variables, saved):
-                    variable.assign(value)
+            for layer in layers:  # traced into the graph: the gates learn here
+                layer._heldout_pass = True
+            try:
+                with tf.GradientTape() as tape:
+                    loss = loss_of(batch)
+                hooks = [layer._gradient_hook for layer in layers]
+                tape.gradient(loss, hooks)  # runs the gates' backward: logits learn
+            finally:
+                for layer in layers:
+                    layer._heldout_pass = False
+            for variable, value in zip(metric_variables, saved):
+                variable.assign(value)
 
         return step

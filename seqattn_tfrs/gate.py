@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs import logit_update
+from seqattn_tfrs import (
+    _compat,  # noqa: F401  (Keras 2 check)
+    logit_update,
+)
 
 # Values of the `gate_mode` variable. The callback moves the layer through them.
 DENSE = 0  # every gate is 1 (warm-up, or no callback at all)
 SELECTING = 1  # selected gates 1, the others a softmax over logits that learn
-SETTLING = 2  # as SELECTING, but the logits are frozen while the model adapts
+SETTLING = 2  # selected gates 1, the others 0: the model fits the selected set
 
 
 @tf.keras.utils.register_keras_serializable(package="seqattn_tfrs")
@@ -46,6 +49,11 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         ``num_selected``.
       attention_learning_rate: step size of the logit update rule, in logit units.
       attention_momentum: momentum (first-moment decay) of the logit update rule.
+      attention_signal: what the logits learn from: ``"score"`` (default), the
+        score-test statistic of each candidate's per-example gate gradients,
+        invariant to the scale of its embedding and of the downstream weights;
+        or ``"gradient"``, the paper's plain gradient of the loss with respect
+        to the logits.
       pruned_feature_widths: set by :func:`~seqattn_tfrs.prune`: features whose
         tables were removed, mapped to their embedding width; they output zeros.
       feature_names: the output order when ``pruned_feature_widths`` is given
@@ -71,6 +79,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         selections_per_round: int = 1,
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
+        attention_signal: str = "score",
         pruned_feature_widths: Mapping[str, int] | None = None,
         feature_names: Sequence[str] | None = None,
         **kwargs: Any,
@@ -159,6 +168,14 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 "`attention_momentum` must be a number in [0, 1), got "
                 f"{attention_momentum!r}."
             )
+        if attention_signal not in ("score", "gradient"):
+            raise ValueError(
+                "`attention_signal` must be 'score' or 'gradient', got "
+                f"{attention_signal!r}."
+            )
+        self.attention_signal = attention_signal
+        self.settle_on_selected_only = True
+        self._heldout_pass = False  # set while the callback traces a held-out step
         self._feature_names = tuple(feature_names)
         self._tables = dict(embeddings)
         self._pruned_widths = pruned
@@ -281,8 +298,14 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         shifted = tf.exp(masked - tf.reduce_max(masked)) * unselected
         softmax = tf.math.divide_no_nan(shifted, tf.reduce_sum(shifted))
         selecting = selected + unselected * softmax
-        return tf.where(
+        only_selected = tf.logical_or(
             self.num_picked >= self.num_selected,
+            tf.logical_and(
+                tf.equal(self.gate_mode, SETTLING), self.settle_on_selected_only
+            ),
+        )
+        return tf.where(
+            only_selected,
             selected,
             tf.where(
                 tf.equal(self.gate_mode, DENSE), tf.ones_like(selected), selecting
@@ -323,13 +346,28 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
         return tf.cond(self._learning(), update, tf.no_op)
 
-    def _logit_gradient_from_gate_gradient(self, gate_grad: tf.Tensor) -> tf.Tensor:
-        # d gate_j / d w_i = p_j (delta_ij - p_i) on the unselected set U.
-        unselected = 1.0 - self.selected_mask
-        probs = self._gates() * unselected
-        return probs * (gate_grad - tf.reduce_sum(probs * gate_grad)) * unselected
+    def _logit_signal(self, per_example: tf.Tensor) -> tf.Tensor:
+        """The logits' descent direction from per-example gate gradients ``[B, N]``.
 
-    def _gate_and_learn(self, embeddings, gates):
+        ``"score"``: per feature, the sum of the per-example gradients over the
+        root of the sum of their squares - the score-test statistic for adding
+        the feature (its gradient over the square root of its empirical Fisher
+        information). It does not depend on the scale of the feature's embedding
+        or of the weights downstream of it; on least squares it is Orthogonal
+        Matching Pursuit's |X_j' r| / ||X_j|| up to a factor common to all
+        features. ``"gradient"``: the paper's gradient of the loss with respect
+        to the softmax logits.
+        """
+        unselected = 1.0 - self.selected_mask
+        total = tf.reduce_sum(per_example, axis=0)
+        if self.attention_signal == "score":
+            spread = tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=0))
+            return tf.math.divide_no_nan(total, spread) * unselected
+        # d gate_j / d w_i = p_j (delta_ij - p_i) on the unselected set U.
+        probs = self._gates() * unselected
+        return probs * (total - tf.reduce_sum(probs * total)) * unselected
+
+    def _gate_and_learn(self, embeddings, gates, always_learn=False):
         """Gates embeddings; their backward pass also updates the logits."""
 
         @tf.custom_gradient
@@ -337,17 +375,26 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             outputs = [v * tf.cast(gates[i], v.dtype) for i, v in enumerate(values)]
 
             def backward(*upstream):
-                gate_grad = tf.stack(
+                per_example = tf.stack(
                     [
-                        tf.reduce_sum(tf.cast(u * v, tf.float32))
+                        tf.reduce_sum(
+                            tf.reshape(
+                                tf.cast(u * v, tf.float32), [tf.shape(v)[0], -1]
+                            ),
+                            axis=1,
+                        )
                         for u, v in zip(upstream, values)
-                    ]
+                    ],
+                    axis=1,
+                )
+                learn = (
+                    tf.constant(True)
+                    if always_learn
+                    else tf.equal(self.learn_from_fit_batches, 1)
                 )
                 update = tf.cond(
-                    tf.equal(self.learn_from_fit_batches, 1),
-                    lambda: self.apply_logit_gradient(
-                        self._logit_gradient_from_gate_gradient(gate_grad)
-                    ),
+                    learn,
+                    lambda: self.apply_logit_gradient(self._logit_signal(per_example)),
                     tf.no_op,
                 )
                 with tf.control_dependencies([update]):
@@ -394,10 +441,11 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
         gates = self._gates()
         values = [embedded[name] for name in self._feature_names]
-        if training:
-            gated = self._gate_and_learn(values, gates)
-        else:
-            gated = [v * tf.cast(gates[i], v.dtype) for i, v in enumerate(values)]
+        # Always the learning path: its forward pass is a plain multiply, and its
+        # backward pass (which updates the logits in a selection round) runs only
+        # when a gradient is taken - never in predict, evaluate or serving. It does
+        # not depend on `training`, which TFRS models often leave unset.
+        gated = self._gate_and_learn(values, gates, self._heldout_pass)
         return dict(zip(self._feature_names, gated))
 
     # ------------------------------------------------------------- selection
@@ -460,6 +508,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 "selections_per_round": self.selections_per_round,
                 "attention_learning_rate": self.attention_learning_rate,
                 "attention_momentum": self.attention_momentum,
+                "attention_signal": self.attention_signal,
                 "pruned_feature_widths": dict(self._pruned_widths) or None,
                 "feature_names": list(self._feature_names),
             }

@@ -7,6 +7,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
 from seqattn_tfrs.callback import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 

@@ -1,0 +1,395 @@
+"""The main job: select fields on MovieLens 100K, compare, prune, export, report.
+
+Phases (each timed in the report):
+
+1. ``prepare_data``: load MovieLens 100K, derive features, add the random
+   noise fields, split 80/10/10 with the seed, build vocabularies from the
+   training split only.
+2. ``train_selected``: fit the gated DCN model with
+   :class:`~seqattn_tfrs.SequentialAttentionCallback` (the validation split is
+   its held-out ``selection_data``), then ``evaluate_selected`` on the test split.
+3. ``train_baseline``: fit the same architecture on all fields without the gate
+   for the same number of epochs, then ``evaluate_baseline``. Both models are
+   also evaluated on the validation and test splits after every epoch
+   (``per_epoch_evaluation``); the report adds the baseline's test metrics at
+   its best validation-AUC epoch (an early-stopped baseline).
+4. ``prune_export``: prune the unselected tables and export a SavedModel for
+   TF Serving.
+5. The report: ``report.json`` and ``gates.png`` in the output directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pathlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
+from seqattn_tfrs import data as movielens
+from seqattn_tfrs import report as report_lib
+from seqattn_tfrs.callback import SequentialAttentionCallback
+from seqattn_tfrs.config import FROM_DATA, FeatureConfig, JobConfig
+from seqattn_tfrs.models import (
+    LABEL_KEY,
+    MULTI_VALUE_PADDING,
+    DCNRankingModel,
+    build_model,
+    embedding_table_stats,
+)
+
+__all__ = ["PreparedData", "build_vocabulary", "prepare_data", "run_job"]
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+WARMUP_ROWS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+    """The three splits as in-memory columns, and the training vocabularies.
+
+    Attributes:
+      columns: split name (``"train"``, ``"val"``, ``"test"``) to feature name
+        to a tensor with one row per rating (``movie_genres`` is ragged). Holds
+        the model's features and the label ``user_rating``.
+      vocabularies: feature name to vocabulary (bucket boundaries for
+        ``"numeric"`` features), built from the training split only.
+      data_dir: where the MovieLens files were read from.
+    """
+
+    columns: Mapping[str, Mapping[str, tf.Tensor | tf.RaggedTensor]]
+    vocabularies: Mapping[str, list[Any]]
+    data_dir: str
+
+    def size(self, split: str) -> int:
+        """Number of ratings in ``split``."""
+        return int(self.columns[split][LABEL_KEY].shape[0])
+
+    def dataset(
+        self, split: str, batch_size: int, *, shuffle_seed: int | None = None
+    ) -> tf.data.Dataset:
+        """Batches of feature dicts (with the label) from ``split``.
+
+        Multi-valent features come dense, padded with ``MULTI_VALUE_PADDING``
+        to the batch's longest row: the form a serving signature takes.
+
+        Args:
+          split: ``"train"``, ``"val"`` or ``"test"``.
+          batch_size: rows per batch (the last batch may be smaller).
+          shuffle_seed: reshuffle every epoch with this seed; None keeps order.
+
+        Returns:
+          A dataset of known cardinality.
+        """
+        columns = dict(self.columns[split])
+        n = self.size(split)
+        indices = tf.data.Dataset.range(n)
+        if shuffle_seed is not None:
+            indices = indices.shuffle(
+                n, seed=shuffle_seed, reshuffle_each_iteration=True
+            )
+
+        def gather(idx):
+            batch = {name: tf.gather(col, idx) for name, col in columns.items()}
+            return {
+                name: value.to_tensor(default_value=MULTI_VALUE_PADDING)
+                if isinstance(value, tf.RaggedTensor)
+                else value
+                for name, value in batch.items()
+            }
+
+        batches = indices.batch(batch_size).map(
+            gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def build_vocabulary(feature: FeatureConfig, values: np.ndarray) -> list[Any]:
+    """The vocabulary of ``feature`` from its training values.
+
+    Args:
+      feature: the feature's config; an explicit vocabulary is returned as is.
+      values: the training values (flattened for ``"multi_int"``).
+
+    Returns:
+      Sorted distinct values (str for ``"string"``, int for ``"int"`` and
+      ``"multi_int"``), or for ``"numeric"`` the distinct quantile boundaries
+      that cut the values into ``num_buckets`` buckets.
+
+    Raises:
+      ValueError: an int feature has values that are not whole numbers, or there
+        are no values.
+    """
+    if feature.vocabulary != FROM_DATA:
+        return list(feature.vocabulary)
+    values = np.asarray(values)
+    if values.size == 0:
+        raise ValueError(f"Feature {feature.name!r} has no training values.")
+    if feature.kind == "numeric":
+        quantiles = np.linspace(0.0, 1.0, feature.num_buckets + 1)[1:-1]
+        return sorted(
+            {float(b) for b in np.quantile(values.astype(np.float64), quantiles)}
+        )
+    if feature.kind == "string":
+        return [v.decode("utf-8") for v in np.unique(values.astype(object)).tolist()]
+    if values.dtype.kind == "f" and not np.all(np.equal(np.floor(values), values)):
+        raise ValueError(
+            f"Feature {feature.name!r} of kind {feature.kind!r} has non-integer "
+            f"values, e.g. {values[values != np.floor(values)][:3].tolist()}."
+        )
+    return [int(v) for v in np.unique(values.astype(np.int64))]
+
+
+def _split_columns(config: JobConfig, data_dir: str) -> dict[str, dict[str, Any]]:
+    dataset = movielens.load_movielens_100k(data_dir)
+    if config.max_examples is not None:
+        dataset = dataset.take(config.max_examples)
+    parts = movielens.train_val_test_split(
+        dataset, seed=config.seed, fractions=SPLIT_FRACTIONS
+    )
+    wanted = [f.name for f in config.features] + [LABEL_KEY]
+    columns = {}
+    for split, part in zip(SPLITS, parts):
+        batch = (
+            part.batch(1_000_000)
+            .map(movielens.add_derived_features)
+            .get_single_element()
+        )
+        missing = [name for name in wanted if name not in batch]
+        if missing:
+            raise KeyError(
+                f"Feature(s) {missing} are not in the MovieLens data; available: "
+                f"{sorted(batch)}."
+            )
+        columns[split] = {name: batch[name] for name in wanted}
+    return columns
+
+
+def prepare_data(config: JobConfig) -> PreparedData:
+    """Loads, derives, adds noise fields, splits and builds vocabularies.
+
+    The noise fields are drawn with ``numpy.random.default_rng(config.seed)``,
+    uniformly from ``[0, noise.vocabulary_size)`` per rating, independently of
+    everything else.
+
+    Args:
+      config: the (resolved) job config.
+
+    Returns:
+      The prepared splits and vocabularies.
+    """
+    data_dir = config.data_dir or str(movielens.fetch_movielens_100k())
+    columns = _split_columns(config, data_dir)
+    rng = np.random.default_rng(config.seed)
+    for name in config.noise.names:
+        for split in SPLITS:
+            n = int(columns[split][LABEL_KEY].shape[0])
+            columns[split][name] = tf.constant(
+                rng.integers(0, config.noise.vocabulary_size, size=n), tf.int64
+            )
+    vocabularies = {}
+    for feature in config.all_features:
+        values = columns["train"][feature.name]
+        if isinstance(values, tf.RaggedTensor):
+            values = values.flat_values
+        vocabularies[feature.name] = build_vocabulary(feature, values.numpy())
+    return PreparedData(columns=columns, vocabularies=vocabularies, data_dir=data_dir)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = round(time.perf_counter() - start, 3)
+
+
+def _evaluate(model: DCNRankingModel, dataset: tf.data.Dataset) -> dict[str, float]:
+    results = model.evaluate(dataset, return_dict=True, verbose=0)
+    return {"auc": float(results["auc"]), "log_loss": float(results["log_loss"])}
+
+
+class _EpochMetrics(tf.keras.callbacks.Callback):
+    """Validation and test AUC / log loss after every epoch, and their cost."""
+
+    def __init__(self, val: tf.data.Dataset, test: tf.data.Dataset) -> None:
+        super().__init__()
+        self.val, self.test = val, test
+        self.rows: list[dict[str, float]] = []
+        self.seconds = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        val, test = _evaluate(self.model, self.val), _evaluate(self.model, self.test)
+        self.rows.append(
+            {
+                "epoch": epoch,
+                **{f"val_{k}": v for k, v in val.items()},
+                **{f"test_{k}": v for k, v in test.items()},
+            }
+        )
+        self.seconds += time.perf_counter() - start
+
+    def best_by_val_auc(self) -> dict[str, float]:
+        """Test metrics of the epoch with the best validation AUC."""
+        best = max(self.rows, key=lambda row: row["val_auc"])
+        return {
+            "epoch": best["epoch"],
+            "auc": best["test_auc"],
+            "log_loss": best["test_log_loss"],
+        }
+
+
+def _prune_and_export(
+    model: DCNRankingModel,
+    output_dir: pathlib.Path,
+    test: tf.data.Dataset,
+) -> tuple[DCNRankingModel, dict[str, Any]]:
+    """Prunes the unselected tables and exports the pruned model for serving."""
+    # Imported here: prune and export are separate steps of the package that
+    # the rest of the job does not need.
+    from seqattn_tfrs.export import export_for_serving
+    from seqattn_tfrs.prune import prune
+
+    batch = next(iter(test))
+    features = {name: value for name, value in batch.items() if name != LABEL_KEY}
+    before = model(features).numpy()
+    pruned = prune(model)
+    after = pruned(features).numpy()
+    kept = list(pruned.gate.embedding_layers)
+    # A few real test rows, replayed by TF Serving when it loads the model.
+    warmup = {name: features[name][:WARMUP_ROWS].numpy().tolist() for name in kept}
+    path = pathlib.Path(
+        export_for_serving(pruned, output_dir / "serving", warmup_examples=warmup)
+    )
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return pruned, {
+        "path": str(path),
+        "size_bytes": int(size),
+        "serving_features": kept,
+        "max_abs_prediction_change_after_prune": float(np.max(np.abs(before - after))),
+    }
+
+
+def _table_totals(stats: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    return {
+        "tables": len(stats),
+        "parameters": sum(s["parameters"] for s in stats.values()),
+        "bytes": sum(s["bytes"] for s in stats.values()),
+        "per_feature": {name: dict(s) for name, s in stats.items()},
+    }
+
+
+def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
+    """Runs the whole job and writes its report into ``config.output_dir``.
+
+    Args:
+      config: the job config; ``smoke`` is applied here (see
+        :meth:`JobConfig.resolved`).
+      export: prune and export the selected model (False skips that phase).
+
+    Returns:
+      The report dict also written to ``report.json``.
+    """
+    started = time.perf_counter()
+    config = config.resolved()
+    output_dir = pathlib.Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    fit_verbose = 2 if config.smoke else 1
+
+    with _timed(timings, "prepare_data"):
+        data = prepare_data(config)
+        train = data.dataset("train", config.batch_size, shuffle_seed=config.seed)
+        val = data.dataset("val", config.batch_size).cache()
+        test = data.dataset("test", config.batch_size).cache()
+    epochs = config.selection.total_epochs
+    selection = config.selection
+    print(
+        f"Data: {data.size('train')} train / {data.size('val')} val / "
+        f"{data.size('test')} test ratings from {data.data_dir}; "
+        f"{len(config.all_features)} fields; {epochs} epochs per model.",
+        flush=True,
+    )
+
+    with _timed(timings, "train_selected"):
+        tf.keras.utils.set_random_seed(config.seed)
+        model = build_model(config, data.vocabularies, use_gate=True)
+        callback = SequentialAttentionCallback(
+            warmup_epochs=selection.warmup_epochs,
+            epochs_per_selection=selection.epochs_per_selection,
+            finetune_epochs=selection.finetune_epochs,
+            settle_fraction=selection.settle_fraction,
+            selection_data=val if selection.use_selection_data else None,
+            selection_interval=selection.selection_interval,
+            verbose=1,
+        )
+        selected_epochs = _EpochMetrics(val, test)
+        model.fit(
+            train,
+            epochs=epochs,
+            callbacks=[callback, selected_epochs],
+            verbose=fit_verbose,
+        )
+    with _timed(timings, "evaluate_selected"):
+        selected_metrics = _evaluate(model, test)
+
+    with _timed(timings, "train_baseline"):
+        tf.keras.utils.set_random_seed(config.seed)
+        baseline = build_model(config, data.vocabularies, use_gate=False)
+        baseline_epochs = _EpochMetrics(val, test)
+        baseline.fit(
+            train, epochs=epochs, callbacks=[baseline_epochs], verbose=fit_verbose
+        )
+    with _timed(timings, "evaluate_baseline"):
+        baseline_metrics = _evaluate(baseline, test)
+    # Per-epoch evaluation is its own phase, not training time.
+    timings["train_selected"] -= round(selected_epochs.seconds, 3)
+    timings["train_baseline"] -= round(baseline_epochs.seconds, 3)
+    timings["per_epoch_evaluation"] = round(
+        selected_epochs.seconds + baseline_epochs.seconds, 3
+    )
+
+    tables_before = embedding_table_stats(model)
+    round_gates = model.gate.gate_history()
+    export_info = None
+    tables_after = {name: tables_before[name] for name in model.gate.selected_features}
+    if export:
+        with _timed(timings, "prune_export"):
+            pruned, export_info = _prune_and_export(model, output_dir, test)
+            tables_after = embedding_table_stats(pruned)
+    timings["total"] = round(time.perf_counter() - started, 3)
+
+    report = report_lib.build_report(
+        config=config,
+        selected_features=list(model.gate.selected_features),
+        noise_features=list(config.noise.names),
+        selection_events=callback.events,
+        metrics={
+            "baseline": baseline_metrics,
+            "baseline_best_val_epoch": baseline_epochs.best_by_val_auc(),
+            "selected": selected_metrics,
+        },
+        per_epoch={"selected": selected_epochs.rows, "baseline": baseline_epochs.rows},
+        tables_before=_table_totals(tables_before),
+        tables_after=_table_totals(tables_after),
+        export=export_info,
+        timings=timings,
+        data={
+            "data_dir": data.data_dir,
+            **{f"{split}_examples": data.size(split) for split in SPLITS},
+            "epochs_per_model": epochs,
+        },
+    )
+    report_lib.write_report(
+        report, callback.gate_history, output_dir, round_gates=round_gates
+    )
+    print(report_lib.format_report(report), flush=True)
+    return report

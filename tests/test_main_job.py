@@ -1,0 +1,135 @@
+"""The main job's CLI and the examples, each run in smoke mode in a subprocess.
+
+The four processes start together (one module fixture) and run side by side;
+each test waits for its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from seqattn_tfrs import data
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_SECONDS = 240
+EXAMPLES = ("add_layer_to_tfrs_model", "select_with_callback", "export_for_tf_serving")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Starts the CLI smoke job and every example; yields name -> (process, dir)."""
+    data.fetch_movielens_100k()  # once, before the processes that read the cache
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+    started = {}
+    job_dir = tmp_path_factory.mktemp("job")
+    commands = {
+        "cli": [
+            sys.executable,
+            "-m",
+            "seqattn_tfrs.cli",
+            "--smoke",
+            "--output_dir",
+            "out",
+        ]
+    }
+    for name in EXAMPLES:
+        commands[name] = [
+            sys.executable,
+            str(REPO / "examples" / f"{name}.py"),
+            "--smoke",
+        ]
+    commands["export_for_tf_serving"] += ["--export_base", str(job_dir / "ranker")]
+    for name, command in commands.items():
+        started[name] = subprocess.Popen(
+            command,
+            cwd=job_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    yield {name: (process, job_dir) for name, process in started.items()}
+    for process in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def finish(runs, name: str) -> tuple[str, pathlib.Path]:
+    process, directory = runs[name]
+    output, _ = process.communicate(timeout=TIMEOUT_SECONDS)
+    assert process.returncode == 0, f"{name} failed:\n{output[-6000:]}"
+    return output, directory
+
+
+def test_cli_smoke_job_writes_report_and_plot(runs):
+    output, directory = finish(runs, "cli")
+    out = directory / "out"
+    report = json.loads((out / "report.json").read_text())
+    config = report["config"]
+    assert config["smoke"] is True
+    k = config["selection"]["num_selected"]
+    assert report["num_selected"] == k == len(report["selected_features"])
+    assert len(set(report["selected_features"])) == k
+    picks = [name for e in report["selection_events"] for name in e["features"]]
+    assert picks == report["selected_features"]
+    assert report["noise_features"] == ["noise_0", "noise_1", "noise_2"]
+    for model in ("baseline", "selected"):
+        metrics = report["metrics"][model]
+        assert 0.0 <= metrics["auc"] <= 1.0
+        assert metrics["log_loss"] > 0.0
+    tables = report["embedding_tables"]
+    assert tables["before"]["tables"] == 16 and tables["after"]["tables"] == k
+    assert 0 < tables["after"]["bytes"] < tables["before"]["bytes"]
+    assert sorted(tables["after"]["per_feature"]) == sorted(report["selected_features"])
+    export = report["export"]
+    assert pathlib.Path(export["path"]).is_dir()
+    assert (pathlib.Path(export["path"]) / "saved_model.pb").is_file()
+    assert export["size_bytes"] > 0
+    assert export["max_abs_prediction_change_after_prune"] < 1e-5
+    assert sorted(export["serving_features"]) == sorted(report["selected_features"])
+    timings = report["timings_seconds"]
+    for phase in ("prepare_data", "train_selected", "train_baseline", "prune_export"):
+        assert timings[phase] > 0
+    assert timings["total"] >= sum(v for p, v in timings.items() if p != "total")
+    assert len(report["gate_history"]) == report["data"]["epochs_per_model"]
+    assert (out / "gates.png").read_bytes().startswith(b"\x89PNG")
+    assert "Selected features (in pick order)" in output
+
+
+def test_cli_rejects_a_bad_flag_value_naming_the_key(tmp_path):
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "seqattn_tfrs.cli", "--num_selected", "99"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert result.returncode == 2
+    assert "selection.num_selected" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_runs_in_smoke_mode(runs, name):
+    output, directory = finish(runs, name)
+    if name == "export_for_tf_serving":
+        assert "saved_model_cli show --dir" in output
+        assert list((directory / "ranker").glob("*/saved_model.pb"))
+    else:
+        assert "Selected" in output
