@@ -152,7 +152,10 @@ def main(argv):
     for _ in range(FLAGS.chunks):
         for model, timer in variants.values():
             model.fit(
-                train, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0,
+                train,
+                steps_per_epoch=FLAGS.steps,
+                epochs=1,
+                verbose=0,
                 callbacks=[timer],
             )
 
@@ -162,8 +165,7 @@ def main(argv):
 
     base = median_ms(variants["plain"][1])
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"TF {tf.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}",
         "fields": len(names),
         "batch_size": FLAGS.batch_size,
         "median_step_ms": {},
@@ -180,7 +182,8 @@ def main(argv):
     summary = ", ".join(
         f"{k} x{v:.3f}" for k, v in results["ratio_to_plain"].items() if k != "plain"
     )
-    print(f"overhead vs plain ({len(names)} fields, batch {FLAGS.batch_size}): {summary}")
+    shape = f"{len(names)} fields, batch {FLAGS.batch_size}"
+    print(f"overhead vs plain ({shape}): {summary}")
 
 
 if __name__ == "__main__":

@@ -63,12 +63,12 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
       steps_per_selection: if given, rounds last this many training steps
         instead of epochs (warm-up and fine-tune still count epochs).
       settle_fraction: the first part of every round after the first in which
-        the gates are already the round's softmax but the logits do not learn,
-        so that the model first absorbs the features just committed (their
-        gates jumped to 1). The logits then learn what each candidate adds to a
-        model fitted to the selected set, as Orthogonal Matching Pursuit's
-        residual does. Without it, a near copy of a committed feature still
-        looks useful and can win under fast optimizers such as Adam.
+        the model trains on the selected features alone (the other gates are
+        0) and the logits do not learn. The logits then learn what each
+        candidate adds to a model fitted to the selected set, as Orthogonal
+        Matching Pursuit scores candidates against the residual of the
+        selected ones. Without it, the model still splits what a committed
+        feature explains with its near copies, and a copy can win.
       selection_data: optional held-out ``tf.data.Dataset`` the logits learn on.
       selection_interval: training steps between held-out logit steps.
       verbose: 0 silent, 1 prints each pick.

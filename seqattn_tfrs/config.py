@@ -213,9 +213,10 @@ class SelectionConfig:
       selection_interval: training steps between held-out logit steps.
       attention_learning_rate: step size of the logits' own update rule.
       attention_momentum: momentum of the logits' own update rule.
-      attention_signal: what the logits learn from: ``"score"`` (the
-        score-test statistic of each candidate) or ``"gradient"`` (the paper's
-        plain gradient); see :class:`~seqattn_tfrs.SequentialAttentionEmbedding`.
+      attention_signal: what the logits learn from: ``"gradient"`` (the
+        paper's plain gradient, default) or ``"score"`` (the score-test
+        statistic of each candidate); see
+        :class:`~seqattn_tfrs.SequentialAttentionEmbedding`.
     """
 
     num_selected: int = 6
@@ -228,7 +229,7 @@ class SelectionConfig:
     selection_interval: int = 1
     attention_learning_rate: float = 0.05
     attention_momentum: float = 0.9
-    attention_signal: AttentionSignal = "score"
+    attention_signal: AttentionSignal = "gradient"
 
     def __post_init__(self) -> None:
         _positive_int("num_selected", self.num_selected)

@@ -49,11 +49,12 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         ``num_selected``.
       attention_learning_rate: step size of the logit update rule, in logit units.
       attention_momentum: momentum (first-moment decay) of the logit update rule.
-      attention_signal: what the logits learn from: ``"score"`` (default), the
-        score-test statistic of each candidate's per-example gate gradients,
-        invariant to the scale of its embedding and of the downstream weights;
-        or ``"gradient"``, the paper's plain gradient of the loss with respect
-        to the logits.
+      attention_signal: what the logits learn from: ``"gradient"`` (default),
+        the paper's gradient of the loss with respect to the logits; or
+        ``"score"``, the score-test statistic of each candidate's per-example
+        gate gradients, invariant to the scale of its embedding and of the
+        downstream weights (better on least squares, worse where a weak but
+        consistent signal - a near copy of a selected field - must lose).
       pruned_feature_widths: set by :func:`~seqattn_tfrs.prune`: features whose
         tables were removed, mapped to their embedding width; they output zeros.
       feature_names: the output order when ``pruned_feature_widths`` is given
@@ -79,7 +80,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         selections_per_round: int = 1,
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
-        attention_signal: str = "score",
+        attention_signal: str = "gradient",
         pruned_feature_widths: Mapping[str, int] | None = None,
         feature_names: Sequence[str] | None = None,
         **kwargs: Any,
@@ -174,7 +175,6 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"{attention_signal!r}."
             )
         self.attention_signal = attention_signal
-        self.settle_on_selected_only = True
         self._heldout_pass = False  # set while the callback traces a held-out step
         self._feature_names = tuple(feature_names)
         self._tables = dict(embeddings)
@@ -300,9 +300,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         selecting = selected + unselected * softmax
         only_selected = tf.logical_or(
             self.num_picked >= self.num_selected,
-            tf.logical_and(
-                tf.equal(self.gate_mode, SETTLING), self.settle_on_selected_only
-            ),
+            tf.equal(self.gate_mode, SETTLING),
         )
         return tf.where(
             only_selected,

@@ -1,10 +1,10 @@
 """Selection quality on planted data whose right answer is known.
 
-Measured limits, stated here rather than hidden (see the README): under Adam,
-and under Adagrad with held-out logit steps, the OMP order is not reliable yet -
-the model's own weights move fast enough between rounds to blur the residual
-the logits learn from; and on the CTR problem an exact duplicate of a selected
-field is still picked on some seeds. These tests pin down what does hold.
+Measured limits, stated here rather than hidden (see the README): under Adam
+the OMP order held on 4 of 6 runs (a decoy won the first pick on one seed), and
+on the CTR problem an exact duplicate of a selected field was picked beside it
+on every seed; under SGD the CTR recovery held on 2 of 3 seeds here (seed 0 also
+took both copies). These tests pin down what holds on every seed tried.
 """
 
 import numpy as np
@@ -40,12 +40,9 @@ def linear_problem(seed, n=4096):
     return x, y
 
 
-@pytest.mark.parametrize(
-    "optimizer, heldout",
-    [("sgd", False), ("sgd", True), ("adagrad", False)],
-    ids=["sgd-train", "sgd-heldout", "adagrad-train"],
-)
+@pytest.mark.parametrize("heldout", [False, True], ids=["train", "heldout"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
     x, y = linear_problem(seed)
     expected = omp(x, y, 4)
@@ -127,12 +124,20 @@ def fit_ctr(seed, optimizer, heldout):
         verbose=0,
     )
     model.fit(
-        data(slice(0, 8000)).shuffle(64, seed=seed),
+        data(slice(0, 8000)).unbatch().shuffle(8000, seed=seed).batch(128),
         epochs=11,
         callbacks=[callback],
         verbose=0,
     )
     return set(layer.selected_features)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ctr_adagrad_with_heldout_recovers_every_source_and_one_copy(seed):
+    selected = fit_ctr(seed, tf.keras.optimizers.Adagrad(0.2), heldout=True)
+    assert not any(name.startswith("noise") for name in selected), selected
+    assert {"m2", "m3", "xor_a", "xor_b"} <= selected, selected
+    assert len(selected & {"m1", "m1_copy"}) == 1, selected
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
