@@ -792,3 +792,17 @@ def test_size_report_before_and_after_pruning():
         == (stats["user_zip"]["parameters"])
     )
     assert report["model_variables"] == variable_stats(pruned.variables)
+
+
+def test_export_refuses_a_call_that_still_reads_a_dropped_feature(tmp_path):
+    class ReadsAge(DCNModel):
+        def call(self, features):  # uses the raw age beside the gate: a mistake
+            return super().call(features) + features["user_age"][:, None]
+
+    model = ReadsAge(make_tables(), num_selected=2)
+    model(features_only(make_data(8)))
+    force_selection(model.gate, ["movie_id", "user_id"])
+    prune(model)
+    with pytest.raises(ValueError, match="reads a feature that is not among"):
+        export_for_serving(model, tmp_path / "models")
+    assert not (tmp_path / "models").exists() or listing(tmp_path / "models") == []
