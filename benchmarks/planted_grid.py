@@ -163,8 +163,8 @@ def main(argv):
     tally = {}
     for problem, name, seed, heldout in itertools.product(
         FLAGS.problems,
-        ["adam", "sgd", "adagrad"],
-        map(int, FLAGS.seeds),
+        FLAGS.optimizers,
+        [int(seed) for seed in FLAGS.seeds],
         [False, True],
     ):
         tf.keras.backend.clear_session()
