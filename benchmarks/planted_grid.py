@@ -28,6 +28,7 @@ import itertools  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from planted import ctr_problem, linear_problem, omp_order  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
 
@@ -52,26 +53,8 @@ OPTIMIZERS = {
 }
 
 
-def omp_order(x, y, k):
-    chosen, residual = [], y.copy()
-    for _ in range(k):
-        scores = np.abs(x.T @ residual)
-        scores[chosen] = -1.0
-        chosen.append(int(np.argmax(scores)))
-        beta = np.linalg.lstsq(x[:, chosen], y, rcond=None)[0]
-        residual = y - x[:, chosen] @ beta
-    return chosen
-
-
 def run_omp(seed, optimizer, heldout):
-    rng = np.random.default_rng(seed)
-    n = 4096
-    x = rng.normal(size=(n, 8)).astype(np.float32)
-    x[:, 1] = 0.9 * x[:, 0] + 0.44 * rng.normal(size=n)
-    y = (
-        x @ np.array([3, 0, 0, 2, 0, 1.2, 0, 0.6], np.float32)
-        + 0.3 * rng.normal(size=n)
-    ).astype(np.float32)
+    x, y = linear_problem(seed)
     names = [f"x{i}" for i in range(8)]
     inputs = {m: tf.keras.Input((), name=m) for m in names}
     layer = seqattn_tfrs.SequentialAttentionEmbedding(
@@ -103,20 +86,7 @@ def run_omp(seed, optimizer, heldout):
 
 
 def run_ctr(seed, optimizer, heldout):
-    rng = np.random.default_rng(seed)
-    n = 12000
-    columns, logit = {}, np.zeros(n)
-    for name, vocab, scale in (("m1", 20, 1.5), ("m2", 20, 1.0), ("m3", 20, 0.7)):
-        values = rng.integers(0, vocab, n)
-        logit += rng.normal(0, scale, vocab)[values]
-        columns[name] = values
-    columns["m1_copy"] = columns["m1"].copy()
-    a, b = rng.integers(0, 2, n), rng.integers(0, 2, n)
-    columns["xor_a"], columns["xor_b"] = a, b
-    logit += 2.0 * (2 * (a ^ b) - 1)
-    for i in range(4):
-        columns[f"noise{i}"] = rng.integers(0, 3000, n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    columns, y = ctr_problem(seed)
     names = list(columns)
     inputs = {m: tf.keras.Input((), name=m, dtype=tf.int64) for m in names}
     layer = seqattn_tfrs.SequentialAttentionEmbedding(

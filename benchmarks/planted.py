@@ -1,0 +1,57 @@
+"""Planted selection problems whose right answer is known.
+
+Shared by ``planted_grid.py`` and the test suite's quality tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def omp_order(x: np.ndarray, y: np.ndarray, k: int) -> list[int]:
+    """Orthogonal Matching Pursuit: pick the column nearest the residual, k times."""
+    chosen, residual = [], y.copy()
+    for _ in range(k):
+        scores = np.abs(x.T @ residual)
+        scores[chosen] = -1.0
+        chosen.append(int(np.argmax(scores)))
+        beta = np.linalg.lstsq(x[:, chosen], y, rcond=None)[0]
+        residual = y - x[:, chosen] @ beta
+    return chosen
+
+
+def linear_problem(seed: int, n: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """8 features, y from x0, x3, x5, x7; x1 is a decoy correlated 0.9 with x0."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    x[:, 1] = 0.9 * x[:, 0] + 0.44 * rng.normal(size=n)
+    coef = np.array([3.0, 0.0, 0.0, 2.0, 0.0, 1.2, 0.0, 0.6], np.float32)
+    y = (x @ coef + 0.3 * rng.normal(size=n)).astype(np.float32)
+    return x, y
+
+
+def ctr_problem(seed: int, n: int = 12000) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Main effects m1-m3, an exact copy of m1, an XOR pair, memorisable noise."""
+    rng = np.random.default_rng(seed)
+    columns, logit = {}, np.zeros(n)
+    for name, vocab, scale in (("m1", 20, 1.5), ("m2", 20, 1.0), ("m3", 20, 0.7)):
+        values = rng.integers(0, vocab, n)
+        logit += rng.normal(0, scale, vocab)[values]
+        columns[name] = values
+    columns["m1_copy"] = columns["m1"].copy()
+    a, b = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    columns["xor_a"], columns["xor_b"] = a, b
+    logit += 2.0 * (2 * (a ^ b) - 1)
+    for i in range(4):  # 3,000 values over 8,000 training rows: memorisable
+        columns[f"noise{i}"] = rng.integers(0, 3000, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    return {k: v.astype(np.int64) for k, v in columns.items()}, y
+
+
+def ctr_correct(selected: set[str]) -> bool:
+    """Every source, no noise field, exactly one of the two copies."""
+    return (
+        not any(name.startswith("noise") for name in selected)
+        and {"m2", "m3", "xor_a", "xor_b"} <= selected
+        and len(selected & {"m1", "m1_copy"}) == 1
+    )
