@@ -259,6 +259,15 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         prefix = self._prefixes()
         for layer in self._layers:
             gates = layer.gate_values()
+            skipped = int(layer.nonfinite_logit_steps.numpy())
+            if skipped:
+                logs[f"{prefix[id(layer)]}nonfinite_logit_steps"] = float(skipped)
+                if self.verbose:
+                    print(
+                        f"\nSequentialAttention [{layer.name}]: {skipped} logit "
+                        "step(s) so far had a NaN/inf gradient and were not applied.",
+                        flush=True,
+                    )
             logs[f"{prefix[id(layer)]}num_selected"] = float(
                 len(layer.selected_features)
             )
@@ -289,7 +298,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             schedule = self._schedules[id(layer)]
             done = -(-int(layer.num_picked.numpy()) // layer.selections_per_round)
             while done < schedule.rounds_due(completed):
-                names = layer._commit_round()
+                names = layer._commit_round(require_learning=True)
                 done += 1
                 start = len(layer.selected_features) - len(names)
                 event = {

@@ -225,6 +225,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self._logit_momentum = state("logit_momentum", [n], tf.float32, 0.0)
         self._logit_second_moment = state("logit_second_moment", [], tf.float32, 0.0)
         self._logit_steps = state("logit_steps", [], tf.float32, 0.0, first)
+        self.nonfinite_logit_steps = state(
+            "nonfinite_logit_steps", [], tf.int32, 0, first
+        )
         # A trainable scalar whose gradient is always exactly 0: it makes every
         # training step's backward pass run through the gate (even when the
         # per-feature layers have no weights), where the logits learn. Being 0
@@ -319,9 +322,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
     def apply_logit_gradient(self, grad: tf.Tensor) -> tf.Operation:
         """Updates the attention logits from ``dLoss/dlogits`` with the own rule.
 
-        A no-op unless the layer is in a selection round. Used by the callback
-        for held-out batches; training batches reach it through the gate's
-        gradient.
+        A no-op unless the layer is in a selection round. A gradient with a NaN
+        or infinite entry (a NaN loss) changes nothing and is counted in
+        ``nonfinite_logit_steps`` instead, which the callback reports, so one bad
+        batch cannot corrupt a round's logits.
         """
 
         def update():
@@ -342,7 +346,17 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 self._logit_steps.assign(step),
             )
 
-        return tf.cond(self._learning(), update, tf.no_op)
+        grad = tf.convert_to_tensor(grad, tf.float32)
+        finite = tf.reduce_all(tf.math.is_finite(grad))
+        return tf.cond(
+            self._learning(),
+            lambda: tf.cond(
+                finite,
+                update,
+                lambda: tf.group(self.nonfinite_logit_steps.assign_add(1)),
+            ),
+            tf.no_op,
+        )
 
     def _logit_signal(self, per_example: tf.Tensor) -> tf.Tensor:
         """The logits' descent direction from per-example gate gradients ``[B, N]``.
@@ -447,8 +461,13 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         return dict(zip(self._feature_names, gated))
 
     # ------------------------------------------------------------- selection
-    def _commit_round(self) -> list[str]:
+    def _commit_round(self, require_learning: bool = False) -> list[str]:
         """Selects the next round's features by largest logit. Used by the callback.
+
+        Args:
+          require_learning: refuse to pick when no logit update was applied in
+            this round (the callback sets it: a pick must come from trained
+            logits).
 
         Returns:
           The names committed, in order.
@@ -468,6 +487,15 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             for i in np.flatnonzero(~selected)
             if not np.isfinite(logits[i])
         ]
+        if require_learning and float(self._logit_steps.numpy()) == 0.0:
+            skipped = int(self.nonfinite_logit_steps.numpy())
+            raise RuntimeError(
+                f"{self.name}: no logit update was applied in selection round "
+                f"{picked // self.selections_per_round + 1} ({skipped} had a NaN/inf "
+                "gradient so far), so there is nothing to pick from. Fix the NaN "
+                "loss, or lengthen the round / lower `settle_fraction` or "
+                "`selection_interval`."
+            )
         if bad:
             raise FloatingPointError(
                 f"{self.name}: attention logits of {bad} are not finite "

@@ -311,3 +311,30 @@ def test_finds_layers_in_subclassed_tfrs_models_and_dicts():
 
     layers = find_gated_layers(Outer())
     assert sorted(layer.feature_names[0] for layer in layers) == ["a", "b"]
+
+
+@pytest.mark.parametrize("terminate_on_nan", [False, True], ids=["plain", "terminate"])
+def test_nan_loss_is_reported_and_never_picked_from(terminate_on_nan):
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    x, y = linear_data(0)
+    x = {name: np.concatenate([v] * 3) for name, v in x.items()}  # 3 epochs of 8
+    y = np.concatenate([y] * 3)
+    y[512 + 64 * 4 : 512 + 64 * 5] = np.nan  # batch 4 of round 1 (epoch 1)
+    callbacks = [
+        SequentialAttentionCallback(warmup_epochs=1, finetune_epochs=0, verbose=0)
+    ]
+    if terminate_on_nan:
+        callbacks.append(tf.keras.callbacks.TerminateOnNaN())
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    fit = dict(epochs=3, steps_per_epoch=8, callbacks=callbacks, verbose=0)
+    if terminate_on_nan:  # stops in round 1, which picks from its finite steps
+        history = model.fit(data, **fit)
+        assert history.history["seqattn/nonfinite_logit_steps"][-1] >= 1.0
+        assert len(layer.selected_features) == 1
+    else:  # the NaN weights leave round 2 without any finite logit step
+        with pytest.raises(RuntimeError, match="no logit update was applied"):
+            model.fit(data, **fit)
+        assert len(layer.selected_features) == 1
+    assert np.all(np.isfinite(layer.attention_logits.numpy()))
+    assert int(layer.nonfinite_logit_steps.numpy()) >= 1
