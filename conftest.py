@@ -1,4 +1,4 @@
-"""Test setup: Keras 2 for TFRS, set before the one TensorFlow import."""
+"""Test setup for tests/ and the doctests: Keras 2 for TFRS, before TF loads."""
 
 import os
 
