@@ -225,7 +225,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.selection_data is not None:
-            self._heldout_iterator = iter(self.selection_data.repeat())
+            self._heldout_iterator = iter(
+                self.model.distribute_strategy.experimental_distribute_dataset(
+                    self.selection_data.repeat()
+                )
+            )
             self._heldout_step = None  # built at first use: metrics exist by then
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -360,8 +364,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             y_pred = model(x, training=False)
             return model.compute_loss(x, y, y_pred, sample_weight)
 
-        @tf.function
-        def step(batch):
+        def replica_step(batch):
             saved = [tf.identity(v) for v in metric_variables]
             for layer in layers:  # traced into the graph: the gates learn here
                 layer._heldout_pass = True
@@ -375,5 +378,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     layer._heldout_pass = False
             for variable, value in zip(metric_variables, saved):
                 variable.assign(value)
+
+        strategy = model.distribute_strategy
+
+        @tf.function
+        def step(batch):
+            strategy.run(replica_step, args=(batch,))
 
         return step

@@ -319,43 +319,43 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             self.num_picked < self.num_selected,
         )
 
-    def apply_logit_gradient(self, grad: tf.Tensor) -> tf.Operation:
+    def apply_logit_gradient(
+        self, grad: tf.Tensor, enabled: tf.Tensor | bool = True
+    ) -> tf.Operation:
         """Updates the attention logits from ``dLoss/dlogits`` with the own rule.
 
-        A no-op unless the layer is in a selection round. A gradient with a NaN
-        or infinite entry (a NaN loss) changes nothing and is counted in
-        ``nonfinite_logit_steps`` instead, which the callback reports, so one bad
-        batch cannot corrupt a round's logits.
+        A no-op unless the layer is in a selection round (and ``enabled``). A
+        gradient with a NaN or infinite entry (a NaN loss) changes nothing and is
+        counted in ``nonfinite_logit_steps`` instead, which the callback reports,
+        so one bad batch cannot corrupt a round's logits. Written without
+        control flow (the no-op is a 0/1 factor), so that under a
+        ``tf.distribute`` strategy the variable updates may synchronise replicas.
         """
-
-        def update():
-            step = self._logit_steps + 1.0
-            delta, momentum, second = logit_update.normalized_momentum_step(
-                tf.convert_to_tensor(grad, tf.float32),
-                1.0 - self.selected_mask,
-                self._logit_momentum,
-                self._logit_second_moment,
-                step,
-                learning_rate=self.attention_learning_rate,
-                beta1=self.attention_momentum,
-            )
-            return tf.group(
-                self.attention_logits.assign_add(delta),
-                self._logit_momentum.assign(momentum),
-                self._logit_second_moment.assign(second),
-                self._logit_steps.assign(step),
-            )
-
         grad = tf.convert_to_tensor(grad, tf.float32)
         finite = tf.reduce_all(tf.math.is_finite(grad))
-        return tf.cond(
-            self._learning(),
-            lambda: tf.cond(
-                finite,
-                update,
-                lambda: tf.group(self.nonfinite_logit_steps.assign_add(1)),
+        learning = tf.logical_and(self._learning(), tf.cast(enabled, tf.bool))
+        go = tf.cast(tf.logical_and(learning, finite), tf.float32)
+        step = self._logit_steps + go
+        delta, momentum, second = logit_update.normalized_momentum_step(
+            tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad)),
+            1.0 - self.selected_mask,
+            self._logit_momentum,
+            self._logit_second_moment,
+            tf.maximum(step, 1.0),
+            learning_rate=self.attention_learning_rate,
+            beta1=self.attention_momentum,
+        )
+        keep = 1.0 - go
+        return tf.group(
+            self.attention_logits.assign_add(go * delta),
+            self._logit_momentum.assign(go * momentum + keep * self._logit_momentum),
+            self._logit_second_moment.assign(
+                go * second + keep * self._logit_second_moment
             ),
-            tf.no_op,
+            self._logit_steps.assign(step),
+            self.nonfinite_logit_steps.assign_add(
+                tf.cast(tf.logical_and(learning, tf.logical_not(finite)), tf.int32)
+            ),
         )
 
     def _logit_signal(self, per_example: tf.Tensor) -> tf.Tensor:
@@ -404,10 +404,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                     if always_learn
                     else tf.equal(self.learn_from_fit_batches, 1)
                 )
-                update = tf.cond(
-                    learn,
-                    lambda: self.apply_logit_gradient(self._logit_signal(per_example)),
-                    tf.no_op,
+                update = self.apply_logit_gradient(
+                    self._logit_signal(per_example), learn
                 )
                 with tf.control_dependencies([update]):
                     return [tf.zeros_like(hook)] + [
@@ -511,7 +509,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         order = self.selection_order.numpy()
         order[picked : picked + count] = ranked
         selected[ranked] = True
-        self.round_gates[round_index].assign(gates)
+        history = self.round_gates.numpy()
+        history[round_index] = gates
+        self.round_gates.assign(history)
         self.selection_order.assign(order)
         self.selected_mask.assign(selected.astype(np.float32))
         self.num_picked.assign(picked + count)
