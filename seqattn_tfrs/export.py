@@ -568,7 +568,9 @@ def _parse_spec(name: str, spec: tf.TensorSpec) -> Any:
     if dtype == tf.string:
         parse_dtype, pad = tf.string, ""
     elif dtype.is_integer or dtype == tf.bool:
-        parse_dtype, pad = tf.int64, 0
+        # -1, never a real id: variable-length integer features (genres, tags)
+        # come padded with -1, as the dense serving_default input expects.
+        parse_dtype, pad = tf.int64, -1
     elif dtype.is_floating:
         parse_dtype, pad = tf.float32, 0.0
     else:

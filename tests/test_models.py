@@ -207,3 +207,47 @@ def test_gated_model_prunes_and_exports_with_a_multi_valent_feature(tmp_path):
     path = export_for_serving(pruned, tmp_path / "serving")
     served = tf.saved_model.load(path).signatures["serving_default"](**kept)
     np.testing.assert_allclose(served["scores"].numpy(), before, atol=1e-6)
+    # The tf.Example signature gives the same scores; genres come padded with -1
+    # to the width the model was called with ([None, 2] here).
+    examples = []
+    for row in range(len(before)):
+        genres = kept["genres"][row].numpy().tolist()
+        user = kept["user"][row].numpy()
+        examples.append(
+            tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "genres": tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=genres)
+                        ),
+                        "user": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[user])
+                        ),
+                    }
+                )
+            ).SerializeToString()
+        )
+    from_examples = tf.saved_model.load(path).signatures["serve_examples"](
+        inputs=tf.constant(examples)
+    )
+    np.testing.assert_allclose(from_examples["scores"].numpy(), before, atol=1e-6)
+
+
+def test_variable_length_integer_examples_are_padded_with_minus_one():
+    from seqattn_tfrs.export import _parse_spec
+
+    spec = _parse_spec("genres", tf.TensorSpec([None, None], tf.int64))
+    rows = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "genres": tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=values)
+                    )
+                }
+            )
+        ).SerializeToString()
+        for values in ([0, 2], [1], [])
+    ]
+    parsed = tf.io.parse_example(tf.constant(rows), {"genres": spec})["genres"]
+    assert parsed.numpy().tolist() == [[0, 2], [1, -1], [-1, -1]]
