@@ -43,3 +43,8 @@ def test_overhead_benchmark_smoke(tmp_path):
 def test_planted_grid_smoke():
     lines = run("planted_grid.py", "--problems=omp", "--optimizers=sgd", "--seeds=0")
     assert lines[-1] == "planted grid (signal=gradient, settle=0.5): 2/2 runs correct"
+
+
+def test_export_size_benchmark_smoke():
+    lines = run("export_size.py", "--rows=1000")
+    assert lines[-1].startswith("export size: full ")
