@@ -1,6 +1,6 @@
 """Selects, prunes and exports a ranking model for TF Serving.
 
-After the selection, :func:`seqattn_tfrs.prune.prune` removes the unselected
+After the selection, :func:`seqattn_tfrs.prune` removes the unselected
 features' lookups and embedding tables from the model (predictions do not
 change), and :func:`seqattn_tfrs.export.export_for_serving` writes
 ``<export_base>/<version>/``: a SavedModel whose ``serving_default`` signature
@@ -33,7 +33,7 @@ import tensorflow_recommenders as tfrs  # noqa: E402
 
 from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding  # noqa: E402
 from seqattn_tfrs.export import export_for_serving  # noqa: E402
-from seqattn_tfrs.prune import prune  # noqa: E402
+from seqattn_tfrs.pruning import prune  # noqa: E402
 
 NUM_SELECTED = 2
 

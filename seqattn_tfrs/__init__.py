@@ -17,7 +17,7 @@ _PUBLIC = {
     "SequentialAttentionCallback": "seqattn_tfrs.callback",
     "SequentialAttentionEmbedding": "seqattn_tfrs.gate",
     "export_for_serving": "seqattn_tfrs.export",
-    "prune": "seqattn_tfrs.prune",
+    "prune": "seqattn_tfrs.pruning",
     "size_report": "seqattn_tfrs.export",
 }
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import json
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +18,7 @@ import tensorflow as tf
 
 from seqattn_tfrs.callback import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
-from seqattn_tfrs.prune import (
+from seqattn_tfrs.pruning import (
     _is_functional,
     model_variables,
     table_variables,
@@ -99,7 +102,7 @@ def export_for_serving(
 
     Example:
       >>> import tempfile
-      >>> from seqattn_tfrs.prune import prune
+      >>> from seqattn_tfrs.pruning import prune
       >>> gate = SequentialAttentionEmbedding(
       ...     {"a": tf.keras.layers.Embedding(10, 4),
       ...      "b": tf.keras.layers.Embedding(1000, 8)}, num_selected=1)
@@ -176,6 +179,37 @@ def export_for_serving(
         raise PermissionError(
             f"`export_base_path` {base!r} cannot be created: {err}."
         ) from err
+    with _export_lock(base):
+        return _write_version(
+            module,
+            base,
+            requested,
+            serving_fn,
+            examples_fn,
+            warmup,
+            protos,
+            model,
+            layers,
+            specs,
+            captured,
+        )
+
+
+def _write_version(
+    module,
+    base,
+    requested,
+    serving_fn,
+    examples_fn,
+    warmup,
+    protos,
+    model,
+    layers,
+    specs,
+    captured,
+) -> str:
+    """Writes the next (or the requested) version; the caller holds the lock."""
+    _remove_abandoned_temp_dirs(base)
     number = requested if requested is not None else _next_version(base)
     _check_version_free(base, number)
     tmp = _make_temp_dir(base, number)
@@ -223,7 +257,7 @@ def size_report(
       pruned elsewhere (restored from a config) they are ``None``.
 
     Example:
-      >>> from seqattn_tfrs.prune import prune
+      >>> from seqattn_tfrs.pruning import prune
       >>> gate = SequentialAttentionEmbedding(
       ...     {"a": tf.keras.layers.Embedding(10, 4),
       ...      "b": tf.keras.layers.Embedding(1000, 8)}, num_selected=1)
@@ -301,6 +335,43 @@ def _parse_version(version: Any) -> int | None:
         f"`version` must be a non-negative int (or a string of digits) naming the "
         f"version directory, got {version!r}."
     )
+
+
+LOCK_FILE = ".seqattn_tfrs_export.lock"
+_TEMP_NAME = re.compile(r"\.tmp-\d+-[0-9a-f]{12}")
+
+
+@contextlib.contextmanager
+def _export_lock(base: str) -> Iterator[None]:
+    """Holds an exclusive lock on ``<base>/.seqattn_tfrs_export.lock``.
+
+    Exports to one base path, from any process, run one at a time: each picks
+    its version only when the previous one has been renamed into place, so two
+    concurrent exports get distinct versions. The operating system drops the
+    lock when a process dies, killed or not.
+    """
+    try:
+        fd = os.open(os.path.join(base, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError as err:
+        raise PermissionError(
+            f"`export_base_path` {base!r} is not writable: {err}."
+        ) from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_abandoned_temp_dirs(base: str) -> None:
+    """Removes temporary version directories of exports that died midway.
+
+    Called with the lock held, so no live export owns one. Only names this
+    module creates (``.tmp-<version>-<12 hex digits>``) are touched.
+    """
+    for entry in os.scandir(base):
+        if entry.is_dir(follow_symlinks=False) and _TEMP_NAME.fullmatch(entry.name):
+            shutil.rmtree(entry.path)
 
 
 def _make_temp_dir(base: str, number: int) -> str:

@@ -256,7 +256,7 @@ def _prune_and_export(
     # Imported here: prune and export are separate steps of the package that
     # the rest of the job does not need.
     from seqattn_tfrs.export import export_for_serving
-    from seqattn_tfrs.prune import prune
+    from seqattn_tfrs.pruning import prune
 
     batch = next(iter(test))
     features = {name: value for name, value in batch.items() if name != LABEL_KEY}

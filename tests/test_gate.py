@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import seqattn_tfrs
 from seqattn_tfrs import SequentialAttentionEmbedding
 from seqattn_tfrs.gate import DENSE, SELECTING
 
@@ -21,8 +20,19 @@ def scalar_layer(names=("a", "b", "c"), num_selected=2, **kwargs):
 
 
 def test_public_api_names_exist():
+    import seqattn_tfrs.export  # noqa: F401  (imports every submodule it needs)
+
     for name in seqattn_tfrs.__all__:
         assert hasattr(seqattn_tfrs, name), name
+    for name in (
+        "SequentialAttentionCallback",
+        "SequentialAttentionEmbedding",
+        "export_for_serving",
+        "prune",
+        "size_report",
+    ):
+        # No submodule import may shadow a public function or class.
+        assert callable(getattr(seqattn_tfrs, name)), name
     assert seqattn_tfrs.__version__ == "0.1.0"
 
 

@@ -188,7 +188,7 @@ def test_report_table_json_and_plot(tmp_path):
 def test_gated_model_prunes_and_exports_with_a_multi_valent_feature(tmp_path):
     """The job's model, with dense padded genres, survives prune and export."""
     from seqattn_tfrs.export import export_for_serving
-    from seqattn_tfrs.prune import prune
+    from seqattn_tfrs.pruning import prune
 
     tf.keras.utils.set_random_seed(0)
     model = build_model(small_config(), VOCABULARIES)

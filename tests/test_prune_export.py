@@ -1,14 +1,17 @@
-"""Tests for seqattn_tfrs.prune and seqattn_tfrs.export."""
+"""Tests for seqattn_tfrs.pruning and seqattn_tfrs.export."""
 
 from __future__ import annotations
 
 import gc
 import json
 import os
+import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import weakref
 
 import numpy as np
@@ -20,8 +23,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import seqattn_tfrs
 from seqattn_tfrs import SequentialAttentionEmbedding, export
-from seqattn_tfrs.export import export_for_serving, size_report
-from seqattn_tfrs.prune import prune, variable_stats
+from seqattn_tfrs.export import LOCK_FILE, export_for_serving, size_report
+from seqattn_tfrs.pruning import prune, variable_stats
 
 LABEL = "user_rating"
 USERS = [f"usr-{i:04d}" for i in range(6)]
@@ -171,7 +174,8 @@ def rows(data, names, n):
 
 
 def listing(path):
-    return sorted(os.listdir(path))
+    """The base path's entries, less the lock file every export leaves."""
+    return sorted(p.name for p in pathlib.Path(path).iterdir() if p.name != LOCK_FILE)
 
 
 def serving_devices(export_dir):
@@ -806,3 +810,68 @@ def test_export_refuses_a_call_that_still_reads_a_dropped_feature(tmp_path):
     with pytest.raises(ValueError, match="reads a feature that is not among"):
         export_for_serving(model, tmp_path / "models")
     assert not (tmp_path / "models").exists() or listing(tmp_path / "models") == []
+
+
+# ------------------------------------------------- processes and faults
+WORKER = pathlib.Path(__file__).resolve().parent / "helpers" / "export_worker.py"
+WORKER_ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def test_killed_exporter_leaves_no_version_and_the_next_export_cleans_up(tmp_path):
+    base, ready = tmp_path / "models", tmp_path / "ready"
+    (base / "notes").mkdir(parents=True)  # someone else's: must stay
+    hung = subprocess.Popen(
+        [sys.executable, str(WORKER), str(base), "hang", str(ready)],
+        env=WORKER_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert hung.poll() is None, hung.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the exporter never reached the hang"
+            time.sleep(0.1)
+        hung.send_signal(signal.SIGKILL)
+        hung.wait(timeout=30)
+    finally:
+        if hung.poll() is None:
+            hung.kill()
+            hung.wait()
+        hung.stderr.close()
+    stray = [n for n in listing(base) if n.startswith(".tmp-")]
+    assert len(stray) == 1 and "1" not in listing(base)  # no half-written version
+    done = subprocess.run(
+        [sys.executable, str(WORKER), str(base)],
+        env=WORKER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert listing(base) == ["1", "notes"]  # the stray directory is gone
+
+
+def test_concurrent_exports_get_distinct_versions(tmp_path):
+    base = tmp_path / "models"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(base)],
+            env=WORKER_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    paths = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=180)
+        assert worker.returncode == 0, err[-3000:]
+        paths.append(out.strip().splitlines()[-1])
+    assert sorted(os.path.basename(p) for p in paths) == ["1", "2", "3"]
+    assert listing(base) == ["1", "2", "3"]
+    for path in paths:
+        served = tf.saved_model.load(path).signatures["serving_default"]
+        assert served(a=tf.constant([1], tf.int64))["scores"].shape == (1, 12)
