@@ -175,6 +175,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"{attention_signal!r}."
             )
         self.attention_signal = attention_signal
+        # First-seen dtype per feature; untracked (not part of checkpoints).
+        object.__setattr__(self, "_input_dtypes", {})
         self._heldout_pass = False  # set while the callback traces a held-out step
         self._feature_names = tuple(feature_names)
         self._tables = dict(embeddings)
@@ -432,6 +434,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             )
         embedded = {}
         for name, layer in self._tables.items():
+            self._check_input_dtype(name, features[name])
             value = layer(features[name])
             if isinstance(value, tf.RaggedTensor) or value.shape.rank != 2:
                 raise ValueError(
@@ -457,6 +460,19 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         # not depend on `training`, which TFRS models often leave unset.
         gated = self._gate_and_learn(values, gates, self._heldout_pass)
         return dict(zip(self._feature_names, gated))
+
+    def _check_input_dtype(self, name: str, value: Any) -> None:
+        """Raises if a feature arrives with another dtype than on the first call."""
+        dtype = getattr(value, "dtype", None)
+        if dtype is None:
+            return
+        seen = self._input_dtypes.setdefault(name, tf.as_dtype(dtype).name)
+        if tf.as_dtype(dtype).name != seen:
+            raise TypeError(
+                f"{self.name}: feature {name!r} arrived as {tf.as_dtype(dtype).name}, "
+                f"but the layer was first called with {seen}; expected the same "
+                "dtype on every call."
+            )
 
     # ------------------------------------------------------------- selection
     def _commit_round(self, require_learning: bool = False) -> list[str]:

@@ -251,3 +251,10 @@ def test_functional_model_saves_and_reloads_with_selection(tmp_path):
         m for m in loaded.submodules if isinstance(m, SequentialAttentionEmbedding)
     ][0]
     assert reloaded_layer.selected_features == ("b",)
+
+
+def test_feature_dtype_change_is_named():
+    layer = scalar_layer()
+    layer({"a": tf.ones([2]), "b": tf.ones([2]), "c": tf.ones([2])})
+    with pytest.raises(TypeError, match="feature 'b' arrived as int64.*float32"):
+        layer({"a": tf.ones([2]), "b": tf.ones([2], tf.int64), "c": tf.ones([2])})
