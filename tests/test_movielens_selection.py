@@ -47,3 +47,23 @@ def test_default_job_rejects_random_fields_and_keeps_auc(tmp_path):
         metrics["baseline"]["auc"], metrics["baseline_best_val_epoch"]["auc"]
     )
     assert metrics["selected"]["auc"] >= best_all_fields - 0.002, metrics
+
+
+def test_a_feature_that_is_not_in_the_data_is_named():
+    import dataclasses
+
+    import pytest
+
+    from seqattn_tfrs.config import FeatureConfig
+    from seqattn_tfrs.job import prepare_data
+
+    config = dataclasses.replace(
+        JobConfig.default(),
+        features=(
+            *JobConfig.default().features,
+            FeatureConfig("favourite_colour", "string", embedding_dim=4),
+        ),
+        max_examples=1000,
+    )
+    with pytest.raises(KeyError, match=r"\['favourite_colour'\] are not in the Movie"):
+        prepare_data(config)
