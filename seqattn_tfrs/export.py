@@ -179,62 +179,36 @@ def export_for_serving(
         raise PermissionError(
             f"`export_base_path` {base!r} cannot be created: {err}."
         ) from err
-    with _export_lock(base):
-        return _write_version(
-            module,
-            base,
-            requested,
-            serving_fn,
-            examples_fn,
-            warmup,
-            protos,
-            model,
-            layers,
-            specs,
-            captured,
-        )
-
-
-def _write_version(
-    module,
-    base,
-    requested,
-    serving_fn,
-    examples_fn,
-    warmup,
-    protos,
-    model,
-    layers,
-    specs,
-    captured,
-) -> str:
-    """Writes the next (or the requested) version; the caller holds the lock."""
-    _remove_abandoned_temp_dirs(base)
-    number = requested if requested is not None else _next_version(base)
-    _check_version_free(base, number)
-    tmp = _make_temp_dir(base, number)
-    try:
-        tf.saved_model.save(
-            module,
-            tmp,
-            signatures={SERVING_SIGNATURE: serving_fn, EXAMPLES_SIGNATURE: examples_fn},
-        )
-        extra = os.path.join(tmp, "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        saved_bytes = _dir_bytes(tmp)
-        if warmup is not None:
-            _write_warmup(os.path.join(extra, WARMUP_FILE), warmup, protos)
-        record = _selection_record(
-            model, layers, specs, serving_fn, captured, number, saved_bytes, warmup
-        )
-        _write_json(os.path.join(extra, SELECTION_FILE), record)
-        final = os.path.join(base, str(number))
+    with _export_lock(base):  # one export per base path at a time
+        _remove_abandoned_temp_dirs(base)
+        number = requested if requested is not None else _next_version(base)
         _check_version_free(base, number)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+        tmp = _make_temp_dir(base, number)
+        try:
+            tf.saved_model.save(
+                module,
+                tmp,
+                signatures={
+                    SERVING_SIGNATURE: serving_fn,
+                    EXAMPLES_SIGNATURE: examples_fn,
+                },
+            )
+            extra = os.path.join(tmp, "assets.extra")
+            os.makedirs(extra, exist_ok=True)
+            saved_bytes = _dir_bytes(tmp)
+            if warmup is not None:
+                _write_warmup(os.path.join(extra, WARMUP_FILE), warmup, protos)
+            record = _selection_record(
+                model, layers, specs, serving_fn, captured, number, saved_bytes, warmup
+            )
+            _write_json(os.path.join(extra, SELECTION_FILE), record)
+            final = os.path.join(base, str(number))
+            _check_version_free(base, number)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
 
 
 def size_report(
