@@ -55,3 +55,50 @@ def ctr_correct(selected: set[str]) -> bool:
         and {"m2", "m3", "xor_a", "xor_b"} <= selected
         and len(selected & {"m1", "m1_copy"}) == 1
     )
+
+
+def linear_model(names, **layer_options):
+    """Scalar "embeddings" of numeric features, gated, into one Dense unit.
+
+    Returns the uncompiled model and its gate layer; ``layer_options`` go to
+    ``SequentialAttentionEmbedding`` (``num_selected`` among them).
+    """
+    import tensorflow as tf
+
+    import seqattn_tfrs
+
+    inputs = {name: tf.keras.Input((), name=name) for name in names}
+    layer = seqattn_tfrs.SequentialAttentionEmbedding(
+        {name: tf.keras.layers.Reshape((1,)) for name in names}, **layer_options
+    )
+    gated = layer(inputs)
+    out = tf.keras.layers.Dense(1)(
+        tf.keras.layers.Concatenate()([gated[name] for name in names])
+    )
+    return tf.keras.Model(inputs, out), layer
+
+
+def ctr_model(columns, **layer_options):
+    """4-wide embeddings of the CTR fields, gated, then a 32-unit ReLU layer.
+
+    Returns the uncompiled model and its gate layer.
+    """
+    import tensorflow as tf
+
+    import seqattn_tfrs
+
+    names = list(columns)
+    inputs = {name: tf.keras.Input((), name=name, dtype=tf.int64) for name in names}
+    layer = seqattn_tfrs.SequentialAttentionEmbedding(
+        {
+            name: tf.keras.layers.Embedding(int(columns[name].max()) + 1, 4)
+            for name in names
+        },
+        **layer_options,
+    )
+    gated = layer(inputs)
+    hidden = tf.keras.layers.Dense(32, activation="relu")(
+        tf.keras.layers.Concatenate()([gated[name] for name in names])
+    )
+    out = tf.keras.layers.Dense(1, activation="sigmoid")(hidden)
+    return tf.keras.Model(inputs, out), layer

@@ -13,10 +13,17 @@ import sys
 import pytest
 import tensorflow as tf
 
-from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding
+from seqattn_tfrs import SequentialAttentionCallback
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-from planted import ctr_correct, ctr_problem, linear_problem, omp_order  # noqa: E402
+from planted import (  # noqa: E402
+    ctr_correct,
+    ctr_model,
+    ctr_problem,
+    linear_model,
+    linear_problem,
+    omp_order,
+)
 
 OPTIMIZERS = {
     "sgd": lambda: tf.keras.optimizers.SGD(0.02),
@@ -33,15 +40,7 @@ def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
     assert 1 not in expected  # the decoy is a trap OMP avoids
     names = [f"x{i}" for i in range(8)]
     tf.keras.utils.set_random_seed(seed)
-    inputs = {n: tf.keras.Input((), name=n) for n in names}
-    layer = SequentialAttentionEmbedding(
-        {n: tf.keras.layers.Reshape((1,)) for n in names}, num_selected=4
-    )
-    gated = layer(inputs)
-    out = tf.keras.layers.Dense(1)(
-        tf.keras.layers.Concatenate()([gated[n] for n in names])
-    )
-    model = tf.keras.Model(inputs, out)
+    model, layer = linear_model(names, num_selected=4)
     model.compile(OPTIMIZERS[optimizer](), "mse")
 
     def data(rows):
@@ -64,18 +63,7 @@ def fit_ctr(seed, optimizer, heldout):
     columns, y = ctr_problem(seed)
     names = list(columns)
     tf.keras.utils.set_random_seed(seed)
-    inputs = {n: tf.keras.Input((), name=n, dtype=tf.int64) for n in names}
-    layer = SequentialAttentionEmbedding(
-        {n: tf.keras.layers.Embedding(int(columns[n].max()) + 1, 4) for n in names},
-        num_selected=5,
-    )
-    gated = layer(inputs)
-    hidden = tf.keras.layers.Dense(32, activation="relu")(
-        tf.keras.layers.Concatenate()([gated[n] for n in names])
-    )
-    model = tf.keras.Model(
-        inputs, tf.keras.layers.Dense(1, activation="sigmoid")(hidden)
-    )
+    model, layer = ctr_model(columns, num_selected=5)
     model.compile(optimizer, "binary_crossentropy")
 
     def data(rows):
