@@ -1,26 +1,19 @@
 """The benchmarks run end to end in a tiny configuration, so they cannot rot."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
+
+from helpers.processes import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def run(script, *args):
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
+    return (
+        run_python([ROOT / "benchmarks" / script, *args], timeout=600)
+        .strip()
+        .splitlines()
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()
 
 
 def test_overhead_benchmark_smoke(tmp_path):

@@ -1,29 +1,18 @@
 """MirroredStrategy on two logical CPUs selects what one device selects."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers.processes import run_python
 
 WORKER = pathlib.Path(__file__).resolve().parent / "helpers" / "mirrored_worker.py"
 
 
 def select(mode, source):
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        [sys.executable, str(WORKER), mode, source],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_python([WORKER, mode, source], timeout=300)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("source", ["train", "heldout"])

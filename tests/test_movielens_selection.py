@@ -6,10 +6,9 @@ on 2 cores) in a subprocess, without the export.
 """
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
+
+from helpers.processes import run_python
 
 from seqattn_tfrs import data
 from seqattn_tfrs.config import JobConfig
@@ -21,24 +20,11 @@ def test_default_job_rejects_random_fields_and_keeps_auc(tmp_path):
     data.fetch_movielens_100k()  # fails loudly if the real files cannot be had
     config = JobConfig.default()
     assert config.optimizer == "adam" and config.selection.use_selection_data
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seqattn_tfrs.cli",
-            "--noexport",
-            "--output_dir",
-            str(tmp_path),
-        ],
+    run_python(
+        ["-m", "seqattn_tfrs.cli", "--noexport", "--output_dir", tmp_path],
         cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=900,
-        check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["selected_features"]) == config.selection.num_selected
     assert report["noise_features_selected"] == [], report["selected_features"]

@@ -8,16 +8,15 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import weakref
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+from helpers.processes import ENV, kill_when_ready, run_python
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -814,42 +813,15 @@ def test_export_refuses_a_call_that_still_reads_a_dropped_feature(tmp_path):
 
 # ------------------------------------------------- processes and faults
 WORKER = pathlib.Path(__file__).resolve().parent / "helpers" / "export_worker.py"
-WORKER_ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def test_killed_exporter_leaves_no_version_and_the_next_export_cleans_up(tmp_path):
     base, ready = tmp_path / "models", tmp_path / "ready"
     (base / "notes").mkdir(parents=True)  # someone else's: must stay
-    hung = subprocess.Popen(
-        [sys.executable, str(WORKER), str(base), "hang", str(ready)],
-        env=WORKER_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert hung.poll() is None, hung.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "the exporter never reached the hang"
-            time.sleep(0.1)
-        hung.send_signal(signal.SIGKILL)
-        hung.wait(timeout=30)
-    finally:
-        if hung.poll() is None:
-            hung.kill()
-            hung.wait()
-        hung.stderr.close()
+    kill_when_ready([WORKER, base, "hang", ready], ready, timeout=120)
     stray = [n for n in listing(base) if n.startswith(".tmp-")]
     assert len(stray) == 1 and "1" not in listing(base)  # no half-written version
-    done = subprocess.run(
-        [sys.executable, str(WORKER), str(base)],
-        env=WORKER_ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python([WORKER, base], timeout=120)
     assert listing(base) == ["1", "notes"]  # the stray directory is gone
 
 
@@ -858,7 +830,7 @@ def test_concurrent_exports_get_distinct_versions(tmp_path):
     workers = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(base)],
-            env=WORKER_ENV,
+            env=ENV,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,30 +1,17 @@
 """A fit killed with SIGKILL mid-selection resumes to the uninterrupted result."""
 
 import json
-import os
 import pathlib
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
+from helpers.processes import kill_when_ready, run_python
 
 WORKER = pathlib.Path(__file__).resolve().parent / "helpers" / "resume_worker.py"
-ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def run_to_end(backup, result):
-    done = subprocess.run(
-        [sys.executable, str(WORKER), str(backup), str(result)],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python([WORKER, backup, result], timeout=300)
     return json.loads(result.read_text())
 
 
@@ -42,33 +29,9 @@ def uninterrupted(tmp_path_factory):
 def test_killed_fit_resumes_to_the_same_selection(tmp_path, uninterrupted, kill_epoch):
     result = tmp_path / "result.json"
     ready = pathlib.Path(str(result) + ".ready")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(WORKER),
-            str(tmp_path / "backup"),
-            str(result),
-            str(kill_epoch),
-        ],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    kill_when_ready(
+        [WORKER, tmp_path / "backup", result, kill_epoch], ready, timeout=240
     )
-    try:
-        deadline = time.monotonic() + 240
-        while not ready.exists():
-            assert process.poll() is None, process.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, (
-                "the worker never reached the kill point"
-            )
-            time.sleep(0.2)
-        process.send_signal(signal.SIGKILL)
-        assert process.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
     assert not result.exists()
     resumed = run_to_end(tmp_path / "backup", result)
     assert len(uninterrupted["selected"]) == 3
