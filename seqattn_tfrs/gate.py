@@ -360,7 +360,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             ),
         )
 
-    def _logit_signal(self, per_example: tf.Tensor) -> tf.Tensor:
+    def _logit_signal(self, per_example: tf.Tensor, gates: tf.Tensor) -> tf.Tensor:
         """The logits' descent direction from per-example gate gradients ``[B, N]``.
 
         ``"score"``: per feature, the sum of the per-example gradients over the
@@ -378,7 +378,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             spread = tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=0))
             return tf.math.divide_no_nan(total, spread) * unselected
         # d gate_j / d w_i = p_j (delta_ij - p_i) on the unselected set U.
-        probs = self._gates() * unselected
+        probs = gates * unselected
         return probs * (total - tf.reduce_sum(probs * total)) * unselected
 
     def _gate_and_learn(self, embeddings, gates, always_learn=False):
@@ -407,7 +407,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                     else tf.equal(self.learn_from_fit_batches, 1)
                 )
                 update = self.apply_logit_gradient(
-                    self._logit_signal(per_example), learn
+                    self._logit_signal(per_example, gates), learn
                 )
                 with tf.control_dependencies([update]):
                     return [tf.zeros_like(hook)] + [
