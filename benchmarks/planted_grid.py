@@ -39,8 +39,10 @@ from planted import (  # noqa: E402
 import seqattn_tfrs  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("signal", "gradient", ["gradient", "score"], "attention_signal.")
-flags.DEFINE_float("settle", 0.5, "settle_fraction.")
+flags.DEFINE_enum(
+    "signal", "partial", ["partial", "gradient", "score"], "attention_signal."
+)
+flags.DEFINE_float("settle", 0.8, "settle_fraction.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_list("problems", ["omp", "ctr"], "Problems to run.")
 flags.DEFINE_list("optimizers", ["adam", "sgd", "adagrad"], "Optimizers to run.")

@@ -88,7 +88,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         epochs_per_selection: int | None = None,
         finetune_epochs: int = 1,
         steps_per_selection: int | None = None,
-        settle_fraction: float = 0.5,
+        settle_fraction: float = 0.8,
         selection_data: tf.data.Dataset | None = None,
         selection_interval: int = 1,
         verbose: int = 1,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import typing
 
 # TFRS needs Keras 2 as tf.keras; this entry point owns its process. (The
 # setting only takes effect if TensorFlow was not imported before this line.)
@@ -22,7 +23,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from seqattn_tfrs.config import ConfigError, JobConfig, load_config, override  # noqa: E402
+from seqattn_tfrs.config import (  # noqa: E402
+    AttentionSignal,
+    ConfigError,
+    JobConfig,
+    load_config,
+    override,
+)
 
 FLAGS = flags.FLAGS
 
@@ -77,7 +84,10 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_float("attention_learning_rate", None, "Step size of the logit rule.")
 flags.DEFINE_enum(
-    "attention_signal", None, ["score", "gradient"], "What the logits learn from."
+    "attention_signal",
+    None,
+    list(typing.get_args(AttentionSignal)),
+    "What the logits learn from.",
 )
 flags.DEFINE_integer("noise_fields", None, "Number of random fields added.")
 flags.DEFINE_integer("noise_vocabulary_size", None, "Distinct values per random field.")

@@ -28,7 +28,7 @@ from typing import Any, Literal, Union
 
 FeatureKind = Literal["string", "int", "multi_int", "numeric"]
 OptimizerName = Literal["adam", "adagrad", "sgd"]
-AttentionSignal = Literal["score", "gradient"]
+AttentionSignal = Literal["partial", "gradient", "score"]
 FROM_DATA = "from_data"
 
 __all__ = [
@@ -213,9 +213,9 @@ class SelectionConfig:
       selection_interval: training steps between held-out logit steps.
       attention_learning_rate: step size of the logits' own update rule.
       attention_momentum: momentum of the logits' own update rule.
-      attention_signal: what the logits learn from: ``"gradient"`` (the
-        paper's plain gradient, default) or ``"score"`` (the score-test
-        statistic of each candidate); see
+      attention_signal: what the logits learn from: ``"partial"`` (default,
+        the gradient with what the selected fields explain regressed out),
+        ``"gradient"`` (the paper's plain gradient) or ``"score"``; see
         :class:`~seqattn_tfrs.SequentialAttentionEmbedding`.
     """
 
@@ -224,12 +224,12 @@ class SelectionConfig:
     warmup_epochs: int = 1
     epochs_per_selection: int = 2
     finetune_epochs: int = 2
-    settle_fraction: float = 0.5
+    settle_fraction: float = 0.8
     use_selection_data: bool = True
     selection_interval: int = 1
     attention_learning_rate: float = 0.05
     attention_momentum: float = 0.9
-    attention_signal: AttentionSignal = "gradient"
+    attention_signal: AttentionSignal = "partial"
 
     def __post_init__(self) -> None:
         _positive_int("num_selected", self.num_selected)

@@ -258,3 +258,28 @@ def test_feature_dtype_change_is_named():
     layer({"a": tf.ones([2]), "b": tf.ones([2]), "c": tf.ones([2])})
     with pytest.raises(TypeError, match="feature 'b' arrived as int64.*float32"):
         layer({"a": tf.ones([2]), "b": tf.ones([2], tf.int64), "c": tf.ones([2])})
+
+
+@pytest.mark.parametrize("signal, winner", [("partial", "c"), ("gradient", "b")])
+def test_partial_signal_ignores_a_copy_of_a_selected_feature(signal, winner):
+    """`a` is selected and underfit; `b` is a copy of it, `c` is new information.
+
+    With gates (1, 1/2, 1/2) the prediction is 1.5a + 0.5c against 3a + c, so
+    the residual is 1.5a + 0.5c. The plain gradient rewards the copy, which
+    would speed up fitting `a`; the partial signal regresses out what rescaling
+    `a` explains, leaving only `c`'s new information.
+    """
+    rng = np.random.default_rng(0)
+    a, c = rng.normal(size=(2, 256)).astype(np.float32)
+    layer = scalar_layer(num_selected=2, attention_signal=signal)
+    layer.selected_mask.assign([1.0, 0.0, 0.0])
+    layer.num_picked.assign(1)
+    layer.gate_mode.assign(SELECTING)
+    with tf.GradientTape() as tape:
+        gated = layer({"a": a, "b": a.copy(), "c": c})
+        prediction = tf.add_n([gated[n][:, 0] for n in "abc"])
+        loss = tf.reduce_mean(tf.square(3.0 * a + c - prediction))
+    tape.gradient(loss, layer.trainable_variables)  # runs the logit update
+    logits = dict(zip("abc", layer.attention_logits.numpy()))
+    loser = "b" if winner == "c" else "c"
+    assert logits[winner] > 0.01 > -0.01 > logits[loser], logits

@@ -1,11 +1,11 @@
 """Selection quality on planted data whose right answer is known.
 
-Measured limits, stated here rather than hidden (see the README): under Adam
-the OMP order held on 4 of 6 runs (a decoy won the first pick on one seed), and
-on the CTR problem an exact duplicate of a selected field was picked beside it
-on every seed; under SGD the CTR recovery held on 2 of 3 seeds here (seed 0 also
-took both copies). These tests pin down what holds on every seed tried.
-"""
+Under Adam, SGD and Adagrad, seeds 0-2: the linear problem's OMP order from
+training and from held-out batches, and the CTR problem's sources, one copy and
+no noise with held-out batches. Measured limits are in the README: the
+benchmark grid's slightly different split has one Adam seed whose decoy wins
+the first pick, and without held-out data Adam takes memorising noise fields
+(the last test pins that down)."""
 
 import pathlib
 import sys
@@ -26,8 +26,14 @@ from planted import (  # noqa: E402
 )
 
 OPTIMIZERS = {
+    "adam": lambda: tf.keras.optimizers.Adam(0.05),
     "sgd": lambda: tf.keras.optimizers.SGD(0.02),
     "adagrad": lambda: tf.keras.optimizers.Adagrad(0.3),
+}
+CTR_OPTIMIZERS = {
+    "adam": lambda: tf.keras.optimizers.Adam(0.01),
+    "sgd": lambda: tf.keras.optimizers.SGD(0.5),
+    "adagrad": lambda: tf.keras.optimizers.Adagrad(0.2),
 }
 
 
@@ -87,15 +93,12 @@ def fit_ctr(seed, optimizer, heldout):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_ctr_adagrad_with_heldout_recovers_every_source_and_one_copy(seed):
-    selected = fit_ctr(seed, tf.keras.optimizers.Adagrad(0.2), heldout=True)
+@pytest.mark.parametrize("optimizer", sorted(CTR_OPTIMIZERS))
+def test_ctr_with_heldout_recovers_every_source_one_copy_and_no_noise(
+    optimizer, seed
+):
+    selected = fit_ctr(seed, CTR_OPTIMIZERS[optimizer](), heldout=True)
     assert ctr_correct(selected), selected
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_adam_with_heldout_data_never_picks_memorising_noise(seed):
-    selected = fit_ctr(seed, tf.keras.optimizers.Adam(0.01), heldout=True)
-    assert not any(name.startswith("noise") for name in selected), selected
 
 
 def test_adam_on_training_batches_falls_into_the_memorisation_trap():
