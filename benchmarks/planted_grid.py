@@ -44,6 +44,9 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_float("settle", 0.8, "settle_fraction.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+flags.DEFINE_integer(
+    "omp_warmup", 4, "Warm-up epochs of the omp problem (Adam needs 4 to fit)."
+)
 flags.DEFINE_list("problems", ["omp", "ctr"], "Problems to run.")
 flags.DEFINE_list("optimizers", ["adam", "sgd", "adagrad"], "Optimizers to run.")
 
@@ -70,14 +73,14 @@ def run_omp(seed, optimizer, heldout):
         ({m: x[:, i] for i, m in enumerate(names)}, y)
     ).batch(128)
     callback = seqattn_tfrs.SequentialAttentionCallback(
-        warmup_epochs=2,
+        warmup_epochs=FLAGS.omp_warmup,
         epochs_per_selection=2,
         finetune_epochs=1,
         settle_fraction=FLAGS.settle,
         selection_data=data if heldout else None,
         verbose=0,
     )
-    model.fit(data, epochs=11, callbacks=[callback], verbose=0)
+    model.fit(data, epochs=FLAGS.omp_warmup + 9, callbacks=[callback], verbose=0)
     got = [names.index(f) for f in layer.selected_features]
     expected = omp_order(x, y, 4)
     return got == expected, f"{got} vs OMP {expected}"
