@@ -392,10 +392,11 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         total = tf.reduce_sum(per_example, axis=0)
         if self.attention_signal == "partial":
             widths = tf.stack([tf.shape(c)[1] for c in column_grads])
-            selected_columns = tf.repeat(self.selected_mask, widths)
-            total = _efficient_score(
-                per_example, tf.concat(column_grads, axis=1) * selected_columns
+            selected_columns = tf.where(tf.repeat(self.selected_mask, widths) > 0)
+            nuisance = tf.gather(
+                tf.concat(column_grads, axis=1), selected_columns[:, 0], axis=1
             )
+            total = _efficient_score(per_example, nuisance)
         if self.attention_signal == "score":
             spread = tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=0))
             return tf.math.divide_no_nan(total, spread) * unselected
@@ -424,9 +425,15 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                     if always_learn
                     else tf.equal(self.learn_from_fit_batches, 1)
                 )
-                update = self.apply_logit_gradient(
-                    self._logit_signal(per_example, gates, columns), learn
+                # The signal is computed only while the logits learn: outside
+                # selection rounds the backward pass costs no more than a plain
+                # multiply's.
+                signal = tf.cond(
+                    tf.logical_and(self._learning(), learn),
+                    lambda: self._logit_signal(per_example, gates, columns),
+                    lambda: tf.zeros_like(gates),
                 )
+                update = self.apply_logit_gradient(signal, learn)
                 with tf.control_dependencies([update]):
                     return [tf.zeros_like(hook)] + [
                         tf.identity(u * tf.cast(gates[i], u.dtype))
@@ -598,7 +605,8 @@ def _efficient_score(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
     """
     zz = tf.matmul(nuisance, nuisance, transpose_a=True)
     width = tf.shape(zz)[0]
-    ridge = 1e-4 * tf.linalg.trace(zz) / tf.cast(width, tf.float32) + 1e-12
+    mean_diagonal = tf.linalg.trace(zz) / tf.cast(tf.maximum(width, 1), tf.float32)
+    ridge = 1e-4 * mean_diagonal + 1e-12
     # A NaN or inf loss gives a non-finite score (counted, never applied by
     # `apply_logit_gradient`) instead of a failed solve.
     finite = tf.logical_and(
