@@ -95,6 +95,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         log_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        # It reads no batch logs, so it takes them as they are: no host sync per
+        # step, and ParameterServerStrategy's fit (which refuses batch hooks that
+        # need numpy logs) accepts it.
+        self._supports_tf_logs = True
         _check_count("warmup_epochs", warmup_epochs, 0)
         _check_count("finetune_epochs", finetune_epochs, 0)
         if epochs_per_selection is not None and steps_per_selection is not None:
@@ -138,6 +142,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._writer = None
         self._heldout_iterator = None
         self._heldout_step = None
+        self._coordinator = None
         self._steps_done = 0
         self._epoch = 0
         self._pending_logs: dict[str, float] = {}
@@ -222,14 +227,21 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
+        strategy = self.model.distribute_strategy
+        self._coordinator = (
+            tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+            if isinstance(strategy, tf.distribute.ParameterServerStrategy)
+            else None
+        )
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.selection_data is not None:
-            self._heldout_iterator = iter(
-                self.model.distribute_strategy.experimental_distribute_dataset(
-                    self.selection_data.repeat()
-                )
+            heldout = strategy.experimental_distribute_dataset(
+                self.selection_data.repeat()
             )
+            if self._coordinator is not None:  # an iterator on every worker
+                heldout = self._coordinator.create_per_worker_dataset(heldout)
+            self._heldout_iterator = iter(heldout)
             self._heldout_step = None  # built at first use: metrics exist by then
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -252,10 +264,20 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         ):
             if self._heldout_step is None:
                 self._heldout_step = self._make_heldout_step()
-            self._heldout_step(next(self._heldout_iterator))
+            if self._coordinator is None:
+                self._heldout_step(self._heldout_iterator)
+            else:
+                # It saves and restores the metrics, which a training step running
+                # at the same time on another worker would lose: it runs alone.
+                self._coordinator.join()
+                self._coordinator.schedule(
+                    self._heldout_step, args=(self._heldout_iterator,)
+                )
+                self._coordinator.join()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
+        self._wait_for_scheduled_steps()
         if not self._step_mode:
             self._advance(completed=epoch + 1, logs=logs)
         logs.update(self._pending_logs)
@@ -295,6 +317,16 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             return {id(self._layers[0]): "seqattn/"}
         return {id(layer): f"seqattn/{layer.name}/" for layer in self._layers}
 
+    def _wait_for_scheduled_steps(self) -> None:
+        """Under ParameterServerStrategy, waits until every scheduled step has run.
+
+        There the batch hooks run on the coordinator when a step is scheduled, not
+        when a worker has run it; a pick or a gate-mode change must see every
+        earlier step and apply to every later one.
+        """
+        if self._coordinator is not None:
+            self._coordinator.join()
+
     def _advance(self, completed: int, logs: dict | None) -> None:
         """Brings every layer to the state the schedule wants after ``completed``."""
         prefix = self._prefixes()
@@ -302,6 +334,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             schedule = self._schedules[id(layer)]
             done = -(-int(layer.num_picked.numpy()) // layer.selections_per_round)
             while done < schedule.rounds_due(completed):
+                self._wait_for_scheduled_steps()
                 names = layer._commit_round(require_learning=True)
                 done += 1
                 start = len(layer.selected_features) - len(names)
@@ -347,6 +380,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 settling = progress < self._settle_units and layer.selected_features
                 mode = SETTLING if settling else SELECTING
             if self._modes.get(id(layer)) != mode:
+                self._wait_for_scheduled_steps()
                 layer.gate_mode.assign(mode)
                 self._modes[id(layer)] = mode
 
@@ -382,7 +416,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         strategy = model.distribute_strategy
 
         @tf.function
-        def step(batch):
-            strategy.run(replica_step, args=(batch,))
+        def step(iterator):
+            strategy.run(replica_step, args=(next(iterator),))
 
         return step

@@ -84,3 +84,55 @@ def test_multiworker_selection_and_chief_export_match_single_machine(tmp_path):
     np.testing.assert_allclose(distributed["scores"], copy["scores"], atol=1e-6)
     # An independent single-machine run trains to nearly the same model.
     np.testing.assert_allclose(distributed["scores"], single["scores"], atol=0.05)
+
+
+PS_CLUSTER = WORKER.parent / "ps_cluster.py"
+
+
+@pytest.mark.parametrize(
+    ("source", "partitioner"), [("train", "min_size"), ("heldout", "fixed")]
+)
+def test_parameter_server_selection_and_gathered_export(tmp_path, source, partitioner):
+    ports = free_ports(5)
+    address = [f"127.0.0.1:{port}" for port in ports]
+    cluster = json.dumps(
+        {"chief": address[:1], "worker": address[1:3], "ps": address[3:]}
+    )
+    servers = [
+        ([PS_CLUSTER, "server", cluster, job, index], {})
+        for job, index in [("worker", 0), ("worker", 1), ("ps", 0), ("ps", 1)]
+    ]
+    coordinator = (
+        [PS_CLUSTER, "coordinator", cluster, source, partitioner, tmp_path / "ps"],
+        {},
+    )
+    try:
+        (out,) = run_cluster([coordinator], servers=servers, timeout=150)
+    finally:
+        assert all(port_is_free(port) for port in ports)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["selected"] == list("ace")
+    for table in result["tables"].values():  # each table on both servers
+        assert [shape for _, shape in table] == [[16, 4], [16, 4]]
+        assert {device.split("/device")[0] for device, _ in table} == {
+            "/job:ps/replica:0/task:0",
+            "/job:ps/replica:0/task:1",
+        }
+    # FixedShardsPartitioner splits even the gate's own 5 logits; it still works.
+    state_shards = 2 if partitioner == "fixed" else 1
+    assert len(result["gate_state"]) == state_shards
+    for gates in result["gate_history"]:
+        assert max(gates, key=gates.get) in "ace"
+
+    # The export holds each kept table whole and serves without the cluster.
+    (served,) = serve(result["export"]).values()
+    assert served["inputs"] == list("ace")
+    tables = [v for v in served["variables"] if v[1] == [32, 4]]
+    assert [name for name, _ in tables] == [
+        f"gate/table_{name}/embeddings:0" for name in "ace"
+    ]
+    np.testing.assert_allclose(served["scores"], result["scores"], atol=1e-6)
+    with open(os.path.join(result["export"], "saved_model.pb"), "rb") as handle:
+        graph = handle.read()
+    for job in (b"/job:ps", b"/job:worker", b"/job:chief"):
+        assert job not in graph

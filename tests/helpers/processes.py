@@ -1,6 +1,7 @@
 """Running Python in a separate process, as the tests that need one do.
 
-Every child gets Keras 2 for TFRS and quiet TensorFlow logs.
+Every child gets Keras 2 for TFRS, quiet TensorFlow logs and this checkout's
+seqattn_tfrs on its path.
 """
 
 import contextlib
@@ -13,7 +14,16 @@ import sys
 import tempfile
 import time
 
-ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ENV = {
+    **os.environ,
+    "TF_USE_LEGACY_KERAS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # The children import this checkout's package, as the tests do.
+    "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    ),
+}
 
 
 def run_python(args, *, timeout, cwd=None):

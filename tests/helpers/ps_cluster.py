@@ -1,0 +1,108 @@
+"""A localhost ParameterServerStrategy cluster: its servers and its coordinator.
+
+Usage:
+  ps_cluster.py server CLUSTER_JSON JOB INDEX
+  ps_cluster.py coordinator CLUSTER_JSON {train,heldout} {min_size,fixed} OUT_DIR
+
+A server (a worker or a parameter server) runs until it is killed. The
+coordinator trains the distributed test model with its tables sharded over
+the two parameter servers (``MinSizePartitioner`` or ``FixedShardsPartitioner``,
+which also shards the gate's own state), selects, prunes and exports to
+``OUT_DIR``, then prints one line of JSON.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+from distributed_model import (  # noqa: E402
+    BATCH,
+    EPOCHS,
+    ROWS,
+    build_model,
+    make_callback,
+    make_dataset,
+    probe_rows,
+)
+
+import seqattn_tfrs  # noqa: E402
+
+
+def serve_forever(cluster, job, index):
+    server = tf.distribute.Server(
+        cluster, job_name=job, task_index=index, protocol="grpc", start=True
+    )
+    server.join()
+
+
+def shards(variable):
+    parts = getattr(variable, "variables", [variable])
+    return [[part.device, part.shape.as_list()] for part in parts]
+
+
+def coordinate(cluster, source, partitioner, out_dir):
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        cluster, task_type="chief", task_id=0, rpc_layer="grpc"
+    )
+    partitioners = tf.distribute.experimental.partitioners
+    strategy = tf.distribute.ParameterServerStrategy(
+        resolver,
+        variable_partitioner=(
+            partitioners.MinSizePartitioner(min_shard_bytes=256, max_shards=2)
+            if partitioner == "min_size"
+            else partitioners.FixedShardsPartitioner(num_shards=2)
+        ),
+    )
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_model()
+    gate = model.get_layer("gate")
+    tables = {name: shards(gate.embedding_layers[name].embeddings) for name in "ae"}
+    state = shards(gate.attention_logits)
+    heldout = make_dataset(seed=1) if source == "heldout" else None
+    started = time.monotonic()
+    model.fit(
+        tf.keras.utils.experimental.DatasetCreator(
+            lambda context: make_dataset().repeat()
+        ),
+        epochs=EPOCHS,
+        steps_per_epoch=ROWS // BATCH,
+        callbacks=[make_callback(heldout)],
+        verbose=0,
+    )
+    fit_seconds = time.monotonic() - started
+    pruned = seqattn_tfrs.prune(model)
+    probe = {n: tf.constant(v, tf.int64) for n, v in probe_rows().items()}
+    scores = pruned({n: probe[n] for n in gate.selected_features}).numpy()
+    path = seqattn_tfrs.export_for_serving(pruned, out_dir)
+    print(
+        json.dumps(
+            {
+                "selected": list(gate.selected_features),
+                "gate_history": gate.gate_history(),
+                "tables": tables,
+                "gate_state": state,
+                "scores": scores.tolist(),
+                "export": path,
+                "fit_seconds": fit_seconds,
+            }
+        ),
+        flush=True,
+    )
+
+
+def main():
+    role, cluster = sys.argv[1], tf.train.ClusterSpec(json.loads(sys.argv[2]))
+    if role == "server":
+        serve_forever(cluster, sys.argv[3], int(sys.argv[4]))
+    else:
+        coordinate(cluster, *sys.argv[3:6])
+
+
+if __name__ == "__main__":
+    main()
