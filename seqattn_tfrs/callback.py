@@ -70,7 +70,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         selected ones. Without it, the model still splits what a committed
         feature explains with its near copies, and a copy can win.
       selection_data: optional held-out ``tf.data.Dataset`` the logits learn on.
-      selection_interval: training steps between held-out logit steps.
+      selection_interval: training steps between held-out logit steps. With
+        ``steps_per_execution`` > 1 in ``compile`` (as on TPUs) the callback
+        sees only every execution's last step: modes change and rounds pick at
+        execution boundaries, and at most one held-out step runs per execution.
       verbose: 0 silent, 1 prints each pick.
       log_dir: if given, every gate value is written per epoch as TensorBoard
         scalars ``<layer>/gate/<feature>``.
@@ -144,6 +147,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._heldout_step = None
         self._coordinator = None
         self._steps_done = 0
+        self._first_batch = 0
         self._epoch = 0
         self._pending_logs: dict[str, float] = {}
         self._modes: dict[int, int] = {}
@@ -250,16 +254,22 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._advance(completed=epoch, logs=None)
             self._set_modes(units=epoch, steps_into_unit=0)
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # With steps_per_execution > 1 (as on TPUs), one pair of batch hooks
+        # brackets several steps: begin gets the first one's index, end the last.
+        self._first_batch = batch
+
     def on_train_batch_end(self, batch, logs=None):
         if self._step_mode:
-            self._steps_done += 1
+            self._steps_done += batch - self._first_batch + 1
             self._advance(completed=self._steps_done, logs=self._pending_logs)
             self._set_modes(units=self._steps_done, steps_into_unit=0)
         else:
             self._set_modes(units=self._epoch, steps_into_unit=batch + 1)
         if (
             self._heldout_iterator is not None
-            and (batch + 1) % self.selection_interval == 0
+            and (batch + 1) // self.selection_interval
+            > self._first_batch // self.selection_interval
             and any(self._modes[id(layer)] == SELECTING for layer in self._layers)
         ):
             if self._heldout_step is None:

@@ -6,8 +6,18 @@ import pathlib
 
 import numpy as np
 import pytest
-from helpers.distributed_model import probe_rows
+import tensorflow as tf
+from helpers.distributed_model import (
+    EPOCHS,
+    TPURanker,
+    build_model,
+    make_dataset,
+    probe_rows,
+    tpu_feature_config,
+)
 from helpers.processes import free_ports, port_is_free, run_cluster, run_python
+
+import seqattn_tfrs
 
 WORKER = pathlib.Path(__file__).resolve().parent / "helpers" / "mirrored_worker.py"
 
@@ -136,3 +146,55 @@ def test_parameter_server_selection_and_gathered_export(tmp_path, source, partit
         graph = handle.read()
     for job in (b"/job:ps", b"/job:worker", b"/job:chief"):
         assert job not in graph
+
+
+def test_steps_per_execution_counts_steps_not_batch_hooks():
+    # TPU training runs several steps per call (steps_per_execution); Keras
+    # then calls the batch hooks once per call, with the index of its last step.
+    tf.keras.utils.set_random_seed(0)
+    model = build_model()
+    model.compile(tf.keras.optimizers.Adam(0.02), "mse", steps_per_execution=4)
+    callback = seqattn_tfrs.SequentialAttentionCallback(
+        warmup_epochs=1, steps_per_selection=8, finetune_epochs=1, verbose=0
+    )
+    model.fit(make_dataset(), epochs=4, callbacks=[callback], verbose=0)
+    assert [event["step"] for event in callback.events] == [24, 32, 40]
+    assert model.get_layer("gate").selected_features == tuple("ace")
+
+
+def test_tpu_embedding_path_selects_on_activations_and_exports_a_cpu_lookup(
+    tmp_path,
+):
+    # What runs on a TPU is checked here on CPU: the same TFRS TPUEmbedding
+    # layer (without a TPUStrategy it holds ordinary variables), the gate on its
+    # activations, then the handover a TPU job makes: checkpoint, restore into
+    # the model built without a TPUStrategy, prune, CPU lookup of kept tables.
+    tf.keras.utils.set_random_seed(0)
+    trained = TPURanker(tpu_feature_config())
+    trained.compile(tf.keras.optimizers.Adam(0.02), "mse")
+    callback = seqattn_tfrs.SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, verbose=0
+    )
+    trained.fit(make_dataset(), epochs=EPOCHS, callbacks=[callback], verbose=0)
+    assert trained.gate.selected_features == tuple("ace")
+    checkpoint = tf.train.Checkpoint(model=trained).write(str(tmp_path / "ckpt"))
+
+    serving = TPURanker(tpu_feature_config())
+    rows = {n: tf.constant(v, tf.int64) for n, v in probe_rows().items()}
+    serving(rows)  # builds the variables the checkpoint restores into
+    status = tf.train.Checkpoint(model=serving).read(checkpoint)
+    status.expect_partial().assert_existing_objects_matched()
+    assert serving.gate.selected_features == tuple("ace")
+    assert serving.gate.gate_history() == trained.gate.gate_history()
+    serving = seqattn_tfrs.prune(serving)
+    kept = serving.gate.selected_features
+    serving.serving_config = {n: serving.feature_config[n] for n in kept}
+    scores = serving(rows).numpy()
+    np.testing.assert_allclose(scores, trained(rows).numpy(), atol=1e-6)
+
+    path = seqattn_tfrs.export_for_serving(serving, tmp_path / "tpu")
+    (served,) = serve(path).values()
+    assert served["inputs"] == list("ace")
+    tables = [name for name, shape in served["variables"] if shape == [32, 4]]
+    assert [name.split("/")[-1] for name in tables] == [f"table_{n}:0" for n in "ace"]
+    np.testing.assert_allclose(served["scores"], scores, atol=1e-6)

@@ -7,6 +7,7 @@ three must pick ``a``, ``c``, ``e`` in that order.
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 import seqattn_tfrs
 
@@ -66,3 +67,52 @@ def probe_rows():
     """Fixed rows the tests score with every export."""
     features, _ = make_data(16, seed=7)
     return {n: features[n].tolist() for n in NAMES}
+
+
+def tpu_feature_config():
+    """One TPU embedding table per feature, shaped like the tables above."""
+    return {
+        n: tf.tpu.experimental.embedding.FeatureConfig(
+            table=tf.tpu.experimental.embedding.TableConfig(
+                VOCABULARY,
+                WIDTH,
+                name=f"table_{n}",
+                initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05),
+            ),
+            name=n,
+        )
+        for n in NAMES
+    }
+
+
+class TPURanker(tf.keras.Model):
+    """The test model with its tables in one TFRS ``TPUEmbedding`` layer.
+
+    On a TPU the tables live in the embedding engine, not in trainable
+    variables, so the gate acts on the activations the layer returns (an
+    ``Identity`` per feature). Created without a ``TPUStrategy`` (here, and in
+    the serving export) the layer holds ordinary variables and looks up on
+    CPU. Set ``serving_config`` to the kept features' configs before export:
+    the lookup then reads only their tables.
+    """
+
+    def __init__(self, feature_config):
+        super().__init__()
+        self.feature_config = feature_config
+        self.embedding = tfrs.layers.embedding.TPUEmbedding(feature_config, None)
+        self.gate = seqattn_tfrs.SequentialAttentionEmbedding(
+            {n: tf.keras.layers.Identity() for n in feature_config}, num_selected=3
+        )
+        self.head = tf.keras.layers.Dense(1)
+        self.serving_config = None
+
+    def call(self, features):
+        if self.serving_config is None:
+            activations = self.embedding(features)
+        else:  # a CPU lookup of the kept features only
+            activations = self.embedding(
+                {n: features[n] for n in self.serving_config},
+                serving_config=self.serving_config,
+            )
+        gated = self.gate(activations)
+        return self.head(tf.concat([gated[n] for n in self.gate.feature_names], 1))
