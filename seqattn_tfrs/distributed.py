@@ -53,10 +53,11 @@ def check_no_remote_captures(functions: list[Any]) -> None:
             if PARAMETER_SERVER_JOB in device:
                 raise ValueError(
                     f"The serving function {function.name!r} reads a variable on "
-                    f"the parameter server {device!r}, which a SavedModel cannot "
-                    "serve without the cluster. Only variables held as layer "
-                    "attributes (as Keras layers hold their weights) are copied to "
-                    "this host for the export; keep the model's variables there."
+                    f"the parameter server {device!r}, so its SavedModel would not "
+                    "serve without the cluster. The export copies to this host "
+                    "only the variables that the model's layers hold as "
+                    "attributes (as Keras layers hold their weights); expected "
+                    "every variable the model reads to be held that way."
                 )
 
 

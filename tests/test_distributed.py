@@ -134,6 +134,10 @@ def test_parameter_server_selection_and_gathered_export(tmp_path, source, partit
     for gates in result["gate_history"]:
         assert max(gates, key=gates.get) in "ace"
 
+    assert "outside `strategy.scope()`" in result["inside_scope"]
+    assert "/job:ps/replica:0/task:" in result["remote_read"]
+    assert sorted(os.listdir(tmp_path / "ps")) == [".seqattn_tfrs_export.lock", "1"]
+
     # The export holds each kept table whole and serves without the cluster.
     (served,) = serve(result["export"]).values()
     assert served["inputs"] == list("ace")
@@ -198,3 +202,25 @@ def test_tpu_embedding_path_selects_on_activations_and_exports_a_cpu_lookup(
     tables = [name for name, shape in served["variables"] if shape == [32, 4]]
     assert [name.split("/")[-1] for name in tables] == [f"table_{n}:0" for n in "ace"]
     np.testing.assert_allclose(served["scores"], scores, atol=1e-6)
+
+
+def test_distributed_cost_benchmark_smoke(tmp_path):
+    out = tmp_path / "cost.json"
+    lines = run_python(
+        [
+            pathlib.Path(__file__).resolve().parents[1]
+            / "benchmarks"
+            / "distributed_cost.py",
+            "--strategies=single,multiworker",
+            "--rows=2048",
+            "--batch_size=256",
+            "--vocabulary=50",
+            "--repeats=1",
+            f"--output={out}",
+        ],
+        timeout=180,
+    ).splitlines()
+    assert lines[-1].startswith("fit time vs single: multiworker x")
+    results = json.loads(out.read_text())
+    assert set(results["best"]) == {"single", "multiworker"}
+    assert all(run["fit_seconds"] > 0 for run in results["best"].values())

@@ -31,6 +31,7 @@ from distributed_model import (  # noqa: E402
 )
 
 import seqattn_tfrs  # noqa: E402
+from seqattn_tfrs.distributed import check_no_remote_captures  # noqa: E402
 
 
 def serve_forever(cluster, job, index):
@@ -79,6 +80,20 @@ def coordinate(cluster, source, partitioner, out_dir):
     pruned = seqattn_tfrs.prune(model)
     probe = {n: tf.constant(v, tf.int64) for n, v in probe_rows().items()}
     scores = pruned({n: probe[n] for n in gate.selected_features}).numpy()
+    with strategy.scope():  # refused: the gathered tables would go back to the ps
+        try:
+            seqattn_tfrs.export_for_serving(pruned, out_dir)
+            inside_scope = "exported"
+        except RuntimeError as err:
+            inside_scope = str(err)
+        remote = tf.Variable(1.0)
+    try:  # a function reading a parameter-server variable is never exported
+        check_no_remote_captures(
+            [tf.function(lambda: remote + 1).get_concrete_function()]
+        )
+        remote_read = "accepted"
+    except ValueError as err:
+        remote_read = str(err)
     path = seqattn_tfrs.export_for_serving(pruned, out_dir)
     print(
         json.dumps(
@@ -89,6 +104,8 @@ def coordinate(cluster, source, partitioner, out_dir):
                 "gate_state": state,
                 "scores": scores.tolist(),
                 "export": path,
+                "inside_scope": inside_scope,
+                "remote_read": remote_read,
                 "fit_seconds": fit_seconds,
             }
         ),
