@@ -10,7 +10,9 @@ on three of eight id features) in separate processes on this machine:
   parameter servers on localhost, the tables sharded over both servers.
 
 Each run reports the fit's wall time and the whole process's (TensorFlow
-import, cluster start-up, fit), best of ``--repeats`` runs, interleaved.
+import, cluster start-up, fit), best of ``--repeats`` runs, interleaved. With
+``--plain``, each strategy also runs the same model without the gate layer and
+the callback (``<strategy>/plain``), which separates the gate's own cost.
 
 Usage:
   python benchmarks/distributed_cost.py [--rows 65536] [--repeats 3]
@@ -39,6 +41,9 @@ flags.DEFINE_integer("vocabulary", 1000, "Rows of each embedding table.")
 flags.DEFINE_integer("dim", 16, "Embedding width.")
 flags.DEFINE_integer("repeats", 3, "Runs per strategy (the best is reported).")
 flags.DEFINE_list("strategies", ["single", "multiworker", "ps"], "What to time.")
+flags.DEFINE_bool(
+    "plain", False, "Also time each strategy on the same model without the gate."
+)
 flags.DEFINE_string("output", "", "If set, write the results as JSON here.")
 flags.DEFINE_string("role", "launcher", "Internal: the role of this process.")
 flags.DEFINE_string("cluster", "", "Internal: the cluster as JSON.")
@@ -64,13 +69,14 @@ def make_dataset(tf):
     return data.batch(FLAGS.batch_size, drop_remainder=True)
 
 
-def build_model(tf, seqattn_tfrs):
+def build_model(tf, seqattn_tfrs, plain):
     inputs = {n: tf.keras.Input([], dtype=tf.int64, name=n) for n in NAMES}
-    gate = seqattn_tfrs.SequentialAttentionEmbedding(
-        {n: tf.keras.layers.Embedding(FLAGS.vocabulary, FLAGS.dim) for n in NAMES},
-        num_selected=3,
-    )
-    gated = gate(inputs)
+    tables = {n: tf.keras.layers.Embedding(FLAGS.vocabulary, FLAGS.dim) for n in NAMES}
+    if plain:
+        gated = {n: tables[n](inputs[n]) for n in NAMES}
+    else:
+        gate = seqattn_tfrs.SequentialAttentionEmbedding(tables, num_selected=3)
+        gated = gate(inputs)
     hidden = tf.keras.layers.Dense(64, "relu")(
         tf.keras.layers.Concatenate()([gated[n] for n in NAMES])
     )
@@ -79,7 +85,7 @@ def build_model(tf, seqattn_tfrs):
     return model
 
 
-def train(role):
+def train(role, plain):
     """Runs one process of a timed fit; prints JSON with its times."""
     started = time.monotonic()
     import tensorflow as tf
@@ -116,9 +122,15 @@ def train(role):
         strategy = tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = build_model(tf, seqattn_tfrs)
-    callback = seqattn_tfrs.SequentialAttentionCallback(
-        warmup_epochs=1, finetune_epochs=1, verbose=0
+        model = build_model(tf, seqattn_tfrs, plain)
+    callbacks = (
+        []
+        if plain
+        else [
+            seqattn_tfrs.SequentialAttentionCallback(
+                warmup_epochs=1, finetune_epochs=1, verbose=0
+            )
+        ]
     )
     data = make_dataset(tf)
     steps = FLAGS.rows // FLAGS.batch_size
@@ -134,16 +146,16 @@ def train(role):
         data = data.with_options(options)
     fit_started = time.monotonic()
     model.fit(
-        data, epochs=EPOCHS, steps_per_epoch=steps, callbacks=[callback], verbose=0
+        data, epochs=EPOCHS, steps_per_epoch=steps, callbacks=callbacks, verbose=0
     )
     fit_seconds = time.monotonic() - fit_started
-    gate = [layer for layer in model.layers if hasattr(layer, "selected_features")][0]
+    gates = [layer for layer in model.layers if hasattr(layer, "selected_features")]
     print(
         json.dumps(
             {
                 "fit_seconds": fit_seconds,
                 "process_seconds": time.monotonic() - started,
-                "selected": list(gate.selected_features),
+                "selected": list(gates[0].selected_features) if gates else None,
             }
         ),
         flush=True,
@@ -161,9 +173,11 @@ def free_ports(count):
             sock.close()
 
 
-def launch(strategy):
-    """Runs one timed fit of ``strategy``; returns the timed process's JSON."""
+def launch(name):
+    """Runs one timed fit of ``name`` (``strategy[/plain]``); returns its JSON."""
+    strategy, _, variant = name.partition("/")
     common = [
+        f"--plain={variant == 'plain'}",
         f"--rows={FLAGS.rows}",
         f"--batch_size={FLAGS.batch_size}",
         f"--vocabulary={FLAGS.vocabulary}",
@@ -218,11 +232,16 @@ def launch(strategy):
 def main(argv):
     del argv
     if FLAGS.role != "launcher":
-        train(FLAGS.role)
+        train(FLAGS.role, FLAGS.plain)
         return
-    runs = {name: [] for name in FLAGS.strategies}
+    names = [
+        f"{strategy}{variant}"
+        for strategy in FLAGS.strategies
+        for variant in (["", "/plain"] if FLAGS.plain else [""])
+    ]
+    runs = {name: [] for name in names}
     for _ in range(FLAGS.repeats):
-        for name in FLAGS.strategies:
+        for name in names:
             runs[name].append(launch(name))
     best = {
         name: {
@@ -232,10 +251,10 @@ def main(argv):
         }
         for name, results in runs.items()
     }
-    print(f"{'strategy':12} {'fit s':>8} {'process s':>10}  selected")
+    print(f"{'strategy':18} {'fit s':>8} {'process s':>10}  selected")
     for name, result in best.items():
         print(
-            f"{name:12} {result['fit_seconds']:8.2f} "
+            f"{name:18} {result['fit_seconds']:8.2f} "
             f"{result['process_seconds']:10.2f}  {result['selected']}"
         )
     if FLAGS.output:
@@ -249,6 +268,7 @@ def main(argv):
                         "dim": FLAGS.dim,
                         "repeats": FLAGS.repeats,
                         "epochs": EPOCHS,
+                        "load_average": os.getloadavg(),
                     },
                     "best": best,
                     "runs": runs,
