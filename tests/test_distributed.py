@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from helpers.distributed_model import (
     EPOCHS,
+    LOOKUP_ROWS,
     TPURanker,
     build_model,
     make_dataset,
@@ -42,8 +43,9 @@ MULTIWORKER = WORKER.parent / "multiworker_worker.py"
 SERVE = WORKER.parent / "serve_exports.py"
 
 
-def serve(*paths):
-    out = run_python([SERVE, json.dumps(probe_rows()), *paths], timeout=120)
+def serve(*paths, rows=None):
+    rows = probe_rows() if rows is None else rows
+    out = run_python([SERVE, json.dumps(rows), *paths], timeout=120)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -139,7 +141,10 @@ def test_parameter_server_selection_and_gathered_export(tmp_path, source, partit
     assert sorted(os.listdir(tmp_path / "ps")) == [".seqattn_tfrs_export.lock", "1"]
 
     # The export holds each kept table whole and serves without the cluster.
-    (served,) = serve(result["export"]).values()
+    lookup = result["lookup"]
+    served, lookup_served = serve(
+        result["export"], lookup["export"], rows={**probe_rows(), "s_a": LOOKUP_ROWS}
+    ).values()
     assert served["inputs"] == list("ace")
     tables = [v for v in served["variables"] if v[1] == [32, 4]]
     assert [name for name, _ in tables] == [
@@ -150,6 +155,11 @@ def test_parameter_server_selection_and_gathered_export(tmp_path, source, partit
         graph = handle.read()
     for job in (b"/job:ps", b"/job:worker", b"/job:chief"):
         assert job not in graph
+
+    # Vocabularies become per-worker tables under this strategy; they export too.
+    assert lookup["table"] == "DistributedTable"
+    assert lookup_served["inputs"] == ["s_a"]
+    np.testing.assert_allclose(lookup_served["scores"], lookup["scores"], atol=1e-6)
 
 
 def test_steps_per_execution_counts_steps_not_batch_hooks():

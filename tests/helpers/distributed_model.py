@@ -18,6 +18,8 @@ WIDTH = 4
 ROWS = 1024
 BATCH = 64
 EPOCHS = 5  # 1 warm-up epoch, 3 rounds of one epoch, 1 fine-tune epoch
+LOOKUP = ("s_a", "s_b")  # string features of the parameter-server lookup model
+LOOKUP_ROWS = ["v3", "v39", "out-of-vocabulary"]
 
 
 def make_data(rows=ROWS, seed=0):

@@ -8,7 +8,8 @@ A server (a worker or a parameter server) runs until it is killed. The
 coordinator trains the distributed test model with its tables sharded over
 the two parameter servers (``MinSizePartitioner`` or ``FixedShardsPartitioner``,
 which also shards the gate's own state), selects, prunes and exports to
-``OUT_DIR``, then prints one line of JSON.
+``OUT_DIR``; it also exports a small model with ``StringLookup`` vocabularies
+to ``OUT_DIR-lookup``. Then it prints one line of JSON.
 """
 
 import json
@@ -23,6 +24,8 @@ import tensorflow as tf  # noqa: E402
 from distributed_model import (  # noqa: E402
     BATCH,
     EPOCHS,
+    LOOKUP,
+    LOOKUP_ROWS,
     ROWS,
     build_model,
     make_callback,
@@ -44,6 +47,46 @@ def serve_forever(cluster, job, index):
 def shards(variable):
     parts = getattr(variable, "variables", [variable])
     return [[part.device, part.shape.as_list()] for part in parts]
+
+
+def lookup_model_export(strategy, out_dir):
+    """Exports a model whose tables sit behind StringLookup vocabularies.
+
+    Under this strategy Keras makes every vocabulary a per-worker table. The
+    pick is forced (``s_a``); the scores are the coordinator's own.
+    """
+    vocabulary = [f"v{i}" for i in range(40)]
+    with strategy.scope():
+        inputs = {n: tf.keras.Input([], dtype=tf.string, name=n) for n in LOOKUP}
+        gate = seqattn_tfrs.SequentialAttentionEmbedding(
+            {
+                n: tf.keras.Sequential(
+                    [
+                        tf.keras.layers.StringLookup(
+                            vocabulary=vocabulary, mask_token=None
+                        ),
+                        tf.keras.layers.Embedding(len(vocabulary) + 1, 4),
+                    ]
+                )
+                for n in LOOKUP
+            },
+            num_selected=1,
+        )
+        gated = gate(inputs)
+        model = tf.keras.Model(
+            inputs,
+            tf.keras.layers.Dense(1)(tf.concat([gated[n] for n in LOOKUP], axis=1)),
+        )
+    table = type(gate.embedding_layers["s_a"].layers[0].lookup_table).__name__
+    gate.attention_logits.assign([1.0, 0.0])
+    gate._commit_round()
+    pruned = seqattn_tfrs.prune(model)
+    scores = pruned({"s_a": tf.constant(LOOKUP_ROWS)}).numpy().tolist()
+    return {
+        "export": seqattn_tfrs.export_for_serving(pruned, out_dir),
+        "scores": scores,
+        "table": table,
+    }
 
 
 def coordinate(cluster, source, partitioner, out_dir):
@@ -95,6 +138,7 @@ def coordinate(cluster, source, partitioner, out_dir):
     except ValueError as err:
         remote_read = str(err)
     path = seqattn_tfrs.export_for_serving(pruned, out_dir)
+    lookup = lookup_model_export(strategy, out_dir + "-lookup")
     print(
         json.dumps(
             {
@@ -104,6 +148,7 @@ def coordinate(cluster, source, partitioner, out_dir):
                 "gate_state": state,
                 "scores": scores.tolist(),
                 "export": path,
+                "lookup": lookup,
                 "inside_scope": inside_scope,
                 "remote_read": remote_read,
                 "fit_seconds": fit_seconds,
