@@ -64,10 +64,8 @@ def test_multiworker_selection_and_chief_export_match_single_machine(tmp_path):
         for index in range(2)
     ]
     single = ([MULTIWORKER, "single", "heldout", tmp_path], {})
-    try:
-        outputs = run_cluster([*workers, single], timeout=120)
-    finally:
-        assert all(port_is_free(port) for port in ports)
+    outputs = run_cluster([*workers, single], timeout=120)  # all killed, always
+    assert all(port_is_free(port) for port in ports)
     chief, other, alone = (json.loads(out.strip().splitlines()[-1]) for out in outputs)
 
     assert chief["chief"] and not other["chief"]
@@ -118,10 +116,8 @@ def test_parameter_server_selection_and_gathered_export(tmp_path, source, partit
         [PS_CLUSTER, "coordinator", cluster, source, partitioner, tmp_path / "ps"],
         {},
     )
-    try:
-        (out,) = run_cluster([coordinator], servers=servers, timeout=150)
-    finally:
-        assert all(port_is_free(port) for port in ports)
+    (out,) = run_cluster([coordinator], servers=servers, timeout=150)  # all killed
+    assert all(port_is_free(port) for port in ports)
     result = json.loads(out.strip().splitlines()[-1])
     assert result["selected"] == list("ace")
     for table in result["tables"].values():  # each table on both servers
