@@ -70,7 +70,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         selected ones. Without it, the model still splits what a committed
         feature explains with its near copies, and a copy can win.
       selection_data: optional held-out ``tf.data.Dataset`` the logits learn on.
-      selection_interval: training steps between held-out logit steps.
+      selection_interval: training steps between held-out logit steps. With
+        ``steps_per_execution`` > 1 in ``compile`` (as on TPUs) the callback
+        sees only every execution's last step: modes change and rounds pick at
+        execution boundaries, and at most one held-out step runs per execution.
       verbose: 0 silent, 1 prints each pick.
       log_dir: if given, every gate value is written per epoch as TensorBoard
         scalars ``<layer>/gate/<feature>``.
@@ -95,6 +98,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         log_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
+        # It reads no batch logs, so it takes them as they are: no host sync per
+        # step, and ParameterServerStrategy's fit (which refuses batch hooks that
+        # need numpy logs) accepts it.
+        self._supports_tf_logs = True
         _check_count("warmup_epochs", warmup_epochs, 0)
         _check_count("finetune_epochs", finetune_epochs, 0)
         if epochs_per_selection is not None and steps_per_selection is not None:
@@ -138,7 +145,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._writer = None
         self._heldout_iterator = None
         self._heldout_step = None
+        self._coordinator = None
         self._steps_done = 0
+        self._first_batch = 0
         self._epoch = 0
         self._pending_logs: dict[str, float] = {}
         self._modes: dict[int, int] = {}
@@ -222,14 +231,21 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
+        strategy = self.model.distribute_strategy
+        self._coordinator = (
+            tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+            if isinstance(strategy, tf.distribute.ParameterServerStrategy)
+            else None
+        )
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.selection_data is not None:
-            self._heldout_iterator = iter(
-                self.model.distribute_strategy.experimental_distribute_dataset(
-                    self.selection_data.repeat()
-                )
+            heldout = strategy.experimental_distribute_dataset(
+                self.selection_data.repeat()
             )
+            if self._coordinator is not None:  # an iterator on every worker
+                heldout = self._coordinator.create_per_worker_dataset(heldout)
+            self._heldout_iterator = iter(heldout)
             self._heldout_step = None  # built at first use: metrics exist by then
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -238,24 +254,40 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._advance(completed=epoch, logs=None)
             self._set_modes(units=epoch, steps_into_unit=0)
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # With steps_per_execution > 1 (as on TPUs), one pair of batch hooks
+        # brackets several steps: begin gets the first one's index, end the last.
+        self._first_batch = batch
+
     def on_train_batch_end(self, batch, logs=None):
         if self._step_mode:
-            self._steps_done += 1
+            self._steps_done += batch - self._first_batch + 1
             self._advance(completed=self._steps_done, logs=self._pending_logs)
             self._set_modes(units=self._steps_done, steps_into_unit=0)
         else:
             self._set_modes(units=self._epoch, steps_into_unit=batch + 1)
         if (
             self._heldout_iterator is not None
-            and (batch + 1) % self.selection_interval == 0
+            and (batch + 1) // self.selection_interval
+            > self._first_batch // self.selection_interval
             and any(self._modes[id(layer)] == SELECTING for layer in self._layers)
         ):
             if self._heldout_step is None:
                 self._heldout_step = self._make_heldout_step()
-            self._heldout_step(next(self._heldout_iterator))
+            if self._coordinator is None:
+                self._heldout_step(self._heldout_iterator)
+            else:
+                # It saves and restores the metrics, which a training step running
+                # at the same time on another worker would lose: it runs alone.
+                self._coordinator.join()
+                self._coordinator.schedule(
+                    self._heldout_step, args=(self._heldout_iterator,)
+                )
+                self._coordinator.join()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
+        self._wait_for_scheduled_steps()
         if not self._step_mode:
             self._advance(completed=epoch + 1, logs=logs)
         logs.update(self._pending_logs)
@@ -295,6 +327,16 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             return {id(self._layers[0]): "seqattn/"}
         return {id(layer): f"seqattn/{layer.name}/" for layer in self._layers}
 
+    def _wait_for_scheduled_steps(self) -> None:
+        """Under ParameterServerStrategy, waits until every scheduled step has run.
+
+        There the batch hooks run on the coordinator when a step is scheduled, not
+        when a worker has run it; a pick or a gate-mode change must see every
+        earlier step and apply to every later one.
+        """
+        if self._coordinator is not None:
+            self._coordinator.join()
+
     def _advance(self, completed: int, logs: dict | None) -> None:
         """Brings every layer to the state the schedule wants after ``completed``."""
         prefix = self._prefixes()
@@ -302,6 +344,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             schedule = self._schedules[id(layer)]
             done = -(-int(layer.num_picked.numpy()) // layer.selections_per_round)
             while done < schedule.rounds_due(completed):
+                self._wait_for_scheduled_steps()
                 names = layer._commit_round(require_learning=True)
                 done += 1
                 start = len(layer.selected_features) - len(names)
@@ -347,6 +390,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 settling = progress < self._settle_units and layer.selected_features
                 mode = SETTLING if settling else SELECTING
             if self._modes.get(id(layer)) != mode:
+                self._wait_for_scheduled_steps()
                 layer.gate_mode.assign(mode)
                 self._modes[id(layer)] = mode
 
@@ -382,7 +426,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         strategy = model.distribute_strategy
 
         @tf.function
-        def step(batch):
-            strategy.run(replica_step, args=(batch,))
+        def step(iterator):
+            strategy.run(replica_step, args=(next(iterator),))
 
         return step

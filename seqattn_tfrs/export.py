@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs.callback import find_gated_layers
+from seqattn_tfrs.distributed import LocalVariables, check_no_remote_captures
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 from seqattn_tfrs.pruning import (
     _is_functional,
@@ -153,9 +154,11 @@ def export_for_serving(
         outputs = model(_pack(template, features), training=False)
         return _name_outputs(outputs, output_name)
 
+    local = LocalVariables(model)  # parameter-server tables, gathered on this host
     try:
-        serving_fn = serve.get_concrete_function()
-        examples_fn = serve_examples.get_concrete_function()
+        with local:
+            serving_fn = serve.get_concrete_function()
+            examples_fn = serve_examples.get_concrete_function()
     except KeyError as err:
         raise ValueError(
             f"Model {model.name!r} reads a feature that is not among the serving "
@@ -167,7 +170,8 @@ def export_for_serving(
         warmup = _warmup_batch(warmup_examples, specs)
         serving_fn(warmup)  # the rows must run through the model
 
-    captured = _captured_objects(model, [serving_fn, examples_fn])
+    check_no_remote_captures([serving_fn, examples_fn])
+    captured = _captured_objects(model, [serving_fn, examples_fn], local.copies)
     module = tf.Module()
     module.tracked = captured
     module.serving_default = serve
@@ -185,14 +189,15 @@ def export_for_serving(
         _check_version_free(base, number)
         tmp = _make_temp_dir(base, number)
         try:
-            tf.saved_model.save(
-                module,
-                tmp,
-                signatures={
-                    SERVING_SIGNATURE: serving_fn,
-                    EXAMPLES_SIGNATURE: examples_fn,
-                },
-            )
+            with local:  # saving may trace the functions again
+                tf.saved_model.save(
+                    module,
+                    tmp,
+                    signatures={
+                        SERVING_SIGNATURE: serving_fn,
+                        EXAMPLES_SIGNATURE: examples_fn,
+                    },
+                )
             extra = os.path.join(tmp, "assets.extra")
             os.makedirs(extra, exist_ok=True)
             saved_bytes = _dir_bytes(tmp)
@@ -739,8 +744,13 @@ def _write_warmup(
 
 
 # ------------------------------------------------------------- saving
-def _captured_objects(model: tf.keras.Model, functions: list[Any]) -> list[Any]:
+def _captured_objects(
+    model: tf.keras.Model, functions: list[Any], copies: list[tf.Variable]
+) -> list[Any]:
     """The model's variables and resources (lookup tables) the functions read.
+
+    ``copies`` are local copies of the model's remote variables
+    (:class:`~seqattn_tfrs.distributed.LocalVariables`) the functions may read.
 
     Tracking only these, not the model, keeps the optimizer and every object the
     serving graph does not use out of the SavedModel.
@@ -756,6 +766,12 @@ def _captured_objects(model: tf.keras.Model, functions: list[Any]) -> list[Any]:
             continue
         if id(handle) in captured:
             found.setdefault(id(handle), obj)
+    # A function traced while connected to a cluster captures copies of the
+    # handles, so the copies are found by the variables the functions read.
+    read = {variable.ref() for fn in functions for variable in fn.variables}
+    for copy in copies:
+        if copy.ref() in read:
+            found.setdefault(id(copy.handle), copy)
     return list(found.values())
 
 
