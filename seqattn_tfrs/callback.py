@@ -220,6 +220,19 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             else self.epochs_per_selection * (steps or 1)
         )
         self._settle_units = int(self.settle_fraction * round_length)
+        per_call = getattr(self.model, "_steps_per_execution", None)
+        per_call = 1 if per_call is None else int(per_call)
+        if self._step_mode or steps:  # the round is counted in steps
+            # Modes change only between calls of `steps_per_execution` steps.
+            settled = -(-self._settle_units // per_call) * per_call
+            if settled >= round_length:
+                raise ValueError(
+                    f"`settle_fraction`={self.settle_fraction} leaves no step in "
+                    f"which the logits learn: rounds of {round_length} steps, "
+                    f"settling for {self._settle_units}, and modes change every "
+                    f"{per_call} steps (`steps_per_execution`); lower "
+                    "`settle_fraction` or lengthen the rounds."
+                )
         if self.settle_fraction > 0 and self._settle_units == 0:
             raise ValueError(
                 f"`settle_fraction`={self.settle_fraction} gives no settling step in "

@@ -165,11 +165,28 @@ def test_steps_per_execution_counts_steps_not_batch_hooks():
     model = build_model()
     model.compile(tf.keras.optimizers.Adam(0.02), "mse", steps_per_execution=4)
     callback = seqattn_tfrs.SequentialAttentionCallback(
-        warmup_epochs=1, steps_per_selection=8, finetune_epochs=1, verbose=0
+        warmup_epochs=1,
+        steps_per_selection=8,
+        finetune_epochs=1,
+        settle_fraction=0.5,
+        verbose=0,
     )
     model.fit(make_dataset(), epochs=4, callbacks=[callback], verbose=0)
     assert [event["step"] for event in callback.events] == [24, 32, 40]
     assert model.get_layer("gate").selected_features == tuple("ace")
+
+
+def test_a_settle_that_swallows_the_round_is_refused_before_training():
+    # 8-step rounds settle for 6 steps, but modes change every 4 steps: the
+    # settle would last the whole round and the logits would never learn.
+    model = build_model()
+    model.compile(tf.keras.optimizers.Adam(0.02), "mse", steps_per_execution=4)
+    callback = seqattn_tfrs.SequentialAttentionCallback(
+        warmup_epochs=1, steps_per_selection=8, finetune_epochs=1, verbose=0
+    )
+    with pytest.raises(ValueError, match=r"rounds of 8 steps, settling for 6"):
+        model.fit(make_dataset(), epochs=4, callbacks=[callback], verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 0
 
 
 def test_tpu_embedding_path_selects_on_activations_and_exports_a_cpu_lookup(
