@@ -301,7 +301,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
             done = -(-int(layer.num_picked.numpy()) // layer.selections_per_round)
-            while done < schedule.rounds_due(completed):
+            # A budgeted layer may close before its reserved rounds: nothing fits.
+            while done < schedule.rounds_due(completed) and not (
+                layer.selection_complete
+            ):
                 names = layer._commit_round(require_learning=True)
                 done += 1
                 start = len(layer.selected_features) - len(names)

@@ -428,8 +428,8 @@ def _check_pruned(model: tf.keras.Model) -> list[SequentialAttentionEmbedding]:
             continue
         if not layer.selection_complete:
             raise ValueError(
-                f"Layer {layer.name!r} has selected {len(layer.selected_features)} "
-                f"of {layer.num_selected} features; finish the selection and call "
+                f"Layer {layer.name!r} has selected {layer.progress()}; finish the "
+                "selection and call "
                 "seqattn_tfrs.prune(model) before exporting."
             )
         raise ValueError(

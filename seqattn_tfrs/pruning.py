@@ -83,8 +83,7 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
             "there is nothing to prune."
         )
     incomplete = [
-        f"{layer.name!r} ({len(layer.selected_features)} of {layer.num_selected} "
-        f"features selected: {list(layer.selected_features)})"
+        f"{layer.name!r} ({layer.progress()} selected: {list(layer.selected_features)})"
         for layer in layers
         if not layer.is_pruned and not layer.selection_complete
     ]
