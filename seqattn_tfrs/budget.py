@@ -24,6 +24,7 @@ _WEIGHTLESS = (
     tf.keras.layers.StringLookup,
     tf.keras.layers.IntegerLookup,
     tf.keras.layers.Hashing,
+    tf.keras.layers.Discretization,
     tf.keras.layers.Reshape,
     tf.keras.layers.Flatten,
     tf.keras.layers.Activation,
@@ -38,8 +39,9 @@ def layer_bytes(layer: tf.keras.layers.Layer) -> int | None:
 
     A built layer is measured (distinct variables, elements x dtype size). A
     layer that was never called is estimated from the shapes of its
-    ``Embedding`` layers when every other sublayer is of a type that holds no
-    variables (lookups, hashing, reshapes); otherwise ``None``.
+    ``Embedding`` layers when every other sublayer is known to hold no
+    variables (lookups, hashing, reshapes, layers without a ``build``);
+    otherwise ``None``.
 
     Example:
       >>> layer_bytes(tf.keras.layers.Embedding(1000, 8))
@@ -55,11 +57,20 @@ def layer_bytes(layer: tf.keras.layers.Layer) -> int | None:
         if isinstance(module, tf.keras.layers.Embedding):
             dtype = tf.as_dtype(module.dtype or tf.float32)
             total += int(module.input_dim) * int(module.output_dim) * dtype.size
-        elif isinstance(module, tf.keras.layers.Layer) and not isinstance(
-            module, _WEIGHTLESS
-        ):
+        elif isinstance(module, tf.keras.layers.Layer) and not _weightless(module):
             return None
     return total
+
+
+def _weightless(layer: tf.keras.layers.Layer) -> bool:
+    """Whether a layer that was never built is known to hold no variables.
+
+    Known types, and layers that neither have weights yet nor override
+    ``build`` (where Keras layers create them), such as pooling helpers.
+    """
+    if isinstance(layer, _WEIGHTLESS):
+        return True
+    return not layer.weights and type(layer).build is tf.keras.layers.Layer.build
 
 
 def max_affordable(costs: Sequence[int | None], budget: int) -> int:

@@ -141,6 +141,12 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
     for layer in to_prune:
         # A plain attribute: not tracked, never saved; read by export and reports.
         object.__setattr__(layer, "_prune_report", plans[id(layer)]["report"])
+    for width_layer, before in sliced:
+        full = {
+            name: variable_stats(table_variables(_final_embedding(table)))
+            for name, table in before["tables"].items()
+        }
+        object.__setattr__(width_layer, "_tables_before", full)
     for module in [model, *model.submodules]:
         if isinstance(module, tf.keras.Model):
             module._reset_compile_cache()

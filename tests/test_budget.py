@@ -1,5 +1,8 @@
 """Selection under a byte budget: costs, affordability, schedule, planted data."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,9 +10,12 @@ import tensorflow as tf
 from seqattn_tfrs import (
     SequentialAttentionCallback,
     SequentialAttentionEmbedding,
+    export_for_serving,
     prune,
 )
 from seqattn_tfrs.budget import layer_bytes, max_affordable, pick_within_budget
+from seqattn_tfrs.config import ConfigError, JobConfig, load_config, override
+from seqattn_tfrs.models import build_model
 
 # (rows, width) per field: "big" is a 2,000-row id whose coarse group "small"
 # carries nearly all of its signal in 10 rows; "other" is independent signal.
@@ -196,3 +202,59 @@ def test_budget_closes_early_and_the_callback_stops_picking():
         assert sorted(picked) == ["noise", "other", "small"]  # 960 bytes
     gates = gate.gate_values()
     assert all(gates[n] == 0.0 for n in TABLES if n not in picked)
+
+
+def test_selection_json_shows_budget_and_per_field_columns_and_bytes(tmp_path):
+    model, gate = planted_model(budget_bytes=700)
+    model.predict({n: np.zeros([2], np.int64) for n in TABLES}, verbose=0)
+    gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
+    gate._commit_round()
+    gate._commit_round()
+    path = export_for_serving(prune(model), tmp_path)
+    with open(os.path.join(path, "assets.extra", "selection.json")) as handle:
+        (record,) = json.load(handle)["gated_layers"]
+    assert record["budget_bytes"] == 700 and record["num_selected"] is None
+    assert record["fields"]["other"] == {
+        "width": 8,
+        "kept_columns": list(range(8)),
+        "bytes": 320,
+    }
+    assert record["fields"]["big"] == {"width": 8, "kept_columns": [], "bytes": 0}
+    assert sum(f["bytes"] for f in record["fields"].values()) <= 700
+
+
+def test_job_config_asks_for_a_budget_instead_of_a_count(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(
+        json.dumps({"selection": {"num_selected": None, "budget_bytes": 150_000}})
+    )
+    config = load_config(path)
+    assert config.selection.budget_bytes == 150_000
+    assert config.selection.num_rounds is None
+    assert config.selection.epochs_for(3) == 1 + 3 * 2 + 2
+    assert load_config(path).to_dict()["selection"]["budget_bytes"] == 150_000
+    path.write_text(json.dumps({"selection": {"budget_bytes": 150_000}}))
+    with pytest.raises(ConfigError, match="selection.num_selected.*set num_selected"):
+        load_config(path)
+    path.write_text(
+        json.dumps({"selection": {"num_selected": None, "budget_bytes": 0}})
+    )
+    with pytest.raises(ConfigError, match="selection.budget_bytes"):
+        load_config(path)
+
+
+def test_job_model_gate_gets_the_budget():
+    config = override(
+        JobConfig.default(),
+        {"selection.num_selected": None, "selection.budget_bytes": 1_000},
+    )
+    vocabularies = {f.name: ["x", "y"] for f in config.all_features}
+    vocabularies.update(
+        {f.name: [1, 2] for f in config.all_features if f.kind != "string"}
+    )
+    vocabularies["timestamp"] = [0.5]
+    gate = build_model(config, vocabularies).gate
+    assert gate.budget_bytes == 1_000 and gate.num_selected is None
+    # 16 float32 columns: 192 bytes per 3-row table (2 values + 1 OOV row),
+    # 128 for timestamp's 2 buckets; 1,000 bytes hold 128 + 4 x 192.
+    assert gate.num_rounds == 5

@@ -1,6 +1,7 @@
 """Width selection: blocks of embedding columns, slicing, exact predictions."""
 
 import inspect
+import json
 import os
 
 import numpy as np
@@ -12,6 +13,7 @@ from seqattn_tfrs import (
     SequentialAttentionWidth,
     export_for_serving,
     prune,
+    size_report,
 )
 
 VOCAB = {"a": 50, "b": 20, "c": 400}
@@ -133,7 +135,18 @@ def test_width_selection_prunes_exactly_and_export_shrinks(tmp_path):
     loaded = tf.saved_model.load(path).signatures["serving_default"]
     served = loaded(**{n: tf.constant(v[:5]) for n, v in x.items()})["scores"]
     np.testing.assert_allclose(served.numpy(), before[:5], atol=1e-6)
-    assert os.path.isdir(path)
+    with open(os.path.join(path, "assets.extra", "selection.json")) as handle:
+        record = json.load(handle)
+    (columns,) = record["width_layers"].values()
+    for name, rows in (("a", 50), ("b", 21), ("c", 400)):
+        field = columns["fields"][name]
+        assert field["kept_columns"] == kept[name]
+        assert field["bytes"] == rows * len(kept[name]) * 4
+        assert field["bytes_before"] == rows * 8 * 4
+    assert record["embedding_tables"]["after"]["bytes"] == 4 * sum(
+        rows * len(kept[n]) for n, rows in (("a", 50), ("b", 21), ("c", 400))
+    )
+    assert size_report(pruned)["width_layers"] == record["width_layers"]
 
 
 def test_byte_budget_over_blocks_is_never_exceeded():
