@@ -9,18 +9,30 @@ import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
+from seqattn_tfrs.budget import _weightless
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
+def _table_index(layer: tf.keras.layers.Layer) -> int | None:
+    """Where a ``Sequential``'s last ``Embedding`` is, if only weightless layers
+    (pooling, reshapes) follow it; ``None`` if there is no such table."""
+    if not isinstance(layer, tf.keras.Sequential):
+        return None
+    for i in range(len(layer.layers) - 1, -1, -1):
+        if isinstance(layer.layers[i], tf.keras.layers.Embedding):
+            return i
+        if not _weightless(layer.layers[i]):
+            return None
+    return None
+
+
 def _final_embedding(layer: tf.keras.layers.Layer) -> tf.keras.layers.Embedding | None:
-    """The ``Embedding`` a per-feature layer ends with, if it is one or ends so."""
+    """The table a per-feature layer ends with: the layer itself, or the last
+    ``Embedding`` of a ``Sequential`` followed only by weightless layers."""
     if isinstance(layer, tf.keras.layers.Embedding):
         return layer
-    if isinstance(layer, tf.keras.Sequential) and layer.layers:
-        last = layer.layers[-1]
-        if isinstance(last, tf.keras.layers.Embedding):
-            return last
-    return None
+    index = _table_index(layer)
+    return None if index is None else layer.layers[index]
 
 
 def block_name(feature: str, block: int) -> str:
@@ -50,7 +62,9 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
 
     Args:
       embeddings: feature name -> a ``tf.keras.layers.Embedding``, or a
-        ``tf.keras.Sequential`` ending in one (e.g. a lookup then the table).
+        ``tf.keras.Sequential`` whose last ``Embedding`` is followed only by
+        layers without weights that treat each column alike (e.g. a lookup,
+        the table, then mean pooling over a multi-valent feature's values).
         Each table's width must be a multiple of ``block_size``.
       block_size: columns per block, >= 1.
       target_width: total columns to keep over all tables, a multiple of
@@ -367,4 +381,7 @@ def _sliced(layer: tf.keras.layers.Layer, columns: list[int]) -> tf.keras.layers
     narrow.embeddings.assign(tf.gather(table.embeddings, columns, axis=1))
     if layer is table:
         return narrow
-    return tf.keras.Sequential([*layer.layers[:-1], narrow], name=layer.name)
+    index = _table_index(layer)
+    return tf.keras.Sequential(
+        [*layer.layers[:index], narrow, *layer.layers[index + 1 :]], name=layer.name
+    )

@@ -15,6 +15,8 @@ from seqattn_tfrs import (
     prune,
     size_report,
 )
+from seqattn_tfrs.config import FeatureConfig
+from seqattn_tfrs.models import build_feature_layer
 
 VOCAB = {"a": 50, "b": 20, "c": 400}
 
@@ -180,3 +182,26 @@ def test_config_covers_arguments_and_round_trips_pruned(tmp_path):
     np.testing.assert_allclose(loaded(x).numpy(), expected, atol=1e-6)
     clone = SequentialAttentionWidth.from_config(layer.get_config())
     assert clone.kept_columns() == {"a": [], "b": [4, 5, 6, 7], "c": []}
+
+
+def test_pooled_multi_valent_table_is_sliced_before_its_pooling():
+    genres = build_feature_layer(FeatureConfig("genres", "multi_int"), [1, 2, 3])
+    layer = SequentialAttentionWidth(
+        {"genres": genres, "a": tf.keras.layers.Embedding(5, 4)},
+        block_size=2,
+        target_width=4,
+    )
+    model = tf.keras.Sequential([layer])
+    x = {"genres": tf.constant([[1, 3], [2, -1]], tf.int64), "a": tf.constant([1, 4])}
+    layer(x)
+    layer.blocks.attention_logits.assign([0.0] * 8 + [1.0, 1.0])
+    layer.blocks._commit_round()
+    layer.blocks.attention_logits.assign([0.0] * 10)
+    layer.blocks._commit_round()
+    expected = {n: v.numpy() for n, v in layer(x).items()}
+    prune(model)
+    for name, value in layer(x).items():
+        np.testing.assert_allclose(value.numpy(), expected[name], atol=1e-6)
+    assert [v.shape.as_list() for v in layer.embedding_layers["genres"].weights] == [
+        [4, len(layer.kept_columns()["genres"])]
+    ]
