@@ -7,14 +7,18 @@ against the bytes of the embedding tables it serves:
 * ``all``: every field at full width (no selection);
 * ``uniform-<d>``: every field at width ``d`` (the naive way to save bytes);
 
-  both without selection train up to ``--plain_epochs`` epochs and keep their
-  best validation epoch; the others train warm-up, rounds and fine-tune;
 * ``count-<k>``: Sequential Attention keeps ``k`` fields;
 * ``budget-<f>-<rule>``: it keeps the fields whose tables fit ``f`` x the
   all-fields bytes, ranking the affordable fields by ``rule``;
 * ``width-<f>``: it keeps blocks of columns, ``f`` x all columns in all;
 * ``combined-<f>``: it keeps blocks of columns within ``f`` x all bytes
   (fields and widths chosen jointly by bytes).
+
+Models without selection train ``--plain_epochs`` epochs, the others warm-up,
+rounds and fine-tune; every model is scored at its epoch of best validation
+AUC among those run with its final set of fields and columns (memorising
+models overfit within a few epochs: a fixed epoch count would favour the
+smaller models).
 
 Data sets: MovieLens 100K (the main job's fields, noise fields included, via
 ``job.prepare_data``; the real files, cached) and a synthetic Criteo-shaped set
@@ -74,9 +78,9 @@ flags.DEFINE_integer("block_size", 4, "Columns per block in width selection.")
 flags.DEFINE_integer("fields_per_round", 3, "Fields committed per round.")
 flags.DEFINE_integer("blocks_per_round", 16, "Blocks committed per round.")
 flags.DEFINE_integer("warmup_epochs", 1, "Dense epochs before the first round.")
-flags.DEFINE_integer("finetune_epochs", 2, "Epochs after the last pick.")
+flags.DEFINE_integer("finetune_epochs", 3, "Epochs after the last pick.")
 flags.DEFINE_integer(
-    "plain_epochs", 6, "Most epochs of a model without selection (best val AUC)."
+    "plain_epochs", 5, "Epochs of a model without selection (best val AUC kept)."
 )
 flags.DEFINE_integer("batch_size", 2048, "Batch size.")
 flags.DEFINE_float("learning_rate", 0.01, "Adam learning rate.")
@@ -84,7 +88,7 @@ flags.DEFINE_integer("selection_interval", 2, "Training steps per held-out step.
 flags.DEFINE_integer("movielens_examples", 25_000, "MovieLens ratings used.")
 flags.DEFINE_integer("criteo_rows", 25_000, "Synthetic Criteo rows (80/10/10).")
 flags.DEFINE_integer("criteo_max_vocab", 20_000, "Rows of the largest field.")
-flags.DEFINE_integer("seed", 0, "Seed of data, initialisation and shuffling.")
+flags.DEFINE_list("seeds", ["0"], "Seeds of data, initialisation and shuffling.")
 flags.DEFINE_string("output_dir", "docs", "Where pareto.json and pareto.png go.")
 
 NUMERIC, CATEGORICAL, NUMERIC_BUCKETS = 13, 26, 16
@@ -222,6 +226,34 @@ class Ranker(tf.keras.Model):
         return x
 
 
+class BestEpoch(tf.keras.callbacks.Callback):
+    """Restores, at the end of ``fit``, the weights of the best validation AUC.
+
+    Only epochs that began with the selection complete (``ready()``) count, so
+    every variant is scored at its best epoch of its final model.
+    """
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        super().__init__()
+        self.ready = ready
+        self.best = -1.0
+        self.best_epoch: int | None = None
+        self.weights: list[np.ndarray] | None = None
+        self._counts = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._counts = self.ready()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._counts and logs["val_auc"] > self.best:
+            self.best, self.best_epoch = logs["val_auc"], epoch
+            self.weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
 def auc_on(model: tf.keras.Model, test: tf.data.Dataset) -> tuple[float, np.ndarray]:
     labels = np.concatenate([y.numpy() for _, y in test])
     scores = model.predict(test.map(lambda x, y: x), verbose=0)[:, 0]
@@ -230,9 +262,9 @@ def auc_on(model: tf.keras.Model, test: tf.data.Dataset) -> tuple[float, np.ndar
     return float(metric.result()), scores
 
 
-def run_variant(data: Data, variant: str, all_bytes: int) -> dict[str, Any]:
+def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str, Any]:
     """Trains, prunes and scores one variant."""
-    tf.keras.utils.set_random_seed(FLAGS.seed)
+    tf.keras.utils.set_random_seed(seed)
     family, _, setting = variant.partition("-")
     dim = int(setting) if family == "uniform" else FLAGS.dim
     tables = data.layers(dim)
@@ -278,18 +310,10 @@ def run_variant(data: Data, variant: str, all_bytes: int) -> dict[str, Any]:
     )
     started = time.perf_counter()
     if gate is None:
-        # Without selection: the best validation epoch (memorising models
-        # overfit within a few epochs), a generous baseline.
         epochs = FLAGS.plain_epochs
-        validation = data.val
-        callbacks = [
-            tf.keras.callbacks.EarlyStopping(
-                "val_auc", patience=1, mode="max", restore_best_weights=True
-            )
-        ]
+        callbacks = [best := BestEpoch(lambda: True)]
     else:
         epochs = FLAGS.warmup_epochs + gate.num_rounds + FLAGS.finetune_epochs
-        validation = None
         callbacks = [
             seqattn_tfrs.SequentialAttentionCallback(
                 warmup_epochs=FLAGS.warmup_epochs,
@@ -297,18 +321,24 @@ def run_variant(data: Data, variant: str, all_bytes: int) -> dict[str, Any]:
                 selection_data=data.val,
                 selection_interval=FLAGS.selection_interval,
                 verbose=0,
-            )
+            ),
+            best := BestEpoch(lambda: gate.selection_complete),
         ]
-    history = model.fit(
+    model.fit(
         data.train,
         epochs=epochs,
-        validation_data=validation,
+        validation_data=data.val,
         callbacks=callbacks,
         verbose=0,
     )
-    epochs = len(history.history["loss"])
     auc, scores = auc_on(model, data.test)
-    row: dict[str, Any] = {"dataset": data.name, "variant": variant, "epochs": epochs}
+    row: dict[str, Any] = {
+        "dataset": data.name,
+        "variant": variant,
+        "seed": seed,
+        "epochs": epochs,
+        "best_epoch": best.best_epoch,
+    }
     if gate is None:
         row["table_bytes"] = sum(layer_bytes(t) for t in tables.values())
         row["kept"] = names
@@ -423,34 +453,59 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per data set and variant: mean test AUC (and its range) and mean bytes."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["variant"]), []).append(row)
+    return [
+        {
+            "dataset": name,
+            "variant": variant,
+            "seeds": len(runs),
+            "test_auc": float(np.mean([r["test_auc"] for r in runs])),
+            "auc_min": min(r["test_auc"] for r in runs),
+            "auc_max": max(r["test_auc"] for r in runs),
+            "table_bytes": float(np.mean([r["table_bytes"] for r in runs])),
+            "all_bytes": runs[0]["all_bytes"],
+        }
+        for (name, variant), runs in groups.items()
+    ]
+
+
 def main(argv: list[str]) -> None:
     del argv
     makers = {"movielens": movielens, "criteo": criteo}
+    unknown = [name for name in FLAGS.datasets if name not in makers]
+    if unknown:
+        raise app.UsageError(f"Unknown data set(s) {unknown}; expected {list(makers)}.")
+    chosen = variants()
     output = pathlib.Path(FLAGS.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in FLAGS.datasets:
-        if name not in makers:
-            raise app.UsageError(f"Unknown data set {name!r}; expected {list(makers)}.")
-        data = makers[name](FLAGS.seed)
-        all_bytes = sum(layer_bytes(t) for t in data.layers(FLAGS.dim).values())
-        for variant in variants():
-            row = run_variant(data, variant, all_bytes)
-            row["all_bytes"] = all_bytes
-            rows.append(row)
-            print(
-                f"{name:<10}{variant:<36}AUC {row['test_auc']:.4f}  "
-                f"{row['table_bytes']:>11,} bytes  {row['seconds']:>6.1f} s",
-                flush=True,
-            )
-    (output / "pareto.json").write_text(json.dumps(rows, indent=1) + "\n")
-    plot(rows, output / "pareto.png")
-    print("| data | variant | test AUC | table bytes | fraction of all |")
+    for seed in map(int, FLAGS.seeds):
+        for name in FLAGS.datasets:
+            data = makers[name](seed)
+            all_bytes = sum(layer_bytes(t) for t in data.layers(FLAGS.dim).values())
+            for variant in chosen:
+                row = run_variant(data, variant, all_bytes, seed)
+                row["all_bytes"] = all_bytes
+                rows.append(row)
+                print(
+                    f"{name:<10}{seed:>3} {variant:<34}AUC {row['test_auc']:.4f}  "
+                    f"{row['table_bytes']:>11,} bytes  {row['seconds']:>6.1f} s",
+                    flush=True,
+                )
+                (output / "pareto.json").write_text(json.dumps(rows, indent=1) + "\n")
+    means = summary(rows)
+    plot(means, output / "pareto.png")
+    print("| data | variant | test AUC (mean, min-max) | table bytes | of all |")
     print("|---|---|---|---|---|")
-    for row in rows:
+    for row in means:
         print(
-            f"| {row['dataset']} | {row['variant']} | {row['test_auc']:.4f} | "
-            f"{row['table_bytes']:,} | {row['table_bytes'] / row['all_bytes']:.3f} |"
+            f"| {row['dataset']} | {row['variant']} | {row['test_auc']:.4f} "
+            f"({row['auc_min']:.4f}-{row['auc_max']:.4f}) | "
+            f"{row['table_bytes']:,.0f} | {row['table_bytes'] / row['all_bytes']:.3f} |"
         )
     print(f"pareto: {len(rows)} runs written to {output}")
 

@@ -191,7 +191,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
             "attention_learning_rate": attention_learning_rate,
             "attention_momentum": attention_momentum,
             "attention_signal": attention_signal,
-            "name": "blocks",
+            "name": f"{self.name}_blocks",
         }
         count = None if target_width is None else target_width // block_size
         if kept is None:
