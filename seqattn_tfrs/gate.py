@@ -210,9 +210,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self._pruned_widths = pruned
         self.num_selected = None if num_selected is None else int(num_selected)
         self.budget_bytes = None if budget_bytes is None else int(budget_bytes)
-        self.feature_bytes = dict(feature_bytes or {})
+        self.feature_bytes = {k: int(v) for k, v in (feature_bytes or {}).items()}
         self.budget_rule = budget_rule
-        self._static_costs = costs
         self.selections_per_round = int(selections_per_round)
         self.attention_learning_rate = float(attention_learning_rate)
         self.attention_momentum = float(attention_momentum)
@@ -306,9 +305,14 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self.learn_from_fit_batches = state(
             "learn_from_fit_batches", [], tf.int32, 1, first
         )
-        self.round_gates = state(
-            "round_gates", [self.num_rounds, n], tf.float32, 0.0, first
+        # Under a budget, one row per possible round: the reserved rounds depend
+        # on the costs, which differ once pruned, and the shape must not.
+        rows = (
+            self.num_rounds
+            if self.budget_bytes is None
+            else math.ceil(n / self.selections_per_round)
         )
+        self.round_gates = state("round_gates", [rows, n], tf.float32, 0.0, first)
         if self.budget_bytes is not None:
             # 1 once no unselected feature fits what is left of the budget (set by
             # the pick that exhausted it; a pruned layer is closed).

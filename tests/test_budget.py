@@ -210,7 +210,14 @@ def test_selection_json_shows_budget_and_per_field_columns_and_bytes(tmp_path):
     gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
     gate._commit_round()
     gate._commit_round()
-    path = export_for_serving(prune(model), tmp_path)
+    x = {n: np.arange(3, dtype=np.int64) for n in TABLES}
+    expected = model.predict(x, verbose=0)
+    pruned = prune(model)
+    pruned.save(str(tmp_path / "keras"))  # a pruned budget layer reloads
+    reloaded = tf.keras.models.load_model(str(tmp_path / "keras"))
+    kept = {n: x[n] for n in gate.selected_features}
+    np.testing.assert_allclose(reloaded.predict(kept, verbose=0), expected, atol=1e-6)
+    path = export_for_serving(pruned, tmp_path / "serving")
     with open(os.path.join(path, "assets.extra", "selection.json")) as handle:
         (record,) = json.load(handle)["gated_layers"]
     assert record["budget_bytes"] == 700 and record["num_selected"] is None
