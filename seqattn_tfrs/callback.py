@@ -47,6 +47,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     training steps when that is given. ``fit`` must run at least
     ``warmup_epochs + num_rounds * round_length + finetune_epochs`` epochs (the
     fine-tune takes whatever is left); this is checked before any training.
+    A layer selecting under ``budget_bytes`` reserves the most rounds its budget
+    can need; when no unselected feature fits any more it closes early, picks
+    nothing in its remaining rounds, and its unselected gates are 0 from then on.
 
     The attention logits learn with this package's own update rule, never with
     the model's optimizer. By default they learn from the training batches.

@@ -85,6 +85,15 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
       {'a': [[2.0]], 'b': [[3.0]]}
       >>> layer.gate_values()
       {'a': 1.0, 'b': 1.0}
+
+      Under a byte budget, only tables that fit compete (10 x 4 float32 rows
+      are 160 bytes; 1,000 x 4 are 16,000):
+
+      >>> budgeted = SequentialAttentionEmbedding(
+      ...     {"a": tf.keras.layers.Embedding(10, 4),
+      ...      "b": tf.keras.layers.Embedding(1000, 4)}, budget_bytes=1000)
+      >>> budgeted.feature_costs(), budgeted.num_rounds
+      ({'a': 160, 'b': 16000}, 1)
     """
 
     def __init__(
