@@ -72,6 +72,12 @@ flags.DEFINE_list(
 flags.DEFINE_list(
     "rules", ["attention", "attention_per_byte"], "Budget rules to compare."
 )
+flags.DEFINE_enum(
+    "combined_rule",
+    "attention",
+    ["attention", "attention_per_byte"],
+    "Budget rule of the combined variants (docs/pareto.md ran 'attention').",
+)
 flags.DEFINE_list("width_fractions", ["0.25", "0.5"], "Kept fractions of columns.")
 flags.DEFINE_integer("dim", 16, "Full embedding width.")
 flags.DEFINE_integer("block_size", 4, "Columns per block in width selection.")
@@ -299,6 +305,7 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
             block_size=block,
             target_width=target,
             budget_bytes=budget,
+            budget_rule=FLAGS.combined_rule,
             selections_per_round=FLAGS.blocks_per_round,
         )
         gate = embed.blocks

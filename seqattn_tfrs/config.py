@@ -209,7 +209,7 @@ class SelectionConfig:
         :class:`~seqattn_tfrs.SequentialAttentionEmbedding`); needs
         ``num_selected`` set to ``null``.
       budget_rule: how a budgeted round ranks the fields that fit:
-        ``"attention"`` or ``"attention_per_byte"``.
+        ``"attention_per_byte"`` (default) or ``"attention"``.
       selections_per_round: fields committed per selection round.
       warmup_epochs: dense epochs before the first round.
       epochs_per_selection: epochs per selection round.
@@ -229,7 +229,7 @@ class SelectionConfig:
 
     num_selected: int | None = 6
     budget_bytes: int | None = None
-    budget_rule: BudgetRule = "attention"
+    budget_rule: BudgetRule = "attention_per_byte"
     selections_per_round: int = 1
     warmup_epochs: int = 1
     epochs_per_selection: int = 2

@@ -170,7 +170,7 @@ class DCNRankingModel(tfrs.models.Model):
         use_gate: bool = True,
         num_selected: int | None = 1,
         budget_bytes: int | None = None,
-        budget_rule: str = "attention",
+        budget_rule: str = "attention_per_byte",
         selections_per_round: int = 1,
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,

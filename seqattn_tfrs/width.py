@@ -102,7 +102,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         target_width: int | None = None,
         budget_bytes: int | None = None,
         selections_per_round: int = 1,
-        budget_rule: str = "attention",
+        budget_rule: str = "attention_per_byte",
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
         attention_signal: str = "gradient",
