@@ -59,9 +59,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
       budget_rule: how a budgeted round ranks the features that fit:
         ``"attention_per_byte"`` (default: the largest softmax weight per byte,
         logit minus log bytes) or ``"attention"`` (the largest logit). Per byte
-        was 0.02-0.06 AUC better on Criteo-shaped data where a small table
-        stands in for a large one and 0.003-0.006 worse on MovieLens
-        (``docs/pareto.md``).
+        was 0.02-0.07 test AUC better on Criteo-shaped data where a small table
+        stands in for a large one (6 of 6 runs) and 0.003-0.006 worse on
+        MovieLens (5 of 6; ``docs/pareto.md``).
       selections_per_round: how many features each selection round commits; the
         last round commits the remainder when it does not divide
         ``num_selected``.
