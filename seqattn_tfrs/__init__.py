@@ -16,6 +16,7 @@ from seqattn_tfrs.version import __version__
 _PUBLIC = {
     "SequentialAttentionCallback": "seqattn_tfrs.callback",
     "SequentialAttentionEmbedding": "seqattn_tfrs.gate",
+    "SequentialAttentionWidth": "seqattn_tfrs.width",
     "export_for_serving": "seqattn_tfrs.export",
     "prune": "seqattn_tfrs.pruning",
     "size_report": "seqattn_tfrs.export",
@@ -24,6 +25,7 @@ _PUBLIC = {
 __all__ = [
     "SequentialAttentionCallback",
     "SequentialAttentionEmbedding",
+    "SequentialAttentionWidth",
     "__version__",
     "export_for_serving",
     "prune",

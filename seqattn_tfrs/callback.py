@@ -47,6 +47,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     training steps when that is given. ``fit`` must run at least
     ``warmup_epochs + num_rounds * round_length + finetune_epochs`` epochs (the
     fine-tune takes whatever is left); this is checked before any training.
+    A layer selecting under ``budget_bytes`` reserves the most rounds its budget
+    can need; when no unselected feature fits any more it closes early, picks
+    nothing in its remaining rounds, and its unselected gates are 0 from then on.
 
     The attention logits learn with this package's own update rule, never with
     the model's optimizer. By default they learn from the training batches.
@@ -356,7 +359,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
             done = -(-int(layer.num_picked.numpy()) // layer.selections_per_round)
-            while done < schedule.rounds_due(completed):
+            # A budgeted layer may close before its reserved rounds: nothing fits.
+            while done < schedule.rounds_due(completed) and not (
+                layer.selection_complete
+            ):
                 self._wait_for_scheduled_steps()
                 names = layer._commit_round(require_learning=True)
                 done += 1

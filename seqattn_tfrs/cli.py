@@ -51,6 +51,7 @@ _OVERRIDES = {
     "optimizer": "optimizer",
     "max_examples": "max_examples",
     "num_selected": "selection.num_selected",
+    "budget_bytes": "selection.budget_bytes",
     "selections_per_round": "selection.selections_per_round",
     "warmup_epochs": "selection.warmup_epochs",
     "epochs_per_selection": "selection.epochs_per_selection",
@@ -74,6 +75,9 @@ flags.DEFINE_float("learning_rate", None, "Learning rate of the model's optimize
 flags.DEFINE_enum("optimizer", None, ["adam", "adagrad", "sgd"], "Model optimizer.")
 flags.DEFINE_integer("max_examples", None, "Use only the first N ratings.")
 flags.DEFINE_integer("num_selected", None, "Number of fields to select.")
+flags.DEFINE_integer(
+    "budget_bytes", None, "Select the fields whose tables fit this many bytes instead."
+)
 flags.DEFINE_integer("selections_per_round", None, "Fields committed per round.")
 flags.DEFINE_integer("warmup_epochs", None, "Dense epochs before the first round.")
 flags.DEFINE_integer("epochs_per_selection", None, "Epochs per selection round.")
@@ -106,6 +110,8 @@ def config_from_flags() -> JobConfig:
         for flag, key in _OVERRIDES.items()
         if FLAGS[flag].value is not None
     }
+    if FLAGS.budget_bytes is not None and FLAGS.num_selected is None:
+        values["selection.num_selected"] = None  # a budget replaces the count
     if FLAGS.smoke:
         values["smoke"] = True
     return override(config, values, source="command-line flags") if values else config

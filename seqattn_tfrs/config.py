@@ -29,6 +29,7 @@ from typing import Any, Literal, Union
 FeatureKind = Literal["string", "int", "multi_int", "numeric"]
 OptimizerName = Literal["adam", "adagrad", "sgd"]
 AttentionSignal = Literal["partial", "gradient", "score"]
+BudgetRule = Literal["attention", "attention_per_byte"]
 FROM_DATA = "from_data"
 
 __all__ = [
@@ -201,7 +202,14 @@ class SelectionConfig:
     """The Sequential Attention schedule and gate options.
 
     Attributes:
-      num_selected: how many fields to keep.
+      num_selected: how many fields to keep; ``null`` when ``budget_bytes`` is
+        given.
+      budget_bytes: keep the fields whose embedding tables fit this many bytes
+        instead of a count (see
+        :class:`~seqattn_tfrs.SequentialAttentionEmbedding`); needs
+        ``num_selected`` set to ``null``.
+      budget_rule: how a budgeted round ranks the fields that fit:
+        ``"attention_per_byte"`` (default) or ``"attention"``.
       selections_per_round: fields committed per selection round.
       warmup_epochs: dense epochs before the first round.
       epochs_per_selection: epochs per selection round.
@@ -219,7 +227,9 @@ class SelectionConfig:
         :class:`~seqattn_tfrs.SequentialAttentionEmbedding`.
     """
 
-    num_selected: int = 6
+    num_selected: int | None = 6
+    budget_bytes: int | None = None
+    budget_rule: BudgetRule = "attention_per_byte"
     selections_per_round: int = 1
     warmup_epochs: int = 1
     epochs_per_selection: int = 2
@@ -232,7 +242,18 @@ class SelectionConfig:
     attention_signal: AttentionSignal = "partial"
 
     def __post_init__(self) -> None:
-        _positive_int("num_selected", self.num_selected)
+        if (self.num_selected is None) == (self.budget_bytes is None):
+            raise ConfigError(
+                "num_selected",
+                "exactly one of num_selected and budget_bytes must be set (set "
+                "num_selected to null to select under budget_bytes); got "
+                f"num_selected={self.num_selected!r}, "
+                f"budget_bytes={self.budget_bytes!r}",
+            )
+        if self.num_selected is not None:
+            _positive_int("num_selected", self.num_selected)
+        else:
+            _positive_int("budget_bytes", self.budget_bytes)
         _positive_int("selections_per_round", self.selections_per_round)
         _positive_int("warmup_epochs", self.warmup_epochs, 0)
         _positive_int("epochs_per_selection", self.epochs_per_selection)
@@ -257,16 +278,29 @@ class SelectionConfig:
             )
 
     @property
-    def num_rounds(self) -> int:
-        """Selection rounds: ``ceil(num_selected / selections_per_round)``."""
+    def num_rounds(self) -> int | None:
+        """Selection rounds: ``ceil(num_selected / selections_per_round)``.
+
+        ``None`` under ``budget_bytes``: the rounds then depend on the tables'
+        sizes, and the gate reserves them (``SequentialAttentionEmbedding``'s
+        ``num_rounds``).
+        """
+        if self.num_selected is None:
+            return None
         return -(-self.num_selected // self.selections_per_round)
 
     @property
-    def total_epochs(self) -> int:
-        """Epochs of the whole schedule: warm-up, rounds, fine-tune."""
+    def total_epochs(self) -> int | None:
+        """Epochs of the whole schedule (``None`` under ``budget_bytes``)."""
+        if self.num_rounds is None:
+            return None
+        return self.epochs_for(self.num_rounds)
+
+    def epochs_for(self, num_rounds: int) -> int:
+        """Epochs of a schedule of ``num_rounds`` rounds: warm-up, rounds, fine-tune."""
         return (
             self.warmup_epochs
-            + self.num_rounds * self.epochs_per_selection
+            + num_rounds * self.epochs_per_selection
             + self.finetune_epochs
         )
 
@@ -343,7 +377,9 @@ class JobConfig:
                     f"noise field {name!r} clashes with {seen[name]}",
                 )
         total = len(self.features) + self.noise.num_fields
-        if self.selection.num_selected > total:
+        if self.selection.num_selected is not None and (
+            self.selection.num_selected > total
+        ):
             raise ConfigError(
                 "selection.num_selected",
                 f"must be at most the number of fields ({total}: "

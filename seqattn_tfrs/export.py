@@ -20,12 +20,14 @@ from seqattn_tfrs.callback import find_gated_layers
 from seqattn_tfrs.distributed import LocalVariables, check_no_remote_captures
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 from seqattn_tfrs.pruning import (
+    _embedding_width,
     _is_functional,
     model_variables,
     table_variables,
     variable_stats,
 )
 from seqattn_tfrs.version import __version__
+from seqattn_tfrs.width import SequentialAttentionWidth, _final_embedding
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "serve_examples"
@@ -67,7 +69,11 @@ def export_for_serving(
     ``assets.extra/selection.json`` records, per gated layer, the selected
     features in selection order, the gate history, the dropped features, the
     parameters and bytes of the embedding tables before and after pruning, and
-    the on-disk size of the SavedModel (excluding ``assets.extra``).
+    the on-disk size of the SavedModel (excluding ``assets.extra``); per field,
+    its width, kept columns and bytes (``fields``), the byte budget if any, and
+    for every :class:`~seqattn_tfrs.SequentialAttentionWidth` layer its kept
+    columns per field (``width_layers``). A subclassed model's serving inputs
+    also leave out the fields whose every column block was dropped.
 
     Args:
       model: the pruned model (for a functional model, the one ``prune`` returned).
@@ -126,11 +132,13 @@ def export_for_serving(
     requested = _parse_version(version)
     _check_output_name(output_name)
     layers = _check_pruned(model)
+    width_layers = _width_layers(model)
     kept_anywhere = {name for layer in layers for name in layer.embedding_layers}
+    kept_anywhere.update(name for w in width_layers for name in w.embedding_layers)
     dropped = {
         name: layer.name
-        for layer in layers
-        for name in layer.pruned_feature_widths
+        for layer in [*layers, *([] if _is_functional(model) else width_layers)]
+        for name in getattr(layer, "pruned_feature_widths", layer.feature_names)
         if name not in kept_anywhere  # another gate may still read it
     }
     template, specs = _serving_inputs(model, dropped, serving_features)
@@ -230,7 +238,9 @@ def size_report(
       ``{"model_variables": {"variables", "parameters", "bytes"},
       "embedding_tables": {"before": ..., "after": ...}, "gated_layers":
       {layer name: per-layer report}}``, plus ``"export_bytes"`` when
-      ``export_dir`` is given. "before" counts the kept and the dropped tables,
+      ``export_dir`` is given, and ``"width_layers"``: per
+    :class:`~seqattn_tfrs.SequentialAttentionWidth` layer, each field's kept
+    columns and bytes. "before" counts the kept and the dropped tables,
       "after" the kept ones; for a layer that is not pruned they are equal. The
       dropped tables' sizes come from :func:`~seqattn_tfrs.prune`; for a layer
       pruned elsewhere (restored from a config) they are ``None``.
@@ -253,13 +263,16 @@ def size_report(
         )
     layers = find_gated_layers(model)
     per_layer = {layer.name: _table_report(layer) for layer in layers}
+    widths = {layer.name: _column_report(layer) for layer in _width_layers(model)}
+    entries = [*per_layer.values(), *widths.values()]
     report: dict[str, Any] = {
         "model_variables": variable_stats(model_variables(model)),
         "embedding_tables": {
-            when: _sum_stats([entry[when] for entry in per_layer.values()])
+            when: _sum_stats([entry[when] for entry in entries])
             for when in ("before", "after")
         },
         "gated_layers": per_layer,
+        "width_layers": widths,
     }
     if export_dir is not None:
         path = os.fspath(export_dir)
@@ -433,8 +446,8 @@ def _check_pruned(model: tf.keras.Model) -> list[SequentialAttentionEmbedding]:
             continue
         if not layer.selection_complete:
             raise ValueError(
-                f"Layer {layer.name!r} has selected {len(layer.selected_features)} "
-                f"of {layer.num_selected} features; finish the selection and call "
+                f"Layer {layer.name!r} has selected {layer.progress()}; finish the "
+                "selection and call "
                 "seqattn_tfrs.prune(model) before exporting."
             )
         raise ValueError(
@@ -832,13 +845,72 @@ def _table_report(layer: SequentialAttentionEmbedding) -> dict[str, Any]:
             for key in ("variables", "parameters", "bytes")
         }
         before = {"tables": len(kept) + len(dropped), **before}
+    fields = {}
+    for name in layer.feature_names:
+        if name in layer._tables:
+            width = _embedding_width(layer, name)
+            fields[name] = {
+                "width": width,
+                "kept_columns": list(range(width)),
+                "bytes": kept[name]["bytes"],
+            }
+        else:
+            fields[name] = {"width": widths[name], "kept_columns": [], "bytes": 0}
     return {
         "selected_features": list(layer.selected_features),
         "dropped_features": list(widths),
+        "budget_bytes": layer.budget_bytes,
+        "fields": fields,
         "kept": kept,
         "dropped": dropped,
         "before": before,
         "after": after,
+    }
+
+
+def _width_layers(model: tf.keras.Model) -> list[SequentialAttentionWidth]:
+    found = {id(m): m for m in [model, *model.submodules]}
+    return [m for m in found.values() if isinstance(m, SequentialAttentionWidth)]
+
+
+def _column_report(layer: SequentialAttentionWidth) -> dict[str, Any]:
+    """Per field of a width layer: its kept columns and the bytes of its table."""
+    empty = {"variables": 0, "parameters": 0, "bytes": 0}
+    after = {
+        name: variable_stats(table_variables(_final_embedding(table)))
+        for name, table in layer.embedding_layers.items()
+    }
+    before = getattr(layer, "_tables_before", None) if layer.is_pruned else after
+    kept = layer.kept_columns()
+    fields = {
+        name: {
+            "width": width,
+            "kept_columns": kept[name],
+            "bytes": after.get(name, empty)["bytes"],
+            "bytes_before": None if before is None else before[name]["bytes"],
+        }
+        for name, width in layer.embedding_widths.items()
+    }
+
+    def total(stats: Mapping[str, Mapping[str, int]] | None) -> dict[str, Any] | None:
+        if stats is None:
+            return None
+        return {
+            "tables": sum(1 for entry in stats.values() if entry["bytes"]),
+            **{
+                key: sum(entry[key] for entry in stats.values())
+                for key in ("variables", "parameters", "bytes")
+            },
+        }
+
+    return {
+        "block_size": layer.block_size,
+        "target_width": layer.target_width,
+        "budget_bytes": layer.budget_bytes,
+        "selected_blocks": list(layer.blocks.selected_features),
+        "fields": fields,
+        "before": total(before),
+        "after": total(after),
     }
 
 
@@ -856,6 +928,7 @@ def _selection_record(
         key: _spec_json(tf.TensorSpec(t.shape, t.dtype))
         for key, t in serving_fn.structured_outputs.items()
     }
+    widths = {layer.name: _column_report(layer) for layer in _width_layers(model)}
     gated = []
     for layer in layers:
         tables = _table_report(layer)
@@ -864,6 +937,9 @@ def _selection_record(
                 "name": layer.name,
                 "feature_names": list(layer.feature_names),
                 "num_selected": layer.num_selected,
+                "budget_bytes": layer.budget_bytes,
+                "budget_rule": layer.budget_rule,
+                "fields": tables["fields"],
                 "selected_features": tables["selected_features"],
                 "dropped_features": tables["dropped_features"],
                 "pruned_feature_widths": layer.pruned_feature_widths,
@@ -891,8 +967,12 @@ def _selection_record(
             },
         },
         "gated_layers": gated,
+        "width_layers": widths,
         "embedding_tables": {
-            when: _sum_stats([entry["embedding_tables"][when] for entry in gated])
+            when: _sum_stats(
+                [entry["embedding_tables"][when] for entry in gated]
+                + [entry[when] for entry in widths.values()]
+            )
             for when in ("before", "after")
         },
         "saved_variables": variable_stats(

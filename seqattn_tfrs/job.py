@@ -310,18 +310,19 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
         train = data.dataset("train", config.batch_size, shuffle_seed=config.seed)
         val = data.dataset("val", config.batch_size).cache()
         test = data.dataset("test", config.batch_size).cache()
-    epochs = config.selection.total_epochs
     selection = config.selection
-    print(
-        f"Data: {data.size('train')} train / {data.size('val')} val / "
-        f"{data.size('test')} test ratings from {data.data_dir}; "
-        f"{len(config.all_features)} fields; {epochs} epochs per model.",
-        flush=True,
-    )
 
     with _timed(timings, "train_selected"):
         tf.keras.utils.set_random_seed(config.seed)
         model = build_model(config, data.vocabularies, use_gate=True)
+        # Under a byte budget the gate reserves the rounds, from the tables' sizes.
+        epochs = selection.epochs_for(model.gate.num_rounds)
+        print(
+            f"Data: {data.size('train')} train / {data.size('val')} val / "
+            f"{data.size('test')} test ratings from {data.data_dir}; "
+            f"{len(config.all_features)} fields; {epochs} epochs per model.",
+            flush=True,
+        )
         callback = SequentialAttentionCallback(
             warmup_epochs=selection.warmup_epochs,
             epochs_per_selection=selection.epochs_per_selection,

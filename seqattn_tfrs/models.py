@@ -147,6 +147,9 @@ class DCNRankingModel(tfrs.models.Model):
         :class:`~seqattn_tfrs.SequentialAttentionEmbedding` (True) or use them
         directly (False, the no-selection baseline).
       num_selected: fields to select (gate only).
+      budget_bytes: select the fields whose tables fit this many bytes instead
+        (gate only; exactly one of the two).
+      budget_rule: ranking among the fields that fit (gate only).
       selections_per_round: fields per selection round (gate only).
       attention_learning_rate: the gate's logit step size (gate only).
       attention_momentum: the gate's logit momentum (gate only).
@@ -165,7 +168,9 @@ class DCNRankingModel(tfrs.models.Model):
         feature_layers: Mapping[str, tf.keras.layers.Layer],
         *,
         use_gate: bool = True,
-        num_selected: int = 1,
+        num_selected: int | None = 1,
+        budget_bytes: int | None = None,
+        budget_rule: str = "attention_per_byte",
         selections_per_round: int = 1,
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
@@ -183,7 +188,9 @@ class DCNRankingModel(tfrs.models.Model):
             self.gate: SequentialAttentionEmbedding | None = (
                 SequentialAttentionEmbedding(
                     dict(feature_layers),
-                    num_selected,
+                    None if budget_bytes is not None else num_selected,
+                    budget_bytes=budget_bytes,
+                    budget_rule=budget_rule,
                     selections_per_round=selections_per_round,
                     attention_learning_rate=attention_learning_rate,
                     attention_momentum=attention_momentum,
@@ -304,6 +311,8 @@ def build_model(
         layers,
         use_gate=use_gate,
         num_selected=selection.num_selected,
+        budget_bytes=selection.budget_bytes,
+        budget_rule=selection.budget_rule,
         selections_per_round=selection.selections_per_round,
         attention_learning_rate=selection.attention_learning_rate,
         attention_momentum=selection.attention_momentum,

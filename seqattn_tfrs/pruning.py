@@ -10,6 +10,7 @@ import tensorflow as tf
 from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
 from seqattn_tfrs.callback import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
+from seqattn_tfrs.width import SequentialAttentionWidth, _final_embedding
 
 
 def prune(model: tf.keras.Model) -> tf.keras.Model:
@@ -32,6 +33,10 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
     **new** functional ``tf.keras.Model`` is returned whose inputs are only the
     features it still needs; it shares every layer and weight with ``model``
     (which keeps working, ignoring the dropped inputs) and is not compiled.
+
+    Every :class:`~seqattn_tfrs.SequentialAttentionWidth` layer gets its tables
+    sliced to the columns of its selected blocks (a table with none is
+    dropped); its outputs keep their widths, the dropped columns being zeros.
 
     An optimizer that trained ``model`` still holds slot variables for the
     dropped tables until it is replaced (e.g. by compiling again). Calling
@@ -83,8 +88,7 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
             "there is nothing to prune."
         )
     incomplete = [
-        f"{layer.name!r} ({len(layer.selected_features)} of {layer.num_selected} "
-        f"features selected: {list(layer.selected_features)})"
+        f"{layer.name!r} ({layer.progress()} selected: {list(layer.selected_features)})"
         for layer in layers
         if not layer.is_pruned and not layer.selection_complete
     ]
@@ -96,6 +100,11 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
             "first. Nothing was changed."
         )
     to_prune = [layer for layer in layers if not layer.is_pruned]
+    to_slice = [
+        module
+        for module in {id(m): m for m in [model, *model.submodules]}.values()
+        if isinstance(module, SequentialAttentionWidth) and not module.is_pruned
+    ]
     graph_plan = _plan_functional(model, layers) if _is_functional(model) else None
 
     # Everything that can fail without side effects happens before any change.
@@ -109,14 +118,20 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
         )
         for layer in to_prune
     ]
+    sliced: list[tuple[SequentialAttentionWidth, dict[str, Any]]] = []
     try:
         for layer in to_prune:
             plan = plans[id(layer)]
             layer._tables = {name: layer._tables[name] for name in plan["kept"]}
             layer._pruned_widths = dict(plan["widths"])
+        for width_layer in to_slice:
+            sliced.append((width_layer, width_layer._slice_tables()))
         result = model if graph_plan is None else _rebuild_functional(model, graph_plan)
         _check_dropped_unreachable(result, to_prune, plans)
+        _check_wide_tables_unreachable(result, sliced)
     except BaseException:
+        for width_layer, before in sliced:
+            width_layer._restore(before)
         for layer, tables, widths, tracked in saved:
             layer._tables = tables
             layer._pruned_widths = widths
@@ -126,6 +141,12 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
     for layer in to_prune:
         # A plain attribute: not tracked, never saved; read by export and reports.
         object.__setattr__(layer, "_prune_report", plans[id(layer)]["report"])
+    for width_layer, before in sliced:
+        full = {
+            name: variable_stats(table_variables(_final_embedding(table)))
+            for name, table in before["tables"].items()
+        }
+        object.__setattr__(width_layer, "_tables_before", full)
     for module in [model, *model.submodules]:
         if isinstance(module, tf.keras.Model):
             module._reset_compile_cache()
@@ -271,6 +292,25 @@ def _check_dropped_unreachable(
                     "attribute. Keep them only in the SequentialAttentionEmbedding. "
                     "The layers were left unchanged."
                 )
+
+
+def _check_wide_tables_unreachable(
+    model: tf.keras.Model,
+    sliced: list[tuple[SequentialAttentionWidth, dict[str, Any]]],
+) -> None:
+    reachable = {variable.ref() for variable in model_variables(model)}
+    for layer, before in sliced:
+        for name, table in before["tables"].items():
+            for variable in table_variables(_final_embedding(table)):
+                if variable.ref() in reachable:
+                    raise ValueError(
+                        f"Cannot slice the table of feature {name!r} of layer "
+                        f"{layer.name!r}: model {model.name!r} still references its "
+                        f"full-width variable {variable.name!r}, e.g. because the "
+                        "model also holds the per-feature layer as its own attribute. "
+                        "Keep it only in the SequentialAttentionWidth layer. The "
+                        "layers were left unchanged."
+                    )
 
 
 # ----------------------------------------------------------- functional

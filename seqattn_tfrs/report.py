@@ -10,7 +10,7 @@ from typing import Any
 
 from seqattn_tfrs.config import JobConfig
 
-__all__ = ["build_report", "format_report", "plot_gates", "write_report"]
+__all__ = ["build_report", "field_table", "format_report", "plot_gates", "write_report"]
 
 REPORT_FILE = "report.json"
 GATES_FILE = "gates.png"
@@ -56,6 +56,8 @@ def build_report(
     baseline, selected = metrics["baseline"], metrics["selected"]
     before, after = tables_before["parameters"], tables_after["parameters"]
     return {
+        "budget_bytes": config.selection.budget_bytes,
+        "fields": field_table(tables_before, tables_after),
         "selected_features": list(selected_features),
         "num_selected": len(selected_features),
         "noise_features": list(noise_features),
@@ -81,6 +83,37 @@ def build_report(
         "data": dict(data),
         "config": config.to_dict(),
     }
+
+
+def field_table(
+    tables_before: Mapping[str, Any], tables_after: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per field: its width, the columns kept and its table's bytes.
+
+    Args:
+      tables_before: ``{"per_feature": {name: {"dim", "bytes", ...}}}`` of the
+        gated model before pruning.
+      tables_after: the same for the kept tables.
+
+    Example:
+      >>> field_table({"per_feature": {"a": {"dim": 2, "bytes": 40},
+      ...                              "b": {"dim": 3, "bytes": 60}}},
+      ...             {"per_feature": {"a": {"dim": 2, "bytes": 40}}})
+      ... # doctest: +NORMALIZE_WHITESPACE
+      {'a': {'width': 2, 'kept_columns': [0, 1], 'bytes_before': 40, 'bytes': 40},
+       'b': {'width': 3, 'kept_columns': [], 'bytes_before': 60, 'bytes': 0}}
+    """
+    after = tables_after.get("per_feature", {})
+    fields = {}
+    for name, stats in tables_before.get("per_feature", {}).items():
+        kept = after.get(name)
+        fields[name] = {
+            "width": stats["dim"],
+            "kept_columns": list(range(kept["dim"])) if kept else [],
+            "bytes_before": stats["bytes"],
+            "bytes": kept["bytes"] if kept else 0,
+        }
+    return fields
 
 
 def _size(num_bytes: float) -> str:
@@ -147,6 +180,14 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(
             f"  {key:<16}{t['tables']:>6}{t['parameters']:>12,}{_size(t['bytes']):>11}"
         )
+    fields = report.get("fields")
+    if fields:
+        budget = report.get("budget_bytes")
+        title = "Fields" + (f" (budget {_size(budget)})" if budget else "")
+        lines += ["", f"{title:<32}{'columns kept':>14}{'bytes':>11}"]
+        for name, field in fields.items():
+            kept = f"{len(field['kept_columns'])}/{field['width']}"
+            lines.append(f"  {name:<30}{kept:>14}{_size(field['bytes']):>11}")
     export = report.get("export")
     lines.append("")
     if export:

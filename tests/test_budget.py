@@ -1,0 +1,267 @@
+"""Selection under a byte budget: costs, affordability, schedule, planted data."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seqattn_tfrs import (
+    SequentialAttentionCallback,
+    SequentialAttentionEmbedding,
+    export_for_serving,
+    prune,
+)
+from seqattn_tfrs.budget import layer_bytes, max_affordable, pick_within_budget
+from seqattn_tfrs.config import ConfigError, JobConfig, load_config, override
+from seqattn_tfrs.models import build_model
+
+# (rows, width) per field: "big" is a 2,000-row id whose coarse group "small"
+# carries nearly all of its signal in 10 rows; "other" is independent signal.
+TABLES = {"big": (2000, 8), "small": (10, 8), "other": (10, 8), "noise": (10, 8)}
+
+
+def planted(seed=0, n=6000):
+    rng = np.random.default_rng(seed)
+    big = rng.integers(0, 2000, n)
+    small = big // 200
+    other = rng.integers(0, 10, n)
+    noise = rng.integers(0, 10, n)
+    logit = (
+        2.0 * rng.normal(size=10)[small]
+        + 0.3 * rng.normal(size=2000)[big]
+        + 1.5 * rng.normal(size=10)[other]
+    )
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    x = {"big": big, "small": small, "other": other, "noise": noise}
+    return {k: v.astype(np.int64) for k, v in x.items()}, y
+
+
+def planted_model(**gate_options):
+    inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in TABLES}
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(r, w) for n, (r, w) in TABLES.items()},
+        **gate_options,
+    )
+    gated = gate(inputs)
+    hidden = tf.keras.layers.Dense(16, "relu")(
+        tf.keras.layers.Concatenate()([gated[n] for n in TABLES])
+    )
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, "sigmoid")(hidden))
+    model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+    return model, gate
+
+
+def scalar_gate(**options):
+    names = ("a", "b", "c")
+    return SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in names}, **options
+    )
+
+
+def test_layer_bytes_measured_and_estimated():
+    lookup = tf.keras.Sequential(
+        [
+            tf.keras.layers.StringLookup(vocabulary=["x", "y"], mask_token=None),
+            tf.keras.layers.Embedding(3, 4),
+        ]
+    )
+    assert layer_bytes(lookup) == 3 * 4 * 4  # estimated before it is built
+    lookup(tf.constant(["x"]))
+    assert layer_bytes(lookup) == 48  # measured: the same
+    assert layer_bytes(tf.keras.layers.Dense(2)) is None
+    assert layer_bytes(tf.keras.layers.Reshape((1,))) == 0
+
+
+def test_greedy_pick_hand_computed():
+    logits = np.array([2.0, 1.0, 0.5, 0.0])
+    costs = np.array([90, 30, 30, 50])
+    none = np.zeros(4, bool)
+    # 60 bytes: "a" does not fit; b, then c; 0 left, so d no longer fits.
+    assert pick_within_budget(logits, costs, none, 60, 4, "attention") == [1, 2]
+    assert pick_within_budget(logits, costs, none, 120, 4, "attention") == [0, 1]
+    # Per byte, logit - ln(bytes): a 2 - 4.50 = -2.50, b 1 - 3.40 = -2.40 first.
+    assert pick_within_budget(logits, costs, none, 120, 4, "attention_per_byte") == [
+        1,
+        0,
+    ]
+    assert max_affordable(costs, 100) == 2  # 30 + 30 + 50 = 110 > 100
+    assert max_affordable(costs, 110) == 3
+
+
+def test_exactly_one_of_count_and_budget():
+    with pytest.raises(ValueError, match="exactly one of `num_selected`.*None"):
+        scalar_gate()
+    with pytest.raises(ValueError, match="exactly one.*budget_bytes=10"):
+        scalar_gate(num_selected=1, budget_bytes=10)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"budget_bytes": 0}, r"`budget_bytes` must be an int >= 1.*got 0"),
+        ({"budget_bytes": 1.5}, r"got 1.5"),
+        ({"budget_bytes": 10, "budget_rule": "knapsack"}, "'knapsack'"),
+        ({"budget_bytes": 10, "feature_bytes": {"z": 1}}, "names 'z'"),
+        ({"budget_bytes": 10, "feature_bytes": {"a": -1}}, r"\['a'\].*got -1"),
+    ],
+    ids=["zero", "float", "rule", "unknown-feature", "negative-cost"],
+)
+def test_bad_budget_arguments_name_the_value(options, match):
+    with pytest.raises(ValueError, match=match):
+        scalar_gate(**options)
+
+
+def test_budget_too_small_for_any_field_fails_at_construction():
+    with pytest.raises(ValueError, match=r"cheapest feature, 'small' \(320 bytes\)"):
+        planted_model(budget_bytes=319)
+
+
+def test_budget_too_small_for_unknown_costs_fails_at_first_pick():
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Dense(4) for n in "ab"}, budget_bytes=10
+    )
+    assert gate.num_rounds == 2  # costs unknown: every feature may fit
+    gate({n: tf.ones([1, 3]) for n in "ab"})  # 3 x 4 + 4 floats = 64 bytes each
+    with pytest.raises(ValueError, match=r"fits no feature; the cheapest, 'a'.*64"):
+        gate._commit_round()
+    assert gate.selected_features == ()
+
+
+def test_rounds_reserved_and_early_close():
+    # Costs 1,000 / 320 / 320 / 320; 700 bytes hold at most two small tables.
+    model, gate = planted_model(budget_bytes=700, selections_per_round=1)
+    assert gate.num_rounds == 2
+    gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
+    assert gate._commit_round() == ["other"]  # "big" is unaffordable
+    assert not gate.selection_complete
+    gate.attention_logits.assign([9.0, 1.0, 0.0, 3.0])
+    assert gate._commit_round() == ["noise"]
+    assert gate.selection_complete  # 60 bytes left: nothing fits
+    assert sum(gate.feature_costs()[n] for n in gate.selected_features) <= 700
+    with pytest.raises(RuntimeError, match="already complete"):
+        gate._commit_round()
+
+
+def test_budget_layer_config_round_trips():
+    gate = scalar_gate(budget_bytes=8, feature_bytes={"a": 4}, budget_rule="attention")
+    config = gate.get_config()
+    assert config["budget_bytes"] == 8 and config["num_selected"] is None
+    clone = SequentialAttentionEmbedding.from_config(config)
+    assert clone.get_config() == config
+
+
+@pytest.mark.parametrize("rule", ["attention", "attention_per_byte"])
+def test_planted_small_table_beats_unaffordable_big_one(rule):
+    """The big id table is the most informative field but does not fit."""
+    tf.keras.utils.set_random_seed(0)
+    x, y = planted()
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(500)
+    budget = 64_000 - 1  # big alone is 64,000 bytes; all three small ones fit
+    model, gate = planted_model(budget_bytes=budget, budget_rule=rule)
+    assert gate.num_rounds == 3
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, verbose=0
+    )
+    model.fit(train, epochs=1 + 3 + 1, callbacks=[callback], verbose=0)
+    assert gate.selection_complete
+    assert "big" not in gate.selected_features
+    assert gate.selected_features[:2] in (("small", "other"), ("other", "small"))
+    costs = gate.feature_costs()
+    assert sum(costs[n] for n in gate.selected_features) <= budget
+    before = model.predict(x, batch_size=1000, verbose=0)
+    after = prune(model).predict(
+        {n: v for n, v in x.items() if n in gate.selected_features},
+        batch_size=1000,
+        verbose=0,
+    )
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_budget_closes_early_and_the_callback_stops_picking():
+    tf.keras.utils.set_random_seed(0)
+    x, y = planted(n=1000)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(500)
+    # 64,320 bytes: big + one small, or the three small ones (960 bytes).
+    model, gate = planted_model(budget_bytes=64_320)
+    assert gate.num_rounds == 3
+    callback = SequentialAttentionCallback(
+        warmup_epochs=0, finetune_epochs=0, settle_fraction=0, verbose=0
+    )
+    gate.attention_logits.assign([5.0, 0.0, 0.0, 0.0])
+    model.fit(train, epochs=3, callbacks=[callback], verbose=0)
+    picked = [name for event in callback.events for name in event["features"]]
+    assert picked == list(gate.selected_features)
+    total = sum(gate.feature_costs()[n] for n in picked)
+    assert total <= 64_320
+    assert gate.selection_complete
+    if "big" in picked:
+        assert len(callback.events) == 2  # closed after round 2: nothing fits
+    else:
+        assert sorted(picked) == ["noise", "other", "small"]  # 960 bytes
+    gates = gate.gate_values()
+    assert all(gates[n] == 0.0 for n in TABLES if n not in picked)
+
+
+def test_selection_json_shows_budget_and_per_field_columns_and_bytes(tmp_path):
+    model, gate = planted_model(budget_bytes=700)
+    model.predict({n: np.zeros([2], np.int64) for n in TABLES}, verbose=0)
+    gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
+    gate._commit_round()
+    gate._commit_round()
+    x = {n: np.arange(3, dtype=np.int64) for n in TABLES}
+    expected = model.predict(x, verbose=0)
+    pruned = prune(model)
+    pruned.save(str(tmp_path / "keras"))  # a pruned budget layer reloads
+    reloaded = tf.keras.models.load_model(str(tmp_path / "keras"))
+    kept = {n: x[n] for n in gate.selected_features}
+    np.testing.assert_allclose(reloaded.predict(kept, verbose=0), expected, atol=1e-6)
+    path = export_for_serving(pruned, tmp_path / "serving")
+    with open(os.path.join(path, "assets.extra", "selection.json")) as handle:
+        (record,) = json.load(handle)["gated_layers"]
+    assert record["budget_bytes"] == 700 and record["num_selected"] is None
+    assert record["fields"]["other"] == {
+        "width": 8,
+        "kept_columns": list(range(8)),
+        "bytes": 320,
+    }
+    assert record["fields"]["big"] == {"width": 8, "kept_columns": [], "bytes": 0}
+    assert sum(f["bytes"] for f in record["fields"].values()) <= 700
+
+
+def test_job_config_asks_for_a_budget_instead_of_a_count(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(
+        json.dumps({"selection": {"num_selected": None, "budget_bytes": 150_000}})
+    )
+    config = load_config(path)
+    assert config.selection.budget_bytes == 150_000
+    assert config.selection.num_rounds is None
+    assert config.selection.epochs_for(3) == 1 + 3 * 2 + 2
+    assert load_config(path).to_dict()["selection"]["budget_bytes"] == 150_000
+    path.write_text(json.dumps({"selection": {"budget_bytes": 150_000}}))
+    with pytest.raises(ConfigError, match="selection.num_selected.*set num_selected"):
+        load_config(path)
+    path.write_text(
+        json.dumps({"selection": {"num_selected": None, "budget_bytes": 0}})
+    )
+    with pytest.raises(ConfigError, match="selection.budget_bytes"):
+        load_config(path)
+
+
+def test_job_model_gate_gets_the_budget():
+    config = override(
+        JobConfig.default(),
+        {"selection.num_selected": None, "selection.budget_bytes": 1_000},
+    )
+    vocabularies = {f.name: ["x", "y"] for f in config.all_features}
+    vocabularies.update(
+        {f.name: [1, 2] for f in config.all_features if f.kind != "string"}
+    )
+    vocabularies["timestamp"] = [0.5]
+    gate = build_model(config, vocabularies).gate
+    assert gate.budget_bytes == 1_000 and gate.num_selected is None
+    # 16 float32 columns: 192 bytes per 3-row table (2 values + 1 OOV row),
+    # 128 for timestamp's 2 buckets; 1,000 bytes hold 128 + 4 x 192.
+    assert gate.num_rounds == 5

@@ -1,0 +1,207 @@
+"""Width selection: blocks of embedding columns, slicing, exact predictions."""
+
+import inspect
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seqattn_tfrs import (
+    SequentialAttentionCallback,
+    SequentialAttentionWidth,
+    export_for_serving,
+    prune,
+    size_report,
+)
+from seqattn_tfrs.config import FeatureConfig
+from seqattn_tfrs.models import build_feature_layer
+
+VOCAB = {"a": 50, "b": 20, "c": 400}
+
+
+def data(seed=0, n=2000):
+    rng = np.random.default_rng(seed)
+    x = {
+        name: rng.integers(0, rows, n).astype(np.int64) for name, rows in VOCAB.items()
+    }
+    logit = 2.0 * rng.normal(size=50)[x["a"]] + 1.0 * rng.normal(size=20)[x["b"]]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    return x, y
+
+
+def width_model(**options):
+    inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in VOCAB}
+    layer = SequentialAttentionWidth(
+        {
+            "a": tf.keras.layers.Embedding(50, 8),
+            "b": tf.keras.Sequential(
+                [
+                    tf.keras.layers.IntegerLookup(
+                        vocabulary=np.arange(20, dtype=np.int64), mask_token=None
+                    ),
+                    tf.keras.layers.Embedding(21, 8),
+                ]
+            ),
+            "c": tf.keras.layers.Embedding(400, 8),
+        },
+        **options,
+    )
+    out = layer(inputs)
+    hidden = tf.keras.layers.Dense(8, "relu")(
+        tf.keras.layers.Concatenate()([out[n] for n in VOCAB])
+    )
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, "sigmoid")(hidden))
+    model.compile(tf.keras.optimizers.Adam(0.02), "binary_crossentropy")
+    return model, layer
+
+
+def fit(model, rounds, epochs_per_round=1):
+    x, y = data()
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=epochs_per_round,
+        finetune_epochs=1,
+        verbose=0,
+    )
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(250)
+    model.fit(
+        train, epochs=2 + rounds * epochs_per_round, callbacks=[callback], verbose=0
+    )
+    return x
+
+
+def test_blocks_and_gates_hand_checked():
+    model, layer = width_model(block_size=4, target_width=8)
+    assert layer.blocks.feature_names == ("a/0", "a/1", "b/0", "b/1", "c/0", "c/1")
+    # A block of a 50-row float32 table costs 50 x 4 x 4 bytes.
+    assert layer.blocks.feature_costs()["a/0"] == 800
+    layer.blocks.attention_logits.assign([0.0, 3.0, 0.0, 0.0, 0.0, 0.0])
+    layer.blocks._commit_round()
+    layer.blocks.attention_logits.assign([0.0, 0.0, 2.0, 0.0, 0.0, 0.0])
+    layer.blocks._commit_round()
+    assert layer.selection_complete
+    assert layer.kept_columns() == {"a": [4, 5, 6, 7], "b": [0, 1, 2, 3], "c": []}
+    x = {n: tf.constant([1, 2], tf.int64) for n in VOCAB}
+    out = layer(x)
+    np.testing.assert_array_equal(out["a"][:, :4].numpy(), np.zeros([2, 4]))
+    np.testing.assert_array_equal(out["c"].numpy(), np.zeros([2, 8]))
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"block_size": 3, "target_width": 6}, ValueError, "8 columns, not a multiple"),
+        ({"block_size": 4, "target_width": 6}, ValueError, "multiple of .* got 6"),
+        ({"block_size": 4}, ValueError, "exactly one of `target_width`"),
+        ({"block_size": 0, "target_width": 4}, ValueError, "got 0"),
+    ],
+    ids=["block-not-dividing", "width-not-multiple", "neither", "block-zero"],
+)
+def test_bad_width_arguments_name_the_value(options, error, match):
+    with pytest.raises(error, match=match):
+        width_model(**options)
+
+
+def test_table_must_end_in_an_embedding():
+    with pytest.raises(TypeError, match=r"embeddings\['a'\].*Dense"):
+        SequentialAttentionWidth(
+            {"a": tf.keras.layers.Dense(4)}, block_size=2, target_width=2
+        )
+
+
+def test_width_selection_prunes_exactly_and_export_shrinks(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    model, layer = width_model(block_size=4, target_width=8, selections_per_round=1)
+    x = fit(model, rounds=2)
+    assert layer.selection_complete
+    kept = layer.kept_columns()
+    assert sum(len(cols) for cols in kept.values()) == 8
+    assert not kept["c"], kept  # c carries no signal
+    before = model.predict(x, batch_size=1000, verbose=0)
+    full_bytes = sum(v.numpy().nbytes for v in model.variables)
+    pruned = prune(model)
+    assert layer.is_pruned and layer.kept_columns() == kept
+    np.testing.assert_allclose(
+        pruned.predict(x, batch_size=1000, verbose=0), before, atol=1e-6
+    )
+    shapes = [tuple(v.shape) for v in pruned.variables if "embeddings" in v.name]
+    assert sorted(shapes) == sorted(
+        (rows, len(kept[n]))
+        for n, rows in (("a", 50), ("b", 21), ("c", 400))
+        if kept[n]
+    )
+    assert sum(v.numpy().nbytes for v in pruned.variables) < full_bytes
+    path = export_for_serving(pruned, tmp_path)
+    loaded = tf.saved_model.load(path).signatures["serving_default"]
+    served = loaded(**{n: tf.constant(v[:5]) for n, v in x.items()})["scores"]
+    np.testing.assert_allclose(served.numpy(), before[:5], atol=1e-6)
+    with open(os.path.join(path, "assets.extra", "selection.json")) as handle:
+        record = json.load(handle)
+    (columns,) = record["width_layers"].values()
+    for name, rows in (("a", 50), ("b", 21), ("c", 400)):
+        field = columns["fields"][name]
+        assert field["kept_columns"] == kept[name]
+        assert field["bytes"] == rows * len(kept[name]) * 4
+        assert field["bytes_before"] == rows * 8 * 4
+    assert record["embedding_tables"]["after"]["bytes"] == 4 * sum(
+        rows * len(kept[n]) for n, rows in (("a", 50), ("b", 21), ("c", 400))
+    )
+    assert size_report(pruned)["width_layers"] == record["width_layers"]
+
+
+def test_byte_budget_over_blocks_is_never_exceeded():
+    tf.keras.utils.set_random_seed(0)
+    # Blocks cost a: 800, b: 336, c: 6,400 bytes; 2,000 bytes hold at most 4.
+    model, layer = width_model(block_size=4, budget_bytes=2000, selections_per_round=2)
+    assert layer.blocks.num_rounds == 2
+    fit(model, rounds=2)
+    assert layer.selection_complete
+    costs = layer.blocks.feature_costs()
+    assert sum(costs[b] for b in layer.blocks.selected_features) <= 2000
+    assert not layer.kept_columns()["c"]
+
+
+def test_config_covers_arguments_and_round_trips_pruned(tmp_path):
+    fresh = SequentialAttentionWidth(
+        {"a": tf.keras.layers.Embedding(5, 4)}, block_size=2, budget_bytes=100
+    )
+    config = fresh.get_config()
+    params = set(inspect.signature(SequentialAttentionWidth.__init__).parameters)
+    assert params - {"self", "kwargs"} <= set(config)
+    assert SequentialAttentionWidth.from_config(config).get_config() == config
+    model, layer = width_model(block_size=4, target_width=4)
+    layer.blocks.attention_logits.assign([0.0, 0.0, 0.0, 5.0, 0.0, 0.0])
+    layer.blocks._commit_round()
+    x = {n: tf.constant([1, 2, 3], tf.int64) for n in VOCAB}
+    expected = model(x).numpy()
+    pruned = prune(model)
+    pruned.save(str(tmp_path / "m"))
+    loaded = tf.keras.models.load_model(str(tmp_path / "m"))
+    np.testing.assert_allclose(loaded(x).numpy(), expected, atol=1e-6)
+    clone = SequentialAttentionWidth.from_config(layer.get_config())
+    assert clone.kept_columns() == {"a": [], "b": [4, 5, 6, 7], "c": []}
+
+
+def test_pooled_multi_valent_table_is_sliced_before_its_pooling():
+    genres = build_feature_layer(FeatureConfig("genres", "multi_int"), [1, 2, 3])
+    layer = SequentialAttentionWidth(
+        {"genres": genres, "a": tf.keras.layers.Embedding(5, 4)},
+        block_size=2,
+        target_width=4,
+    )
+    model = tf.keras.Sequential([layer])
+    x = {"genres": tf.constant([[1, 3], [2, -1]], tf.int64), "a": tf.constant([1, 4])}
+    layer(x)
+    layer.blocks.attention_logits.assign([0.0] * 8 + [1.0, 1.0])
+    layer.blocks._commit_round()
+    layer.blocks.attention_logits.assign([0.0] * 10)
+    layer.blocks._commit_round()
+    expected = {n: v.numpy() for n, v in layer(x).items()}
+    prune(model)
+    for name, value in layer(x).items():
+        np.testing.assert_allclose(value.numpy(), expected[name], atol=1e-6)
+    assert [v.shape.as_list() for v in layer.embedding_layers["genres"].weights] == [
+        [4, len(layer.kept_columns()["genres"])]
+    ]
