@@ -106,7 +106,9 @@ class Problem:
         return self.data.dataset(split, FLAGS.batch_size, shuffle_seed=seed)
 
 
-def synthetic(columns: dict[str, np.ndarray], y: np.ndarray, noise: set[str]):
+def synthetic(
+    columns: dict[str, np.ndarray], y: np.ndarray, noise: set[str]
+) -> Problem:
     """Splits id columns 80/10/10; labels become ratings 5 (click) or 1."""
     n = len(y)
     bounds = {"train": (0, int(0.8 * n)), "val": (int(0.8 * n), int(0.9 * n))}
@@ -165,7 +167,9 @@ def plain(problem: Problem, names: list[str]) -> DCNRankingModel:
     return build(problem, {n: problem.make_layer(n) for n in names})
 
 
-def retrain(problem: Problem, fields: list[str], seed: int):
+def retrain(
+    problem: Problem, fields: list[str], seed: int
+) -> tuple[dict[str, float], DCNRankingModel, float]:
     """Fits the architecture on ``fields``: test metrics, the model, fit seconds."""
     start = time.perf_counter()
     tf.keras.utils.set_random_seed(seed)
@@ -212,7 +216,11 @@ def gate_ranking(
 
 
 def ranking(
-    method: str, problem: Problem, seed: int, k_max: int, full_model
+    method: str,
+    problem: Problem,
+    seed: int,
+    k_max: int,
+    full_model: Callable[[], DCNRankingModel],
 ) -> list[str]:
     """The method's fields in order of preference (at least k_max of them)."""
     names = problem.names
