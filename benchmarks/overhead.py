@@ -12,11 +12,12 @@ to the ungated model:
 * ``heldout-every-N``: the gate layer with ``selection_data``, one held-out
   logit step every N training steps.
 
-Then whole runs, each timed from model construction to the end of ``fit``: one
-selection run of the gated model (8 of the 39 fields, one epoch of warm-up,
-one per round, one of fine-tune; logits from training batches, and from
-held-out batches every step), a plain ``fit`` of the ungated model for the same
-epochs, and a plain fit on 8 fields (every fifth). Greedy forward selection by
+Then whole runs (median of ``--run_repeats``, interleaved), each timed from
+model construction to the end of ``fit``: one selection run of the gated model
+(8 of the 39 fields, one epoch of warm-up, one per round, one of fine-tune;
+logits from training batches, and from held-out batches every step), a plain
+``fit`` of the ungated model for the same epochs, and a plain fit on 8 fields
+(every fifth). Greedy forward selection by
 retraining fits ``N + (N - 1) + ... + (N - k + 1)`` candidate models (284 for
 N = 39, k = 8); its cost is estimated from the measured plain fits, between
 that many k-field fits and that many N-field fits.
@@ -53,6 +54,7 @@ flags.DEFINE_integer("dim", 16, "Embedding width.")
 flags.DEFINE_list("intervals", ["1", "10"], "Held-out step intervals to time.")
 flags.DEFINE_integer("num_selected", 8, "Fields the timed selection run selects.")
 flags.DEFINE_integer("run_steps", 8, "Steps per epoch of the timed whole runs.")
+flags.DEFINE_integer("run_repeats", 3, "Interleaved repeats of the whole runs.")
 flags.DEFINE_string("output", "", "If set, write the results as JSON here.")
 
 NUMERIC, CATEGORICAL = 13, 26
@@ -147,16 +149,24 @@ def whole_runs(names: list[str], train, heldout) -> dict[str, float]:
             warmup_epochs=1, finetune_epochs=1, selection_data=data, verbose=0
         )
 
-    runs = {
-        "epochs": epochs,
-        "steps_per_epoch": FLAGS.run_steps,
-        "plain_fit_s": timed(lambda: DCN(names, gated=False)),
-        "selection_train_s": timed(lambda: DCN(names, gated=True), selection(None)),
-        "selection_heldout_s": timed(
-            lambda: DCN(names, gated=True), selection(heldout)
+    variants = {
+        "plain_fit_s": (lambda: DCN(names, gated=False), lambda: None),
+        "selection_train_s": (lambda: DCN(names, gated=True), lambda: selection(None)),
+        "selection_heldout_s": (
+            lambda: DCN(names, gated=True),
+            lambda: selection(heldout),
         ),
-        "plain_fit_k_fields_s": timed(lambda: DCN(names[::5][:k], gated=False)),
+        "plain_fit_k_fields_s": (
+            lambda: DCN(names[::5][:k], gated=False),
+            lambda: None,
+        ),
     }
+    times = {key: [] for key in variants}
+    for _ in range(FLAGS.run_repeats):  # interleaved, median of the repeats
+        for key, (model_fn, callback_fn) in variants.items():
+            times[key].append(timed(model_fn, callback_fn()))
+    runs = {"epochs": epochs, "steps_per_epoch": FLAGS.run_steps}
+    runs.update({key: float(np.median(value)) for key, value in times.items()})
     fits = sum(n - j for j in range(k))
     runs["greedy_fits"] = fits
     runs["greedy_low_s"] = fits * runs["plain_fit_k_fields_s"]

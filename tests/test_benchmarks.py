@@ -27,6 +27,7 @@ def test_overhead_benchmark_smoke(tmp_path):
         "--intervals=2",
         "--num_selected=2",
         "--run_steps=2",
+        "--run_repeats=1",
         f"--output={out}",
     )
     assert lines[-1].startswith("mean step time vs plain (39 fields, batch 64)")
