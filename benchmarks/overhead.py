@@ -12,16 +12,30 @@ to the ungated model:
 * ``heldout-every-N``: the gate layer with ``selection_data``, one held-out
   logit step every N training steps.
 
+Then whole runs (median of ``--run_repeats``, interleaved), each timed from
+model construction to the end of ``fit``: one selection run of the gated model
+(8 of the 39 fields, one epoch of warm-up, one per round, one of fine-tune;
+logits from training batches, and from held-out batches every step), a plain
+``fit`` of the ungated model for the same epochs, and a plain fit on 8 fields
+(every fifth). Greedy forward selection by
+retraining fits ``N + (N - 1) + ... + (N - k + 1)`` candidate models (284 for
+N = 39, k = 8); its cost is estimated from the measured plain fits, between
+that many k-field fits and that many N-field fits.
+
 Usage:
   python benchmarks/overhead.py [--batch_size 4096] [--chunks 8] [--steps 20]
+      [--num_selected 8] [--run_steps 8]
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Measure the seqattn_tfrs of this checkout, not whichever copy is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -41,6 +55,9 @@ flags.DEFINE_integer("steps", 20, "Timed steps per chunk.")
 flags.DEFINE_integer("vocabulary", 10_000, "Rows of each categorical table.")
 flags.DEFINE_integer("dim", 16, "Embedding width.")
 flags.DEFINE_list("intervals", ["1", "10"], "Held-out step intervals to time.")
+flags.DEFINE_integer("num_selected", 8, "Fields the timed selection run selects.")
+flags.DEFINE_integer("run_steps", 8, "Steps per epoch of the timed whole runs.")
+flags.DEFINE_integer("run_repeats", 3, "Interleaved repeats of the whole runs.")
 flags.DEFINE_string("output", "", "If set, write the results as JSON here.")
 
 NUMERIC, CATEGORICAL = 13, 26
@@ -68,7 +85,9 @@ class DCN(tfrs.models.Model):
         }
         self.names = names
         self.embed = (
-            seqattn_tfrs.SequentialAttentionEmbedding(tables, num_selected=8)
+            seqattn_tfrs.SequentialAttentionEmbedding(
+                tables, num_selected=FLAGS.num_selected
+            )
             if gated
             else tables
         )
@@ -107,6 +126,61 @@ class StepTimer(tf.keras.callbacks.Callback):
         if self.forward is not None:
             self.forward.on_train_batch_end(batch, logs)
         self.times.append(time.perf_counter() - self._start)
+
+
+def whole_runs(names: list[str], train, heldout) -> dict[str, float]:
+    """Seconds of one selection run, plain fits, and a greedy retraining estimate."""
+    k, n = FLAGS.num_selected, len(names)
+    epochs = 1 + k + 1
+
+    def timed(model_fn, callback=None) -> float:
+        tf.keras.backend.clear_session()
+        start = time.perf_counter()
+        model = model_fn()
+        model.compile(tf.keras.optimizers.Adam(1e-3))
+        model.fit(
+            train,
+            steps_per_epoch=FLAGS.run_steps,
+            epochs=epochs,
+            callbacks=[callback] if callback else [],
+            verbose=0,
+        )
+        return time.perf_counter() - start
+
+    def selection(data):
+        return seqattn_tfrs.SequentialAttentionCallback(
+            warmup_epochs=1, finetune_epochs=1, selection_data=data, verbose=0
+        )
+
+    variants = {
+        "plain_fit_s": (lambda: DCN(names, gated=False), lambda: None),
+        "selection_train_s": (lambda: DCN(names, gated=True), lambda: selection(None)),
+        "selection_heldout_s": (
+            lambda: DCN(names, gated=True),
+            lambda: selection(heldout),
+        ),
+        "plain_fit_k_fields_s": (
+            lambda: DCN(names[::5][:k], gated=False),
+            lambda: None,
+        ),
+    }
+    times = {key: [] for key in variants}
+    for _ in range(FLAGS.run_repeats):  # interleaved, median of the repeats
+        for key, (model_fn, callback_fn) in variants.items():
+            times[key].append(timed(model_fn, callback_fn()))
+    runs = {"epochs": epochs, "steps_per_epoch": FLAGS.run_steps}
+    runs.update({key: float(np.median(value)) for key, value in times.items()})
+    fits = sum(n - j for j in range(k))
+    runs["greedy_fits"] = fits
+    runs["greedy_low_s"] = fits * runs["plain_fit_k_fields_s"]
+    runs["greedy_high_s"] = fits * runs["plain_fit_s"]
+    for key, value in runs.items():
+        print(
+            f"{key:>22}: {value:,.1f}"
+            if isinstance(value, float)
+            else f"{key:>22}: {value}"
+        )
+    return runs
 
 
 def main(argv):
@@ -183,6 +257,7 @@ def main(argv):
             f"{name:>20}: median {ms:8.2f} ms/step x{ms / base:.3f}, "
             f"mean x{mean / base_mean:.3f}"
         )
+    results["whole_runs"] = whole_runs(names, train, heldout)
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(results, f, indent=2)
@@ -192,7 +267,13 @@ def main(argv):
         if k != "plain"
     )
     shape = f"{len(names)} fields, batch {FLAGS.batch_size}"
-    print(f"mean step time vs plain ({shape}): {summary}")
+    runs = results["whole_runs"]
+    run = runs["selection_heldout_s"]
+    print(
+        f"mean step time vs plain ({shape}): {summary}; selection run "
+        f"x{run / runs['plain_fit_s']:.2f} a plain fit, greedy retraining est. "
+        f"x{runs['greedy_low_s'] / run:.0f}-{runs['greedy_high_s'] / run:.0f} it"
+    )
 
 
 if __name__ == "__main__":

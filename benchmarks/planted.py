@@ -102,3 +102,54 @@ def ctr_model(columns, **layer_options):
     )
     out = tf.keras.layers.Dense(1, activation="sigmoid")(hidden)
     return tf.keras.Model(inputs, out), layer
+
+
+def criteo_problem(
+    seed: int, n: int, vocabulary: int = 10_000
+) -> tuple[dict[str, np.ndarray], np.ndarray, set[str]]:
+    """A Criteo-shaped click problem: 13 bucketised numeric + 26 categorical fields.
+
+    Numeric fields ``i0``-``i12`` are log-normal values cut into 32 quantile
+    buckets (ids 0-31); categorical fields ``c0``-``c25`` hold Zipf-distributed
+    ids, their vocabularies spread geometrically from 10 to ``vocabulary``. The
+    click logit has main effects of i0-i2 and c0-c4, an interaction of c5 and
+    c6, and c7 is a noisy copy of c0 (80% equal); every other field is noise.
+
+    Returns:
+      The id columns (int64), the labels and the names of the noise fields.
+    """
+    rng = np.random.default_rng(seed)
+    columns, logit = {}, np.zeros(n)
+    for j in range(13):
+        raw = rng.lognormal(0.0, 1.0, n)
+        columns[f"i{j}"] = np.searchsorted(
+            np.quantile(raw, np.linspace(0, 1, 33)[1:-1]), raw
+        )
+    for j, weight in enumerate((1.2, -0.9, 0.6)):
+        logit += weight * (columns[f"i{j}"] / 31.0 - 0.5) * 2
+    sizes = np.geomspace(10, vocabulary, 26).astype(int)
+    for j, size in enumerate(sizes):
+        columns[f"c{j}"] = (rng.zipf(1.2, n) - 1) % size
+    for j, scale in enumerate((1.0, 0.8, 0.6, 0.5, 0.4)):
+        logit += rng.normal(0, scale, sizes[j])[columns[f"c{j}"]]
+    pair = columns["c5"] * sizes[6] + columns["c6"]
+    logit += rng.normal(0, 1.0, sizes[5] * sizes[6])[pair]
+    copy = rng.random(n) < 0.8
+    columns["c7"] = np.where(copy, columns["c0"] % sizes[7], columns["c7"])
+    y = (rng.random(n) < 1 / (1 + np.exp(-(logit - 1.0)))).astype(np.float32)
+    signal = {"i0", "i1", "i2", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"}
+    noise = {name for name in columns if name not in signal}
+    return {k: v.astype(np.int64) for k, v in columns.items()}, y, noise
+
+
+def gate_defaults() -> dict:
+    """The gate layer's own attention defaults, for models built through
+    ``seqattn_tfrs.models.DCNRankingModel`` (whose defaults differ), so the
+    benchmarks follow the library when its defaults change."""
+    import inspect
+
+    import seqattn_tfrs
+
+    parameters = inspect.signature(seqattn_tfrs.SequentialAttentionEmbedding).parameters
+    keys = ("attention_learning_rate", "attention_momentum", "attention_signal")
+    return {key: parameters[key].default for key in keys}

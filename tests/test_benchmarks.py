@@ -25,12 +25,19 @@ def test_overhead_benchmark_smoke(tmp_path):
         "--steps=4",
         "--vocabulary=50",
         "--intervals=2",
+        "--num_selected=2",
+        "--run_steps=2",
+        "--run_repeats=1",
         f"--output={out}",
     )
     assert lines[-1].startswith("mean step time vs plain (39 fields, batch 64)")
+    assert "greedy retraining est." in lines[-1]
     results = json.loads(out.read_text())
     assert set(results["mean_ratio_to_plain"]) == {"plain", "gated", "heldout-every-2"}
     assert results["mean_ratio_to_plain"]["plain"] == 1.0
+    runs = results["whole_runs"]
+    assert runs["epochs"] == 4 and runs["greedy_fits"] == 39 + 38
+    assert runs["greedy_high_s"] == 77 * runs["plain_fit_s"] > 0
 
 
 def test_planted_grid_smoke():
@@ -41,3 +48,98 @@ def test_planted_grid_smoke():
 def test_export_size_benchmark_smoke():
     lines = run("export_size.py", "--rows=1000")
     assert lines[-1].startswith("export size: full ")
+
+
+def test_selection_quality_smoke(tmp_path):
+    out = tmp_path / "quality.json"
+    methods = [
+        "sa_heldout",
+        "sa_train",
+        "all",
+        "random",
+        "one_shot",
+        "permutation",
+        "sfs",
+        "lpfs",
+    ]
+    lines = run(
+        "selection_quality.py",
+        "--problem=ctr",
+        "--rows=1200",
+        "--ks=1,2",
+        "--seeds=0",
+        "--epochs=1",
+        "--one_shot_epochs=1",
+        "--lpfs_epochs=1",
+        f"--output={out}",
+    )
+    assert lines[-1].startswith(
+        "selection quality (ctr, k=[1, 2], 1 seeds, mean test AUC over k): best "
+    )
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == methods
+    for method, result in results.items():
+        assert len(result["auc_per_k"]) == 2
+        (run_,) = result["runs"]
+        assert 0.0 <= run_["auc"][0] <= 1.0 and run_["log_loss"][0] > 0
+        assert len(run_["order"]) == (10 if method == "all" else 2)
+        assert len(set(run_["order"])) == len(run_["order"])
+        assert run_["select_seconds"] >= 0
+    # "all" is one point repeated over the sweep.
+    assert results["all"]["runs"][0]["auc"][0] == results["all"]["runs"][0]["auc"][1]
+
+
+def test_selection_quality_criteo_shape_smoke(tmp_path):
+    out = tmp_path / "criteo.json"
+    lines = run(
+        "selection_quality.py",
+        "--problem=criteo",
+        "--rows=2000",
+        "--vocabulary=100",
+        "--ks=2",
+        "--seeds=0,1",
+        "--epochs=1",
+        "--methods=random",
+        f"--output={out}",
+    )
+    assert lines[-1].startswith("selection quality (criteo, k=[2], 2 seeds")
+    payload = json.loads(out.read_text())
+    assert len(payload["fields"]) == 39
+    runs = payload["results"]["random"]["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert runs[0]["order"] != runs[1]["order"]
+    assert len(payload["results"]["random"]["mean_auc"]) == 2  # mean, spread
+
+
+def test_serving_benchmark_smoke(tmp_path):
+    out = tmp_path / "serving.json"
+    lines = run(
+        "serving.py", "--rows=20000", "--calls=20", "--examples=1000", f"--output={out}"
+    )
+    assert lines[-1].startswith("serving: trimmed ")
+    results = json.loads(out.read_text())
+    full, trimmed = results["full"], results["trimmed"]
+    assert len(results["selected"]) == 2
+    assert trimmed["variables"] < full["variables"]
+    assert results["floor_bytes"] * 0.99 <= trimmed["disk_bytes"] < full["disk_bytes"]
+    for kind in (full, trimmed):
+        assert kind["latency_batch1_ms"] > 0 and kind["rows_per_s_batch1024"] > 0
+
+
+def test_scaling_benchmark_smoke(tmp_path):
+    out = tmp_path / "scaling.json"
+    lines = run(
+        "scaling.py",
+        "--fields=5,10",
+        "--vocabularies=100",
+        "--steps=2",
+        "--batch_size=32",
+        f"--output={out}",
+    )
+    assert lines[-1].startswith("scaling: selection step time ~ fields^")
+    results = json.loads(out.read_text())
+    assert list(results["fields"]) == ["5", "10"]
+    assert list(results["vocabulary"]) == ["100"]
+    assert set(results["log_log_slope"]) == {"fields"}  # a slope needs 2 points
+    for point in [*results["fields"].values(), *results["vocabulary"].values()]:
+        assert point["selection_step_ms"] > 0 and point["plain_step_ms"] > 0
