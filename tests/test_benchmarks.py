@@ -42,7 +42,7 @@ def test_overhead_benchmark_smoke(tmp_path):
 
 def test_planted_grid_smoke():
     lines = run("planted_grid.py", "--problems=omp", "--optimizers=sgd", "--seeds=0")
-    assert lines[-1] == "planted grid (signal=gradient, settle=0.5): 2/2 runs correct"
+    assert lines[-1] == "planted grid (signal=partial, settle=0.8): 2/2 runs correct"
 
 
 def test_export_size_benchmark_smoke():
