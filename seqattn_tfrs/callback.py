@@ -224,7 +224,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         )
         self._settle_units = int(self.settle_fraction * round_length)
         per_call = getattr(self.model, "_steps_per_execution", None)
-        per_call = 1 if per_call is None else int(per_call)
+        per_call = 1 if per_call is None else int(tf.keras.backend.get_value(per_call))
         if self._step_mode or steps:  # the round is counted in steps
             # Modes change only between calls of `steps_per_execution` steps.
             settled = -(-self._settle_units // per_call) * per_call
