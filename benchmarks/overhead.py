@@ -126,6 +126,8 @@ class StepTimer(tf.keras.callbacks.Callback):
         self.times: list[float] = []
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self.forward is not None:  # the callback counts steps from both hooks
+            self.forward.on_train_batch_begin(batch, logs)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
