@@ -57,6 +57,25 @@ def ctr_correct(selected: set[str]) -> bool:
     )
 
 
+# Learning rates at which each problem's model trains well under each optimizer.
+LEARNING_RATES = {
+    "omp": {"adam": 0.05, "sgd": 0.02, "adagrad": 0.3},
+    "ctr": {"adam": 0.01, "sgd": 0.5, "adagrad": 0.2},
+}
+
+
+def make_optimizer(problem: str, name: str):
+    """A fresh Keras optimizer ``name`` at ``problem``'s learning rate."""
+    import tensorflow as tf
+
+    optimizer = {
+        "adam": tf.keras.optimizers.Adam,
+        "sgd": tf.keras.optimizers.SGD,
+        "adagrad": tf.keras.optimizers.Adagrad,
+    }[name]
+    return optimizer(LEARNING_RATES[problem][name])
+
+
 def linear_model(names, **layer_options):
     """Scalar "embeddings" of numeric features, gated, into one Dense unit.
 

@@ -36,6 +36,7 @@ from planted import (  # noqa: E402
     ctr_problem,
     linear_model,
     linear_problem,
+    make_optimizer,
     omp_order,
 )
 
@@ -52,19 +53,6 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_list("problems", ["omp", "ctr"], "Problems to run.")
 flags.DEFINE_list("optimizers", ["adam", "sgd", "adagrad"], "Optimizers to run.")
-
-OPTIMIZERS = {
-    "omp": {
-        "adam": lambda: tf.keras.optimizers.Adam(0.05),
-        "sgd": lambda: tf.keras.optimizers.SGD(0.02),
-        "adagrad": lambda: tf.keras.optimizers.Adagrad(0.3),
-    },
-    "ctr": {
-        "adam": lambda: tf.keras.optimizers.Adam(0.01),
-        "sgd": lambda: tf.keras.optimizers.SGD(0.5),
-        "adagrad": lambda: tf.keras.optimizers.Adagrad(0.2),
-    },
-}
 
 
 def run_omp(seed, optimizer, heldout):
@@ -126,7 +114,7 @@ def main(argv):
     ):
         tf.keras.backend.clear_session()
         tf.keras.utils.set_random_seed(seed)
-        ok, detail = runners[problem](seed, OPTIMIZERS[problem][name](), heldout)
+        ok, detail = runners[problem](seed, make_optimizer(problem, name), heldout)
         source = "heldout" if heldout else "train"
         tally.setdefault((problem, name, source), []).append(ok)
         print(

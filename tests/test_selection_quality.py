@@ -17,29 +17,22 @@ from seqattn_tfrs import SequentialAttentionCallback
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 from planted import (  # noqa: E402
+    LEARNING_RATES,
     ctr_correct,
     ctr_model,
     ctr_problem,
     linear_model,
     linear_problem,
+    make_optimizer,
     omp_order,
 )
 
-OPTIMIZERS = {
-    "adam": lambda: tf.keras.optimizers.Adam(0.05),
-    "sgd": lambda: tf.keras.optimizers.SGD(0.02),
-    "adagrad": lambda: tf.keras.optimizers.Adagrad(0.3),
-}
-CTR_OPTIMIZERS = {
-    "adam": lambda: tf.keras.optimizers.Adam(0.01),
-    "sgd": lambda: tf.keras.optimizers.SGD(0.5),
-    "adagrad": lambda: tf.keras.optimizers.Adagrad(0.2),
-}
+OPTIMIZERS = sorted(LEARNING_RATES["omp"])
 
 
 @pytest.mark.parametrize("heldout", [False, True], ids=["train", "heldout"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
     x, y = linear_problem(seed)
     expected = omp_order(x, y, 4)
@@ -47,7 +40,7 @@ def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
     names = [f"x{i}" for i in range(8)]
     tf.keras.utils.set_random_seed(seed)
     model, layer = linear_model(names, num_selected=4)
-    model.compile(OPTIMIZERS[optimizer](), "mse")
+    model.compile(make_optimizer("omp", optimizer), "mse")
 
     def data(rows):
         features = {n: x[rows, i] for i, n in enumerate(names)}
@@ -93,15 +86,13 @@ def fit_ctr(seed, optimizer, heldout):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("optimizer", sorted(CTR_OPTIMIZERS))
-def test_ctr_with_heldout_recovers_every_source_one_copy_and_no_noise(
-    optimizer, seed
-):
-    selected = fit_ctr(seed, CTR_OPTIMIZERS[optimizer](), heldout=True)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_ctr_with_heldout_recovers_every_source_one_copy_and_no_noise(optimizer, seed):
+    selected = fit_ctr(seed, make_optimizer("ctr", optimizer), heldout=True)
     assert ctr_correct(selected), selected
 
 
 def test_adam_on_training_batches_falls_into_the_memorisation_trap():
     """Why `selection_data` exists: the training loss rewards memorising fields."""
-    selected = fit_ctr(0, tf.keras.optimizers.Adam(0.01), heldout=False)
+    selected = fit_ctr(0, make_optimizer("ctr", "adam"), heldout=False)
     assert sum(name.startswith("noise") for name in selected) >= 2, selected
