@@ -522,7 +522,6 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         to the softmax logits.
         """
         unselected = 1.0 - self.selected_mask
-        total = tf.reduce_sum(per_example, axis=0)
         if self.attention_signal == "partial":
             widths = tf.stack([tf.shape(c)[1] for c in column_grads])
             selected_columns = tf.where(tf.repeat(self.selected_mask, widths) > 0)
@@ -530,6 +529,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 tf.concat(column_grads, axis=1), selected_columns[:, 0], axis=1
             )
             total = _efficient_score(per_example, nuisance)
+        else:
+            total = tf.reduce_sum(per_example, axis=0)
         if self.attention_signal == "score":
             spread = tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=0))
             return tf.math.divide_no_nan(total, spread) * unselected
@@ -769,12 +770,17 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SequentialAttentionEmbedding:
-        config = dict(config)
-        config["embeddings"] = {
-            name: tf.keras.layers.deserialize(layer)
-            for name, layer in config["embeddings"].items()
-        }
-        return cls(**config)
+        return cls(**with_deserialized_embeddings(config))
+
+
+def with_deserialized_embeddings(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a layer config whose ``embeddings`` are layers again."""
+    config = dict(config)
+    config["embeddings"] = {
+        name: tf.keras.layers.deserialize(layer)
+        for name, layer in config["embeddings"].items()
+    }
+    return config
 
 
 def _efficient_score(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:

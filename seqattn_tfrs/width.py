@@ -10,7 +10,10 @@ import tensorflow as tf
 
 from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
 from seqattn_tfrs.budget import _weightless
-from seqattn_tfrs.gate import SequentialAttentionEmbedding
+from seqattn_tfrs.gate import (
+    SequentialAttentionEmbedding,
+    with_deserialized_embeddings,
+)
 
 
 def _table_index(layer: tf.keras.layers.Layer) -> int | None:
@@ -360,12 +363,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SequentialAttentionWidth:
-        config = dict(config)
-        config["embeddings"] = {
-            name: tf.keras.layers.deserialize(layer)
-            for name, layer in config["embeddings"].items()
-        }
-        return cls(**config)
+        return cls(**with_deserialized_embeddings(config))
 
 
 def _sliced(layer: tf.keras.layers.Layer, columns: list[int]) -> tf.keras.layers.Layer:
