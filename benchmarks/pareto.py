@@ -11,8 +11,13 @@ against the bytes of the embedding tables it serves:
 * ``budget-<f>-<rule>``: it keeps the fields whose tables fit ``f`` x the
   all-fields bytes, ranking the affordable fields by ``rule``;
 * ``width-<f>``: it keeps blocks of columns, ``f`` x all columns in all;
-* ``combined-<f>``: it keeps blocks of columns within ``f`` x all bytes
-  (fields and widths chosen jointly by bytes).
+* ``combined-<f>-<rule>``: it keeps blocks of columns within ``f`` x all
+  bytes (fields and widths chosen jointly, in one selection);
+* ``after-<f>``: fields first, then widths, to compare with ``combined``:
+  one fit selects fields under ``dim / block_size`` x the budget (the most
+  that one block per kept table can still bring under it), prunes, and a
+  second fit selects blocks of the kept, trained tables within ``f`` x all
+  bytes (both by the default rule, attention per byte).
 
 Models without selection train ``--plain_epochs`` epochs, the others warm-up,
 rounds and fine-tune; every model is scored at its epoch of best validation
@@ -61,7 +66,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["movielens", "criteo"], "Data sets to run.")
 flags.DEFINE_list(
     "variants",
-    ["all", "uniform", "count", "budget", "width", "combined"],
+    ["all", "uniform", "count", "budget", "width", "combined", "after"],
     "Variant families to run.",
 )
 flags.DEFINE_list("uniform_dims", ["4", "8"], "Widths of the uniform variants.")
@@ -70,13 +75,9 @@ flags.DEFINE_list(
     "byte_fractions", ["0.05", "0.2"], "Budgets, as fractions of all tables' bytes."
 )
 flags.DEFINE_list(
-    "rules", ["attention", "attention_per_byte"], "Budget rules to compare."
-)
-flags.DEFINE_enum(
-    "combined_rule",
-    "attention",
+    "rules",
     ["attention", "attention_per_byte"],
-    "Budget rule of the combined variants (docs/pareto.md ran 'attention').",
+    "Budget rules compared by the budget and combined variants.",
 )
 flags.DEFINE_list("width_fractions", ["0.25", "0.5"], "Kept fractions of columns.")
 flags.DEFINE_integer("dim", 16, "Full embedding width.")
@@ -268,6 +269,50 @@ def auc_on(model: tf.keras.Model, test: tf.data.Dataset) -> tuple[float, np.ndar
     return float(metric.result()), scores
 
 
+def compiled(embed: Any, names: list[str]) -> Ranker:
+    model = Ranker(embed, names)
+    model.compile(
+        tf.keras.optimizers.Adam(FLAGS.learning_rate),
+        "binary_crossentropy",
+        metrics=[tf.keras.metrics.AUC(name="auc")],
+    )
+    return model
+
+
+def fit_selection(
+    model: Ranker, gate: Any, data: Data, finetune_epochs: int
+) -> tuple[int, BestEpoch]:
+    """Warm-up, the gate's rounds and ``finetune_epochs``; returns epochs run."""
+    epochs = FLAGS.warmup_epochs + gate.num_rounds + finetune_epochs
+    callbacks = [
+        seqattn_tfrs.SequentialAttentionCallback(
+            warmup_epochs=FLAGS.warmup_epochs,
+            finetune_epochs=finetune_epochs,
+            selection_data=data.val,
+            selection_interval=FLAGS.selection_interval,
+            verbose=0,
+        ),
+        best := BestEpoch(lambda: gate.selection_complete),
+    ]
+    model.fit(
+        data.train,
+        epochs=epochs,
+        validation_data=data.val,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return epochs, best
+
+
+def width_layer(tables: dict[str, Any], **options: Any):
+    return seqattn_tfrs.SequentialAttentionWidth(
+        tables,
+        block_size=FLAGS.block_size,
+        selections_per_round=FLAGS.blocks_per_round,
+        **options,
+    )
+
+
 def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str, Any]:
     """Trains, prunes and scores one variant."""
     tf.keras.utils.set_random_seed(seed)
@@ -275,6 +320,8 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
     dim = int(setting) if family == "uniform" else FLAGS.dim
     tables = data.layers(dim)
     names = list(tables)
+    started = time.perf_counter()
+    row: dict[str, Any] = {"dataset": data.name, "variant": variant, "seed": seed}
     embed: Any = tables
     gate = None
     if family == "count":
@@ -291,61 +338,52 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
             selections_per_round=FLAGS.fields_per_round,
         )
         gate = embed
-    elif family in ("width", "combined"):
+    elif family == "width":
         columns = FLAGS.dim * len(tables)
         block = FLAGS.block_size
-        target = None
-        budget = None
-        if family == "width":
-            target = max(block, round(float(setting) * columns / block) * block)
-        else:
-            budget = int(float(setting) * all_bytes)
-        embed = seqattn_tfrs.SequentialAttentionWidth(
-            tables,
-            block_size=block,
-            target_width=target,
-            budget_bytes=budget,
-            budget_rule=FLAGS.combined_rule,
-            selections_per_round=FLAGS.blocks_per_round,
+        target = max(block, round(float(setting) * columns / block) * block)
+        embed = width_layer(tables, target_width=target)
+        gate = embed.blocks
+    elif family == "combined":
+        fraction, rule = setting.split("-", 1)
+        embed = width_layer(
+            tables, budget_bytes=int(float(fraction) * all_bytes), budget_rule=rule
         )
         gate = embed.blocks
-    model = Ranker(embed, names)
-    model.compile(
-        tf.keras.optimizers.Adam(FLAGS.learning_rate),
-        "binary_crossentropy",
-        metrics=[tf.keras.metrics.AUC(name="auc")],
-    )
-    started = time.perf_counter()
+    elif family == "after":
+        # Fields first, in a fit of their own, under the most bytes that one
+        # block per kept table can still bring under the budget; then blocks
+        # of the kept (trained) tables under the budget, in a second fit.
+        budget = int(float(setting) * all_bytes)
+        fields = seqattn_tfrs.SequentialAttentionEmbedding(
+            tables,
+            budget_bytes=budget * FLAGS.dim // FLAGS.block_size,
+            selections_per_round=FLAGS.fields_per_round,
+        )
+        first = compiled(fields, names)
+        first_epochs, _ = fit_selection(first, fields, data, finetune_epochs=0)
+        seqattn_tfrs.prune(first)
+        row["fields_first"] = list(fields.selected_features)
+        tables = fields.embedding_layers
+        names = list(tables)
+        embed = width_layer(tables, budget_bytes=budget)
+        gate = embed.blocks
+    model = compiled(embed, names)
     if gate is None:
         epochs = FLAGS.plain_epochs
-        callbacks = [best := BestEpoch(lambda: True)]
+        model.fit(
+            data.train,
+            epochs=epochs,
+            validation_data=data.val,
+            callbacks=[best := BestEpoch(lambda: True)],
+            verbose=0,
+        )
     else:
-        epochs = FLAGS.warmup_epochs + gate.num_rounds + FLAGS.finetune_epochs
-        callbacks = [
-            seqattn_tfrs.SequentialAttentionCallback(
-                warmup_epochs=FLAGS.warmup_epochs,
-                finetune_epochs=FLAGS.finetune_epochs,
-                selection_data=data.val,
-                selection_interval=FLAGS.selection_interval,
-                verbose=0,
-            ),
-            best := BestEpoch(lambda: gate.selection_complete),
-        ]
-    model.fit(
-        data.train,
-        epochs=epochs,
-        validation_data=data.val,
-        callbacks=callbacks,
-        verbose=0,
-    )
+        epochs, best = fit_selection(model, gate, data, FLAGS.finetune_epochs)
+        if family == "after":
+            epochs += first_epochs
     auc, scores = auc_on(model, data.test)
-    row: dict[str, Any] = {
-        "dataset": data.name,
-        "variant": variant,
-        "seed": seed,
-        "epochs": epochs,
-        "best_epoch": best.best_epoch,
-    }
+    row.update(epochs=epochs, best_epoch=best.best_epoch)
     if gate is None:
         row["table_bytes"] = sum(layer_bytes(t) for t in tables.values())
         row["kept"] = names
@@ -357,7 +395,7 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
         )
         report = seqattn_tfrs.size_report(model)
         row["table_bytes"] = report["embedding_tables"]["after"]["bytes"]
-        if family in ("width", "combined"):
+        if isinstance(embed, seqattn_tfrs.SequentialAttentionWidth):
             kept = embed.kept_columns()
             row["kept"] = {n: len(c) for n, c in kept.items() if c}
         else:
@@ -386,7 +424,13 @@ def variants() -> list[str]:
         elif family == "width":
             chosen += [f"width-{f}" for f in FLAGS.width_fractions]
         elif family == "combined":
-            chosen += [f"combined-{f}" for f in FLAGS.byte_fractions]
+            chosen += [
+                f"combined-{f}-{rule}"
+                for f in FLAGS.byte_fractions
+                for rule in FLAGS.rules
+            ]
+        elif family == "after":
+            chosen += [f"after-{f}" for f in FLAGS.byte_fractions]
         else:
             raise app.UsageError(f"Unknown variant family {family!r}.")
     return chosen
@@ -419,6 +463,7 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
         "budget": ("C1", "^"),
         "width": ("C2", "D"),
         "combined": ("C3", "P"),
+        "after": ("C4", "X"),
     }
     for ax, name in zip(axes, datasets):
         mine = [r for r in rows if r["dataset"] == name]

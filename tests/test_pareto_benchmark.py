@@ -27,8 +27,8 @@ def test_pareto_benchmark_smoke(tmp_path):
             str(ROOT / "benchmarks" / "pareto.py"),
             "--datasets=criteo,movielens",
             # One variant per code path: plain tables, the field gate, the
-            # width layer (count and width differ from these by one argument).
-            "--variants=uniform,budget,combined",
+            # width layer, fields then widths (count and width differ by one argument).
+            "--variants=uniform,budget,combined,after",
             "--uniform_dims=4",
             "--byte_fractions=0.3",
             "--rules=attention",
@@ -50,14 +50,21 @@ def test_pareto_benchmark_smoke(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1].startswith("pareto: 6 runs written")
+    assert done.stdout.strip().splitlines()[-1].startswith("pareto: 8 runs written")
     rows = json.loads((tmp_path / "pareto.json").read_text())
     variants = {row["variant"] for row in rows}
-    assert variants == {"uniform-4", "budget-0.3-attention", "combined-0.3"}
+    assert variants == {
+        "uniform-4",
+        "budget-0.3-attention",
+        "combined-0.3-attention",
+        "after-0.3",
+    }
     for row in rows:
         assert 0.0 <= row["test_auc"] <= 1.0
-        if row["variant"].startswith(("budget", "combined")):
+        if row["variant"].startswith(("budget", "combined", "after")):
             assert row["table_bytes"] <= 0.3 * row["all_bytes"]
+        if row["variant"].startswith("after"):
+            assert set(row["kept"]) <= set(row["fields_first"]), row
         if "max_abs_change_after_prune" in row:
             assert row["max_abs_change_after_prune"] < 1e-5
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
