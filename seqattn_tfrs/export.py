@@ -137,7 +137,7 @@ def export_for_serving(
     kept_anywhere.update(name for w in width_layers for name in w.embedding_layers)
     dropped = {
         name: layer.name
-        for layer in [*layers, *([] if _is_functional(model) else width_layers)]
+        for layer in [*layers, *width_layers]
         for name in getattr(layer, "pruned_feature_widths", layer.feature_names)
         if name not in kept_anywhere  # another gate may still read it
     }

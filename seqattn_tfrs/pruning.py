@@ -35,8 +35,9 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
     (which keeps working, ignoring the dropped inputs) and is not compiled.
 
     Every :class:`~seqattn_tfrs.SequentialAttentionWidth` layer gets its tables
-    sliced to the columns of its selected blocks (a table with none is
-    dropped); its outputs keep their widths, the dropped columns being zeros.
+    sliced to the columns of its selected blocks; its outputs keep their
+    widths, the dropped columns being zeros. A feature with no kept block loses
+    its table and, like a dropped feature, its ``Input`` in a functional model.
 
     An optimizer that trained ``model`` still holds slot variables for the
     dropped tables until it is replaced (e.g. by compiling again). Calling
@@ -105,7 +106,9 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
         for module in {id(m): m for m in [model, *model.submodules]}.values()
         if isinstance(module, SequentialAttentionWidth) and not module.is_pruned
     ]
-    graph_plan = _plan_functional(model, layers) if _is_functional(model) else None
+    graph_plan = (
+        _plan_functional(model, layers, to_slice) if _is_functional(model) else None
+    )
 
     # Everything that can fail without side effects happens before any change.
     plans = {id(layer): _plan_layer(layer) for layer in to_prune}
@@ -353,12 +356,21 @@ def _required_ids(
 
 
 def _plan_functional(
-    model: tf.keras.Model, layers: list[SequentialAttentionEmbedding]
+    model: tf.keras.Model,
+    layers: list[SequentialAttentionEmbedding],
+    width_layers: list[SequentialAttentionWidth],
 ) -> dict[str, Any]:
+    """Which inputs the pruned graph still needs; every layer that reads a
+    feature dict (a gate, a width layer) needs only its kept features."""
     kept = {
         id(layer): set(layer._tables if layer.is_pruned else layer.selected_features)
         for layer in layers
     }
+    kept.update(
+        (id(layer), {name for name, cols in layer.kept_columns().items() if cols})
+        for layer in width_layers
+    )
+    pruned_layers = [*layers, *width_layers]
     nodes = _ordered_nodes(model)
     before = _required_ids(model, kept, prune_gates=False)
     after = _required_ids(model, kept, prune_gates=True)
@@ -381,7 +393,7 @@ def _plan_functional(
                 f"Cannot prune functional model {model.name!r}: the input of dropped "
                 f"feature {key!r} of layer {node.layer.name!r} also feeds "
                 f"{consumers or 'other layers'}, so the model would still need it. "
-                "Feed dropped features only to the SequentialAttentionEmbedding. "
+                f"Feed dropped features only to {node.layer.name!r}. "
                 "Nothing was changed."
             )
     structure = model._nested_inputs
@@ -392,7 +404,7 @@ def _plan_functional(
     kept_anywhere = set().union(*kept.values())
     dropped_names = {
         name
-        for layer in layers
+        for layer in pruned_layers
         for name in layer.feature_names
         if name not in kept_anywhere
     }
@@ -409,9 +421,9 @@ def _plan_functional(
         )
         raise ValueError(
             f"Cannot prune functional model {model.name!r}: its input {name!r} "
-            f"(a dropped feature) feeds {consumers}, not only the "
-            "SequentialAttentionEmbedding, so the model would still need it. Call "
-            "the SequentialAttentionEmbedding directly on the model's inputs. "
+            f"(a dropped feature) feeds {consumers}, not only the gated layers, "
+            "so the model would still need it. Call the SequentialAttentionEmbedding "
+            "(or SequentialAttentionWidth) directly on the model's inputs. "
             "Nothing was changed."
         )
     inputs = tf.nest.flatten(structure)

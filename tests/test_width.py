@@ -123,8 +123,11 @@ def test_width_selection_prunes_exactly_and_export_shrinks(tmp_path):
     full_bytes = sum(v.numpy().nbytes for v in model.variables)
     pruned = prune(model)
     assert layer.is_pruned and layer.kept_columns() == kept
+    # c lost its only table, so the pruned functional model no longer takes it.
+    assert sorted(pruned.input) == ["a", "b"]
+    served_x = {n: x[n] for n in ("a", "b")}
     np.testing.assert_allclose(
-        pruned.predict(x, batch_size=1000, verbose=0), before, atol=1e-6
+        pruned.predict(served_x, batch_size=1000, verbose=0), before, atol=1e-6
     )
     shapes = [tuple(v.shape) for v in pruned.variables if "embeddings" in v.name]
     assert sorted(shapes) == sorted(
@@ -135,7 +138,8 @@ def test_width_selection_prunes_exactly_and_export_shrinks(tmp_path):
     assert sum(v.numpy().nbytes for v in pruned.variables) < full_bytes
     path = export_for_serving(pruned, tmp_path)
     loaded = tf.saved_model.load(path).signatures["serving_default"]
-    served = loaded(**{n: tf.constant(v[:5]) for n, v in x.items()})["scores"]
+    assert sorted(loaded.structured_input_signature[1]) == ["a", "b"]
+    served = loaded(**{n: tf.constant(v[:5]) for n, v in served_x.items()})["scores"]
     np.testing.assert_allclose(served.numpy(), before[:5], atol=1e-6)
     with open(os.path.join(path, "assets.extra", "selection.json")) as handle:
         record = json.load(handle)
@@ -179,7 +183,8 @@ def test_config_covers_arguments_and_round_trips_pruned(tmp_path):
     pruned = prune(model)
     pruned.save(str(tmp_path / "m"))
     loaded = tf.keras.models.load_model(str(tmp_path / "m"))
-    np.testing.assert_allclose(loaded(x).numpy(), expected, atol=1e-6)
+    assert list(loaded.input) == ["b"]
+    np.testing.assert_allclose(loaded({"b": x["b"]}).numpy(), expected, atol=1e-6)
     clone = SequentialAttentionWidth.from_config(layer.get_config())
     assert clone.kept_columns() == {"a": [], "b": [4, 5, 6, 7], "c": []}
 
