@@ -1,6 +1,6 @@
 """The main job's CLI and the examples, each run in smoke mode in a subprocess.
 
-The four processes start together (one module fixture) and run side by side;
+The five processes start together (one module fixture) and run side by side;
 each test waits for its own.
 """
 
@@ -18,6 +18,7 @@ from seqattn_tfrs import data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_SECONDS = 240
+BUDGET_BYTES = 50_000  # about a fifth of the smoke job's 272 KiB of tables
 EXAMPLES = ("add_layer_to_tfrs_model", "select_with_callback", "export_for_tf_serving")
 
 
@@ -43,7 +44,18 @@ def runs(tmp_path_factory):
             "--smoke",
             "--output_dir",
             "out",
-        ]
+        ],
+        "cli_budget": [
+            sys.executable,
+            "-m",
+            "seqattn_tfrs.cli",
+            "--smoke",
+            "--budget_bytes",
+            str(BUDGET_BYTES),
+            "--noexport",
+            "--output_dir",
+            "out_budget",
+        ],
     }
     for name in EXAMPLES:
         commands[name] = [
@@ -108,6 +120,32 @@ def test_cli_smoke_job_writes_report_and_plot(runs):
     assert len(report["gate_history"]) == report["data"]["epochs_per_model"]
     assert (out / "gates.png").read_bytes().startswith(b"\x89PNG")
     assert "Selected features (in pick order)" in output
+
+
+def test_cli_budget_flag_selects_fields_that_fit(runs):
+    output, directory = finish(runs, "cli_budget")
+    report = json.loads((directory / "out_budget" / "report.json").read_text())
+    selection = report["config"]["selection"]
+    assert selection["num_selected"] is None
+    assert report["budget_bytes"] == selection["budget_bytes"] == BUDGET_BYTES
+    tables = report["embedding_tables"]
+    assert 0 < tables["after"]["bytes"] <= BUDGET_BYTES < tables["before"]["bytes"]
+    fields = report["fields"]
+    kept = {name for name, field in fields.items() if field["kept_columns"]}
+    assert (
+        kept == set(report["selected_features"]) == set(tables["after"]["per_feature"])
+    )
+    assert sum(field["bytes"] for field in fields.values()) == tables["after"]["bytes"]
+    # Greedy under a budget stops only when no unselected field fits any more.
+    room = BUDGET_BYTES - tables["after"]["bytes"]
+    left = [
+        tables["before"]["per_feature"][name]["bytes"]
+        for name in fields
+        if name not in kept
+    ]
+    assert min(left) > room
+    assert "Fields (budget 48.8 KiB)" in output
+    assert report["export"] is None
 
 
 def test_cli_rejects_a_bad_flag_value_naming_the_key(tmp_path):
