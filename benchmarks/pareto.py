@@ -85,6 +85,7 @@ flags.DEFINE_integer("block_size", 4, "Columns per block in width selection.")
 flags.DEFINE_integer("fields_per_round", 3, "Fields committed per round.")
 flags.DEFINE_integer("blocks_per_round", 16, "Blocks committed per round.")
 flags.DEFINE_integer("warmup_epochs", 1, "Dense epochs before the first round.")
+flags.DEFINE_integer("epochs_per_round", 1, "Epochs per selection round.")
 flags.DEFINE_integer("finetune_epochs", 3, "Epochs after the last pick.")
 flags.DEFINE_integer(
     "plain_epochs", 5, "Epochs of a model without selection (best val AUC kept)."
@@ -283,10 +284,13 @@ def fit_selection(
     model: Ranker, gate: Any, data: Data, finetune_epochs: int
 ) -> tuple[int, BestEpoch]:
     """Warm-up, the gate's rounds and ``finetune_epochs``; returns epochs run."""
-    epochs = FLAGS.warmup_epochs + gate.num_rounds + finetune_epochs
+    epochs = (
+        FLAGS.warmup_epochs + gate.num_rounds * FLAGS.epochs_per_round + finetune_epochs
+    )
     callbacks = [
         seqattn_tfrs.SequentialAttentionCallback(
             warmup_epochs=FLAGS.warmup_epochs,
+            epochs_per_selection=FLAGS.epochs_per_round,
             finetune_epochs=finetune_epochs,
             selection_data=data.val,
             selection_interval=FLAGS.selection_interval,

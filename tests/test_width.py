@@ -210,3 +210,25 @@ def test_pooled_multi_valent_table_is_sliced_before_its_pooling():
     assert [v.shape.as_list() for v in layer.embedding_layers["genres"].weights] == [
         [4, len(layer.kept_columns()["genres"])]
     ]
+
+
+def test_functional_prune_refuses_a_dropped_field_that_feeds_another_layer():
+    inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in VOCAB}
+    layer = SequentialAttentionWidth(
+        {n: tf.keras.layers.Embedding(rows, 4) for n, rows in VOCAB.items()},
+        block_size=4,
+        target_width=4,
+    )
+    out = layer(inputs)
+    c_again = tf.keras.layers.Embedding(400, 2, name="c_again")(inputs["c"])
+    model = tf.keras.Model(
+        inputs, tf.keras.layers.Concatenate()([*out.values(), c_again])
+    )
+    x = {n: tf.constant([1, 2], tf.int64) for n in VOCAB}
+    model(x)
+    layer.blocks.attention_logits.assign([5.0, 0.0, 0.0])  # keeps a only
+    layer.blocks._commit_round()
+    assert layer.kept_columns() == {"a": [0, 1, 2, 3], "b": [], "c": []}
+    with pytest.raises(ValueError, match=r"'c'.*also feeds \['c_again'\]"):
+        prune(model)
+    assert not layer.is_pruned and sorted(layer.embedding_layers) == ["a", "b", "c"]
