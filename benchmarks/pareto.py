@@ -79,6 +79,12 @@ flags.DEFINE_list(
     ["attention", "attention_per_byte"],
     "Budget rules compared by the budget and combined variants.",
 )
+flags.DEFINE_float(
+    "entry_z",
+    None,
+    "If set, budgeted variants also stop when no affordable field or block "
+    "helps by this many standard errors (the layers' entry_z).",
+)
 flags.DEFINE_list("width_fractions", ["0.25", "0.5"], "Kept fractions of columns.")
 flags.DEFINE_integer("dim", 16, "Full embedding width.")
 flags.DEFINE_integer("block_size", 4, "Columns per block in width selection.")
@@ -326,6 +332,8 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
     names = list(tables)
     started = time.perf_counter()
     row: dict[str, Any] = {"dataset": data.name, "variant": variant, "seed": seed}
+    if family in ("budget", "combined", "after"):
+        row["entry_z"] = FLAGS.entry_z
     embed: Any = tables
     gate = None
     if family == "count":
@@ -339,6 +347,7 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
             tables,
             budget_bytes=int(float(fraction) * all_bytes),
             budget_rule=rule,
+            entry_z=FLAGS.entry_z,
             selections_per_round=FLAGS.fields_per_round,
         )
         gate = embed
@@ -351,7 +360,10 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
     elif family == "combined":
         fraction, rule = setting.split("-", 1)
         embed = width_layer(
-            tables, budget_bytes=int(float(fraction) * all_bytes), budget_rule=rule
+            tables,
+            budget_bytes=int(float(fraction) * all_bytes),
+            budget_rule=rule,
+            entry_z=FLAGS.entry_z,
         )
         gate = embed.blocks
     elif family == "after":
@@ -362,6 +374,7 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
         fields = seqattn_tfrs.SequentialAttentionEmbedding(
             tables,
             budget_bytes=budget * FLAGS.dim // FLAGS.block_size,
+            entry_z=FLAGS.entry_z,
             selections_per_round=FLAGS.fields_per_round,
         )
         first = compiled(fields, names)
@@ -370,7 +383,7 @@ def run_variant(data: Data, variant: str, all_bytes: int, seed: int) -> dict[str
         row["fields_first"] = list(fields.selected_features)
         tables = fields.embedding_layers
         names = list(tables)
-        embed = width_layer(tables, budget_bytes=budget)
+        embed = width_layer(tables, budget_bytes=budget, entry_z=FLAGS.entry_z)
         gate = embed.blocks
     model = compiled(embed, names)
     if gate is None:

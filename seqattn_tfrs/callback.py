@@ -236,6 +236,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     f"{per_call} steps (`steps_per_execution`); lower "
                     "`settle_fraction` or lengthen the rounds."
                 )
+        tested = [layer.name for layer in self._layers if layer.entry_z is not None]
+        if tested and self.settle_fraction == 0:
+            raise ValueError(
+                f"Layer(s) {tested} stop on `entry_z`, whose score test runs while "
+                "a round settles, but `settle_fraction`=0; expected "
+                "`settle_fraction` > 0."
+            )
         if self.settle_fraction > 0 and self._settle_units == 0:
             raise ValueError(
                 f"`settle_fraction`={self.settle_fraction} gives no settling step in "
@@ -286,7 +293,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._heldout_iterator is not None
             and (batch + 1) // self.selection_interval
             > self._first_batch // self.selection_interval
-            and any(self._modes[id(layer)] == SELECTING for layer in self._layers)
+            and any(self._collects_heldout(layer) for layer in self._layers)
         ):
             if self._heldout_step is None:
                 self._heldout_step = self._make_heldout_step()
@@ -338,6 +345,12 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._writer.flush()
 
     # -------------------------------------------------------------- logic
+    def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
+        """Whether a held-out step now teaches ``layer`` something: its logits
+        learn (selecting), or its ``entry_z`` score test collects (settling)."""
+        mode = self._modes[id(layer)]
+        return mode == SELECTING or (mode == SETTLING and layer.entry_z is not None)
+
     def _prefixes(self) -> dict[int, str]:
         if len(self._layers) == 1:
             return {id(self._layers[0]): "seqattn/"}
@@ -358,7 +371,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         prefix = self._prefixes()
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
-            done = -(-int(layer.num_picked.numpy()) // layer.selections_per_round)
+            done = int(layer.rounds_done.numpy())
             # A budgeted layer may close before its reserved rounds: nothing fits.
             while done < schedule.rounds_due(completed) and not (
                 layer.selection_complete

@@ -52,6 +52,7 @@ _OVERRIDES = {
     "max_examples": "max_examples",
     "num_selected": "selection.num_selected",
     "budget_bytes": "selection.budget_bytes",
+    "entry_z": "selection.entry_z",
     "selections_per_round": "selection.selections_per_round",
     "warmup_epochs": "selection.warmup_epochs",
     "epochs_per_selection": "selection.epochs_per_selection",
@@ -77,6 +78,9 @@ flags.DEFINE_integer("max_examples", None, "Use only the first N ratings.")
 flags.DEFINE_integer("num_selected", None, "Number of fields to select.")
 flags.DEFINE_integer(
     "budget_bytes", None, "Select the fields whose tables fit this many bytes instead."
+)
+flags.DEFINE_float(
+    "entry_z", None, "With --budget_bytes: stop when no field that fits helps by this."
 )
 flags.DEFINE_integer("selections_per_round", None, "Fields committed per round.")
 flags.DEFINE_integer("warmup_epochs", None, "Dense epochs before the first round.")

@@ -210,6 +210,9 @@ class SelectionConfig:
         ``num_selected`` set to ``null``.
       budget_rule: how a budgeted round ranks the fields that fit:
         ``"attention_per_byte"`` (default) or ``"attention"``.
+      entry_z: with ``budget_bytes``, also stop when no field that fits helps
+        by this many standard errors (``null``: fill the budget; see
+        :class:`~seqattn_tfrs.SequentialAttentionEmbedding`).
       selections_per_round: fields committed per selection round.
       warmup_epochs: dense epochs before the first round.
       epochs_per_selection: epochs per selection round.
@@ -230,6 +233,7 @@ class SelectionConfig:
     num_selected: int | None = 6
     budget_bytes: int | None = None
     budget_rule: BudgetRule = "attention_per_byte"
+    entry_z: float | None = None
     selections_per_round: int = 1
     warmup_epochs: int = 1
     epochs_per_selection: int = 2
@@ -254,6 +258,15 @@ class SelectionConfig:
             _positive_int("num_selected", self.num_selected)
         else:
             _positive_int("budget_bytes", self.budget_bytes)
+        if self.entry_z is not None and (
+            self.budget_bytes is None or not self.entry_z > 0
+        ):
+            raise ConfigError(
+                "entry_z",
+                "must be a number > 0 and needs budget_bytes (it stops a budgeted "
+                f"selection early); got entry_z={self.entry_z!r}, "
+                f"budget_bytes={self.budget_bytes!r}",
+            )
         _positive_int("selections_per_round", self.selections_per_round)
         _positive_int("warmup_epochs", self.warmup_epochs, 0)
         _positive_int("epochs_per_selection", self.epochs_per_selection)

@@ -67,6 +67,20 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         memorise (Criteo-shaped data, 11 of 12 runs, up to 0.11 test AUC) and
         lost where the informative tables are the large ones (MovieLens
         blocks at a 5% budget, by 0.04-0.05; ``docs/pareto.md``).
+      entry_z: with ``budget_bytes`` only: also stop when no affordable feature
+        helps. After the first round, a feature may be picked only if its score
+        test says, by more than ``entry_z`` standard errors, that it lowers the
+        loss: the per-example gradients of the loss with respect to its gate,
+        taken while the round settles (every candidate's gate at 0, so the
+        model is the selected one), with the selected features' columns
+        regressed out under the ``"partial"`` signal, summed and divided by
+        the root of their summed squares. The selection closes in the first
+        round where no affordable feature passes, or when the rounds the
+        callback reserved are used up (a round that picks fewer than
+        ``selections_per_round`` still counts as one). ``None`` (default):
+        fill the budget. Needs the callback's ``settle_fraction`` > 0; with held-out
+        ``selection_data`` the callback runs its held-out steps while settling
+        too, and the test measures help on unseen data.
       selections_per_round: how many features each selection round commits; the
         last round commits the remainder when it does not divide
         ``num_selected``.
@@ -117,6 +131,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         budget_bytes: int | None = None,
         feature_bytes: Mapping[str, int] | None = None,
         budget_rule: str = "attention_per_byte",
+        entry_z: float | None = None,
         selections_per_round: int = 1,
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
@@ -223,6 +238,24 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"`attention_signal` must be one of {ATTENTION_SIGNALS}, got "
                 f"{attention_signal!r}."
             )
+        if entry_z is not None:
+            if budget_bytes is None:
+                raise ValueError(
+                    f"`entry_z`={entry_z!r} stops a byte-budgeted selection early; "
+                    "it needs `budget_bytes` (a count selection always picks "
+                    "`num_selected` features)."
+                )
+            if not (
+                isinstance(entry_z, (int, float))
+                and not isinstance(entry_z, bool)
+                and math.isfinite(entry_z)
+                and entry_z > 0
+            ):
+                raise ValueError(
+                    f"`entry_z` must be a finite number > 0 (standard errors), got "
+                    f"{entry_z!r}."
+                )
+        self.entry_z = None if entry_z is None else float(entry_z)
         self.attention_signal = attention_signal
         # First-seen dtype per feature; untracked (not part of checkpoints).
         object.__setattr__(self, "_input_dtypes", {})
@@ -311,11 +344,11 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 dtype=dtype,
                 initializer=tf.keras.initializers.Constant(initial),
                 trainable=False,
-                aggregation=(
-                    tf.VariableAggregation.MEAN
-                    if aggregation == "mean"
-                    else tf.VariableAggregation.ONLY_FIRST_REPLICA
-                ),
+                aggregation={
+                    "mean": tf.VariableAggregation.MEAN,
+                    "sum": tf.VariableAggregation.SUM,
+                    "first": tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                }[aggregation],
             )
 
         first = "first"
@@ -323,6 +356,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self.selected_mask = state("selected_mask", [n], tf.float32, selected, first)
         self.selection_order = state("selection_order", [n], tf.int32, order, first)
         self.num_picked = state("num_picked", [], tf.int32, int(selected.sum()), first)
+        # Committed rounds; not num_picked / selections_per_round, since a
+        # budgeted round may pick fewer than selections_per_round.
+        done = math.ceil(int(selected.sum()) / self.selections_per_round)
+        self.rounds_done = state("rounds_done", [], tf.int32, done, first)
         self.gate_mode = state("gate_mode", [], tf.int32, DENSE, first)
         self.learn_from_fit_batches = state(
             "learn_from_fit_batches", [], tf.int32, 1, first
@@ -342,6 +379,11 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 "budget_closed", [], tf.int32, int(bool(self._pruned_widths)), first
             )
         self._logit_momentum = state("logit_momentum", [n], tf.float32, 0.0)
+        if self.entry_z is not None:
+            # This round's sums of per-example scores and of their squares, over
+            # every replica's examples.
+            self._score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
+            self._score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
         self._logit_second_moment = state("logit_second_moment", [], tf.float32, 0.0)
         self._logit_steps = state("logit_steps", [], tf.float32, 0.0, first)
         self.nonfinite_logit_steps = state(
@@ -435,7 +477,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
     def gate_history(self) -> list[dict[str, float]]:
         """Gate values recorded just before each completed selection round."""
         self._ensure_built()
-        rounds = math.ceil(int(self.num_picked.numpy()) / self.selections_per_round)
+        rounds = int(self.rounds_done.numpy())
         history = self.round_gates.numpy()[:rounds]
         return [dict(zip(self._feature_names, map(float, row))) for row in history]
 
@@ -525,12 +567,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         to the softmax logits.
         """
         unselected = 1.0 - self.selected_mask
-        if self.attention_signal == "partial":
-            widths = tf.stack([tf.shape(c)[1] for c in column_grads])
-            selected_columns = tf.where(tf.repeat(self.selected_mask, widths) > 0)
-            nuisance = tf.gather(
-                tf.concat(column_grads, axis=1), selected_columns[:, 0], axis=1
-            )
+        nuisance = self._nuisance(column_grads)
+        if nuisance is not None:
             total = _efficient_score(per_example, nuisance)
         else:
             total = tf.reduce_sum(per_example, axis=0)
@@ -540,6 +578,32 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         # d gate_j / d w_i = p_j (delta_ij - p_i) on the unselected set U.
         probs = gates * unselected
         return probs * (total - tf.reduce_sum(probs * total)) * unselected
+
+    def _nuisance(self, column_grads: Sequence[tf.Tensor]) -> tf.Tensor | None:
+        """Under ``"partial"``, the selected features' per-example column
+        gradients ``[B, D]`` that the candidates' scores are regressed on."""
+        if self.attention_signal != "partial":
+            return None
+        widths = tf.stack([tf.shape(c)[1] for c in column_grads])
+        selected_columns = tf.where(tf.repeat(self.selected_mask, widths) > 0)
+        return tf.gather(
+            tf.concat(column_grads, axis=1), selected_columns[:, 0], axis=1
+        )
+
+    def _evidence_sums(
+        self, per_example: tf.Tensor, column_grads: Sequence[tf.Tensor]
+    ) -> tf.Tensor:
+        """A batch's sums of per-example scores and of their squares, ``[2, N]``
+        (zeros if any is not finite)."""
+        nuisance = self._nuisance(column_grads)
+        scores = (
+            per_example if nuisance is None else _residual_scores(per_example, nuisance)
+        )
+        sums = tf.stack(
+            [tf.reduce_sum(scores, axis=0), tf.reduce_sum(tf.square(scores), axis=0)]
+        )
+        finite = tf.reduce_all(tf.math.is_finite(sums))
+        return tf.where(finite, sums, tf.zeros_like(sums))
 
     def _gate_and_learn(self, embeddings, gates, always_learn=False):
         """Gates embeddings; their backward pass also updates the logits."""
@@ -570,8 +634,26 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                     lambda: self._logit_signal(per_example, gates, columns),
                     lambda: tf.zeros_like(gates),
                 )
-                update = self.apply_logit_gradient(signal, learn)
-                with tf.control_dependencies([update]):
+                update = [self.apply_logit_gradient(signal, learn)]
+                if self.entry_z is not None:
+                    # The score test: with the candidates' gates at 0 (settling),
+                    # does raising one lower the loss of the selected model?
+                    settling = tf.logical_and(
+                        tf.equal(self.gate_mode, SETTLING),
+                        tf.logical_not(self._complete()),
+                    )
+                    sums = tf.cond(  # computed only while settling
+                        tf.logical_and(settling, learn),
+                        lambda: self._evidence_sums(per_example, columns),
+                        lambda: tf.zeros([2, tf.shape(per_example)[1]]),
+                    )
+                    # Outside the cond: under a strategy the sums across replicas
+                    # synchronise, which control flow must not contain.
+                    update += [
+                        self._score_sum.assign_add(sums[0]),
+                        self._score_squares.assign_add(sums[1]),
+                    ]
+                with tf.control_dependencies(update):
                     return [tf.zeros_like(hook)] + [
                         tf.identity(u * tf.cast(gates[i], u.dtype))
                         for i, u in enumerate(upstream)
@@ -637,6 +719,25 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             )
 
     # ------------------------------------------------------------- selection
+    def entry_evidence(self) -> dict[str, float]:
+        """Per feature, this round's score statistic so far (see ``entry_z``).
+
+        How many standard errors the per-example gradients summed over the
+        round's logit steps say that raising the feature's gate lowers the
+        loss; 0 before any evidence. Needs ``entry_z``.
+        """
+        if self.entry_z is None:
+            raise ValueError(
+                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
+            )
+        self._ensure_built()
+        total = self._score_sum.numpy().astype(np.float64)
+        squares = self._score_squares.numpy().astype(np.float64)
+        z = np.divide(
+            -total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
+        )
+        return {name: float(v) for name, v in zip(self._feature_names, z)}
+
     def _commit_round(self, require_learning: bool = False) -> list[str]:
         """Selects the next round's features by largest logit. Used by the callback.
 
@@ -674,7 +775,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             skipped = int(self.nonfinite_logit_steps.numpy())
             raise RuntimeError(
                 f"{self.name}: no logit update was applied in selection round "
-                f"{picked // self.selections_per_round + 1} ({skipped} had a NaN/inf "
+                f"{int(self.rounds_done.numpy()) + 1} ({skipped} had a NaN/inf "
                 "gradient so far), so there is nothing to pick from. Fix the NaN "
                 "loss, or lengthen the round / lower `settle_fraction` or "
                 "`selection_interval`."
@@ -691,10 +792,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             # Largest logit first; ties go to the earlier feature (stable sort).
             ranked = candidates[np.argsort(-logits[candidates], kind="stable")][:count]
         else:
-            ranked, closed = self._affordable_picks(logits, selected, picked)
+            ranked, closed = self._affordable_picks(logits, selected)
             count = len(ranked)
             self.budget_closed.assign(int(closed))
-        round_index = picked // self.selections_per_round
+        round_index = int(self.rounds_done.numpy())
         gates = self._gates().numpy()
         order = self.selection_order.numpy()
         order[picked : picked + count] = ranked
@@ -705,14 +806,18 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self.selection_order.assign(order)
         self.selected_mask.assign(selected.astype(np.float32))
         self.num_picked.assign(picked + count)
+        self.rounds_done.assign(round_index + 1)
         self.attention_logits.assign(tf.zeros_like(self.attention_logits))
         self._logit_momentum.assign(tf.zeros_like(self._logit_momentum))
+        if self.entry_z is not None:
+            self._score_sum.assign(tf.zeros_like(self._score_sum))
+            self._score_squares.assign(tf.zeros_like(self._score_squares))
         self._logit_second_moment.assign(0.0)
         self._logit_steps.assign(0.0)
         return [self._feature_names[i] for i in ranked]
 
     def _affordable_picks(
-        self, logits: np.ndarray, selected: np.ndarray, picked: int
+        self, logits: np.ndarray, selected: np.ndarray
     ) -> tuple[np.ndarray, bool]:
         """This round's budgeted picks, and whether the selection closes after them."""
         measured = self.feature_costs()
@@ -725,14 +830,22 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             )
         costs = np.array([measured[name] for name in self._feature_names], np.int64)
         remaining = self.budget_bytes - int(costs[selected].sum())
+        eligible = np.ones(len(costs), bool)
+        if self.entry_z is not None and selected.any():
+            evidence = self.entry_evidence()
+            eligible = np.array(
+                [evidence[n] > self.entry_z for n in self._feature_names]
+            )
         ranked = budget.pick_within_budget(
             logits,
-            costs,
+            np.where(eligible, costs, remaining + 1),  # the others cannot fit
             selected,
             remaining,
             self.selections_per_round,
             self.budget_rule,
         )
+        if not ranked and not eligible.all():  # nothing that fits helps: stop
+            return np.array([], np.int64), True
         if not ranked:
             cheapest = int(np.argmin(np.where(selected, np.iinfo(np.int64).max, costs)))
             raise ValueError(
@@ -744,7 +857,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         after = selected.copy()
         after[ranked] = True
         left = remaining - int(costs[ranked].sum())
-        rounds = -(-(picked + len(ranked)) // self.selections_per_round)
+        rounds = int(self.rounds_done.numpy()) + 1  # with this one
         closed = not np.any(~after & (costs <= left)) or rounds >= self.num_rounds
         return np.array(ranked, np.int64), closed
 
@@ -761,6 +874,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 "budget_bytes": self.budget_bytes,
                 "feature_bytes": dict(self.feature_bytes) or None,
                 "budget_rule": self.budget_rule,
+                "entry_z": self.entry_z,
                 "selections_per_round": self.selections_per_round,
                 "attention_learning_rate": self.attention_learning_rate,
                 "attention_momentum": self.attention_momentum,
@@ -812,3 +926,19 @@ def _efficient_score(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
     cross = tf.matmul(scores, nuisance, transpose_a=True)
     adjusted = tf.reduce_sum(scores, axis=0) - tf.linalg.matvec(cross, coef[:, 0])
     return tf.where(finite, adjusted, tf.fill(tf.shape(adjusted), math.nan))
+
+
+def _residual_scores(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
+    """Per-example ``scores`` ``[B, N]`` with the ``nuisance`` ``[B, D]`` regressed
+    out (the same ridge as :func:`_efficient_score`, whose result is their sum).
+
+    >>> x = tf.constant([[1.0, 2.0], [3.0, 6.0], [-1.0, 1.0]])
+    >>> [round(float(v), 3) for v in _residual_scores(x[:, :1], x[:, 1:])[:, 0]]
+    [0.073, 0.22, -1.463]
+    """
+    zz = tf.matmul(nuisance, nuisance, transpose_a=True)
+    width = tf.shape(zz)[0]
+    mean_diagonal = tf.linalg.trace(zz) / tf.cast(tf.maximum(width, 1), tf.float32)
+    system = zz + (1e-4 * mean_diagonal + 1e-12) * tf.eye(width)
+    coef = tf.linalg.solve(system, tf.matmul(nuisance, scores, transpose_a=True))
+    return scores - tf.matmul(nuisance, coef)

@@ -150,6 +150,8 @@ class DCNRankingModel(tfrs.models.Model):
       budget_bytes: select the fields whose tables fit this many bytes instead
         (gate only; exactly one of the two).
       budget_rule: ranking among the fields that fit (gate only).
+      entry_z: stop a budgeted selection when no field that fits helps by this
+        many standard errors (gate only).
       selections_per_round: fields per selection round (gate only).
       attention_learning_rate: the gate's logit step size (gate only).
       attention_momentum: the gate's logit momentum (gate only).
@@ -171,6 +173,7 @@ class DCNRankingModel(tfrs.models.Model):
         num_selected: int | None = 1,
         budget_bytes: int | None = None,
         budget_rule: str = "attention_per_byte",
+        entry_z: float | None = None,
         selections_per_round: int = 1,
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
@@ -191,6 +194,7 @@ class DCNRankingModel(tfrs.models.Model):
                     None if budget_bytes is not None else num_selected,
                     budget_bytes=budget_bytes,
                     budget_rule=budget_rule,
+                    entry_z=entry_z,
                     selections_per_round=selections_per_round,
                     attention_learning_rate=attention_learning_rate,
                     attention_momentum=attention_momentum,
@@ -313,6 +317,7 @@ def build_model(
         num_selected=selection.num_selected,
         budget_bytes=selection.budget_bytes,
         budget_rule=selection.budget_rule,
+        entry_z=selection.entry_z,
         selections_per_round=selection.selections_per_round,
         attention_learning_rate=selection.attention_learning_rate,
         attention_momentum=selection.attention_momentum,

@@ -77,6 +77,8 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         ``budget_bytes``.
       budget_bytes: keep the blocks whose bytes fit this budget instead.
       selections_per_round: blocks each selection round commits.
+      entry_z: with ``budget_bytes``, also stop when no affordable block helps
+        (see :class:`~seqattn_tfrs.SequentialAttentionEmbedding`).
       budget_rule: ranking among the affordable blocks (see
         :class:`~seqattn_tfrs.SequentialAttentionEmbedding`).
       attention_learning_rate: step size of the logit update rule.
@@ -109,6 +111,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         budget_bytes: int | None = None,
         selections_per_round: int = 1,
         budget_rule: str = "attention_per_byte",
+        entry_z: float | None = None,
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
         attention_signal: str = "partial",
@@ -194,6 +197,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         options = {
             "selections_per_round": selections_per_round,
             "budget_rule": budget_rule,
+            "entry_z": entry_z,
             "attention_learning_rate": attention_learning_rate,
             "attention_momentum": attention_momentum,
             "attention_signal": attention_signal,
@@ -354,6 +358,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
                 "budget_bytes": self.budget_bytes,
                 "selections_per_round": blocks.selections_per_round,
                 "budget_rule": blocks.budget_rule,
+                "entry_z": blocks.entry_z,
                 "attention_learning_rate": blocks.attention_learning_rate,
                 "attention_momentum": blocks.attention_momentum,
                 "attention_signal": blocks.attention_signal,

@@ -15,6 +15,7 @@ from seqattn_tfrs import (
 )
 from seqattn_tfrs.budget import layer_bytes, max_affordable, pick_within_budget
 from seqattn_tfrs.config import ConfigError, JobConfig, load_config, override
+from seqattn_tfrs.gate import _efficient_score, _residual_scores
 from seqattn_tfrs.models import build_model
 
 # (rows, width) per field: "big" is a 2,000-row id whose coarse group "small"
@@ -111,6 +112,66 @@ def test_exactly_one_of_count_and_budget():
 def test_bad_budget_arguments_name_the_value(options, match):
     with pytest.raises(ValueError, match=match):
         scalar_gate(**options)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"num_selected": 1, "entry_z": 3.0}, r"`entry_z`=3.0 .*needs `budget_bytes`"),
+        ({"budget_bytes": 10, "entry_z": 0}, r"`entry_z` must be .*> 0.*got 0"),
+        ({"budget_bytes": 10, "entry_z": True}, r"`entry_z` must be.*got True"),
+        ({"budget_bytes": 10, "entry_z": float("inf")}, r"got inf"),
+    ],
+    ids=["count", "zero", "bool", "inf"],
+)
+def test_bad_entry_z_names_the_value(options, match):
+    with pytest.raises(ValueError, match=match):
+        scalar_gate(**options)
+
+
+def test_residual_scores_are_least_squares_residuals():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(64, 3)).astype(np.float32)
+    nuisance = rng.normal(size=(64, 5)).astype(np.float32)
+    coef, *_ = np.linalg.lstsq(nuisance, scores, rcond=None)
+    expected = scores - nuisance @ coef
+    residual = _residual_scores(tf.constant(scores), tf.constant(nuisance)).numpy()
+    np.testing.assert_allclose(residual, expected, atol=1e-3)
+    # Their sums are the efficient score the partial signal learns from.
+    np.testing.assert_allclose(
+        residual.sum(axis=0),
+        _efficient_score(tf.constant(scores), tf.constant(nuisance)).numpy(),
+        atol=1e-3,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_entry_z_stops_a_loose_budget_before_the_noise(seed):
+    """Everything fits; without a stop the greedy selection takes the noise too."""
+    x, y = planted(seed, n=9000)  # 6,000 to train on, 3,000 held out
+    train = tf.data.Dataset.from_tensor_slices(
+        ({n: v[:6000] for n, v in x.items()}, y[:6000])
+    ).batch(500)
+    heldout = tf.data.Dataset.from_tensor_slices(
+        ({n: v[6000:] for n, v in x.items()}, y[6000:])
+    ).batch(500)
+    picks = {}
+    for entry_z in (None, 3.0):
+        tf.keras.utils.set_random_seed(seed)
+        model, gate = planted_model(
+            budget_bytes=100_000, budget_rule="attention", entry_z=entry_z
+        )
+        assert gate.num_rounds == 4
+        callback = SequentialAttentionCallback(
+            warmup_epochs=1, finetune_epochs=1, selection_data=heldout, verbose=0
+        )
+        model.fit(train, epochs=1 + 4 + 1, callbacks=[callback], verbose=0)
+        assert gate.selection_complete
+        picks[entry_z] = gate.selected_features
+    assert sorted(picks[None]) == sorted(TABLES)  # the budget filled
+    stopped = picks[3.0]
+    assert "noise" not in stopped and {"small", "other"} <= set(stopped), stopped
+    assert len(stopped) < len(TABLES)
 
 
 def test_budget_too_small_for_any_field_fails_at_construction():
@@ -248,12 +309,19 @@ def test_job_config_asks_for_a_budget_instead_of_a_count(tmp_path):
     )
     with pytest.raises(ConfigError, match="selection.budget_bytes"):
         load_config(path)
+    path.write_text(json.dumps({"selection": {"entry_z": 3.0}}))
+    with pytest.raises(ConfigError, match="selection.entry_z.*needs budget_bytes"):
+        load_config(path)
 
 
 def test_job_model_gate_gets_the_budget():
     config = override(
         JobConfig.default(),
-        {"selection.num_selected": None, "selection.budget_bytes": 1_000},
+        {
+            "selection.num_selected": None,
+            "selection.budget_bytes": 1_000,
+            "selection.entry_z": 3,
+        },
     )
     vocabularies = {f.name: ["x", "y"] for f in config.all_features}
     vocabularies.update(
@@ -262,6 +330,39 @@ def test_job_model_gate_gets_the_budget():
     vocabularies["timestamp"] = [0.5]
     gate = build_model(config, vocabularies).gate
     assert gate.budget_bytes == 1_000 and gate.num_selected is None
+    assert gate.entry_z == 3.0
     # 16 float32 columns: 192 bytes per 3-row table (2 values + 1 OOV row),
     # 128 for timestamp's 2 buckets; 1,000 bytes hold 128 + 4 x 192.
     assert gate.num_rounds == 5
+
+
+def test_entry_z_rounds_pick_what_passes_and_are_counted():
+    names = ("a", "b", "c", "d", "e", "f", "g")
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in names},
+        budget_bytes=100,
+        feature_bytes={n: 1 for n in names},
+        budget_rule="attention",
+        entry_z=3.0,
+        selections_per_round=2,
+    )
+    gate({n: tf.ones([1]) for n in names})
+
+    assert gate.num_rounds == 4  # all 7 fit: ceil(7 / 2) rounds reserved
+
+    def round_with(evidence):  # z = -sum / sqrt(squares), squares = 1
+        gate.attention_logits.assign([7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+        gate._score_sum.assign([-z for z in evidence])
+        gate._score_squares.assign([1.0] * 7)
+        return gate._commit_round()
+
+    assert round_with([0] * 7) == ["a", "b"]  # round 1 never stops
+    assert round_with([0, 0, 2.0, 3.5, 0, 0, 0]) == ["d"]  # only d passes z > 3
+    assert round_with([0, 0, 9.0, 0, 0, 0, 0]) == ["c"]
+    # Four picked in three rounds: the count is the rounds, not picks / 2.
+    assert int(gate.rounds_done.numpy()) == 3 and len(gate.gate_history()) == 3
+    assert gate.entry_evidence() == {n: 0.0 for n in names}  # reset per round
+    assert not gate.selection_complete
+    assert round_with([0, 0, 0, 0, 2.9, 0, 0]) == []  # nothing passes: closed
+    assert gate.selection_complete and gate.selected_features == ("a", "b", "d", "c")
+    assert int(gate.rounds_done.numpy()) == 4

@@ -49,6 +49,25 @@ def serve(*paths, rows=None):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def test_mirrored_entry_z_stop_matches_single_device():
+    """The score-test sums add up over replicas; the stop is the same."""
+    worker = WORKER.parent / "entry_z_worker.py"
+    mirrored, single = (
+        json.loads(run_python([worker, mode], timeout=300).strip().splitlines()[-1])
+        for mode in ("mirrored", "single")
+    )
+    assert mirrored["selected"] == single["selected"] == ["a", "c", "e"]
+    assert mirrored["events"][-1] == [] and len(mirrored["events"]) < 5  # stopped
+    first, second = mirrored["replica_masks"]
+    assert first == second
+    for many, one in zip(mirrored["evidence"], single["evidence"]):
+        for name in one:
+            assert abs(many[name] - one[name]) < 0.1 * abs(one[name]) + 0.5, (
+                many,
+                one,
+            )
+
+
 def test_multiworker_selection_and_chief_export_match_single_machine(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
