@@ -366,3 +366,19 @@ def test_entry_z_rounds_pick_what_passes_and_are_counted():
     assert round_with([0, 0, 0, 0, 2.9, 0, 0]) == []  # nothing passes: closed
     assert gate.selection_complete and gate.selected_features == ("a", "b", "d", "c")
     assert int(gate.rounds_done.numpy()) == 4
+
+
+def test_cli_flags_ask_for_a_budget_and_entry_z():
+    from absl import flags
+    from absl.testing import flagsaver
+
+    from seqattn_tfrs import cli
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(budget_bytes=50_000, entry_z=3.0):
+        selection = cli.config_from_flags().selection
+    assert (selection.num_selected, selection.budget_bytes) == (None, 50_000)
+    assert selection.entry_z == 3.0
+    with flagsaver.flagsaver(entry_z=3.0), pytest.raises(ConfigError, match="entry_z"):
+        cli.config_from_flags()
