@@ -51,11 +51,7 @@ def serve(*paths, rows=None):
 
 def test_mirrored_entry_z_stop_matches_single_device():
     """The score-test sums add up over replicas; the stop is the same."""
-    worker = WORKER.parent / "entry_z_worker.py"
-    mirrored, single = (
-        json.loads(run_python([worker, mode], timeout=300).strip().splitlines()[-1])
-        for mode in ("mirrored", "single")
-    )
+    mirrored, single = select("mirrored", "entry_z"), select("single", "entry_z")
     assert mirrored["selected"] == single["selected"] == ["a", "c", "e"]
     assert mirrored["events"][-1] == [] and len(mirrored["events"]) < 5  # stopped
     first, second = mirrored["replica_masks"]

@@ -1,6 +1,9 @@
 """Selects under MirroredStrategy on two logical CPUs, or on one device.
 
-Usage: mirrored_worker.py {mirrored,single} {train,heldout}; prints JSON.
+Usage: mirrored_worker.py {mirrored,single} {train,heldout,entry_z}; prints
+JSON. ``train`` and ``heldout`` keep 3 of 5 features, the logits learning on
+the training or the held-out batches; ``entry_z`` selects under a budget that
+fits every feature and stops on ``entry_z`` (with held-out batches).
 """
 
 import json
@@ -29,14 +32,28 @@ def main():
         if mode == "mirrored"
         else tf.distribute.get_strategy()
     )
+    if source == "entry_z":
+        # Every feature fits: only entry_z can keep b and d out. The score test
+        # needs noise to measure against.
+        rows, noise = 1024, 0.1
+        options = {
+            "budget_bytes": 100,
+            "feature_bytes": {n: 1 for n in NAMES},
+            "budget_rule": "attention",
+            "entry_z": 3.0,
+        }
+    else:
+        rows, noise, options = 512, 0.0, {"num_selected": 3}
     tf.keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(512, 5)).astype(np.float32)
+    x = rng.normal(size=(rows, 5)).astype(np.float32)
     y = x @ np.array([3.0, 0.0, 2.0, 0.0, 1.0], np.float32)
+    if noise:
+        y += noise * rng.normal(size=rows).astype(np.float32)
     with strategy.scope():
         inputs = {n: tf.keras.Input((), name=n) for n in NAMES}
         layer = seqattn_tfrs.SequentialAttentionEmbedding(
-            {n: tf.keras.layers.Reshape((1,)) for n in NAMES}, 3
+            {n: tf.keras.layers.Reshape((1,)) for n in NAMES}, **options
         )
         gated = layer(inputs)
         model = tf.keras.Model(
@@ -49,13 +66,22 @@ def main():
     data = tf.data.Dataset.from_tensor_slices(
         ({n: x[:, i] for i, n in enumerate(NAMES)}, y)
     ).batch(64)
+    evidence = []
+    if layer.entry_z is not None:
+        commit = layer._commit_round
+
+        def recorded(*args, **kwargs):
+            evidence.append(layer.entry_evidence())
+            return commit(*args, **kwargs)
+
+        layer._commit_round = recorded
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=1,
         finetune_epochs=1,
         verbose=0,
-        selection_data=data if source == "heldout" else None,
+        selection_data=None if source == "train" else data,
     )
-    model.fit(data, epochs=5, callbacks=[callback], verbose=0)
+    model.fit(data, epochs=1 + layer.num_rounds + 1, callbacks=[callback], verbose=0)
     replicas = getattr(layer.selected_mask, "values", (layer.selected_mask,))
     print(
         json.dumps(
@@ -63,6 +89,8 @@ def main():
                 "selected": list(layer.selected_features),
                 "replica_masks": [v.numpy().tolist() for v in replicas],
                 "round_gates": layer.round_gates.numpy().tolist(),
+                "events": [event["features"] for event in callback.events],
+                "evidence": evidence,
             }
         )
     )
