@@ -78,9 +78,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         round where no affordable feature passes, or when the rounds the
         callback reserved are used up (a round that picks fewer than
         ``selections_per_round`` still counts as one). ``None`` (default):
-        fill the budget. Needs the callback's ``settle_fraction`` > 0; with held-out
-        ``selection_data`` the callback runs its held-out steps while settling
-        too, and the test measures help on unseen data.
+        fill the budget. Needs the callback's ``settle_fraction`` > 0; with
+        held-out ``selection_data`` the callback runs its held-out steps while
+        settling too, and the test measures help on unseen data.
       selections_per_round: how many features each selection round commits; the
         last round commits the remainder when it does not divide
         ``num_selected``.
@@ -731,12 +731,15 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
             )
         self._ensure_built()
+        return dict(zip(self._feature_names, map(float, self._entry_scores())))
+
+    def _entry_scores(self) -> np.ndarray:
+        """``entry_evidence`` as an array in feature order."""
         total = self._score_sum.numpy().astype(np.float64)
         squares = self._score_squares.numpy().astype(np.float64)
-        z = np.divide(
+        return np.divide(
             -total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
         )
-        return {name: float(v) for name, v in zip(self._feature_names, z)}
 
     def _commit_round(self, require_learning: bool = False) -> list[str]:
         """Selects the next round's features by largest logit. Used by the callback.
@@ -832,10 +835,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         remaining = self.budget_bytes - int(costs[selected].sum())
         eligible = np.ones(len(costs), bool)
         if self.entry_z is not None and selected.any():
-            evidence = self.entry_evidence()
-            eligible = np.array(
-                [evidence[n] > self.entry_z for n in self._feature_names]
-            )
+            eligible = self._entry_scores() > self.entry_z
         ranked = budget.pick_within_budget(
             logits,
             np.where(eligible, costs, remaining + 1),  # the others cannot fit
@@ -911,16 +911,7 @@ def _efficient_score(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
     >>> [round(float(v), 3) for v in _efficient_score(x[:, :1], x[:, 1:])]
     [-1.17]
     """
-    zz = tf.matmul(nuisance, nuisance, transpose_a=True)
-    width = tf.shape(zz)[0]
-    mean_diagonal = tf.linalg.trace(zz) / tf.cast(tf.maximum(width, 1), tf.float32)
-    ridge = 1e-4 * mean_diagonal + 1e-12
-    # A NaN or inf loss gives a non-finite score (counted, never applied by
-    # `apply_logit_gradient`) instead of a failed solve.
-    finite = tf.logical_and(
-        tf.reduce_all(tf.math.is_finite(zz)), tf.math.is_finite(ridge)
-    )
-    system = tf.where(finite, zz + ridge * tf.eye(width), tf.eye(width))
+    system, finite = _ridge_system(nuisance)
     sums = tf.where(tf.math.is_finite(nuisance), nuisance, 0.0)
     coef = tf.linalg.solve(system, tf.reduce_sum(sums, axis=0)[:, None])
     cross = tf.matmul(scores, nuisance, transpose_a=True)
@@ -930,15 +921,30 @@ def _efficient_score(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
 
 def _residual_scores(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
     """Per-example ``scores`` ``[B, N]`` with the ``nuisance`` ``[B, D]`` regressed
-    out (the same ridge as :func:`_efficient_score`, whose result is their sum).
+    out (the same ridge as :func:`_efficient_score`, whose result is their sum;
+    NaN where the nuisance is not finite).
 
     >>> x = tf.constant([[1.0, 2.0], [3.0, 6.0], [-1.0, 1.0]])
     >>> [round(float(v), 3) for v in _residual_scores(x[:, :1], x[:, 1:])[:, 0]]
     [0.073, 0.22, -1.463]
     """
+    system, finite = _ridge_system(nuisance)
+    coef = tf.linalg.solve(system, tf.matmul(nuisance, scores, transpose_a=True))
+    residual = scores - tf.matmul(nuisance, coef)
+    return tf.where(finite, residual, tf.fill(tf.shape(residual), math.nan))
+
+
+def _ridge_system(nuisance: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The nuisance's Gram matrix plus a ridge of 1e-4 of its mean diagonal,
+    and whether it is finite (if not, an identity stands in: a NaN or inf loss
+    then gives non-finite scores, which are counted and never applied, instead
+    of a failed solve)."""
     zz = tf.matmul(nuisance, nuisance, transpose_a=True)
     width = tf.shape(zz)[0]
     mean_diagonal = tf.linalg.trace(zz) / tf.cast(tf.maximum(width, 1), tf.float32)
-    system = zz + (1e-4 * mean_diagonal + 1e-12) * tf.eye(width)
-    coef = tf.linalg.solve(system, tf.matmul(nuisance, scores, transpose_a=True))
-    return scores - tf.matmul(nuisance, coef)
+    ridge = 1e-4 * mean_diagonal + 1e-12
+    finite = tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(zz)), tf.math.is_finite(ridge)
+    )
+    system = tf.where(finite, zz + ridge * tf.eye(width), tf.eye(width))
+    return system, finite
