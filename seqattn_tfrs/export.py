@@ -27,7 +27,11 @@ from seqattn_tfrs.pruning import (
     variable_stats,
 )
 from seqattn_tfrs.version import __version__
-from seqattn_tfrs.width import SequentialAttentionWidth, _final_embedding
+from seqattn_tfrs.width import (
+    SequentialAttentionWidth,
+    _final_embedding,
+    find_width_layers,
+)
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "serve_examples"
@@ -132,7 +136,7 @@ def export_for_serving(
     requested = _parse_version(version)
     _check_output_name(output_name)
     layers = _check_pruned(model)
-    width_layers = _width_layers(model)
+    width_layers = find_width_layers(model)
     kept_anywhere = {name for layer in layers for name in layer.embedding_layers}
     kept_anywhere.update(name for w in width_layers for name in w.embedding_layers)
     dropped = {
@@ -263,7 +267,7 @@ def size_report(
         )
     layers = find_gated_layers(model)
     per_layer = {layer.name: _table_report(layer) for layer in layers}
-    widths = {layer.name: _column_report(layer) for layer in _width_layers(model)}
+    widths = {layer.name: _column_report(layer) for layer in find_width_layers(model)}
     entries = [*per_layer.values(), *widths.values()]
     report: dict[str, Any] = {
         "model_variables": variable_stats(model_variables(model)),
@@ -868,11 +872,6 @@ def _table_report(layer: SequentialAttentionEmbedding) -> dict[str, Any]:
     }
 
 
-def _width_layers(model: tf.keras.Model) -> list[SequentialAttentionWidth]:
-    found = {id(m): m for m in [model, *model.submodules]}
-    return [m for m in found.values() if isinstance(m, SequentialAttentionWidth)]
-
-
 def _column_report(layer: SequentialAttentionWidth) -> dict[str, Any]:
     """Per field of a width layer: its kept columns and the bytes of its table."""
     empty = {"variables": 0, "parameters": 0, "bytes": 0}
@@ -928,10 +927,10 @@ def _selection_record(
         key: _spec_json(tf.TensorSpec(t.shape, t.dtype))
         for key, t in serving_fn.structured_outputs.items()
     }
-    widths = {layer.name: _column_report(layer) for layer in _width_layers(model)}
+    sizes = size_report(model)
     gated = []
     for layer in layers:
-        tables = _table_report(layer)
+        tables = sizes["gated_layers"][layer.name]
         gated.append(
             {
                 "name": layer.name,
@@ -967,14 +966,8 @@ def _selection_record(
             },
         },
         "gated_layers": gated,
-        "width_layers": widths,
-        "embedding_tables": {
-            when: _sum_stats(
-                [entry["embedding_tables"][when] for entry in gated]
-                + [entry[when] for entry in widths.values()]
-            )
-            for when in ("before", "after")
-        },
+        "width_layers": sizes["width_layers"],
+        "embedding_tables": sizes["embedding_tables"],
         "saved_variables": variable_stats(
             [obj for obj in captured if isinstance(obj, tf.Variable)]
         ),

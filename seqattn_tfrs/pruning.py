@@ -10,7 +10,11 @@ import tensorflow as tf
 from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
 from seqattn_tfrs.callback import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
-from seqattn_tfrs.width import SequentialAttentionWidth, _final_embedding
+from seqattn_tfrs.width import (
+    SequentialAttentionWidth,
+    _final_embedding,
+    find_width_layers,
+)
 
 
 def prune(model: tf.keras.Model) -> tf.keras.Model:
@@ -101,11 +105,7 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
             "first. Nothing was changed."
         )
     to_prune = [layer for layer in layers if not layer.is_pruned]
-    to_slice = [
-        module
-        for module in {id(m): m for m in [model, *model.submodules]}.values()
-        if isinstance(module, SequentialAttentionWidth) and not module.is_pruned
-    ]
+    to_slice = [layer for layer in find_width_layers(model) if not layer.is_pruned]
     graph_plan = (
         _plan_functional(model, layers, to_slice) if _is_functional(model) else None
     )

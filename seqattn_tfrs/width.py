@@ -38,6 +38,12 @@ def _final_embedding(layer: tf.keras.layers.Layer) -> tf.keras.layers.Embedding 
     return None if index is None else layer.layers[index]
 
 
+def find_width_layers(model: tf.Module) -> list[SequentialAttentionWidth]:
+    """Every :class:`SequentialAttentionWidth` tracked by ``model``, once each."""
+    found = {id(m): m for m in [model, *model.submodules]}
+    return [m for m in found.values() if isinstance(m, SequentialAttentionWidth)]
+
+
 def block_name(feature: str, block: int) -> str:
     """The name of a column block, e.g. ``"user_id/2"`` for columns 8-11 at 4."""
     return f"{feature}/{block}"
