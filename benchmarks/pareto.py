@@ -432,20 +432,14 @@ def variants() -> list[str]:
             chosen += [f"uniform-{d}" for d in FLAGS.uniform_dims]
         elif family == "count":
             chosen += [f"count-{k}" for k in FLAGS.counts]
-        elif family == "budget":
+        elif family in ("budget", "combined"):
             chosen += [
-                f"budget-{f}-{rule}"
+                f"{family}-{f}-{rule}"
                 for f in FLAGS.byte_fractions
                 for rule in FLAGS.rules
             ]
         elif family == "width":
             chosen += [f"width-{f}" for f in FLAGS.width_fractions]
-        elif family == "combined":
-            chosen += [
-                f"combined-{f}-{rule}"
-                for f in FLAGS.byte_fractions
-                for rule in FLAGS.rules
-            ]
         elif family == "after":
             chosen += [f"after-{f}" for f in FLAGS.byte_fractions]
         else:
