@@ -1,0 +1,233 @@
+"""Round commits: which features a selection round picks, as a pure function.
+
+A front-end's selection state reads its variables into a
+:class:`SelectionRecord`, calls :func:`commit_round` with the round's logits,
+and writes the returned record back; the logits and their update state are
+then reset by the front-end. Keeping the decision a function of arrays makes
+it the same on every backend and testable with tiny hand-made cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from seqattn_tfrs.core import budget as budget_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionSpec:
+    """What a layer selects: by count, or within a byte budget.
+
+    Attributes:
+      layer_name: for messages.
+      feature_names: every feature, in the layer's order.
+      num_selected: the count to select, or None under ``budget_bytes``.
+      budget_bytes: the byte budget, or None under ``num_selected``.
+      selections_per_round: picks per round (the last takes the remainder).
+      budget_rule: ranking among affordable features (budget only).
+      entry_z: score-test threshold (budget only), or None.
+    """
+
+    layer_name: str
+    feature_names: tuple[str, ...]
+    num_selected: int | None
+    budget_bytes: int | None
+    selections_per_round: int
+    budget_rule: str = "attention_per_byte"
+    entry_z: float | None = None
+
+    def num_rounds(self, costs: Sequence[int | None]) -> int:
+        """Rounds to reserve: ``ceil(k / per_round)``, ``k`` the count or the
+        most features the budget can hold (unknown costs count as 0)."""
+        most = (
+            self.num_selected
+            if self.budget_bytes is None
+            else budget_lib.max_affordable(costs, self.budget_bytes)
+        )
+        return math.ceil(most / self.selections_per_round)
+
+    def history_rows(self, num_rounds: int) -> int:
+        """Rows of gate history to keep: one per possible round (under a
+        budget the reserved rounds depend on costs, which pruning changes)."""
+        if self.budget_bytes is None:
+            return num_rounds
+        return math.ceil(len(self.feature_names) / self.selections_per_round)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionRecord:
+    """The committed part of a layer's selection state, as arrays.
+
+    Attributes:
+      selected: ``[N]`` bool, committed features.
+      order: ``[N]`` int, feature indices in pick order, then -1.
+      rounds_done: committed rounds (a budgeted round may pick fewer than
+        ``selections_per_round``, so this is not derived from ``order``).
+      round_gates: ``[R, N]`` gate values just before each committed round.
+      closed: under a budget, whether nothing more can be picked.
+    """
+
+    selected: np.ndarray
+    order: np.ndarray
+    rounds_done: int
+    round_gates: np.ndarray
+    closed: bool = False
+
+    @property
+    def num_picked(self) -> int:
+        return int(np.sum(self.order >= 0))
+
+    def complete(self, spec: SelectionSpec) -> bool:
+        """Whether the selection is done (count reached, or budget closed)."""
+        if spec.budget_bytes is None:
+            return self.num_picked >= spec.num_selected
+        return self.closed
+
+
+def commit_round(
+    spec: SelectionSpec,
+    record: SelectionRecord,
+    logits: np.ndarray,
+    gates: np.ndarray,
+    *,
+    num_rounds: int,
+    costs: Sequence[int | None] | None = None,
+    entry_scores: np.ndarray | None = None,
+) -> tuple[SelectionRecord, list[int]]:
+    """Commits one round: the picks, and the record after them.
+
+    By count: the ``selections_per_round`` unselected features with the
+    largest logits (ties to the earlier feature); the last round picks the
+    remainder. Under a budget: greedy picks among the unselected features
+    that fit what is left (ranked by ``spec.budget_rule``; with ``entry_z``,
+    after the first round only features whose score test passes compete),
+    and the record closes when nothing else fits, nothing that fits helps,
+    or the reserved rounds are used up.
+
+    Args:
+      spec: what the layer selects.
+      record: the state before this round.
+      logits: ``[N]`` attention logits trained in this round.
+      gates: ``[N]`` gate values now (kept as this round's history row).
+      num_rounds: the rounds reserved for the layer.
+      costs: bytes per feature (budget only; None entries are refused).
+      entry_scores: per-feature score statistics (budget with ``entry_z``).
+
+    Returns:
+      ``(new_record, picks)``, picks as feature indices in order.
+
+    Raises:
+      RuntimeError: the selection is already complete.
+      FloatingPointError: an unselected logit is NaN or infinite.
+      ValueError: under a budget, a cost is unknown or nothing fits at all.
+
+    Example:
+      >>> spec = SelectionSpec("gate", ("a", "b", "c"), 2, None, 1)
+      >>> record = SelectionRecord(np.zeros(3, bool), np.full(3, -1), 0,
+      ...                          np.zeros((2, 3)))
+      >>> record, picks = commit_round(spec, record, np.array([0.1, 0.3, 0.2]),
+      ...                              np.full(3, 1 / 3), num_rounds=2)
+      >>> picks, record.order.tolist(), record.complete(spec)
+      ([1], [1, -1, -1], False)
+    """
+    if record.complete(spec):
+        raise RuntimeError(f"{spec.layer_name}: the selection is already complete.")
+    selected = np.array(record.selected, bool)
+    logits = np.asarray(logits, np.float64)
+    names = spec.feature_names
+    bad = [names[i] for i in np.flatnonzero(~selected) if not np.isfinite(logits[i])]
+    if bad:
+        raise FloatingPointError(
+            f"{spec.layer_name}: attention logits of {bad} are not finite "
+            f"({logits.tolist()}); refusing to pick from them. Lower "
+            "`attention_learning_rate` or fix the NaN/inf loss."
+        )
+    closed = record.closed
+    if spec.budget_bytes is None:
+        count = min(spec.selections_per_round, spec.num_selected - record.num_picked)
+        candidates = np.flatnonzero(~selected)
+        ranked = candidates[np.argsort(-logits[candidates], kind="stable")][:count]
+    else:
+        ranked, closed = _affordable_picks(
+            spec, record, logits, selected, num_rounds, costs, entry_scores
+        )
+    picked = record.num_picked
+    order = np.array(record.order)
+    order[picked : picked + len(ranked)] = ranked
+    selected[ranked] = True
+    history = np.array(record.round_gates, np.float32)
+    history[record.rounds_done] = gates
+    new = SelectionRecord(
+        selected=selected,
+        order=order,
+        rounds_done=record.rounds_done + 1,
+        round_gates=history,
+        closed=closed,
+    )
+    return new, [int(i) for i in ranked]
+
+
+def _affordable_picks(
+    spec: SelectionSpec,
+    record: SelectionRecord,
+    logits: np.ndarray,
+    selected: np.ndarray,
+    num_rounds: int,
+    costs: Sequence[int | None] | None,
+    entry_scores: np.ndarray | None,
+) -> tuple[np.ndarray, bool]:
+    """This round's budgeted picks, and whether the selection closes after them."""
+    names = spec.feature_names
+    costs = list(costs or [None] * len(names))
+    unknown = [name for name, cost in zip(names, costs) if cost is None]
+    if unknown:
+        raise ValueError(
+            f"{spec.layer_name}: cannot measure the bytes of {unknown} (their layers "
+            "were never called); call the model on a batch first or pass "
+            "`feature_bytes`."
+        )
+    cost = np.array(costs, np.int64)
+    remaining = spec.budget_bytes - int(cost[selected].sum())
+    eligible = np.ones(len(cost), bool)
+    if spec.entry_z is not None and selected.any():
+        eligible = np.asarray(entry_scores) > spec.entry_z
+    ranked = budget_lib.pick_within_budget(
+        logits,
+        np.where(eligible, cost, remaining + 1),  # the others cannot fit
+        selected,
+        remaining,
+        spec.selections_per_round,
+        spec.budget_rule,
+    )
+    if not ranked and not eligible.all():  # nothing that fits helps: stop
+        return np.array([], np.int64), True
+    if not ranked:
+        cheapest = int(np.argmin(np.where(selected, np.iinfo(np.int64).max, cost)))
+        raise ValueError(
+            f"{spec.layer_name}: `budget_bytes`={spec.budget_bytes} fits no feature; "
+            f"the cheapest, {names[cheapest]!r}, takes {int(cost[cheapest])} bytes. "
+            "Expected a budget that fits at least one feature's table."
+        )
+    after = selected.copy()
+    after[ranked] = True
+    left = remaining - int(cost[ranked].sum())
+    closed = not np.any(~after & (cost <= left)) or record.rounds_done + 1 >= num_rounds
+    return np.array(ranked, np.int64), closed
+
+
+def entry_statistics(total: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Score statistics: ``-sum / sqrt(sum of squares)`` (0 where no evidence).
+
+    Example:
+      >>> entry_statistics(np.array([-4.0, 1.0, 0.0]), np.array([4.0, 1.0, 0.0]))
+      array([ 2., -1.,  0.])
+    """
+    total = np.asarray(total, np.float64)
+    squares = np.asarray(squares, np.float64)
+    return np.divide(
+        -total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
+    )
