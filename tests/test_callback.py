@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding
-from seqattn_tfrs.callback import find_gated_layers
+from seqattn_tfrs.discovery import find_gated_layers
 
 NAMES = ("a", "b", "c", "d", "e")
 
