@@ -40,11 +40,20 @@ def export_for_serving(
       with its real dtype and a ``None`` batch dimension (``[None]`` for scalar
       features); returns ``{output_name: scores}``.
     * ``serve_examples``: one input ``inputs``, a ``[None]`` ``tf.string`` of
-      serialized ``tf.Example`` protos holding the kept features (the input key
-      TF Serving's Classify/Regress APIs need); returns the same outputs.
+      serialized ``tf.Example`` protos holding the kept features; returns the
+      same outputs. With the default ``output_name="scores"`` it is the form TF
+      Serving's Classify API takes; its Regress API needs a signature with
+      exactly one output, named ``"outputs"``: pass ``output_name="outputs"``.
 
-    The label never appears: the inputs are the features the model itself is
-    called with. The version directory is written under a hidden temporary name
+    Floating-point outputs are float32 whatever the model's compute dtype (a
+    mixed-precision model's float16 or bfloat16 scores are cast).
+
+    The label never appears: the serving inputs are the inputs the served
+    graph reads. Inputs the model was called with that its outputs do not
+    depend on (a label that a TFRS model's ``call`` receives in the feature
+    dict, for one) are found by tracing the model and left out.
+
+    The version directory is written under a hidden temporary name
     (``.tmp-<version>-*``) next to it and renamed into place only when complete,
     so TF Serving never loads a half-written version; on any failure the
     temporary directory is removed and the error re-raised. Directories that are
@@ -67,11 +76,15 @@ def export_for_serving(
       serving_features: the kept raw features, name -> ``tf.TensorSpec`` with a
         ``None`` batch dimension. Default: inferred from the inputs Keras recorded
         when the model was first called (``model.save_spec()``), without the
-        dropped features; pass it if the model was never called.
+        dropped features and the inputs the outputs do not depend on; pass it
+        if the model was never called. Given, it must name every input the
+        served graph reads and may leave out the unread ones.
       output_name: the signature output key for a model returning one tensor, or
         a mapping from each of the model's output keys (dict outputs) or indices
         (list outputs) to a signature output key. ``"scores"`` suits TF
-        Serving's Predict and Classify APIs; its Regress API reads ``"outputs"``.
+        Serving's Predict and Classify APIs; ``"outputs"`` its Predict and
+        Regress APIs (Regress needs exactly one output, so no one export serves
+        both Classify and Regress through ``serve_examples``).
       warmup_examples: optional feature name -> list of per-row values (at most
         1000 rows, exactly the serving features); written as
         ``assets.extra/tf_serving_warmup_requests``, one ``PredictionLog`` with a
@@ -125,7 +138,10 @@ def export_for_serving(
         for name in getattr(layer, "pruned_feature_widths", layer.feature_names)
         if name not in kept_anywhere  # another gate may still read it
     }
-    template, specs = signature.serving_inputs(model, dropped, serving_features)
+    local = LocalVariables(model)  # parameter-server tables, gathered on this host
+    template, specs = signature.serving_inputs(
+        model, dropped, serving_features, tracing=local
+    )
     base = versions.check_base_path(export_base_path)
     protos = warmup_lib.import_serving_protos() if warmup_examples is not None else None
 
@@ -148,7 +164,6 @@ def export_for_serving(
         outputs = model(signature.pack(template, features), training=False)
         return signature.name_outputs(outputs, output_name)
 
-    local = LocalVariables(model)  # parameter-server tables, gathered on this host
     try:
         with local:
             serving_fn = serve.get_concrete_function()

@@ -1,13 +1,16 @@
 """The serving signatures: which raw features a pruned model takes, and how.
 
 The inputs of ``serving_default`` are inferred from what Keras recorded when
-the model was first called, less the dropped features; ``serve_examples``
-parses the same features from serialized ``tf.Example`` protos.
+the model was first called, less the dropped features and less every input the
+outputs do not depend on in the traced graph (a label that a TFRS model's
+``call`` receives with the features, for one); ``serve_examples`` parses the
+same features from serialized ``tf.Example`` protos.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -88,8 +91,16 @@ def serving_inputs(
     model: tf.keras.Model,
     dropped: dict[str, str],
     serving_features: Mapping[str, tf.TensorSpec] | None,
+    tracing: contextlib.AbstractContextManager | None = None,
 ) -> tuple[Any, dict[str, tf.TensorSpec]]:
-    """The nested input template (leaves are feature names) and the flat specs."""
+    """The nested input template (leaves are feature names) and the flat specs.
+
+    The specs are the inputs the served graph reads: the recorded inputs less
+    the ``dropped`` features and less those the outputs do not depend on (found
+    by tracing the model once with every recorded input, inside ``tracing``).
+    ``serving_features``, if given, must name every input the graph reads and
+    only recorded inputs; it may leave out the unread ones.
+    """
     if serving_features is not None:
         if not isinstance(serving_features, Mapping) or not serving_features:
             raise TypeError(
@@ -110,63 +121,125 @@ def serving_inputs(
                 "called); pass `serving_features`, a mapping from each kept feature "
                 "name to a tf.TensorSpec such as tf.TensorSpec([None], tf.string)."
             )
-        template: Any = {name: name for name in serving_features}
-        recorded_specs: dict[str, Any] = {}
-    else:
-        leaves = [
-            (_leaf_name(path, spec), path, spec) for path, spec in _leaves(recorded)
-        ]
-        names = [name for name, _, _ in leaves]
-        if len(set(names)) != len(names):
+        return _checked_specs(
+            {name: name for name in serving_features}, dict(serving_features), model
+        )
+    leaves = [(_leaf_name(path, spec), path, spec) for path, spec in _leaves(recorded)]
+    names = [name for name, _, _ in leaves]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"Model {model.name!r} has several inputs with the same feature name "
+            f"({names}); serving signatures key inputs by feature name."
+        )
+    functional = functional_pruning.is_functional(model)
+    in_graph = [name for name in names if name in dropped]
+    if in_graph and functional:
+        raise ValueError(
+            f"Functional model {model.name!r} still takes the dropped feature(s) "
+            f"{in_graph} as inputs; export the model returned by "
+            "`seqattn_tfrs.prune(model)` instead."
+        )
+    keyed = {name for name, path, _ in leaves if path and isinstance(path[-1], str)}
+    for name in dropped:
+        if name in names and name not in keyed:
             raise ValueError(
-                f"Model {model.name!r} has several inputs with the same feature name "
-                f"({names}); serving signatures key inputs by feature name."
+                f"Dropped feature {name!r} is a positional model input; only "
+                "features passed in dicts can be left out of the serving inputs."
             )
-        in_graph = [name for name in names if name in dropped]
-        if in_graph and functional_pruning.is_functional(model):
-            raise ValueError(
-                f"Functional model {model.name!r} still takes the dropped feature(s) "
-                f"{in_graph} as inputs; export the model returned by "
-                "`seqattn_tfrs.prune(model)` instead."
-            )
-        for name, path, _ in leaves:
-            if name in dropped and not isinstance(path[-1] if path else None, str):
-                raise ValueError(
-                    f"Dropped feature {name!r} is a positional model input; only "
-                    "features passed in dicts can be left out of the serving inputs."
-                )
-        template = _template(recorded, (), set(dropped))
-        recorded_specs = {name: spec for name, _, spec in leaves if name not in dropped}
+    template = _template(recorded, (), set(dropped))
+    recorded_specs = {name: spec for name, _, spec in leaves if name not in dropped}
+    read = inputs_read(model, template, recorded_specs, tracing)
+    # A functional model needs every one of its Inputs; a positional input
+    # cannot be left out of the call.
+    optional = set() if functional else (set(recorded_specs) - read) & keyed
     if serving_features is None:
-        chosen = recorded_specs
+        chosen = {n: s for n, s in recorded_specs.items() if n not in optional}
     else:
-        if recorded is not None:
-            given, expected = set(serving_features), set(recorded_specs)
-            if given != expected:
-                problems = []
-                if given - expected:
-                    extra = sorted(given - expected)
-                    gone = [n for n in extra if n in dropped]
-                    problems.append(
-                        f"not model inputs: {extra}"
-                        + (f" ({gone} were dropped by pruning)" if gone else "")
-                    )
-                if expected - given:
-                    problems.append(f"missing: {sorted(expected - given)}")
-                raise ValueError(
-                    f"`serving_features` must name exactly the kept features "
-                    f"{sorted(expected)}, got {sorted(given)}; "
-                    + "; ".join(problems)
-                    + "."
+        given = set(serving_features)
+        needed = set(recorded_specs) - optional
+        if not needed <= given <= set(recorded_specs):
+            problems = []
+            if given - set(recorded_specs):
+                extra = sorted(given - set(recorded_specs))
+                gone = [n for n in extra if n in dropped]
+                problems.append(
+                    f"not model inputs: {extra}"
+                    + (f" ({gone} were dropped by pruning)" if gone else "")
                 )
-            for name, spec in serving_features.items():
-                want = recorded_specs[name]
-                if not isinstance(want, tf.TensorSpec) or spec.dtype != want.dtype:
-                    raise ValueError(
-                        f"`serving_features[{name!r}]` is {spec}; the model was "
-                        f"called with {want}, expected the same dtype."
-                    )
+            if needed - given:
+                problems.append(f"missing: {sorted(needed - given)}")
+            unread = f" (may leave out {sorted(optional)}, " if optional else " ("
+            raise ValueError(
+                f"`serving_features` must name every feature the served model "
+                f"reads, {sorted(needed)}{unread}which it does not read), got "
+                f"{sorted(given)}; " + "; ".join(problems) + "."
+            )
+        for name, spec in serving_features.items():
+            want = recorded_specs[name]
+            if not isinstance(want, tf.TensorSpec) or spec.dtype != want.dtype:
+                raise ValueError(
+                    f"`serving_features[{name!r}]` is {spec}; the model was "
+                    f"called with {want}, expected the same dtype."
+                )
         chosen = dict(serving_features)
+    unused = set(recorded_specs) - set(chosen)
+    return _checked_specs(_template(recorded, (), set(dropped) | unused), chosen, model)
+
+
+def inputs_read(
+    model: tf.keras.Model,
+    template: Any,
+    specs: Mapping[str, Any],
+    tracing: contextlib.AbstractContextManager | None = None,
+) -> set[str]:
+    """The inputs that the model's outputs depend on, when called with ``specs``.
+
+    Traces ``model(features, training=False)`` once and walks its graph back from
+    the outputs (and the ops that run with them), through data and control
+    inputs; an input whose placeholder is not reached is not read. Control flow
+    passes its operands explicitly, so an input read by any branch counts.
+    """
+
+    @tf.function(input_signature=[dict(specs)], autograph=False)
+    def outputs(features):
+        return model(pack(template, features), training=False)
+
+    try:
+        with tracing or contextlib.nullcontext():
+            concrete = outputs.get_concrete_function()
+    except KeyError as err:
+        raise ValueError(
+            f"Model {model.name!r} reads a feature that is not among the serving "
+            f"features {sorted(specs)}: {err}. Pass `serving_features` with every "
+            "feature the pruned model reads."
+        ) from err
+    owners = [
+        name
+        for name in sorted(specs)
+        for _ in tf.nest.flatten(specs[name], expand_composites=True)
+    ]
+    placeholders = concrete.inputs[: len(owners)]
+    reached = _ops_reaching([*concrete.outputs, *concrete.graph.control_outputs])
+    return {name for name, t in zip(owners, placeholders) if t.op in reached}
+
+
+def _ops_reaching(roots: Iterable[Any]) -> set[Any]:
+    """Every op that the ``roots`` (tensors or ops) depend on, themselves included."""
+    stack = [getattr(root, "op", root) for root in roots]
+    seen: set[Any] = set()
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return seen
+
+
+def _checked_specs(
+    template: Any, chosen: Mapping[str, Any], model: tf.keras.Model
+) -> tuple[Any, dict[str, tf.TensorSpec]]:
     specs = {}
     for name, spec in chosen.items():
         if not isinstance(spec, tf.TensorSpec):
@@ -245,7 +318,7 @@ def name_outputs(outputs: Any, output_name: str | Mapping[Any, str]) -> dict:
                 f"; pass `output_name` as a mapping from each of its outputs to a "
                 f"signature output key instead of {output_name!r}."
             )
-        return {output_name: outputs}
+        return {output_name: _float32(outputs)}
     if isinstance(outputs, Mapping):
         keys = list(outputs)
     elif isinstance(outputs, (list, tuple)):
@@ -260,4 +333,13 @@ def name_outputs(outputs: Any, output_name: str | Mapping[Any, str]) -> dict:
             f"`output_name` must map exactly the model's outputs {keys}, got "
             f"{sorted(output_name, key=str)}."
         )
-    return {output_name[key]: outputs[key] for key in keys}
+    return {output_name[key]: _float32(outputs[key]) for key in keys}
+
+
+def _float32(value: Any) -> Any:
+    """A float16 or bfloat16 output (a mixed-precision model's) as float32, the
+    dtype TF Serving's Classify and Regress APIs read and clients expect."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and dtype.is_floating and dtype.size < 4:
+        return tf.cast(value, tf.float32)
+    return value
