@@ -8,3 +8,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
+
+
+import pytest  # noqa: E402
+
+MIXED_POLICIES = ["mixed_float16", "mixed_bfloat16"]
+
+
+@pytest.fixture(params=MIXED_POLICIES)
+def mixed_policy(request):
+    """Each mixed-precision global policy in turn; float32 again afterwards."""
+    tf.keras.mixed_precision.set_global_policy(request.param)
+    try:
+        yield tf.keras.mixed_precision.global_policy()
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")

@@ -491,10 +491,14 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
         if self.is_pruned:  # kept gates are exactly 1: no multiply needed
             batch = tf.shape(next(iter(embedded.values())))[0]
+            # The dtype the embeddings had before pruning (a mixed-precision
+            # model's tables give the compute dtype of their own policy).
+            dtypes = {value.dtype for value in embedded.values()}
+            dtype = dtypes.pop() if len(dtypes) == 1 else self.compute_dtype
             return {
                 name: embedded[name]
                 if name in embedded
-                else tf.zeros([batch, self._pruned_widths[name]], self.compute_dtype)
+                else tf.zeros([batch, self._pruned_widths[name]], dtype)
                 for name in self._feature_names
             }
 

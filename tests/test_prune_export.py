@@ -849,3 +849,92 @@ def test_concurrent_exports_get_distinct_versions(tmp_path):
     for path in paths:
         served = tf.saved_model.load(path).signatures["serving_default"]
         assert served(a=tf.constant([1], tf.int64))["scores"].shape == (1, 12)
+
+
+# ------------------------------------------------------- mixed precision
+# Pruning drops only a multiply by 1, but a 16-bit model's other kernels may
+# round differently from one call to the next.
+MIXED_TOLERANCE = {"rtol": 2e-2, "atol": 1e-2}
+
+
+class MixedDCN(DCNModel):
+    """The DCN model as Keras' mixed-precision guide has it: the last layer in
+    float32, so that the loss TFRS adds its regularization to is float32."""
+
+    def __init__(self, tables, num_selected):
+        super().__init__(tables, num_selected)
+        self.score = tf.keras.layers.Dense(1, dtype="float32")
+
+
+def test_mixed_precision_fit_prune_export_serves_float32(tmp_path, mixed_policy):
+    tf.keras.utils.set_random_seed(0)
+    model = MixedDCN(make_tables(), num_selected=2)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    train = tf.data.Dataset.from_tensor_slices(make_data(128)).batch(32)
+    callback = seqattn_tfrs.SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, settle_fraction=0, verbose=0
+    )
+    model.fit(train, epochs=4, callbacks=[callback], verbose=0)
+    gate = model.gate
+    kept = list(gate.selected_features)
+    data = make_data(12, seed=3)
+    gated = gate(features_only(data))
+    assert {v.dtype.name for v in gated.values()} == {mixed_policy.compute_dtype}
+    assert gate.attention_logits.dtype == tf.float32
+    before = model(features_only(data)).numpy()
+
+    prune(model)
+    gated = gate(features_only(data, kept))
+    assert {v.dtype.name for v in gated.values()} == {mixed_policy.compute_dtype}
+    path = export_for_serving(model, tmp_path)
+    loaded = tf.saved_model.load(path)
+    serving = loaded.signatures["serving_default"]
+    specs = serving.structured_input_signature[1]
+    assert {n: s.dtype for n, s in specs.items()} == {n: KINDS[n] for n in kept}
+    scores = serving(**features_only(data, kept))["scores"]
+    assert scores.dtype == tf.float32
+    np.testing.assert_allclose(scores.numpy(), before, **MIXED_TOLERANCE)
+    examples = [example_bytes(row) for row in rows(data, kept, 12)]
+    by_examples = loaded.signatures["serve_examples"](inputs=tf.constant(examples))
+    assert by_examples["scores"].dtype == tf.float32
+    np.testing.assert_allclose(by_examples["scores"].numpy(), before, **MIXED_TOLERANCE)
+
+
+def test_mixed_precision_scores_are_served_as_float32(tmp_path, mixed_policy):
+    """A model ending in the compute dtype still serves float32 (the dtype TF
+    Serving's Classify and Regress read); the signature outputs are exactly
+    the one named output."""
+    model, gate = functional_model()
+    data = features_only(make_data(6))
+    assert model(data).dtype.name == mixed_policy.compute_dtype
+    force_selection(gate, ["movie_id", "user_zip"])
+    pruned = prune(model)
+    before = pruned(features_only(make_data(6), ["movie_id", "user_zip"])).numpy()
+    loaded = tf.saved_model.load(export_for_serving(pruned, tmp_path))
+    for key in ["serving_default", "serve_examples"]:
+        outputs = loaded.signatures[key].structured_outputs
+        assert {k: v.dtype for k, v in outputs.items()} == {"scores": tf.float32}
+    served = loaded.signatures["serving_default"](
+        **features_only(make_data(6), ["movie_id", "user_zip"])
+    )["scores"]
+    np.testing.assert_allclose(served.numpy(), before, **MIXED_TOLERANCE)
+
+
+def test_pruned_zeros_take_the_kept_embeddings_dtype(mixed_policy):
+    """A gate kept in float32 over tables in the compute dtype: the dropped
+    features' zeros match the kept embeddings, as their gated outputs did."""
+    gate = SequentialAttentionEmbedding(
+        {"a": tf.keras.layers.Embedding(10, 4), "b": tf.keras.layers.Embedding(10, 2)},
+        num_selected=1,
+        dtype="float32",
+    )
+    ids = {"a": tf.constant([1, 2]), "b": tf.constant([3, 4])}
+    before = gate(ids)
+    assert {v.dtype.name for v in before.values()} == {mixed_policy.compute_dtype}
+    force_selection(gate, ["a"])
+    prune(tf.keras.Sequential([gate]))
+    after = gate({"a": ids["a"]})
+    assert {n: v.dtype for n, v in after.items()} == {
+        n: v.dtype for n, v in before.items()
+    }
+    tf.concat(list(after.values()), axis=1)  # as the model's own call does

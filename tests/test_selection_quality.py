@@ -2,7 +2,8 @@
 
 Under Adam, SGD and Adagrad, seeds 0-2: the linear problem's OMP order from
 training and from held-out batches, and the CTR problem's sources, one copy and
-no noise with held-out batches. Measured limits are in the README: the
+no noise with held-out batches; a subset of both under each mixed-precision
+policy. Measured limits are in the README: the
 benchmark grid's slightly different split has one Adam seed whose decoy wins
 the first pick, and without held-out data Adam takes memorising noise fields
 (the last test pins that down)."""
@@ -30,10 +31,9 @@ from planted import (  # noqa: E402
 OPTIMIZERS = sorted(LEARNING_RATES["omp"])
 
 
-@pytest.mark.parametrize("heldout", [False, True], ids=["train", "heldout"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
+def fit_linear(optimizer, seed, heldout):
+    """Fits the least-squares problem; returns the picks and OMP's order (indices),
+    the model, its gate layer and the feature columns."""
     x, y = linear_problem(seed)
     expected = omp_order(x, y, 4)
     assert 1 not in expected  # the decoy is a trap OMP avoids
@@ -55,10 +55,21 @@ def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
         verbose=0,
     )
     model.fit(train, epochs=10, callbacks=[callback], verbose=0)
-    assert [names.index(f) for f in layer.selected_features] == expected
+    picks = [names.index(f) for f in layer.selected_features]
+    columns = {n: x[:, i] for i, n in enumerate(names)}
+    return picks, expected, model, layer, columns
+
+
+@pytest.mark.parametrize("heldout", [False, True], ids=["train", "heldout"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
+    picks, expected, *_ = fit_linear(optimizer, seed, heldout)
+    assert picks == expected
 
 
 def fit_ctr(seed, optimizer, heldout):
+    """Fits the CTR problem; returns the gate layer."""
     columns, y = ctr_problem(seed)
     names = list(columns)
     tf.keras.utils.set_random_seed(seed)
@@ -82,17 +93,47 @@ def fit_ctr(seed, optimizer, heldout):
         callbacks=[callback],
         verbose=0,
     )
-    return set(layer.selected_features)
+    return layer
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_ctr_with_heldout_recovers_every_source_one_copy_and_no_noise(optimizer, seed):
-    selected = fit_ctr(seed, make_optimizer("ctr", optimizer), heldout=True)
+    layer = fit_ctr(seed, make_optimizer("ctr", optimizer), heldout=True)
+    selected = set(layer.selected_features)
     assert ctr_correct(selected), selected
+
+
+def check_dtypes(layer, columns, policy):
+    """Selection state float32 (never autocast), gated embeddings in the
+    policy's compute dtype."""
+    for variable in layer.weights:
+        assert variable.dtype in (tf.float32, tf.int32), variable
+        assert "AutoCast" not in type(variable).__name__, variable
+    gated = layer({name: tf.constant(values[:4]) for name, values in columns.items()})
+    assert {value.dtype.name for value in gated.values()} == {policy.compute_dtype}
+
+
+def test_omp_order_under_mixed_precision(mixed_policy):
+    """Adam on training batches: the gate's backward sees loss-scaled float16
+    (or bfloat16) gradients and still follows OMP."""
+    picks, expected, model, layer, columns = fit_linear("adam", 0, heldout=False)
+    assert picks == expected
+    check_dtypes(layer, columns, mixed_policy)
+    assert model(columns).dtype.name == mixed_policy.compute_dtype
+    assert all(0.0 <= g <= 1.0 for row in layer.gate_history() for g in row.values())
+
+
+def test_ctr_with_heldout_under_mixed_precision(mixed_policy):
+    columns, _ = ctr_problem(0)
+    layer = fit_ctr(0, make_optimizer("ctr", "adam"), heldout=True)
+    assert ctr_correct(set(layer.selected_features)), layer.selected_features
+    check_dtypes(layer, columns, mixed_policy)
 
 
 def test_adam_on_training_batches_falls_into_the_memorisation_trap():
     """Why `selection_data` exists: the training loss rewards memorising fields."""
-    selected = fit_ctr(0, make_optimizer("ctr", "adam"), heldout=False)
+    selected = set(
+        fit_ctr(0, make_optimizer("ctr", "adam"), heldout=False).selected_features
+    )
     assert sum(name.startswith("noise") for name in selected) >= 2, selected

@@ -147,7 +147,9 @@ def serving_inputs(
                 "features passed in dicts can be left out of the serving inputs."
             )
     template = _template(recorded, (), set(dropped))
-    recorded_specs = {name: spec for name, _, spec in leaves if name not in dropped}
+    recorded_specs = {
+        name: _client_spec(spec) for name, _, spec in leaves if name not in dropped
+    }
     read = inputs_read(model, template, recorded_specs, tracing)
     # A functional model needs every one of its Inputs; a positional input
     # cannot be left out of the call.
@@ -184,6 +186,15 @@ def serving_inputs(
         chosen = dict(serving_features)
     unused = set(recorded_specs) - set(chosen)
     return _checked_specs(_template(recorded, (), set(dropped) | unused), chosen, model)
+
+
+def _client_spec(spec: Any) -> Any:
+    """The spec a client sends for a recorded input: float32 for a float16 or
+    bfloat16 one, since Keras records a mixed-precision model's floating inputs
+    after casting them to its compute dtype (the model casts float32 again)."""
+    if isinstance(spec, tf.TensorSpec) and spec.dtype in (tf.float16, tf.bfloat16):
+        return tf.TensorSpec(spec.shape, tf.float32, name=spec.name)
+    return spec
 
 
 def inputs_read(
