@@ -1,4 +1,5 @@
-"""Exports take only what the served graph reads (issue 16, item 2).
+"""Exports take only what the served graph reads; ``serve_examples`` is what
+TF Serving's Classify (or, with ``output_name="outputs"``, Regress) API reads.
 
 TFRS models written the tutorial way pass the whole feature dict, label
 included, to ``call``; the label must still not become a serving input. The
@@ -16,6 +17,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 from helpers.processes import run_python
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 import seqattn_tfrs
 
@@ -223,3 +226,33 @@ def test_serving_features_may_leave_out_what_the_graph_does_not_read(
             serving_features={**spec, "zip": tf.TensorSpec([None], tf.int64)},
         )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["1"]
+
+
+@pytest.mark.parametrize(
+    "output_name", ["scores", "outputs"], ids=["classify", "regress"]
+)
+def test_serve_examples_has_the_one_output_its_api_reads(
+    tmp_path, label_model, output_name
+):
+    """What TF Serving checks in the SignatureDef: Classify takes one string
+    input ``inputs`` and a float ``scores`` (and/or ``classes``) output; Regress
+    takes the same input and exactly one float output, ``outputs``, shaped
+    [batch] or [batch, 1]. One signature cannot be both, so the default
+    ``scores`` serves Classify and ``output_name="outputs"`` serves Regress."""
+    path = seqattn_tfrs.export_for_serving(
+        label_model, tmp_path, output_name=output_name
+    )
+    proto = saved_model_pb2.SavedModel.FromString(
+        (pathlib.Path(path) / "saved_model.pb").read_bytes()
+    )
+    signatures = proto.meta_graphs[0].signature_def
+    examples = signatures["serve_examples"]
+    assert {k: v.dtype for k, v in examples.inputs.items()} == {
+        "inputs": types_pb2.DT_STRING
+    }
+    assert {k: v.dtype for k, v in examples.outputs.items()} == {
+        output_name: types_pb2.DT_FLOAT
+    }
+    dims = [d.size for d in examples.outputs[output_name].tensor_shape.dim]
+    assert dims == [-1, 1]
+    assert list(signatures["serving_default"].outputs) == [output_name]
