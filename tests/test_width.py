@@ -234,3 +234,23 @@ def test_functional_prune_refuses_a_dropped_field_that_feeds_another_layer():
     with pytest.raises(ValueError, match=r"'c'.*also feeds \['c_again'\]"):
         prune(model)
     assert not layer.is_pruned and sorted(layer.embedding_layers) == ["a", "b", "c"]
+
+
+def test_width_selection_under_mixed_precision_serves_float32(tmp_path, mixed_policy):
+    tf.keras.utils.set_random_seed(0)
+    model, layer = width_model(block_size=4, target_width=8, selections_per_round=1)
+    x = fit(model, rounds=2)
+    kept = layer.kept_columns()
+    assert sum(len(cols) for cols in kept.values()) == 8 and not kept["c"], kept
+    for variable in layer.blocks.weights:  # the selection state and its hook
+        assert variable.dtype in (tf.float32, tf.int32), variable
+        assert "AutoCast" not in type(variable).__name__, variable
+    gated = layer({n: tf.constant(v[:4]) for n, v in x.items()})
+    assert {v.dtype.name for v in gated.values()} == {mixed_policy.compute_dtype}
+    before = model.predict(x, batch_size=1000, verbose=0)
+    pruned = prune(model)
+    path = export_for_serving(pruned, tmp_path)
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    scores = serving(**{n: tf.constant(x[n][:50]) for n in ("a", "b")})["scores"]
+    assert scores.dtype == tf.float32
+    np.testing.assert_allclose(scores.numpy(), before[:50], rtol=2e-2, atol=1e-2)
