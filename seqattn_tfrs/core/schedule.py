@@ -84,7 +84,7 @@ def within_fit(
     *,
     warmup_fraction: float = 0.1,
     finetune_fraction: float = 0.1,
-    min_steps_per_round: int = MIN_STEPS_PER_ROUND,
+    min_steps_per_round: int | None = None,
 ) -> SelectionSchedule:
     """Lays warm-up, every round and fine-tune inside ``total_steps`` steps.
 
@@ -97,7 +97,8 @@ def within_fit(
       num_rounds: the selection rounds to fit in.
       warmup_fraction: share of the steps for the dense warm-up, in [0, 1).
       finetune_fraction: share of the steps for the fine-tune, in [0, 1).
-      min_steps_per_round: refuse rounds shorter than this.
+      min_steps_per_round: refuse rounds shorter than this (default:
+        ``MIN_STEPS_PER_ROUND``).
 
     Raises:
       ValueError: the fractions leave no room, or the rounds would be shorter
@@ -108,6 +109,8 @@ def within_fit(
       >>> s.warmup, s.per_round, s.finetune, s.total
       (50, 66, 54, 500)
     """
+    if min_steps_per_round is None:
+        min_steps_per_round = MIN_STEPS_PER_ROUND
     _check_count("total_steps", total_steps, 1)
     _check_count("num_rounds", num_rounds, 1)
     for name, value in (
