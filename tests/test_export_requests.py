@@ -79,20 +79,18 @@ def serve_requests(path, rows):
 def test_readme_model_serves_requests_without_a_label(tmp_path):
     tf.keras.utils.set_random_seed(0)
     vocabularies = {f"f{i}": [f"v{v}" for v in range(6)] for i in range(6)}
-    train_ds = tf.data.Dataset.from_tensor_slices(readme_data(640, 0)).batch(64)
+    train_ds = tf.data.Dataset.from_tensor_slices(readme_data(1120, 0)).batch(32)
     validation_ds = tf.data.Dataset.from_tensor_slices(readme_data(256, 1)).batch(64)
 
     # README, "Use it in a TFRS model", from `model = DCN(vocabularies)` on.
     model = DCN(vocabularies)
     model.compile(tf.keras.optimizers.Adam(0.01))
     callback = seqattn_tfrs.SequentialAttentionCallback(
-        warmup_epochs=1,
-        epochs_per_selection=1,
-        finetune_epochs=1,
-        selection_data=validation_ds,
+        within_fit=True,  # warm-up, 4 rounds and fine-tune inside this fit's steps
+        selection_data=validation_ds,  # held-out batches: strongly recommended
         verbose=0,
     )
-    model.fit(train_ds, epochs=7, callbacks=[callback], verbose=0)
+    model.fit(train_ds, epochs=3, callbacks=[callback], verbose=0)
     kept = list(model.embeddings.selected_features)
     assert len(kept) == 4
     model = seqattn_tfrs.prune(model)
