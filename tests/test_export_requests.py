@@ -212,7 +212,8 @@ def test_serving_features_may_leave_out_what_the_graph_does_not_read(
     with pytest.raises(
         ValueError,
         match=r"must name every feature the served model reads, \['age', 'user_id'\]"
-        r" \(may leave out \['rating'\], .*missing: \['age'\]",
+        r", and may leave out \['rating'\], which it does not read; got "
+        r"\['user_id'\]: missing: \['age'\]\.",
     ):
         seqattn_tfrs.export_for_serving(
             label_model, tmp_path, serving_features={"user_id": spec["user_id"]}

@@ -170,11 +170,16 @@ def serving_inputs(
                 )
             if needed - given:
                 problems.append(f"missing: {sorted(needed - given)}")
-            unread = f" (may leave out {sorted(optional)}, " if optional else " ("
+            unread = (
+                f", and may leave out {sorted(optional)}, which it does not read"
+                if optional
+                else ""
+            )
             raise ValueError(
                 f"`serving_features` must name every feature the served model "
-                f"reads, {sorted(needed)}{unread}which it does not read), got "
-                f"{sorted(given)}; " + "; ".join(problems) + "."
+                f"reads, {sorted(needed)}{unread}; got {sorted(given)}: "
+                + "; ".join(problems)
+                + "."
             )
         for name, spec in serving_features.items():
             want = recorded_specs[name]
