@@ -79,7 +79,7 @@ def serve_requests(path, rows):
 def test_readme_model_serves_requests_without_a_label(tmp_path):
     tf.keras.utils.set_random_seed(0)
     vocabularies = {f"f{i}": [f"v{v}" for v in range(6)] for i in range(6)}
-    train_ds = tf.data.Dataset.from_tensor_slices(readme_data(1120, 0)).batch(32)
+    train_ds = tf.data.Dataset.from_tensor_slices(readme_data(2240, 0)).batch(32)
     validation_ds = tf.data.Dataset.from_tensor_slices(readme_data(256, 1)).batch(64)
 
     # README, "Use it in a TFRS model", from `model = DCN(vocabularies)` on.
