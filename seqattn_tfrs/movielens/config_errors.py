@@ -108,8 +108,7 @@ def _locate(root: type, loc: tuple[Any, ...]) -> tuple[str, Any, list[Any]]:
             key = f"{key}[{part}]"
         else:  # a union's member: the error is about the whole value
             break
-    annotation, extra = unwrap_annotation(annotation)
-    return key, annotation, metadata + extra
+    return key, annotation, metadata
 
 
 def _value_at(data: Any, key: str) -> Any:
@@ -125,12 +124,19 @@ def _value_at(data: Any, key: str) -> Any:
 
 
 def join_key(path: str, key: str) -> str:
+    """``path`` and ``key`` as one dotted key (``a.b``, ``a[0]``)."""
     if not key or not path:
         return path or key
     return f"{path}{key}" if key.startswith("[") else f"{path}.{key}"
 
 
 def _describe(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (Union, types.UnionType) and (
+        type(None) in args
+    ):
+        rest = [a for a in args if a is not type(None)]
+        return " or ".join(_describe(a) for a in rest) + " or null"
     annotation, _ = unwrap_annotation(annotation)
     if typing.get_origin(annotation) in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(annotation))
@@ -172,7 +178,9 @@ def config_error(
 ) -> ConfigError:
     """The first of pydantic's errors as a ConfigError naming the dotted key."""
     first = error.errors()[0]
-    key, annotation, metadata = _locate(root, first["loc"])
+    key, declared, metadata = _locate(root, first["loc"])
+    annotation, extra = unwrap_annotation(declared)
+    metadata += extra
     value = first.get("input")
     if typing.get_origin(annotation) in (Union, types.UnionType):
         whole = _value_at(data, key)
@@ -200,7 +208,7 @@ def config_error(
         or kind in ("literal_error", "dataclass_exact_type")
         or typing.get_origin(annotation) in (Union, types.UnionType)
     ):
-        reason = f"expected {_describe(annotation)}, {got}"
+        reason = f"expected {_describe(declared)}, {got}"
     else:
         reason = f"{first['msg']}, {got}"
     return ConfigError(key, reason, source)
