@@ -12,7 +12,6 @@ from seqattn_tfrs import (
     _compat,  # noqa: F401  (Keras 2 check)
     sizes,
 )
-from seqattn_tfrs.core.options import AttentionOptions
 from seqattn_tfrs.gate import (
     SequentialAttentionEmbedding,
     with_deserialized_embeddings,
@@ -198,15 +197,14 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         ]
         owner = {block: block.rsplit("/", 1)[0] for block in names}
         identity = {b: tf.keras.layers.Activation("linear") for b in names}
+        # The block gate validates the attention settings (AttentionOptions).
         options = {
-            **AttentionOptions(
-                selections_per_round=selections_per_round,
-                budget_rule=budget_rule,
-                entry_z=entry_z,
-                attention_learning_rate=attention_learning_rate,
-                attention_momentum=attention_momentum,
-                attention_signal=attention_signal,
-            ).as_kwargs(),
+            "selections_per_round": selections_per_round,
+            "budget_rule": budget_rule,
+            "entry_z": entry_z,
+            "attention_learning_rate": attention_learning_rate,
+            "attention_momentum": attention_momentum,
+            "attention_signal": attention_signal,
             "name": f"{self.name}_blocks",
         }
         count = None if target_width is None else target_width // block_size
