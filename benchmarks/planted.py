@@ -159,16 +159,3 @@ def criteo_problem(
     signal = {"i0", "i1", "i2", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"}
     noise = {name for name in columns if name not in signal}
     return {k: v.astype(np.int64) for k, v in columns.items()}, y, noise
-
-
-def gate_defaults() -> dict:
-    """The gate layer's own attention defaults, for models built through
-    ``seqattn_tfrs.movielens.models.DCNRankingModel`` (whose defaults differ), so the
-    benchmarks follow the library when its defaults change."""
-    import inspect
-
-    import seqattn_tfrs
-
-    parameters = inspect.signature(seqattn_tfrs.SequentialAttentionEmbedding).parameters
-    keys = ("attention_learning_rate", "attention_momentum", "attention_signal")
-    return {key: parameters[key].default for key in keys}

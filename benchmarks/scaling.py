@@ -35,7 +35,6 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-from planted import gate_defaults  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
 from seqattn_tfrs.movielens.models import LABEL_KEY, DCNRankingModel  # noqa: E402
@@ -83,7 +82,6 @@ def timed_run(
         {name: tf.keras.layers.Embedding(size, 8) for name, size in sizes.items()},
         use_gate=gated,
         num_selected=SELECTED,
-        **gate_defaults(),
     )
     model.compile(tf.keras.optimizers.Adam(1e-3))
     callback = seqattn_tfrs.SequentialAttentionCallback(

@@ -203,8 +203,7 @@ def gate_ranking(
         problem,
         {n: problem.make_layer(n) for n in problem.names},
         num_selected=k,
-        selections_per_round=per_round,
-        **planted.gate_defaults(),
+        attention=seqattn_tfrs.AttentionOptions(selections_per_round=per_round),
     )
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=FLAGS.warmup_epochs,

@@ -36,7 +36,6 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-from planted import gate_defaults  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
 from seqattn_tfrs.movielens.models import LABEL_KEY, DCNRankingModel  # noqa: E402
@@ -96,7 +95,6 @@ def main(argv):
     model = DCNRankingModel(
         {n: tf.keras.layers.Embedding(sizes[n], dims[n]) for n in sizes},
         num_selected=2,
-        **gate_defaults(),
     )
     model.compile(tf.keras.optimizers.SGD(0.5))
     train = tf.data.Dataset.from_tensor_slices(planted(FLAGS.examples, 0)).batch(256)

@@ -176,6 +176,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._epoch = 0
         self._pending_logs: dict[str, float] = {}
         self._modes: dict[int, int] = {}
+        # Host-side mirrors of each layer's selection state, so that the batch
+        # hooks read no variable (a device-to-host copy and a sync per step):
+        # refreshed at the start of training and of every epoch, and after
+        # every pick.
+        self._rounds_done: dict[int, int] = {}
+        self._has_selected: dict[int, bool] = {}
+        self._complete: dict[int, bool] = {}
         self._steps_per_epoch: int | None = None
         self._settle_units = 0
 
@@ -299,6 +306,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
+        self._refresh_mirrors()
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
             record = {
@@ -335,6 +343,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._refresh_mirrors()  # a checkpoint may have been restored
         if not self._step_mode:
             self._advance(completed=epoch, logs=None)
             self._set_modes(units=epoch, steps_into_unit=0)
@@ -407,8 +416,19 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._writer.flush()
 
     # -------------------------------------------------------------- logic
+    def _refresh_mirrors(self) -> None:
+        """Reads each layer's selection state into the host-side mirrors."""
+        for layer in self._layers:
+            key = id(layer)
+            self._rounds_done[key] = int(layer.rounds_done.numpy())
+            self._has_selected[key] = bool(layer.selected_features)
+            self._complete[key] = layer.selection_complete
+
     def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
-        """Whether a held-out step now teaches ``layer`` something."""
+        """Whether a held-out step now teaches ``layer`` something (never once
+        its selection is complete: the fine-tune)."""
+        if self._complete[id(layer)]:
+            return False
         return layer.collects_evidence(self._modes[id(layer)])
 
     def _prefixes(self) -> dict[int, str]:
@@ -431,14 +451,16 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         prefix = self._prefixes()
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
-            done = int(layer.rounds_done.numpy())
+            key = id(layer)
+            done = self._rounds_done[key]
             # A budgeted layer may close before its reserved rounds: nothing fits.
-            while done < schedule.rounds_due(completed) and not (
-                layer.selection_complete
-            ):
+            while done < schedule.rounds_due(completed) and not self._complete[key]:
                 self._wait_for_scheduled_steps()
                 names = layer.commit_round(require_learning=True)
                 done += 1
+                self._rounds_done[key] = done
+                self._has_selected[key] = self._has_selected[key] or bool(names)
+                self._complete[key] = layer.selection_complete
                 start = len(layer.selected_features) - len(names)
                 event = {
                     "epoch": self._epoch,
@@ -476,7 +498,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 progress = into_round * self._steps_per_epoch + steps_into_unit
             else:
                 progress = into_round  # whole epochs when steps are unknown
-            settling = progress < self._settle_units and bool(layer.selected_features)
+            settling = progress < self._settle_units and self._has_selected[id(layer)]
             mode = schedule.mode(units, settling=settling)
             if self._modes.get(id(layer)) != mode:
                 self._wait_for_scheduled_steps()

@@ -471,6 +471,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         return undo
 
     # ------------------------------------------------------------------- call
+    # Plain TensorFlow ops and tf.cond only: AutoGraph's conversion would cost
+    # about 0.75 s per process for nothing (docs/fit_cost.md).
+    @tf.autograph.experimental.do_not_convert
     def call(self, features: Mapping[str, Any], training: bool | None = None):
         if not isinstance(features, Mapping):
             raise TypeError(

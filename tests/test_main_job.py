@@ -118,6 +118,14 @@ def test_cli_smoke_job_writes_report_and_plot(runs):
         assert timings[phase] > 0
     assert timings["total"] >= sum(v for p, v in timings.items() if p != "total")
     assert len(report["gate_history"]) == report["data"]["epochs_per_model"]
+    # report.json counts epochs from 1, as the printed text and Keras do.
+    epochs = list(range(1, report["data"]["epochs_per_model"] + 1))
+    assert [row["epoch"] for row in report["gate_history"]] == epochs
+    for model in ("selected", "baseline"):
+        assert [row["epoch"] for row in report["per_epoch"][model]] == epochs
+    assert all(event["epoch"] in epochs for event in report["selection_events"])
+    best = report["metrics"]["baseline_best_val_epoch"]["epoch"]
+    assert best in epochs and f"baseline, epoch {best} *" in output
     assert (out / "gates.png").read_bytes().startswith(b"\x89PNG")
     assert "Selected features (in pick order)" in output
 
@@ -171,3 +179,65 @@ def test_example_runs_in_smoke_mode(runs, name):
         assert list((directory / "ranker").glob("*/saved_model.pb"))
     else:
         assert "Selected" in output
+
+
+def run_cli(cwd: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    """Runs the CLI as the ``seqattn-tfrs`` console script does."""
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": str(REPO)}
+    script = (
+        "import sys; sys.argv[0] = 'seqattn-tfrs'; "
+        "from seqattn_tfrs.movielens.cli import run; sys.exit(run())"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+
+
+def test_help_lists_the_jobs_own_flags(tmp_path):
+    result = run_cli(tmp_path, "--help")
+    listed = {line.split(":")[0].strip() for line in result.stdout.splitlines()}
+    for flag in ("--num_selected", "--budget_bytes", "--output_dir", "--[no]smoke"):
+        assert flag in listed, result.stdout[-3000:]
+    for flag in ("--noise_fields", "--config", "--[no]export", "--attention_momentum"):
+        assert flag in listed, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (
+            ["--budget_bytes", "10"],
+            ["selection.budget_bytes", "10 bytes hold no embedding table"],
+        ),
+        (["--output_dir", "a_file"], ["output_dir", "'a_file' is an existing file"]),
+        (["--output_dir", "a_file/run"], ["output_dir", "is an existing file"]),
+        (["--seed", "x"], ["flag --seed=x"]),
+    ],
+    ids=["budget_too_small", "output_dir_is_a_file", "under_a_file", "bad_int"],
+)
+def test_cli_refuses_before_reading_data_with_a_clean_error(tmp_path, args, fragments):
+    (tmp_path / "a_file").write_text("not a folder")
+    result = run_cli(tmp_path, "--smoke", "--data_dir", "no_such_dir", *args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith("seqattn-tfrs: error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_refuses_a_budget_the_built_tables_exceed_without_a_traceback(tmp_path):
+    data.fetch_movielens_100k()
+    # 130 bytes may hold a 2-row table of 16 floats (128), but the smallest
+    # table built from the data, user_gender's, has 3 rows (192 bytes).
+    result = run_cli(tmp_path, "--smoke", "--budget_bytes", "130", "--noexport")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("seqattn-tfrs: error: config: selection.budget_bytes:")
+    assert "needs 192 bytes" in last

@@ -135,6 +135,27 @@ def test_model_scores_and_loss_without_touching_the_label(use_gate):
     assert sum(s["parameters"] for s in stats.values()) == 12 + 9 + 8 + 15
 
 
+def test_model_takes_one_attention_options_object():
+    import seqattn_tfrs
+    from seqattn_tfrs.movielens.models import DCNRankingModel
+
+    layers = {n: tf.keras.layers.Embedding(3, 2) for n in ("a", "b", "c")}
+    options = seqattn_tfrs.AttentionOptions(
+        attention_signal="score", selections_per_round=2, attention_momentum=0.5
+    )
+    model = DCNRankingModel(layers, num_selected=2, attention=options)
+    assert model.gate.options == options
+    # Without one, the gate's own defaults (the app's model no longer differs).
+    default = DCNRankingModel(dict(layers), num_selected=1).gate
+    assert default.options == seqattn_tfrs.AttentionOptions()
+    with pytest.raises(TypeError, match="`attention` must be a seqattn_tfrs"):
+        DCNRankingModel(dict(layers), num_selected=1, attention={"entry_z": 2.0})
+    config = small_config(attention_signal="gradient", attention_learning_rate=0.1)
+    gate = build_model(config, VOCABULARIES).gate
+    assert gate.options == config.selection.attention
+    assert (gate.attention_signal, gate.attention_learning_rate) == ("gradient", 0.1)
+
+
 def test_model_compiles_with_the_configured_optimizer():
     config = JobConfig(
         features=FEATURES,

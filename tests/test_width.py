@@ -59,12 +59,13 @@ def width_model(**options):
     return model, layer
 
 
-def fit(model, rounds, epochs_per_round=1):
+def fit(model, rounds, epochs_per_round=1, selection_data=None):
     x, y = data()
     callback = SequentialAttentionCallback(
         warmup_epochs=1,
         epochs_per_selection=epochs_per_round,
         finetune_epochs=1,
+        selection_data=selection_data,
         verbose=0,
     )
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(250)
@@ -155,6 +156,25 @@ def test_width_selection_prunes_exactly_and_export_shrinks(tmp_path):
         rows * len(kept[n]) for n, rows in TABLE_ROWS.items()
     )
     assert size_report(pruned)["width_layers"] == record["width_layers"]
+
+
+def test_held_out_data_is_checked_against_the_raw_features():
+    # The inner block gate reads column blocks ("a/0", ...); the held-out data
+    # must hold the width layer's raw features, which it does.
+    tf.keras.utils.set_random_seed(0)
+    model, layer = width_model(block_size=4, target_width=8)
+    x, y = data(seed=1, n=500)
+    held_out = tf.data.Dataset.from_tensor_slices((x, y)).batch(250)
+    fit(model, rounds=2, selection_data=held_out)
+    assert layer.selection_complete
+    with pytest.raises(ValueError, match=r"lacks feature\(s\) \['c'\]"):
+        fit(
+            width_model(block_size=4, target_width=8)[0],
+            rounds=2,
+            selection_data=held_out.map(
+                lambda f, label: ({"a": f["a"], "b": f["b"]}, label)
+            ),
+        )
 
 
 def test_byte_budget_over_blocks_is_never_exceeded():

@@ -2,8 +2,10 @@
 
 An application of the library, not part of it: it uses only the public API of
 ``seqattn_tfrs`` (a test checks that) and has its own dependencies (the
-``movielens`` extra). Modules: ``config`` (the job's typed config), ``data``
-(the real MovieLens 100K files), ``models`` (a TFRS DCN ranking model),
-``job`` (prepare, train, select, prune, export), ``report`` and ``cli`` (the
-``seqattn-tfrs`` command).
+``movielens`` extra). Modules: ``config`` (the job's config, a strict pydantic
+model) and ``config_errors`` (its errors), ``fetch`` (the real MovieLens 100K
+files, from the RecBole wheel), ``parsing`` (the raw files read) and ``data``
+(the tf.data dataset), ``models`` (a TFRS DCN ranking model), ``job``
+(prepare, train, select, prune, export), ``report`` and ``cli`` (the
+``seqattn-tfrs`` command, its flags derived from the config).
 """

@@ -6,13 +6,19 @@ Usage::
     python -m seqattn_tfrs.movielens.cli --smoke --output_dir /tmp/smoke
 
 Without ``--config`` the embedded default job (``JobConfig.default()``, the
-same as ``configs/movielens_100k.json``) runs. Flags given on the command line
-override the config's values and are validated like the file.
+same as ``configs/movielens_100k.json``) runs. Every scalar key of the config
+is a flag (:data:`FLAG_KEYS`, derived from the config's fields): a key of
+``selection`` or ``model`` and a top-level key under its own name, a key of
+``noise`` as ``noise_<key>``. Flags given on the command line override the
+config's values and are validated like the file. Invalid flags, a budget that
+holds no table and an ``--output_dir`` that is a file end in
+``seqattn-tfrs: error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 import typing
 
@@ -24,81 +30,61 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from seqattn_tfrs.movielens.config import (  # noqa: E402
-    AttentionSignal,
     ConfigError,
+    ConfigKey,
     JobConfig,
+    check_budget,
     load_config,
     override,
+    scalar_keys,
 )
 
 FLAGS = flags.FLAGS
+FLAGS_SOURCE = "command-line flags"
 
 flags.DEFINE_string("config", None, "JSON job config; default: the embedded default.")
-flags.DEFINE_bool(
-    "smoke", False, "Quick run: a small subsample, one epoch per phase (< 1 min)."
-)
 flags.DEFINE_bool(
     "export", True, "Prune and export the selected model (--noexport skips)."
 )
 
-# Flag name -> dotted config key. A flag left unset keeps the config's value.
-_OVERRIDES = {
-    "output_dir": "output_dir",
-    "data_dir": "data_dir",
-    "seed": "seed",
-    "batch_size": "batch_size",
-    "learning_rate": "learning_rate",
-    "optimizer": "optimizer",
-    "max_examples": "max_examples",
-    "num_selected": "selection.num_selected",
-    "budget_bytes": "selection.budget_bytes",
-    "entry_z": "selection.entry_z",
-    "selections_per_round": "selection.selections_per_round",
-    "warmup_epochs": "selection.warmup_epochs",
-    "epochs_per_selection": "selection.epochs_per_selection",
-    "finetune_epochs": "selection.finetune_epochs",
-    "settle_fraction": "selection.settle_fraction",
-    "use_selection_data": "selection.use_selection_data",
-    "attention_learning_rate": "selection.attention_learning_rate",
-    "attention_signal": "selection.attention_signal",
-    "noise_fields": "noise.num_fields",
-    "noise_vocabulary_size": "noise.vocabulary_size",
-}
-flags.DEFINE_string(
-    "output_dir", None, "Where report.json, gates.png and the export go."
-)
-flags.DEFINE_string(
-    "data_dir", None, "MovieLens 100K files; default: fetch into the cache."
-)
-flags.DEFINE_integer("seed", None, "Seed of the split, noise fields and training.")
-flags.DEFINE_integer("batch_size", None, "Training and evaluation batch size.")
-flags.DEFINE_float("learning_rate", None, "Learning rate of the model's optimizer.")
-flags.DEFINE_enum("optimizer", None, ["adam", "adagrad", "sgd"], "Model optimizer.")
-flags.DEFINE_integer("max_examples", None, "Use only the first N ratings.")
-flags.DEFINE_integer("num_selected", None, "Number of fields to select.")
-flags.DEFINE_integer(
-    "budget_bytes", None, "Select the fields whose tables fit this many bytes instead."
-)
-flags.DEFINE_float(
-    "entry_z", None, "With --budget_bytes: stop when no field that fits helps by this."
-)
-flags.DEFINE_integer("selections_per_round", None, "Fields committed per round.")
-flags.DEFINE_integer("warmup_epochs", None, "Dense epochs before the first round.")
-flags.DEFINE_integer("epochs_per_selection", None, "Epochs per selection round.")
-flags.DEFINE_integer("finetune_epochs", None, "Epochs after the last pick.")
-flags.DEFINE_float("settle_fraction", None, "Part of each round before logits learn.")
-flags.DEFINE_bool(
-    "use_selection_data", None, "Logits learn on the validation split (else on train)."
-)
-flags.DEFINE_float("attention_learning_rate", None, "Step size of the logit rule.")
-flags.DEFINE_enum(
-    "attention_signal",
-    None,
-    list(typing.get_args(AttentionSignal)),
-    "What the logits learn from.",
-)
-flags.DEFINE_integer("noise_fields", None, "Number of random fields added.")
-flags.DEFINE_integer("noise_vocabulary_size", None, "Distinct values per random field.")
+#: Sections whose keys become flags under a prefix; other keys keep their name.
+_FLAG_PREFIXES = {"noise": "noise_"}
+#: Older flag names kept working: alias -> flag.
+_ALIASES = {"noise_fields": "noise_num_fields"}
+
+
+def flag_name(key: str) -> str:
+    """The flag of a dotted config key.
+
+    Example:
+      >>> flag_name("selection.num_selected"), flag_name("noise.vocabulary_size")
+      ('num_selected', 'noise_vocabulary_size')
+    """
+    section, _, leaf = key.rpartition(".")
+    return _FLAG_PREFIXES.get(section, "") + leaf
+
+
+def _define(key: ConfigKey) -> str:
+    name = flag_name(key.key)
+    help_text = f"{key.help} (config key {key.key})."
+    if key.choices:
+        flags.DEFINE_enum(name, None, list(key.choices), help_text)
+    elif key.type is bool:
+        flags.DEFINE_bool(name, None, help_text)
+    elif key.type is int:
+        flags.DEFINE_integer(name, None, help_text)
+    elif key.type is float:
+        flags.DEFINE_float(name, None, help_text)
+    else:
+        flags.DEFINE_string(name, None, help_text)
+    return name
+
+
+#: Flag name -> dotted config key, one flag per scalar key of the config. A
+#: flag left unset keeps the config's value.
+FLAG_KEYS: dict[str, str] = {_define(key): key.key for key in scalar_keys()}
+for _alias, _flag in _ALIASES.items():
+    flags.DEFINE_alias(_alias, _flag)
 
 
 def config_from_flags() -> JobConfig:
@@ -111,14 +97,51 @@ def config_from_flags() -> JobConfig:
     config = load_config(FLAGS.config) if FLAGS.config else JobConfig.default()
     values = {
         key: FLAGS[flag].value
-        for flag, key in _OVERRIDES.items()
+        for flag, key in FLAG_KEYS.items()
         if FLAGS[flag].value is not None
     }
     if FLAGS.budget_bytes is not None and FLAGS.num_selected is None:
         values["selection.num_selected"] = None  # a budget replaces the count
-    if FLAGS.smoke:
-        values["smoke"] = True
-    return override(config, values, source="command-line flags") if values else config
+    return override(config, values, source=FLAGS_SOURCE) if values else config
+
+
+def check_runnable(config: JobConfig) -> None:
+    """Refuses, before any data is read, what would fail later.
+
+    Args:
+      config: the job config from :func:`config_from_flags`.
+
+    Raises:
+      ConfigError: ``output_dir`` (or a folder above it) is an existing file,
+        or ``selection.budget_bytes`` is smaller than any embedding table can
+        be (see :func:`~seqattn_tfrs.movielens.config.check_budget`).
+    """
+    source = FLAGS_SOURCE if FLAGS.config is None else f"{FLAGS.config} + flags"
+    output_dir = pathlib.Path(config.output_dir)
+    for path in (output_dir, *output_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(
+                    "output_dir",
+                    f"{config.output_dir!r} cannot be created: {str(path)!r} is an "
+                    "existing file; expected a directory or a path to create one",
+                    source,
+                )
+            break
+    check_budget(config.resolved(), source=source)
+
+
+def _fail(error: Exception | str) -> typing.NoReturn:
+    print(f"seqattn-tfrs: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses the flags; a malformed one (``--seed x``) is a usage error (exit 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(f"{e}; see --help")
 
 
 def main(argv: list[str]) -> None:
@@ -127,18 +150,28 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
     try:
         config = config_from_flags()
+        check_runnable(config)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"seqattn-tfrs: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(e)
     # Imported after the flags are valid: it loads TensorFlow and TFRS.
     from seqattn_tfrs.movielens.job import run_job
 
-    run_job(config, export=FLAGS.export)
+    try:
+        run_job(config, export=FLAGS.export)
+    except ConfigError as e:  # found once the data is read (the exact budget)
+        _fail(e)
 
 
 def run() -> None:
-    """Console-script entry point ``seqattn-tfrs``."""
-    app.run(main)
+    """Console-script entry point ``seqattn-tfrs``.
+
+    The job's flags are declared key flags of the running program, so that
+    ``--help`` lists them (absl lists only the main module's key flags, and
+    the console script is a module of its own).
+    """
+    for flag in FLAGS.get_key_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

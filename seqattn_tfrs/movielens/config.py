@@ -1,10 +1,13 @@
-"""Typed, strictly validated configuration of the main job.
+"""Typed, strictly validated configuration of the main job (pydantic v2).
 
-A job is described by one :class:`JobConfig`, a tree of frozen dataclasses. It is
-read from JSON with :func:`load_config`, which rejects unknown keys, values of
-the wrong type and values out of range, naming the key path (for example
-``selection.num_selected`` or ``features[3].kind``) and the file. Keys left out
-of a file take their defaults, which are those of :meth:`JobConfig.default`.
+A job is described by one :class:`JobConfig`, a tree of frozen pydantic
+dataclasses with strict types (no ``"6"`` for ``6``, no ``6.0`` for an int, no
+``1`` for ``true``), no unknown keys and field constraints. It is read from
+JSON with :func:`load_config`; every error is a :class:`ConfigError` naming the
+dotted key (``selection.num_selected``, ``features[3].kind``) and the file.
+Keys left out of a file take their defaults, those of :meth:`JobConfig.default`.
+The six attention settings in ``selection`` are validated by
+:class:`seqattn_tfrs.AttentionOptions`, which also gives their defaults.
 
 Example:
   >>> config = JobConfig.default()
@@ -12,67 +15,60 @@ Example:
   (6, 'adam')
   >>> override(config, {"selection.num_selected": 4}).selection.num_selected
   4
+  >>> override(config, {"selection.num_selected": 0})
+  Traceback (most recent call last):
+  ...
+  seqattn_tfrs.movielens.config_errors.ConfigError: config overrides: \
+selection.num_selected: must be an int >= 1, got 0
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import pathlib
-import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal
+
+import pydantic
+
+import seqattn_tfrs
+from seqattn_tfrs.movielens.config_errors import (
+    ConfigError,
+    config_class,
+    config_error,
+    join_key,
+    unwrap_annotation,
+)
 
 FeatureKind = Literal["string", "int", "multi_int", "numeric"]
 OptimizerName = Literal["adam", "adagrad", "sgd"]
-AttentionSignal = Literal["partial", "gradient", "score"]
-BudgetRule = Literal["attention", "attention_per_byte"]
 FROM_DATA = "from_data"
+#: Bytes per embedding value: the tables are float32.
+VALUE_BYTES = 4
 
 __all__ = [
     "ConfigError",
+    "ConfigKey",
     "FeatureConfig",
     "JobConfig",
     "ModelConfig",
     "NoiseConfig",
     "SelectionConfig",
+    "check_budget",
     "load_config",
     "override",
     "save_config",
+    "scalar_keys",
 ]
 
 
-class ConfigError(ValueError):
-    """A config value is unknown, missing, of the wrong type or out of range.
-
-    Attributes:
-      key: the dotted key path of the offending value (``""`` for the root).
-      reason: what is wrong with it.
-      source: the file (or other origin) the config came from, if known.
-    """
-
-    def __init__(self, key: str, reason: str, source: str | None = None) -> None:
-        self.key = key
-        self.reason = reason
-        self.source = source
-        where = f"config {source}: " if source else "config: "
-        super().__init__(f"{where}{key or '<root>'}: {reason}")
-
-
-def _join(path: str, key: str) -> str:
-    if not key or not path:
-        return path or key
-    if key.startswith("["):
-        return f"{path}{key}"
-    return f"{path}.{key}" if path else key
-
-
-def _positive_int(key: str, value: int, minimum: int = 1) -> None:
-    if value < minimum:
-        raise ConfigError(key, f"must be an int >= {minimum}, got {value!r}")
+Vocabulary = Literal["from_data"] | tuple[str, ...] | tuple[int, ...]
+PositiveInt = Annotated[int, pydantic.Field(ge=1)]
+NonNegativeInt = Annotated[int, pydantic.Field(ge=0)]
+_ATTENTION = seqattn_tfrs.AttentionOptions()
 
 
 # --------------------------------------------------------------------------
@@ -80,41 +76,34 @@ def _positive_int(key: str, value: int, minimum: int = 1) -> None:
 # --------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class FeatureConfig:
-    """One input feature and its embedding table.
+    """One input feature and its embedding table."""
 
-    Attributes:
-      name: the raw feature's key in the data (and in the serving signature).
-      kind: ``"string"`` (``StringLookup`` + ``Embedding``), ``"int"``
-        (``IntegerLookup`` + ``Embedding``; bool and whole-valued float inputs
-        are cast), ``"multi_int"`` (a ragged list of ints per example, looked
-        up, embedded and mean-pooled) or ``"numeric"`` (bucketized at training
-        quantiles, then embedded).
-      embedding_dim: width of the embedding table.
-      vocabulary: ``"from_data"`` to build it from the training split, or an
-        explicit list of strings (``"string"``) or ints (``"int"``,
-        ``"multi_int"``). ``"numeric"`` features always use ``"from_data"``.
-      num_buckets: number of quantile buckets; required for ``"numeric"``,
-        forbidden otherwise.
-    """
-
-    name: str
+    name: Annotated[str, pydantic.Field(min_length=1)]
+    """The raw feature's key in the data (and in the serving signature)."""
     kind: FeatureKind
-    embedding_dim: int = 16
-    vocabulary: Literal["from_data"] | tuple[str, ...] | tuple[int, ...] = FROM_DATA
-    num_buckets: int | None = None
+    """``"string"`` (``StringLookup`` + ``Embedding``), ``"int"``
+    (``IntegerLookup`` + ``Embedding``; bool and whole-valued float inputs are
+    cast), ``"multi_int"`` (a ragged list of ints per example, looked up,
+    embedded and mean-pooled) or ``"numeric"`` (bucketized at training
+    quantiles, then embedded)."""
+    embedding_dim: PositiveInt = 16
+    """Width of the embedding table."""
+    vocabulary: Vocabulary = FROM_DATA
+    """``"from_data"`` to build it from the training split, or an explicit list
+    of strings (``"string"``) or ints (``"int"``, ``"multi_int"``).
+    ``"numeric"`` features always use ``"from_data"``."""
+    num_buckets: Annotated[int, pydantic.Field(ge=2)] | None = None
+    """Number of quantile buckets; required for ``"numeric"``, forbidden
+    otherwise."""
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("name", "must be a non-empty string")
-        _positive_int("embedding_dim", self.embedding_dim)
         if self.kind == "numeric":
             if self.num_buckets is None:
                 raise ConfigError(
                     "num_buckets", "is required for kind 'numeric' (an int >= 2)"
                 )
-            _positive_int("num_buckets", self.num_buckets, 2)
             if self.vocabulary != FROM_DATA:
                 raise ConfigError(
                     "vocabulary",
@@ -140,8 +129,23 @@ class FeatureConfig:
             if len(set(self.vocabulary)) != len(self.vocabulary):
                 raise ConfigError("vocabulary", "must not repeat a value")
 
+    def table_rows(self, vocabulary_size: int | None = None) -> int | None:
+        """Rows of this feature's embedding table, if known.
 
-@dataclasses.dataclass(frozen=True)
+        Args:
+          vocabulary_size: the built vocabulary's length (bucket boundaries for
+            ``"numeric"``); without it, only an explicit vocabulary is known.
+
+        Returns:
+          The vocabulary plus one out-of-vocabulary row (for ``"numeric"``:
+          the boundaries plus one), or None when not known yet.
+        """
+        if vocabulary_size is None and self.vocabulary != FROM_DATA:
+            vocabulary_size = len(self.vocabulary)
+        return None if vocabulary_size is None else vocabulary_size + 1
+
+
+@config_class
 class NoiseConfig:
     """Random fields added to the data to show that selection rejects them.
 
@@ -149,25 +153,16 @@ class NoiseConfig:
     uniformly from ``[0, vocabulary_size)`` with a generator seeded by the job's
     seed: it is independent of the label, but with a large vocabulary its
     embedding rows can memorise training labels.
-
-    Attributes:
-      num_fields: how many fields to add (0 for none).
-      vocabulary_size: distinct values per field.
-      embedding_dim: width of their embedding tables.
-      name_prefix: their names' prefix.
     """
 
-    num_fields: int = 3
-    vocabulary_size: int = 5000
-    embedding_dim: int = 16
-    name_prefix: str = "noise_"
-
-    def __post_init__(self) -> None:
-        _positive_int("num_fields", self.num_fields, 0)
-        _positive_int("vocabulary_size", self.vocabulary_size, 2)
-        _positive_int("embedding_dim", self.embedding_dim)
-        if not self.name_prefix:
-            raise ConfigError("name_prefix", "must be a non-empty string")
+    num_fields: NonNegativeInt = 3
+    """Number of random fields added (0 for none)."""
+    vocabulary_size: Annotated[int, pydantic.Field(ge=2)] = 5000
+    """Distinct values per random field."""
+    embedding_dim: PositiveInt = 16
+    """Width of the random fields' embedding tables."""
+    name_prefix: Annotated[str, pydantic.Field(min_length=1)] = "noise_"
+    """Prefix of the random fields' names."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -175,75 +170,65 @@ class NoiseConfig:
         return tuple(f"{self.name_prefix}{i}" for i in range(self.num_fields))
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class ModelConfig:
-    """The DCN ranking model on top of the embeddings.
+    """The DCN ranking model on top of the embeddings."""
 
-    Attributes:
-      cross_layers: number of ``tfrs.layers.dcn.Cross`` layers (0 for none).
-      projection_dim: low-rank projection of the cross layers (None: full rank).
-      hidden_units: widths of the ReLU layers after the cross layers.
-    """
-
-    cross_layers: int = 1
-    projection_dim: int | None = None
-    hidden_units: tuple[int, ...] = (64, 32)
-
-    def __post_init__(self) -> None:
-        _positive_int("cross_layers", self.cross_layers, 0)
-        if self.projection_dim is not None:
-            _positive_int("projection_dim", self.projection_dim)
-        for i, units in enumerate(self.hidden_units):
-            _positive_int(f"hidden_units[{i}]", units)
+    cross_layers: NonNegativeInt = 1
+    """Number of tfrs.layers.dcn.Cross layers (0 for none)."""
+    projection_dim: PositiveInt | None = None
+    """Low-rank projection of the cross layers (null: full rank)."""
+    hidden_units: tuple[PositiveInt, ...] = (64, 32)
+    """Widths of the ReLU layers after the cross layers."""
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class SelectionConfig:
     """The Sequential Attention schedule and gate options.
 
-    Attributes:
-      num_selected: how many fields to keep; ``null`` when ``budget_bytes`` is
-        given.
-      budget_bytes: keep the fields whose embedding tables fit this many bytes
-        instead of a count (see
-        :class:`~seqattn_tfrs.SequentialAttentionEmbedding`); needs
-        ``num_selected`` set to ``null``.
-      budget_rule: how a budgeted round ranks the fields that fit:
-        ``"attention_per_byte"`` (default) or ``"attention"``.
-      entry_z: with ``budget_bytes``, also stop when no field that fits helps
-        by this many standard errors (``null``: fill the budget; see
-        :class:`~seqattn_tfrs.SequentialAttentionEmbedding`).
-      selections_per_round: fields committed per selection round.
-      warmup_epochs: dense epochs before the first round.
-      epochs_per_selection: epochs per selection round.
-      finetune_epochs: epochs after the last pick.
-      settle_fraction: leading part of each round in which the logits do not
-        learn yet (see :class:`~seqattn_tfrs.SequentialAttentionCallback`).
-      use_selection_data: whether the logits learn from the held-out
-        validation split (True) or from the training batches (False).
-      selection_interval: training steps between held-out logit steps.
-      attention_learning_rate: step size of the logits' own update rule.
-      attention_momentum: momentum of the logits' own update rule.
-      attention_signal: what the logits learn from: ``"partial"`` (default,
-        the gradient with what the selected fields explain regressed out),
-        ``"gradient"`` (the paper's plain gradient) or ``"score"``; see
-        :class:`~seqattn_tfrs.SequentialAttentionEmbedding`.
+    The six attention settings (``selections_per_round``, ``budget_rule``,
+    ``entry_z``, ``attention_learning_rate``, ``attention_momentum``,
+    ``attention_signal``) take their defaults from and are validated by
+    :class:`seqattn_tfrs.AttentionOptions`; :attr:`attention` returns them as
+    one.
     """
 
-    num_selected: int | None = 6
-    budget_bytes: int | None = None
-    budget_rule: BudgetRule = "attention_per_byte"
-    entry_z: float | None = None
-    selections_per_round: int = 1
-    warmup_epochs: int = 1
-    epochs_per_selection: int = 2
-    finetune_epochs: int = 2
-    settle_fraction: float = 0.8
+    num_selected: PositiveInt | None = 6
+    """Number of fields to select; null when budget_bytes is given."""
+    budget_bytes: PositiveInt | None = None
+    """Select the fields whose embedding tables fit this many bytes instead of
+    a count (see seqattn_tfrs.SequentialAttentionEmbedding); needs num_selected
+    set to null."""
+    budget_rule: str = _ATTENTION.budget_rule
+    """How a budgeted round ranks the fields that fit: "attention_per_byte" or
+    "attention"."""
+    entry_z: float | None = _ATTENTION.entry_z
+    """With budget_bytes: also stop when no field that fits helps by this many
+    standard errors (null: fill the budget)."""
+    selections_per_round: int = _ATTENTION.selections_per_round
+    """Fields committed per selection round."""
+    warmup_epochs: NonNegativeInt = 1
+    """Dense epochs before the first round."""
+    epochs_per_selection: PositiveInt = 2
+    """Epochs per selection round."""
+    finetune_epochs: NonNegativeInt = 2
+    """Epochs after the last pick."""
+    settle_fraction: Annotated[float, pydantic.Field(ge=0, lt=1)] = 0.8
+    """Leading part of each round in which the logits do not learn yet (see
+    seqattn_tfrs.SequentialAttentionCallback)."""
     use_selection_data: bool = True
-    selection_interval: int = 1
-    attention_learning_rate: float = 0.05
-    attention_momentum: float = 0.9
-    attention_signal: AttentionSignal = "partial"
+    """Whether the logits learn from the held-out validation split (true) or
+    from the training batches (false)."""
+    selection_interval: PositiveInt = 1
+    """Training steps between held-out logit steps."""
+    attention_learning_rate: float = _ATTENTION.attention_learning_rate
+    """Step size of the logits' own update rule."""
+    attention_momentum: float = _ATTENTION.attention_momentum
+    """Momentum of the logits' own update rule."""
+    attention_signal: str = _ATTENTION.attention_signal
+    """What the logits learn from: "partial" (the gradient with what the
+    selected fields explain regressed out), "gradient" (the paper's plain
+    gradient) or "score"; see seqattn_tfrs.SequentialAttentionEmbedding."""
 
     def __post_init__(self) -> None:
         if (self.num_selected is None) == (self.budget_bytes is None):
@@ -254,41 +239,24 @@ class SelectionConfig:
                 f"num_selected={self.num_selected!r}, "
                 f"budget_bytes={self.budget_bytes!r}",
             )
-        if self.num_selected is not None:
-            _positive_int("num_selected", self.num_selected)
-        else:
-            _positive_int("budget_bytes", self.budget_bytes)
-        if self.entry_z is not None and (
-            self.budget_bytes is None or not self.entry_z > 0
-        ):
+        for name in seqattn_tfrs.AttentionOptions.names():
+            try:  # one setting at a time, so that the error names its key
+                seqattn_tfrs.AttentionOptions(**{name: getattr(self, name)})
+            except ValueError as e:
+                raise ConfigError(name, str(e)) from None
+        if self.entry_z is not None and self.budget_bytes is None:
             raise ConfigError(
                 "entry_z",
-                "must be a number > 0 and needs budget_bytes (it stops a budgeted "
-                f"selection early); got entry_z={self.entry_z!r}, "
-                f"budget_bytes={self.budget_bytes!r}",
+                "needs budget_bytes (it stops a budgeted selection early); got "
+                f"entry_z={self.entry_z!r}, budget_bytes=None",
             )
-        _positive_int("selections_per_round", self.selections_per_round)
-        _positive_int("warmup_epochs", self.warmup_epochs, 0)
-        _positive_int("epochs_per_selection", self.epochs_per_selection)
-        _positive_int("finetune_epochs", self.finetune_epochs, 0)
-        _positive_int("selection_interval", self.selection_interval)
-        if not 0 <= self.settle_fraction < 1:
-            raise ConfigError(
-                "settle_fraction", f"must be in [0, 1), got {self.settle_fraction!r}"
-            )
-        if not (
-            math.isfinite(self.attention_learning_rate)
-            and self.attention_learning_rate > 0
-        ):
-            raise ConfigError(
-                "attention_learning_rate",
-                f"must be a finite number > 0, got {self.attention_learning_rate!r}",
-            )
-        if not 0 <= self.attention_momentum < 1:
-            raise ConfigError(
-                "attention_momentum",
-                f"must be in [0, 1), got {self.attention_momentum!r}",
-            )
+
+    @property
+    def attention(self) -> seqattn_tfrs.AttentionOptions:
+        """The six attention settings as one :class:`~seqattn_tfrs.AttentionOptions`."""
+        return seqattn_tfrs.AttentionOptions(
+            **{name: getattr(self, name) for name in _ATTENTION.names()}
+        )
 
     @property
     def num_rounds(self) -> int | None:
@@ -340,39 +308,35 @@ SMOKE_BATCH_SIZE = 256
 SMOKE_NOISE_VOCABULARY_SIZE = 500
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class JobConfig:
-    """The main job: data, features, model, selection, training and output.
-
-    Attributes:
-      features: the real input features, in model order.
-      noise: random fields appended after ``features``.
-      model: the DCN ranking model.
-      selection: the selection schedule and gate options.
-      batch_size: training and evaluation batch size.
-      learning_rate: learning rate of the model's optimizer.
-      optimizer: ``"adam"``, ``"adagrad"`` or ``"sgd"``.
-      seed: seeds the split, the noise fields, shuffling and initialisation.
-      output_dir: where ``report.json``, ``gates.png`` and the export go.
-      data_dir: MovieLens 100K files (None: fetch into the cache).
-      max_examples: use only the first this many ratings (None: all).
-      smoke: a quick run: at most ``SMOKE_MAX_EXAMPLES`` ratings, batch at most
-        ``SMOKE_BATCH_SIZE``, one epoch per phase, smaller noise vocabularies
-        (see :meth:`resolved`).
-    """
+    """The main job: data, features, model, selection, training and output."""
 
     features: tuple[FeatureConfig, ...] = DEFAULT_FEATURES
+    """The real input features, in model order."""
     noise: NoiseConfig = dataclasses.field(default_factory=NoiseConfig)
+    """Random fields appended after the features."""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """The DCN ranking model."""
     selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
-    batch_size: int = 2048
-    learning_rate: float = 0.001
+    """The selection schedule and gate options."""
+    batch_size: PositiveInt = 2048
+    """Training and evaluation batch size."""
+    learning_rate: Annotated[float, pydantic.Field(gt=0)] = 0.001
+    """Learning rate of the model's optimizer."""
     optimizer: OptimizerName = "adam"
+    """The model's optimizer."""
     seed: int = 42
-    output_dir: str = "runs/movielens_100k"
+    """Seed of the split, the noise fields, shuffling and initialisation."""
+    output_dir: Annotated[str, pydantic.Field(min_length=1)] = "runs/movielens_100k"
+    """Where report.json, gates.png and the export go."""
     data_dir: str | None = None
-    max_examples: int | None = None
+    """MovieLens 100K files (null: fetch into the cache)."""
+    max_examples: Annotated[int, pydantic.Field(ge=10)] | None = None
+    """Use only the first this many ratings (null: all)."""
     smoke: bool = False
+    """A quick run: a small subsample, one epoch per phase, smaller noise
+    vocabularies (see JobConfig.resolved)."""
 
     def __post_init__(self) -> None:
         if not self.features and not self.noise.num_fields:
@@ -399,16 +363,6 @@ class JobConfig:
                 f"{len(self.features)} features + {self.noise.num_fields} noise "
                 f"fields), got {self.selection.num_selected}",
             )
-        _positive_int("batch_size", self.batch_size)
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(
-                "learning_rate",
-                f"must be a finite number > 0, got {self.learning_rate!r}",
-            )
-        if not self.output_dir:
-            raise ConfigError("output_dir", "must be a non-empty path")
-        if self.max_examples is not None:
-            _positive_int("max_examples", self.max_examples, 10)
 
     @classmethod
     def default(cls) -> JobConfig:
@@ -431,14 +385,19 @@ class JobConfig:
           ConfigError: a key is unknown, or a value has the wrong type or is out
             of range; the message names the key path and ``source``.
         """
+        # JSON mode: JSON arrays are the config's tuples, still strictly typed.
         try:
-            return _from_dict(cls, data, "")
-        except ConfigError as e:
-            raise ConfigError(e.key, e.reason, source) from None
+            text = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ConfigError("", f"is not JSON data: {e}", source) from None
+        try:
+            return _ADAPTER.validate_json(text)
+        except pydantic.ValidationError as e:
+            raise config_error(e, cls, source, data) from None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready dicts and lists (inverse of from_dict)."""
-        return _to_json(self)
+        return _ADAPTER.dump_python(self, mode="json")
 
     @property
     def all_features(self) -> tuple[FeatureConfig, ...]:
@@ -481,118 +440,7 @@ class JobConfig:
         )
 
 
-# --------------------------------------------------------------------------
-# Strict conversion from JSON values.
-# --------------------------------------------------------------------------
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(annotation))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(annotation))
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(annotation)[0])}s"
-    if annotation is type(None):
-        return "null"
-    if dataclasses.is_dataclass(annotation):
-        return "an object"
-    return {bool: "a bool", int: "an int", float: "a number", str: "a string"}.get(
-        annotation, str(annotation)
-    )
-
-
-def _type_error(path: str, annotation: Any, value: Any) -> ConfigError:
-    return ConfigError(
-        path,
-        f"expected {_describe(annotation)}, got {json.dumps(value, default=repr)} "
-        f"({type(value).__name__})",
-    )
-
-
-def _convert(value: Any, annotation: Any, path: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        return _from_dict(annotation, value, path)
-    if origin is Literal:
-        choices = typing.get_args(annotation)
-        if isinstance(value, str) and value in choices:
-            return value
-        raise _type_error(path, annotation, value)
-    if origin in (Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            try:
-                return _convert(value, option, path)
-            except ConfigError:
-                continue
-        raise _type_error(path, annotation, value)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _type_error(path, annotation, value)
-        (item_type, _) = typing.get_args(annotation)
-        return tuple(
-            _convert(item, item_type, f"{path}[{i}]") for i, item in enumerate(value)
-        )
-    if annotation is type(None):
-        if value is None:
-            return None
-        raise _type_error(path, annotation, value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(path, annotation, value)
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(path, annotation, value)
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(path, f"must be finite, got {value!r}")
-            return float(value)
-        raise _type_error(path, annotation, value)
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise _type_error(path, annotation, value)
-    raise TypeError(f"Unsupported config annotation {annotation!r} at {path}.")
-
-
-def _from_dict(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise _type_error(path, cls, data)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in data:
-        if key not in fields:
-            raise ConfigError(
-                _join(path, str(key)),
-                f"unknown key; expected one of {sorted(fields)}",
-            )
-    kwargs = {}
-    for name, field in fields.items():
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], _join(path, name))
-        elif (
-            field.default is dataclasses.MISSING
-            and field.default_factory is dataclasses.MISSING
-        ):
-            raise ConfigError(_join(path, name), "missing required key")
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:  # keys from __post_init__ are relative to `cls`
-        raise ConfigError(_join(path, e.key), e.reason) from None
-
-
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {
-            f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
-        }
-    if isinstance(value, tuple):
-        return [_to_json(v) for v in value]
-    return value
+_ADAPTER = pydantic.TypeAdapter(JobConfig)
 
 
 # --------------------------------------------------------------------------
@@ -699,3 +547,106 @@ def override(
             raise ConfigError(dotted, "unknown key", source)
         node[leaf] = list(value) if isinstance(value, tuple) else value
     return JobConfig.from_dict(data, source=source)
+
+
+# --------------------------------------------------------------------------
+# The scalar keys (what the command line sets) and the budget check.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigKey:
+    """One scalar key of :class:`JobConfig`, as a command-line flag sees it.
+
+    Attributes:
+      key: the dotted key (``"selection.num_selected"``).
+      type: ``bool``, ``int``, ``float`` or ``str``.
+      choices: the allowed strings of a ``Literal`` key, else None.
+      help: the first sentence of the key's documentation.
+    """
+
+    key: str
+    type: type
+    choices: tuple[str, ...] | None
+    help: str
+
+
+def scalar_keys() -> tuple[ConfigKey, ...]:
+    """Every bool, int, number or string key of the config, sections included.
+
+    Lists (``features``, ``model.hidden_units``) are left to config files.
+
+    Example:
+      >>> [k.key for k in scalar_keys()][:3]
+      ['noise.num_fields', 'noise.vocabulary_size', 'noise.embedding_dim']
+    """
+    keys = []
+
+    def visit(cls: type, prefix: str) -> None:
+        for name, field in cls.__pydantic_fields__.items():
+            annotation, _ = unwrap_annotation(field.annotation)
+            key = join_key(prefix, name)
+            if dataclasses.is_dataclass(annotation):
+                visit(annotation, key)
+                continue
+            choices = None
+            if typing.get_origin(annotation) is Literal:
+                choices = typing.get_args(annotation)
+                annotation = str
+            if annotation not in (bool, int, float, str):
+                continue
+            help_text = " ".join((field.description or name).split())
+            keys.append(
+                ConfigKey(
+                    key, annotation, choices, help_text.split(". ")[0].rstrip(".")
+                )
+            )
+
+    visit(JobConfig, "")
+    return tuple(keys)
+
+
+def check_budget(
+    config: JobConfig,
+    vocabulary_sizes: Mapping[str, int] | None = None,
+    source: str | None = None,
+) -> None:
+    """Refuses a byte budget that holds no embedding table.
+
+    Before the data is read, a table built ``"from_data"`` has at least two
+    rows (one value and the out-of-vocabulary row); the noise fields' and
+    explicit vocabularies' tables are known exactly. After the vocabularies are
+    built, pass their sizes for the exact check.
+
+    Args:
+      config: the (resolved) job config.
+      vocabulary_sizes: feature name to built vocabulary length (bucket
+        boundaries for ``"numeric"``), if known.
+      source: named in the error.
+
+    Raises:
+      ConfigError: on ``selection.budget_bytes`` when even the smallest table
+        (float32 values) is larger than the budget.
+    """
+    budget = config.selection.budget_bytes
+    if budget is None:
+        return
+    sizes = dict(vocabulary_sizes or {})
+    for name in config.noise.names:
+        sizes.setdefault(name, config.noise.vocabulary_size)
+    cheapest = None
+    for feature in config.all_features:
+        rows = feature.table_rows(sizes.get(feature.name))
+        exact = rows is not None
+        table = (rows or 2) * feature.embedding_dim * VALUE_BYTES
+        if cheapest is None or table < cheapest[1]:
+            cheapest = (feature.name, table, exact)
+    name, table, exact = cheapest
+    if table > budget:
+        size = f"{table} bytes" if exact else f"at least {table} bytes"
+        raise ConfigError(
+            "selection.budget_bytes",
+            f"{budget} bytes hold no embedding table: the smallest, {name!r}, "
+            f"needs {size} (float32); expected a budget of at least {table}",
+            source,
+        )

@@ -33,7 +33,12 @@ import tensorflow as tf
 import seqattn_tfrs
 from seqattn_tfrs.movielens import data as movielens
 from seqattn_tfrs.movielens import report as report_lib
-from seqattn_tfrs.movielens.config import FROM_DATA, FeatureConfig, JobConfig
+from seqattn_tfrs.movielens.config import (
+    FROM_DATA,
+    FeatureConfig,
+    JobConfig,
+    check_budget,
+)
 from seqattn_tfrs.movielens.models import (
     LABEL_KEY,
     MULTI_VALUE_PADDING,
@@ -293,6 +298,10 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
 
     Returns:
       The report dict also written to ``report.json``.
+
+    Raises:
+      ConfigError: ``selection.budget_bytes`` holds none of the embedding
+        tables built from the data (checked before training).
     """
     started = time.perf_counter()
     config = config.resolved()
@@ -303,6 +312,7 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
 
     with _timed(timings, "prepare_data"):
         data = prepare_data(config)
+        check_budget(config, {n: len(v) for n, v in data.vocabularies.items()})
         train = data.dataset("train", config.batch_size, shuffle_seed=config.seed)
         val = data.dataset("val", config.batch_size).cache()
         test = data.dataset("test", config.batch_size).cache()

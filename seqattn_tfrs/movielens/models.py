@@ -147,13 +147,8 @@ class DCNRankingModel(tfrs.models.Model):
       num_selected: fields to select (gate only).
       budget_bytes: select the fields whose tables fit this many bytes instead
         (gate only; exactly one of the two).
-      budget_rule: ranking among the fields that fit (gate only).
-      entry_z: stop a budgeted selection when no field that fits helps by this
-        many standard errors (gate only).
-      selections_per_round: fields per selection round (gate only).
-      attention_learning_rate: the gate's logit step size (gate only).
-      attention_momentum: the gate's logit momentum (gate only).
-      attention_signal: what the gate's logits learn from (gate only).
+      attention: the gate's six attention settings (gate only; None: the
+        library's defaults, ``seqattn_tfrs.AttentionOptions()``).
       cross_layers: number of ``tfrs.layers.dcn.Cross`` layers.
       projection_dim: their low-rank projection (None: full rank).
       hidden_units: ReLU layer widths after the cross layers.
@@ -161,6 +156,7 @@ class DCNRankingModel(tfrs.models.Model):
 
     Raises:
       ValueError: ``feature_layers`` is empty, or a gate option is invalid.
+      TypeError: ``attention`` is not an ``AttentionOptions``.
     """
 
     def __init__(
@@ -170,12 +166,7 @@ class DCNRankingModel(tfrs.models.Model):
         use_gate: bool = True,
         num_selected: int | None = 1,
         budget_bytes: int | None = None,
-        budget_rule: str = "attention_per_byte",
-        entry_z: float | None = None,
-        selections_per_round: int = 1,
-        attention_learning_rate: float = 0.05,
-        attention_momentum: float = 0.9,
-        attention_signal: str = "score",
+        attention: seqattn_tfrs.AttentionOptions | None = None,
         cross_layers: int = 1,
         projection_dim: int | None = None,
         hidden_units: Sequence[int] = (64, 32),
@@ -185,19 +176,21 @@ class DCNRankingModel(tfrs.models.Model):
         if not feature_layers:
             raise ValueError("`feature_layers` must hold at least one feature.")
         self._feature_names = tuple(feature_layers)
+        if attention is None:
+            attention = seqattn_tfrs.AttentionOptions()
+        if not isinstance(attention, seqattn_tfrs.AttentionOptions):
+            raise TypeError(
+                "`attention` must be a seqattn_tfrs.AttentionOptions or None, got "
+                f"{attention!r} ({type(attention).__name__})."
+            )
         if use_gate:
             self.gate: seqattn_tfrs.SequentialAttentionEmbedding | None = (
                 seqattn_tfrs.SequentialAttentionEmbedding(
                     dict(feature_layers),
                     None if budget_bytes is not None else num_selected,
                     budget_bytes=budget_bytes,
-                    budget_rule=budget_rule,
-                    entry_z=entry_z,
-                    selections_per_round=selections_per_round,
-                    attention_learning_rate=attention_learning_rate,
-                    attention_momentum=attention_momentum,
-                    attention_signal=attention_signal,
                     name="sequential_attention",
+                    **attention.as_kwargs(),
                 )
             )
             self.feature_layers: dict[str, tf.keras.layers.Layer] = {}
@@ -314,12 +307,7 @@ def build_model(
         use_gate=use_gate,
         num_selected=selection.num_selected,
         budget_bytes=selection.budget_bytes,
-        budget_rule=selection.budget_rule,
-        entry_z=selection.entry_z,
-        selections_per_round=selection.selections_per_round,
-        attention_learning_rate=selection.attention_learning_rate,
-        attention_momentum=selection.attention_momentum,
-        attention_signal=selection.attention_signal,
+        attention=selection.attention,
         cross_layers=config.model.cross_layers,
         projection_dim=config.model.projection_dim,
         hidden_units=config.model.hidden_units,

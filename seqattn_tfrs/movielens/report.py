@@ -1,4 +1,10 @@
-"""The main job's report: a dict, a readable table, report.json and gates.png."""
+"""The main job's report: a dict, a readable table, report.json and gates.png.
+
+Epochs are counted from 1 everywhere in the report (``report.json``, the
+printed table and the plot), as Keras' progress bar counts them; the callback
+and ``model.fit``'s hooks count from 0, and :func:`build_report` and
+:func:`write_report` shift them once.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,34 @@ import json
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqattn_tfrs.movielens.config import JobConfig
 
-__all__ = ["build_report", "field_table", "format_report", "plot_gates", "write_report"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "build_report",
+    "field_table",
+    "format_report",
+    "gates_figure",
+    "plot_gates",
+    "write_report",
+]
 
 REPORT_FILE = "report.json"
 GATES_FILE = "gates.png"
+#: The number of the first epoch in the report (Keras hooks count from 0).
+FIRST_EPOCH = 1
+
+
+def _counted_from_one(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with its Keras (0-based) ``"epoch"`` counted from ``FIRST_EPOCH``."""
+    row = dict(row)
+    if row.get("epoch") is not None:
+        row["epoch"] += FIRST_EPOCH
+    return row
 
 
 def build_report(
@@ -36,10 +62,11 @@ def build_report(
       config: the config that ran (smoke already applied).
       selected_features: the selected fields, in pick order.
       noise_features: the names of the random fields.
-      selection_events: the callback's ``events`` (one per round).
+      selection_events: the callback's ``events`` (one per round; their
+        ``"epoch"`` counted from 0, as Keras does).
       metrics: ``{"baseline": {...}, "selected": {...}}`` test metrics, each
         with ``"auc"`` and ``"log_loss"``; optionally also
-        ``"baseline_best_val_epoch"`` (with its ``"epoch"``).
+        ``"baseline_best_val_epoch"`` (with its 0-based ``"epoch"``).
       tables_before: embedding tables of the gated model before pruning
         (``tables``, ``parameters``, ``bytes``, ``per_feature``).
       tables_after: the same after pruning.
@@ -48,10 +75,10 @@ def build_report(
       timings: wall seconds per phase, with ``"total"``.
       data: data set facts (sizes, source directory, epochs).
       per_epoch: optional per-model lists of per-epoch validation and test
-        metrics.
+        metrics (each row's ``"epoch"`` counted from 0).
 
     Returns:
-      A JSON-ready dict.
+      A JSON-ready dict, its epochs counted from ``FIRST_EPOCH`` (1).
     """
     baseline, selected = metrics["baseline"], metrics["selected"]
     before, after = tables_before["parameters"], tables_after["parameters"]
@@ -64,13 +91,13 @@ def build_report(
         "noise_features_selected": [
             f for f in selected_features if f in noise_features
         ],
-        "selection_events": [dict(e) for e in selection_events],
+        "selection_events": [_counted_from_one(e) for e in selection_events],
         "metrics": {
-            **{name: dict(values) for name, values in metrics.items()},
+            **{name: _counted_from_one(values) for name, values in metrics.items()},
             "auc_selected_minus_baseline": selected["auc"] - baseline["auc"],
         },
         "per_epoch": {
-            name: [dict(row) for row in rows]
+            name: [_counted_from_one(row) for row in rows]
             for name, rows in (per_epoch or {}).items()
         },
         "embedding_tables": {
@@ -163,7 +190,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += ["", f"{'Test metrics':<24}{'AUC':>9}{'log loss':>10}"]
     rows = [("baseline", "baseline (all)"), ("selected", "selected")]
     if "baseline_best_val_epoch" in metrics:
-        epoch = metrics["baseline_best_val_epoch"]["epoch"] + 1
+        epoch = metrics["baseline_best_val_epoch"]["epoch"]
         rows.insert(1, ("baseline_best_val_epoch", f"baseline, epoch {epoch} *"))
     for key, label in rows:
         m = metrics[key]
@@ -202,14 +229,18 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _style(name: str, order: Mapping[str, int], noise: Sequence[str], i: int):
+def _style(
+    name: str, order: Mapping[str, int], noise: Sequence[str], i: int
+) -> tuple[str, dict[str, Any]]:
+    """Legend label and line style: picks numbered, every noise field marked."""
+    mark = " (noise)" if name in noise else ""
     if name in order:
-        return f"#{order[name]} {name}", {
-            "linewidth": 2.2,
-            "color": f"C{(order[name] - 1) % 10}",
-        }
-    if name in noise:
-        return f"{name} (noise)", {"linewidth": 1.2, "linestyle": "--", "color": "0.3"}
+        style = {"linewidth": 2.2, "color": f"C{(order[name] - 1) % 10}"}
+        if mark:
+            style["linestyle"] = "--"
+        return f"#{order[name]} {name}{mark}", style
+    if mark:
+        return f"{name}{mark}", {"linewidth": 1.2, "linestyle": "--", "color": "0.3"}
     return name, {"linewidth": 0.9, "alpha": 0.55, "color": f"C{i % 10}"}
 
 
@@ -225,23 +256,44 @@ def plot_gates(
     noise_features: Sequence[str] = (),
     round_gates: Sequence[Mapping[str, float]] | None = None,
 ) -> None:
-    """Plots every feature's gate values into a PNG.
+    """Writes :func:`gates_figure` of the same arguments into the PNG ``path``."""
+    figure = gates_figure(
+        gate_history,
+        selected_features,
+        noise_features=noise_features,
+        round_gates=round_gates,
+    )
+    figure.savefig(os.fspath(path), dpi=110)
+
+
+def gates_figure(
+    gate_history: Sequence[Mapping[str, Any]],
+    selected_features: Sequence[str],
+    *,
+    noise_features: Sequence[str] = (),
+    round_gates: Sequence[Mapping[str, float]] | None = None,
+) -> Figure:
+    """Plots every feature's gate values.
 
     The top panel shows each feature's gate at the end of every epoch (after
     that epoch's pick, if any). The optional bottom panel shows, for each
     selection round, the softmax gates of the features still competing just
     before the pick (the evidence the pick was made on), the winner starred.
-    Selected features are drawn solid and labelled with their pick order, noise
-    fields dashed, the others thin.
+    Selected features are drawn thick and labelled with their pick order, the
+    others thin; every noise field, selected or not, is dashed and labelled
+    "(noise)". Epochs are counted from 1.
 
     Args:
       gate_history: the callback's ``gate_history`` (``{"epoch", "layer",
-        "gates"}`` per epoch and gated layer); only the first layer is drawn.
+        "gates"}`` per epoch and gated layer, epochs from 0); only the first
+        layer is drawn.
       selected_features: the selected features, in pick order.
-      path: the PNG to write.
       noise_features: names of random fields, drawn dashed.
       round_gates: the layer's ``gate_history()``: gate values just before each
         round's pick.
+
+    Returns:
+      A matplotlib ``Figure`` on the Agg canvas (no pyplot state).
 
     Raises:
       ValueError: ``gate_history`` is empty.
@@ -254,7 +306,7 @@ def plot_gates(
         raise ValueError("gate_history is empty: nothing to plot.")
     layer = gate_history[0]["layer"]
     rows = [row for row in gate_history if row["layer"] == layer]
-    epochs = [row["epoch"] + 1 for row in rows]
+    epochs = [row["epoch"] + FIRST_EPOCH for row in rows]
     names = list(rows[0]["gates"])
     order = {name: i for i, name in enumerate(selected_features, 1)}
 
@@ -307,7 +359,7 @@ def plot_gates(
         bbox_to_anchor=(1.01, 1.0),
         fontsize=8,
     )
-    figure.savefig(os.fspath(path), dpi=110)
+    return figure
 
 
 def write_report(
@@ -343,7 +395,9 @@ def write_report(
         round_gates=round_gates,
     )
     report["gate_history"] = [
-        {"epoch": row["epoch"], "layer": row["layer"], "gates": dict(row["gates"])}
+        _counted_from_one(
+            {"epoch": row["epoch"], "layer": row["layer"], "gates": dict(row["gates"])}
+        )
         for row in gate_history
     ]
     if round_gates is not None:
