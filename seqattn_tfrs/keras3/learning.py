@@ -46,6 +46,9 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
       The gated embeddings, in the same order.
     """
     widths = [int(v.shape[-1]) for v in values]
+    # While the logits learn, at most num_selected - 1 features are selected.
+    most = len(widths) if layer.num_selected is None else layer.num_selected - 1
+    nuisance_width = max(1, sum(sorted(widths, reverse=True)[:most]))
     segments = np.zeros((sum(widths), len(widths)), np.float32)
     segments[np.arange(sum(widths)), np.repeat(np.arange(len(widths)), widths)] = 1.0
     segments = ops.convert_to_tensor(segments)
@@ -86,6 +89,7 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
                 settling,
                 state,
                 options,
+                nuisance_width,
             )
             return (upstream * ops.cast(expanded, upstream.dtype), *new_state)
 
@@ -101,7 +105,16 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
 
 
 def _learn(
-    per_example, columns, segments, gates, selected, selecting, settling, state, options
+    per_example,
+    columns,
+    segments,
+    gates,
+    selected,
+    selecting,
+    settling,
+    state,
+    options,
+    nuisance_width,
 ):
     """The learning state after one backward pass (unchanged unless learning)."""
     logits, momentum, second, steps, nonfinite = state[:5]
@@ -110,6 +123,12 @@ def _learn(
         column_mask = ops.matmul(segments, selected)  # [D], 1 on selected columns
         columns_of_selected = ops.sum(column_mask)
         nuisance = columns * column_mask
+        if nuisance_width < int(segments.shape[0]):
+            # The selected columns first (a static width: at most the widest
+            # tables that can be selected while the logits learn), so the
+            # ridge solve is [K, K] rather than [D, D].
+            first = ops.argsort(-column_mask)[:nuisance_width]
+            nuisance = ops.take(nuisance, first, axis=1)
     descent_nuisance = nuisance if options.attention_signal == "partial" else None
 
     def signal():
