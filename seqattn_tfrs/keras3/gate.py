@@ -10,7 +10,9 @@ import numpy as np
 from keras import ops
 
 from seqattn_tfrs.core import selection as selection_lib
+from seqattn_tfrs.core import signals
 from seqattn_tfrs.core.modes import DENSE
+from seqattn_tfrs.core.ops import NUMPY
 from seqattn_tfrs.core.options import AttentionOptions
 from seqattn_tfrs.keras3 import learning, tables
 
@@ -179,13 +181,23 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
     # ------------------------------------------------------------------ state
     def build(self, input_shape: Any = None) -> None:
         n = len(self._feature_names)
+        if isinstance(input_shape, Mapping):  # build the tables here, not in call
+            shapes = {name: input_shape[name] for name in self.kept_features}
+            if self._distributed:
+                if not self.embeddings.built:
+                    self.embeddings.build(shapes)
+            else:
+                for name, layer in self.embeddings.items():
+                    if not layer.built:
+                        layer.build(shapes[name])
 
         def state(name, shape, dtype="float32", value=0.0, overwrite=False):
             return self.add_weight(
                 name=name,
                 shape=shape,
                 dtype=dtype,
-                initializer=keras.initializers.Constant(value),
+                # numpy, not an eager op per shape (each one a compile on JAX)
+                initializer=lambda shape, dtype: np.full(shape, value, dtype),
                 trainable=overwrite,
                 autocast=False,
                 overwrite_with_gradient=overwrite,
@@ -275,7 +287,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
     def gate_values(self) -> dict[str, float]:
         """The current gate of every feature, by name."""
         self._ensure_built()
-        gates = keras.ops.convert_to_numpy(self.gates())
+        gates = self.host_gates()
         return {name: float(g) for name, g in zip(self._feature_names, gates)}
 
     def gate_history(self) -> list[dict[str, float]]:
@@ -309,9 +321,20 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             return picked >= self.num_selected
         return ops.equal(self.budget_closed, 1)
 
-    def gates(self) -> Any:
-        """Every feature's gate ``[N]`` now (no gradient reaches the logits)."""
-        return learning.gate_values(self)
+    def host_gates(self) -> np.ndarray:
+        """Every feature's gate ``[N]`` now, computed on the host with numpy.
+
+        On JAX during ``fit``, call ``model.jax_state_sync()`` first.
+        """
+        self._ensure_built()
+        record = self.record()
+        return signals.gate_values(
+            NUMPY,
+            keras.ops.convert_to_numpy(self.attention_logits).astype(np.float64),
+            record.selected.astype(np.float64),
+            int(keras.ops.convert_to_numpy(self.gate_mode)),
+            record.complete(self.spec),
+        )
 
     # ------------------------------------------------------------------- call
     def call(self, features: Mapping[str, Any]) -> dict[str, Any]:
@@ -402,7 +425,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         entry = None
         if self.options.entry_z is not None:
             entry = selection_lib.entry_statistics(state[5], state[6])
-        gates = keras.ops.convert_to_numpy(self.gates())
+        gates = self.host_gates()
         record, picks = selection_lib.commit_round(
             self.spec,
             record,

@@ -110,7 +110,7 @@ def copy_distributed_tables(source: Any, target: Any) -> None:
     """Copies every table of ``target`` from the same-named table of ``source``."""
     old = source.get_embedding_tables()
     for name, variable in _table_variables(target).items():
-        variable.assign(old[name])
+        variable.assign(keras.ops.convert_to_numpy(old[name]))
 
 
 def _table_variables(embeddings: Any) -> dict[str, Any]:

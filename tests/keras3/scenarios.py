@@ -180,6 +180,140 @@ def prune_export() -> dict:
     }
 
 
+def distributed() -> dict:
+    """A gate over keras-rs's DistributedEmbedding (two features share a table):
+    selection, then pruning keeps only the tables the kept features use."""
+    import inspect
+
+    import keras_rs
+
+    columns, y = ctr_problem(1, n=2048)
+    columns["m1_twin"] = columns["m1"]  # shares m1's table
+    names = ["m1", "m1_twin", "m2", "noise0"]
+    batch = 256
+    shared = keras_rs.layers.TableConfig("t_m1", 20, 4)
+    tables = {
+        "m1": shared,
+        "m1_twin": shared,
+        "m2": keras_rs.layers.TableConfig("t_m2", 20, 4),
+        "noise0": keras_rs.layers.TableConfig("t_noise0", 3000, 4),
+    }
+    configs = {
+        n: keras_rs.layers.FeatureConfig(n, tables[n], (batch,), (batch, 4))
+        for n in names
+    }
+    inputs = {
+        n: keras.Input((), batch_size=batch, dtype="int32", name=n) for n in names
+    }
+    keras.utils.set_random_seed(0)
+    gate = SequentialAttentionEmbedding(
+        keras_rs.layers.DistributedEmbedding(configs), num_selected=2
+    )
+    gated = gate(inputs)
+    out = keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.Dense(16, activation="relu")(
+            keras.layers.Concatenate()([gated[n] for n in names])
+        )
+    )
+    model = keras.Model(inputs, out)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    x = {n: columns[n].astype(np.int32) for n in names}
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
+    )
+    model.fit(x, y, batch_size=batch, epochs=4, callbacks=[callback], verbose=0)
+    kept = list(gate.selected_features)
+    assert gate.selection_complete and len(kept) == 2, kept
+    costs = gate.feature_costs()
+    assert costs["noise0"] == 3000 * 4 * 4 and costs["m1"] == costs["m1_twin"], costs
+    pruned = prune(model)
+    assert sorted(pruned.input) == sorted(kept)
+    probe = {k: v[:batch] for k, v in x.items()}
+    full = keras.ops.convert_to_numpy(model.predict(probe, batch_size=batch, verbose=0))
+    small = keras.ops.convert_to_numpy(
+        pruned.predict({k: probe[k] for k in kept}, batch_size=batch, verbose=0)
+    )
+    np.testing.assert_allclose(small, full, rtol=0, atol=1e-6)
+    kept_tables = sorted({tables[n].name for n in kept})
+    new_gate = [
+        layer
+        for layer in pruned.layers
+        if isinstance(layer, SequentialAttentionEmbedding)
+    ][0]
+    assert sorted(new_gate.embeddings.get_embedding_tables()) == kept_tables
+    parameters = set(inspect.signature(SequentialAttentionEmbedding).parameters)
+    assert parameters - {"kwargs"} <= set(gate.get_config()), parameters
+    return {"kept": kept, "tables": kept_tables}
+
+
+def config() -> dict:
+    """get_config covers every constructor argument; a .keras file round-trips."""
+    import inspect
+
+    names = ["a", "b", "c"]
+    inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
+    gate = SequentialAttentionEmbedding(
+        {n: keras.layers.Embedding(7, 2) for n in names},
+        budget_bytes=200,
+        selections_per_round=2,
+        attention_signal="score",
+        name="gate",
+    )
+    gated = gate(inputs)
+    model = keras.Model(
+        inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(list(gated.values())))
+    )
+    parameters = set(inspect.signature(SequentialAttentionEmbedding).parameters)
+    config = gate.get_config()
+    assert parameters - {"kwargs"} <= set(config), parameters - set(config)
+    again = SequentialAttentionEmbedding.from_config(config)
+    assert again.get_config() == config
+    path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    probe = {n: np.arange(4, dtype=np.int32) % 7 for n in names}
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded.predict(probe, verbose=0)),
+        keras.ops.convert_to_numpy(model.predict(probe, verbose=0)),
+        rtol=0,
+        atol=1e-6,
+    )
+    restored = loaded.get_layer("gate")
+    assert type(restored) is SequentialAttentionEmbedding
+    assert restored.num_rounds == gate.num_rounds == 2, restored.num_rounds
+    for bad, expected in (
+        ({"num_selected": 0}, "`num_selected` must be an int in [1, 3]"),
+        ({"num_selected": 1, "budget_bytes": 9}, "Pass exactly one of"),
+        ({"num_selected": 1, "attention_momentum": 1.0}, "`attention_momentum`"),
+    ):
+        try:
+            SequentialAttentionEmbedding({"a": keras.layers.Embedding(3, 2)}, **bad)
+        except ValueError as error:
+            assert expected.replace("[1, 3]", "[1, 1]") in str(error) or (
+                expected in str(error)
+            ), (bad, str(error))
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    return {"config_keys": sorted(config)}
+
+
+def doctests() -> dict:
+    """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import seqattn_tfrs.keras3 as package
+
+    counts = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert failed == 0, f"{info.name}: {failed} of {attempted} examples failed"
+        counts[info.name] = attempted
+    return {"examples": counts}
+
+
 def main() -> None:
     for name in sys.argv[1:]:
         start = time.perf_counter()
