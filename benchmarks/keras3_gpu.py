@@ -54,21 +54,44 @@ def data(rows: int, sizes: np.ndarray, seed: int) -> tuple[dict, np.ndarray]:
     return columns, y
 
 
-def build(sizes: np.ndarray, dim: int, gated: bool, num_selected: int):
+def build(
+    sizes: np.ndarray,
+    dim: int,
+    gated: bool,
+    num_selected: int,
+    distributed_batch: int | None = None,
+):
+    """The DCN model; with ``distributed_batch`` its tables are one keras-rs
+    ``DistributedEmbedding`` (whose feature shapes fix the batch size)."""
+    names = [f"c{j}" for j in range(FIELDS)]
     inputs = {
-        f"c{j}": keras.Input((), dtype="int32", name=f"c{j}") for j in range(FIELDS)
+        n: keras.Input((), batch_size=distributed_batch, dtype="int32", name=n)
+        for n in names
     }
-    tables = {
-        name: keras.layers.Embedding(int(s), dim) for name, s in zip(inputs, sizes)
-    }
+    if distributed_batch is None:
+        tables = {n: keras.layers.Embedding(int(s), dim) for n, s in zip(names, sizes)}
+    else:
+        tables = keras_rs.layers.DistributedEmbedding(
+            {
+                n: keras_rs.layers.FeatureConfig(
+                    n,
+                    keras_rs.layers.TableConfig(f"t_{n}", int(s), dim),
+                    (distributed_batch,),
+                    (distributed_batch, dim),
+                )
+                for n, s in zip(names, sizes)
+            }
+        )
     gate = None
     if gated:
         gate = SequentialAttentionEmbedding(
             tables, num_selected=num_selected, selections_per_round=2
         )
         embedded = gate(inputs)
-    else:
+    elif distributed_batch is None:
         embedded = {name: tables[name](x) for name, x in inputs.items()}
+    else:
+        embedded = tables(inputs)
     x0 = keras.layers.Concatenate()([embedded[name] for name in inputs])
     crossed = keras_rs.layers.FeatureCross()(x0, x0)
     hidden = keras.layers.Dense(256, activation="relu")(crossed)
@@ -166,6 +189,23 @@ def main() -> None:
     result["step_ratio_to_ungated"] = {
         k: round(v / step_ms["ungated"], 3) for k, v in step_ms.items()
     }
+
+    # 1b. The same with the tables in one keras-rs DistributedEmbedding.
+    try:
+        distributed_ms = {}
+        plain, _ = build(sizes, args.dim, False, args.num_selected, args.batch)
+        timed_fit(plain, x, y, args.batch, 1)
+        distributed_ms["ungated"] = min(timed_fit(plain, x, y, args.batch, 2))
+        gated, gate = build(sizes, args.dim, True, args.num_selected, args.batch)
+        timed_fit(gated, x, y, args.batch, 1)
+        for name, mode in (("dense", DENSE), ("selecting", SELECTING)):
+            gate.gate_mode.assign(mode)
+            distributed_ms[f"gated_{name}"] = min(timed_fit(gated, x, y, args.batch, 2))
+        result["distributed_embedding_step_ms"] = {
+            k: round(1000 * v / args.steps, 3) for k, v in distributed_ms.items()
+        }
+    except Exception as error:  # noqa: BLE001  (recorded, not fatal)
+        result["distributed_embedding_error"] = f"{type(error).__name__}: {error}"
 
     # 2. Whole selection runs against a plain fit of the same steps.
     rounds = -(-args.num_selected // 2)
