@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from seqattn_tfrs.core.modes import SELECTING
+from seqattn_tfrs.core.modes import SELECTING, SETTLING
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.keras3 import heldout
 from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
@@ -200,6 +200,13 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 "settling and one learning step. Pass data of known size, lengthen "
                 "the rounds, or set `settle_fraction=0`."
             )
+        tested = [g.name for g in self._layers if g.options.entry_z is not None]
+        if tested and self.settle_fraction == 0:
+            raise ValueError(
+                f"Layer(s) {tested} stop on `entry_z`, whose score test runs while "
+                "a round settles, but `settle_fraction`=0; expected "
+                "`settle_fraction` > 0."
+            )
         self._modes = {
             id(g): int(keras.ops.convert_to_numpy(g.gate_mode)) for g in self._layers
         }
@@ -224,7 +231,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         if (
             self._heldout_step is not None
             and (batch + 1) % self.selection_interval == 0
-            and any(self._modes[id(g)] == SELECTING for g in self._layers)
+            and any(self._collects_heldout(g) for g in self._layers)
         ):
             self._heldout_step(next(self._heldout_batches))
 
@@ -244,6 +251,14 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             )
 
     # -------------------------------------------------------------- logic
+    def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
+        """Whether a held-out step teaches ``layer`` now: its logits learn
+        (selecting), or its ``entry_z`` score test collects (settling)."""
+        mode = self._modes[id(layer)]
+        return mode == SELECTING or (
+            mode == SETTLING and layer.options.entry_z is not None
+        )
+
     def _sync(self) -> None:
         """On JAX, writes fit's latest state into the variables (and makes the
         next step read them back), so reads and assigns here are not lost."""

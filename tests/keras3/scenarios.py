@@ -297,6 +297,50 @@ def config() -> dict:
     return {"config_keys": sorted(config)}
 
 
+def budget() -> dict:
+    """A byte budget with `entry_z`, rounds counted in steps: the kept bytes
+    stay within the budget, the selection closes, and a schedule too long
+    for `fit` is refused before training."""
+    x, y = linear_problem(0, n=2048)
+    names = [f"x{i}" for i in range(8)]
+    costs = {n: 100 * (1 + i % 3) for i, n in enumerate(names)}  # 100-300 bytes
+    keras.utils.set_random_seed(0)
+    model, gate = linear_model(
+        names, budget_bytes=450, feature_bytes=costs, entry_z=2.0
+    )
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    train = {k: v[:1536] for k, v in features.items()}
+    callback = SequentialAttentionCallback(
+        warmup_epochs=2,
+        steps_per_selection=48,
+        finetune_epochs=1,
+        selection_data=batches(features, y, slice(1536, None), 64),
+        verbose=0,
+    )
+    try:
+        model.fit(
+            train, y[:1536], batch_size=64, epochs=2, callbacks=[callback], verbose=0
+        )
+    except ValueError as error:
+        assert "needs" in str(error) and "steps" in str(error), str(error)
+    else:
+        raise AssertionError("a schedule longer than fit was accepted")
+    epochs = -(-callback.schedule_length(gate.num_rounds, 24) // 24)
+    model.fit(
+        train, y[:1536], batch_size=64, epochs=epochs, callbacks=[callback], verbose=0
+    )
+    kept = list(gate.selected_features)
+    assert gate.selection_complete, kept
+    assert sum(costs[n] for n in kept) <= 450, kept
+    assert "x0" in kept, kept  # the strongest feature
+    return {
+        "kept": kept,
+        "rounds": gate.record().rounds_done,
+        "events": len(callback.events),
+    }
+
+
 def doctests() -> dict:
     """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
     import doctest
