@@ -24,25 +24,36 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["seqattn_tfrs", "seqattn_tfrs.*"]),
     python_requires=">=3.10",
+    # The library itself: a gate layer, a callback, pruning and export over
+    # tf.keras. tf-keras X.Y requires TensorFlow X.Y exactly, and the suite
+    # runs on 2.21 only, so both are held to 2.21.x. TFRS is what users build
+    # their models with, but the library never imports it.
     install_requires=[
-        "tensorflow==2.21.0",
-        "tf-keras==2.21.0",
-        "tensorflow-recommenders==0.7.7",
-        "tensorflow-datasets==4.9.10",
-        "tensorboard==2.21.0",
-        "absl-py>=2.1",
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",
         "numpy>=1.26",
-        "matplotlib>=3.8",
     ],
     extras_require={
-        "serving": ["tensorflow-serving-api==2.21.0"],
+        # The MovieLens main job (`seqattn-tfrs`): a TFRS model, absl flags,
+        # pydantic configs, a matplotlib plot and TF Serving warm-up records.
+        # tensorflow-recommenders 0.7.7 is the release tested with TF 2.21;
+        # tensorflow-serving-api X.Y pins tensorflow X.Y.
+        "movielens": [
+            "tensorflow-recommenders>=0.7.5,<0.8",
+            "absl-py>=2.1",
+            "pydantic>=2.6,<3",
+            "matplotlib>=3.8",
+            "tensorflow-serving-api>=2.21,<2.22",
+        ],
+        # Warm-up records for TF Serving written by `export_for_serving`.
+        "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         "test": [
+            "seqattn_tfrs[movielens]",
             "pytest>=8",
             "hypothesis>=6.100",
             "scikit-learn>=1.4",
             "ruff>=0.6",
-            "tensorflow-serving-api==2.21.0",
         ],
     },
-    entry_points={"console_scripts": ["seqattn-tfrs=seqattn_tfrs.cli:run"]},
+    entry_points={"console_scripts": ["seqattn-tfrs=seqattn_tfrs.movielens.cli:run"]},
 )

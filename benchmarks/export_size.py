@@ -64,7 +64,7 @@ def main(argv):
     )
     for logits in ([5.0, 0.0, 0.0], [0.0, 5.0, 0.0]):  # what the callback would do
         gate.attention_logits.assign(logits)
-        gate._commit_round()
+        gate.commit_round()
     with tempfile.TemporaryDirectory() as tmp:
         full_dir = os.path.join(tmp, "full")
         tf.saved_model.save(model, full_dir)

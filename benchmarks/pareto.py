@@ -57,10 +57,14 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
-from seqattn_tfrs.budget import layer_bytes  # noqa: E402
-from seqattn_tfrs.config import JobConfig  # noqa: E402
-from seqattn_tfrs.job import prepare_data  # noqa: E402
-from seqattn_tfrs.models import LABEL_KEY, POSITIVE_RATING, build_feature_layer  # noqa: E402
+from seqattn_tfrs.movielens.config import JobConfig  # noqa: E402
+from seqattn_tfrs.movielens.job import prepare_data  # noqa: E402
+from seqattn_tfrs.movielens.models import (  # noqa: E402
+    LABEL_KEY,
+    POSITIVE_RATING,
+    build_feature_layer,
+)
+from seqattn_tfrs.sizes import layer_bytes  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["movielens", "criteo"], "Data sets to run.")

@@ -163,7 +163,7 @@ def criteo_problem(
 
 def gate_defaults() -> dict:
     """The gate layer's own attention defaults, for models built through
-    ``seqattn_tfrs.models.DCNRankingModel`` (whose defaults differ), so the
+    ``seqattn_tfrs.movielens.models.DCNRankingModel`` (whose defaults differ), so the
     benchmarks follow the library when its defaults change."""
     import inspect
 

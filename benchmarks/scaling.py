@@ -1,6 +1,6 @@
 """How the wall time of a selection run grows with fields and with vocabulary.
 
-The same DCN ranking model (``seqattn_tfrs.models.DCNRankingModel``, 8-wide
+The same DCN ranking model (``seqattn_tfrs.movielens.models.DCNRankingModel``, 8-wide
 embeddings, Adam, batch 1024) selects 4 fields on synthetic id data: one epoch
 of warm-up, one per round, no fine-tune (5 epochs of ``--steps`` steps), logits
 from training batches. Two sweeps:
@@ -38,7 +38,7 @@ from absl import app, flags  # noqa: E402
 from planted import gate_defaults  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
-from seqattn_tfrs.models import LABEL_KEY, DCNRankingModel  # noqa: E402
+from seqattn_tfrs.movielens.models import LABEL_KEY, DCNRankingModel  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("fields", ["10", "40", "160"], "Field counts to sweep.")

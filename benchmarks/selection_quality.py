@@ -1,7 +1,7 @@
 """Selection quality against other field-selection methods (the ERASE protocol).
 
 Every method ranks (or selects in order) the fields of one problem; for each k
-of a sweep, the same DCN ranking architecture (``seqattn_tfrs.models``) is
+of a sweep, the same DCN ranking architecture (``seqattn_tfrs.movielens.models``) is
 retrained from scratch on the top-k fields only (Adam, early stopping on
 validation AUC, best epoch restored) and scored on the test split. Reported per
 method: test AUC and log loss per k, their mean over the sweep (an AUKC-style
@@ -53,9 +53,13 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
-from seqattn_tfrs.config import load_config  # noqa: E402
-from seqattn_tfrs.job import PreparedData, prepare_data  # noqa: E402
-from seqattn_tfrs.models import LABEL_KEY, DCNRankingModel, build_feature_layer  # noqa: E402
+from seqattn_tfrs.movielens.config import load_config  # noqa: E402
+from seqattn_tfrs.movielens.job import PreparedData, prepare_data  # noqa: E402
+from seqattn_tfrs.movielens.models import (  # noqa: E402
+    LABEL_KEY,
+    DCNRankingModel,
+    build_feature_layer,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = [

@@ -39,7 +39,7 @@ from absl import app, flags  # noqa: E402
 from planted import gate_defaults  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
-from seqattn_tfrs.models import LABEL_KEY, DCNRankingModel  # noqa: E402
+from seqattn_tfrs.movielens.models import LABEL_KEY, DCNRankingModel  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("rows", 1_000_000, "Rows of the big noise table.")

@@ -11,7 +11,7 @@ select. Adding the selection is a few-line diff, marked below:
 Without the callback the gate layer is the identity (every gate is 1), so the
 wrapped model trains exactly like the original.
 
-Run (uses the MovieLens 100K files cached by ``seqattn_tfrs.data``):
+Run (uses the MovieLens 100K files cached by ``seqattn_tfrs.movielens.data``):
 
     python examples/add_layer_to_tfrs_model.py [--smoke]
 """
@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402  # +
-from seqattn_tfrs import data  # noqa: E402
+from seqattn_tfrs.movielens import data  # noqa: E402
 
 FEATURES = [
     "user_id",

@@ -14,6 +14,7 @@ import importlib
 from seqattn_tfrs.version import __version__
 
 _PUBLIC = {
+    "AttentionOptions": "seqattn_tfrs.core.options",
     "SequentialAttentionCallback": "seqattn_tfrs.callback",
     "SequentialAttentionEmbedding": "seqattn_tfrs.gate",
     "SequentialAttentionWidth": "seqattn_tfrs.width",
@@ -23,6 +24,7 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "AttentionOptions",
     "SequentialAttentionCallback",
     "SequentialAttentionEmbedding",
     "SequentialAttentionWidth",

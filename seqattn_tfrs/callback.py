@@ -6,24 +6,13 @@ import os
 from typing import Any
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
-from seqattn_tfrs.gate import DENSE, SELECTING, SETTLING, SequentialAttentionEmbedding
-from seqattn_tfrs.schedule import SelectionSchedule
-
-
-def find_gated_layers(model: tf.Module) -> list[SequentialAttentionEmbedding]:
-    """Every :class:`SequentialAttentionEmbedding` tracked by ``model``, once each.
-
-    Finds layers in sub-models, dicts and lists and subclassed models alike.
-    """
-    found: dict[int, SequentialAttentionEmbedding] = {}
-    candidates = [model, *model.submodules] if isinstance(model, tf.Module) else []
-    for module in candidates:
-        if isinstance(module, SequentialAttentionEmbedding):
-            found.setdefault(id(module), module)
-    return list(found.values())
+from seqattn_tfrs import heldout as heldout_lib
+from seqattn_tfrs.core import schedule as schedule_lib
+from seqattn_tfrs.core.schedule import SelectionSchedule
+from seqattn_tfrs.discovery import find_gated_layers
+from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
 def _check_count(name: str, value: Any, minimum: int) -> None:
@@ -90,10 +79,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     def __init__(
         self,
         *,
-        warmup_epochs: int = 1,
+        warmup_epochs: int | None = None,
         epochs_per_selection: int | None = None,
-        finetune_epochs: int = 1,
+        finetune_epochs: int | None = None,
         steps_per_selection: int | None = None,
+        within_fit: bool = False,
+        warmup_fraction: float = 0.1,
+        finetune_fraction: float = 0.1,
         settle_fraction: float = 0.8,
         selection_data: tf.data.Dataset | None = None,
         selection_interval: int = 1,
@@ -105,6 +97,33 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         # step, and ParameterServerStrategy's fit (which refuses batch hooks that
         # need numpy logs) accepts it.
         self._supports_tf_logs = True
+        if within_fit:
+            given = {
+                name: value
+                for name, value in (
+                    ("warmup_epochs", warmup_epochs),
+                    ("epochs_per_selection", epochs_per_selection),
+                    ("finetune_epochs", finetune_epochs),
+                    ("steps_per_selection", steps_per_selection),
+                )
+                if value is not None
+            }
+            if given:
+                raise ValueError(
+                    f"`within_fit=True` lays the schedule inside fit's steps by "
+                    f"`warmup_fraction` and `finetune_fraction`; got explicit {given}. "
+                    "Pass either within_fit or the explicit schedule arguments."
+                )
+            # Validated here, so that a bad fraction fails before any training.
+            schedule_lib.within_fit(
+                10**9,
+                1,
+                warmup_fraction=warmup_fraction,
+                finetune_fraction=finetune_fraction,
+                min_steps_per_round=1,
+            )
+        warmup_epochs = 1 if warmup_epochs is None else warmup_epochs
+        finetune_epochs = 1 if finetune_epochs is None else finetune_epochs
         _check_count("warmup_epochs", warmup_epochs, 0)
         _check_count("finetune_epochs", finetune_epochs, 0)
         if epochs_per_selection is not None and steps_per_selection is not None:
@@ -137,6 +156,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self.epochs_per_selection = epochs_per_selection or 1
         self.finetune_epochs = finetune_epochs
         self.steps_per_selection = steps_per_selection
+        self.within_fit = bool(within_fit)
+        self.warmup_fraction = float(warmup_fraction)
+        self.finetune_fraction = float(finetune_fraction)
         self.selection_data = selection_data
         self.selection_interval = selection_interval
         self.verbose = verbose
@@ -160,9 +182,29 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     # ------------------------------------------------------------- schedule
     def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
         """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
+        if self.within_fit:
+            raise ValueError(
+                "A `within_fit` schedule takes exactly the steps fit runs; it has "
+                "no length of its own."
+            )
         return self._schedule(num_rounds, steps_per_epoch).total
 
-    def _schedule(self, num_rounds: int, steps_per_epoch: int | None):
+    def _schedule(
+        self, num_rounds: int, steps_per_epoch: int | None, epochs: int | None = None
+    ) -> SelectionSchedule:
+        if self.within_fit:
+            if not steps_per_epoch or not epochs:
+                raise ValueError(
+                    "`within_fit=True` needs the number of steps fit runs; pass "
+                    "`steps_per_epoch` to fit or use a dataset of known cardinality "
+                    f"(got epochs={epochs}, steps per epoch={steps_per_epoch})."
+                )
+            return schedule_lib.within_fit(
+                epochs * steps_per_epoch,
+                num_rounds,
+                warmup_fraction=self.warmup_fraction,
+                finetune_fraction=self.finetune_fraction,
+            )
         if self.steps_per_selection is None:
             return SelectionSchedule(
                 warmup=self.warmup_epochs,
@@ -184,7 +226,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
 
     @property
     def _step_mode(self) -> bool:
-        return self.steps_per_selection is not None
+        return self.steps_per_selection is not None or self.within_fit
 
     # ----------------------------------------------------------- fit hooks
     def on_train_begin(self, logs=None):
@@ -202,8 +244,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         for layer in self._layers:
             if layer.is_pruned:
                 raise ValueError(f"Layer {layer.name!r} is pruned; nothing to select.")
-            layer._ensure_built()
-            schedule = self._schedule(layer.num_rounds, steps)
+            schedule = self._schedule(layer.num_rounds, steps, epochs)
             if schedule.total > available:
                 raise ValueError(
                     f"The selection schedule of layer {layer.name!r} needs "
@@ -218,7 +259,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._steps_done = int(self.model.optimizer.iterations.numpy())
         self._steps_per_epoch = steps
         round_length = (
-            self.steps_per_selection
+            max(s.per_round for s in self._schedules.values())
             if self._step_mode
             else self.epochs_per_selection * (steps or 1)
         )
@@ -251,9 +292,30 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 "`steps_per_epoch` to fit (or a dataset of known size), lengthen the "
                 "rounds, or set `settle_fraction=0`."
             )
+        if self.selection_data is not None:
+            heldout_lib.check_selection_data(
+                self.model, self.selection_data, self._layers
+            )
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
+        for layer in self._layers:
+            schedule = self._schedules[id(layer)]
+            record = {
+                "unit": unit,
+                "warmup": schedule.warmup,
+                "rounds": schedule.num_rounds,
+                "per_round": schedule.per_round,
+                "finetune": schedule.finetune,
+                "within_fit": self.within_fit,
+            }
+            layer.record_schedule(record)
+            # The first epoch's logs (and so History) carry the schedule.
+            prefix = self._prefixes()[id(layer)]
+            for key in ("warmup", "per_round", "finetune"):
+                self._pending_logs[f"{prefix}schedule/{key}_{unit}"] = float(
+                    record[key]
+                )
         strategy = self.model.distribute_strategy
         self._coordinator = (
             tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
@@ -346,10 +408,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
 
     # -------------------------------------------------------------- logic
     def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
-        """Whether a held-out step now teaches ``layer`` something: its logits
-        learn (selecting), or its ``entry_z`` score test collects (settling)."""
-        mode = self._modes[id(layer)]
-        return mode == SELECTING or (mode == SETTLING and layer.entry_z is not None)
+        """Whether a held-out step now teaches ``layer`` something."""
+        return layer.collects_evidence(self._modes[id(layer)])
 
     def _prefixes(self) -> dict[int, str]:
         if len(self._layers) == 1:
@@ -377,7 +437,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 layer.selection_complete
             ):
                 self._wait_for_scheduled_steps()
-                names = layer._commit_round(require_learning=True)
+                names = layer.commit_round(require_learning=True)
                 done += 1
                 start = len(layer.selected_features) - len(names)
                 event = {
@@ -409,56 +469,20 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         """
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
-            if schedule.in_warmup(units):
-                mode = DENSE
+            into_round = schedule.units_into_round(units)
+            if self._step_mode:
+                progress = into_round
+            elif self._steps_per_epoch:
+                progress = into_round * self._steps_per_epoch + steps_into_unit
             else:
-                into_round = (units - schedule.warmup) % schedule.per_round
-                if self._step_mode:
-                    progress = into_round
-                elif self._steps_per_epoch:
-                    progress = into_round * self._steps_per_epoch + steps_into_unit
-                else:
-                    progress = into_round  # whole epochs when steps are unknown
-                settling = progress < self._settle_units and layer.selected_features
-                mode = SETTLING if settling else SELECTING
+                progress = into_round  # whole epochs when steps are unknown
+            settling = progress < self._settle_units and bool(layer.selected_features)
+            mode = schedule.mode(units, settling=settling)
             if self._modes.get(id(layer)) != mode:
                 self._wait_for_scheduled_steps()
-                layer.gate_mode.assign(mode)
+                layer.set_gate_mode(mode)
                 self._modes[id(layer)] = mode
 
     # ----------------------------------------------------------- held-out
     def _make_heldout_step(self):
-        model = self.model
-        layers = self._layers
-        metric_variables = [v for m in model.metrics for v in m.variables]
-        is_tfrs = isinstance(model, tfrs.models.Model)
-
-        def loss_of(batch):
-            if is_tfrs:
-                return model.compute_loss(batch, training=False)
-            x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(batch)
-            y_pred = model(x, training=False)
-            return model.compute_loss(x, y, y_pred, sample_weight)
-
-        def replica_step(batch):
-            saved = [tf.identity(v) for v in metric_variables]
-            for layer in layers:  # traced into the graph: the gates learn here
-                layer._heldout_pass = True
-            try:
-                with tf.GradientTape() as tape:
-                    loss = loss_of(batch)
-                hooks = [layer._gradient_hook for layer in layers]
-                tape.gradient(loss, hooks)  # runs the gates' backward: logits learn
-            finally:
-                for layer in layers:
-                    layer._heldout_pass = False
-            for variable, value in zip(metric_variables, saved):
-                variable.assign(value)
-
-        strategy = model.distribute_strategy
-
-        @tf.function
-        def step(iterator):
-            strategy.run(replica_step, args=(next(iterator),))
-
-        return step
+        return heldout_lib.make_heldout_step(self.model, self._layers)

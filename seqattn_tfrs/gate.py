@@ -1,9 +1,16 @@
-"""The Sequential Attention gate over a recommender's per-feature embeddings."""
+"""The Sequential Attention gate over a recommender's per-feature embeddings.
+
+The layer is the Keras anatomy only: it validates its arguments, makes its
+variables in ``build`` (:mod:`seqattn_tfrs.selection_state`), gates in
+``call`` (whose backward pass, :mod:`seqattn_tfrs.logit_learning`, is where
+the logits learn) and describes itself in ``get_config``. The decisions are
+the shared algorithm in :mod:`seqattn_tfrs.core`.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,15 +19,20 @@ import tensorflow as tf
 from seqattn_tfrs import (
     _compat,  # noqa: F401  (Keras 2 check)
     budget,
-    logit_update,
+    logit_learning,
 )
+from seqattn_tfrs.core import modes, selection
+from seqattn_tfrs.core.modes import DENSE, SELECTING, SETTLING
+from seqattn_tfrs.core.options import ATTENTION_SIGNALS, AttentionOptions
+from seqattn_tfrs.selection_state import SelectionState
 
-# Values of the `gate_mode` variable. The callback moves the layer through them.
-DENSE = 0  # every gate is 1 (warm-up, or no callback at all)
-SELECTING = 1  # selected gates 1, the others a softmax over logits that learn
-SETTLING = 2  # selected gates 1, the others 0: the model fits the selected set
-
-ATTENTION_SIGNALS = ("partial", "gradient", "score")
+__all__ = [
+    "ATTENTION_SIGNALS",
+    "DENSE",
+    "SELECTING",
+    "SETTLING",
+    "SequentialAttentionEmbedding",
+]
 
 
 @tf.keras.utils.register_keras_serializable(package="seqattn_tfrs")
@@ -38,7 +50,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
     The attention logits are not trainable weights: the user's optimizer never
     sees them. They learn with this package's own update rule (see
-    :mod:`seqattn_tfrs.logit_update`), from the training batches, or only from
+    :mod:`seqattn_tfrs.core.logit_rule`), from the training batches, or only from
     held-out batches when the callback is given ``selection_data``.
 
     Args:
@@ -141,42 +153,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(embeddings, Mapping):
-            raise TypeError(
-                "`embeddings` must be a mapping from feature name to a Keras layer, "
-                f"got {type(embeddings).__name__}: {embeddings!r}."
-            )
-        pruned = dict(pruned_feature_widths or {})
-        if not embeddings:
-            raise ValueError(
-                "`embeddings` must hold at least one feature, got an empty mapping."
-            )
-        for name, layer in embeddings.items():
-            if not isinstance(name, str) or not name:
-                raise TypeError(
-                    "`embeddings` keys must be non-empty feature-name strings, "
-                    f"got {name!r}."
-                )
-            if not isinstance(layer, tf.keras.layers.Layer):
-                raise TypeError(
-                    f"`embeddings[{name!r}]` must be a tf.keras layer, got "
-                    f"{type(layer).__name__}: {layer!r}."
-                )
-        for name, width in pruned.items():
-            if name in embeddings:
-                raise ValueError(
-                    f"Feature {name!r} is in both `embeddings` and "
-                    "`pruned_feature_widths`; expected each feature in one of them."
-                )
-            if not isinstance(width, int) or width < 1:
-                raise ValueError(
-                    f"`pruned_feature_widths[{name!r}]` must be a positive int, "
-                    f"got {width!r}."
-                )
+        _check_embeddings(embeddings)
+        pruned = _check_pruned_widths(pruned_feature_widths, embeddings)
         all_names = list(embeddings) + list(pruned)
-        if feature_names is None:
-            feature_names = all_names
-        feature_names = list(feature_names)
+        feature_names = list(all_names if feature_names is None else feature_names)
         if sorted(feature_names) != sorted(all_names) or len(set(feature_names)) != len(
             feature_names
         ):
@@ -184,7 +164,6 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"`feature_names` must list each feature once, got {feature_names!r} "
                 f"for features {sorted(all_names)!r}."
             )
-        num_features = len(feature_names)
         if (num_selected is None) == (budget_bytes is None):
             raise ValueError(
                 "Pass exactly one of `num_selected` (a feature count) and "
@@ -194,217 +173,104 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         if num_selected is not None and (
             isinstance(num_selected, bool)
             or not isinstance(num_selected, (int, np.integer))
-            or not 1 <= num_selected <= num_features
+            or not 1 <= num_selected <= len(feature_names)
         ):
             raise ValueError(
-                f"`num_selected` must be an int in [1, {num_features}] (the number "
-                f"of features), got {num_selected!r}."
+                f"`num_selected` must be an int in [1, {len(feature_names)}] (the "
+                f"number of features), got {num_selected!r}."
             )
-        costs = self._check_budget(
-            embeddings, feature_names, budget_bytes, feature_bytes, budget_rule
-        )
         if pruned and num_selected is not None and len(embeddings) != num_selected:
             raise ValueError(
                 f"A pruned layer keeps exactly `num_selected`={num_selected} tables, "
                 f"got {len(embeddings)} in `embeddings`."
             )
-        if (
-            isinstance(selections_per_round, bool)
-            or not isinstance(selections_per_round, (int, np.integer))
-            or selections_per_round < 1
-        ):
+        self.budget_bytes = budget.check_budget_bytes(budget_bytes)
+        self.options = AttentionOptions(
+            selections_per_round=selections_per_round,
+            budget_rule=budget_rule,
+            entry_z=entry_z,
+            attention_learning_rate=attention_learning_rate,
+            attention_momentum=attention_momentum,
+            attention_signal=attention_signal,
+        )
+        if entry_z is not None and budget_bytes is None:
             raise ValueError(
-                "`selections_per_round` must be an int >= 1, got "
-                f"{selections_per_round!r}."
+                f"`entry_z`={entry_z!r} stops a byte-budgeted selection early; "
+                "it needs `budget_bytes` (a count selection always picks "
+                "`num_selected` features)."
             )
-        if not (
-            isinstance(attention_learning_rate, (int, float))
-            and math.isfinite(attention_learning_rate)
-            and attention_learning_rate > 0
-        ):
-            raise ValueError(
-                "`attention_learning_rate` must be a finite number > 0, got "
-                f"{attention_learning_rate!r}."
-            )
-        if not (
-            isinstance(attention_momentum, (int, float)) and 0 <= attention_momentum < 1
-        ):
-            raise ValueError(
-                "`attention_momentum` must be a number in [0, 1), got "
-                f"{attention_momentum!r}."
-            )
-        if attention_signal not in ATTENTION_SIGNALS:
-            raise ValueError(
-                f"`attention_signal` must be one of {ATTENTION_SIGNALS}, got "
-                f"{attention_signal!r}."
-            )
-        if entry_z is not None:
-            if budget_bytes is None:
-                raise ValueError(
-                    f"`entry_z`={entry_z!r} stops a byte-budgeted selection early; "
-                    "it needs `budget_bytes` (a count selection always picks "
-                    "`num_selected` features)."
-                )
-            if not (
-                isinstance(entry_z, (int, float))
-                and not isinstance(entry_z, bool)
-                and math.isfinite(entry_z)
-                and entry_z > 0
-            ):
-                raise ValueError(
-                    f"`entry_z` must be a finite number > 0 (standard errors), got "
-                    f"{entry_z!r}."
-                )
-        self.entry_z = None if entry_z is None else float(entry_z)
-        self.attention_signal = attention_signal
-        # First-seen dtype per feature; untracked (not part of checkpoints).
-        object.__setattr__(self, "_input_dtypes", {})
-        self._heldout_pass = False  # set while the callback traces a held-out step
+        self.feature_bytes = budget.check_feature_bytes(feature_bytes, feature_names)
         self._feature_names = tuple(feature_names)
         self._tables = dict(embeddings)
         self._pruned_widths = pruned
+        costs = self.feature_costs()
+        if self.budget_bytes is not None:
+            budget.check_fits(self.budget_bytes, costs)
         self.num_selected = None if num_selected is None else int(num_selected)
-        self.budget_bytes = None if budget_bytes is None else int(budget_bytes)
-        self.feature_bytes = {k: int(v) for k, v in (feature_bytes or {}).items()}
-        self.budget_rule = budget_rule
-        self.selections_per_round = int(selections_per_round)
-        self.attention_learning_rate = float(attention_learning_rate)
-        self.attention_momentum = float(attention_momentum)
-        most = (
-            self.num_selected
-            if self.budget_bytes is None
-            else budget.max_affordable(costs, self.budget_bytes)
+        self.spec = selection.SelectionSpec(
+            layer_name=self.name,
+            feature_names=self._feature_names,
+            num_selected=self.num_selected,
+            budget_bytes=self.budget_bytes,
+            selections_per_round=self.options.selections_per_round,
+            budget_rule=self.options.budget_rule,
+            entry_z=self.options.entry_z,
         )
-        self.num_rounds = math.ceil(most / self.selections_per_round)
+        self.num_rounds = self.spec.num_rounds(list(costs.values()))
+        self.selection_state: SelectionState | None = None
+        # First-seen dtype per feature; untracked (not part of checkpoints).
+        object.__setattr__(self, "_input_dtypes", {})
+        self._heldout_pass = False  # set while the callback traces a held-out step
+        self._prune_report: dict[str, Any] | None = None
+        self._schedule_record: dict[str, Any] | None = None
 
-    def _check_budget(self, embeddings, names, budget_bytes, feature_bytes, rule):
-        """Validates the budget arguments; returns the known cost per feature."""
-        if not (
-            budget_bytes is None
-            or (
-                isinstance(budget_bytes, (int, np.integer))
-                and not isinstance(budget_bytes, bool)
-                and budget_bytes >= 1
-            )
-        ):
-            raise ValueError(
-                f"`budget_bytes` must be an int >= 1 (bytes), got {budget_bytes!r}."
-            )
-        if rule not in budget.RULES:
-            raise ValueError(
-                f"`budget_rule` must be one of {budget.RULES}, got {rule!r}."
-            )
-        given = dict(feature_bytes or {})
-        for name, cost in given.items():
-            if name not in names:
-                raise ValueError(
-                    f"`feature_bytes` names {name!r}, which is not a feature; "
-                    f"expected some of {list(names)}."
-                )
-            if (
-                isinstance(cost, bool)
-                or not isinstance(cost, (int, np.integer))
-                or cost < 0
-            ):
-                raise ValueError(
-                    f"`feature_bytes[{name!r}]` must be an int >= 0, got {cost!r}."
-                )
-        costs = [
-            int(given[name])
-            if name in given
-            else (budget.layer_bytes(embeddings[name]) if name in embeddings else 0)
-            for name in names
-        ]
-        known = [c for c in costs if c is not None]
-        if budget_bytes is not None and len(known) == len(costs) and known:
-            cheapest = min(range(len(costs)), key=lambda i: costs[i])
-            if costs[cheapest] > budget_bytes:
-                raise ValueError(
-                    f"`budget_bytes`={budget_bytes} is smaller than the cheapest "
-                    f"feature, {names[cheapest]!r} ({costs[cheapest]} bytes); "
-                    "expected a budget that fits at least one feature's table."
-                )
-        return costs
+    # The six attention settings, readable under their keyword names.
+    budget_rule = property(lambda self: self.options.budget_rule)
+    entry_z = property(lambda self: self.options.entry_z)
+    selections_per_round = property(lambda self: self.options.selections_per_round)
+    attention_learning_rate = property(
+        lambda self: self.options.attention_learning_rate
+    )
+    attention_momentum = property(lambda self: self.options.attention_momentum)
+    attention_signal = property(lambda self: self.options.attention_signal)
 
     # ------------------------------------------------------------------ state
     def build(self, input_shape: Any = None) -> None:
-        n = len(self._feature_names)
         index = {name: i for i, name in enumerate(self._feature_names)}
-        selected = np.zeros([n], np.float32)
-        order = np.full([n], -1, np.int32)
-        if self._pruned_widths:  # restored from a pruned config: selection done
-            for position, name in enumerate(self._tables):
-                selected[index[name]] = 1.0
-                order[position] = index[name]
-
-        def state(name, shape, dtype, initial, aggregation="mean"):
-            return self.add_weight(
-                name=name,
-                shape=shape,
-                dtype=dtype,
-                initializer=tf.keras.initializers.Constant(initial),
-                trainable=False,
-                aggregation={
-                    "mean": tf.VariableAggregation.MEAN,
-                    "sum": tf.VariableAggregation.SUM,
-                    "first": tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                }[aggregation],
-            )
-
-        first = "first"
-        self.attention_logits = state("attention_logits", [n], tf.float32, 0.0)
-        self.selected_mask = state("selected_mask", [n], tf.float32, selected, first)
-        self.selection_order = state("selection_order", [n], tf.int32, order, first)
-        self.num_picked = state("num_picked", [], tf.int32, int(selected.sum()), first)
-        # Committed rounds; not num_picked / selections_per_round, since a
-        # budgeted round may pick fewer than selections_per_round.
-        done = math.ceil(int(selected.sum()) / self.selections_per_round)
-        self.rounds_done = state("rounds_done", [], tf.int32, done, first)
-        self.gate_mode = state("gate_mode", [], tf.int32, DENSE, first)
-        self.learn_from_fit_batches = state(
-            "learn_from_fit_batches", [], tf.int32, 1, first
-        )
-        # Under a budget, one row per possible round: the reserved rounds depend
-        # on the costs, which differ once pruned, and the shape must not.
-        rows = (
-            self.num_rounds
-            if self.budget_bytes is None
-            else math.ceil(n / self.selections_per_round)
-        )
-        self.round_gates = state("round_gates", [rows, n], tf.float32, 0.0, first)
-        if self.budget_bytes is not None:
-            # 1 once no unselected feature fits what is left of the budget (set by
-            # the pick that exhausted it; a pruned layer is closed).
-            self.budget_closed = state(
-                "budget_closed", [], tf.int32, int(bool(self._pruned_widths)), first
-            )
-        self._logit_momentum = state("logit_momentum", [n], tf.float32, 0.0)
-        if self.entry_z is not None:
-            # This round's sums of per-example scores and of their squares, over
-            # every replica's examples.
-            self._score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
-            self._score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
-        self._logit_second_moment = state("logit_second_moment", [], tf.float32, 0.0)
-        self._logit_steps = state("logit_steps", [], tf.float32, 0.0, first)
-        self.nonfinite_logit_steps = state(
-            "nonfinite_logit_steps", [], tf.int32, 0, first
+        preselected = [index[name] for name in self._tables] if self.is_pruned else []
+        self.selection_state = SelectionState(
+            self.spec, self.options, self.num_rounds, self.add_weight, preselected
         )
         # A trainable scalar whose gradient is always exactly 0: it makes every
         # training step's backward pass run through the gate (even when the
         # per-feature layers have no weights), where the logits learn. Being 0
         # with a 0 gradient, no optimizer or weight decay ever changes it.
-        self._gradient_hook = self.add_weight(
+        self.gradient_hook = self.add_weight(
             name="gradient_hook",
             shape=[],
             dtype=tf.float32,
             initializer="zeros",
             trainable=True,
+            experimental_autocast=False,
         )
         super().build(input_shape)
 
-    def _ensure_built(self) -> None:
+    def _state(self) -> SelectionState:
         if not self.built:
             self.build(None)
+        return self.selection_state
+
+    # The state's variables, under the names users and checkpoints know.
+    attention_logits = property(lambda self: self._state().logits)
+    selected_mask = property(lambda self: self._state().selected_mask)
+    selection_order = property(lambda self: self._state().selection_order)
+    num_picked = property(lambda self: self._state().num_picked)
+    rounds_done = property(lambda self: self._state().rounds_done)
+    gate_mode = property(lambda self: self._state().gate_mode)
+    learn_from_fit_batches = property(lambda self: self._state().learn_from_fit_batches)
+    round_gates = property(lambda self: self._state().round_gates)
+    budget_closed = property(lambda self: self._state().budget_closed)
+    nonfinite_logit_steps = property(lambda self: self._state().nonfinite_logit_steps)
 
     # ------------------------------------------------------------ public view
     @property
@@ -428,17 +294,20 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         return bool(self._pruned_widths)
 
     @property
+    def prune_report(self) -> dict[str, Any] | None:
+        """What :func:`~seqattn_tfrs.prune` kept and dropped (sizes), or None."""
+        return self._prune_report
+
+    @property
     def selected_features(self) -> tuple[str, ...]:
         """Selected feature names, in the order they were selected."""
-        self._ensure_built()
-        order = self.selection_order.numpy()
+        order = self._state().selection_order.numpy()
         return tuple(self._feature_names[i] for i in order if i >= 0)
 
     @property
     def selection_complete(self) -> bool:
         """Whether ``num_selected`` features are selected, or the budget is spent."""
-        self._ensure_built()
-        return bool(self._complete().numpy())
+        return bool(self._state().complete().numpy())
 
     def progress(self) -> str:
         """How far the selection is, for messages, e.g. ``"1 of 3 features"``."""
@@ -453,215 +322,153 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         Measured on the built layers; ``None`` for a layer whose bytes cannot be
         known before it is called, and 0 for a feature pruned away.
         """
-        return {
-            name: self.feature_bytes.get(name, self._measured_bytes(name))
-            for name in self._feature_names
-        }
-
-    def _measured_bytes(self, name: str) -> int | None:
-        if name not in self._tables:
-            return 0
-        return budget.layer_bytes(self._tables[name])
-
-    def _complete(self) -> tf.Tensor:
-        if self.budget_bytes is None:
-            return self.num_picked >= self.num_selected
-        return tf.equal(self.budget_closed, 1)
+        return budget.feature_costs(
+            self._tables, self._feature_names, self.feature_bytes
+        )
 
     def gate_values(self) -> dict[str, float]:
         """The current gate of every feature, by name."""
-        self._ensure_built()
-        gates = self._gates().numpy()
+        gates = self._state().gates().numpy()
         return {name: float(g) for name, g in zip(self._feature_names, gates)}
 
     def gate_history(self) -> list[dict[str, float]]:
         """Gate values recorded just before each completed selection round."""
-        self._ensure_built()
-        rounds = int(self.rounds_done.numpy())
-        history = self.round_gates.numpy()[:rounds]
-        return [dict(zip(self._feature_names, map(float, row))) for row in history]
+        record = self._state().record()
+        rows = record.round_gates[: record.rounds_done]
+        return [dict(zip(self._feature_names, map(float, row))) for row in rows]
 
-    # ------------------------------------------------------------------ gates
-    def _gates(self) -> tf.Tensor:
-        selected = self.selected_mask
-        unselected = 1.0 - selected
-        logits = self.attention_logits
-        masked = tf.where(unselected > 0, logits, tf.fill(tf.shape(logits), -1e30))
-        shifted = tf.exp(masked - tf.reduce_max(masked)) * unselected
-        softmax = tf.math.divide_no_nan(shifted, tf.reduce_sum(shifted))
-        selecting = selected + unselected * softmax
-        only_selected = tf.logical_or(
-            self._complete(), tf.equal(self.gate_mode, SETTLING)
-        )
-        return tf.where(
-            only_selected,
-            selected,
-            tf.where(
-                tf.equal(self.gate_mode, DENSE), tf.ones_like(selected), selecting
-            ),
+    def entry_evidence(self) -> dict[str, float]:
+        """Per feature, this round's score statistic so far (see ``entry_z``).
+
+        How many standard errors the per-example gradients summed over the
+        round's logit steps say that raising the feature's gate lowers the
+        loss; 0 before any evidence. Needs ``entry_z``.
+        """
+        if self.entry_z is None:
+            raise ValueError(
+                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
+            )
+        scores = self._state().entry_scores()
+        return dict(zip(self._feature_names, map(float, scores)))
+
+    # --------------------------------------------------- used by the callback
+    def commit_round(self, require_learning: bool = False) -> list[str]:
+        """Commits the next selection round; returns the picked names, in order.
+
+        Called by :class:`~seqattn_tfrs.SequentialAttentionCallback` at the end
+        of each round (and by hand in tests). By count, the
+        ``selections_per_round`` unselected features with the largest logits
+        (the last round picks the remainder). With ``budget_bytes``, only
+        features whose table fits what is left of the budget compete (ranked
+        by ``budget_rule``); the selection closes when nothing else fits or
+        the reserved rounds are used up. The logits and their update state are
+        then reset.
+
+        Args:
+          require_learning: refuse to pick when no logit update was applied in
+            this round (the callback sets it: a pick must come from trained
+            logits).
+
+        Raises:
+          FloatingPointError: an unselected logit is NaN or infinite.
+          RuntimeError: the selection is already complete, or (with
+            ``require_learning``) the logits never learned this round.
+          ValueError: with ``budget_bytes``, no feature fits the budget (first
+            pick), or a feature's bytes cannot be measured.
+        """
+        costs = None
+        if self.budget_bytes is not None:
+            costs = list(self.feature_costs().values())
+        picks = self._state().commit_round(costs, require_learning)
+        return [self._feature_names[i] for i in picks]
+
+    def set_gate_mode(self, mode: int) -> None:
+        """Sets the gate mode (``seqattn_tfrs.core.modes``) for the next steps."""
+        if mode not in modes.NAMES:
+            raise ValueError(
+                f"`mode` must be one of {sorted(modes.NAMES)}, got {mode!r}."
+            )
+        self._state().gate_mode.assign(mode)
+
+    def collects_evidence(self, mode: int) -> bool:
+        """Whether a held-out step in ``mode`` teaches the layer something: its
+        logits learn (selecting), or its ``entry_z`` test collects (settling)."""
+        return mode == modes.SELECTING or (
+            mode == modes.SETTLING and self.entry_z is not None
         )
 
-    def _learning(self) -> tf.Tensor:
-        return tf.logical_and(
-            tf.equal(self.gate_mode, SELECTING), tf.logical_not(self._complete())
-        )
+    def record_schedule(self, record: Mapping[str, Any]) -> None:
+        """Keeps the schedule the callback laid out (for reports and export)."""
+        self._schedule_record = dict(record)
+
+    @property
+    def schedule_record(self) -> dict[str, Any] | None:
+        """The callback's schedule for this layer (warm-up, rounds, steps or
+        epochs per round, fine-tune), or None before any ``fit``."""
+        return None if self._schedule_record is None else dict(self._schedule_record)
+
+    @contextlib.contextmanager
+    def heldout_step(self) -> Iterator[None]:
+        """While a held-out step is traced inside this context, the gates'
+        backward pass updates the logits even when they learn only from
+        held-out data."""
+        self._heldout_pass = True
+        try:
+            yield
+        finally:
+            self._heldout_pass = False
 
     def apply_logit_gradient(
         self, grad: tf.Tensor, enabled: tf.Tensor | bool = True
     ) -> tf.Operation:
         """Updates the attention logits from ``dLoss/dlogits`` with the own rule.
 
-        A no-op unless the layer is in a selection round (and ``enabled``). A
-        gradient with a NaN or infinite entry (a NaN loss) changes nothing and is
-        counted in ``nonfinite_logit_steps`` instead, which the callback reports,
-        so one bad batch cannot corrupt a round's logits. Written without
-        control flow (the no-op is a 0/1 factor), so that under a
-        ``tf.distribute`` strategy the variable updates may synchronise replicas.
+        A no-op unless the layer is in a selection round (and ``enabled``); a
+        NaN or infinite gradient is counted in ``nonfinite_logit_steps`` and
+        not applied (see :class:`~seqattn_tfrs.selection_state.SelectionState`).
         """
-        grad = tf.convert_to_tensor(grad, tf.float32)
-        finite = tf.reduce_all(tf.math.is_finite(grad))
-        learning = tf.logical_and(self._learning(), tf.cast(enabled, tf.bool))
-        go = tf.cast(tf.logical_and(learning, finite), tf.float32)
-        step = self._logit_steps + go
-        delta, momentum, second = logit_update.normalized_momentum_step(
-            tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad)),
-            1.0 - self.selected_mask,
-            self._logit_momentum,
-            self._logit_second_moment,
-            tf.maximum(step, 1.0),
-            learning_rate=self.attention_learning_rate,
-            beta1=self.attention_momentum,
-        )
-        keep = 1.0 - go
-        return tf.group(
-            self.attention_logits.assign_add(go * delta),
-            self._logit_momentum.assign(go * momentum + keep * self._logit_momentum),
-            self._logit_second_moment.assign(
-                go * second + keep * self._logit_second_moment
-            ),
-            self._logit_steps.assign(step),
-            self.nonfinite_logit_steps.assign_add(
-                tf.cast(tf.logical_and(learning, tf.logical_not(finite)), tf.int32)
-            ),
-        )
+        return self._state().apply_logit_gradient(grad, enabled)
 
-    def _logit_signal(
+    # --------------------------------------------------------- used by prune
+    def replace_tables(
         self,
-        per_example: tf.Tensor,
-        gates: tf.Tensor,
-        column_grads: Sequence[tf.Tensor],
-    ) -> tf.Tensor:
-        """The logits' descent direction from per-example gate gradients ``[B, N]``.
+        kept: Sequence[str],
+        pruned_widths: Mapping[str, int],
+        report: dict[str, Any] | None = None,
+    ) -> Callable[[], None]:
+        """Holds only the ``kept`` features' layers; the others output zeros.
 
-        ``column_grads`` holds per feature a ``[B, d]`` tensor: per example, the
-        gradient of the loss with respect to a scale on each embedding column;
-        ``"partial"`` uses the selected features' columns.
+        Used by :func:`~seqattn_tfrs.prune`. The layers no longer held leave
+        the layer's tracked weights.
 
-        ``"score"``: per feature, the sum of the per-example gradients over the
-        root of the sum of their squares - the score-test statistic for adding
-        the feature (its gradient over the square root of its empirical Fisher
-        information). It does not depend on the scale of the feature's embedding
-        or of the weights downstream of it; on least squares it is Orthogonal
-        Matching Pursuit's |X_j' r| / ||X_j|| up to a factor common to all
-        features. ``"gradient"``: the paper's gradient of the loss with respect
-        to the softmax logits.
+        Args:
+          kept: the features whose layers stay, in their new order.
+          pruned_widths: every other feature, with the width of its zeros.
+          report: what was kept and dropped, for :attr:`prune_report`.
+
+        Returns:
+          A function that undoes the change exactly (for a failed prune).
         """
-        unselected = 1.0 - self.selected_mask
-        nuisance = self._nuisance(column_grads)
-        if nuisance is not None:
-            total = _efficient_score(per_example, nuisance)
-        else:
-            total = tf.reduce_sum(per_example, axis=0)
-        if self.attention_signal == "score":
-            spread = tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=0))
-            return tf.math.divide_no_nan(total, spread) * unselected
-        # d gate_j / d w_i = p_j (delta_ij - p_i) on the unselected set U.
-        probs = gates * unselected
-        return probs * (total - tf.reduce_sum(probs * total)) * unselected
+        if set(kept) | set(pruned_widths) != set(self._feature_names) or set(
+            kept
+        ) & set(pruned_widths):
+            raise ValueError(
+                f"{self.name}: kept {sorted(kept)} and pruned {sorted(pruned_widths)} "
+                f"must split the features {list(self._feature_names)}."
+            )
+        before = (self._tables, self._pruned_widths, self._prune_report)
+        tracked = getattr(self, "_self_tracked_trackables", None)
+        tracked_before = None if tracked is None else list(tracked)
+        self._tables = {name: self._tables[name] for name in kept}
+        self._pruned_widths = dict(pruned_widths)
+        self._prune_report = report
 
-    def _nuisance(self, column_grads: Sequence[tf.Tensor]) -> tf.Tensor | None:
-        """Under ``"partial"``, the selected features' per-example column
-        gradients ``[B, D]`` that the candidates' scores are regressed on."""
-        if self.attention_signal != "partial":
-            return None
-        widths = tf.stack([tf.shape(c)[1] for c in column_grads])
-        selected_columns = tf.where(tf.repeat(self.selected_mask, widths) > 0)
-        return tf.gather(
-            tf.concat(column_grads, axis=1), selected_columns[:, 0], axis=1
-        )
+        def undo() -> None:
+            self._tables, self._pruned_widths, self._prune_report = before
+            if tracked_before is not None:
+                self._self_tracked_trackables[:] = tracked_before
 
-    def _evidence_sums(
-        self, per_example: tf.Tensor, column_grads: Sequence[tf.Tensor]
-    ) -> tf.Tensor:
-        """A batch's sums of per-example scores and of their squares, ``[2, N]``
-        (zeros if any is not finite)."""
-        nuisance = self._nuisance(column_grads)
-        scores = (
-            per_example if nuisance is None else _residual_scores(per_example, nuisance)
-        )
-        sums = tf.stack(
-            [tf.reduce_sum(scores, axis=0), tf.reduce_sum(tf.square(scores), axis=0)]
-        )
-        finite = tf.reduce_all(tf.math.is_finite(sums))
-        return tf.where(finite, sums, tf.zeros_like(sums))
-
-    def _gate_and_learn(self, embeddings, gates, always_learn=False):
-        """Gates embeddings; their backward pass also updates the logits."""
-
-        @tf.custom_gradient
-        def gate(hook, *values):
-            outputs = [v * tf.cast(gates[i], v.dtype) for i, v in enumerate(values)]
-
-            def backward(*upstream):
-                # d loss / d (scale on column j of feature i), per example.
-                columns = [
-                    tf.reshape(tf.cast(u * v, tf.float32), [tf.shape(v)[0], -1])
-                    for u, v in zip(upstream, values)
-                ]
-                per_example = tf.stack(
-                    [tf.reduce_sum(c, axis=1) for c in columns], axis=1
-                )
-                learn = (
-                    tf.constant(True)
-                    if always_learn
-                    else tf.equal(self.learn_from_fit_batches, 1)
-                )
-                # The signal is computed only while the logits learn: outside
-                # selection rounds the backward pass costs no more than a plain
-                # multiply's.
-                signal = tf.cond(
-                    tf.logical_and(self._learning(), learn),
-                    lambda: self._logit_signal(per_example, gates, columns),
-                    lambda: tf.zeros_like(gates),
-                )
-                update = [self.apply_logit_gradient(signal, learn)]
-                if self.entry_z is not None:
-                    # The score test: with the candidates' gates at 0 (settling),
-                    # does raising one lower the loss of the selected model?
-                    settling = tf.logical_and(
-                        tf.equal(self.gate_mode, SETTLING),
-                        tf.logical_not(self._complete()),
-                    )
-                    sums = tf.cond(  # computed only while settling
-                        tf.logical_and(settling, learn),
-                        lambda: self._evidence_sums(per_example, columns),
-                        lambda: tf.zeros([2, tf.shape(per_example)[1]]),
-                    )
-                    # Outside the cond: under a strategy the sums across replicas
-                    # synchronise, which control flow must not contain.
-                    update += [
-                        self._score_sum.assign_add(sums[0]),
-                        self._score_squares.assign_add(sums[1]),
-                    ]
-                with tf.control_dependencies(update):
-                    return [tf.zeros_like(hook)] + [
-                        tf.identity(u * tf.cast(gates[i], u.dtype))
-                        for i, u in enumerate(upstream)
-                    ]
-
-            return outputs, backward
-
-        return list(gate(tf.identity(self._gradient_hook), *embeddings))
+        return undo
 
     # ------------------------------------------------------------------- call
     def call(self, features: Mapping[str, Any], training: bool | None = None):
@@ -679,13 +486,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         embedded = {}
         for name, layer in self._tables.items():
             self._check_input_dtype(name, features[name])
-            value = layer(features[name])
-            if isinstance(value, tf.RaggedTensor) or value.shape.rank != 2:
-                raise ValueError(
-                    f"{self.name}: the layer of feature {name!r} must return a dense "
-                    f"[batch, d] tensor, got {value!r}."
-                )
-            embedded[name] = value
+            embedded[name] = _check_embedding(self.name, name, layer(features[name]))
+        _check_batch_sizes(self.name, embedded)
 
         if self.is_pruned:  # kept gates are exactly 1: no multiply needed
             batch = tf.shape(next(iter(embedded.values())))[0]
@@ -696,13 +498,19 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 for name in self._feature_names
             }
 
-        gates = self._gates()
+        state = self._state()
         values = [embedded[name] for name in self._feature_names]
         # Always the learning path: its forward pass is a plain multiply, and its
         # backward pass (which updates the logits in a selection round) runs only
         # when a gradient is taken - never in predict, evaluate or serving. It does
         # not depend on `training`, which TFRS models often leave unset.
-        gated = self._gate_and_learn(values, gates, self._heldout_pass)
+        gated = logit_learning.gate_and_learn(
+            state,
+            tf.identity(self.gradient_hook),
+            values,
+            state.gates(),
+            always_learn=self._heldout_pass,
+        )
         return dict(zip(self._feature_names, gated))
 
     def _check_input_dtype(self, name: str, value: Any) -> None:
@@ -718,149 +526,6 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 "dtype on every call."
             )
 
-    # ------------------------------------------------------------- selection
-    def entry_evidence(self) -> dict[str, float]:
-        """Per feature, this round's score statistic so far (see ``entry_z``).
-
-        How many standard errors the per-example gradients summed over the
-        round's logit steps say that raising the feature's gate lowers the
-        loss; 0 before any evidence. Needs ``entry_z``.
-        """
-        if self.entry_z is None:
-            raise ValueError(
-                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
-            )
-        self._ensure_built()
-        return dict(zip(self._feature_names, map(float, self._entry_scores())))
-
-    def _entry_scores(self) -> np.ndarray:
-        """``entry_evidence`` as an array in feature order."""
-        total = self._score_sum.numpy().astype(np.float64)
-        squares = self._score_squares.numpy().astype(np.float64)
-        return np.divide(
-            -total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
-        )
-
-    def _commit_round(self, require_learning: bool = False) -> list[str]:
-        """Selects the next round's features by largest logit. Used by the callback.
-
-        With ``budget_bytes``, only features whose table fits what is left of the
-        budget compete (ranked by ``budget_rule``); the round picks up to
-        ``selections_per_round`` of them and closes the selection when nothing
-        else fits or the reserved rounds are used up.
-
-        Args:
-          require_learning: refuse to pick when no logit update was applied in
-            this round (the callback sets it: a pick must come from trained
-            logits).
-
-        Returns:
-          The names committed, in order.
-
-        Raises:
-          FloatingPointError: an unselected logit is NaN or infinite.
-          RuntimeError: the selection is already complete.
-          ValueError: with ``budget_bytes``, no feature fits the budget (first
-            pick), or a feature's bytes cannot be measured.
-        """
-        self._ensure_built()
-        picked = int(self.num_picked.numpy())
-        if self.selection_complete:
-            raise RuntimeError(f"{self.name}: the selection is already complete.")
-        selected = self.selected_mask.numpy() > 0
-        logits = self.attention_logits.numpy()
-        bad = [
-            self._feature_names[i]
-            for i in np.flatnonzero(~selected)
-            if not np.isfinite(logits[i])
-        ]
-        if require_learning and float(self._logit_steps.numpy()) == 0.0:
-            skipped = int(self.nonfinite_logit_steps.numpy())
-            raise RuntimeError(
-                f"{self.name}: no logit update was applied in selection round "
-                f"{int(self.rounds_done.numpy()) + 1} ({skipped} had a NaN/inf "
-                "gradient so far), so there is nothing to pick from. Fix the NaN "
-                "loss, or lengthen the round / lower `settle_fraction` or "
-                "`selection_interval`."
-            )
-        if bad:
-            raise FloatingPointError(
-                f"{self.name}: attention logits of {bad} are not finite "
-                f"({logits.tolist()}); refusing to pick from them. Lower "
-                "`attention_learning_rate` or fix the NaN/inf loss."
-            )
-        if self.budget_bytes is None:
-            count = min(self.selections_per_round, self.num_selected - picked)
-            candidates = np.flatnonzero(~selected)
-            # Largest logit first; ties go to the earlier feature (stable sort).
-            ranked = candidates[np.argsort(-logits[candidates], kind="stable")][:count]
-        else:
-            ranked, closed = self._affordable_picks(logits, selected)
-            count = len(ranked)
-            self.budget_closed.assign(int(closed))
-        round_index = int(self.rounds_done.numpy())
-        gates = self._gates().numpy()
-        order = self.selection_order.numpy()
-        order[picked : picked + count] = ranked
-        selected[ranked] = True
-        history = self.round_gates.numpy()
-        history[round_index] = gates
-        self.round_gates.assign(history)
-        self.selection_order.assign(order)
-        self.selected_mask.assign(selected.astype(np.float32))
-        self.num_picked.assign(picked + count)
-        self.rounds_done.assign(round_index + 1)
-        self.attention_logits.assign(tf.zeros_like(self.attention_logits))
-        self._logit_momentum.assign(tf.zeros_like(self._logit_momentum))
-        if self.entry_z is not None:
-            self._score_sum.assign(tf.zeros_like(self._score_sum))
-            self._score_squares.assign(tf.zeros_like(self._score_squares))
-        self._logit_second_moment.assign(0.0)
-        self._logit_steps.assign(0.0)
-        return [self._feature_names[i] for i in ranked]
-
-    def _affordable_picks(
-        self, logits: np.ndarray, selected: np.ndarray
-    ) -> tuple[np.ndarray, bool]:
-        """This round's budgeted picks, and whether the selection closes after them."""
-        measured = self.feature_costs()
-        unknown = [name for name, cost in measured.items() if cost is None]
-        if unknown:
-            raise ValueError(
-                f"{self.name}: cannot measure the bytes of {unknown} (their layers "
-                "were never called); call the model on a batch first or pass "
-                "`feature_bytes`."
-            )
-        costs = np.array([measured[name] for name in self._feature_names], np.int64)
-        remaining = self.budget_bytes - int(costs[selected].sum())
-        eligible = np.ones(len(costs), bool)
-        if self.entry_z is not None and selected.any():
-            eligible = self._entry_scores() > self.entry_z
-        ranked = budget.pick_within_budget(
-            logits,
-            np.where(eligible, costs, remaining + 1),  # the others cannot fit
-            selected,
-            remaining,
-            self.selections_per_round,
-            self.budget_rule,
-        )
-        if not ranked and not eligible.all():  # nothing that fits helps: stop
-            return np.array([], np.int64), True
-        if not ranked:
-            cheapest = int(np.argmin(np.where(selected, np.iinfo(np.int64).max, costs)))
-            raise ValueError(
-                f"{self.name}: `budget_bytes`={self.budget_bytes} fits no feature; "
-                f"the cheapest, {self._feature_names[cheapest]!r}, takes "
-                f"{int(costs[cheapest])} bytes. Expected a budget that fits at "
-                "least one feature's table."
-            )
-        after = selected.copy()
-        after[ranked] = True
-        left = remaining - int(costs[ranked].sum())
-        rounds = int(self.rounds_done.numpy()) + 1  # with this one
-        closed = not np.any(~after & (costs <= left)) or rounds >= self.num_rounds
-        return np.array(ranked, np.int64), closed
-
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -873,12 +538,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 "num_selected": self.num_selected,
                 "budget_bytes": self.budget_bytes,
                 "feature_bytes": dict(self.feature_bytes) or None,
-                "budget_rule": self.budget_rule,
-                "entry_z": self.entry_z,
-                "selections_per_round": self.selections_per_round,
-                "attention_learning_rate": self.attention_learning_rate,
-                "attention_momentum": self.attention_momentum,
-                "attention_signal": self.attention_signal,
+                **self.options.as_kwargs(),
                 "pruned_feature_widths": dict(self._pruned_widths) or None,
                 "feature_names": list(self._feature_names),
             }
@@ -900,51 +560,90 @@ def with_deserialized_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _efficient_score(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
-    """Sums ``scores`` ``[B, N]`` after regressing out the ``nuisance`` ``[B, D]``.
-
-    Rao's efficient score ``U - F_sz F_zz^-1 U_z`` with per-example gradients as
-    the Fisher information's factors; a ridge of 1e-4 of the mean diagonal keeps
-    the solve stable. All-zero nuisance columns change nothing.
-
-    >>> x = tf.constant([[1.0, 2.0], [3.0, 6.0], [-1.0, 1.0]])
-    >>> [round(float(v), 3) for v in _efficient_score(x[:, :1], x[:, 1:])]
-    [-1.17]
-    """
-    system, finite = _ridge_system(nuisance)
-    sums = tf.where(tf.math.is_finite(nuisance), nuisance, 0.0)
-    coef = tf.linalg.solve(system, tf.reduce_sum(sums, axis=0)[:, None])
-    cross = tf.matmul(scores, nuisance, transpose_a=True)
-    adjusted = tf.reduce_sum(scores, axis=0) - tf.linalg.matvec(cross, coef[:, 0])
-    return tf.where(finite, adjusted, tf.fill(tf.shape(adjusted), math.nan))
-
-
-def _residual_scores(scores: tf.Tensor, nuisance: tf.Tensor) -> tf.Tensor:
-    """Per-example ``scores`` ``[B, N]`` with the ``nuisance`` ``[B, D]`` regressed
-    out (the same ridge as :func:`_efficient_score`, whose result is their sum;
-    NaN where the nuisance is not finite).
-
-    >>> x = tf.constant([[1.0, 2.0], [3.0, 6.0], [-1.0, 1.0]])
-    >>> [round(float(v), 3) for v in _residual_scores(x[:, :1], x[:, 1:])[:, 0]]
-    [0.073, 0.22, -1.463]
-    """
-    system, finite = _ridge_system(nuisance)
-    coef = tf.linalg.solve(system, tf.matmul(nuisance, scores, transpose_a=True))
-    residual = scores - tf.matmul(nuisance, coef)
-    return tf.where(finite, residual, tf.fill(tf.shape(residual), math.nan))
+def _check_embeddings(embeddings: Any) -> None:
+    if not isinstance(embeddings, Mapping):
+        raise TypeError(
+            "`embeddings` must be a mapping from feature name to a Keras layer, "
+            f"got {type(embeddings).__name__}: {embeddings!r}."
+        )
+    if not embeddings:
+        raise ValueError(
+            "`embeddings` must hold at least one feature, got an empty mapping."
+        )
+    owner: dict[int, str] = {}
+    for name, layer in embeddings.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                "`embeddings` keys must be non-empty feature-name strings, "
+                f"got {name!r}."
+            )
+        if not isinstance(layer, tf.keras.layers.Layer):
+            raise TypeError(
+                f"`embeddings[{name!r}]` must be a tf.keras layer, got "
+                f"{type(layer).__name__}: {layer!r}."
+            )
+        if id(layer) in owner:
+            raise ValueError(
+                f"`embeddings[{name!r}]` is the same layer object as "
+                f"`embeddings[{owner[id(layer)]!r}]` ({layer.name!r}); expected one "
+                "layer per feature, since pruning drops a feature's table with its "
+                "layer. Give each feature its own layer."
+            )
+        owner[id(layer)] = name
 
 
-def _ridge_system(nuisance: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The nuisance's Gram matrix plus a ridge of 1e-4 of its mean diagonal,
-    and whether it is finite (if not, an identity stands in: a NaN or inf loss
-    then gives non-finite scores, which are counted and never applied, instead
-    of a failed solve)."""
-    zz = tf.matmul(nuisance, nuisance, transpose_a=True)
-    width = tf.shape(zz)[0]
-    mean_diagonal = tf.linalg.trace(zz) / tf.cast(tf.maximum(width, 1), tf.float32)
-    ridge = 1e-4 * mean_diagonal + 1e-12
-    finite = tf.logical_and(
-        tf.reduce_all(tf.math.is_finite(zz)), tf.math.is_finite(ridge)
-    )
-    system = tf.where(finite, zz + ridge * tf.eye(width), tf.eye(width))
-    return system, finite
+def _check_pruned_widths(
+    pruned_feature_widths: Mapping[str, int] | None, embeddings: Mapping[str, Any]
+) -> dict[str, int]:
+    pruned = dict(pruned_feature_widths or {})
+    for name, width in pruned.items():
+        if name in embeddings:
+            raise ValueError(
+                f"Feature {name!r} is in both `embeddings` and "
+                "`pruned_feature_widths`; expected each feature in one of them."
+            )
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(
+                f"`pruned_feature_widths[{name!r}]` must be a positive int, "
+                f"got {width!r}."
+            )
+    return pruned
+
+
+def _check_embedding(layer_name: str, name: str, value: Any) -> tf.Tensor:
+    """Raises unless a feature's layer returned a dense ``[batch, d]`` tensor."""
+    if isinstance(value, tf.RaggedTensor):
+        raise ValueError(
+            f"{layer_name}: the layer of feature {name!r} returned a RaggedTensor "
+            f"of shape {value.shape}; expected a dense [batch, d] tensor. Pool a "
+            "multi-valent feature to one vector per example inside its layer "
+            "(e.g. a mean over its values)."
+        )
+    rank = value.shape.rank
+    if rank != 2:
+        hint = (
+            " An input of shape [batch, 1] gives [batch, 1, d] after an "
+            "Embedding: feed [batch] ids, or end the feature's layer with "
+            "tf.keras.layers.Reshape((d,)) or a pooling layer."
+            if rank == 3
+            else ""
+        )
+        raise ValueError(
+            f"{layer_name}: the layer of feature {name!r} returned a tensor of rank "
+            f"{rank} (shape {value.shape}); expected rank 2, [batch, d].{hint}"
+        )
+    return value
+
+
+def _check_batch_sizes(layer_name: str, embedded: Mapping[str, tf.Tensor]) -> None:
+    """Raises when features' embeddings have different (static) batch sizes."""
+    known = {
+        name: int(value.shape[0])
+        for name, value in embedded.items()
+        if value.shape[0] is not None
+    }
+    if len(set(known.values())) > 1:
+        raise ValueError(
+            f"{layer_name}: features have different batch sizes {known}; expected "
+            "one batch size for every feature of an example batch."
+        )

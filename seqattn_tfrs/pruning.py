@@ -7,14 +7,14 @@ from typing import Any
 
 import tensorflow as tf
 
-from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
-from seqattn_tfrs.callback import find_gated_layers
-from seqattn_tfrs.gate import SequentialAttentionEmbedding
-from seqattn_tfrs.width import (
-    SequentialAttentionWidth,
-    _final_embedding,
-    find_width_layers,
+from seqattn_tfrs import (
+    _compat,  # noqa: F401  (Keras 2 check)
+    functional_pruning,
 )
+from seqattn_tfrs.discovery import find_gated_layers, find_width_layers
+from seqattn_tfrs.gate import SequentialAttentionEmbedding
+from seqattn_tfrs.sizes import model_variables, table_variables, variable_stats
+from seqattn_tfrs.width import SequentialAttentionWidth, final_embedding
 
 
 def prune(model: tf.keras.Model) -> tf.keras.Model:
@@ -73,7 +73,7 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
       >>> out = gate(inputs)
       >>> model = tf.keras.Model(inputs, tf.concat([out["a"], out["b"]], axis=1))
       >>> _ = gate.attention_logits.assign([1.0, 0.0])  # force the pick of "a"
-      >>> _ = gate._commit_round()
+      >>> _ = gate.commit_round()
       >>> pruned = prune(model)
       >>> sorted(pruned.input)
       ['a']
@@ -107,104 +107,48 @@ def prune(model: tf.keras.Model) -> tf.keras.Model:
     to_prune = [layer for layer in layers if not layer.is_pruned]
     to_slice = [layer for layer in find_width_layers(model) if not layer.is_pruned]
     graph_plan = (
-        _plan_functional(model, layers, to_slice) if _is_functional(model) else None
+        functional_pruning.plan(model, layers, to_slice)
+        if functional_pruning.is_functional(model)
+        else None
     )
 
     # Everything that can fail without side effects happens before any change.
     plans = {id(layer): _plan_layer(layer) for layer in to_prune}
-    saved = [
-        (
-            layer,
-            layer._tables,
-            layer._pruned_widths,
-            list(getattr(layer, "_self_tracked_trackables", [])),
-        )
-        for layer in to_prune
-    ]
+    undo: list[Any] = []
     sliced: list[tuple[SequentialAttentionWidth, dict[str, Any]]] = []
     try:
         for layer in to_prune:
             plan = plans[id(layer)]
-            layer._tables = {name: layer._tables[name] for name in plan["kept"]}
-            layer._pruned_widths = dict(plan["widths"])
+            undo.append(
+                layer.replace_tables(plan["kept"], plan["widths"], plan["report"])
+            )
         for width_layer in to_slice:
-            sliced.append((width_layer, width_layer._slice_tables()))
-        result = model if graph_plan is None else _rebuild_functional(model, graph_plan)
+            before = width_layer.embedding_layers
+            undo.append(width_layer.slice_tables())
+            sliced.append((width_layer, before))
+        result = (
+            model
+            if graph_plan is None
+            else functional_pruning.rebuild(model, graph_plan)
+        )
         _check_dropped_unreachable(result, to_prune, plans)
         _check_wide_tables_unreachable(result, sliced)
     except BaseException:
-        for width_layer, before in sliced:
-            width_layer._restore(before)
-        for layer, tables, widths, tracked in saved:
-            layer._tables = tables
-            layer._pruned_widths = widths
-            if hasattr(layer, "_self_tracked_trackables"):
-                layer._self_tracked_trackables[:] = tracked
+        for restore in reversed(undo):
+            restore()
         raise
-    for layer in to_prune:
-        # A plain attribute: not tracked, never saved; read by export and reports.
-        object.__setattr__(layer, "_prune_report", plans[id(layer)]["report"])
-    for width_layer, before in sliced:
-        full = {
-            name: variable_stats(table_variables(_final_embedding(table)))
-            for name, table in before["tables"].items()
-        }
-        object.__setattr__(width_layer, "_tables_before", full)
     for module in [model, *model.submodules]:
         if isinstance(module, tf.keras.Model):
             module._reset_compile_cache()
     return result
 
 
-# ------------------------------------------------------------------ sizes
-def variable_stats(variables: Any) -> dict[str, int]:
-    """Counts distinct variables, their parameters and their bytes.
-
-    Args:
-      variables: an iterable of ``tf.Variable``; duplicates are counted once.
-
-    Returns:
-      ``{"variables": count, "parameters": elements, "bytes": bytes}``.
-
-    Example:
-      >>> variable_stats([tf.Variable(tf.zeros([3, 2])), tf.Variable(1.0)])
-      {'variables': 2, 'parameters': 7, 'bytes': 28}
-    """
-    seen: dict[Any, tf.Variable] = {}
-    for variable in variables:
-        seen.setdefault(variable.ref(), variable)
-    parameters = 0
-    size = 0
-    for variable in seen.values():
-        count = variable.shape.num_elements() or 0
-        parameters += count
-        size += count * variable.dtype.size
-    return {"variables": len(seen), "parameters": parameters, "bytes": size}
-
-
 # ------------------------------------------------------------- planning
-def model_variables(model: tf.keras.Model) -> list[tf.Variable]:
-    """``model.variables``, also for a model that was never built or called."""
-    try:
-        return list(model.variables)
-    except ValueError:  # a model with a build() method that was never built
-        return [
-            obj
-            for obj in tf.train.TrackableView(model).descendants()
-            if isinstance(obj, tf.Variable)
-        ]
-
-
-def table_variables(layer: tf.keras.layers.Layer) -> list[tf.Variable]:
-    """A per-feature layer's variables; none before it is built."""
-    return list(layer.variables) if layer.built else []
-
-
 def _plan_layer(layer: SequentialAttentionEmbedding) -> dict[str, Any]:
     kept = list(layer.selected_features)
     dropped = [name for name in layer.feature_names if name not in kept]
-    widths = {name: _embedding_width(layer, name) for name in dropped}
-    tables = layer._tables
+    widths = {name: embedding_width(layer, name) for name in dropped}
+    tables = layer.embedding_layers
     report = {
         "kept": {name: variable_stats(table_variables(tables[name])) for name in kept},
         "dropped": {
@@ -224,14 +168,14 @@ def _plan_layer(layer: SequentialAttentionEmbedding) -> dict[str, Any]:
     }
 
 
-def _embedding_width(layer: SequentialAttentionEmbedding, name: str) -> int:
+def embedding_width(layer: SequentialAttentionEmbedding, name: str) -> int:
     """The last dimension of what feature ``name``'s layer outputs.
 
     Traces the per-feature layer on the input spec Keras recorded when it was
     first called (no variable changes, works for any layer), and falls back to
     ``output_dim`` of an ``Embedding`` that ends the layer if it was never called.
     """
-    feature_layer = layer._tables[name]
+    feature_layer = layer.embedding_layers[name]
     spec = getattr(feature_layer, "_saved_model_inputs_spec", None)
     if spec is None:
         gate_spec = getattr(layer, "_saved_model_inputs_spec", None)
@@ -303,8 +247,8 @@ def _check_wide_tables_unreachable(
 ) -> None:
     reachable = {variable.ref() for variable in model_variables(model)}
     for layer, before in sliced:
-        for name, table in before["tables"].items():
-            for variable in table_variables(_final_embedding(table)):
+        for name, table in before.items():
+            for variable in table_variables(final_embedding(table)):
                 if variable.ref() in reachable:
                     raise ValueError(
                         f"Cannot slice the table of feature {name!r} of layer "
@@ -314,191 +258,3 @@ def _check_wide_tables_unreachable(
                         "Keep it only in the SequentialAttentionWidth layer. The "
                         "layers were left unchanged."
                     )
-
-
-# ----------------------------------------------------------- functional
-def _is_functional(model: tf.keras.Model) -> bool:
-    return bool(getattr(model, "_is_graph_network", False))
-
-
-def _ordered_nodes(model: tf.keras.Model) -> list[Any]:
-    """The model's nodes, inputs first (deepest first)."""
-    by_depth = model._nodes_by_depth
-    return [
-        node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
-    ]
-
-
-def _gate_dict(node: Any) -> Mapping[str, Any] | None:
-    """The feature dict a gate node was called with (first argument)."""
-    first = node.call_args[0] if node.call_args else node.call_kwargs.get("features")
-    return first if isinstance(first, Mapping) else None
-
-
-def _required_ids(
-    model: tf.keras.Model, kept: dict[int, set[str]], prune_gates: bool
-) -> set[int]:
-    """Ids of the Keras tensors the outputs need; pruned gates need only kept keys."""
-    required = {id(t) for t in tf.nest.flatten(model._nested_outputs)}
-    for node in reversed(_ordered_nodes(model)):  # outputs first
-        if node.is_input:
-            continue
-        if not any(id(t) in required for t in tf.nest.flatten(node.outputs)):
-            continue
-        inputs = node.keras_inputs
-        gate_inputs = _gate_dict(node)
-        if prune_gates and id(node.layer) in kept and gate_inputs is not None:
-            names = kept[id(node.layer)]
-            dropped_ids = {id(t) for key, t in gate_inputs.items() if key not in names}
-            inputs = [t for t in inputs if id(t) not in dropped_ids]
-        required.update(id(t) for t in inputs)
-    return required
-
-
-def _plan_functional(
-    model: tf.keras.Model,
-    layers: list[SequentialAttentionEmbedding],
-    width_layers: list[SequentialAttentionWidth],
-) -> dict[str, Any]:
-    """Which inputs the pruned graph still needs; every layer that reads a
-    feature dict (a gate, a width layer) needs only its kept features."""
-    kept = {
-        id(layer): set(layer._tables if layer.is_pruned else layer.selected_features)
-        for layer in layers
-    }
-    kept.update(
-        (id(layer), {name for name, cols in layer.kept_columns().items() if cols})
-        for layer in width_layers
-    )
-    pruned_layers = [*layers, *width_layers]
-    nodes = _ordered_nodes(model)
-    before = _required_ids(model, kept, prune_gates=False)
-    after = _required_ids(model, kept, prune_gates=True)
-    for node in nodes:
-        gate_inputs = _gate_dict(node)
-        if id(node.layer) not in kept or gate_inputs is None:
-            continue
-        for key, tensor in gate_inputs.items():
-            if key in kept[id(node.layer)] or id(tensor) not in after:
-                continue
-            consumers = sorted(
-                {
-                    other.layer.name
-                    for other in nodes
-                    if other is not node
-                    and any(t is tensor for t in other.keras_inputs)
-                }
-            )
-            raise ValueError(
-                f"Cannot prune functional model {model.name!r}: the input of dropped "
-                f"feature {key!r} of layer {node.layer.name!r} also feeds "
-                f"{consumers or 'other layers'}, so the model would still need it. "
-                f"Feed dropped features only to {node.layer.name!r}. "
-                "Nothing was changed."
-            )
-    structure = model._nested_inputs
-    if isinstance(structure, Mapping):
-        named = list(structure.items())
-    else:
-        named = [(t._keras_history.layer.name, t) for t in tf.nest.flatten(structure)]
-    kept_anywhere = set().union(*kept.values())
-    dropped_names = {
-        name
-        for layer in pruned_layers
-        for name in layer.feature_names
-        if name not in kept_anywhere
-    }
-    for name, tensor in named:
-        if name not in dropped_names or id(tensor) not in after:
-            continue
-        consumers = sorted(
-            {
-                node.layer.name
-                for node in nodes
-                if id(node.layer) not in kept
-                and any(t is tensor for t in node.keras_inputs)
-            }
-        )
-        raise ValueError(
-            f"Cannot prune functional model {model.name!r}: its input {name!r} "
-            f"(a dropped feature) feeds {consumers}, not only the gated layers, "
-            "so the model would still need it. Call the SequentialAttentionEmbedding "
-            "(or SequentialAttentionWidth) directly on the model's inputs. "
-            "Nothing was changed."
-        )
-    inputs = tf.nest.flatten(structure)
-    removed = {id(t) for t in inputs if id(t) in before and id(t) not in after}
-    gate_nodes_with_dropped = any(
-        id(node.layer) in kept
-        and _gate_dict(node) is not None
-        and any(key not in kept[id(node.layer)] for key in _gate_dict(node))
-        for node in nodes
-    )
-    if removed and not isinstance(structure, (Mapping, list, tuple)):
-        raise ValueError(
-            f"Cannot prune functional model {model.name!r}: its only input feeds "
-            "dropped features only."
-        )
-    return {
-        "kept": kept,
-        "required": after,
-        "removed_inputs": removed,
-        "changed": bool(removed) or gate_nodes_with_dropped,
-    }
-
-
-def _rebuild_functional(model: tf.keras.Model, plan: dict[str, Any]) -> tf.keras.Model:
-    """Re-runs ``model``'s graph on new ``Input``\\ s for the features still needed."""
-    if not plan["changed"]:
-        return model
-    kept, required, removed = plan["kept"], plan["required"], plan["removed_inputs"]
-    mapping: dict[int, Any] = {}
-
-    def new_input(tensor):
-        layer = tensor._keras_history.layer
-        fresh = tf.keras.Input(type_spec=tensor.type_spec, name=layer.name)
-        mapping[id(tensor)] = fresh
-        return fresh
-
-    structure = model._nested_inputs
-    if isinstance(structure, Mapping):
-        new_inputs: Any = {
-            key: new_input(t) for key, t in structure.items() if id(t) not in removed
-        }
-    elif isinstance(structure, (list, tuple)):
-        new_inputs = [new_input(t) for t in structure if id(t) not in removed]
-    else:
-        new_inputs = new_input(structure)
-
-    for node in _ordered_nodes(model):
-        if node.is_input:
-            continue
-        if not any(id(t) in required for t in tf.nest.flatten(node.outputs)):
-            continue
-        keras_ids = {id(t) for t in node.keras_inputs}
-
-        def remap(value, keras_ids=keras_ids):
-            if id(value) in mapping:
-                return mapping[id(value)]
-            if id(value) in keras_ids:
-                raise ValueError(
-                    f"Internal error rebuilding {model.name!r}: tensor {value!r} "
-                    "has no replacement."
-                )
-            return value
-
-        args, kwargs = list(node.call_args), dict(node.call_kwargs)
-        gate_inputs = _gate_dict(node)
-        if id(node.layer) in kept and gate_inputs is not None:
-            names = kept[id(node.layer)]
-            trimmed = {key: t for key, t in gate_inputs.items() if key in names}
-            if args:
-                args[0] = trimmed
-            else:
-                kwargs["features"] = trimmed
-        args, kwargs = tf.nest.map_structure(remap, (args, kwargs))
-        outputs = node.layer(*args, **kwargs)
-        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
-            mapping[id(old)] = new
-    new_outputs = tf.nest.map_structure(lambda t: mapping[id(t)], model._nested_outputs)
-    return tf.keras.Model(inputs=new_inputs, outputs=new_outputs, name=model.name)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
-from seqattn_tfrs.budget import _weightless
+from seqattn_tfrs import (
+    _compat,  # noqa: F401  (Keras 2 check)
+    sizes,
+)
 from seqattn_tfrs.gate import (
     SequentialAttentionEmbedding,
     with_deserialized_embeddings,
@@ -24,24 +26,18 @@ def _table_index(layer: tf.keras.layers.Layer) -> int | None:
     for i in range(len(layer.layers) - 1, -1, -1):
         if isinstance(layer.layers[i], tf.keras.layers.Embedding):
             return i
-        if not _weightless(layer.layers[i]):
+        if not sizes.is_weightless(layer.layers[i]):
             return None
     return None
 
 
-def _final_embedding(layer: tf.keras.layers.Layer) -> tf.keras.layers.Embedding | None:
+def final_embedding(layer: tf.keras.layers.Layer) -> tf.keras.layers.Embedding | None:
     """The table a per-feature layer ends with: the layer itself, or the last
     ``Embedding`` of a ``Sequential`` followed only by weightless layers."""
     if isinstance(layer, tf.keras.layers.Embedding):
         return layer
     index = _table_index(layer)
     return None if index is None else layer.layers[index]
-
-
-def find_width_layers(model: tf.Module) -> list[SequentialAttentionWidth]:
-    """Every :class:`SequentialAttentionWidth` tracked by ``model``, once each."""
-    found = {id(m): m for m in [model, *model.submodules]}
-    return [m for m in found.values() if isinstance(m, SequentialAttentionWidth)]
 
 
 def block_name(feature: str, block: int) -> str:
@@ -143,13 +139,13 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
                 f"got target_width={target_width!r} and budget_bytes={budget_bytes!r}."
             )
         for name, layer in embeddings.items():
-            if not isinstance(name, str) or _final_embedding(layer) is None:
+            if not isinstance(name, str) or final_embedding(layer) is None:
                 raise TypeError(
                     f"`embeddings[{name!r}]` must be a tf.keras.layers.Embedding or a "
                     "Sequential ending in one (width selection slices its table), "
                     f"got {type(layer).__name__}: {layer!r}."
                 )
-        tables = {name: _final_embedding(layer) for name, layer in embeddings.items()}
+        tables = {name: final_embedding(layer) for name, layer in embeddings.items()}
         kept = None
         if kept_columns is None:
             self._widths = {name: int(t.output_dim) for name, t in tables.items()}
@@ -193,6 +189,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         self.target_width = None if target_width is None else int(target_width)
         self.budget_bytes = None if budget_bytes is None else int(budget_bytes)
         self._kept = kept
+        self._tables_before: dict[str, dict[str, int]] | None = None
         names = [
             block_name(name, j)
             for name, width in self._widths.items()
@@ -200,6 +197,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         ]
         owner = {block: block.rsplit("/", 1)[0] for block in names}
         identity = {b: tf.keras.layers.Activation("linear") for b in names}
+        # The block gate validates the attention settings (AttentionOptions).
         options = {
             "selections_per_round": selections_per_round,
             "budget_rule": budget_rule,
@@ -329,12 +327,20 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         return outputs
 
     # ---------------------------------------------------------------- pruning
-    def _slice_tables(self) -> dict[str, Any]:
-        """Replaces each table by one holding only its kept columns (for prune).
+    def slice_tables(self) -> Callable[[], None]:
+        """Replaces each table by one holding only its kept columns.
 
-        Returns what to restore if pruning fails: ``{"tables", "kept"}``.
+        Used by :func:`~seqattn_tfrs.prune`; records the full tables' sizes in
+        :attr:`tables_before_pruning`.
+
+        Returns:
+          A function that undoes the change (for a failed prune).
         """
-        saved = {"tables": self._tables, "kept": self._kept}
+        saved = (self._tables, self._kept, self._tables_before)
+        self._tables_before = {
+            name: sizes.variable_stats(sizes.table_variables(final_embedding(table)))
+            for name, table in self._tables.items()
+        }
         kept = self.kept_columns()
         tables = {}
         for name, layer in self._tables.items():
@@ -343,11 +349,16 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
             tables[name] = _sliced(layer, kept[name])
         self._tables = tables
         self._kept = kept
-        return saved
 
-    def _restore(self, saved: Mapping[str, Any]) -> None:
-        self._tables = saved["tables"]
-        self._kept = saved["kept"]
+        def undo() -> None:
+            self._tables, self._kept, self._tables_before = saved
+
+        return undo
+
+    @property
+    def tables_before_pruning(self) -> dict[str, dict[str, int]] | None:
+        """Sizes of the full-width tables that pruning sliced, or None."""
+        return self._tables_before
 
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
@@ -362,12 +373,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
                 "block_size": self.block_size,
                 "target_width": self.target_width,
                 "budget_bytes": self.budget_bytes,
-                "selections_per_round": blocks.selections_per_round,
-                "budget_rule": blocks.budget_rule,
-                "entry_z": blocks.entry_z,
-                "attention_learning_rate": blocks.attention_learning_rate,
-                "attention_momentum": blocks.attention_momentum,
-                "attention_signal": blocks.attention_signal,
+                **blocks.options.as_kwargs(),
                 "kept_columns": self._kept,
                 "embedding_widths": None if self._kept is None else dict(self._widths),
             }
@@ -381,7 +387,7 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
 
 def _sliced(layer: tf.keras.layers.Layer, columns: list[int]) -> tf.keras.layers.Layer:
     """A copy of a per-feature layer whose final table holds only ``columns``."""
-    table = _final_embedding(layer)
+    table = final_embedding(layer)
     if not table.built:
         raise ValueError(
             f"The table {table.name!r} was never built; call the model on a batch "

@@ -13,10 +13,13 @@ from seqattn_tfrs import (
     export_for_serving,
     prune,
 )
-from seqattn_tfrs.budget import layer_bytes, max_affordable, pick_within_budget
-from seqattn_tfrs.config import ConfigError, JobConfig, load_config, override
-from seqattn_tfrs.gate import _efficient_score, _residual_scores
-from seqattn_tfrs.models import build_model
+from seqattn_tfrs.core.budget import max_affordable, pick_within_budget
+from seqattn_tfrs.core.ops import NUMPY
+from seqattn_tfrs.core.signals import efficient_score, residual_scores
+from seqattn_tfrs.movielens.config import ConfigError, JobConfig, load_config, override
+from seqattn_tfrs.movielens.models import build_model
+from seqattn_tfrs.sizes import layer_bytes
+from seqattn_tfrs.tf_ops import TF
 
 # (rows, width) per field: "big" is a 2,000-row id whose coarse group "small"
 # carries nearly all of its signal in 10 rows; "other" is independent signal.
@@ -129,18 +132,20 @@ def test_bad_entry_z_names_the_value(options, match):
         scalar_gate(**options)
 
 
-def test_residual_scores_are_least_squares_residuals():
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+def test_residual_scores_are_least_squares_residuals(backend):
+    ops, wrap = (NUMPY, np.asarray) if backend == "numpy" else (TF, tf.constant)
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(64, 3)).astype(np.float32)
     nuisance = rng.normal(size=(64, 5)).astype(np.float32)
     coef, *_ = np.linalg.lstsq(nuisance, scores, rcond=None)
     expected = scores - nuisance @ coef
-    residual = _residual_scores(tf.constant(scores), tf.constant(nuisance)).numpy()
+    residual = np.asarray(residual_scores(ops, wrap(scores), wrap(nuisance)))
     np.testing.assert_allclose(residual, expected, atol=1e-3)
     # Their sums are the efficient score the partial signal learns from.
     np.testing.assert_allclose(
         residual.sum(axis=0),
-        _efficient_score(tf.constant(scores), tf.constant(nuisance)).numpy(),
+        np.asarray(efficient_score(ops, wrap(scores), wrap(nuisance))),
         atol=1e-3,
     )
 
@@ -186,7 +191,7 @@ def test_budget_too_small_for_unknown_costs_fails_at_first_pick():
     assert gate.num_rounds == 2  # costs unknown: every feature may fit
     gate({n: tf.ones([1, 3]) for n in "ab"})  # 3 x 4 + 4 floats = 64 bytes each
     with pytest.raises(ValueError, match=r"fits no feature; the cheapest, 'a'.*64"):
-        gate._commit_round()
+        gate.commit_round()
     assert gate.selected_features == ()
 
 
@@ -195,14 +200,14 @@ def test_rounds_reserved_and_early_close():
     model, gate = planted_model(budget_bytes=700, selections_per_round=1)
     assert gate.num_rounds == 2
     gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
-    assert gate._commit_round() == ["other"]  # "big" is unaffordable
+    assert gate.commit_round() == ["other"]  # "big" is unaffordable
     assert not gate.selection_complete
     gate.attention_logits.assign([9.0, 1.0, 0.0, 3.0])
-    assert gate._commit_round() == ["noise"]
+    assert gate.commit_round() == ["noise"]
     assert gate.selection_complete  # 60 bytes left: nothing fits
     assert sum(gate.feature_costs()[n] for n in gate.selected_features) <= 700
     with pytest.raises(RuntimeError, match="already complete"):
-        gate._commit_round()
+        gate.commit_round()
 
 
 def test_budget_layer_config_round_trips():
@@ -269,8 +274,8 @@ def test_selection_json_shows_budget_and_per_field_columns_and_bytes(tmp_path):
     model, gate = planted_model(budget_bytes=700)
     model.predict({n: np.zeros([2], np.int64) for n in TABLES}, verbose=0)
     gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
-    gate._commit_round()
-    gate._commit_round()
+    gate.commit_round()
+    gate.commit_round()
     x = {n: np.arange(3, dtype=np.int64) for n in TABLES}
     expected = model.predict(x, verbose=0)
     pruned = prune(model)
@@ -352,9 +357,9 @@ def test_entry_z_rounds_pick_what_passes_and_are_counted():
 
     def round_with(evidence):  # z = -sum / sqrt(squares), squares = 1
         gate.attention_logits.assign([7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
-        gate._score_sum.assign([-z for z in evidence])
-        gate._score_squares.assign([1.0] * 7)
-        return gate._commit_round()
+        gate.selection_state.score_sum.assign([-z for z in evidence])
+        gate.selection_state.score_squares.assign([1.0] * 7)
+        return gate.commit_round()
 
     assert round_with([0] * 7) == ["a", "b"]  # round 1 never stops
     assert round_with([0, 0, 2.0, 3.5, 0, 0, 0]) == ["d"]  # only d passes z > 3
@@ -372,7 +377,7 @@ def test_cli_flags_ask_for_a_budget_and_entry_z():
     from absl import flags
     from absl.testing import flagsaver
 
-    from seqattn_tfrs import cli
+    from seqattn_tfrs.movielens import cli
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()

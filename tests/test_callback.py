@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding
-from seqattn_tfrs.callback import find_gated_layers
+from seqattn_tfrs.discovery import find_gated_layers
 
 NAMES = ("a", "b", "c", "d", "e")
 
@@ -155,6 +155,105 @@ def test_step_mode_schedule():
                 )
             ],
         )
+
+
+def test_within_fit_lays_every_round_inside_the_fit():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    # 3 epochs x 8 steps = 24 steps... too few for 2 rounds of 20: refused.
+    with pytest.raises(ValueError, match=r"2 selection rounds do not fit in 24"):
+        model.fit(dataset(), epochs=3, callbacks=[callback], verbose=0)
+    # 13 epochs x 8 = 104 steps: warm-up 10, 2 rounds of 42, fine-tune 10.
+    history = model.fit(dataset(), epochs=13, callbacks=[callback], verbose=0)
+    assert [e["step"] for e in callback.events] == [52, 94]
+    assert layer.selected_features == ("a", "c")
+    assert layer.selection_complete
+    assert layer.schedule_record == {
+        "unit": "steps",
+        "warmup": 10,
+        "rounds": 2,
+        "per_round": 42,
+        "finetune": 10,
+        "within_fit": True,
+    }
+    assert history.history["seqattn/schedule/per_round_steps"] == [42.0]
+    assert history.history["seqattn/schedule/warmup_steps"] == [10.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"within_fit": True, "warmup_epochs": 1}, "explicit {'warmup_epochs': 1}"),
+        ({"within_fit": True, "warmup_fraction": 1.0}, "warmup_fraction.*got 1.0"),
+        (
+            {"within_fit": True, "warmup_fraction": 0.5, "finetune_fraction": 0.5},
+            "must be < 1",
+        ),
+    ],
+    ids=["explicit-too", "fraction", "no-room"],
+)
+def test_bad_within_fit_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SequentialAttentionCallback(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: dataset().take(0), "`selection_data` is empty"),
+        (lambda: dataset().unbatch(), "looks unbatched.*scalars.*`.batch"),
+        (
+            lambda: tf.data.Dataset.from_tensor_slices(linear_data()[0]).batch(8),
+            "a dict with keys .*label is missing",
+        ),
+        (
+            lambda: tf.data.Dataset.from_tensor_slices(
+                ({"a": np.zeros(8, np.float32)}, np.zeros(8, np.float32))
+            ).batch(8),
+            r"lacks feature\(s\) \['b', 'c', 'd', 'e'\]",
+        ),
+    ],
+    ids=["empty", "unbatched", "no-label", "other-keys"],
+)
+def test_bad_selection_data_is_refused_before_training(make, match):
+    model, _ = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, selection_data=make(), verbose=0
+    )
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(ValueError, match=match):
+        model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    for old, new in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(old, new.numpy())
+
+
+def test_tuples_for_a_tfrs_model_are_refused_before_training():
+    class Ranker(tfrs.models.Model):
+        def __init__(self):
+            super().__init__()
+            self.gate = SequentialAttentionEmbedding(
+                {n: tf.keras.layers.Reshape((1,)) for n in NAMES}, 2
+            )
+            self.dense = tf.keras.layers.Dense(1)
+
+        def call(self, features):
+            gated = self.gate(features)
+            return self.dense(tf.concat([gated[n] for n in NAMES], axis=1))
+
+        def compute_loss(self, features, training=False):
+            labels = tf.reshape(features["label"], [-1, 1])
+            return tf.reduce_mean(tf.square(self(features) - labels))
+
+    x, y = linear_data()
+    train = tf.data.Dataset.from_tensor_slices({**x, "label": y}).batch(64)
+    model = Ranker()
+    model.compile(tf.keras.optimizers.SGD(0.05))
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, selection_data=dataset(), verbose=0
+    )
+    with pytest.raises(ValueError, match="tfrs.models.Model.*not an \\(x, y\\) tuple"):
+        model.fit(train, epochs=4, callbacks=[callback], verbose=0)
 
 
 def test_no_gated_layer_is_an_error():

@@ -8,8 +8,8 @@ import pathlib
 
 import pytest
 
-from seqattn_tfrs import config as config_lib
-from seqattn_tfrs.config import (
+from seqattn_tfrs.movielens import config as config_lib
+from seqattn_tfrs.movielens.config import (
     ConfigError,
     FeatureConfig,
     JobConfig,

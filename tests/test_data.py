@@ -1,4 +1,4 @@
-"""Tests for seqattn_tfrs.data: loading, derived features, splitting, fetching."""
+"""Tests for the MovieLens data module: loading, derived features, splits, fetching."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqattn_tfrs import data
+from seqattn_tfrs.movielens import data
 
 # ---------------------------------------------------------------------------
 # Hand-written fixtures: 3 users, 3 movies, 5 ratings, in both layouts.

@@ -84,7 +84,7 @@ def test_all_selected_gives_ones_not_nan():
 def test_complete_selection_zeroes_unselected_in_every_mode():
     layer = scalar_layer(num_selected=1)
     layer.attention_logits.assign([0.0, 3.0, 0.0])
-    assert layer._commit_round() == ["b"]
+    assert layer.commit_round() == ["b"]
     for mode in (DENSE, SELECTING):
         layer.gate_mode.assign(mode)
         assert layer.gate_values() == {"a": 0.0, "b": 1.0, "c": 0.0}
@@ -98,25 +98,25 @@ def test_commit_round_order_reset_and_history():
     )
     layer.gate_mode.assign(SELECTING)
     layer.attention_logits.assign([0.0, 2.0, 1.0, 3.0, 0.0])
-    assert layer._commit_round() == ["d", "b"]
+    assert layer.commit_round() == ["d", "b"]
     np.testing.assert_array_equal(layer.attention_logits.numpy(), np.zeros(5))
     layer.attention_logits.assign([0.0, 0.0, 0.0, 0.0, 1.0])
-    assert layer._commit_round() == ["e", "a"]  # tie a/c goes to the earlier one
+    assert layer.commit_round() == ["e", "a"]  # tie a/c goes to the earlier one
     assert not layer.selection_complete
-    assert layer._commit_round() == ["c"]  # the last round picks the remainder
+    assert layer.commit_round() == ["c"]  # the last round picks the remainder
     assert layer.selected_features == ("d", "b", "e", "a", "c")
     history = layer.gate_history()
     assert len(history) == 3
     assert history[0]["d"] > history[0]["c"] > history[0]["a"]
     with pytest.raises(RuntimeError, match="already complete"):
-        layer._commit_round()
+        layer.commit_round()
 
 
 def test_nan_logits_are_reported_not_picked():
     layer = scalar_layer()
     layer.attention_logits.assign([0.0, float("nan"), 1.0])
     with pytest.raises(FloatingPointError, match=r"\['b'\]"):
-        layer._commit_round()
+        layer.commit_round()
     assert layer.selected_features == ()
 
 
@@ -139,8 +139,46 @@ def test_per_feature_layer_must_return_rank_2():
     layer = SequentialAttentionEmbedding(
         {"a": tf.keras.layers.Reshape((1, 1)), "b": tf.keras.layers.Reshape((1,))}, 1
     )
-    with pytest.raises(ValueError, match="'a' must return a dense"):
+    with pytest.raises(ValueError, match=r"'a' returned a tensor of rank 3"):
         layer({"a": tf.ones([2]), "b": tf.ones([2])})
+
+
+def test_a_batch_by_1_id_input_names_rank_3_and_the_fix():
+    # A [batch, 1] id tensor, as a sparse-looking input often arrives, gives
+    # [batch, 1, d] after an Embedding: the message says rank and fix.
+    layer = SequentialAttentionEmbedding(
+        {"a": tf.keras.layers.Embedding(5, 4), "b": tf.keras.layers.Embedding(5, 4)},
+        1,
+    )
+    with pytest.raises(ValueError) as raised:
+        layer({"a": tf.constant([[1], [2]]), "b": tf.constant([1, 2])})
+    message = str(raised.value)
+    assert "rank 3 (shape (2, 1, 4)); expected rank 2" in message
+    assert "Reshape((d,))" in message
+
+
+def test_ragged_output_is_refused_with_the_fix():
+    layer = SequentialAttentionEmbedding(
+        {"a": tf.keras.layers.Embedding(5, 4), "b": tf.keras.layers.Embedding(5, 4)},
+        1,
+    )
+    with pytest.raises(ValueError, match="RaggedTensor.*Pool a multi-valent"):
+        layer({"a": tf.ragged.constant([[1], [2, 3]]), "b": tf.constant([1, 2])})
+
+
+def test_features_of_different_batch_sizes_are_refused():
+    layer = SequentialAttentionEmbedding(
+        {"a": tf.keras.layers.Embedding(5, 4), "b": tf.keras.layers.Embedding(5, 4)},
+        1,
+    )
+    with pytest.raises(ValueError, match=r"different batch sizes \{'a': 2, 'b': 3\}"):
+        layer({"a": tf.constant([1, 2]), "b": tf.constant([1, 2, 3])})
+
+
+def test_one_table_under_two_feature_names_is_refused_at_construction():
+    shared = tf.keras.layers.Embedding(5, 4, name="shared")
+    with pytest.raises(ValueError, match=r"'b'\].*same layer object.*'a'"):
+        SequentialAttentionEmbedding({"a": shared, "b": shared}, num_selected=1)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +259,7 @@ def test_config_covers_every_constructor_argument_and_round_trips():
 def test_selection_state_is_saved_in_checkpoints(tmp_path):
     layer = scalar_layer(num_selected=2)
     layer.attention_logits.assign([0.0, 0.0, 4.0])
-    layer._commit_round()
+    layer.commit_round()
     path = tf.train.Checkpoint(layer=layer).save(str(tmp_path / "ckpt"))
     fresh = scalar_layer(num_selected=2)
     tf.train.Checkpoint(layer=fresh).restore(path).assert_existing_objects_matched()
@@ -241,7 +279,7 @@ def test_functional_model_saves_and_reloads_with_selection(tmp_path):
     )
     model = tf.keras.Model(inputs, outputs)
     layer.attention_logits.assign([0.0, 1.0, 0.0])
-    layer._commit_round()
+    layer.commit_round()
     x = {n: tf.constant([1.0, 2.0]) * (i + 1) for i, n in enumerate(names)}
     expected = model(x).numpy()
     model.save(str(tmp_path / "m"))

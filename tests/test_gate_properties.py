@@ -35,7 +35,7 @@ def test_gates_stay_a_valid_selection(case):
         k,
         selections_per_round=per_round,
     )
-    layer._ensure_built()
+    layer.build(None)
     layer.gate_mode.assign(SELECTING)
     for logits in round_logits:
         layer.attention_logits.assign(np.asarray(logits, np.float32))
@@ -45,7 +45,7 @@ def test_gates_stay_a_valid_selection(case):
         assert np.all(gates[selected] == 1.0)
         assert np.all(gates[~selected] >= 0.0)
         np.testing.assert_allclose(gates[~selected].sum(), 1.0, rtol=1e-5)
-        picked = layer._commit_round()
+        picked = layer.commit_round()
         assert 1 <= len(picked) <= per_round
     assert layer.selection_complete
     order = layer.selected_features

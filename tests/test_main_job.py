@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from seqattn_tfrs import data
+from seqattn_tfrs.movielens import data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_SECONDS = 240
@@ -40,7 +40,7 @@ def runs(tmp_path_factory):
         "cli": [
             sys.executable,
             "-m",
-            "seqattn_tfrs.cli",
+            "seqattn_tfrs.movielens.cli",
             "--smoke",
             "--output_dir",
             "out",
@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
         "cli_budget": [
             sys.executable,
             "-m",
-            "seqattn_tfrs.cli",
+            "seqattn_tfrs.movielens.cli",
             "--smoke",
             "--budget_bytes",
             str(BUDGET_BYTES),
@@ -151,7 +151,7 @@ def test_cli_budget_flag_selects_fields_that_fit(runs):
 def test_cli_rejects_a_bad_flag_value_naming_the_key(tmp_path):
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "seqattn_tfrs.cli", "--num_selected", "99"],
+        [sys.executable, "-m", "seqattn_tfrs.movielens.cli", "--num_selected", "99"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqattn_tfrs import report as report_lib
-from seqattn_tfrs.config import FeatureConfig, JobConfig, NoiseConfig, SelectionConfig
-from seqattn_tfrs.job import build_vocabulary
-from seqattn_tfrs.models import (
+from seqattn_tfrs.movielens import report as report_lib
+from seqattn_tfrs.movielens.config import (
+    FeatureConfig,
+    JobConfig,
+    NoiseConfig,
+    SelectionConfig,
+)
+from seqattn_tfrs.movielens.job import build_vocabulary
+from seqattn_tfrs.movielens.models import (
     LABEL_KEY,
     RaggedMeanPooling,
     StripPadding,
@@ -120,9 +125,13 @@ def test_model_scores_and_loss_without_touching_the_label(use_gate):
     assert np.isfinite(float(loss))
     assert LABEL_KEY in features  # compute_loss popped from a copy
     assert (model.gate is not None) == use_gate
+    if not use_gate:
+        with pytest.raises(ValueError, match="has no gate"):
+            embedding_table_stats(model)
+        return
     stats = embedding_table_stats(model)
-    assert stats["user"] == {"rows": 3, "dim": 4, "parameters": 12, "bytes": 48}
-    assert stats["time"]["rows"] == 3
+    assert stats["user"] == {"dim": 4, "variables": 1, "parameters": 12, "bytes": 48}
+    assert stats["time"]["parameters"] == 3 * stats["time"]["dim"]
     assert sum(s["parameters"] for s in stats.values()) == 12 + 9 + 8 + 15
 
 
@@ -196,9 +205,9 @@ def test_gated_model_prunes_and_exports_with_a_multi_valent_feature(tmp_path):
     model.compute_loss(batch())  # records the input spec, as fit does
     gate = model.gate
     gate.attention_logits.assign([0.0, 0.0, 2.0, 0.0])  # "genres" wins round 1
-    gate._commit_round()
+    gate.commit_round()
     gate.attention_logits.assign([3.0, 0.0, 0.0, 0.0])  # then "user"
-    gate._commit_round()
+    gate.commit_round()
     assert gate.selected_features == ("genres", "user")
     before = model(features).numpy()
     pruned = prune(model)
@@ -234,9 +243,9 @@ def test_gated_model_prunes_and_exports_with_a_multi_valent_feature(tmp_path):
 
 
 def test_variable_length_integer_examples_are_padded_with_minus_one():
-    from seqattn_tfrs.export import _parse_spec
+    from seqattn_tfrs.export.signature import parse_spec
 
-    spec = _parse_spec("genres", tf.TensorSpec([None, None], tf.int64))
+    spec = parse_spec("genres", tf.TensorSpec([None, None], tf.int64))
     rows = [
         tf.train.Example(
             features=tf.train.Features(

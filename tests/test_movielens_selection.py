@@ -10,8 +10,8 @@ import pathlib
 
 from helpers.processes import run_python
 
-from seqattn_tfrs import data
-from seqattn_tfrs.config import JobConfig
+from seqattn_tfrs.movielens import data
+from seqattn_tfrs.movielens.config import JobConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def test_default_job_rejects_random_fields_and_keeps_auc(tmp_path):
     config = JobConfig.default()
     assert config.optimizer == "adam" and config.selection.use_selection_data
     run_python(
-        ["-m", "seqattn_tfrs.cli", "--noexport", "--output_dir", tmp_path],
+        ["-m", "seqattn_tfrs.movielens.cli", "--noexport", "--output_dir", tmp_path],
         cwd=REPO,
         timeout=900,
     )
@@ -40,8 +40,8 @@ def test_a_feature_that_is_not_in_the_data_is_named():
 
     import pytest
 
-    from seqattn_tfrs.config import FeatureConfig
-    from seqattn_tfrs.job import prepare_data
+    from seqattn_tfrs.movielens.config import FeatureConfig
+    from seqattn_tfrs.movielens.job import prepare_data
 
     config = dataclasses.replace(
         JobConfig.default(),

@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-from seqattn_tfrs import data
+from seqattn_tfrs.movielens import data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

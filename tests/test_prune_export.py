@@ -21,9 +21,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 import seqattn_tfrs
-from seqattn_tfrs import SequentialAttentionEmbedding, export
+from seqattn_tfrs import SequentialAttentionEmbedding
 from seqattn_tfrs.export import LOCK_FILE, export_for_serving, size_report
-from seqattn_tfrs.pruning import prune, variable_stats
+from seqattn_tfrs.export import report as export_report
+from seqattn_tfrs.pruning import prune
+from seqattn_tfrs.sizes import variable_stats
 
 LABEL = "user_rating"
 USERS = [f"usr-{i:04d}" for i in range(6)]
@@ -108,12 +110,12 @@ class DCNModel(tfrs.models.Model):
 
 def force_selection(gate, names):
     """Commits ``names`` in order, one per round, without training."""
-    gate._ensure_built()
+    gate.build(None)
     for name in names:
         logits = np.zeros(len(gate.feature_names), np.float32)
         logits[gate.feature_names.index(name)] = 5.0
         gate.attention_logits.assign(logits)
-        gate._commit_round()
+        gate.commit_round()
     assert gate.selection_complete
 
 
@@ -228,7 +230,7 @@ def test_prune_incomplete_selection_raises_and_changes_nothing():
     model = DCNModel(make_tables(), num_selected=3)
     model(features_only(make_data(4)))
     model.gate.attention_logits.assign([0.0, 3.0, 0.0, 0.0])
-    model.gate._commit_round()
+    model.gate.commit_round()
     tables = dict(model.gate._tables)
     refs = [v.ref() for v in model.variables]
     with pytest.raises(ValueError, match=r"1 of 3 features selected: \['movie_id'\]"):
@@ -667,7 +669,7 @@ def boom(*args, **kwargs):
     "target",
     [
         (tf.saved_model, "save"),
-        (export, "_write_json"),
+        (export_report, "write_json"),
         (os, "rename"),
     ],
     ids=["saved_model.save", "json", "rename"],
@@ -685,10 +687,10 @@ def test_failures_leave_no_version_and_no_temp_dir(
 def test_export_requires_a_pruned_model(tmp_path):
     model, gate = functional_model()
     model(features_only(make_data(4)))
-    gate._commit_round()
+    gate.commit_round()
     with pytest.raises(ValueError, match="selected 1 of 2 features"):
         export_for_serving(model, tmp_path)
-    gate._commit_round()
+    gate.commit_round()
     with pytest.raises(ValueError, match="call `model = seqattn_tfrs.prune"):
         export_for_serving(model, tmp_path)
     with pytest.raises(ValueError, match="holds no SequentialAttentionEmbedding"):

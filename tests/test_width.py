@@ -15,8 +15,8 @@ from seqattn_tfrs import (
     prune,
     size_report,
 )
-from seqattn_tfrs.config import FeatureConfig
-from seqattn_tfrs.models import build_feature_layer
+from seqattn_tfrs.movielens.config import FeatureConfig
+from seqattn_tfrs.movielens.models import build_feature_layer
 
 VOCAB = {"a": 50, "b": 20, "c": 400}
 TABLE_ROWS = {"a": 50, "b": 21, "c": 400}  # b's lookup adds an OOV row
@@ -80,9 +80,9 @@ def test_blocks_and_gates_hand_checked():
     # A block of a 50-row float32 table costs 50 x 4 x 4 bytes.
     assert layer.blocks.feature_costs()["a/0"] == 800
     layer.blocks.attention_logits.assign([0.0, 3.0, 0.0, 0.0, 0.0, 0.0])
-    layer.blocks._commit_round()
+    layer.blocks.commit_round()
     layer.blocks.attention_logits.assign([0.0, 0.0, 2.0, 0.0, 0.0, 0.0])
-    layer.blocks._commit_round()
+    layer.blocks.commit_round()
     assert layer.selection_complete
     assert layer.kept_columns() == {"a": [4, 5, 6, 7], "b": [0, 1, 2, 3], "c": []}
     x = {n: tf.constant([1, 2], tf.int64) for n in VOCAB}
@@ -179,7 +179,7 @@ def test_config_covers_arguments_and_round_trips_pruned(tmp_path):
     assert SequentialAttentionWidth.from_config(config).get_config() == config
     model, layer = width_model(block_size=4, target_width=4)
     layer.blocks.attention_logits.assign([0.0, 0.0, 0.0, 5.0, 0.0, 0.0])
-    layer.blocks._commit_round()
+    layer.blocks.commit_round()
     x = {n: tf.constant([1, 2, 3], tf.int64) for n in VOCAB}
     expected = model(x).numpy()
     pruned = prune(model)
@@ -202,9 +202,9 @@ def test_pooled_multi_valent_table_is_sliced_before_its_pooling():
     x = {"genres": tf.constant([[1, 3], [2, -1]], tf.int64), "a": tf.constant([1, 4])}
     layer(x)
     layer.blocks.attention_logits.assign([0.0] * 8 + [1.0, 1.0])
-    layer.blocks._commit_round()
+    layer.blocks.commit_round()
     layer.blocks.attention_logits.assign([0.0] * 10)
-    layer.blocks._commit_round()
+    layer.blocks.commit_round()
     expected = {n: v.numpy() for n, v in layer(x).items()}
     prune(model)
     for name, value in layer(x).items():
@@ -229,7 +229,7 @@ def test_functional_prune_refuses_a_dropped_field_that_feeds_another_layer():
     x = {n: tf.constant([1, 2], tf.int64) for n in VOCAB}
     model(x)
     layer.blocks.attention_logits.assign([5.0, 0.0, 0.0])  # keeps a only
-    layer.blocks._commit_round()
+    layer.blocks.commit_round()
     assert layer.kept_columns() == {"a": [0, 1, 2, 3], "b": [], "c": []}
     with pytest.raises(ValueError, match=r"'c'.*also feeds \['c_again'\]"):
         prune(model)

@@ -71,3 +71,80 @@ class SelectionSchedule:
         if self.in_warmup(completed_units):
             return modes.DENSE
         return modes.SETTLING if settling else modes.SELECTING
+
+
+# The fewest training steps a selection round may have when the schedule is
+# laid inside a fit (see ``within_fit``); measured in docs/benchmarks.md.
+MIN_STEPS_PER_ROUND = 20
+
+
+def within_fit(
+    total_steps: int,
+    num_rounds: int,
+    *,
+    warmup_fraction: float = 0.1,
+    finetune_fraction: float = 0.1,
+    min_steps_per_round: int | None = None,
+) -> SelectionSchedule:
+    """Lays warm-up, every round and fine-tune inside ``total_steps`` steps.
+
+    The warm-up takes ``warmup_fraction`` of the steps (rounded down), the
+    fine-tune at least ``finetune_fraction``, and the rounds share the rest
+    equally; steps left over by the division go to the fine-tune.
+
+    Args:
+      total_steps: the training steps ``fit`` runs (epochs x steps per epoch).
+      num_rounds: the selection rounds to fit in.
+      warmup_fraction: share of the steps for the dense warm-up, in [0, 1).
+      finetune_fraction: share of the steps for the fine-tune, in [0, 1).
+      min_steps_per_round: refuse rounds shorter than this (default:
+        ``MIN_STEPS_PER_ROUND``).
+
+    Raises:
+      ValueError: the fractions leave no room, or the rounds would be shorter
+        than ``min_steps_per_round`` (the message names the numbers).
+
+    Example:
+      >>> s = within_fit(500, 6)
+      >>> s.warmup, s.per_round, s.finetune, s.total
+      (50, 66, 54, 500)
+    """
+    if min_steps_per_round is None:
+        min_steps_per_round = MIN_STEPS_PER_ROUND
+    _check_count("total_steps", total_steps, 1)
+    _check_count("num_rounds", num_rounds, 1)
+    for name, value in (
+        ("warmup_fraction", warmup_fraction),
+        ("finetune_fraction", finetune_fraction),
+    ):
+        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}.")
+    if warmup_fraction + finetune_fraction >= 1:
+        raise ValueError(
+            f"`warmup_fraction` + `finetune_fraction` must be < 1, got "
+            f"{warmup_fraction} + {finetune_fraction}."
+        )
+    warmup = int(warmup_fraction * total_steps)
+    finetune = int(finetune_fraction * total_steps)
+    per_round = (total_steps - warmup - finetune) // num_rounds
+    if per_round < min_steps_per_round:
+        needed = (
+            min_steps_per_round
+            * num_rounds
+            / (1.0 - warmup_fraction - finetune_fraction)
+        )
+        raise ValueError(
+            f"{num_rounds} selection rounds do not fit in {total_steps} training "
+            f"steps: after a warm-up of {warmup} and a fine-tune of {finetune} "
+            f"steps each round gets {per_round} steps, fewer than the "
+            f"{min_steps_per_round} a round needs to select well. Train for at "
+            f"least {int(-(-needed // 1))} steps, commit more features per round "
+            "(`selections_per_round`), or lower the warm-up and fine-tune "
+            "fractions."
+        )
+    return SelectionSchedule(
+        warmup=warmup,
+        per_round=per_round,
+        finetune=total_steps - warmup - num_rounds * per_round,
+        num_rounds=num_rounds,
+    )

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
-from seqattn_tfrs import export  # noqa: E402
+from seqattn_tfrs.export import report as export_report  # noqa: E402
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
     out = gate(inputs)
     model = tf.keras.Model(inputs, tf.concat([out["a"], out["b"]], axis=1))
     gate.attention_logits.assign([1.0, 0.0])
-    gate._commit_round()
+    gate.commit_round()
     model = seqattn_tfrs.prune(model)
     if len(sys.argv) > 2 and sys.argv[2] == "hang":
         ready = sys.argv[3]
@@ -39,7 +39,7 @@ def main():
             open(ready, "w").close()
             time.sleep(600)  # the test kills the process here
 
-        export._write_json = hang
+        export_report.write_json = hang
     print(seqattn_tfrs.export_for_serving(model, base), flush=True)
 
 

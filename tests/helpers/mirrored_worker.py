@@ -68,13 +68,13 @@ def main():
     ).batch(64)
     evidence = []
     if layer.entry_z is not None:
-        commit = layer._commit_round
+        commit = layer.commit_round
 
         def recorded(*args, **kwargs):
             evidence.append(layer.entry_evidence())
             return commit(*args, **kwargs)
 
-        layer._commit_round = recorded
+        layer.commit_round = recorded
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=1,
         finetune_epochs=1,

@@ -79,7 +79,7 @@ def lookup_model_export(strategy, out_dir):
         )
     table = type(gate.embedding_layers["s_a"].layers[0].lookup_table).__name__
     gate.attention_logits.assign([1.0, 0.0])
-    gate._commit_round()
+    gate.commit_round()
     pruned = seqattn_tfrs.prune(model)
     scores = pruned({"s_a": tf.constant(LOOKUP_ROWS)}).numpy().tolist()
     return {

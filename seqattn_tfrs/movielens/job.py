@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
-from seqattn_tfrs import data as movielens
-from seqattn_tfrs import report as report_lib
-from seqattn_tfrs.callback import SequentialAttentionCallback
-from seqattn_tfrs.config import FROM_DATA, FeatureConfig, JobConfig
-from seqattn_tfrs.models import (
+import seqattn_tfrs
+from seqattn_tfrs.movielens import data as movielens
+from seqattn_tfrs.movielens import report as report_lib
+from seqattn_tfrs.movielens.config import FROM_DATA, FeatureConfig, JobConfig
+from seqattn_tfrs.movielens.models import (
     LABEL_KEY,
     MULTI_VALUE_PADDING,
     DCNRankingModel,
@@ -253,21 +252,18 @@ def _prune_and_export(
     test: tf.data.Dataset,
 ) -> tuple[DCNRankingModel, dict[str, Any]]:
     """Prunes the unselected tables and exports the pruned model for serving."""
-    # Imported here: prune and export are separate steps of the package that
-    # the rest of the job does not need.
-    from seqattn_tfrs.export import export_for_serving
-    from seqattn_tfrs.pruning import prune
-
     batch = next(iter(test))
     features = {name: value for name, value in batch.items() if name != LABEL_KEY}
     before = model(features).numpy()
-    pruned = prune(model)
+    pruned = seqattn_tfrs.prune(model)
     after = pruned(features).numpy()
     kept = list(pruned.gate.embedding_layers)
     # A few real test rows, replayed by TF Serving when it loads the model.
     warmup = {name: features[name][:WARMUP_ROWS].numpy().tolist() for name in kept}
     path = pathlib.Path(
-        export_for_serving(pruned, output_dir / "serving", warmup_examples=warmup)
+        seqattn_tfrs.export_for_serving(
+            pruned, output_dir / "serving", warmup_examples=warmup
+        )
     )
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return pruned, {
@@ -323,7 +319,7 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
             f"{len(config.all_features)} fields; {epochs} epochs per model.",
             flush=True,
         )
-        callback = SequentialAttentionCallback(
+        callback = seqattn_tfrs.SequentialAttentionCallback(
             warmup_epochs=selection.warmup_epochs,
             epochs_per_selection=selection.epochs_per_selection,
             finetune_epochs=selection.finetune_epochs,

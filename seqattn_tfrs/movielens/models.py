@@ -14,13 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
-from seqattn_tfrs.config import FeatureConfig, JobConfig
-from seqattn_tfrs.gate import SequentialAttentionEmbedding
+import seqattn_tfrs
+from seqattn_tfrs.movielens.config import FeatureConfig, JobConfig
 
 __all__ = [
     "LABEL_KEY",
@@ -188,8 +186,8 @@ class DCNRankingModel(tfrs.models.Model):
             raise ValueError("`feature_layers` must hold at least one feature.")
         self._feature_names = tuple(feature_layers)
         if use_gate:
-            self.gate: SequentialAttentionEmbedding | None = (
-                SequentialAttentionEmbedding(
+            self.gate: seqattn_tfrs.SequentialAttentionEmbedding | None = (
+                seqattn_tfrs.SequentialAttentionEmbedding(
                     dict(feature_layers),
                     None if budget_bytes is not None else num_selected,
                     budget_bytes=budget_bytes,
@@ -332,27 +330,19 @@ def build_model(
 
 
 def embedding_table_stats(model: DCNRankingModel) -> dict[str, dict[str, int]]:
-    """The embedding tables the model holds, by feature.
+    """The embedding tables the gated model's gate holds, by feature.
 
-    For a gated model these are the tables its gate still holds (after pruning,
-    only the kept ones).
+    After pruning, only the kept ones. Counted by
+    :func:`seqattn_tfrs.size_report`.
 
     Returns:
-      Feature name to ``{"rows", "dim", "parameters", "bytes"}``, where
+      Feature name to ``{"dim", "variables", "parameters", "bytes"}``, where
       parameters and bytes count every weight of that feature's layer.
     """
-    layers = (
-        model.gate.embedding_layers if model.gate is not None else model.feature_layers
-    )
-    stats = {}
-    for name, layer in layers.items():
-        rows = dim = params = size = 0
-        for weight in layer.weights:
-            shape = weight.shape.as_list()
-            count = int(np.prod(shape)) if shape else 1
-            params += count
-            size += count * weight.dtype.size
-            if len(shape) == 2:
-                rows, dim = shape
-        stats[name] = {"rows": rows, "dim": dim, "parameters": params, "bytes": size}
-    return stats
+    if model.gate is None:
+        raise ValueError(f"Model {model.name!r} has no gate; expected a gated model.")
+    tables = seqattn_tfrs.size_report(model)["gated_layers"][model.gate.name]
+    return {
+        name: {"dim": tables["fields"][name]["width"], **stats}
+        for name, stats in tables["kept"].items()
+    }

@@ -3,7 +3,7 @@
 Usage::
 
     seqattn-tfrs [--config PATH] [--output_dir DIR] [--smoke] [overrides...]
-    python -m seqattn_tfrs.cli --smoke --output_dir /tmp/smoke
+    python -m seqattn_tfrs.movielens.cli --smoke --output_dir /tmp/smoke
 
 Without ``--config`` the embedded default job (``JobConfig.default()``, the
 same as ``configs/movielens_100k.json``) runs. Flags given on the command line
@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from seqattn_tfrs.config import (  # noqa: E402
+from seqattn_tfrs.movielens.config import (  # noqa: E402
     AttentionSignal,
     ConfigError,
     JobConfig,
@@ -131,7 +131,7 @@ def main(argv: list[str]) -> None:
         print(f"seqattn-tfrs: error: {e}", file=sys.stderr)
         sys.exit(2)
     # Imported after the flags are valid: it loads TensorFlow and TFRS.
-    from seqattn_tfrs.job import run_job
+    from seqattn_tfrs.movielens.job import run_job
 
     run_job(config, export=FLAGS.export)
 

@@ -8,7 +8,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from seqattn_tfrs.config import JobConfig
+from seqattn_tfrs.movielens.config import JobConfig
 
 __all__ = ["build_report", "field_table", "format_report", "plot_gates", "write_report"]
 

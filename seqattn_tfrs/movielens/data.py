@@ -49,8 +49,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
-
 __all__ = [
     "TFDS_GENRE_NAMES",
     "TFDS_OCCUPATION_LABELS",

@@ -1,0 +1,267 @@
+"""``export_for_serving``: a pruned model as a TF Serving SavedModel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from seqattn_tfrs.discovery import find_gated_layers, find_width_layers
+from seqattn_tfrs.distributed import LocalVariables, check_no_remote_captures
+from seqattn_tfrs.export import report, signature, versions
+from seqattn_tfrs.export import warmup as warmup_lib
+from seqattn_tfrs.export.signature import (
+    EXAMPLES_INPUT,
+    EXAMPLES_SIGNATURE,
+    SERVING_SIGNATURE,
+)
+from seqattn_tfrs.gate import SequentialAttentionEmbedding
+
+
+def export_for_serving(
+    model: tf.keras.Model,
+    export_base_path: str | os.PathLike,
+    *,
+    version: int | str | None = None,
+    serving_features: Mapping[str, tf.TensorSpec] | None = None,
+    output_name: str | Mapping[str | int, str] = "scores",
+    warmup_examples: Mapping[str, Sequence[Any]] | None = None,
+) -> str:
+    """Writes ``<export_base_path>/<version>/``, a SavedModel for TF Serving.
+
+    The model must have been through :func:`~seqattn_tfrs.prune`, so the export
+    holds only the kept features' lookups and tables. The SavedModel loads with
+    plain TensorFlow (no import of this package) and has two signatures:
+
+    * ``serving_default``: one input per kept raw feature, keyed by feature name,
+      with its real dtype and a ``None`` batch dimension (``[None]`` for scalar
+      features); returns ``{output_name: scores}``.
+    * ``serve_examples``: one input ``inputs``, a ``[None]`` ``tf.string`` of
+      serialized ``tf.Example`` protos holding the kept features (the input key
+      TF Serving's Classify/Regress APIs need); returns the same outputs.
+
+    The label never appears: the inputs are the features the model itself is
+    called with. The version directory is written under a hidden temporary name
+    (``.tmp-<version>-*``) next to it and renamed into place only when complete,
+    so TF Serving never loads a half-written version; on any failure the
+    temporary directory is removed and the error re-raised. Directories that are
+    not version numbers are left alone.
+
+    ``assets.extra/selection.json`` records, per gated layer, the selected
+    features in selection order, the gate history, the dropped features, the
+    parameters and bytes of the embedding tables before and after pruning, and
+    the on-disk size of the SavedModel (excluding ``assets.extra``); per field,
+    its width, kept columns and bytes (``fields``), the byte budget if any, and
+    for every :class:`~seqattn_tfrs.SequentialAttentionWidth` layer its kept
+    columns per field (``width_layers``). A subclassed model's serving inputs
+    also leave out the fields whose every column block was dropped.
+
+    Args:
+      model: the pruned model (for a functional model, the one ``prune`` returned).
+      export_base_path: the model base path TF Serving watches; created if missing.
+      version: the version directory, an int >= 0 (or a string of digits);
+        default: one more than the largest existing version, or 1.
+      serving_features: the kept raw features, name -> ``tf.TensorSpec`` with a
+        ``None`` batch dimension. Default: inferred from the inputs Keras recorded
+        when the model was first called (``model.save_spec()``), without the
+        dropped features; pass it if the model was never called.
+      output_name: the signature output key for a model returning one tensor, or
+        a mapping from each of the model's output keys (dict outputs) or indices
+        (list outputs) to a signature output key. ``"scores"`` suits TF
+        Serving's Predict and Classify APIs; its Regress API reads ``"outputs"``.
+      warmup_examples: optional feature name -> list of per-row values (at most
+        1000 rows, exactly the serving features); written as
+        ``assets.extra/tf_serving_warmup_requests``, one ``PredictionLog`` with a
+        one-row ``serving_default`` ``PredictRequest`` per row. Needs the
+        ``tensorflow-serving-api`` package (``pip install seqattn_tfrs[serving]``).
+
+    Returns:
+      The path of the new version directory.
+
+    Raises:
+      TypeError: an argument has the wrong type.
+      ValueError: the model holds no gated layer, a selection is incomplete or
+        not pruned yet, the serving features do not match the model, a bad
+        ``version``, ``output_name`` or ``warmup_examples``.
+      FileExistsError: the version already exists.
+      NotADirectoryError: ``export_base_path`` is a file.
+      PermissionError: ``export_base_path`` is not writable.
+      ImportError: ``warmup_examples`` given without ``tensorflow-serving-api``.
+
+    Example:
+      >>> import tempfile
+      >>> from seqattn_tfrs.pruning import prune
+      >>> gate = SequentialAttentionEmbedding(
+      ...     {"a": tf.keras.layers.Embedding(10, 4),
+      ...      "b": tf.keras.layers.Embedding(1000, 8)}, num_selected=1)
+      >>> inputs = {n: tf.keras.Input([], dtype=tf.int64, name=n) for n in "ab"}
+      >>> out = gate(inputs)
+      >>> model = tf.keras.Model(inputs, tf.concat([out["a"], out["b"]], axis=1))
+      >>> _ = gate.attention_logits.assign([1.0, 0.0])  # (the callback selects)
+      >>> _ = gate.commit_round()
+      >>> path = export_for_serving(prune(model), tempfile.mkdtemp())
+      >>> os.path.basename(path)
+      '1'
+      >>> serving = tf.saved_model.load(path).signatures["serving_default"]
+      >>> serving(a=tf.constant([3], tf.int64))["scores"].shape
+      TensorShape([1, 12])
+    """
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(
+            f"`model` must be a tf.keras.Model, got {type(model).__name__}: {model!r}."
+        )
+    requested = versions.parse_version(version)
+    signature.check_output_name(output_name)
+    layers = _check_pruned(model)
+    width_layers = find_width_layers(model)
+    kept_anywhere = {name for layer in layers for name in layer.embedding_layers}
+    kept_anywhere.update(name for w in width_layers for name in w.embedding_layers)
+    dropped = {
+        name: layer.name
+        for layer in [*layers, *width_layers]
+        for name in getattr(layer, "pruned_feature_widths", layer.feature_names)
+        if name not in kept_anywhere  # another gate may still read it
+    }
+    template, specs = signature.serving_inputs(model, dropped, serving_features)
+    base = versions.check_base_path(export_base_path)
+    protos = warmup_lib.import_serving_protos() if warmup_examples is not None else None
+
+    parse_specs = {
+        name: signature.parse_spec(name, spec) for name, spec in specs.items()
+    }
+
+    @tf.function(input_signature=[specs], autograph=False)
+    def serve(features):
+        outputs = model(signature.pack(template, features), training=False)
+        return signature.name_outputs(outputs, output_name)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)],
+        autograph=False,
+    )
+    def serve_examples(inputs):
+        parsed = tf.io.parse_example(inputs, parse_specs)
+        features = {name: tf.cast(parsed[name], s.dtype) for name, s in specs.items()}
+        outputs = model(signature.pack(template, features), training=False)
+        return signature.name_outputs(outputs, output_name)
+
+    local = LocalVariables(model)  # parameter-server tables, gathered on this host
+    try:
+        with local:
+            serving_fn = serve.get_concrete_function()
+            examples_fn = serve_examples.get_concrete_function()
+    except KeyError as err:
+        raise ValueError(
+            f"Model {model.name!r} reads a feature that is not among the serving "
+            f"features {sorted(specs)}: {err}. Pass `serving_features` with every "
+            "feature the pruned model reads."
+        ) from err
+    warmup = None
+    if warmup_examples is not None:
+        warmup = warmup_lib.warmup_batch(warmup_examples, specs)
+        serving_fn(warmup)  # the rows must run through the model
+
+    check_no_remote_captures([serving_fn, examples_fn])
+    captured = _captured_objects(model, [serving_fn, examples_fn], local.copies)
+    module = tf.Module()
+    module.tracked = captured
+    module.serving_default = serve
+    module.serve_examples = serve_examples
+
+    try:
+        os.makedirs(base, exist_ok=True)
+    except PermissionError as err:
+        raise PermissionError(
+            f"`export_base_path` {base!r} cannot be created: {err}."
+        ) from err
+    with versions.export_lock(base):  # one export per base path at a time
+        versions.remove_abandoned_temp_dirs(base)
+        number = requested if requested is not None else versions.next_version(base)
+        versions.check_version_free(base, number)
+        tmp = versions.make_temp_dir(base, number)
+        try:
+            with local:  # saving may trace the functions again
+                tf.saved_model.save(
+                    module,
+                    tmp,
+                    signatures={
+                        SERVING_SIGNATURE: serving_fn,
+                        EXAMPLES_SIGNATURE: examples_fn,
+                    },
+                )
+            extra = os.path.join(tmp, "assets.extra")
+            os.makedirs(extra, exist_ok=True)
+            saved_bytes = report.dir_bytes(tmp)
+            if warmup is not None:
+                warmup_lib.write_warmup(
+                    os.path.join(extra, warmup_lib.WARMUP_FILE), warmup, protos
+                )
+            record = report.selection_record(
+                model, layers, specs, serving_fn, captured, number, saved_bytes, warmup
+            )
+            report.write_json(os.path.join(extra, report.SELECTION_FILE), record)
+            final = os.path.join(base, str(number))
+            versions.check_version_free(base, number)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+
+def _check_pruned(model: tf.keras.Model) -> list[SequentialAttentionEmbedding]:
+    layers = find_gated_layers(model)
+    if not layers:
+        raise ValueError(
+            f"`model` {model.name!r} holds no SequentialAttentionEmbedding layer; "
+            "export_for_serving exports models pruned by seqattn_tfrs.prune."
+        )
+    for layer in layers:
+        if layer.is_pruned:
+            continue
+        if not layer.selection_complete:
+            raise ValueError(
+                f"Layer {layer.name!r} has selected {layer.progress()}; finish the "
+                "selection and call "
+                "seqattn_tfrs.prune(model) before exporting."
+            )
+        raise ValueError(
+            f"Layer {layer.name!r} has completed its selection but is not pruned; "
+            "call `model = seqattn_tfrs.prune(model)` first and export the model it "
+            "returns, so the unselected tables are left out of the SavedModel."
+        )
+    return layers
+
+
+def _captured_objects(
+    model: tf.keras.Model, functions: list[Any], copies: list[tf.Variable]
+) -> list[Any]:
+    """The model's variables and resources (lookup tables) the functions read.
+
+    ``copies`` are local copies of the model's remote variables
+    (:class:`~seqattn_tfrs.distributed.LocalVariables`) the functions may read.
+
+    Tracking only these, not the model, keeps the optimizer and every object the
+    serving graph does not use out of the SavedModel.
+    """
+    captured = {id(t) for fn in functions for t in fn.captured_inputs}
+    found: dict[int, Any] = {}
+    for obj in tf.train.TrackableView(model).descendants():
+        if isinstance(obj, tf.Variable):
+            handle = obj.handle
+        elif isinstance(obj, tf.saved_model.experimental.TrackableResource):
+            handle = obj.resource_handle
+        else:
+            continue
+        if id(handle) in captured:
+            found.setdefault(id(handle), obj)
+    # A function traced while connected to a cluster captures copies of the
+    # handles, so the copies are found by the variables the functions read.
+    read = {variable.ref() for fn in functions for variable in fn.variables}
+    for copy in copies:
+        if copy.ref() in read:
+            found.setdefault(id(copy.handle), copy)
+    return list(found.values())

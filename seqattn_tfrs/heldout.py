@@ -1,0 +1,141 @@
+"""The callback's held-out logit step: the logits learn on unseen batches.
+
+One forward and backward pass of a held-out batch down to the gates; the
+gates' backward pass updates the logits (the model's weights never learn from
+these batches) and the model's metrics are left as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from seqattn_tfrs.gate import SequentialAttentionEmbedding
+
+
+def is_tfrs_model(model: tf.keras.Model) -> bool:
+    """Whether ``model`` is a ``tfrs.models.Model`` (without importing TFRS)."""
+    tfrs = sys.modules.get("tensorflow_recommenders")
+    return tfrs is not None and isinstance(model, tfrs.models.Model)
+
+
+def loss_function(model: tf.keras.Model) -> Callable[[Any], tf.Tensor]:
+    """The model's loss on one batch as ``fit`` sees it, in inference mode."""
+    if is_tfrs_model(model):
+        return lambda batch: model.compute_loss(batch, training=False)
+
+    def loss_of(batch):
+        x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(batch)
+        y_pred = model(x, training=False)
+        return model.compute_loss(x, y, y_pred, sample_weight)
+
+    return loss_of
+
+
+def make_heldout_step(
+    model: tf.keras.Model, layers: Sequence[SequentialAttentionEmbedding]
+) -> Callable[[Any], None]:
+    """A ``tf.function`` that takes a distributed iterator and runs one step."""
+    metric_variables = [v for m in model.metrics for v in m.variables]
+    loss_of = loss_function(model)
+
+    def replica_step(batch):
+        saved = [tf.identity(v) for v in metric_variables]
+        with contextlib.ExitStack() as stack:
+            for layer in layers:  # traced into the graph: the gates learn here
+                stack.enter_context(layer.heldout_step())
+            with tf.GradientTape() as tape:
+                loss = loss_of(batch)
+            hooks = [layer.gradient_hook for layer in layers]
+            tape.gradient(loss, hooks)  # runs the gates' backward: logits learn
+        for variable, value in zip(metric_variables, saved):
+            variable.assign(value)
+
+    strategy = model.distribute_strategy
+
+    @tf.function
+    def step(iterator):
+        strategy.run(replica_step, args=(next(iterator),))
+
+    return step
+
+
+def check_selection_data(
+    model: tf.keras.Model,
+    dataset: tf.data.Dataset,
+    layers: Sequence[SequentialAttentionEmbedding],
+) -> None:
+    """Checks ``selection_data``'s first element before any training.
+
+    It must be non-empty, shaped like what ``fit`` takes for this model (a
+    feature dict holding the label for a TFRS model, an ``(x, y)`` or
+    ``(x, y, sample_weight)`` tuple otherwise), hold every feature the gated
+    layers read, and be batched.
+
+    Raises:
+      ValueError: with the problem and the fix.
+    """
+    element = next(iter(dataset.take(1)), None)
+    if element is None:
+        raise ValueError(
+            "`selection_data` is empty; expected a tf.data.Dataset of held-out "
+            "batches in the training data's format (e.g. "
+            "`validation_ds.batch(batch_size)`)."
+        )
+    if is_tfrs_model(model):
+        if not isinstance(element, Mapping):
+            raise ValueError(
+                f"`selection_data` yields {_describe(element)}, but model "
+                f"{model.name!r} is a tfrs.models.Model, whose compute_loss takes "
+                "one dict of features with the label inside; expected batches "
+                "like the training data's (a dict, not an (x, y) tuple)."
+            )
+        features = element
+    else:
+        if not isinstance(element, tuple) or len(element) not in (2, 3):
+            raise ValueError(
+                f"`selection_data` yields {_describe(element)}; model "
+                f"{model.name!r} computes its loss from (x, y) or "
+                "(x, y, sample_weight) batches, so the label is missing. Expected "
+                "batches like the training data's, e.g. "
+                "`tf.data.Dataset.from_tensor_slices((features, labels)).batch(n)`."
+            )
+        features = element[0]
+    if not isinstance(features, Mapping):
+        raise ValueError(
+            f"`selection_data`'s features are {_describe(features)}; expected a "
+            "dict of feature tensors keyed by feature name, like the training "
+            "data's."
+        )
+    needed = sorted({name for layer in layers for name in layer.embedding_layers})
+    missing = [name for name in needed if name not in features]
+    if missing:
+        raise ValueError(
+            f"`selection_data` lacks feature(s) {missing} that the gated layers "
+            f"read; it has keys {sorted(features)}. Expected the training data's "
+            "keys."
+        )
+    scalars = [
+        name
+        for name in needed
+        if getattr(features[name], "shape", None) is not None
+        and features[name].shape.rank == 0
+    ]
+    if scalars:
+        raise ValueError(
+            f"`selection_data` looks unbatched: feature(s) {scalars} are scalars "
+            "(rank 0) in its first element. Expected batches: call "
+            "`.batch(batch_size)` on it."
+        )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(value)}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,242 @@
+"""A gated layer's selection state: its variables, gates, logit steps and commits.
+
+Everything that must survive a restart lives in these variables (created on
+the owning layer, so checkpoints and ``BackupAndRestore`` carry them). The
+decisions themselves are the shared algorithm in :mod:`seqattn_tfrs.core`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from seqattn_tfrs.core import logit_rule, modes, selection, signals
+from seqattn_tfrs.core.options import AttentionOptions
+from seqattn_tfrs.tf_ops import TF
+
+_AGGREGATION = {
+    "mean": tf.VariableAggregation.MEAN,
+    "sum": tf.VariableAggregation.SUM,
+    "first": tf.VariableAggregation.ONLY_FIRST_REPLICA,
+}
+
+
+class SelectionState:
+    """The variables of one gated layer's selection, and what changes them.
+
+    Args:
+      spec: what the layer selects (count or budget).
+      options: the attention settings.
+      num_rounds: rounds reserved for the selection.
+      add_weight: the owning layer's ``add_weight``, so the variables are the
+        layer's (tracked, checkpointed, mirrored under a strategy).
+      preselected: feature indices already selected, in order (a layer restored
+        from a pruned config).
+    """
+
+    def __init__(
+        self,
+        spec: selection.SelectionSpec,
+        options: AttentionOptions,
+        num_rounds: int,
+        add_weight: Callable[..., tf.Variable],
+        preselected: Sequence[int] = (),
+    ) -> None:
+        self.spec = spec
+        self.options = options
+        self.num_rounds = num_rounds
+        n = len(spec.feature_names)
+        selected = np.zeros([n], np.float32)
+        order = np.full([n], -1, np.int32)
+        for position, index in enumerate(preselected):
+            selected[index] = 1.0
+            order[position] = index
+
+        def state(name, shape, dtype, initial, aggregation="first"):
+            return add_weight(
+                name=name,
+                shape=shape,
+                dtype=dtype,
+                initializer=tf.keras.initializers.Constant(initial),
+                trainable=False,
+                aggregation=_AGGREGATION[aggregation],
+                # Selection state stays float32 under a mixed-precision policy.
+                experimental_autocast=False,
+            )
+
+        self.logits = state("attention_logits", [n], tf.float32, 0.0, "mean")
+        self.selected_mask = state("selected_mask", [n], tf.float32, selected)
+        self.selection_order = state("selection_order", [n], tf.int32, order)
+        self.num_picked = state("num_picked", [], tf.int32, len(preselected))
+        # Committed rounds; not num_picked / selections_per_round, since a
+        # budgeted round may pick fewer than selections_per_round.
+        done = -(-len(preselected) // options.selections_per_round)
+        self.rounds_done = state("rounds_done", [], tf.int32, done)
+        self.gate_mode = state("gate_mode", [], tf.int32, modes.DENSE)
+        self.learn_from_fit_batches = state("learn_from_fit_batches", [], tf.int32, 1)
+        rows = spec.history_rows(num_rounds)
+        self.round_gates = state("round_gates", [rows, n], tf.float32, 0.0)
+        self.budget_closed = None
+        if spec.budget_bytes is not None:
+            # 1 once no unselected feature fits what is left of the budget (set
+            # by the pick that exhausted it; a pruned layer is closed).
+            closed = int(bool(preselected))
+            self.budget_closed = state("budget_closed", [], tf.int32, closed)
+        self.momentum = state("logit_momentum", [n], tf.float32, 0.0, "mean")
+        self.score_sum = self.score_squares = None
+        if options.entry_z is not None:
+            # This round's sums of per-example scores and of their squares, over
+            # every replica's examples.
+            self.score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
+            self.score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
+        self.second_moment = state("logit_second_moment", [], tf.float32, 0.0, "mean")
+        self.logit_steps = state("logit_steps", [], tf.float32, 0.0)
+        self.nonfinite_logit_steps = state("nonfinite_logit_steps", [], tf.int32, 0)
+
+    # ------------------------------------------------------------ in-graph
+    def complete(self) -> tf.Tensor:
+        """Whether the selection is done (a boolean tensor)."""
+        if self.spec.budget_bytes is None:
+            return self.num_picked >= self.spec.num_selected
+        return tf.equal(self.budget_closed, 1)
+
+    def gates(self) -> tf.Tensor:
+        """Every feature's gate ``[N]``, float32."""
+        return signals.gate_values(
+            TF, self.logits, self.selected_mask, self.gate_mode, self.complete()
+        )
+
+    def learning(self) -> tf.Tensor:
+        """Whether the logits learn now (a selection round, not yet complete)."""
+        return tf.logical_and(
+            tf.equal(self.gate_mode, modes.SELECTING), tf.logical_not(self.complete())
+        )
+
+    def settling(self) -> tf.Tensor:
+        """Whether a round is settling (the score test collects evidence)."""
+        return tf.logical_and(
+            tf.equal(self.gate_mode, modes.SETTLING), tf.logical_not(self.complete())
+        )
+
+    def apply_logit_gradient(
+        self, grad: tf.Tensor, enabled: tf.Tensor | bool = True
+    ) -> tf.Operation:
+        """Updates the logits from ``dLoss/dlogits`` with the package's own rule.
+
+        A no-op unless a selection round is on (and ``enabled``). A gradient
+        with a NaN or infinite entry changes nothing and is counted in
+        ``nonfinite_logit_steps`` instead. Written without control flow (the
+        no-op is a 0/1 factor), so that under a ``tf.distribute`` strategy the
+        variable updates may synchronise replicas.
+        """
+        grad = tf.convert_to_tensor(grad, tf.float32)
+        finite = tf.reduce_all(tf.math.is_finite(grad))
+        learning = tf.logical_and(self.learning(), tf.cast(enabled, tf.bool))
+        go = tf.cast(tf.logical_and(learning, finite), tf.float32)
+        step = self.logit_steps + go
+        delta, momentum, second = logit_rule.normalized_momentum_step(
+            TF,
+            tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad)),
+            1.0 - self.selected_mask,
+            self.momentum,
+            self.second_moment,
+            tf.maximum(step, 1.0),
+            learning_rate=self.options.attention_learning_rate,
+            beta1=self.options.attention_momentum,
+        )
+        keep = 1.0 - go
+        return tf.group(
+            self.logits.assign_add(go * delta),
+            self.momentum.assign(go * momentum + keep * self.momentum),
+            self.second_moment.assign(go * second + keep * self.second_moment),
+            self.logit_steps.assign(step),
+            self.nonfinite_logit_steps.assign_add(
+                tf.cast(tf.logical_and(learning, tf.logical_not(finite)), tf.int32)
+            ),
+        )
+
+    def add_evidence(self, total: tf.Tensor, squares: tf.Tensor) -> list[tf.Operation]:
+        """Adds a batch's score sums to the round's ``entry_z`` evidence."""
+        return [
+            self.score_sum.assign_add(total),
+            self.score_squares.assign_add(squares),
+        ]
+
+    # ------------------------------------------------------------ host side
+    def record(self) -> selection.SelectionRecord:
+        """The committed state as arrays."""
+        return selection.SelectionRecord(
+            selected=self.selected_mask.numpy() > 0,
+            order=self.selection_order.numpy(),
+            rounds_done=int(self.rounds_done.numpy()),
+            round_gates=self.round_gates.numpy(),
+            closed=self.budget_closed is not None
+            and int(self.budget_closed.numpy()) == 1,
+        )
+
+    def entry_scores(self) -> np.ndarray:
+        """Per feature, this round's score statistic (see ``entry_z``)."""
+        return selection.entry_statistics(
+            self.score_sum.numpy(), self.score_squares.numpy()
+        )
+
+    def commit_round(
+        self, costs: Sequence[int | None] | None, require_learning: bool = False
+    ) -> list[int]:
+        """Commits the next round's picks; returns their feature indices.
+
+        Args:
+          costs: bytes per feature (budget only).
+          require_learning: refuse when no logit step was applied this round.
+
+        Raises:
+          RuntimeError, FloatingPointError, ValueError: see
+            :func:`seqattn_tfrs.core.selection.commit_round`; RuntimeError also
+            when ``require_learning`` and the logits never learned.
+        """
+        record = self.record()
+        if require_learning and float(self.logit_steps.numpy()) == 0.0:
+            skipped = int(self.nonfinite_logit_steps.numpy())
+            raise RuntimeError(
+                f"{self.spec.layer_name}: no logit update was applied in selection "
+                f"round {record.rounds_done + 1} ({skipped} had a NaN/inf gradient "
+                "so far), so there is nothing to pick from. Fix the NaN loss, or "
+                "lengthen the round / lower `settle_fraction` or "
+                "`selection_interval`."
+            )
+        if record.complete(self.spec):
+            raise RuntimeError(
+                f"{self.spec.layer_name}: the selection is already complete."
+            )
+        new, picks = selection.commit_round(
+            self.spec,
+            record,
+            self.logits.numpy(),
+            self.gates().numpy(),
+            num_rounds=self.num_rounds,
+            costs=costs,
+            entry_scores=(
+                self.entry_scores() if self.options.entry_z is not None else None
+            ),
+        )
+        self.round_gates.assign(new.round_gates)
+        self.selection_order.assign(new.order.astype(np.int32))
+        self.selected_mask.assign(new.selected.astype(np.float32))
+        self.num_picked.assign(new.num_picked)
+        self.rounds_done.assign(new.rounds_done)
+        if self.budget_closed is not None:
+            self.budget_closed.assign(int(new.closed))
+        self._reset_round()
+        return picks
+
+    def _reset_round(self) -> None:
+        """Zeroes the logits and their update state for the next round."""
+        self.logits.assign(tf.zeros_like(self.logits))
+        self.momentum.assign(tf.zeros_like(self.momentum))
+        if self.score_sum is not None:
+            self.score_sum.assign(tf.zeros_like(self.score_sum))
+            self.score_squares.assign(tf.zeros_like(self.score_squares))
+        self.second_moment.assign(0.0)
+        self.logit_steps.assign(0.0)
