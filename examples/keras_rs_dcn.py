@@ -13,7 +13,7 @@ Usage::
 
     KERAS_BACKEND=jax python examples/keras_rs_dcn.py [--smoke] [--export_dir D]
 
-The MovieLens files are read from the cache that ``seqattn_tfrs.data``
+The MovieLens files are read from the cache that ``seqattn_tfrs.movielens.data``
 (the tf-keras application) fills; when absent they are fetched by that
 module in a subprocess of its own (it needs ``TF_USE_LEGACY_KERAS=1``, which
 must never be set in a Keras 3 process).
@@ -50,7 +50,7 @@ def movielens_dir() -> pathlib.Path:
     if not (target / "ml-100k.inter").exists():
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
         env.pop("KERAS_BACKEND", None)
-        code = "from seqattn_tfrs.data import fetch_movielens_100k as f; print(f())"
+        code = "from seqattn_tfrs.movielens.data import fetch_movielens_100k as f; f()"
         subprocess.run(
             [sys.executable, "-c", code],
             check=True,

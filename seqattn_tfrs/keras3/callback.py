@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 
+from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.keras3 import heldout
@@ -42,6 +43,13 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
       epochs_per_selection: epochs per selection round (default 1).
       finetune_epochs: minimum epochs after the last pick.
       steps_per_selection: if given, rounds last this many training steps.
+      within_fit: lay the whole schedule inside the steps ``fit`` runs
+        (``seqattn_tfrs.core.schedule.within_fit``): the warm-up takes
+        ``warmup_fraction`` of them, the fine-tune at least
+        ``finetune_fraction``, the rounds share the rest. Excludes the
+        explicit schedule arguments above.
+      warmup_fraction: with ``within_fit``, the warm-up's share of the steps.
+      finetune_fraction: with ``within_fit``, the fine-tune's least share.
       settle_fraction: the first part of every round after the first in which
         the logits do not learn and the other gates are 0, in ``[0, 1)``.
       selection_data: optional held-out batches (a ``tf.data.Dataset`` or a
@@ -58,16 +66,46 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     def __init__(
         self,
         *,
-        warmup_epochs: int = 1,
+        warmup_epochs: int | None = None,
         epochs_per_selection: int | None = None,
-        finetune_epochs: int = 1,
+        finetune_epochs: int | None = None,
         steps_per_selection: int | None = None,
+        within_fit: bool = False,
+        warmup_fraction: float = 0.1,
+        finetune_fraction: float = 0.1,
         settle_fraction: float = 0.8,
         selection_data: Any = None,
         selection_interval: int = 1,
         verbose: int = 1,
     ) -> None:
         super().__init__()
+        if within_fit:
+            given = {
+                name: value
+                for name, value in (
+                    ("warmup_epochs", warmup_epochs),
+                    ("epochs_per_selection", epochs_per_selection),
+                    ("finetune_epochs", finetune_epochs),
+                    ("steps_per_selection", steps_per_selection),
+                )
+                if value is not None
+            }
+            if given:
+                raise ValueError(
+                    "`within_fit=True` lays the schedule inside fit's steps by "
+                    f"`warmup_fraction` and `finetune_fraction`; got explicit {given}. "
+                    "Pass either within_fit or the explicit schedule arguments."
+                )
+            # Validated now, so that a bad fraction fails before any training.
+            schedule_lib.within_fit(
+                10**9,
+                1,
+                warmup_fraction=warmup_fraction,
+                finetune_fraction=finetune_fraction,
+                min_steps_per_round=1,
+            )
+        warmup_epochs = 1 if warmup_epochs is None else warmup_epochs
+        finetune_epochs = 1 if finetune_epochs is None else finetune_epochs
         _check_count("warmup_epochs", warmup_epochs, 0)
         _check_count("finetune_epochs", finetune_epochs, 0)
         _check_count("selection_interval", selection_interval, 1)
@@ -97,6 +135,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self.epochs_per_selection = epochs_per_selection or 1
         self.finetune_epochs = finetune_epochs
         self.steps_per_selection = steps_per_selection
+        self.within_fit = bool(within_fit)
+        self.warmup_fraction = float(warmup_fraction)
+        self.finetune_fraction = float(finetune_fraction)
         self.settle_fraction = float(settle_fraction)
         self.selection_data = selection_data
         self.selection_interval = selection_interval
@@ -111,16 +152,36 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._steps_done = 0
         self._epoch = 0
         self._steps_per_epoch: int | None = None
-        self._settle_units = 0
+        self._settle_units: dict[int, int] = {}
         self._pending_logs: dict[str, float] = {}
         self._picked: dict[int, int] = {}
 
     # ------------------------------------------------------------- schedule
     def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
         """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
+        if self.within_fit:
+            raise ValueError(
+                "A `within_fit` schedule takes exactly the steps fit runs; it has "
+                "no length of its own."
+            )
         return self._schedule(num_rounds, steps_per_epoch).total
 
-    def _schedule(self, num_rounds: int, steps_per_epoch: int | None):
+    def _schedule(
+        self, num_rounds: int, steps_per_epoch: int | None, epochs: int | None = None
+    ) -> SelectionSchedule:
+        if self.within_fit:
+            if not steps_per_epoch or not epochs:
+                raise ValueError(
+                    "`within_fit=True` needs the number of steps fit runs; pass "
+                    "`steps_per_epoch` to fit or data of known size (got "
+                    f"epochs={epochs}, steps per epoch={steps_per_epoch})."
+                )
+            return schedule_lib.within_fit(
+                epochs * steps_per_epoch,
+                num_rounds,
+                warmup_fraction=self.warmup_fraction,
+                finetune_fraction=self.finetune_fraction,
+            )
         if self.steps_per_selection is None:
             return SelectionSchedule(
                 self.warmup_epochs,
@@ -142,7 +203,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
 
     @property
     def _step_mode(self) -> bool:
-        return self.steps_per_selection is not None
+        return self.steps_per_selection is not None or self.within_fit
 
     # ----------------------------------------------------------- fit hooks
     def on_train_begin(self, logs=None):
@@ -167,7 +228,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         for layer in self._layers:
             if layer.is_pruned:
                 raise ValueError(f"Layer {layer.name!r} is pruned; nothing to select.")
-            schedule = self._schedule(layer.num_rounds, steps)
+            schedule = self._schedule(layer.num_rounds, steps, epochs)
             if schedule.total > available:
                 raise ValueError(
                     f"The selection schedule of layer {layer.name!r} needs "
@@ -185,21 +246,19 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 keras.ops.convert_to_numpy(self.model.optimizer.iterations)
             )
         self._steps_per_epoch = steps
-        length = (
-            self.steps_per_selection
-            if self._step_mode
-            else self.epochs_per_selection * (steps or 1)
-        )
-        self._settle_units = int(self.settle_fraction * length)
-        if self.settle_fraction > 0 and (
-            self._settle_units == 0 or self._settle_units >= length
-        ):
-            raise ValueError(
-                f"`settle_fraction`={self.settle_fraction} gives {self._settle_units} "
-                f"settling steps in rounds of {length}; expected at least one "
-                "settling and one learning step. Pass data of known size, lengthen "
-                "the rounds, or set `settle_fraction=0`."
-            )
+        for layer in self._layers:
+            per_round = self._schedules[id(layer)].per_round
+            length = per_round if self._step_mode else per_round * (steps or 1)
+            settle = int(self.settle_fraction * length)
+            if self.settle_fraction > 0 and (settle == 0 or settle >= length):
+                raise ValueError(
+                    f"`settle_fraction`={self.settle_fraction} gives {settle} "
+                    f"settling steps in rounds of {length} of layer {layer.name!r}; "
+                    "expected at least one settling and one learning step. Pass "
+                    "data of known size, lengthen the rounds, or set "
+                    "`settle_fraction=0`."
+                )
+            self._settle_units[id(layer)] = settle
         tested = [g.name for g in self._layers if g.options.entry_z is not None]
         if tested and self.settle_fraction == 0:
             raise ValueError(
@@ -321,7 +380,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 progress = into_round
             else:
                 progress = into_round * self._steps_per_epoch + steps_into_unit
-            settling = progress < self._settle_units and self._picked[id(layer)] > 0
+            settling = (
+                progress < self._settle_units[id(layer)] and self._picked[id(layer)] > 0
+            )
             mode = schedule.mode(units, settling=settling)
             if self._modes.get(id(layer)) != mode:
                 self._sync()

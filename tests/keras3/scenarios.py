@@ -127,18 +127,18 @@ def ctr(seed: int = 0) -> dict:
 
 
 def prune_export() -> dict:
-    """Prune and export; the SavedModel is checked by plain TensorFlow elsewhere."""
+    """A `within_fit` schedule, then prune and export; the SavedModel is checked
+    by plain TensorFlow in a process of its own."""
     columns, y = ctr_problem(0, n=2048)
     names = ["m1", "m2", "m3", "noise0"]
     columns = {k: columns[k].astype(np.int32) for k in names}
     keras.utils.set_random_seed(0)
     model, gate = ctr_model(columns, num_selected=2)
     model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
-    callback = SequentialAttentionCallback(
-        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
-    )
-    model.fit(columns, y, batch_size=256, epochs=4, callbacks=[callback], verbose=0)
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    model.fit(columns, y, batch_size=128, epochs=4, callbacks=[callback], verbose=0)
     kept = list(gate.selected_features)
+    assert [e["step"] for e in callback.events] == [32, 58], callback.events
     pruned = prune(model)
     assert sorted(pruned.input) == sorted(kept), (sorted(pruned.input), kept)
     probe = {k: v[:64] for k, v in columns.items()}
