@@ -14,7 +14,7 @@ from seqattn_tfrs.core import signals
 from seqattn_tfrs.core.modes import DENSE
 from seqattn_tfrs.core.ops import NUMPY
 from seqattn_tfrs.core.options import AttentionOptions
-from seqattn_tfrs.keras3 import learning, tables
+from seqattn_tfrs.keras3 import arguments, learning, tables
 
 
 @keras.saving.register_keras_serializable(package="seqattn_tfrs")
@@ -93,71 +93,15 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             attention_signal=attention_signal,
         )
         self._distributed = tables.is_distributed(embeddings)
-        if self._distributed:
-            table_names = list(tables.feature_tables(embeddings))
-        elif isinstance(embeddings, Mapping) and embeddings:
-            for name, layer in embeddings.items():
-                if not isinstance(name, str) or not isinstance(
-                    layer, keras.layers.Layer
-                ):
-                    raise TypeError(
-                        "`embeddings` must map feature-name strings to Keras 3 "
-                        f"layers; got {name!r}: {type(layer).__name__}."
-                    )
-            table_names = list(embeddings)
-        else:
-            raise TypeError(
-                "`embeddings` must be a non-empty mapping from feature name to a "
-                "Keras 3 layer, or a keras_rs.layers.DistributedEmbedding; got "
-                f"{type(embeddings).__name__}: {embeddings!r}."
-            )
-        pruned = {str(k): int(v) for k, v in (pruned_feature_widths or {}).items()}
-        overlap = sorted(set(pruned) & set(table_names))
-        if overlap:
-            raise ValueError(
-                f"Features {overlap} are in both `embeddings` and "
-                "`pruned_feature_widths`; expected each feature in one of them."
-            )
-        names = list(feature_names or table_names + list(pruned))
-        if sorted(names) != sorted(table_names + list(pruned)):
-            raise ValueError(
-                f"`feature_names` must list each feature once, got {names!r} for "
-                f"features {sorted(table_names + list(pruned))!r}."
-            )
-        if (num_selected is None) == (budget_bytes is None):
-            raise ValueError(
-                "Pass exactly one of `num_selected` (a feature count) and "
-                f"`budget_bytes` (a memory budget); got num_selected={num_selected!r}"
-                f" and budget_bytes={budget_bytes!r}."
-            )
-        if num_selected is not None and not (
-            isinstance(num_selected, (int, np.integer))
-            and not isinstance(num_selected, bool)
-            and 1 <= num_selected <= len(names)
-        ):
-            raise ValueError(
-                f"`num_selected` must be an int in [1, {len(names)}] (the number "
-                f"of features), got {num_selected!r}."
-            )
-        if budget_bytes is not None and not (
-            isinstance(budget_bytes, (int, np.integer))
-            and not isinstance(budget_bytes, bool)
-            and budget_bytes >= 1
-        ):
-            raise ValueError(
-                f"`budget_bytes` must be an int >= 1 (bytes), got {budget_bytes!r}."
-            )
-        if entry_z is not None and budget_bytes is None:
-            raise ValueError(
-                f"`entry_z`={entry_z!r} stops a byte-budgeted selection early; it "
-                "needs `budget_bytes`."
-            )
-        unknown = sorted(set(feature_bytes or {}) - set(names))
-        if unknown:
-            raise ValueError(
-                f"`feature_bytes` names {unknown}, which are not features; expected "
-                f"some of {names}."
-            )
+        names, pruned = arguments.check(
+            embeddings,
+            num_selected=num_selected,
+            budget_bytes=budget_bytes,
+            feature_bytes=feature_bytes,
+            entry_z=entry_z,
+            pruned_feature_widths=pruned_feature_widths,
+            feature_names=feature_names,
+        )
         self.embeddings = embeddings
         self.num_selected = None if num_selected is None else int(num_selected)
         self.budget_bytes = None if budget_bytes is None else int(budget_bytes)
