@@ -56,7 +56,8 @@ def linear_model(
 
 
 def omp(seed: int = 0) -> dict:
-    """The linear problem's OMP order, logits learning from held-out batches."""
+    """The linear problem's OMP order, logits learning from held-out batches
+    (a ``tf.data.Dataset``, read as numpy on every backend)."""
     x, y = linear_problem(seed)
     expected = omp_order(x, y, 4)
     names = [f"x{i}" for i in range(8)]
@@ -64,11 +65,16 @@ def omp(seed: int = 0) -> dict:
     model, gate = linear_model(names, num_selected=4)
     model.compile(keras.optimizers.Adam(0.05), "mse")
     features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    import tensorflow as tf  # held-out batches as a tf.data.Dataset here
+
+    heldout = tf.data.Dataset.from_tensor_slices(
+        ({k: v[3072:] for k, v in features.items()}, y[3072:])
+    ).batch(64)
     callback = SequentialAttentionCallback(
         warmup_epochs=2,
         epochs_per_selection=2,
         finetune_epochs=0,
-        selection_data=batches(features, y, slice(3072, None), 64),
+        selection_data=heldout,
         verbose=0,
     )
     train = {k: v[:3072] for k, v in features.items()}
