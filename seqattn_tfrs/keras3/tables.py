@@ -99,24 +99,33 @@ def _feature_configs(embeddings: Any) -> dict[str, Any]:
 
 def kept_distributed(embeddings: Any, kept: Sequence[str]) -> Any:
     """A new ``DistributedEmbedding`` with only the ``kept`` features and the
-    tables they use, its table weights copied from ``embeddings``."""
+    tables they use (fresh weights: see :func:`copy_distributed_tables`)."""
     cls = distributed_embedding_class()
     configs = _feature_configs(embeddings)
-    new = cls({name: configs[name] for name in kept}, name=embeddings.name)
-    return new
+    return cls({name: configs[name] for name in kept}, name=embeddings.name)
 
 
 def copy_distributed_tables(source: Any, target: Any) -> None:
-    """Copies every table of ``target`` from the same-named table of ``source``."""
+    """Copies every table of ``target`` from the same-named table of ``source``.
+
+    A table's weight is the ``embeddings`` variable of a layer named after the
+    table (keras-rs's default-device path).
+
+    Raises:
+      ValueError: a table of ``target`` has no counterpart in ``source``, or
+        ``target`` holds tables on another placement (SparseCore).
+    """
     old = source.get_embedding_tables()
-    for name, variable in _table_variables(target).items():
-        variable.assign(keras.ops.convert_to_numpy(old[name]))
-
-
-def _table_variables(embeddings: Any) -> dict[str, Any]:
-    """Table name to the variable holding it, on the default device."""
-    configs = _feature_configs(embeddings)
-    layers = embeddings._default_device_embedding_layers
-    return {
-        configs[path].table.name: layer.embeddings for path, layer in layers.items()
-    }
+    wanted = set(target.get_embedding_tables())
+    copied = set()
+    for variable in target.weights:
+        parts = variable.path.split("/")
+        if len(parts) >= 2 and parts[-2] in wanted and parts[-1] == "embeddings":
+            variable.assign(keras.ops.convert_to_numpy(old[parts[-2]]))
+            copied.add(parts[-2])
+    if copied != wanted:
+        raise ValueError(
+            f"Could not copy the tables {sorted(wanted - copied)} into the pruned "
+            "DistributedEmbedding; expected each on the default device as a "
+            "variable `<table>/embeddings`."
+        )
