@@ -240,6 +240,31 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         rows = record.round_gates[: record.rounds_done]
         return [dict(zip(self._feature_names, map(float, row))) for row in rows]
 
+    def progress(self) -> str:
+        """How far the selection is, for messages, e.g. ``"1 of 3 features"``."""
+        count = len(self.selected_features)
+        if self.budget_bytes is None:
+            return f"{count} of {self.num_selected} features"
+        return f"{count} features within a budget of {self.budget_bytes} bytes"
+
+    def entry_evidence(self) -> dict[str, float]:
+        """Per feature, this round's score statistic so far (see ``entry_z``):
+        how many standard errors say raising its gate lowers the loss.
+
+        Raises:
+          ValueError: the layer has no ``entry_z``.
+        """
+        if self.options.entry_z is None:
+            raise ValueError(
+                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
+            )
+        self._ensure_built()
+        total, squares = (
+            keras.ops.convert_to_numpy(v) for v in self.learning_state[5:7]
+        )
+        scores = selection_lib.entry_statistics(total, squares)
+        return dict(zip(self._feature_names, map(float, scores)))
+
     def feature_costs(self) -> dict[str, int | None]:
         """Bytes of each feature's table (``feature_bytes`` where given; 0 for a
         pruned feature; ``None`` for a layer not yet built)."""

@@ -338,6 +338,8 @@ def budget() -> dict:
     )
     kept = list(gate.selected_features)
     assert gate.selection_complete, kept
+    assert gate.progress() == f"{len(kept)} features within a budget of 450 bytes"
+    assert set(gate.entry_evidence()) == set(names)
     assert sum(costs[n] for n in kept) <= 450, kept
     assert "x0" in kept, kept  # the strongest feature
     return {
