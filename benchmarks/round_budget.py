@@ -13,7 +13,7 @@ length of margin below it failing or not) is what
 ``seqattn_tfrs.core.schedule.MIN_STEPS_PER_ROUND`` is set from.
 
 Usage:
-  python benchmarks/round_budget.py [--lengths 5,10,20,40] [--seeds 0,1,2]
+  python benchmarks/round_budget.py [--lengths 10,20,40,80] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import seqattn_tfrs  # noqa: E402
 from seqattn_tfrs.core import schedule as schedule_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("lengths", ["5", "10", "20", "40"], "Steps per round to try.")
+flags.DEFINE_list("lengths", ["10", "20", "40", "80"], "Steps per round to try.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_list("problems", ["omp", "ctr"], "Planted problems.")
 flags.DEFINE_string("output", None, "Write the rows as JSON lines here.")
@@ -54,12 +54,13 @@ def run(problem: str, seed: int, per_round: int) -> dict:
     else:
         columns, y = planted.ctr_problem(seed)
         names = list(columns)
-        k, batch = 6, 256
+        k, batch = 5, 128  # five sources: every one, one of two copies, no noise
         model, layer = planted.ctr_model(columns, num_selected=k)
         loss = "binary_crossentropy"
     model.compile(planted.make_optimizer(problem, "adam"), loss)
-    n = len(y)
-    train_rows, held_rows = slice(0, n * 3 // 4), slice(n * 3 // 4, None)
+    # The split of tests/test_selection_quality.py.
+    cut = 3072 if problem == "omp" else 8000
+    train_rows, held_rows = slice(0, cut), slice(cut, None)
 
     def data(rows):
         features = {name: columns[name][rows] for name in names}

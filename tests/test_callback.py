@@ -161,7 +161,7 @@ def test_within_fit_lays_every_round_inside_the_fit():
     tf.keras.utils.set_random_seed(0)
     model, layer = functional_model(num_selected=2)
     callback = SequentialAttentionCallback(within_fit=True, verbose=0)
-    # 3 epochs x 8 steps = 24 steps... too few for 2 rounds of 20: refused.
+    # 3 epochs x 8 steps = 24 steps: too few for 2 rounds of at least 40.
     with pytest.raises(ValueError, match=r"2 selection rounds do not fit in 24"):
         model.fit(dataset(), epochs=3, callbacks=[callback], verbose=0)
     # 13 epochs x 8 = 104 steps: warm-up 10, 2 rounds of 42, fine-tune 10.
