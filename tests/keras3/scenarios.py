@@ -142,9 +142,9 @@ def prune_export() -> dict:
     model, gate = ctr_model(columns, num_selected=2)
     model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
     callback = SequentialAttentionCallback(within_fit=True, verbose=0)
-    model.fit(columns, y, batch_size=128, epochs=4, callbacks=[callback], verbose=0)
+    model.fit(columns, y, batch_size=64, epochs=4, callbacks=[callback], verbose=0)
     kept = list(gate.selected_features)
-    assert [e["step"] for e in callback.events] == [32, 58], callback.events
+    assert [e["step"] for e in callback.events] == [64, 116], callback.events
     pruned = prune(model)
     assert sorted(pruned.input) == sorted(kept), (sorted(pruned.input), kept)
     probe = {k: v[:64] for k, v in columns.items()}
