@@ -194,6 +194,11 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         return tuple(self.embeddings)
 
     @property
+    def is_distributed(self) -> bool:
+        """Whether the tables are one keras-rs ``DistributedEmbedding``."""
+        return self._distributed
+
+    @property
     def is_pruned(self) -> bool:
         """Whether ``prune`` removed the unselected tables."""
         return bool(self._pruned_widths)

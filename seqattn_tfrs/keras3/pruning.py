@@ -38,7 +38,7 @@ def pruned_gate(gate: SequentialAttentionEmbedding) -> SequentialAttentionEmbedd
             f"Layer {gate.name!r}: the widths of {unknown} are unknown; expected a "
             "layer that was called on data."
         )
-    if gate._distributed:
+    if gate.is_distributed:
         embeddings = tables.kept_distributed(gate.embeddings, kept)
     else:
         embeddings = {name: gate.embeddings[name] for name in kept}
@@ -120,6 +120,6 @@ def prune(model: keras.Model) -> keras.Model:
         name=model.name,
     )
     for old, new in zip(gates, (replacements[id(g)] for g in gates)):
-        if new._distributed:
+        if new.is_distributed:
             tables.copy_distributed_tables(old.embeddings, new.embeddings)
     return pruned
