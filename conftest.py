@@ -9,6 +9,14 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
 
+# Keras 3 code runs in processes of its own (tests/keras3/test_backends.py):
+# KERAS_BACKEND must be set before `import keras`, and this one made tf.keras
+# Keras 2. Its modules' doctests run there too.
+collect_ignore_glob = [
+    "seqattn_tfrs/keras3/*",
+    "tests/keras3/scenarios.py",
+    "tests/keras3/load_export.py",
+]
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,390 @@
+"""The Keras 3 callback that runs greedy forward selection during ``model.fit``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from seqattn_tfrs.core import schedule as schedule_lib
+from seqattn_tfrs.core.modes import SELECTING, SETTLING
+from seqattn_tfrs.core.schedule import SelectionSchedule
+from seqattn_tfrs.keras3 import heldout
+from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
+
+
+def find_gated_layers(model: keras.Model) -> list[SequentialAttentionEmbedding]:
+    """Every :class:`SequentialAttentionEmbedding` tracked by ``model``, once each."""
+    found: dict[int, SequentialAttentionEmbedding] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, SequentialAttentionEmbedding):
+            found.setdefault(id(layer), layer)
+    return list(found.values())
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+
+
+class SequentialAttentionCallback(keras.callbacks.Callback):
+    """Greedy forward selection of features across ``model.fit`` (Keras 3).
+
+    The same schedule as the tf-keras callback (``seqattn_tfrs.core``): a dense
+    warm-up, ``num_rounds`` selection rounds - each settles first (the model
+    fits the selected features alone) and then lets the attention logits learn,
+    and at its end commits the largest logits - then a fine-tune with the
+    unselected gates at exactly 0. It changes only variable values at step or
+    epoch boundaries, so the compiled step is never retraced; on JAX it calls
+    ``model.jax_state_sync()`` before reading or writing them mid-epoch.
+
+    Args:
+      warmup_epochs: dense epochs before the first round.
+      epochs_per_selection: epochs per selection round (default 1).
+      finetune_epochs: minimum epochs after the last pick.
+      steps_per_selection: if given, rounds last this many training steps.
+      within_fit: lay the whole schedule inside the steps ``fit`` runs
+        (``seqattn_tfrs.core.schedule.within_fit``): the warm-up takes
+        ``warmup_fraction`` of them, the fine-tune at least
+        ``finetune_fraction``, the rounds share the rest. Excludes the
+        explicit schedule arguments above.
+      warmup_fraction: with ``within_fit``, the warm-up's share of the steps.
+      finetune_fraction: with ``within_fit``, the fine-tune's least share.
+      settle_fraction: the first part of every round after the first in which
+        the logits do not learn and the other gates are 0, in ``[0, 1)``.
+      selection_data: optional held-out batches (a ``tf.data.Dataset`` or a
+        re-iterable of ``(x, y)`` batches); the logits then learn only from
+        the loss on them, every ``selection_interval`` training steps.
+      selection_interval: training steps between held-out logit steps.
+      verbose: 0 silent, 1 prints each pick.
+
+    Example:
+      >>> SequentialAttentionCallback(warmup_epochs=1).schedule_length(3)
+      5
+    """
+
+    def __init__(
+        self,
+        *,
+        warmup_epochs: int | None = None,
+        epochs_per_selection: int | None = None,
+        finetune_epochs: int | None = None,
+        steps_per_selection: int | None = None,
+        within_fit: bool = False,
+        warmup_fraction: float = 0.1,
+        finetune_fraction: float = 0.1,
+        settle_fraction: float = 0.8,
+        selection_data: Any = None,
+        selection_interval: int = 1,
+        verbose: int = 1,
+    ) -> None:
+        super().__init__()
+        if within_fit:
+            given = {
+                name: value
+                for name, value in (
+                    ("warmup_epochs", warmup_epochs),
+                    ("epochs_per_selection", epochs_per_selection),
+                    ("finetune_epochs", finetune_epochs),
+                    ("steps_per_selection", steps_per_selection),
+                )
+                if value is not None
+            }
+            if given:
+                raise ValueError(
+                    "`within_fit=True` lays the schedule inside fit's steps by "
+                    f"`warmup_fraction` and `finetune_fraction`; got explicit {given}. "
+                    "Pass either within_fit or the explicit schedule arguments."
+                )
+            # Validated now, so that a bad fraction fails before any training.
+            schedule_lib.within_fit(
+                10**9,
+                1,
+                warmup_fraction=warmup_fraction,
+                finetune_fraction=finetune_fraction,
+                min_steps_per_round=1,
+            )
+        warmup_epochs = 1 if warmup_epochs is None else warmup_epochs
+        finetune_epochs = 1 if finetune_epochs is None else finetune_epochs
+        _check_count("warmup_epochs", warmup_epochs, 0)
+        _check_count("finetune_epochs", finetune_epochs, 0)
+        _check_count("selection_interval", selection_interval, 1)
+        if epochs_per_selection is not None and steps_per_selection is not None:
+            raise ValueError(
+                "Pass at most one of `epochs_per_selection` "
+                f"(got {epochs_per_selection!r}) and `steps_per_selection` "
+                f"(got {steps_per_selection!r})."
+            )
+        if epochs_per_selection is not None:
+            _check_count("epochs_per_selection", epochs_per_selection, 1)
+        if steps_per_selection is not None:
+            _check_count("steps_per_selection", steps_per_selection, 1)
+        if not (isinstance(settle_fraction, (int, float)) and 0 <= settle_fraction < 1):
+            raise ValueError(
+                "`settle_fraction` must be a number in [0, 1), got "
+                f"{settle_fraction!r}."
+            )
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
+        if selection_data is not None and not hasattr(selection_data, "__iter__"):
+            raise TypeError(
+                "`selection_data` must be a tf.data.Dataset or an iterable of "
+                f"held-out batches, got {type(selection_data).__name__}."
+            )
+        self.warmup_epochs = warmup_epochs
+        self.epochs_per_selection = epochs_per_selection or 1
+        self.finetune_epochs = finetune_epochs
+        self.steps_per_selection = steps_per_selection
+        self.within_fit = bool(within_fit)
+        self.warmup_fraction = float(warmup_fraction)
+        self.finetune_fraction = float(finetune_fraction)
+        self.settle_fraction = float(settle_fraction)
+        self.selection_data = selection_data
+        self.selection_interval = selection_interval
+        self.verbose = verbose
+        self.events: list[dict[str, Any]] = []
+        self.gate_history: list[dict[str, Any]] = []
+        self._layers: list[SequentialAttentionEmbedding] = []
+        self._schedules: dict[int, SelectionSchedule] = {}
+        self._modes: dict[int, int] = {}
+        self._heldout_batches = None
+        self._heldout_step = None
+        self._steps_done = 0
+        self._epoch = 0
+        self._steps_per_epoch: int | None = None
+        self._settle_units: dict[int, int] = {}
+        self._pending_logs: dict[str, float] = {}
+        self._picked: dict[int, int] = {}
+
+    # ------------------------------------------------------------- schedule
+    def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
+        """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
+        if self.within_fit:
+            raise ValueError(
+                "A `within_fit` schedule takes exactly the steps fit runs; it has "
+                "no length of its own."
+            )
+        return self._schedule(num_rounds, steps_per_epoch).total
+
+    def _schedule(
+        self, num_rounds: int, steps_per_epoch: int | None, epochs: int | None = None
+    ) -> SelectionSchedule:
+        if self.within_fit:
+            if not steps_per_epoch or not epochs:
+                raise ValueError(
+                    "`within_fit=True` needs the number of steps fit runs; pass "
+                    "`steps_per_epoch` to fit or data of known size (got "
+                    f"epochs={epochs}, steps per epoch={steps_per_epoch})."
+                )
+            return schedule_lib.within_fit(
+                epochs * steps_per_epoch,
+                num_rounds,
+                warmup_fraction=self.warmup_fraction,
+                finetune_fraction=self.finetune_fraction,
+            )
+        if self.steps_per_selection is None:
+            return SelectionSchedule(
+                self.warmup_epochs,
+                self.epochs_per_selection,
+                self.finetune_epochs,
+                num_rounds,
+            )
+        if steps_per_epoch is None:
+            raise ValueError(
+                "`steps_per_selection` needs the number of steps per epoch; pass "
+                "`steps_per_epoch` to fit or data of known size."
+            )
+        return SelectionSchedule(
+            self.warmup_epochs * steps_per_epoch,
+            self.steps_per_selection,
+            self.finetune_epochs * steps_per_epoch,
+            num_rounds,
+        )
+
+    @property
+    def _step_mode(self) -> bool:
+        return self.steps_per_selection is not None or self.within_fit
+
+    # ----------------------------------------------------------- fit hooks
+    def on_train_begin(self, logs=None):
+        self._layers = find_gated_layers(self.model)
+        if not self._layers:
+            raise ValueError(
+                "SequentialAttentionCallback found no SequentialAttentionEmbedding "
+                f"in model {self.model.name!r}; wrap its embeddings first."
+            )
+        accumulation = getattr(
+            self.model.optimizer, "gradient_accumulation_steps", None
+        )
+        if accumulation:
+            raise ValueError(
+                f"`gradient_accumulation_steps`={accumulation} is not supported: "
+                "Keras merges the gates' handed-back state with a maximum. Expected "
+                "an optimizer without gradient accumulation."
+            )
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        available = epochs * steps if self._step_mode and steps else epochs
+        unit = "steps" if self._step_mode else "epochs"
+        for layer in self._layers:
+            if layer.is_pruned:
+                raise ValueError(f"Layer {layer.name!r} is pruned; nothing to select.")
+            schedule = self._schedule(layer.num_rounds, steps, epochs)
+            if schedule.total > available:
+                raise ValueError(
+                    f"The selection schedule of layer {layer.name!r} needs "
+                    f"{schedule.total} {unit} (warm-up {schedule.warmup}, "
+                    f"{schedule.num_rounds} rounds x {schedule.per_round}, "
+                    f"fine-tune {schedule.finetune}) but fit runs {available} "
+                    f"{unit} (epochs={epochs}, steps per epoch={steps})."
+                )
+            self._schedules[id(layer)] = schedule
+        self._sync()
+        for layer in self._layers:
+            layer.learn_from_fit_batches.assign(0 if self.selection_data else 1)
+        if self._step_mode:
+            self._steps_done = int(
+                keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+            )
+        self._steps_per_epoch = steps
+        for layer in self._layers:
+            per_round = self._schedules[id(layer)].per_round
+            length = per_round if self._step_mode else per_round * (steps or 1)
+            settle = int(self.settle_fraction * length)
+            if self.settle_fraction > 0 and (settle == 0 or settle >= length):
+                raise ValueError(
+                    f"`settle_fraction`={self.settle_fraction} gives {settle} "
+                    f"settling steps in rounds of {length} of layer {layer.name!r}; "
+                    "expected at least one settling and one learning step. Pass "
+                    "data of known size, lengthen the rounds, or set "
+                    "`settle_fraction=0`."
+                )
+            self._settle_units[id(layer)] = settle
+        tested = [g.name for g in self._layers if g.options.entry_z is not None]
+        if tested and self.settle_fraction == 0:
+            raise ValueError(
+                f"Layer(s) {tested} stop on `entry_z`, whose score test runs while "
+                "a round settles, but `settle_fraction`=0; expected "
+                "`settle_fraction` > 0."
+            )
+        self._modes = {
+            id(g): int(keras.ops.convert_to_numpy(g.gate_mode)) for g in self._layers
+        }
+        self._picked = {id(g): g.record().num_picked for g in self._layers}
+        if self.selection_data is not None:
+            self._heldout_batches = heldout.batches(self.selection_data)
+            self._heldout_step = heldout.make_step(self.model, self._layers)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if not self._step_mode:
+            self._advance(completed=epoch, logs=None)
+            self._set_modes(units=epoch, steps_into_unit=0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._step_mode:
+            self._steps_done += 1
+            self._advance(completed=self._steps_done, logs=self._pending_logs)
+            self._set_modes(units=self._steps_done, steps_into_unit=0)
+        else:
+            self._set_modes(units=self._epoch, steps_into_unit=batch + 1)
+        if (
+            self._heldout_step is not None
+            and (batch + 1) % self.selection_interval == 0
+            and any(self._collects_heldout(g) for g in self._layers)
+        ):
+            self._heldout_step(next(self._heldout_batches))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        if not self._step_mode:
+            self._advance(completed=epoch + 1, logs=logs)
+        logs.update(self._pending_logs)
+        self._pending_logs = {}
+        prefix = self._prefixes()
+        for layer in self._layers:
+            logs[f"{prefix[id(layer)]}num_selected"] = float(
+                len(layer.selected_features)
+            )
+            self.gate_history.append(
+                {"epoch": epoch, "layer": layer.name, "gates": layer.gate_values()}
+            )
+
+    # -------------------------------------------------------------- logic
+    def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
+        """Whether a held-out step teaches ``layer`` now: its logits learn
+        (selecting), or its ``entry_z`` score test collects (settling)."""
+        mode = self._modes[id(layer)]
+        return mode == SELECTING or (
+            mode == SETTLING and layer.options.entry_z is not None
+        )
+
+    def _sync(self) -> None:
+        """On JAX, writes fit's latest state into the variables (and makes the
+        next step read them back), so reads and assigns here are not lost."""
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+
+    def _prefixes(self) -> dict[int, str]:
+        if len(self._layers) == 1:
+            return {id(self._layers[0]): "seqattn/"}
+        return {id(g): f"seqattn/{g.name}/" for g in self._layers}
+
+    def _advance(self, completed: int, logs: dict | None) -> None:
+        """Commits every round the schedule wants done after ``completed`` units."""
+        prefix = self._prefixes()
+        synced = False
+        for layer in self._layers:
+            schedule = self._schedules[id(layer)]
+            due = schedule.rounds_due(completed)
+            if due == 0:
+                continue
+            if not synced:
+                self._sync()
+                synced = True
+            record = layer.record()
+            done = record.rounds_done
+            while done < due and not record.complete(layer.spec):
+                names = layer.commit_round(require_learning=True)
+                record = layer.record()
+                done = record.rounds_done
+                self._picked[id(layer)] = record.num_picked
+                event = {
+                    "epoch": self._epoch,
+                    "step": completed if self._step_mode else None,
+                    "layer": layer.name,
+                    "round": done,
+                    "features": names,
+                }
+                self.events.append(event)
+                start = record.num_picked - len(names)
+                if logs is not None:
+                    for offset, name in enumerate(names):
+                        logs[f"{prefix[id(layer)]}picked/{name}"] = float(
+                            start + offset + 1
+                        )
+                if self.verbose:
+                    print(
+                        f"\nSequentialAttention [{layer.name}] round {done}/"
+                        f"{schedule.num_rounds}: selected {names}; so far "
+                        f"{list(layer.selected_features)}",
+                        flush=True,
+                    )
+
+    def _set_modes(self, units: int, steps_into_unit: int) -> None:
+        """Sets each layer's gate mode for the next training step."""
+        for layer in self._layers:
+            schedule = self._schedules[id(layer)]
+            into_round = schedule.units_into_round(units)
+            if self._step_mode or not self._steps_per_epoch:
+                progress = into_round
+            else:
+                progress = into_round * self._steps_per_epoch + steps_into_unit
+            settling = (
+                progress < self._settle_units[id(layer)] and self._picked[id(layer)] > 0
+            )
+            mode = schedule.mode(units, settling=settling)
+            if self._modes.get(id(layer)) != mode:
+                self._sync()
+                layer.gate_mode.assign(mode)
+                self._modes[id(layer)] = mode

@@ -1,0 +1,456 @@
+"""The Sequential Attention gate over per-feature embeddings, for Keras 3."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from seqattn_tfrs.core import selection as selection_lib
+from seqattn_tfrs.core import signals
+from seqattn_tfrs.core.modes import DENSE
+from seqattn_tfrs.core.ops import NUMPY
+from seqattn_tfrs.core.options import AttentionOptions
+from seqattn_tfrs.keras3 import arguments, learning, tables
+
+
+@keras.saving.register_keras_serializable(package="seqattn_tfrs")
+class SequentialAttentionEmbedding(keras.layers.Layer):
+    """Wraps per-feature embeddings with Sequential Attention gates (Keras 3).
+
+    The Keras 3 twin of the tf-keras layer of the same name, running on JAX,
+    TensorFlow and PyTorch. Each feature's embedding ``[batch, d]`` is
+    multiplied by a scalar gate and returned in a dict keyed by feature name.
+    :class:`~seqattn_tfrs.keras3.SequentialAttentionCallback` moves the layer
+    through warm-up (gates 1), selection rounds (selected gates 1, the others
+    a softmax over attention logits that learn) and a fine-tune (unselected
+    gates exactly 0), so :func:`~seqattn_tfrs.keras3.prune` can then drop the
+    unselected tables without changing a prediction.
+
+    The attention logits and their update state are trainable variables made
+    with ``overwrite_with_gradient=True``: the gate's backward pass runs this
+    package's own logit rule (``seqattn_tfrs.core``) and hands back their new
+    values, which the optimizer assigns instead of stepping. The user's
+    optimizer never moves them, and nothing is assigned inside the compiled
+    step, which is what JAX needs.
+
+    Args:
+      embeddings: a mapping from feature name to a Keras layer that maps that
+        feature's input to a ``[batch, d]`` tensor (e.g. ``keras.layers.
+        Embedding``), or a ``keras_rs.layers.DistributedEmbedding`` built from
+        a flat dict of ``FeatureConfig`` keyed by feature name.
+      num_selected: how many features to select, in ``[1, N]``. Pass exactly
+        one of ``num_selected`` and ``budget_bytes``.
+      budget_bytes: select by memory: each round picks among the features
+        whose table still fits what is left of this many bytes.
+      feature_bytes: optional bytes per feature instead of the measured ones.
+      selections_per_round, budget_rule, entry_z, attention_learning_rate,
+        attention_momentum, attention_signal: see
+        :class:`seqattn_tfrs.core.options.AttentionOptions`.
+      pruned_feature_widths: set by ``prune``: features whose tables were
+        removed, mapped to their width; they output zeros.
+      feature_names: the output order when ``pruned_feature_widths`` is given.
+      **kwargs: base ``Layer`` arguments (``name``, ``dtype``, ...).
+
+    Example:
+      >>> gate = SequentialAttentionEmbedding(
+      ...     {"a": keras.layers.Embedding(10, 2), "b": keras.layers.Embedding(5, 3)},
+      ...     num_selected=1)
+      >>> out = gate({"a": np.array([1, 2]), "b": np.array([0, 4])})
+      >>> {name: tuple(value.shape) for name, value in out.items()}
+      {'a': (2, 2), 'b': (2, 3)}
+      >>> gate.gate_values()
+      {'a': 1.0, 'b': 1.0}
+    """
+
+    def __init__(
+        self,
+        embeddings: Mapping[str, keras.layers.Layer] | Any,
+        num_selected: int | None = None,
+        *,
+        budget_bytes: int | None = None,
+        feature_bytes: Mapping[str, int] | None = None,
+        selections_per_round: int = 1,
+        budget_rule: str = "attention_per_byte",
+        entry_z: float | None = None,
+        attention_learning_rate: float = 0.05,
+        attention_momentum: float = 0.9,
+        attention_signal: str = "partial",
+        pruned_feature_widths: Mapping[str, int] | None = None,
+        feature_names: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.options = AttentionOptions(
+            selections_per_round=selections_per_round,
+            budget_rule=budget_rule,
+            entry_z=entry_z,
+            attention_learning_rate=attention_learning_rate,
+            attention_momentum=attention_momentum,
+            attention_signal=attention_signal,
+        )
+        self._distributed = tables.is_distributed(embeddings)
+        names, pruned = arguments.check(
+            embeddings,
+            num_selected=num_selected,
+            budget_bytes=budget_bytes,
+            feature_bytes=feature_bytes,
+            entry_z=entry_z,
+            pruned_feature_widths=pruned_feature_widths,
+            feature_names=feature_names,
+        )
+        self.embeddings = embeddings
+        self.num_selected = None if num_selected is None else int(num_selected)
+        self.budget_bytes = None if budget_bytes is None else int(budget_bytes)
+        self.feature_bytes = {k: int(v) for k, v in (feature_bytes or {}).items()}
+        self._pruned_widths = pruned
+        self._feature_names = tuple(names)
+        self.spec = selection_lib.SelectionSpec(
+            layer_name=self.name,
+            feature_names=self._feature_names,
+            num_selected=self.num_selected,
+            budget_bytes=self.budget_bytes,
+            selections_per_round=self.options.selections_per_round,
+            budget_rule=self.options.budget_rule,
+            entry_z=self.options.entry_z,
+        )
+        self.num_rounds = self.spec.num_rounds(list(self.feature_costs().values()))
+        self.heldout_pass = False  # set while the callback traces a held-out step
+        # Each feature's embedding width, seen when called (for pruning).
+        self.output_widths: dict[str, int] = dict(pruned)
+
+    # ------------------------------------------------------------------ state
+    def build(self, input_shape: Any = None) -> None:
+        n = len(self._feature_names)
+        if isinstance(input_shape, Mapping):  # build the tables here, not in call
+            shapes = {name: input_shape[name] for name in self.kept_features}
+            if self._distributed:
+                if not self.embeddings.built:
+                    self.embeddings.build(shapes)
+            else:
+                for name, layer in self.embeddings.items():
+                    if not layer.built:
+                        layer.build(shapes[name])
+
+        def state(name, shape, dtype="float32", value=0.0, overwrite=False):
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                dtype=dtype,
+                # numpy, not an eager op per shape (each one a compile on JAX)
+                initializer=lambda shape, dtype: np.full(shape, value, dtype),
+                trainable=overwrite,
+                autocast=False,
+                overwrite_with_gradient=overwrite,
+            )
+
+        # Handed back by the backward pass (see learning.py), in this order.
+        self.learning_state = [
+            state("attention_logits", (n,), overwrite=True),
+            state("logit_momentum", (n,), overwrite=True),
+            state("logit_second_moment", (), overwrite=True),
+            state("logit_steps", (), overwrite=True),
+            state("nonfinite_logit_steps", (), overwrite=True),
+        ]
+        if self.options.entry_z is not None:
+            self.learning_state += [
+                state("score_sum", (n,), overwrite=True),
+                state("score_squares", (n,), overwrite=True),
+            ]
+        self.attention_logits = self.learning_state[0]
+        self.selected_mask = state("selected_mask", (n,))
+        self.selection_order = state("selection_order", (n,), "int32", -1)
+        self.rounds_done = state("rounds_done", (), "int32", 0)
+        self.gate_mode = state("gate_mode", (), "int32", DENSE)
+        self.learn_from_fit_batches = state("learn_from_fit_batches", (), "int32", 1)
+        self.budget_closed = state("budget_closed", (), "int32", 0)
+        rows = self.spec.history_rows(self.num_rounds)
+        self.round_gates = state("round_gates", (rows, n))
+        if self._pruned_widths:  # a pruned layer: the kept features are selected
+            index = {name: i for i, name in enumerate(self._feature_names)}
+            kept = [index[name] for name in self.kept_features]
+            mask = np.zeros(n, np.float32)
+            mask[kept] = 1.0
+            order = np.full(n, -1, np.int32)
+            order[: len(kept)] = kept
+            self.selected_mask.assign(mask)
+            self.selection_order.assign(order)
+            self.budget_closed.assign(1)
+
+    # ------------------------------------------------------------ public view
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """All feature names, in output order."""
+        return self._feature_names
+
+    @property
+    def kept_features(self) -> tuple[str, ...]:
+        """Features whose tables this layer holds (after pruning: the kept ones)."""
+        if self._distributed:
+            return tuple(tables.feature_tables(self.embeddings))
+        return tuple(self.embeddings)
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether the tables are one keras-rs ``DistributedEmbedding``."""
+        return self._distributed
+
+    @property
+    def is_pruned(self) -> bool:
+        """Whether ``prune`` removed the unselected tables."""
+        return bool(self._pruned_widths)
+
+    @property
+    def pruned_feature_widths(self) -> dict[str, int]:
+        """Features whose tables were removed by pruning, with their widths."""
+        return dict(self._pruned_widths)
+
+    def record(self) -> selection_lib.SelectionRecord:
+        """The committed selection state, read from the variables.
+
+        On JAX during ``fit``, call ``model.jax_state_sync()`` first.
+        """
+        self._ensure_built()
+        return selection_lib.SelectionRecord(
+            selected=keras.ops.convert_to_numpy(self.selected_mask) > 0,
+            order=keras.ops.convert_to_numpy(self.selection_order),
+            rounds_done=int(keras.ops.convert_to_numpy(self.rounds_done)),
+            round_gates=keras.ops.convert_to_numpy(self.round_gates),
+            closed=bool(keras.ops.convert_to_numpy(self.budget_closed)),
+        )
+
+    @property
+    def selected_features(self) -> tuple[str, ...]:
+        """Selected feature names, in the order they were selected."""
+        order = self.record().order
+        return tuple(self._feature_names[i] for i in order if i >= 0)
+
+    @property
+    def selection_complete(self) -> bool:
+        """Whether the count is reached or the budget is closed."""
+        return self.record().complete(self.spec)
+
+    def gate_values(self) -> dict[str, float]:
+        """The current gate of every feature, by name."""
+        self._ensure_built()
+        gates = self.host_gates()
+        return {name: float(g) for name, g in zip(self._feature_names, gates)}
+
+    def gate_history(self) -> list[dict[str, float]]:
+        """Gate values recorded just before each completed selection round."""
+        record = self.record()
+        rows = record.round_gates[: record.rounds_done]
+        return [dict(zip(self._feature_names, map(float, row))) for row in rows]
+
+    def progress(self) -> str:
+        """How far the selection is, for messages, e.g. ``"1 of 3 features"``."""
+        count = len(self.selected_features)
+        if self.budget_bytes is None:
+            return f"{count} of {self.num_selected} features"
+        return f"{count} features within a budget of {self.budget_bytes} bytes"
+
+    def entry_evidence(self) -> dict[str, float]:
+        """Per feature, this round's score statistic so far (see ``entry_z``):
+        how many standard errors say raising its gate lowers the loss.
+
+        Raises:
+          ValueError: the layer has no ``entry_z``.
+        """
+        if self.options.entry_z is None:
+            raise ValueError(
+                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
+            )
+        self._ensure_built()
+        total, squares = (
+            keras.ops.convert_to_numpy(v) for v in self.learning_state[5:7]
+        )
+        scores = selection_lib.entry_statistics(total, squares)
+        return dict(zip(self._feature_names, map(float, scores)))
+
+    def feature_costs(self) -> dict[str, int | None]:
+        """Bytes of each feature's table (``feature_bytes`` where given; 0 for a
+        pruned feature; ``None`` for a layer not yet built)."""
+        if self._distributed:
+            measured = tables.distributed_costs(self.embeddings)
+        else:
+            measured = {n: tables.layer_bytes(t) for n, t in self.embeddings.items()}
+        return {
+            name: self.feature_bytes.get(name, measured.get(name, 0))
+            for name in self._feature_names
+        }
+
+    def _ensure_built(self) -> None:
+        if not self.built:
+            self.build(None)
+            self.built = True
+
+    # ------------------------------------------------------------------ gates
+    def complete_flag(self) -> Any:
+        """Whether the selection is complete, as a tensor (inside a step)."""
+        if self.budget_bytes is None:
+            picked = ops.sum(ops.cast(self.selected_mask > 0, "int32"))
+            return picked >= self.num_selected
+        return ops.equal(self.budget_closed, 1)
+
+    def host_gates(self) -> np.ndarray:
+        """Every feature's gate ``[N]`` now, computed on the host with numpy.
+
+        On JAX during ``fit``, call ``model.jax_state_sync()`` first.
+        """
+        self._ensure_built()
+        record = self.record()
+        return signals.gate_values(
+            NUMPY,
+            keras.ops.convert_to_numpy(self.attention_logits).astype(np.float64),
+            record.selected.astype(np.float64),
+            int(keras.ops.convert_to_numpy(self.gate_mode)),
+            record.complete(self.spec),
+        )
+
+    # ------------------------------------------------------------------- call
+    def call(self, features: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(features, Mapping):
+            raise TypeError(
+                f"{self.name} expects a dict of feature tensors, got "
+                f"{type(features).__name__}."
+            )
+        missing = [name for name in self.kept_features if name not in features]
+        if missing:
+            raise KeyError(
+                f"{self.name}: feature(s) {missing} missing from the inputs; got "
+                f"keys {sorted(features)}."
+            )
+        if self._distributed:
+            embedded = self.embeddings({n: features[n] for n in self.kept_features})
+        else:
+            embedded = {n: layer(features[n]) for n, layer in self.embeddings.items()}
+        for name, value in embedded.items():
+            self.output_widths[name] = int(value.shape[-1])
+            if len(value.shape) != 2:
+                raise ValueError(
+                    f"{self.name}: the embedding of feature {name!r} must be "
+                    f"[batch, d], got shape {tuple(value.shape)}."
+                )
+        if self.is_pruned:  # kept gates are exactly 1
+            batch = ops.shape(next(iter(embedded.values())))[0]
+            return {
+                name: embedded[name]
+                if name in embedded
+                else ops.zeros((batch, self._pruned_widths[name]), self.compute_dtype)
+                for name in self._feature_names
+            }
+        values = [embedded[name] for name in self._feature_names]
+        gated = learning.gate_and_learn(self, values)
+        return dict(zip(self._feature_names, gated))
+
+    def compute_output_spec(self, features: Mapping[str, Any]) -> dict[str, Any]:
+        if self._distributed:
+            widths = tables.distributed_widths(self.embeddings)
+            embedded = {
+                n: keras.KerasTensor(
+                    (features[n].shape[0], widths[n]), dtype=self.compute_dtype
+                )
+                for n in self.kept_features
+            }
+        else:
+            embedded = {
+                n: layer.compute_output_spec(features[n])
+                for n, layer in self.embeddings.items()
+            }
+        batch = next(iter(embedded.values())).shape[0]
+        return {
+            name: embedded[name]
+            if name in embedded
+            else keras.KerasTensor(
+                (batch, self._pruned_widths[name]), dtype=self.compute_dtype
+            )
+            for name in self._feature_names
+        }
+
+    # ------------------------------------------------------------- selection
+    def commit_round(self, require_learning: bool = False) -> list[str]:
+        """Commits the next round's picks (core rule); resets the logits.
+
+        Used by the callback; on JAX during ``fit`` it must be preceded by
+        ``model.jax_state_sync()``.
+
+        Args:
+          require_learning: refuse when no logit update was applied this round.
+
+        Returns:
+          The names committed, in order.
+
+        Raises:
+          RuntimeError: the round had no logit step, or the selection is
+            complete.
+        """
+        record = self.record()
+        state = [keras.ops.convert_to_numpy(v) for v in self.learning_state]
+        if require_learning and float(state[3]) == 0.0:
+            raise RuntimeError(
+                f"{self.name}: no logit update was applied in selection round "
+                f"{record.rounds_done + 1} ({int(state[4])} had a NaN/inf "
+                "gradient), so there is nothing to pick from. Lengthen the round "
+                "or lower `settle_fraction`."
+            )
+        entry = None
+        if self.options.entry_z is not None:
+            entry = selection_lib.entry_statistics(state[5], state[6])
+        gates = self.host_gates()
+        record, picks = selection_lib.commit_round(
+            self.spec,
+            record,
+            state[0],
+            gates,
+            num_rounds=self.num_rounds,
+            costs=list(self.feature_costs().values()),
+            entry_scores=entry,
+        )
+        self.selected_mask.assign(record.selected.astype(np.float32))
+        self.selection_order.assign(record.order.astype(np.int32))
+        self.rounds_done.assign(record.rounds_done)
+        self.round_gates.assign(record.round_gates)
+        self.budget_closed.assign(int(record.closed))
+        for variable in self.learning_state:
+            if variable is not self.learning_state[4]:  # keep the NaN count
+                variable.assign(np.zeros(variable.shape, np.float32))
+        return [self._feature_names[i] for i in picks]
+
+    # ---------------------------------------------------------------- config
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        if self._distributed:
+            embeddings = keras.saving.serialize_keras_object(self.embeddings)
+        else:
+            embeddings = {
+                name: keras.saving.serialize_keras_object(layer)
+                for name, layer in self.embeddings.items()
+            }
+        config.update(
+            {
+                "embeddings": embeddings,
+                "num_selected": self.num_selected,
+                "budget_bytes": self.budget_bytes,
+                "feature_bytes": dict(self.feature_bytes) or None,
+                **self.options.as_kwargs(),
+                "pruned_feature_widths": dict(self._pruned_widths) or None,
+                "feature_names": list(self._feature_names),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SequentialAttentionEmbedding:
+        config = dict(config)
+        embeddings = config.pop("embeddings")
+        if "class_name" in embeddings and "config" in embeddings:
+            layers = keras.saving.deserialize_keras_object(embeddings)
+        else:
+            layers = {
+                name: keras.saving.deserialize_keras_object(layer)
+                for name, layer in embeddings.items()
+            }
+        return cls(layers, **config)

@@ -1,0 +1,183 @@
+"""The gate's forward multiply and the backward pass where the logits learn.
+
+Backend-agnostic (``keras.ops``): the features' embeddings are joined into one
+``[B, D]`` tensor (PyTorch's ``custom_gradient`` takes one output) and passed
+through a ``keras.ops.custom_gradient`` function together with the layer's
+learning state. The backward pass computes, per example, the gradient of the
+loss with respect to each gate, turns it into the logits' descent direction
+(``seqattn_tfrs.core.signals``), applies the logit rule
+(``seqattn_tfrs.core.logit_rule``) and returns the new state as the state's
+"gradient"; the state variables are ``overwrite_with_gradient`` variables, so
+the optimizer assigns them. Outside a selection round the new state equals
+the old, and the signal's solve is skipped (``ops.cond``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+from seqattn_tfrs.core import logit_rule, signals
+from seqattn_tfrs.core.modes import SELECTING, SETTLING
+
+
+def gate_values(layer: Any) -> Any:
+    """The layer's gates ``[N]``; the logits are read without a gradient."""
+    return signals.gate_values(
+        ops,
+        ops.stop_gradient(ops.convert_to_tensor(layer.attention_logits)),
+        ops.convert_to_tensor(layer.selected_mask),
+        ops.convert_to_tensor(layer.gate_mode),
+        layer.complete_flag(),
+    )
+
+
+def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
+    """Multiplies each ``[B, d_i]`` embedding by its gate; learns on backward.
+
+    Args:
+      layer: the ``SequentialAttentionEmbedding`` (its variables and options).
+      values: the features' embeddings, in the layer's feature order.
+
+    Returns:
+      The gated embeddings, in the same order.
+    """
+    widths = [int(v.shape[-1]) for v in values]
+    # While the logits learn, at most num_selected - 1 features are selected.
+    most = len(widths) if layer.num_selected is None else layer.num_selected - 1
+    nuisance_width = max(1, sum(sorted(widths, reverse=True)[:most]))
+    segments = np.zeros((sum(widths), len(widths)), np.float32)
+    segments[np.arange(sum(widths)), np.repeat(np.arange(len(widths)), widths)] = 1.0
+    segments = ops.convert_to_tensor(segments)
+    dtype = values[0].dtype
+    joined = ops.concatenate([ops.cast(v, dtype) for v in values], axis=1)
+    gates = ops.stop_gradient(gate_values(layer))
+    selected = ops.stop_gradient(ops.convert_to_tensor(layer.selected_mask))
+    mode = ops.convert_to_tensor(layer.gate_mode)
+    complete = layer.complete_flag()
+    learns = ops.logical_not(complete)
+    if not layer.heldout_pass:
+        learns = ops.logical_and(learns, ops.equal(layer.learn_from_fit_batches, 1))
+    selecting = ops.stop_gradient(
+        ops.cast(ops.logical_and(learns, ops.equal(mode, SELECTING)), "float32")
+    )
+    settling = ops.stop_gradient(
+        ops.cast(ops.logical_and(learns, ops.equal(mode, SETTLING)), "float32")
+    )
+    options = layer.options
+
+    @ops.custom_gradient
+    def gate(x, *state):
+        expanded = ops.matmul(segments, gates)  # [D]
+        output = x * ops.cast(expanded, x.dtype)
+
+        def backward(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            columns = ops.cast(upstream, "float32") * ops.cast(x, "float32")
+            per_example = ops.matmul(columns, segments)  # [B, N]
+            new_state = _learn(
+                per_example,
+                columns,
+                segments,
+                gates,
+                selected,
+                selecting,
+                settling,
+                state,
+                options,
+                nuisance_width,
+            )
+            return (upstream * ops.cast(expanded, upstream.dtype), *new_state)
+
+        return output, backward
+
+    state = [ops.convert_to_tensor(v) for v in layer.learning_state]
+    gated = gate(joined, *state)
+    split = np.cumsum(widths)[:-1].tolist()
+    return [
+        ops.cast(part, v.dtype)
+        for part, v in zip(ops.split(gated, split, axis=1), values)
+    ]
+
+
+def _learn(
+    per_example,
+    columns,
+    segments,
+    gates,
+    selected,
+    selecting,
+    settling,
+    state,
+    options,
+    nuisance_width,
+):
+    """The learning state after one backward pass (unchanged unless learning)."""
+    logits, momentum, second, steps, nonfinite = state[:5]
+    nuisance = columns_of_selected = None
+    if options.attention_signal == "partial" or options.entry_z is not None:
+        column_mask = ops.matmul(segments, selected)  # [D], 1 on selected columns
+        columns_of_selected = ops.sum(column_mask)
+        nuisance = columns * column_mask
+        if nuisance_width < int(segments.shape[0]):
+            # The selected columns first (a static width: at most the widest
+            # tables that can be selected while the logits learn), so the
+            # ridge solve is [K, K] rather than [D, D].
+            first = ops.argsort(-column_mask)[:nuisance_width]
+            nuisance = ops.take(nuisance, first, axis=1)
+    descent_nuisance = nuisance if options.attention_signal == "partial" else None
+
+    def signal():
+        return signals.logit_descent(
+            ops,
+            per_example,
+            gates,
+            selected,
+            descent_nuisance,
+            options.attention_signal,
+            columns_of_selected,
+        )
+
+    grad = ops.cond(selecting > 0, signal, lambda: ops.zeros_like(gates))
+    finite = ops.cast(ops.all(ops.isfinite(grad)), "float32")
+    go = selecting * finite
+    step = steps + go
+    delta, new_momentum, new_second = logit_rule.normalized_momentum_step(
+        ops,
+        ops.where(ops.isfinite(grad), grad, ops.zeros_like(grad)),
+        1.0 - selected,
+        momentum,
+        second,
+        ops.maximum(step, 1.0),
+        learning_rate=options.attention_learning_rate,
+        beta1=options.attention_momentum,
+    )
+    keep = 1.0 - go
+    new = [
+        logits + go * delta,
+        go * new_momentum + keep * momentum,
+        go * new_second + keep * second,
+        step,
+        nonfinite + selecting * (1.0 - finite),
+    ]
+    if options.entry_z is not None:
+        score_sum, score_squares = state[5:7]
+
+        def sums():
+            total, squares = signals.evidence_sums(
+                ops,
+                per_example,
+                nuisance if options.attention_signal == "partial" else None,
+                columns_of_selected,
+            )
+            return ops.stack([total, squares])
+
+        evidence = ops.cond(
+            settling > 0, sums, lambda: ops.zeros((2, ops.shape(gates)[0]))
+        )
+        new += [score_sum + evidence[0], score_squares + evidence[1]]
+    return new

@@ -1,0 +1,387 @@
+"""Keras 3 scenarios, run as ``python scenarios.py NAME...`` in a clean process.
+
+``KERAS_BACKEND`` must be set before ``import keras`` and the suite's root
+conftest makes ``tf.keras`` Keras 2, so ``test_backends.py`` runs these in a
+subprocess per backend. Each scenario prints one JSON line with its result;
+a failed assertion exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import keras  # noqa: E402
+from planted import ctr_correct, ctr_problem, linear_problem, omp_order  # noqa: E402
+
+from seqattn_tfrs.keras3 import (  # noqa: E402
+    SequentialAttentionCallback,
+    SequentialAttentionEmbedding,
+    export_for_serving,
+    prune,
+)
+
+
+def batches(features: dict, y: np.ndarray, rows: slice, size: int) -> list:
+    """Held-out batches as a plain list of ``(x, y)`` numpy pairs."""
+    x = {name: column[rows] for name, column in features.items()}
+    n = len(y[rows])
+    return [
+        ({k: v[i : i + size] for k, v in x.items()}, y[rows][i : i + size])
+        for i in range(0, n, size)
+    ]
+
+
+def linear_model(
+    names: list[str], **options
+) -> tuple[keras.Model, SequentialAttentionEmbedding]:
+    inputs = {name: keras.Input((1,), name=name) for name in names}
+    gate = SequentialAttentionEmbedding(
+        {name: keras.layers.Identity() for name in names}, **options
+    )
+    gated = gate(inputs)
+    out = keras.layers.Dense(1)(keras.layers.Concatenate()([gated[n] for n in names]))
+    return keras.Model(inputs, out), gate
+
+
+def omp(seed: int = 0) -> dict:
+    """The linear problem's OMP order, logits learning from held-out batches
+    (a ``tf.data.Dataset``, read as numpy on every backend)."""
+    x, y = linear_problem(seed)
+    expected = omp_order(x, y, 4)
+    names = [f"x{i}" for i in range(8)]
+    keras.utils.set_random_seed(seed)
+    model, gate = linear_model(names, num_selected=4)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    import tensorflow as tf  # held-out batches as a tf.data.Dataset here
+
+    heldout = tf.data.Dataset.from_tensor_slices(
+        ({k: v[3072:] for k, v in features.items()}, y[3072:])
+    ).batch(64)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=2,
+        epochs_per_selection=2,
+        finetune_epochs=0,
+        selection_data=heldout,
+        verbose=0,
+    )
+    train = {k: v[:3072] for k, v in features.items()}
+    model.fit(
+        train, y[:3072], batch_size=64, epochs=10, callbacks=[callback], verbose=0
+    )
+    order = [names.index(f) for f in gate.selected_features]
+    assert order == expected, (order, expected)
+    return {"order": order, "expected": expected}
+
+
+def ctr_model(
+    columns: dict, **options
+) -> tuple[keras.Model, SequentialAttentionEmbedding]:
+    names = list(columns)
+    inputs = {name: keras.Input((), name=name, dtype="int32") for name in names}
+    gate = SequentialAttentionEmbedding(
+        {n: keras.layers.Embedding(int(columns[n].max()) + 1, 4) for n in names},
+        **options,
+    )
+    gated = gate(inputs)
+    hidden = keras.layers.Dense(32, activation="relu")(
+        keras.layers.Concatenate()([gated[n] for n in names])
+    )
+    out = keras.layers.Dense(1, activation="sigmoid")(hidden)
+    return keras.Model(inputs, out), gate
+
+
+def ctr(seed: int = 0) -> dict:
+    """The planted CTR problem: sources, one copy, no noise (held-out data)."""
+    columns, y = ctr_problem(seed)
+    columns = {k: v.astype(np.int32) for k, v in columns.items()}
+    keras.utils.set_random_seed(seed)
+    model, gate = ctr_model(columns, num_selected=5)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    order = np.random.default_rng(seed).permutation(8000)
+    train = {k: v[:8000][order] for k, v in columns.items()}
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=2,
+        finetune_epochs=0,
+        selection_data=batches(columns, y, slice(8000, None), 128),
+        verbose=0,
+    )
+    model.fit(
+        train,
+        y[:8000][order],
+        batch_size=128,
+        epochs=11,
+        callbacks=[callback],
+        verbose=0,
+    )
+    selected = list(gate.selected_features)
+    assert ctr_correct(set(selected)), selected
+    return {"selected": selected}
+
+
+def prune_export() -> dict:
+    """A `within_fit` schedule, then prune and export; the SavedModel is checked
+    by plain TensorFlow in a process of its own."""
+    columns, y = ctr_problem(0, n=2048)
+    names = ["m1", "m2", "m3", "noise0"]
+    columns = {k: columns[k].astype(np.int32) for k in names}
+    keras.utils.set_random_seed(0)
+    model, gate = ctr_model(columns, num_selected=2)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    model.fit(columns, y, batch_size=64, epochs=4, callbacks=[callback], verbose=0)
+    kept = list(gate.selected_features)
+    assert [e["step"] for e in callback.events] == [64, 116], callback.events
+    pruned = prune(model)
+    assert sorted(pruned.input) == sorted(kept), (sorted(pruned.input), kept)
+    probe = {k: v[:64] for k, v in columns.items()}
+    full = keras.ops.convert_to_numpy(model.predict(probe, verbose=0))
+    small = keras.ops.convert_to_numpy(
+        pruned.predict({k: probe[k] for k in kept}, verbose=0)
+    )
+    np.testing.assert_allclose(small, full, rtol=0, atol=1e-6)
+    dropped_tables = [
+        w.path
+        for w in pruned.weights
+        if any(f"/{n}/" in w.path for n in set(names) - set(kept))
+    ]
+    base = tempfile.mkdtemp()
+    path = export_for_serving(pruned, base)
+    np.savez(os.path.join(base, "probe.npz"), expected=small, **probe)
+    check = subprocess.run(
+        [
+            sys.executable,
+            str(pathlib.Path(__file__).with_name("load_export.py")),
+            path,
+            os.path.join(base, "probe.npz"),
+            ",".join(kept),
+        ],
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS")
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    return {
+        "kept": kept,
+        "export": path,
+        "loader": check.stdout.strip().splitlines()[-1],
+        "dropped_weights_left": dropped_tables,
+    }
+
+
+def distributed() -> dict:
+    """A gate over keras-rs's DistributedEmbedding (two features share a table):
+    selection, then pruning keeps only the tables the kept features use."""
+    import inspect
+
+    import keras_rs
+
+    columns, y = ctr_problem(1, n=2048)
+    columns["m1_twin"] = columns["m1"]  # shares m1's table
+    names = ["m1", "m1_twin", "m2", "noise0"]
+    batch = 256
+    shared = keras_rs.layers.TableConfig("t_m1", 20, 4)
+    tables = {
+        "m1": shared,
+        "m1_twin": shared,
+        "m2": keras_rs.layers.TableConfig("t_m2", 20, 4),
+        "noise0": keras_rs.layers.TableConfig("t_noise0", 3000, 4),
+    }
+    configs = {
+        n: keras_rs.layers.FeatureConfig(n, tables[n], (batch,), (batch, 4))
+        for n in names
+    }
+    inputs = {
+        n: keras.Input((), batch_size=batch, dtype="int32", name=n) for n in names
+    }
+    keras.utils.set_random_seed(0)
+    gate = SequentialAttentionEmbedding(
+        keras_rs.layers.DistributedEmbedding(configs), num_selected=2
+    )
+    gated = gate(inputs)
+    out = keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.Dense(16, activation="relu")(
+            keras.layers.Concatenate()([gated[n] for n in names])
+        )
+    )
+    model = keras.Model(inputs, out)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    x = {n: columns[n].astype(np.int32) for n in names}
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
+    )
+    model.fit(x, y, batch_size=batch, epochs=4, callbacks=[callback], verbose=0)
+    kept = list(gate.selected_features)
+    assert gate.selection_complete and len(kept) == 2, kept
+    costs = gate.feature_costs()
+    assert costs["noise0"] == 3000 * 4 * 4 and costs["m1"] == costs["m1_twin"], costs
+    pruned = prune(model)
+    assert sorted(pruned.input) == sorted(kept)
+    probe = {k: v[:batch] for k, v in x.items()}
+    full = keras.ops.convert_to_numpy(model.predict(probe, batch_size=batch, verbose=0))
+    small = keras.ops.convert_to_numpy(
+        pruned.predict({k: probe[k] for k in kept}, batch_size=batch, verbose=0)
+    )
+    np.testing.assert_allclose(small, full, rtol=0, atol=1e-6)
+    kept_tables = sorted({tables[n].name for n in kept})
+    new_gate = [
+        layer
+        for layer in pruned.layers
+        if isinstance(layer, SequentialAttentionEmbedding)
+    ][0]
+    assert sorted(new_gate.embeddings.get_embedding_tables()) == kept_tables
+    parameters = set(inspect.signature(SequentialAttentionEmbedding).parameters)
+    assert parameters - {"kwargs"} <= set(gate.get_config()), parameters
+    return {"kept": kept, "tables": kept_tables}
+
+
+def config() -> dict:
+    """get_config covers every constructor argument; a .keras file round-trips."""
+    import inspect
+
+    names = ["a", "b", "c"]
+    inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
+    gate = SequentialAttentionEmbedding(
+        {n: keras.layers.Embedding(7, 2) for n in names},
+        budget_bytes=200,
+        selections_per_round=2,
+        attention_signal="score",
+        name="gate",
+    )
+    gated = gate(inputs)
+    model = keras.Model(
+        inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(list(gated.values())))
+    )
+    parameters = set(inspect.signature(SequentialAttentionEmbedding).parameters)
+    config = gate.get_config()
+    assert parameters - {"kwargs"} <= set(config), parameters - set(config)
+    again = SequentialAttentionEmbedding.from_config(config)
+    assert again.get_config() == config
+    path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    probe = {n: np.arange(4, dtype=np.int32) % 7 for n in names}
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded.predict(probe, verbose=0)),
+        keras.ops.convert_to_numpy(model.predict(probe, verbose=0)),
+        rtol=0,
+        atol=1e-6,
+    )
+    restored = loaded.get_layer("gate")
+    assert type(restored) is SequentialAttentionEmbedding
+    assert restored.num_rounds == gate.num_rounds == 2, restored.num_rounds
+    for bad, expected in (
+        ({"num_selected": 0}, "`num_selected` must be an int in [1, 3]"),
+        ({"num_selected": 1, "budget_bytes": 9}, "Pass exactly one of"),
+        ({"num_selected": 1, "attention_momentum": 1.0}, "`attention_momentum`"),
+    ):
+        try:
+            SequentialAttentionEmbedding({"a": keras.layers.Embedding(3, 2)}, **bad)
+        except ValueError as error:
+            assert expected.replace("[1, 3]", "[1, 1]") in str(error) or (
+                expected in str(error)
+            ), (bad, str(error))
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    return {"config_keys": sorted(config)}
+
+
+def budget() -> dict:
+    """A byte budget with `entry_z`, rounds counted in steps: the kept bytes
+    stay within the budget, the selection closes, and a schedule too long
+    for `fit` is refused before training."""
+    x, y = linear_problem(0, n=2048)
+    names = [f"x{i}" for i in range(8)]
+    costs = {n: 100 * (1 + i % 3) for i, n in enumerate(names)}  # 100-300 bytes
+    keras.utils.set_random_seed(0)
+    model, gate = linear_model(
+        names, budget_bytes=450, feature_bytes=costs, entry_z=2.0
+    )
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    train = {k: v[:1536] for k, v in features.items()}
+    callback = SequentialAttentionCallback(
+        warmup_epochs=2,
+        steps_per_selection=48,
+        finetune_epochs=1,
+        selection_data=batches(features, y, slice(1536, None), 64),
+        verbose=0,
+    )
+    try:
+        model.fit(
+            train, y[:1536], batch_size=64, epochs=2, callbacks=[callback], verbose=0
+        )
+    except ValueError as error:
+        assert "needs" in str(error) and "steps" in str(error), str(error)
+    else:
+        raise AssertionError("a schedule longer than fit was accepted")
+    epochs = -(-callback.schedule_length(gate.num_rounds, 24) // 24)
+    model.fit(
+        train, y[:1536], batch_size=64, epochs=epochs, callbacks=[callback], verbose=0
+    )
+    kept = list(gate.selected_features)
+    assert gate.selection_complete, kept
+    assert gate.progress() == f"{len(kept)} features within a budget of 450 bytes"
+    assert set(gate.entry_evidence()) == set(names)
+    assert sum(costs[n] for n in kept) <= 450, kept
+    assert "x0" in kept, kept  # the strongest feature
+    return {
+        "kept": kept,
+        "rounds": gate.record().rounds_done,
+        "events": len(callback.events),
+    }
+
+
+def doctests() -> dict:
+    """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import seqattn_tfrs.keras3 as package
+
+    counts = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert failed == 0, f"{info.name}: {failed} of {attempted} examples failed"
+        counts[info.name] = attempted
+    return {"examples": counts}
+
+
+def main() -> None:
+    for name in sys.argv[1:]:
+        start = time.perf_counter()
+        result = globals()[name]()
+        print(
+            json.dumps(
+                {
+                    "scenario": name,
+                    "backend": keras.backend.backend(),
+                    "seconds": round(time.perf_counter() - start, 1),
+                    **result,
+                }
+            ),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
