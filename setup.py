@@ -47,8 +47,11 @@ setuptools.setup(
         ],
         # Warm-up records for TF Serving written by `export_for_serving`.
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        # The Keras 3 / keras-rs front-end (`seqattn_tfrs.keras3`), tested on
+        # keras 3.15 and keras-rs 0.4 with the JAX and TensorFlow backends.
+        "keras3": ["keras>=3.15,<4", "keras-rs>=0.4,<0.5", "jax[cpu]>=0.10"],
         "test": [
-            "seqattn_tfrs[movielens]",
+            "seqattn_tfrs[movielens,keras3]",
             "pytest>=8",
             "hypothesis>=6.100",
             "scikit-learn>=1.4",
