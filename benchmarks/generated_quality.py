@@ -39,6 +39,7 @@ import json  # noqa: E402
 import pathlib  # noqa: E402
 import time  # noqa: E402
 
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from generator import describe, generate_problem, score_picks  # noqa: E402
 
@@ -57,6 +58,7 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_string("output", "", "JSON lines to append to.")
 flags.DEFINE_string("summary", "", "Print the rates of this JSON-lines file; no runs.")
+flags.DEFINE_bool("patterns", False, "With --summary: break the failures down.")
 
 
 def run_one(problem, seed: int, heldout: bool) -> dict:
@@ -216,6 +218,122 @@ def summarize(path: str) -> None:
             print(f"  {label + ':':40s} {value}")
         seconds = sum(r["seconds"] for r in rs) / n
         print(f"  {'mean fit seconds:':40s} {seconds:.1f}")
+        if FLAGS.patterns:
+            (ctr_patterns if kind == "ctr" else least_squares_patterns)(rs)
+
+
+def _count(rs, name) -> str:
+    return f"{sum(bool(r[name]) for r in rs)}/{len(rs)}"
+
+
+def _per_problem(rs, fails) -> str:
+    """How many problems fail on 0, 1, 2, ... of their seeds."""
+    by_problem = collections.defaultdict(list)
+    for r in rs:
+        by_problem[r["problem"]].append(fails(r))
+    counts = collections.Counter(sum(v) for v in by_problem.values())
+    return ", ".join(f"{n} seeds: {counts[n]}" for n in sorted(counts))
+
+
+def ctr_patterns(rs) -> None:
+    answers = {p: generate_problem(p, "ctr").answer for p in {r["problem"] for r in rs}}
+    print(
+        "  problems by seeds with a missed group:  ",
+        _per_problem(rs, lambda r: not r["all_groups"]),
+    )
+    print(
+        "  problems by seeds with a redundant pick:",
+        _per_problem(rs, lambda r: r["redundant_while_missing"]),
+    )
+    pair = [r for r in rs if answers[r["problem"]]["interactions"]]
+    alone = [r for r in rs if not answers[r["problem"]]["interactions"]]
+    for label, group in (("with an XOR pair", pair), ("without an XOR pair", alone)):
+        print(
+            f"  {label}: every group {_count(group, 'all_groups')}, redundant "
+            f"while missing {_count(group, 'redundant_while_missing')}, noise "
+            f"{_count(group, 'noise_picks')}"
+        )
+    missed = collections.Counter(m["kind"] for r in rs for m in r["missed"])
+    print(f"  missed groups by kind: {dict(missed)}")
+    pair_missed = collections.Counter(
+        len(
+            set(answers[r["problem"]]["interactions"][0])
+            & {m["source"] for m in r["missed"]}
+        )
+        for r in pair
+    )
+    print(f"  XOR members missed per run with a pair (0/1/2): {dict(pair_missed)}")
+    weak = [m["logit_std"] for r in rs for m in r["missed"] if m["kind"] == "main"]
+    print(f"  missed main effects' logit std: {np.round(sorted(weak), 2).tolist()}")
+    both = sum(
+        r["redundant_while_missing"]
+        and any(m["kind"] == "interaction" for m in r["missed"])
+        for r in rs
+    )
+    print(f"  redundant-pick runs that miss an XOR member: {both}")
+    pairs = collections.Counter()
+    for r in rs:
+        answer = answers[r["problem"]]
+        group_of = {f: g for g in answer["groups"] for f in g["members"]}
+        first = {}
+        for f in r["picks"]:
+            if f not in group_of:
+                continue
+            members = group_of[f]["members"]
+            source = group_of[f]["source"]
+            if source in first:
+                pairs[
+                    f"{members[first[source]].split(':')[0]} then "
+                    f"{members[f].split(':')[0]}"
+                ] += 1
+            else:
+                first[source] = f
+    print(f"  redundant picks (first member, then): {dict(pairs)}")
+    cards = sorted(
+        answers[r["problem"]]["noise"][f]
+        for r in rs
+        for f in r["picks"]
+        if f in answers[r["problem"]]["noise"]
+    )
+    print(f"  noise picks' cardinalities: {cards}")
+
+
+def least_squares_patterns(rs) -> None:
+    answers = {
+        p: generate_problem(p, "least_squares").answer
+        for p in {r["problem"] for r in rs}
+    }
+    print(
+        "  problems by seeds agreeing with OMP:    ",
+        _per_problem(rs, lambda r: r["omp_order_agrees"]),
+    )
+    low = [r for r in rs if min(answers[r["problem"]]["omp_margins"]) < 1.1]
+    high = [r for r in rs if min(answers[r["problem"]]["omp_margins"]) >= 1.1]
+    for label, group in (("smallest OMP margin < 1.1", low), (">= 1.1", high)):
+        print(
+            f"  {label}: OMP order {_count(group, 'omp_order_agrees')}, "
+            f"set {_count(group, 'omp_set_agrees')}"
+        )
+    steps = collections.defaultdict(list)
+    for r in rs:
+        answer = answers[r["problem"]]
+        for i, (got, want) in enumerate(zip(r["picks"], answer["omp_order"])):
+            if got != want:
+                steps[i + 1].append(round(answer["omp_margins"][i], 2))
+                break
+    for step, margins in sorted(steps.items()):
+        print(
+            f"  first disagreement at step {step}: {len(margins)} runs, OMP "
+            f"margins there {sorted(margins)}"
+        )
+    wrong = collections.Counter()
+    for r in rs:
+        if r["first_pick_agrees"]:
+            continue
+        answer = answers[r["problem"]]
+        members = {f: rel for g in answer["groups"] for f, rel in g["members"].items()}
+        wrong[members.get(r["picks"][0], "noise").split(":")[0]] += 1
+    print(f"  a wrong first pick was: {dict(wrong)}")
 
 
 def main(argv):
