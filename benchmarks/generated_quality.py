@@ -59,6 +59,7 @@ flags.DEFINE_enum(
 flags.DEFINE_string("output", "", "JSON lines to append to.")
 flags.DEFINE_string("summary", "", "Print the rates of this JSON-lines file; no runs.")
 flags.DEFINE_bool("patterns", False, "With --summary: break the failures down.")
+flags.DEFINE_list("summary_seeds", [], "With --summary: only these training seeds.")
 
 
 def run_one(problem, seed: int, heldout: bool) -> dict:
@@ -186,6 +187,8 @@ def verdict(r: dict) -> str:
 def summarize(path: str) -> None:
     cells = collections.defaultdict(list)
     for r in load(path):
+        if FLAGS.summary_seeds and str(r["seed"]) not in FLAGS.summary_seeds:
+            continue
         cells[(r["kind"], r["optimizer"], r["source"], r["tag"])].append(r)
     for (kind, optimizer, source, tag), rs in sorted(cells.items()):
         n = len(rs)
