@@ -186,9 +186,15 @@ def verdict(r: dict) -> str:
 
 def summarize(path: str) -> None:
     cells = collections.defaultdict(list)
+    answers = {}
     for r in load(path):
         if FLAGS.summary_seeds and str(r["seed"]) not in FLAGS.summary_seeds:
             continue
+        if "strictly_redundant_while_missing" not in r:  # older records
+            problem = (r["kind"], r["problem"])
+            if problem not in answers:
+                answers[problem] = generate_problem(r["problem"], r["kind"]).answer
+            r.update(score_picks(answers[problem], r["order"]))
         cells[(r["kind"], r["optimizer"], r["source"], r["tag"])].append(r)
     for (kind, optimizer, source, tag), rs in sorted(cells.items()):
         n = len(rs)
@@ -207,6 +213,7 @@ def summarize(path: str) -> None:
             ("runs with a noise pick", rate("noise_picks")),
             ("noise picks in all", sum(r["noise_picks"] for r in rs)),
             ("redundant pick while a group missing", rate("redundant_while_missing")),
+            ("  of which strictly redundant", rate("strictly_redundant_while_missing")),
         ]
         if kind == "ctr":
             rows.insert(0, ("every group covered in the first k", rate("all_groups")))

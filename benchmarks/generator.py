@@ -47,6 +47,8 @@ import numpy as np
 KINDS = ("ctr", "least_squares")
 LEAST_SQUARES_K = 4
 MIN_OMP_MARGIN = 1.04
+# Members that hold all of a group's information (a source and its exact copies).
+EQUIVALENT = ("source", "copy", "recode")
 
 
 @dataclasses.dataclass
@@ -308,24 +310,34 @@ def score_picks(answer: dict, order: list[str]) -> dict:
     """Quality of a pick order within the signal budget ``answer["k"]``.
 
     ``all_informative``: no noise pick among the first k. ``all_groups``: the
-    first k picks cover every group (the right answer). ``redundant_while_missing``:
-    a pick from an already covered group while another group is still missing
-    (within k picks, any redundant pick is one). ``noise_picks``: noise fields
-    among the first k. ``missed``: the groups not covered, by source name and
+    first k picks cover every group (the right answer).
+    ``redundant_while_missing``: a pick from an already covered group while
+    another group is still missing (within k picks, any redundant pick is one).
+    ``strictly_redundant_while_missing``: only picks taken after the source or
+    an exact copy of it (not the source after its coarsening or partial copy,
+    which adds information). ``noise_picks``: noise fields among the first k.
+    ``missed``: the groups not covered, by source name and
     kind. Least squares adds OMP order and set agreement.
     """
     k = answer["k"]
     picks = list(order[:k])
     group_of = {f: i for i, g in enumerate(answer["groups"]) for f in g["members"]}
     covered: set[int] = set()
-    redundant = []
+    redundant, strict = [], []
+    taken: dict[int, list[str]] = {}
     for field in picks:
         if field not in group_of:
             continue
         g = group_of[field]
         if g in covered and len(covered) < len(answer["groups"]):
             redundant.append(field)
+            # Strictly redundant: its information is (nearly) all in a member
+            # already taken, i.e. a source-equivalent member was taken before.
+            members = answer["groups"][g]["members"]
+            if any(members[f].split(":")[0] in EQUIVALENT for f in taken[g]):
+                strict.append(field)
         covered.add(g)
+        taken.setdefault(g, []).append(field)
     noise = [f for f in picks if f in answer["noise"]]
     result = {
         "k": k,
@@ -334,6 +346,7 @@ def score_picks(answer: dict, order: list[str]) -> dict:
         "all_informative": not noise,
         "redundant_picks": len(redundant),
         "redundant_while_missing": bool(redundant),
+        "strictly_redundant_while_missing": bool(strict),
     }
     if answer["kind"] == "least_squares":
         expected = answer["omp_order"]

@@ -146,11 +146,15 @@ def test_score_picks():
     assert perfect["all_groups"] and perfect["all_informative"]
     assert not perfect["redundant_while_missing"]
     copied = next(g for g in groups if len(g["members"]) > 1)
+    assert copied["members"] == {"f11": "source", "f12": "coarsening:10"}
     other = next(f for f in copied["members"] if f != copied["source"])
     noise = next(iter(p.answer["noise"]))
-    picks = [copied["source"], other, noise] + [
-        s for s in sources if s != copied["source"]
-    ]
-    scored = score_picks(p.answer, picks)
+    rest = [s for s in sources if s != copied["source"]]
+    scored = score_picks(p.answer, [copied["source"], other, noise, *rest])
     assert scored["redundant_while_missing"] and scored["noise_picks"] == 1
     assert not scored["all_groups"] and len(scored["missed"]) == 2
+    assert scored["strictly_redundant_while_missing"]  # taken after its source
+    # The source after its coarsening adds information: redundant, not strictly.
+    scored = score_picks(p.answer, [other, copied["source"], *rest])
+    assert scored["redundant_while_missing"]
+    assert not scored["strictly_redundant_while_missing"]
