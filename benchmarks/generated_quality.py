@@ -60,6 +60,9 @@ flags.DEFINE_string("output", "", "JSON lines to append to.")
 flags.DEFINE_string("summary", "", "Print the rates of this JSON-lines file; no runs.")
 flags.DEFINE_bool("patterns", False, "With --summary: break the failures down.")
 flags.DEFINE_list("summary_seeds", [], "With --summary: only these training seeds.")
+flags.DEFINE_string(
+    "paired", "", "With --summary: compare this tag with `default`, run by run."
+)
 
 
 def run_one(problem, seed: int, heldout: bool) -> dict:
@@ -196,6 +199,9 @@ def summarize(path: str) -> None:
                 answers[problem] = generate_problem(r["problem"], r["kind"]).answer
             r.update(score_picks(answers[problem], r["order"]))
         cells[(r["kind"], r["optimizer"], r["source"], r["tag"])].append(r)
+    if FLAGS.paired:
+        paired(cells, FLAGS.paired)
+        return
     for (kind, optimizer, source, tag), rs in sorted(cells.items()):
         n = len(rs)
         problems = len({r["problem"] for r in rs})
@@ -230,6 +236,47 @@ def summarize(path: str) -> None:
         print(f"  {'mean fit seconds:':40s} {seconds:.1f}")
         if FLAGS.patterns:
             (ctr_patterns if kind == "ctr" else least_squares_patterns)(rs)
+
+
+def paired(cells, tag: str) -> None:
+    """Per metric, how runs of the same problem and seed moved from `default`."""
+    for (kind, optimizer, source, cell_tag), rs in sorted(cells.items()):
+        if cell_tag != tag:
+            continue
+        base = {
+            (r["problem"], r["seed"]): r
+            for r in cells.get((kind, optimizer, source, "default"), [])
+        }
+        pairs = [
+            (base[r["problem"], r["seed"]], r)
+            for r in rs
+            if (r["problem"], r["seed"]) in base
+        ]
+        print(
+            f"{kind} {optimizer} {source}: default vs {tag}, {len(pairs)} paired runs"
+        )
+        names = ["all_groups"] if kind == "ctr" else []
+        names += [
+            "noise_picks",
+            "redundant_while_missing",
+            "strictly_redundant_while_missing",
+        ]
+        if kind == "least_squares":
+            names += [
+                "omp_order_agrees",
+                "omp_set_agrees",
+                "first_pick_agrees",
+                "decoy_picks",
+            ]
+        for name in names:
+            a = sum(bool(x[name]) for x, _ in pairs)
+            b = sum(bool(y[name]) for _, y in pairs)
+            lost = sum(bool(x[name]) and not y[name] for x, y in pairs)
+            gained = sum(not x[name] and bool(y[name]) for x, y in pairs)
+            print(
+                f"  {name:34s} {a:3d} -> {b:3d} (true->false {lost}, "
+                f"false->true {gained})"
+            )
 
 
 def _count(rs, name) -> str:
