@@ -47,6 +47,7 @@ flags.DEFINE_integer("epochs", 8, "Most epochs of each retraining (early stopped
 flags.DEFINE_float("tie", 0.002, "AUC differences below this count as ties.")
 flags.DEFINE_string("output", "", "JSON lines to append to.")
 flags.DEFINE_string("summary", "", "Print the win/tie/loss counts of this file.")
+flags.DEFINE_list("summary_seeds", [], "With --summary: only these training seeds.")
 
 
 def plain_model(features, names):
@@ -171,7 +172,11 @@ def load(path: str) -> list[dict]:
 
 
 def summarize(path: str) -> None:
-    rs = load(path)
+    rs = [
+        r
+        for r in load(path)
+        if not FLAGS.summary_seeds or str(r["seed"]) in FLAGS.summary_seeds
+    ]
     diffs = np.array([r["auc"]["sa"] - r["auc"]["permutation"] for r in rs])
     same = sum(r["same_set"] for r in rs)
     wins = int(np.sum(diffs >= FLAGS.tie))
@@ -182,6 +187,26 @@ def summarize(path: str) -> None:
         f"{len(rs) - wins - losses} ties (|diff| < {FLAGS.tie}; {same} identical "
         f"sets), {losses} losses; mean diff {diffs.mean():+.4f}"
     )
+    by_problem = {}
+    for r in rs:
+        diff = r["auc"]["sa"] - r["auc"]["permutation"]
+        by_problem.setdefault(r["problem"], []).append(diff)
+    if max(len(v) for v in by_problem.values()) > 1:
+        verdicts = []
+        for diffs_of in by_problem.values():
+            d = np.array(diffs_of)
+            if np.all(d >= FLAGS.tie):
+                verdicts.append("win")
+            elif np.all(d <= -FLAGS.tie):
+                verdicts.append("loss")
+            elif np.all(np.abs(d) < FLAGS.tie):
+                verdicts.append("tie")
+            elif np.all(d > -FLAGS.tie) or np.all(d < FLAGS.tie):
+                verdicts.append("win or tie" if d.mean() > 0 else "loss or tie")
+            else:
+                verdicts.append("mixed")
+        counts = {v: verdicts.count(v) for v in dict.fromkeys(sorted(verdicts))}
+        print(f"  per problem over its seeds: {counts}")
     for name in ("sa", "permutation", "sources", "all"):
         values = [r["auc"][name] for r in rs]
         print(f"  mean test AUC {name:12s} {np.mean(values):.4f}")
