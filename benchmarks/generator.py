@@ -1,0 +1,384 @@
+"""A seeded generator of planted selection problems whose right answer is known.
+
+``generate_problem(seed, kind)`` draws a fresh problem per seed, varying what
+matters to a field selector (issue 14):
+
+* ``kind="ctr"``: categorical fields (int64 ids) and a binary label drawn from
+  a logistic model. 2-5 main-effect fields (vocabularies 3-60, or 100-400 for a
+  zip-code-like field with a coarse and a fine effect; uniform or skewed value
+  frequencies; effect scales 0.4-1.5 logits), with probability 1/2 one XOR-like
+  interaction pair (even vocabularies 2-6, label effect from the parity of
+  ``a + b``, so neither field has a marginal effect), 0-3 redundant fields
+  attached to main effects (an exact copy, an exact re-coding by a random
+  bijection, a partial copy equal to its source on 70-90% of rows, or a
+  coarsening ``source // c`` like zip and its prefix), and noise fields of
+  2-5,000 values (the first always 1,000-5,000: memorisable next to 10,000-16,000
+  rows), so that there are 8-16 fields in all.
+* ``kind="least_squares"``: 8-16 standardized real columns (one scalar per
+  field), 4-6 informative with coefficients of log-uniform size 0.3-3 and random
+  sign, 1-2 decoys correlated 0.85-0.95 with an informative column (the first
+  with the strongest), Gaussian noise columns and label noise 0.3-1.0. The
+  answer is Orthogonal Matching Pursuit's order of the first 4 picks on the
+  training rows.
+
+Field names are anonymous (``f00``, ``f01``, ...) and shuffled, so neither name
+nor position gives a field's role away. The answer is plain JSON-able data:
+
+``groups``: one per informative unit; ``members`` maps each field of the group
+to its relation to the group's ``source`` (``source``, ``copy``, ``recode``,
+``partial``, ``coarsening``, ``decoy``); covering a group means selecting any
+of its members. An interaction pair is two groups (both fields are needed).
+``interactions``: the pairs. ``noise``: noise field -> cardinality (ctr) or
+``None`` (least squares). ``k``: the signal budget (the number of groups for
+ctr, 4 for least squares). Least squares adds ``omp_order`` and ``omp_margins``
+(per step, the best OMP score over the runner-up's).
+
+Rows ``[0, train_rows)`` are for training, the rest are held out
+(``selection_data``). Needs numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+KINDS = ("ctr", "least_squares")
+LEAST_SQUARES_K = 4
+MIN_OMP_MARGIN = 1.04
+# Members that hold all of a group's information (a source and its exact copies).
+EQUIVALENT = ("source", "copy", "recode")
+
+
+@dataclasses.dataclass
+class Problem:
+    kind: str
+    seed: int
+    features: dict[str, np.ndarray]
+    labels: np.ndarray
+    answer: dict[str, Any]
+    train_rows: int
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.features)
+
+
+def omp(x: np.ndarray, y: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    """Orthogonal Matching Pursuit on standardized columns: order and margins.
+
+    Each margin is the chosen column's score |x_i . residual| over the best
+    other candidate's, so 1.0 is a tie.
+    """
+    chosen, margins, residual = [], [], y.astype(np.float64)
+    x = x.astype(np.float64)
+    for _ in range(k):
+        scores = np.abs(x.T @ residual)
+        scores[chosen] = -1.0
+        top = np.argsort(-scores)
+        chosen.append(int(top[0]))
+        margins.append(float(scores[top[0]] / max(scores[top[1]], 1e-12)))
+        beta = np.linalg.lstsq(x[:, chosen], y, rcond=None)[0]
+        residual = y - x[:, chosen] @ beta
+    return chosen, margins
+
+
+def _frequencies(rng: np.random.Generator, vocab: int) -> np.ndarray:
+    """Uniform, or (probability 0.3) skewed like 1 / rank."""
+    if vocab > 2 and rng.random() < 0.3:
+        p = 1.0 / np.arange(1, vocab + 1)
+        return rng.permutation(p / p.sum())
+    return np.full(vocab, 1.0 / vocab)
+
+
+def _draw(rng: np.random.Generator, vocab: int, n: int) -> tuple[np.ndarray, str]:
+    p = _frequencies(rng, vocab)
+    shape = "uniform" if np.allclose(p, p[0]) else "skewed"
+    return rng.choice(vocab, size=n, p=p), shape
+
+
+def _centred(effect: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return effect - effect[values].mean()
+
+
+def _ctr(seed: int) -> Problem:
+    rng = np.random.default_rng([seed, 0])
+    n = int(rng.integers(10, 17)) * 1000
+    fields: list[tuple[np.ndarray, dict]] = []  # (values, role)
+    groups: list[dict] = []
+    logit = np.full(n, rng.uniform(-1.5, 0.5))
+
+    n_main = int(rng.integers(2, 6))
+    n_redundant = int(rng.integers(0, 4))
+    redundancy = list(rng.choice(["copy", "recode", "partial", "coarsening"], 3))
+    # The first redundant field belongs to the strongest main effect (the trap
+    # of issue 14); the others to random main effects.
+    scales = np.sort(rng.uniform(0.4, 1.5, n_main))[::-1]
+    owners = [0] + [int(rng.integers(0, n_main)) for _ in range(n_redundant - 1)]
+    attach = {g: [] for g in range(n_main)}
+    for owner, relation in zip(owners, redundancy[:n_redundant]):
+        attach[owner].append(str(relation))
+
+    for g in range(n_main):
+        zip_like = "coarsening" in attach[g]
+        if zip_like:
+            vocab = int(rng.integers(10, 41)) * 10
+        else:
+            vocab = int(round(np.exp(rng.uniform(np.log(3), np.log(60)))))
+        values, shape = _draw(rng, vocab, n)
+        scale = float(scales[g])
+        if zip_like:
+            factor = int(rng.integers(5, 11))
+            coarse = rng.normal(0, scale, vocab // factor + 1)[values // factor]
+            effect = coarse + rng.normal(0, 0.5 * scale, vocab)[values]
+        else:
+            effect = rng.normal(0, scale, vocab)[values]
+        effect = effect - effect.mean()
+        logit += effect
+        index = len(groups)
+        members = {len(fields): "source"}
+        fields.append((values, {"group": index}))
+        for relation in attach[g]:
+            if relation == "copy":
+                copy = values.copy()
+            elif relation == "recode":
+                copy = rng.permutation(vocab)[values]
+            elif relation == "partial":
+                fraction = float(rng.uniform(0.7, 0.9))
+                keep = rng.random(n) < fraction
+                copy = np.where(keep, values, rng.integers(0, vocab, n))
+                relation = f"partial:{fraction:.2f}"
+            else:
+                copy = values // factor
+                relation = f"coarsening:{factor}"
+            members[len(fields)] = relation
+            fields.append((copy, {"group": index}))
+        groups.append(
+            {
+                "kind": "main",
+                "members": members,
+                "vocabulary": vocab,
+                "frequencies": shape,
+                "scale": scale,
+                "logit_std": float(effect.std()),
+            }
+        )
+
+    interactions = []
+    if rng.random() < 0.5:
+        va, vb = (int(v) for v in rng.choice([2, 4, 6], 2))
+        a, b = rng.integers(0, va, n), rng.integers(0, vb, n)
+        strength = float(rng.uniform(0.8, 2.0))
+        logit += strength * (2 * ((a + b) % 2) - 1)
+        pair = []
+        for values, vocab in ((a, va), (b, vb)):
+            pair.append(len(fields))
+            groups.append(
+                {
+                    "kind": "interaction",
+                    "members": {len(fields): "source"},
+                    "vocabulary": vocab,
+                    "frequencies": "uniform",
+                    "scale": strength,
+                    "logit_std": strength,
+                }
+            )
+            fields.append((values, {"group": len(groups) - 1}))
+        interactions.append(pair)
+
+    n_noise = int(rng.integers(2, 7))
+    n_noise = int(np.clip(n_noise, 8 - len(fields), 16 - len(fields)))
+    noise = []
+    for j in range(n_noise):
+        if j == 0:
+            vocab = int(rng.integers(1000, 5001))
+        else:
+            vocab = int(round(np.exp(rng.uniform(np.log(2), np.log(5000)))))
+        values, _ = _draw(rng, vocab, n)
+        noise.append(len(fields))
+        fields.append((values, {"noise": vocab}))
+
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    return _finish(
+        "ctr",
+        seed,
+        rng,
+        [f for f, _ in fields],
+        y,
+        groups,
+        interactions,
+        noise,
+        {i: role.get("noise") for i, role in enumerate(r for _, r in fields)},
+        k=len(groups),
+    )
+
+
+def _least_squares(seed: int) -> Problem:
+    rng = np.random.default_rng([seed, 1])
+    # Redrawn (at most 20 times) until every OMP step has a clear winner (a
+    # margin of 1.04: a decoy of correlation 0.95 leaves about 1.05), so the
+    # order to compare with is well defined.
+    attempts = 0
+    while True:
+        attempts += 1
+        problem = _least_squares_draw(seed, rng)
+        if attempts == 20 or min(problem.answer["omp_margins"]) >= MIN_OMP_MARGIN:
+            break
+    problem.answer["attempts"] = attempts
+    return problem
+
+
+def _least_squares_draw(seed: int, rng: np.random.Generator) -> Problem:
+    n = int(rng.integers(8, 13)) * 1000
+    p = int(rng.integers(8, 17))
+    n_inf = int(rng.integers(4, 7))
+    n_decoy = int(rng.integers(1, 3))
+    x = rng.normal(size=(n, p))
+    sizes = np.sort(np.exp(rng.uniform(np.log(0.3), np.log(3.0), n_inf)))[::-1]
+    coef = np.zeros(p)
+    coef[:n_inf] = sizes * rng.choice([-1.0, 1.0], n_inf)
+    groups = [
+        {"kind": "main", "members": {i: "source"}, "coefficient": float(coef[i])}
+        for i in range(n_inf)
+    ]
+    for d in range(n_decoy):
+        column = n_inf + d
+        source = 0 if d == 0 else int(rng.integers(0, n_inf))
+        rho = float(rng.uniform(0.85, 0.95))
+        x[:, column] = rho * x[:, source] + np.sqrt(1 - rho**2) * x[:, column]
+        groups[source]["members"][column] = f"decoy:{rho:.2f}"
+    sigma = float(rng.uniform(0.3, 1.0))
+    y = x @ coef + sigma * rng.normal(size=n)
+    x = (x - x.mean(0)) / x.std(0)
+    noise = list(range(n_inf + n_decoy, p))
+    columns = [x[:, i].astype(np.float32) for i in range(p)]
+    cards = {i: None for i in range(p)}
+    problem = _finish(
+        "least_squares",
+        seed,
+        rng,
+        columns,
+        y.astype(np.float32),
+        groups,
+        [],
+        noise,
+        cards,
+        k=LEAST_SQUARES_K,
+    )
+    names = problem.names
+    train = slice(0, problem.train_rows)
+    matrix = np.stack([problem.features[f][train] for f in names], 1)
+    order, margins = omp(matrix, problem.labels[train], LEAST_SQUARES_K)
+    problem.answer["omp_order"] = [names[i] for i in order]
+    problem.answer["omp_margins"] = margins
+    problem.answer["label_noise"] = sigma
+    return problem
+
+
+def _finish(kind, seed, rng, columns, y, groups, interactions, noise, cards, k):
+    """Shuffles and names the fields, and writes the answer by name."""
+    order = rng.permutation(len(columns))
+    name = {int(i): f"f{j:02d}" for j, i in enumerate(order)}
+    features = {name[int(i)]: columns[int(i)] for i in order}
+    if kind == "ctr":
+        features = {f: v.astype(np.int64) for f, v in features.items()}
+    for group in groups:
+        group["members"] = {name[i]: rel for i, rel in group["members"].items()}
+        group["source"] = next(f for f, r in group["members"].items() if r == "source")
+    answer = {
+        "kind": kind,
+        "seed": seed,
+        "k": k,
+        "groups": groups,
+        "interactions": [[name[a], name[b]] for a, b in interactions],
+        "noise": {name[i]: cards[i] for i in noise},
+    }
+    return Problem(kind, seed, features, y, answer, int(0.8 * len(y)))
+
+
+def generate_problem(seed: int, kind: str = "ctr") -> Problem:
+    """A planted problem drawn from ``seed`` (deterministic per seed and kind)."""
+    if kind == "ctr":
+        return _ctr(seed)
+    if kind == "least_squares":
+        return _least_squares(seed)
+    raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
+
+
+def score_picks(answer: dict, order: list[str]) -> dict:
+    """Quality of a pick order within the signal budget ``answer["k"]``.
+
+    ``all_informative``: no noise pick among the first k. ``all_groups``: the
+    first k picks cover every group (the right answer).
+    ``redundant_while_missing``: a pick from an already covered group while
+    another group is still missing (within k picks, any redundant pick is one).
+    ``strictly_redundant_while_missing``: only picks taken after the source or
+    an exact copy of it (not the source after its coarsening or partial copy,
+    which adds information). ``noise_picks``: noise fields among the first k.
+    ``missed``: the groups not covered, by source name and
+    kind. Least squares adds OMP order and set agreement.
+    """
+    k = answer["k"]
+    picks = list(order[:k])
+    group_of = {f: i for i, g in enumerate(answer["groups"]) for f in g["members"]}
+    covered: set[int] = set()
+    redundant, strict = [], []
+    taken: dict[int, list[str]] = {}
+    for field in picks:
+        if field not in group_of:
+            continue
+        g = group_of[field]
+        if g in covered and len(covered) < len(answer["groups"]):
+            redundant.append(field)
+            # Strictly redundant: its information is (nearly) all in a member
+            # already taken, i.e. a source-equivalent member was taken before.
+            members = answer["groups"][g]["members"]
+            if any(members[f].split(":")[0] in EQUIVALENT for f in taken[g]):
+                strict.append(field)
+        covered.add(g)
+        taken.setdefault(g, []).append(field)
+    noise = [f for f in picks if f in answer["noise"]]
+    result = {
+        "k": k,
+        "picks": picks,
+        "noise_picks": len(noise),
+        "all_informative": not noise,
+        "redundant_picks": len(redundant),
+        "redundant_while_missing": bool(redundant),
+        "strictly_redundant_while_missing": bool(strict),
+    }
+    if answer["kind"] == "least_squares":
+        expected = answer["omp_order"]
+        result["omp_order_agrees"] = picks == expected
+        result["omp_set_agrees"] = set(picks) == set(expected)
+        result["first_pick_agrees"] = picks[:1] == expected[:1]
+        result["decoy_picks"] = sum(
+            answer["groups"][group_of[f]]["members"][f].startswith("decoy")
+            for f in picks
+            if f in group_of
+        )
+        return result
+    result["all_groups"] = len(covered) == len(answer["groups"])
+    result["missed"] = [
+        {"source": g["source"], "kind": g["kind"], "logit_std": g["logit_std"]}
+        for i, g in enumerate(answer["groups"])
+        if i not in covered
+    ]
+    result["non_source_picks"] = [
+        {"field": f, "relation": answer["groups"][group_of[f]]["members"][f]}
+        for f in picks
+        if f in group_of and answer["groups"][group_of[f]]["members"][f] != "source"
+    ]
+    return result
+
+
+def describe(answer: dict) -> str:
+    """One line: the groups with their relations, interactions and noise sizes."""
+    parts = []
+    for g in answer["groups"]:
+        members = ",".join(f"{f}:{r}" for f, r in g["members"].items())
+        strength = g.get("logit_std", g.get("coefficient"))
+        parts.append(f"{g['kind']}({members}; {strength:.2f})")
+    noise = ",".join(f"{f}:{c}" if c else f for f, c in answer["noise"].items())
+    return " ".join(parts) + f" noise({noise})"
