@@ -31,6 +31,9 @@ setuptools.setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tf-keras>=2.21,<2.22",
+        # The callback's `log_dir` writes TensorBoard summaries: tf.summary
+        # needs the tensorboard package, which TensorFlow 2.21 does not pull in.
+        "tensorboard>=2.21,<2.22",
         "numpy>=1.26",
     ],
     extras_require={

@@ -110,6 +110,13 @@ def test_multiworker_selection_and_chief_export_match_single_machine(tmp_path):
     for record in (distributed, copy):
         record["selection"].pop("saved_model_bytes")  # serialisation detail
         record["selection"].pop("model")  # Keras numbers model names per process
+    # The schedule is what the fit's callback laid out: the trained model
+    # records it, a copy rebuilt from config and weights has had no fit.
+    schedules = [
+        [layer.pop("schedule") for layer in record["selection"]["gated_layers"]]
+        for record in (distributed, copy)
+    ]
+    assert schedules[0][0]["rounds"] == 3 and schedules[1] == [None]
     assert distributed["selection"] == copy["selection"]
     np.testing.assert_allclose(distributed["scores"], copy["scores"], atol=1e-6)
     # An independent single-machine run trains to nearly the same model.
