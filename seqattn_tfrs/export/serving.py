@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +13,6 @@ from seqattn_tfrs.distributed import LocalVariables, check_no_remote_captures
 from seqattn_tfrs.export import report, signature, versions
 from seqattn_tfrs.export import warmup as warmup_lib
 from seqattn_tfrs.export.signature import (
-    EXAMPLES_INPUT,
     EXAMPLES_SIGNATURE,
     SERVING_SIGNATURE,
 )
@@ -129,41 +127,15 @@ def export_for_serving(
     requested = versions.parse_version(version)
     signature.check_output_name(output_name)
     layers = _check_pruned(model)
-    width_layers = find_width_layers(model)
-    kept_anywhere = {name for layer in layers for name in layer.embedding_layers}
-    kept_anywhere.update(name for w in width_layers for name in w.embedding_layers)
-    dropped = {
-        name: layer.name
-        for layer in [*layers, *width_layers]
-        for name in getattr(layer, "pruned_feature_widths", layer.feature_names)
-        if name not in kept_anywhere  # another gate may still read it
-    }
     local = LocalVariables(model)  # parameter-server tables, gathered on this host
     template, specs = signature.serving_inputs(
-        model, dropped, serving_features, tracing=local
+        model, _dropped_features(model, layers), serving_features, tracing=local
     )
     base = versions.check_base_path(export_base_path)
     protos = warmup_lib.import_serving_protos() if warmup_examples is not None else None
-
-    parse_specs = {
-        name: signature.parse_spec(name, spec) for name, spec in specs.items()
-    }
-
-    @tf.function(input_signature=[specs], autograph=False)
-    def serve(features):
-        outputs = model(signature.pack(template, features), training=False)
-        return signature.name_outputs(outputs, output_name)
-
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)],
-        autograph=False,
+    serve, serve_examples = signature.serving_functions(
+        model, template, specs, output_name
     )
-    def serve_examples(inputs):
-        parsed = tf.io.parse_example(inputs, parse_specs)
-        features = {name: tf.cast(parsed[name], s.dtype) for name, s in specs.items()}
-        outputs = model(signature.pack(template, features), training=False)
-        return signature.name_outputs(outputs, output_name)
-
     try:
         with local:
             serving_fn = serve.get_concrete_function()
@@ -186,45 +158,44 @@ def export_for_serving(
     module.serving_default = serve
     module.serve_examples = serve_examples
 
-    try:
-        os.makedirs(base, exist_ok=True)
-    except PermissionError as err:
-        raise PermissionError(
-            f"`export_base_path` {base!r} cannot be created: {err}."
-        ) from err
-    with versions.export_lock(base):  # one export per base path at a time
-        versions.remove_abandoned_temp_dirs(base)
-        number = requested if requested is not None else versions.next_version(base)
-        versions.check_version_free(base, number)
-        tmp = versions.make_temp_dir(base, number)
-        try:
-            with local:  # saving may trace the functions again
-                tf.saved_model.save(
-                    module,
-                    tmp,
-                    signatures={
-                        SERVING_SIGNATURE: serving_fn,
-                        EXAMPLES_SIGNATURE: examples_fn,
-                    },
-                )
-            extra = os.path.join(tmp, "assets.extra")
-            os.makedirs(extra, exist_ok=True)
-            saved_bytes = report.dir_bytes(tmp)
-            if warmup is not None:
-                warmup_lib.write_warmup(
-                    os.path.join(extra, warmup_lib.WARMUP_FILE), warmup, protos
-                )
-            record = report.selection_record(
-                model, layers, specs, serving_fn, captured, number, saved_bytes, warmup
+    def write(directory: str, number: int) -> None:
+        with local:  # saving may trace the functions again
+            tf.saved_model.save(
+                module,
+                directory,
+                signatures={
+                    SERVING_SIGNATURE: serving_fn,
+                    EXAMPLES_SIGNATURE: examples_fn,
+                },
             )
-            report.write_json(os.path.join(extra, report.SELECTION_FILE), record)
-            final = os.path.join(base, str(number))
-            versions.check_version_free(base, number)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
+        extra = os.path.join(directory, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        saved_bytes = report.dir_bytes(directory)
+        if warmup is not None:
+            warmup_lib.write_warmup(
+                os.path.join(extra, warmup_lib.WARMUP_FILE), warmup, protos
+            )
+        record = report.selection_record(
+            model, layers, specs, serving_fn, captured, number, saved_bytes, warmup
+        )
+        report.write_json(os.path.join(extra, report.SELECTION_FILE), record)
+
+    return versions.write_version(base, requested, write)
+
+
+def _dropped_features(
+    model: tf.keras.Model, layers: list[SequentialAttentionEmbedding]
+) -> dict[str, str]:
+    """Features no gated or width layer still reads, mapped to a layer's name."""
+    width_layers = find_width_layers(model)
+    kept_anywhere = {name for layer in layers for name in layer.embedding_layers}
+    kept_anywhere.update(name for w in width_layers for name in w.embedding_layers)
+    return {
+        name: layer.name
+        for layer in [*layers, *width_layers]
+        for name in getattr(layer, "pruned_feature_widths", layer.feature_names)
+        if name not in kept_anywhere  # another gate may still read it
+    }
 
 
 def _check_pruned(model: tf.keras.Model) -> list[SequentialAttentionEmbedding]:

@@ -359,3 +359,32 @@ def _float32(value: Any) -> Any:
     if dtype is not None and dtype.is_floating and dtype.size < 4:
         return tf.cast(value, tf.float32)
     return value
+
+
+def serving_functions(
+    model: tf.keras.Model,
+    template: Any,
+    specs: Mapping[str, tf.TensorSpec],
+    output_name: str | Mapping[str | int, str],
+) -> tuple[Any, Any]:
+    """The two signatures' ``tf.function``\\ s: ``serving_default`` over the raw
+    features ``specs``, and ``serve_examples`` over serialized ``tf.Example``\\ s
+    (input key ``inputs``) holding the same features."""
+    parse_specs = {name: parse_spec(name, spec) for name, spec in specs.items()}
+
+    @tf.function(input_signature=[specs], autograph=False)
+    def serve(features):
+        outputs = model(pack(template, features), training=False)
+        return name_outputs(outputs, output_name)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)],
+        autograph=False,
+    )
+    def serve_examples(inputs):
+        parsed = tf.io.parse_example(inputs, parse_specs)
+        features = {name: tf.cast(parsed[name], s.dtype) for name, s in specs.items()}
+        outputs = model(pack(template, features), training=False)
+        return name_outputs(outputs, output_name)
+
+    return serve, serve_examples

@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -143,3 +143,52 @@ def check_version_free(base: str, number: int) -> None:
             f"({os.path.join(base, existing)!r}); expected a new version number "
             "(or leave `version` unset for the next one)."
         )
+
+
+def write_version(
+    base: str, requested: int | None, write: Callable[[str, int], None]
+) -> str:
+    """Writes version ``requested`` (default: the next) under ``base`` atomically.
+
+    Creates ``base`` if needed, then, holding the base path's lock, removes
+    temporary directories of exports that were killed, picks the version,
+    calls ``write(temporary_directory, version)`` and renames the directory
+    into place. On any failure the temporary directory is removed and the
+    error re-raised, so TF Serving never sees a half-written version.
+
+    Returns:
+      The path of the new version directory.
+
+    Raises:
+      FileExistsError: the version exists.
+      PermissionError: ``base`` cannot be created.
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> base = tempfile.mkdtemp()
+      >>> write = lambda path, n: pathlib.Path(path, "model").write_text(str(n))
+      >>> [os.path.basename(write_version(base, None, write)) for _ in range(2)]
+      ['1', '2']
+      >>> sorted(os.listdir(base))  # the lock file is hidden from TF Serving
+      ['.seqattn_tfrs_export.lock', '1', '2']
+    """
+    try:
+        os.makedirs(base, exist_ok=True)
+    except PermissionError as err:
+        raise PermissionError(
+            f"`export_base_path` {base!r} cannot be created: {err}."
+        ) from err
+    with export_lock(base):  # one export per base path at a time
+        remove_abandoned_temp_dirs(base)
+        number = requested if requested is not None else next_version(base)
+        check_version_free(base, number)
+        tmp = make_temp_dir(base, number)
+        try:
+            write(tmp, number)
+            final = os.path.join(base, str(number))
+            check_version_free(base, number)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
