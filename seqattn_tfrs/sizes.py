@@ -1,4 +1,4 @@
-"""Sizes: the one place that counts variables, parameters and bytes.
+"""Sizes of tf-keras layers and variables (counted by ``core.sizes``).
 
 A feature's cost is the bytes of every ``tf.Variable`` its per-feature layer
 holds (rows x width x dtype size for an ``Embedding``; any other weights of the
@@ -10,11 +10,11 @@ optimizer slots).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import tensorflow as tf
 
 from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
+from seqattn_tfrs.core.sizes import count_variables
 
 # Layer types known to hold no variables, so that the bytes of a layer that was
 # never called can be read off its Embeddings' shapes.
@@ -83,16 +83,10 @@ def variable_stats(variables: Iterable[tf.Variable]) -> dict[str, int]:
       >>> variable_stats([tf.Variable(tf.zeros([3, 2])), tf.Variable(1.0)])
       {'variables': 2, 'parameters': 7, 'bytes': 28}
     """
-    seen: dict[Any, tf.Variable] = {}
-    for variable in variables:
-        seen.setdefault(variable.ref(), variable)
-    parameters = 0
-    size = 0
-    for variable in seen.values():
-        count = variable.shape.num_elements() or 0
-        parameters += count
-        size += count * variable.dtype.size
-    return {"variables": len(seen), "parameters": parameters, "bytes": size}
+    return count_variables(
+        (variable.ref(), variable.shape.as_list(), variable.dtype.size)
+        for variable in variables
+    )
 
 
 def table_variables(layer: tf.keras.layers.Layer) -> list[tf.Variable]:

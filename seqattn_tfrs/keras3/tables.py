@@ -17,6 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from seqattn_tfrs.core.sizes import count_variables
+
 
 def distributed_embedding_class() -> type | None:
     """``keras_rs.layers.DistributedEmbedding``, or None without keras-rs."""
@@ -35,12 +37,14 @@ def is_distributed(embeddings: Any) -> bool:
 
 def variable_bytes(variables: Sequence[Any]) -> int:
     """Bytes of distinct variables: elements x dtype size."""
-    seen = {id(v): v for v in variables}
-    return sum(
-        int(np.prod(v.shape))
-        * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
-        for v in seen.values()
-    )
+    return count_variables(
+        (
+            id(v),
+            tuple(v.shape),
+            np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize,
+        )
+        for v in variables
+    )["bytes"]
 
 
 def layer_bytes(layer: keras.layers.Layer) -> int | None:
