@@ -15,11 +15,6 @@ from seqattn_tfrs.discovery import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
-def _check_count(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-
-
 class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     """Greedy forward selection of features across ``model.fit``.
 
@@ -97,45 +92,18 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         # step, and ParameterServerStrategy's fit (which refuses batch hooks that
         # need numpy logs) accepts it.
         self._supports_tf_logs = True
-        if within_fit:
-            given = {
-                name: value
-                for name, value in (
-                    ("warmup_epochs", warmup_epochs),
-                    ("epochs_per_selection", epochs_per_selection),
-                    ("finetune_epochs", finetune_epochs),
-                    ("steps_per_selection", steps_per_selection),
-                )
-                if value is not None
-            }
-            if given:
-                raise ValueError(
-                    f"`within_fit=True` lays the schedule inside fit's steps by "
-                    f"`warmup_fraction` and `finetune_fraction`; got explicit {given}. "
-                    "Pass either within_fit or the explicit schedule arguments."
-                )
-            # Validated here, so that a bad fraction fails before any training.
-            schedule_lib.within_fit(
-                10**9,
-                1,
-                warmup_fraction=warmup_fraction,
-                finetune_fraction=finetune_fraction,
-                min_steps_per_round=1,
-            )
-        warmup_epochs = 1 if warmup_epochs is None else warmup_epochs
-        finetune_epochs = 1 if finetune_epochs is None else finetune_epochs
-        _check_count("warmup_epochs", warmup_epochs, 0)
-        _check_count("finetune_epochs", finetune_epochs, 0)
-        if epochs_per_selection is not None and steps_per_selection is not None:
-            raise ValueError(
-                "Pass at most one of `epochs_per_selection` "
-                f"(got {epochs_per_selection!r}) and `steps_per_selection` "
-                f"(got {steps_per_selection!r})."
-            )
-        if epochs_per_selection is not None:
-            _check_count("epochs_per_selection", epochs_per_selection, 1)
-        if steps_per_selection is not None:
-            _check_count("steps_per_selection", steps_per_selection, 1)
+        options = schedule_lib.ScheduleOptions(
+            warmup_epochs=warmup_epochs,
+            epochs_per_selection=epochs_per_selection,
+            finetune_epochs=finetune_epochs,
+            steps_per_selection=steps_per_selection,
+            within_fit=within_fit,
+            warmup_fraction=warmup_fraction,
+            finetune_fraction=finetune_fraction,
+            settle_fraction=settle_fraction,
+            selection_interval=selection_interval,
+            verbose=verbose,
+        )
         if selection_data is not None and not isinstance(
             selection_data, tf.data.Dataset
         ):
@@ -143,18 +111,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 "`selection_data` must be a tf.data.Dataset of held-out batches, "
                 f"got {type(selection_data).__name__}."
             )
-        _check_count("selection_interval", selection_interval, 1)
-        if not (isinstance(settle_fraction, (int, float)) and 0 <= settle_fraction < 1):
-            raise ValueError(
-                "`settle_fraction` must be a number in [0, 1), got "
-                f"{settle_fraction!r}."
-            )
+        self.schedule_options = options
         self.settle_fraction = float(settle_fraction)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
-        self.warmup_epochs = warmup_epochs
+        self.warmup_epochs = options.warmup_epochs
         self.epochs_per_selection = epochs_per_selection or 1
-        self.finetune_epochs = finetune_epochs
+        self.finetune_epochs = options.finetune_epochs
         self.steps_per_selection = steps_per_selection
         self.within_fit = bool(within_fit)
         self.warmup_fraction = float(warmup_fraction)
@@ -189,51 +150,16 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     # ------------------------------------------------------------- schedule
     def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
         """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
-        if self.within_fit:
-            raise ValueError(
-                "A `within_fit` schedule takes exactly the steps fit runs; it has "
-                "no length of its own."
-            )
-        return self._schedule(num_rounds, steps_per_epoch).total
+        return self.schedule_options.length(num_rounds, steps_per_epoch)
 
     def _schedule(
         self, num_rounds: int, steps_per_epoch: int | None, epochs: int | None = None
     ) -> SelectionSchedule:
-        if self.within_fit:
-            if not steps_per_epoch or not epochs:
-                raise ValueError(
-                    "`within_fit=True` needs the number of steps fit runs; pass "
-                    "`steps_per_epoch` to fit or use a dataset of known cardinality "
-                    f"(got epochs={epochs}, steps per epoch={steps_per_epoch})."
-                )
-            return schedule_lib.within_fit(
-                epochs * steps_per_epoch,
-                num_rounds,
-                warmup_fraction=self.warmup_fraction,
-                finetune_fraction=self.finetune_fraction,
-            )
-        if self.steps_per_selection is None:
-            return SelectionSchedule(
-                warmup=self.warmup_epochs,
-                per_round=self.epochs_per_selection,
-                finetune=self.finetune_epochs,
-                num_rounds=num_rounds,
-            )
-        if steps_per_epoch is None:
-            raise ValueError(
-                "`steps_per_selection` needs the number of steps per epoch; pass "
-                "`steps_per_epoch` to fit or use a dataset of known cardinality."
-            )
-        return SelectionSchedule(
-            warmup=self.warmup_epochs * steps_per_epoch,
-            per_round=self.steps_per_selection,
-            finetune=self.finetune_epochs * steps_per_epoch,
-            num_rounds=num_rounds,
-        )
+        return self.schedule_options.schedule(num_rounds, steps_per_epoch, epochs)
 
     @property
     def _step_mode(self) -> bool:
-        return self.steps_per_selection is not None or self.within_fit
+        return self.schedule_options.step_mode
 
     # ----------------------------------------------------------- fit hooks
     def on_train_begin(self, logs=None):

@@ -156,3 +156,135 @@ def within_fit(
         finetune=total_steps - warmup - num_rounds * per_round,
         num_rounds=num_rounds,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleOptions:
+    """A selection callback's schedule arguments, checked once for both
+    front-ends, and the schedule they give for a fit.
+
+    Either ``within_fit`` (the rounds share the fit's steps by
+    ``warmup_fraction`` and ``finetune_fraction``) or the explicit arguments:
+    ``warmup_epochs`` and ``finetune_epochs`` (default 1 each) and rounds of
+    ``epochs_per_selection`` epochs (default 1) or ``steps_per_selection``
+    steps. See ``SequentialAttentionCallback`` for every argument.
+
+    Example:
+      >>> ScheduleOptions(warmup_epochs=2).schedule(3, steps_per_epoch=10).total
+      6
+      >>> ScheduleOptions(within_fit=True).schedule(2, 50, epochs=4).per_round
+      80
+    """
+
+    warmup_epochs: int | None = None
+    epochs_per_selection: int | None = None
+    finetune_epochs: int | None = None
+    steps_per_selection: int | None = None
+    within_fit: bool = False
+    warmup_fraction: float = 0.1
+    finetune_fraction: float = 0.1
+    settle_fraction: float = 0.8
+    selection_interval: int = 1
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        if self.within_fit:
+            given = {
+                name: getattr(self, name)
+                for name in (
+                    "warmup_epochs",
+                    "epochs_per_selection",
+                    "finetune_epochs",
+                    "steps_per_selection",
+                )
+                if getattr(self, name) is not None
+            }
+            if given:
+                raise ValueError(
+                    f"`within_fit=True` lays the schedule inside fit's steps by "
+                    f"`warmup_fraction` and `finetune_fraction`; got explicit {given}. "
+                    "Pass either within_fit or the explicit schedule arguments."
+                )
+            # Checked now, so that a bad fraction fails before any training.
+            within_fit(
+                10**9,
+                1,
+                warmup_fraction=self.warmup_fraction,
+                finetune_fraction=self.finetune_fraction,
+                min_steps_per_round=1,
+            )
+        for name in ("warmup_epochs", "finetune_epochs"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, 1)
+            _check_count(name, getattr(self, name), 0)
+        if (
+            self.epochs_per_selection is not None
+            and self.steps_per_selection is not None
+        ):
+            raise ValueError(
+                "Pass at most one of `epochs_per_selection` "
+                f"(got {self.epochs_per_selection!r}) and `steps_per_selection` "
+                f"(got {self.steps_per_selection!r})."
+            )
+        for name in ("epochs_per_selection", "steps_per_selection"):
+            if getattr(self, name) is not None:
+                _check_count(name, getattr(self, name), 1)
+        _check_count("selection_interval", self.selection_interval, 1)
+        settle = self.settle_fraction
+        if not (isinstance(settle, (int, float)) and 0 <= settle < 1):
+            raise ValueError(
+                f"`settle_fraction` must be a number in [0, 1), got {settle!r}."
+            )
+        if self.verbose not in (0, 1, 2):
+            raise ValueError(f"`verbose` must be 0, 1 or 2, got {self.verbose!r}.")
+
+    @property
+    def step_mode(self) -> bool:
+        """Whether rounds are counted in training steps (else epochs)."""
+        return self.steps_per_selection is not None or self.within_fit
+
+    def schedule(
+        self, num_rounds: int, steps_per_epoch: int | None, epochs: int | None = None
+    ) -> SelectionSchedule:
+        """The schedule for ``num_rounds`` rounds in a fit of ``epochs`` epochs of
+        ``steps_per_epoch`` steps (in steps in step mode, else in epochs)."""
+        if self.within_fit:
+            if not steps_per_epoch or not epochs:
+                raise ValueError(
+                    "`within_fit=True` needs the number of steps fit runs; pass "
+                    "`steps_per_epoch` to fit or use data of known size "
+                    f"(got epochs={epochs}, steps per epoch={steps_per_epoch})."
+                )
+            return within_fit(
+                epochs * steps_per_epoch,
+                num_rounds,
+                warmup_fraction=self.warmup_fraction,
+                finetune_fraction=self.finetune_fraction,
+            )
+        if self.steps_per_selection is None:
+            return SelectionSchedule(
+                warmup=self.warmup_epochs,
+                per_round=self.epochs_per_selection or 1,
+                finetune=self.finetune_epochs,
+                num_rounds=num_rounds,
+            )
+        if steps_per_epoch is None:
+            raise ValueError(
+                "`steps_per_selection` needs the number of steps per epoch; pass "
+                "`steps_per_epoch` to fit or use data of known size."
+            )
+        return SelectionSchedule(
+            warmup=self.warmup_epochs * steps_per_epoch,
+            per_round=self.steps_per_selection,
+            finetune=self.finetune_epochs * steps_per_epoch,
+            num_rounds=num_rounds,
+        )
+
+    def length(self, num_rounds: int, steps_per_epoch: int | None = None) -> int:
+        """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
+        if self.within_fit:
+            raise ValueError(
+                "A `within_fit` schedule takes exactly the steps fit runs; it has "
+                "no length of its own."
+            )
+        return self.schedule(num_rounds, steps_per_epoch).total
