@@ -7,7 +7,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from seqattn_tfrs import _compat  # noqa: F401  (Keras 2 check)
+from seqattn_tfrs import (
+    _compat,  # noqa: F401  (Keras 2 check)
+    dependence_check,
+)
 from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
@@ -42,6 +45,14 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     ``selection_interval`` training steps during a round; the model's weights
     never learn from them. Pass held-out data whenever some features can
     memorise the training labels (ids, high-cardinality fields).
+
+    With ``selection_data``, before training the callback also reads up to
+    50,000 of its rows through the model and finds which features are exact
+    functions of others (``layer.functional_dependencies``). A round passes
+    over a candidate that groups the rows exactly as a selected feature does
+    (a copy under another name, a re-coding of its ids): its table can add
+    nothing the selected one's cannot. A one-way function (a coarsening, a
+    user attribute next to the user id) still competes: it pools rare values.
 
     Args:
       warmup_epochs: dense epochs before the first round.
@@ -229,6 +240,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             heldout_lib.check_selection_data(
                 self.model, self.selection_data, self._layers
             )
+            self._check_dependence()
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
@@ -342,6 +354,27 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._writer.flush()
 
     # -------------------------------------------------------------- logic
+    def _check_dependence(self) -> None:
+        """Finds which features are functions of others on ``selection_data``
+        (once per layer: the result is in the layer's variables)."""
+        unchecked = [
+            layer
+            for layer in dependence_check.feature_layers(self.model, self._layers)
+            if layer.functional_dependencies is None and not layer.selection_complete
+        ]
+        dependence_check.check_functional_dependence(
+            self.model, unchecked, self.selection_data
+        )
+        if self.verbose:
+            for layer in unchecked:
+                found = layer.functional_dependencies
+                print(
+                    f"SequentialAttention [{layer.name}] functions of other "
+                    f"features (copies are passed over once one is selected): "
+                    f"{found}",
+                    flush=True,
+                )
+
     def _refresh_mirrors(self) -> None:
         """Reads each layer's selection state into the host-side mirrors."""
         for layer in self._layers:

@@ -20,6 +20,7 @@ from seqattn_tfrs import (
     _compat,  # noqa: F401  (Keras 2 check)
     budget,
     logit_learning,
+    tf_ops,
 )
 from seqattn_tfrs.core import modes, selection
 from seqattn_tfrs.core.modes import DENSE, SELECTING, SETTLING
@@ -221,6 +222,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         # First-seen dtype per feature; untracked (not part of checkpoints).
         object.__setattr__(self, "_input_dtypes", {})
         self._heldout_pass = False  # set while the callback traces a held-out step
+        self._recorded_inputs: list[dict[str, np.ndarray]] | None = None
         self._prune_report: dict[str, Any] | None = None
         self._schedule_record: dict[str, Any] | None = None
 
@@ -337,6 +339,22 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         rows = record.round_gates[: record.rounds_done]
         return [dict(zip(self._feature_names, map(float, row))) for row in rows]
 
+    @property
+    def functional_dependencies(self) -> dict[str, tuple[str, ...]] | None:
+        """Per feature, the features it is a function of on ``selection_data``
+        (only features with any; None before a check). A round passes over a
+        copy (each a function of the other) of a selected feature."""
+        state = self._state()
+        if int(state.dependence_checked.numpy()) == 0:
+            return None
+        matrix = state.dependence.numpy() > 0
+        names = self._feature_names
+        return {
+            names[c]: tuple(names[s] for s in np.flatnonzero(matrix[c]))
+            for c in range(len(names))
+            if matrix[c].any()
+        }
+
     def entry_evidence(self) -> dict[str, float]:
         """Per feature, this round's score statistic so far (see ``entry_z``).
 
@@ -381,6 +399,27 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             costs = list(self.feature_costs().values())
         picks = self._state().commit_round(costs, require_learning)
         return [self._feature_names[i] for i in picks]
+
+    def set_functional_dependence(self, dependence: np.ndarray) -> None:
+        """Stores ``[N, N]`` booleans, ``[c, s]``: ``c`` is a function of ``s``
+        (:func:`seqattn_tfrs.core.dependence.functional_dependence`)."""
+        n = len(self._feature_names)
+        dependence = np.asarray(dependence)
+        if dependence.shape != (n, n):
+            raise ValueError(
+                f"{self.name}: `dependence` must have shape ({n}, {n}) (one row "
+                f"and column per feature), got {dependence.shape}."
+            )
+        self._state().set_dependence(dependence)
+
+    @contextlib.contextmanager
+    def recording_inputs(self) -> Iterator[list[dict[str, np.ndarray]]]:
+        """While active, each eager call appends its raw inputs to the list."""
+        self._recorded_inputs = []
+        try:
+            yield self._recorded_inputs
+        finally:
+            self._recorded_inputs = None
 
     def set_gate_mode(self, mode: int) -> None:
         """Sets the gate mode (``seqattn_tfrs.core.modes``) for the next steps."""
@@ -485,6 +524,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             raise KeyError(
                 f"{self.name}: feature(s) {missing} missing from the inputs; got "
                 f"keys {sorted(features)}."
+            )
+        if self._recorded_inputs is not None and tf.executing_eagerly():
+            self._recorded_inputs.append(
+                {name: tf_ops.row_values(features[name]) for name in self._tables}
             )
         embedded = {}
         for name, layer in self._tables.items():

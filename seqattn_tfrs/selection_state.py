@@ -91,6 +91,10 @@ class SelectionState:
             # every replica's examples.
             self.score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
             self.score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
+        # [c, s] = 1: feature c is a function of feature s on the data checked
+        # (see core.dependence); all 0 until a check ran.
+        self.dependence = state("functional_dependence", [n, n], tf.float32, 0.0)
+        self.dependence_checked = state("dependence_checked", [], tf.int32, 0)
         self.second_moment = state("logit_second_moment", [], tf.float32, 0.0, "mean")
         self.logit_steps = state("logit_steps", [], tf.float32, 0.0)
         self.nonfinite_logit_steps = state("nonfinite_logit_steps", [], tf.int32, 0)
@@ -220,6 +224,7 @@ class SelectionState:
             entry_scores=(
                 self.entry_scores() if self.options.entry_z is not None else None
             ),
+            dependence=self.dependence.numpy() > 0,
         )
         self.round_gates.assign(new.round_gates)
         self.selection_order.assign(new.order.astype(np.int32))
@@ -230,6 +235,11 @@ class SelectionState:
             self.budget_closed.assign(int(new.closed))
         self._reset_round()
         return picks
+
+    def set_dependence(self, dependence: np.ndarray) -> None:
+        """Stores the ``[N, N]`` functional dependence found on data."""
+        self.dependence.assign(np.asarray(dependence, np.float32))
+        self.dependence_checked.assign(1)
 
     def _reset_round(self) -> None:
         """Zeroes the logits and their update state for the next round."""

@@ -7,7 +7,9 @@ same way, so the Keras 3 front-end passes it as it is.
 from __future__ import annotations
 
 import types
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 TF = types.SimpleNamespace(
@@ -36,3 +38,13 @@ TF = types.SimpleNamespace(
     shape=tf.shape,
     cast=tf.cast,
 )
+
+
+def row_values(value: Any) -> np.ndarray:
+    """An eager input's values as numpy, one entry per row (a ragged row as
+    its text, a sparse input densified)."""
+    if isinstance(value, tf.RaggedTensor):
+        return np.array([repr(row) for row in value.to_list()])
+    if isinstance(value, tf.SparseTensor):
+        value = tf.sparse.to_dense(value)
+    return np.asarray(value)

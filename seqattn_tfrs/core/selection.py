@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from seqattn_tfrs.core import budget as budget_lib
+from seqattn_tfrs.core import dependence as dependence_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +98,7 @@ def commit_round(
     num_rounds: int,
     costs: Sequence[int | None] | None = None,
     entry_scores: np.ndarray | None = None,
+    dependence: np.ndarray | None = None,
 ) -> tuple[SelectionRecord, list[int]]:
     """Commits one round: the picks, and the record after them.
 
@@ -108,6 +110,14 @@ def commit_round(
     and the record closes when nothing else fits, nothing that fits helps,
     or the reserved rounds are used up.
 
+    With ``dependence``, a candidate that groups the rows exactly as a selected
+    feature does (an exact copy or a re-coding: each a function of the other;
+    see :func:`seqattn_tfrs.core.dependence.redundant_candidates`) is passed
+    over: by count (where this includes a feature picked earlier in
+    the same round) it is picked only when every other candidate is one too;
+    under a budget it does not compete (a round in which only such candidates
+    fit closes the selection).
+
     Args:
       spec: what the layer selects.
       record: the state before this round.
@@ -116,6 +126,8 @@ def commit_round(
       num_rounds: the rounds reserved for the layer.
       costs: bytes per feature (budget only; None entries are refused).
       entry_scores: per-feature score statistics (budget with ``entry_z``).
+      dependence: ``[N, N]`` booleans, ``[c, s]``: feature ``c`` is a function
+        of feature ``s`` (:func:`seqattn_tfrs.core.dependence.functional_dependence`).
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
@@ -149,11 +161,10 @@ def commit_round(
     closed = record.closed
     if spec.budget_bytes is None:
         count = min(spec.selections_per_round, spec.num_selected - record.num_picked)
-        candidates = np.flatnonzero(~selected)
-        ranked = candidates[np.argsort(-logits[candidates], kind="stable")][:count]
+        ranked = _ranked_picks(logits, selected, count, dependence)
     else:
         ranked, closed = _affordable_picks(
-            spec, record, logits, selected, num_rounds, costs, entry_scores
+            spec, record, logits, selected, num_rounds, costs, entry_scores, dependence
         )
     picked = record.num_picked
     order = np.array(record.order)
@@ -171,6 +182,27 @@ def commit_round(
     return new, [int(i) for i in ranked]
 
 
+def _ranked_picks(
+    logits: np.ndarray,
+    selected: np.ndarray,
+    count: int,
+    dependence: np.ndarray | None,
+) -> np.ndarray:
+    """The ``count`` unselected features with the largest logits (ties to the
+    earlier feature), one at a time, copies of a selected one last."""
+    chosen = np.array(selected, bool)
+    picks = []
+    for _ in range(count):
+        candidates = np.flatnonzero(~chosen)
+        order = candidates[np.argsort(-logits[candidates], kind="stable")]
+        if dependence is not None:
+            redundant = dependence_lib.redundant_candidates(dependence, chosen)
+            order = np.concatenate([order[~redundant[order]], order[redundant[order]]])
+        picks.append(int(order[0]))
+        chosen[order[0]] = True
+    return np.array(picks, np.int64)
+
+
 def _affordable_picks(
     spec: SelectionSpec,
     record: SelectionRecord,
@@ -179,6 +211,7 @@ def _affordable_picks(
     num_rounds: int,
     costs: Sequence[int | None] | None,
     entry_scores: np.ndarray | None,
+    dependence: np.ndarray | None,
 ) -> tuple[np.ndarray, bool]:
     """This round's budgeted picks, and whether the selection closes after them."""
     names = spec.feature_names
@@ -195,6 +228,8 @@ def _affordable_picks(
     eligible = np.ones(len(cost), bool)
     if spec.entry_z is not None and selected.any():
         eligible = np.asarray(entry_scores) > spec.entry_z
+    if dependence is not None:
+        eligible &= ~dependence_lib.redundant_candidates(dependence, selected)
     ranked = budget_lib.pick_within_budget(
         logits,
         np.where(eligible, cost, remaining + 1),  # the others cannot fit

@@ -1,0 +1,129 @@
+"""Which features are functions of others, counted from raw feature values.
+
+A feature and an exact copy of it under another name, or a re-coding of its
+ids, split the rows into the same groups: each is a function of the other, and
+the second table can add nothing the first one's (one free row per value)
+cannot represent. Gradient signals see this only approximately (a copy keeps
+part of its score while the selected feature is under-fitted), so the
+selection checks it on data and passes such a candidate over.
+
+A one-way function - a coarsening such as a zip code's prefix, or a user's
+occupation next to the user id - is reported but not passed over: pooling the
+finer feature's values, it can generalise where they have few rows each.
+
+Only exact dependence is declared, and only where the data could have shown
+otherwise: were the candidate drawn independently of the selected feature
+(from its own frequencies), the chance that every value of the selected
+feature shows one candidate value only must be at most ``exp(-MIN_EVIDENCE)``.
+An id-like feature whose values mostly occur once never makes another feature
+its function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+MIN_EVIDENCE = 7.0  # -log P(no violation | independent): at most about 0.1%
+
+
+def factorize(values: np.ndarray) -> np.ndarray:
+    """Integer codes ``[rows]`` of a feature's values (``[rows, ...]``; the
+    values of one row, e.g. a multi-hot list, count as one value).
+
+    Example:
+      >>> factorize(np.array([b"a", b"b", b"a"])).tolist()
+      [0, 1, 0]
+      >>> factorize(np.array([[1, 2], [1, 2], [2, 1]])).tolist()
+      [0, 0, 1]
+    """
+    values = np.asarray(values)
+    if values.ndim == 0:
+        raise ValueError(
+            f"`values` must have a leading rows dimension, got a scalar {values!r}."
+        )
+    rows = values.reshape(len(values), -1)
+    if rows.shape[1] == 1:
+        _, codes = np.unique(rows[:, 0], return_inverse=True)
+    else:
+        _, codes = np.unique(rows, axis=0, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64)
+
+
+def functional_dependence(
+    codes: Sequence[np.ndarray],
+    min_evidence: float = MIN_EVIDENCE,
+) -> np.ndarray:
+    """``[N, N]`` booleans: entry ``[c, s]`` says feature ``c`` is a function of
+    feature ``s`` on these rows (never on the diagonal).
+
+    Args:
+      codes: per feature, integer codes of its value in each row (see
+        :func:`factorize`); all of the same length.
+      min_evidence: declare ``c`` a function of ``s`` only when, with ``c``
+        independent of ``s``, seeing one ``c`` value per ``s`` value would
+        have had a probability of at most ``exp(-min_evidence)``.
+
+    Example (``b`` is ``a``'s coarsening, ``a`` is not ``b``'s function, ``n``
+    is neither):
+      >>> rng = np.random.default_rng(0)
+      >>> a = rng.integers(0, 40, 2000)
+      >>> n = rng.integers(0, 40, 2000)
+      >>> functional_dependence([a, a // 4, n]).astype(int).tolist()
+      [[0, 0, 0], [1, 0, 0], [0, 0, 0]]
+    """
+    codes = [np.asarray(c, np.int64).reshape(-1) for c in codes]
+    lengths = {len(c) for c in codes}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"`codes` must all have the same number of rows, got lengths "
+            f"{[len(c) for c in codes]}."
+        )
+    n = len(codes)
+    result = np.zeros([n, n], bool)
+    rows = lengths.pop() if lengths else 0
+    if rows == 0:
+        return result
+    sizes = [int(c.max()) + 1 for c in codes]
+    counts = [np.bincount(c, minlength=size) for c, size in zip(codes, sizes)]
+    frequencies = [count[count > 0] / rows for count in counts]
+    for s in range(n):
+        group_sizes = counts[s]
+        repeated = group_sizes >= 2
+        if not repeated.any():
+            continue
+        lengths_s, multiplicity = np.unique(group_sizes[repeated], return_counts=True)
+        order = np.argsort(codes[s], kind="stable")
+        same_group = codes[s][order][1:] == codes[s][order][:-1]
+        for c in range(n):
+            if c == s or len(frequencies[c]) > len(frequencies[s]):
+                continue  # a function of s takes at most as many values as s
+            # -log P(every s-value's rows show one c-value), were c independent
+            # of s: a group of n rows is constant with probability sum_c p_c**n.
+            log_p = np.log(frequencies[c])
+            log_constant = np.array(
+                [np.logaddexp.reduce(size * log_p) for size in lengths_s], np.float64
+            )
+            if -float(np.sum(multiplicity * log_constant)) < min_evidence:
+                continue
+            in_order = codes[c][order]
+            changes = in_order[1:] != in_order[:-1]
+            result[c, s] = not np.any(changes & same_group)
+    return result
+
+
+def redundant_candidates(dependence: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    """``[N]`` booleans: unselected features that group the rows exactly as a
+    selected one does (each a function of the other).
+
+    Example:
+      >>> d = np.array([[0, 1, 0], [1, 0, 0], [1, 1, 0]], bool)  # 0, 1 copies;
+      >>> # 2 a coarsening of both
+      >>> redundant_candidates(d, np.array([True, False, False])).tolist()
+      [False, True, False]
+    """
+    dependence = np.asarray(dependence, bool)
+    same_groups = dependence & dependence.T
+    selected = np.asarray(selected, bool)
+    return ~selected & np.any(same_groups[:, selected], axis=1)

@@ -1,0 +1,82 @@
+"""The callback's check of which features are functions of others.
+
+Runs the model forward (inference mode, metrics left as they were) on up to
+``max_rows`` rows of ``selection_data``, records each gated layer's raw inputs
+and stores in the layer which feature is a function of which
+(:mod:`seqattn_tfrs.core.dependence`). A selection round then passes over a
+candidate that is a function of a selected feature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from seqattn_tfrs import heldout
+from seqattn_tfrs.core import dependence
+from seqattn_tfrs.discovery import find_width_layers
+from seqattn_tfrs.gate import SequentialAttentionEmbedding
+
+MAX_ROWS = 50_000
+
+
+def feature_layers(
+    model: tf.keras.Model, layers: Sequence[SequentialAttentionEmbedding]
+) -> list[SequentialAttentionEmbedding]:
+    """The layers whose features are raw inputs (a width layer's inner gate
+    over embedding column blocks is not one)."""
+    blocks = {id(width.blocks) for width in find_width_layers(model)}
+    return [layer for layer in layers if id(layer) not in blocks]
+
+
+def check_functional_dependence(
+    model: tf.keras.Model,
+    layers: Sequence[SequentialAttentionEmbedding],
+    dataset: tf.data.Dataset,
+    max_rows: int = MAX_ROWS,
+) -> dict[str, int]:
+    """Finds, per layer, the features that are functions of others, and stores
+    them in the layer. Returns the rows checked per layer name.
+
+    Raises:
+      RuntimeError: a layer was not called on ``dataset``'s batches.
+    """
+    if not layers:
+        return {}
+    loss_of = heldout.loss_function(model)
+    metric_variables = [v for m in model.metrics for v in m.variables]
+    saved = [v.numpy() for v in metric_variables]
+    rows = 0
+    try:
+        with contextlib.ExitStack() as stack:
+            records = [
+                stack.enter_context(layer.recording_inputs()) for layer in layers
+            ]
+            for batch in dataset:
+                loss_of(batch)
+                if records[0]:
+                    rows += len(next(iter(records[0][-1].values())))
+                if rows >= max_rows:
+                    break
+    finally:
+        for variable, value in zip(metric_variables, saved):
+            variable.assign(value)
+    checked = {}
+    for layer, recorded in zip(layers, records):
+        if not recorded:
+            raise RuntimeError(
+                f"{layer.name} was not called on `selection_data`'s batches, so "
+                "the callback cannot check which of its features are functions "
+                "of others; expected batches the model's forward pass feeds "
+                "through the layer."
+            )
+        codes = [
+            dependence.factorize(np.concatenate([batch[name] for batch in recorded]))
+            for name in layer.feature_names
+        ]
+        layer.set_functional_dependence(dependence.functional_dependence(codes))
+        checked[layer.name] = len(codes[0]) if codes else 0
+    return checked

@@ -1,0 +1,233 @@
+"""Functions of other features found on data; copies passed over by the selection."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding
+from seqattn_tfrs.core.dependence import (
+    factorize,
+    functional_dependence,
+    redundant_candidates,
+)
+from seqattn_tfrs.core.selection import SelectionRecord, SelectionSpec, commit_round
+
+
+def pairs(matrix):
+    return sorted(map(tuple, np.argwhere(matrix).tolist()))
+
+
+def test_copies_recodings_and_coarsenings_are_functions_partial_copies_are_not():
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 50, 4000)
+    recode = rng.permutation(50)[source]
+    coarse = source // 5
+    partial = np.where(rng.random(4000) < 0.9, source, rng.integers(0, 50, 4000))
+    noise = rng.integers(0, 50, 4000)
+    found = functional_dependence([source, recode, coarse, partial, noise])
+    # [c, s]: c is a function of s. The source and its re-coding are functions
+    # of each other; the coarsening of both; nothing of the coarsening.
+    assert pairs(found) == [(0, 1), (1, 0), (2, 0), (2, 1)]
+
+
+def test_an_id_like_feature_never_makes_others_its_functions():
+    rng = np.random.default_rng(1)
+    ids = np.arange(3000)  # every value once: any feature "is" its function
+    few = np.repeat(np.arange(1500), 2)  # two rows a value
+    binary = rng.integers(0, 2, 3000)
+    skewed = (rng.random(3000) < 0.001).astype(int)  # one value almost always
+    found = functional_dependence([ids, few, binary, skewed])
+    # Every field "is" a function of ``ids`` on these rows, but with no value
+    # seen twice the data could not have shown otherwise: nothing is declared.
+    # ``binary`` against ``few`` (1,500 pairs) varies within pairs. ``skewed``
+    # would be constant within almost every pair by chance: no evidence.
+    assert pairs(found) == []
+    # With every id seen twice, a coin flipped per row shows it is not their
+    # function, and ``few`` is found to be one.
+    twice = functional_dependence([np.tile(ids, 2), rng.integers(0, 2, 6000)])
+    assert pairs(twice) == []
+    assert pairs(functional_dependence([np.tile(ids, 2), np.tile(few, 2)])) == [(1, 0)]
+
+
+def test_factorize_strings_and_rows():
+    assert factorize(np.array([b"x", b"y", b"x", b"z"])).tolist() == [0, 1, 0, 2]
+    assert factorize(np.array([[1, 0], [1, 0], [0, 1]])).tolist() == [1, 1, 0]
+    with pytest.raises(ValueError, match="leading rows dimension"):
+        factorize(np.array(3))
+
+
+def test_rows_must_agree():
+    with pytest.raises(ValueError, match=r"same number of rows, got lengths \[3, 2\]"):
+        functional_dependence([np.zeros(3, int), np.zeros(2, int)])
+
+
+def test_only_copies_are_redundant_not_coarsenings():
+    dependence = np.zeros([3, 3], bool)
+    dependence[1, 0] = dependence[0, 1] = True  # 0 and 1 group rows alike
+    dependence[2, 0] = dependence[2, 1] = True  # 2 coarsens both
+    redundant = redundant_candidates(dependence, np.array([1, 0, 0], bool))
+    assert redundant.tolist() == [False, True, False]
+    assert not redundant_candidates(dependence, np.array([0, 0, 1], bool)).any()
+
+
+def record(n):
+    return SelectionRecord(np.zeros(n, bool), np.full(n, -1), 0, np.zeros((n, n)))
+
+
+def test_a_round_passes_over_a_function_of_a_selected_feature():
+    spec = SelectionSpec("gate", ("a", "copy", "b", "c"), 3, None, 1)
+    dependence = np.zeros([4, 4], bool)
+    dependence[1, 0] = dependence[0, 1] = True
+    dependence[3, 0] = True  # a coarsening of "a" still competes
+    logits = np.array([3.0, 2.0, 1.0, 0.5])
+    after, picks = commit_round(
+        spec, record(4), logits, np.ones(4), num_rounds=3, dependence=dependence
+    )
+    assert picks == [0]
+    after, picks = commit_round(
+        spec, after, logits, np.ones(4), num_rounds=3, dependence=dependence
+    )
+    assert picks == [2]  # not the copy, whose logit is larger
+    after, picks = commit_round(
+        spec,
+        after,
+        np.array([3.0, 2.0, 1.0, 2.5]),
+        np.ones(4),
+        num_rounds=3,
+        dependence=dependence,
+    )
+    assert picks == [3]
+    # Without the check, the copy is taken.
+    _, picks = commit_round(
+        spec,
+        commit_round(spec, record(4), logits, np.ones(4), num_rounds=3)[0],
+        logits,
+        np.ones(4),
+        num_rounds=3,
+    )
+    assert picks == [1]
+
+
+def test_several_picks_in_one_round_pass_over_each_others_functions():
+    spec = SelectionSpec("gate", ("a", "copy", "b"), 2, None, 2)
+    dependence = np.zeros([3, 3], bool)
+    dependence[1, 0] = dependence[0, 1] = True
+    _, picks = commit_round(
+        spec,
+        record(3),
+        np.array([3.0, 2.0, 1.0]),
+        np.ones(3),
+        num_rounds=1,
+        dependence=dependence,
+    )
+    assert picks == [0, 2]
+
+
+def test_only_functions_left_are_still_picked_by_count():
+    spec = SelectionSpec("gate", ("a", "copy"), 2, None, 1)
+    dependence = np.array([[0, 1], [1, 0]], bool)
+    after, _ = commit_round(
+        spec,
+        record(2),
+        np.array([1.0, 0.0]),
+        np.ones(2),
+        num_rounds=2,
+        dependence=dependence,
+    )
+    _, picks = commit_round(
+        spec, after, np.zeros(2), np.ones(2), num_rounds=2, dependence=dependence
+    )
+    assert picks == [1]
+
+
+def test_under_a_budget_a_function_does_not_compete_and_the_selection_closes():
+    spec = SelectionSpec("gate", ("a", "copy"), None, 1000, 1)
+    dependence = np.array([[0, 1], [1, 0]], bool)
+    after, picks = commit_round(
+        spec,
+        record(2),
+        np.array([1.0, 0.0]),
+        np.ones(2),
+        num_rounds=2,
+        costs=[10, 10],
+        dependence=dependence,
+    )
+    assert picks == [0] and not after.closed
+    after, picks = commit_round(
+        spec,
+        after,
+        np.zeros(2),
+        np.ones(2),
+        num_rounds=2,
+        costs=[10, 10],
+        dependence=dependence,
+    )
+    assert picks == [] and after.closed
+
+
+def planted(rows=6000, seed=0):
+    """A strong field and its re-coding, two weaker fields, a noise field."""
+    rng = np.random.default_rng(seed)
+    strong = rng.integers(0, 8, rows)
+    recoded = rng.permutation(8)[strong]
+    medium = rng.integers(0, 5, rows)
+    weak = rng.integers(0, 4, rows)
+    noise = rng.integers(0, 50, rows)
+    logit = (
+        rng.normal(0, 1.5, 8)[strong]
+        + rng.normal(0, 1.0, 5)[medium]
+        + rng.normal(0, 0.6, 4)[weak]
+    )
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    columns = {
+        "strong": strong,
+        "recoded": recoded,
+        "medium": medium,
+        "weak": weak,
+        "noise": noise,
+    }
+    return columns, y
+
+
+def fit_planted(selection_data):
+    columns, y = planted()
+    tf.keras.utils.set_random_seed(0)
+    inputs = {n: tf.keras.Input(shape=(), dtype=tf.int64, name=n) for n in columns}
+    tables = {
+        n: tf.keras.layers.Embedding(int(v.max()) + 1, 4) for n, v in columns.items()
+    }
+    gate = SequentialAttentionEmbedding(tables, num_selected=3)
+    gated = gate(inputs)
+    hidden = tf.keras.layers.Dense(16, activation="relu")(
+        tf.keras.layers.Concatenate()([gated[n] for n in columns])
+    )
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, "sigmoid")(hidden))
+    model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+
+    def data(rows):
+        return tf.data.Dataset.from_tensor_slices(
+            ({n: v[rows] for n, v in columns.items()}, y[rows])
+        ).batch(128)
+
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=1,
+        finetune_epochs=0,
+        selection_data=data(slice(4800, None)) if selection_data else None,
+        verbose=0,
+    )
+    model.fit(data(slice(0, 4800)), epochs=4, callbacks=[callback], verbose=0)
+    return gate
+
+
+def test_the_callback_finds_the_copy_on_selection_data():
+    gate = fit_planted(selection_data=True)
+    assert gate.functional_dependencies == {
+        "strong": ("recoded",),
+        "recoded": ("strong",),
+    }
+
+
+def test_without_selection_data_nothing_is_checked():
+    gate = fit_planted(selection_data=False)
+    assert gate.functional_dependencies is None
