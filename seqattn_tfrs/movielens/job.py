@@ -5,9 +5,13 @@ Phases (each timed in the report):
 1. ``prepare_data``: load MovieLens 100K, derive features, add the random
    noise fields, split 80/10/10 with the seed, build vocabularies from the
    training split only.
-2. ``train_selected``: fit the gated DCN model with
-   :class:`~seqattn_tfrs.SequentialAttentionCallback` (the validation split is
-   its held-out ``selection_data``), then ``evaluate_selected`` on the test split.
+2. ``train_selected``: fit the gated DCN model for ``selection.epochs`` epochs
+   with :class:`~seqattn_tfrs.SequentialAttentionCallback` (the validation
+   split is its held-out ``selection_data``), then ``evaluate_selected`` on the
+   test split. By default the callback lays warm-up, rounds and fine-tune
+   inside those epochs (``within_fit=True``; checked before training, and
+   refused with a ``ConfigError`` on ``selection.epochs`` when the rounds would
+   be too short); an explicit schedule in the config is passed as it is.
 3. ``train_baseline``: fit the same architecture on all fields without the gate
    for the same number of epochs, then ``evaluate_baseline``. Both models are
    also evaluated on the validation and test splits after every epoch
@@ -35,6 +39,7 @@ from seqattn_tfrs.movielens import data as movielens
 from seqattn_tfrs.movielens import report as report_lib
 from seqattn_tfrs.movielens.config import (
     FROM_DATA,
+    ConfigError,
     FeatureConfig,
     JobConfig,
     check_budget,
@@ -251,6 +256,58 @@ class _EpochMetrics(tf.keras.callbacks.Callback):
         }
 
 
+def _selection_callback(
+    config: JobConfig,
+    num_rounds: int,
+    steps_per_epoch: int,
+    selection_data: tf.data.Dataset | None,
+) -> tuple[int, seqattn_tfrs.SequentialAttentionCallback]:
+    """The epochs of fit and the selection callback, the schedule checked.
+
+    Raises:
+      ConfigError: on ``selection.epochs``, when the explicit schedule needs
+        more epochs, or the fit-within rounds would get fewer steps than a
+        round needs (the message names the numbers and the epochs needed).
+    """
+    selection = config.selection
+    try:
+        epochs = selection.fit_epochs(num_rounds)
+    except ConfigError as e:
+        raise ConfigError(f"selection.{e.key}", e.reason) from None
+    callback = seqattn_tfrs.SequentialAttentionCallback(
+        **selection.schedule_arguments(),
+        settle_fraction=selection.settle_fraction,
+        selection_data=selection_data,
+        selection_interval=selection.selection_interval,
+        verbose=1,
+    )
+    if selection.within_fit:
+        options = callback.schedule_options
+        try:
+            options.schedule(num_rounds, steps_per_epoch, epochs)
+        except ValueError as e:
+            raise ConfigError(
+                "selection.epochs",
+                f"got epochs={epochs} of {steps_per_epoch} steps, too few for the "
+                f"fit-within schedule's {num_rounds} rounds ({e}); expected "
+                f"epochs >= {_fewest_epochs(options, num_rounds, steps_per_epoch)}, "
+                "or an explicit schedule (warmup_epochs, epochs_per_selection, "
+                "finetune_epochs)",
+            ) from None
+    return epochs, callback
+
+
+def _fewest_epochs(options: Any, num_rounds: int, steps_per_epoch: int) -> int:
+    """The fewest epochs in which the fit-within schedule's rounds fit."""
+    epochs = 1
+    while True:  # a round needs a fixed number of steps, so this ends
+        try:
+            options.schedule(num_rounds, steps_per_epoch, epochs)
+            return epochs
+        except ValueError:
+            epochs += 1
+
+
 def _prune_and_export(
     model: DCNRankingModel,
     output_dir: pathlib.Path,
@@ -301,7 +358,8 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
 
     Raises:
       ConfigError: ``selection.budget_bytes`` holds none of the embedding
-        tables built from the data (checked before training).
+        tables built from the data, or ``selection.epochs`` are too few for the
+        schedule (both checked before training).
     """
     started = time.perf_counter()
     config = config.resolved()
@@ -321,22 +379,20 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
     with _timed(timings, "train_selected"):
         tf.keras.utils.set_random_seed(config.seed)
         model = build_model(config, data.vocabularies, use_gate=True)
+        steps_per_epoch = -(-data.size("train") // config.batch_size)
         # Under a byte budget the gate reserves the rounds, from the tables' sizes.
-        epochs = selection.epochs_for(model.gate.num_rounds)
+        epochs, callback = _selection_callback(
+            config,
+            model.gate.num_rounds,
+            steps_per_epoch,
+            selection_data=val if selection.use_selection_data else None,
+        )
         print(
             f"Data: {data.size('train')} train / {data.size('val')} val / "
             f"{data.size('test')} test ratings from {data.data_dir}; "
-            f"{len(config.all_features)} fields; {epochs} epochs per model.",
+            f"{len(config.all_features)} fields; {epochs} epochs of "
+            f"{steps_per_epoch} steps per model.",
             flush=True,
-        )
-        callback = seqattn_tfrs.SequentialAttentionCallback(
-            warmup_epochs=selection.warmup_epochs,
-            epochs_per_selection=selection.epochs_per_selection,
-            finetune_epochs=selection.finetune_epochs,
-            settle_fraction=selection.settle_fraction,
-            selection_data=val if selection.use_selection_data else None,
-            selection_interval=selection.selection_interval,
-            verbose=1,
         )
         selected_epochs = _EpochMetrics(val, test)
         model.fit(
