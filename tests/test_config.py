@@ -260,7 +260,49 @@ def test_the_earlier_config_file_runs_its_explicit_schedule(tmp_path):
         "epochs_per_selection": 2,
         "finetune_epochs": 2,
     }
+    assert selection.epochs is None  # set no epochs: exactly the schedule
     assert selection.fit_epochs(selection.num_rounds) == 15
+
+
+@pytest.mark.parametrize(
+    ("selection", "epochs"),
+    [
+        ({"epochs_per_selection": 1}, 1 + 6 + 2),
+        ({"warmup_epochs": 0, "epochs_per_selection": 3}, 6 * 3 + 2),
+        ({"epochs_per_selection": 1, "epochs": 12}, 12),
+        ({"epochs": 20}, 20),
+    ],
+    ids=["one_key", "longer_than_15", "with_epochs", "fit_within"],
+)
+def test_a_file_with_explicit_keys_but_no_epochs_runs_its_schedule(
+    tmp_path, selection, epochs
+):
+    config = load_config(write(tmp_path, {"selection": selection}))
+    assert config.selection.fit_epochs(config.selection.num_rounds) == epochs
+    assert config.selection.within_fit == (selection == {"epochs": 20})
+    assert load_config(write(tmp_path, config.to_dict(), "again.json")) == config
+
+
+@pytest.mark.parametrize(
+    ("flags", "epochs", "within_fit"),
+    [
+        ([], 15, True),
+        (["--epochs", "20"], 20, True),
+        (["--epochs_per_selection", "3"], 1 + 6 * 3 + 2, False),
+        (["--finetune_epochs", "0", "--epochs", "16"], 16, False),
+    ],
+    ids=["default", "epochs", "explicit_flag", "explicit_and_epochs"],
+)
+def test_flags_of_an_explicit_schedule_run_it_as_before(flags, epochs, within_fit):
+    from absl.testing import flagsaver
+
+    from seqattn_tfrs.movielens import cli
+
+    with flagsaver.flagsaver():
+        cli.FLAGS(["seqattn-tfrs", *flags])
+        selection = cli.config_from_flags().selection
+    assert selection.within_fit == within_fit
+    assert selection.fit_epochs(selection.num_rounds) == epochs
 
 
 @pytest.mark.parametrize(
@@ -271,7 +313,7 @@ def test_the_earlier_config_file_runs_its_explicit_schedule(tmp_path):
             ["got epochs=None", "expected an int >= 1, or an explicit schedule"],
         ),
         (
-            {"epochs_per_selection": 3},
+            {"epochs_per_selection": 3, "epochs": 15},
             [
                 "the explicit schedule needs 21 epochs",
                 "got epochs=15",

@@ -74,6 +74,8 @@ DEFAULT_EPOCHS = 15
 #: An explicit schedule's warm-up, epochs per round and fine-tune where a key
 #: is left null (the job's earlier defaults).
 EXPLICIT_SCHEDULE_DEFAULTS = (1, 2, 2)
+#: The keys of ``selection`` that select the explicit schedule.
+EXPLICIT_SCHEDULE_KEYS = ("warmup_epochs", "epochs_per_selection", "finetune_epochs")
 
 
 # --------------------------------------------------------------------------
@@ -228,7 +230,9 @@ class SelectionConfig:
     rounds x 2 + 2 fine-tune epochs): on MovieLens 100K at batch 2048 (40
     steps an epoch) six rounds get 80 steps each. With an explicit schedule:
     at least its length (the fine-tune takes the rest), or null for exactly
-    its length."""
+    its length; a file's selection section or the command line that sets an
+    explicit schedule key but not epochs gets null, so that it runs as before
+    the fit-within default."""
     warmup_epochs: NonNegativeInt | None = None
     """Explicit schedule: dense epochs before the first round (null: the
     fit-within schedule, unless epochs_per_selection or finetune_epochs is
@@ -467,7 +471,8 @@ class JobConfig:
 
         Args:
           data: nested dicts/lists as read from JSON; keys left out take their
-            defaults.
+            defaults, except ``selection.epochs``, which is null when the
+            section sets an explicit schedule key (the schedule's length).
           source: named in error messages (e.g. the file path).
 
         Returns:
@@ -477,6 +482,7 @@ class JobConfig:
           ConfigError: a key is unknown, or a value has the wrong type or is out
             of range; the message names the key path and ``source``.
         """
+        data = _explicit_schedule_epochs(data)
         # JSON mode: JSON arrays are the config's tuples, still strictly typed.
         try:
             text = json.dumps(data, allow_nan=False)
@@ -540,6 +546,24 @@ class JobConfig:
 
 
 _ADAPTER = pydantic.TypeAdapter(JobConfig)
+
+
+def _explicit_schedule_epochs(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with ``selection.epochs`` null where the section sets an explicit
+    schedule key but not ``epochs``: such a config runs exactly its schedule.
+
+    Example:
+      >>> _explicit_schedule_epochs({"selection": {"warmup_epochs": 2}})
+      {'selection': {'warmup_epochs': 2, 'epochs': None}}
+    """
+    selection = data.get("selection") if isinstance(data, Mapping) else None
+    if (
+        isinstance(selection, Mapping)
+        and "epochs" not in selection
+        and any(selection.get(key) is not None for key in EXPLICIT_SCHEDULE_KEYS)
+    ):
+        return {**data, "selection": {**selection, "epochs": None}}
+    return data
 
 
 def _or(value: int | None, default: int) -> int:
