@@ -16,7 +16,9 @@ Phases (each timed in the report):
    for the same number of epochs, then ``evaluate_baseline``. Both models are
    also evaluated on the validation and test splits after every epoch
    (``per_epoch_evaluation``); the report adds the baseline's test metrics at
-   its best validation-AUC epoch (an early-stopped baseline).
+   its best validation-AUC epoch (an early-stopped baseline), and both fits'
+   wall times and their ratio (``fit_time``: each ``model.fit`` call, tracing
+   included, less its per-epoch evaluation), measured in this one process.
 4. ``prune_export``: prune the unselected tables and export a SavedModel for
    TF Serving.
 5. The report: ``report.json`` and ``gates.png`` in the output directory.
@@ -308,6 +310,19 @@ def _fewest_epochs(options: Any, num_rounds: int, steps_per_epoch: int) -> int:
             epochs += 1
 
 
+def _timed_fit(
+    model: tf.keras.Model,
+    train: tf.data.Dataset,
+    epochs: int,
+    callbacks: list[tf.keras.callbacks.Callback],
+    verbose: int,
+) -> float:
+    """Fits ``model`` for ``epochs`` epochs; returns the fit's wall seconds."""
+    start = time.perf_counter()
+    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    return time.perf_counter() - start
+
+
 def _prune_and_export(
     model: DCNRankingModel,
     output_dir: pathlib.Path,
@@ -395,11 +410,8 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
             flush=True,
         )
         selected_epochs = _EpochMetrics(val, test)
-        model.fit(
-            train,
-            epochs=epochs,
-            callbacks=[callback, selected_epochs],
-            verbose=fit_verbose,
+        selected_fit = _timed_fit(
+            model, train, epochs, [callback, selected_epochs], fit_verbose
         )
     with _timed(timings, "evaluate_selected"):
         selected_metrics = _evaluate(model, test)
@@ -408,8 +420,8 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
         tf.keras.utils.set_random_seed(config.seed)
         baseline = build_model(config, data.vocabularies, use_gate=False)
         baseline_epochs = _EpochMetrics(val, test)
-        baseline.fit(
-            train, epochs=epochs, callbacks=[baseline_epochs], verbose=fit_verbose
+        baseline_fit = _timed_fit(
+            baseline, train, epochs, [baseline_epochs], fit_verbose
         )
     with _timed(timings, "evaluate_baseline"):
         baseline_metrics = _evaluate(baseline, test)
@@ -419,6 +431,12 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
     timings["per_epoch_evaluation"] = round(
         selected_epochs.seconds + baseline_epochs.seconds, 3
     )
+    fit_time = {
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "selected_seconds": round(selected_fit - selected_epochs.seconds, 3),
+        "baseline_seconds": round(baseline_fit - baseline_epochs.seconds, 3),
+    }
 
     tables_before = embedding_table_stats(model)
     round_gates = model.gate.gate_history()
@@ -435,6 +453,8 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
         selected_features=list(model.gate.selected_features),
         noise_features=list(config.noise.names),
         selection_events=callback.events,
+        schedule=model.gate.schedule_record,
+        fit_time=fit_time,
         metrics={
             "baseline": baseline_metrics,
             "baseline_best_val_epoch": baseline_epochs.best_by_val_auc(),
@@ -449,6 +469,7 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
             "data_dir": data.data_dir,
             **{f"{split}_examples": data.size(split) for split in SPLITS},
             "epochs_per_model": epochs,
+            "steps_per_epoch": steps_per_epoch,
         },
     )
     report_lib.write_report(
