@@ -304,7 +304,7 @@ def test_job_config_asks_for_a_budget_instead_of_a_count(tmp_path):
     config = load_config(path)
     assert config.selection.budget_bytes == 150_000
     assert config.selection.num_rounds is None
-    assert config.selection.epochs_for(3) == 1 + 3 * 2 + 2
+    assert config.selection.within_fit and config.selection.fit_epochs(3) == 15
     assert load_config(path).to_dict()["selection"]["budget_bytes"] == 150_000
     path.write_text(json.dumps({"selection": {"budget_bytes": 150_000}}))
     with pytest.raises(ConfigError, match="selection.num_selected.*set num_selected"):

@@ -192,22 +192,161 @@ def test_smoke_resolution_shrinks_data_and_schedule():
     resolved = config.resolved()
     assert resolved.max_examples == config_lib.SMOKE_MAX_EXAMPLES
     assert resolved.batch_size <= config_lib.SMOKE_BATCH_SIZE
-    assert resolved.selection.epochs_per_selection == 1
+    # Too few steps for fit-within rounds: an explicit schedule, 1 epoch a phase.
+    assert not resolved.selection.within_fit
+    assert resolved.selection.schedule_arguments() == {
+        "warmup_epochs": 1,
+        "epochs_per_selection": 1,
+        "finetune_epochs": 1,
+    }
+    assert resolved.selection.fit_epochs(6) == 1 + 6 + 1
     assert resolved.selection.num_selected == config.selection.num_selected
     assert resolved.features == config.features
     assert JobConfig.default().resolved() == JobConfig.default()
 
 
-def test_total_epochs_counts_every_phase():
+def test_default_schedule_is_fit_within_the_earlier_15_epochs():
+    selection = JobConfig.default().selection
+    assert selection.within_fit
+    assert selection.schedule_arguments() == {"within_fit": True}
+    assert selection.epochs == 15 == selection.fit_epochs(selection.num_rounds)
+    # The same training the explicit schedule it replaces ran: 1 + 6 x 2 + 2.
+    explicit = override(
+        JobConfig.default(),
+        {
+            "selection.warmup_epochs": 1,
+            "selection.epochs_per_selection": 2,
+            "selection.finetune_epochs": 2,
+        },
+    ).selection
+    assert explicit.fit_epochs(explicit.num_rounds) == selection.epochs
+
+
+@pytest.mark.parametrize(
+    ("keys", "arguments", "epochs"),
+    [
+        ({"warmup_epochs": 0}, (0, 2, 2), 15),  # the fine-tune takes the rest
+        ({"epochs_per_selection": 1}, (1, 1, 2), 15),
+        ({"epochs_per_selection": 1, "epochs": None}, (1, 1, 2), 9),
+        ({"warmup_epochs": 0, "finetune_epochs": 0, "epochs": 12}, (0, 2, 0), 12),
+    ],
+    ids=["warmup_only", "per_round_only", "null_epochs", "all_zero_phases"],
+)
+def test_an_explicit_schedule_key_selects_the_explicit_schedule(
+    keys, arguments, epochs
+):
+    selection = config_lib.SelectionConfig(**keys)
+    assert not selection.within_fit
+    assert selection.schedule_arguments() == dict(
+        zip(("warmup_epochs", "epochs_per_selection", "finetune_epochs"), arguments)
+    )
+    assert selection.fit_epochs(6) == epochs
+
+
+def test_the_earlier_config_file_runs_its_explicit_schedule(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "selection": {
+                "warmup_epochs": 1,
+                "epochs_per_selection": 2,
+                "finetune_epochs": 2,
+            }
+        },
+    )
+    selection = load_config(path).selection
+    assert selection.schedule_arguments() == {
+        "warmup_epochs": 1,
+        "epochs_per_selection": 2,
+        "finetune_epochs": 2,
+    }
+    assert selection.epochs is None  # set no epochs: exactly the schedule
+    assert selection.fit_epochs(selection.num_rounds) == 15
+
+
+@pytest.mark.parametrize(
+    ("selection", "epochs"),
+    [
+        ({"epochs_per_selection": 1}, 1 + 6 + 2),
+        ({"warmup_epochs": 0, "epochs_per_selection": 3}, 6 * 3 + 2),
+        ({"epochs_per_selection": 1, "epochs": 12}, 12),
+        ({"epochs": 20}, 20),
+    ],
+    ids=["one_key", "longer_than_15", "with_epochs", "fit_within"],
+)
+def test_a_file_with_explicit_keys_but_no_epochs_runs_its_schedule(
+    tmp_path, selection, epochs
+):
+    config = load_config(write(tmp_path, {"selection": selection}))
+    assert config.selection.fit_epochs(config.selection.num_rounds) == epochs
+    assert config.selection.within_fit == (selection == {"epochs": 20})
+    assert load_config(write(tmp_path, config.to_dict(), "again.json")) == config
+
+
+@pytest.mark.parametrize(
+    ("flags", "epochs", "within_fit"),
+    [
+        ([], 15, True),
+        (["--epochs", "20"], 20, True),
+        (["--epochs_per_selection", "3"], 1 + 6 * 3 + 2, False),
+        (["--finetune_epochs", "0", "--epochs", "16"], 16, False),
+    ],
+    ids=["default", "epochs", "explicit_flag", "explicit_and_epochs"],
+)
+def test_flags_of_an_explicit_schedule_run_it_as_before(flags, epochs, within_fit):
+    from absl.testing import flagsaver
+
+    from seqattn_tfrs.movielens import cli
+
+    with flagsaver.flagsaver():
+        cli.FLAGS(["seqattn-tfrs", *flags])
+        selection = cli.config_from_flags().selection
+    assert selection.within_fit == within_fit
+    assert selection.fit_epochs(selection.num_rounds) == epochs
+
+
+@pytest.mark.parametrize(
+    ("selection", "fragments"),
+    [
+        (
+            {"epochs": None},
+            ["got epochs=None", "expected an int >= 1, or an explicit schedule"],
+        ),
+        (
+            {"epochs_per_selection": 3, "epochs": 15},
+            [
+                "the explicit schedule needs 21 epochs",
+                "got epochs=15",
+                "expected at least 21, or null",
+            ],
+        ),
+        ({"epochs": 0}, ["must be an int >= 1, got 0"]),
+        ({"warmup_epochs": -1}, ["selection.warmup_epochs", "must be an int >= 0"]),
+    ],
+    ids=["fit_within_without_epochs", "explicit_longer_than_epochs", "zero", "neg"],
+)
+def test_schedule_errors_name_key_value_and_expected(tmp_path, selection, fragments):
+    path = write(tmp_path, {"selection": selection})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    key = "warmup_epochs" if "warmup_epochs" in selection else "epochs"
+    assert info.value.key == f"selection.{key}"
+    assert str(path) in str(info.value)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_fit_epochs_count_every_phase_of_an_explicit_schedule():
     selection = config_lib.SelectionConfig(
         num_selected=5,
         selections_per_round=2,
+        epochs=None,
         warmup_epochs=1,
         epochs_per_selection=2,
         finetune_epochs=3,
     )
     assert selection.num_rounds == 3
-    assert selection.total_epochs == 1 + 3 * 2 + 3
+    assert selection.fit_epochs(3) == 1 + 3 * 2 + 3
 
 
 def test_config_is_a_strict_pydantic_model():

@@ -128,6 +128,23 @@ def test_cli_smoke_job_writes_report_and_plot(runs):
     assert best in epochs and f"baseline, epoch {best} *" in output
     assert (out / "gates.png").read_bytes().startswith(b"\x89PNG")
     assert "Selected features (in pick order)" in output
+    # Smoke mode keeps an explicit schedule: one epoch a phase.
+    assert report["schedule"] == {
+        "unit": "epochs",
+        "warmup": 1,
+        "rounds": k,
+        "per_round": 1,
+        "finetune": 1,
+        "within_fit": False,
+    }
+    fit_time = report["fit_time"]
+    assert fit_time["epochs"] == report["data"]["epochs_per_model"] == 1 + k + 1
+    assert fit_time["steps_per_epoch"] == report["data"]["steps_per_epoch"]
+    assert 0 < fit_time["selected_seconds"] <= timings["train_selected"]
+    assert 0 < fit_time["baseline_seconds"] <= timings["train_baseline"]
+    ratio = fit_time["selected_seconds"] / fit_time["baseline_seconds"]
+    assert abs(fit_time["ratio"] - ratio) < 1e-3
+    assert f"x{fit_time['ratio']:.2f}" in output
 
 
 def test_cli_budget_flag_selects_fields_that_fit(runs):

@@ -10,8 +10,12 @@ same as ``configs/movielens_100k.json``) runs. Every scalar key of the config
 is a flag (:data:`FLAG_KEYS`, derived from the config's fields): a key of
 ``selection`` or ``model`` and a top-level key under its own name, a key of
 ``noise`` as ``noise_<key>``. Flags given on the command line override the
-config's values and are validated like the file. Invalid flags, a budget that
-holds no table and an ``--output_dir`` that is a file end in
+config's values and are validated like the file. ``--epochs`` sets the
+training; the rounds are laid inside it unless ``--warmup_epochs``,
+``--epochs_per_selection`` or ``--finetune_epochs`` asks for an explicit
+schedule, which then runs exactly its length (unless ``--epochs`` is given
+too). Invalid flags, a budget that holds no table, too few epochs for the
+schedule and an ``--output_dir`` that is a file end in
 ``seqattn-tfrs: error: ...`` and exit code 2.
 """
 
@@ -30,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from seqattn_tfrs.movielens.config import (  # noqa: E402
+    EXPLICIT_SCHEDULE_KEYS,
     ConfigError,
     ConfigKey,
     JobConfig,
@@ -102,6 +107,9 @@ def config_from_flags() -> JobConfig:
     }
     if FLAGS.budget_bytes is not None and FLAGS.num_selected is None:
         values["selection.num_selected"] = None  # a budget replaces the count
+    explicit = [f"selection.{key}" for key in EXPLICIT_SCHEDULE_KEYS]
+    if FLAGS.epochs is None and any(key in values for key in explicit):
+        values["selection.epochs"] = None  # an explicit schedule sets its epochs
     return override(config, values, source=FLAGS_SOURCE) if values else config
 
 

@@ -69,6 +69,13 @@ Vocabulary = Literal["from_data"] | tuple[str, ...] | tuple[int, ...]
 PositiveInt = Annotated[int, pydantic.Field(ge=1)]
 NonNegativeInt = Annotated[int, pydantic.Field(ge=0)]
 _ATTENTION = seqattn_tfrs.AttentionOptions()
+#: Epochs of fit by default: the 15 of the job's earlier explicit schedule.
+DEFAULT_EPOCHS = 15
+#: An explicit schedule's warm-up, epochs per round and fine-tune where a key
+#: is left null (the job's earlier defaults).
+EXPLICIT_SCHEDULE_DEFAULTS = (1, 2, 2)
+#: The keys of ``selection`` that select the explicit schedule.
+EXPLICIT_SCHEDULE_KEYS = ("warmup_epochs", "epochs_per_selection", "finetune_epochs")
 
 
 # --------------------------------------------------------------------------
@@ -186,6 +193,12 @@ class ModelConfig:
 class SelectionConfig:
     """The Sequential Attention schedule and gate options.
 
+    The schedule is fit-within by default: the job fits both models for
+    ``epochs`` epochs and the callback (``within_fit=True``) lays warm-up,
+    rounds and fine-tune inside them. Setting any of ``warmup_epochs``,
+    ``epochs_per_selection`` and ``finetune_epochs`` selects the explicit
+    schedule instead; its keys left null take 1, 2 and 2.
+
     The six attention settings (``selections_per_round``, ``budget_rule``,
     ``entry_z``, ``attention_learning_rate``, ``attention_momentum``,
     ``attention_signal``) take their defaults from and are validated by
@@ -207,12 +220,29 @@ class SelectionConfig:
     standard errors (null: fill the budget)."""
     selections_per_round: int = _ATTENTION.selections_per_round
     """Fields committed per selection round."""
-    warmup_epochs: NonNegativeInt = 1
-    """Dense epochs before the first round."""
-    epochs_per_selection: PositiveInt = 2
-    """Epochs per selection round."""
-    finetune_epochs: NonNegativeInt = 2
-    """Epochs after the last pick."""
+    epochs: PositiveInt | None = DEFAULT_EPOCHS
+    """Epochs of ``fit``, the same for the selection run and the all-fields
+    baseline. With the fit-within schedule (the default: warmup_epochs,
+    epochs_per_selection and finetune_epochs all null) the callback lays a 10%
+    warm-up, every round and a 10% fine-tune inside these epochs' steps, each
+    round at least 40 steps (fewer is refused before training). The default,
+    15, is the training the job's earlier explicit schedule ran (1 warm-up + 6
+    rounds x 2 + 2 fine-tune epochs): on MovieLens 100K at batch 2048 (40
+    steps an epoch) six rounds get 80 steps each. With an explicit schedule:
+    at least its length (the fine-tune takes the rest), or null for exactly
+    its length; a file's selection section or the command line that sets an
+    explicit schedule key but not epochs gets null, so that it runs as before
+    the fit-within default."""
+    warmup_epochs: NonNegativeInt | None = None
+    """Explicit schedule: dense epochs before the first round (null: the
+    fit-within schedule, unless epochs_per_selection or finetune_epochs is
+    set; then 1)."""
+    epochs_per_selection: PositiveInt | None = None
+    """Explicit schedule: epochs per selection round (null: the fit-within
+    schedule, unless warmup_epochs or finetune_epochs is set; then 2)."""
+    finetune_epochs: NonNegativeInt | None = None
+    """Explicit schedule: epochs after the last pick (null: the fit-within
+    schedule, unless warmup_epochs or epochs_per_selection is set; then 2)."""
     settle_fraction: Annotated[float, pydantic.Field(ge=0, lt=1)] = 0.8
     """Leading part of each round in which the logits do not learn yet (see
     seqattn_tfrs.SequentialAttentionCallback)."""
@@ -244,6 +274,16 @@ class SelectionConfig:
                 seqattn_tfrs.AttentionOptions(**{name: getattr(self, name)})
             except ValueError as e:
                 raise ConfigError(name, str(e)) from None
+        if self.within_fit and self.epochs is None:
+            raise ConfigError(
+                "epochs",
+                "the fit-within schedule (warmup_epochs, epochs_per_selection and "
+                "finetune_epochs all null) lays the rounds inside the epochs of "
+                "fit; got epochs=None; expected an int >= 1, or an explicit "
+                "schedule",
+            )
+        if self.num_rounds is not None:
+            self.fit_epochs(self.num_rounds)  # an explicit schedule fits in epochs
         if self.entry_z is not None and self.budget_bytes is None:
             raise ConfigError(
                 "entry_z",
@@ -271,19 +311,75 @@ class SelectionConfig:
         return -(-self.num_selected // self.selections_per_round)
 
     @property
-    def total_epochs(self) -> int | None:
-        """Epochs of the whole schedule (``None`` under ``budget_bytes``)."""
-        if self.num_rounds is None:
-            return None
-        return self.epochs_for(self.num_rounds)
-
-    def epochs_for(self, num_rounds: int) -> int:
-        """Epochs of a schedule of ``num_rounds`` rounds: warm-up, rounds, fine-tune."""
+    def within_fit(self) -> bool:
+        """Whether the callback lays the schedule inside ``epochs`` of fit (no
+        explicit schedule key is set)."""
         return (
-            self.warmup_epochs
-            + num_rounds * self.epochs_per_selection
-            + self.finetune_epochs
+            self.warmup_epochs is None
+            and self.epochs_per_selection is None
+            and self.finetune_epochs is None
         )
+
+    def schedule_arguments(self) -> dict[str, Any]:
+        """The schedule arguments of ``SequentialAttentionCallback``.
+
+        Example:
+          >>> SelectionConfig().schedule_arguments()
+          {'within_fit': True}
+          >>> SelectionConfig(epochs_per_selection=1).schedule_arguments()
+          {'warmup_epochs': 1, 'epochs_per_selection': 1, 'finetune_epochs': 2}
+        """
+        if self.within_fit:
+            return {"within_fit": True}
+        warmup, per_round, finetune = (
+            default if value is None else value
+            for value, default in zip(
+                (self.warmup_epochs, self.epochs_per_selection, self.finetune_epochs),
+                EXPLICIT_SCHEDULE_DEFAULTS,
+            )
+        )
+        return {
+            "warmup_epochs": warmup,
+            "epochs_per_selection": per_round,
+            "finetune_epochs": finetune,
+        }
+
+    def fit_epochs(self, num_rounds: int) -> int:
+        """Epochs of fit for a selection of ``num_rounds`` rounds.
+
+        ``epochs`` with the fit-within schedule; with an explicit one, ``epochs``
+        (checked to hold warm-up, rounds and fine-tune) or, if null, exactly
+        the schedule's length.
+
+        Example:
+          >>> SelectionConfig().fit_epochs(6)
+          15
+          >>> SelectionConfig(epochs=None, warmup_epochs=1).fit_epochs(6)
+          15
+
+        Raises:
+          ConfigError: on ``epochs``, when an explicit schedule needs more.
+        """
+        if self.within_fit:
+            return self.epochs
+        arguments = self.schedule_arguments()
+        needed = (
+            arguments["warmup_epochs"]
+            + num_rounds * arguments["epochs_per_selection"]
+            + arguments["finetune_epochs"]
+        )
+        if self.epochs is None:
+            return needed
+        if self.epochs < needed:
+            raise ConfigError(
+                "epochs",
+                f"the explicit schedule needs {needed} epochs (warm-up "
+                f"{arguments['warmup_epochs']} + {num_rounds} rounds x "
+                f"{arguments['epochs_per_selection']} + fine-tune "
+                f"{arguments['finetune_epochs']}), got epochs={self.epochs}; "
+                f"expected at least {needed}, or null for exactly the schedule",
+            )
+        return self.epochs
 
 
 DEFAULT_FEATURES: tuple[FeatureConfig, ...] = (
@@ -335,8 +431,8 @@ class JobConfig:
     max_examples: Annotated[int, pydantic.Field(ge=10)] | None = None
     """Use only the first this many ratings (null: all)."""
     smoke: bool = False
-    """A quick run: a small subsample, one epoch per phase, smaller noise
-    vocabularies (see JobConfig.resolved)."""
+    """A quick run: a small subsample, an explicit schedule of one epoch per
+    phase, smaller noise vocabularies (see JobConfig.resolved)."""
 
     def __post_init__(self) -> None:
         if not self.features and not self.noise.num_fields:
@@ -375,7 +471,8 @@ class JobConfig:
 
         Args:
           data: nested dicts/lists as read from JSON; keys left out take their
-            defaults.
+            defaults, except ``selection.epochs``, which is null when the
+            section sets an explicit schedule key (the schedule's length).
           source: named in error messages (e.g. the file path).
 
         Returns:
@@ -385,6 +482,7 @@ class JobConfig:
           ConfigError: a key is unknown, or a value has the wrong type or is out
             of range; the message names the key path and ``source``.
         """
+        data = _explicit_schedule_epochs(data)
         # JSON mode: JSON arrays are the config's tuples, still strictly typed.
         try:
             text = json.dumps(data, allow_nan=False)
@@ -413,9 +511,15 @@ class JobConfig:
 
         Smoke mode keeps the features, the number of selected fields and the
         model, and shrinks the data (at most ``SMOKE_MAX_EXAMPLES`` ratings),
-        the batch (at most ``SMOKE_BATCH_SIZE``), the schedule (one epoch of
-        warm-up, one per round, one of fine-tune) and the noise vocabularies
-        (at most ``SMOKE_NOISE_VOCABULARY_SIZE``).
+        the batch (at most ``SMOKE_BATCH_SIZE``), the schedule and the noise
+        vocabularies (at most ``SMOKE_NOISE_VOCABULARY_SIZE``).
+
+        The smoke schedule is explicit, not fit-within: one epoch of warm-up
+        (none if ``warmup_epochs`` is 0), one per round, one of fine-tune (none
+        if ``finetune_epochs`` is 0), and ``epochs`` exactly that. Its 3,200
+        training ratings make 13 steps an epoch at batch 256; six fit-within
+        rounds of the 40 steps a round needs would take 300 steps (24 epochs),
+        three times the smoke run's 8 epochs.
         """
         if not self.smoke:
             return self
@@ -433,14 +537,37 @@ class JobConfig:
             ),
             selection=dataclasses.replace(
                 self.selection,
-                warmup_epochs=min(self.selection.warmup_epochs, 1),
+                epochs=None,
+                warmup_epochs=min(_or(self.selection.warmup_epochs, 1), 1),
                 epochs_per_selection=1,
-                finetune_epochs=min(self.selection.finetune_epochs, 1),
+                finetune_epochs=min(_or(self.selection.finetune_epochs, 1), 1),
             ),
         )
 
 
 _ADAPTER = pydantic.TypeAdapter(JobConfig)
+
+
+def _explicit_schedule_epochs(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with ``selection.epochs`` null where the section sets an explicit
+    schedule key but not ``epochs``: such a config runs exactly its schedule.
+
+    Example:
+      >>> _explicit_schedule_epochs({"selection": {"warmup_epochs": 2}})
+      {'selection': {'warmup_epochs': 2, 'epochs': None}}
+    """
+    selection = data.get("selection") if isinstance(data, Mapping) else None
+    if (
+        isinstance(selection, Mapping)
+        and "epochs" not in selection
+        and any(selection.get(key) is not None for key in EXPLICIT_SCHEDULE_KEYS)
+    ):
+        return {**data, "selection": {**selection, "epochs": None}}
+    return data
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 # --------------------------------------------------------------------------

@@ -5,14 +5,20 @@ Phases (each timed in the report):
 1. ``prepare_data``: load MovieLens 100K, derive features, add the random
    noise fields, split 80/10/10 with the seed, build vocabularies from the
    training split only.
-2. ``train_selected``: fit the gated DCN model with
-   :class:`~seqattn_tfrs.SequentialAttentionCallback` (the validation split is
-   its held-out ``selection_data``), then ``evaluate_selected`` on the test split.
+2. ``train_selected``: fit the gated DCN model for ``selection.epochs`` epochs
+   with :class:`~seqattn_tfrs.SequentialAttentionCallback` (the validation
+   split is its held-out ``selection_data``), then ``evaluate_selected`` on the
+   test split. By default the callback lays warm-up, rounds and fine-tune
+   inside those epochs (``within_fit=True``; checked before training, and
+   refused with a ``ConfigError`` on ``selection.epochs`` when the rounds would
+   be too short); an explicit schedule in the config is passed as it is.
 3. ``train_baseline``: fit the same architecture on all fields without the gate
    for the same number of epochs, then ``evaluate_baseline``. Both models are
    also evaluated on the validation and test splits after every epoch
    (``per_epoch_evaluation``); the report adds the baseline's test metrics at
-   its best validation-AUC epoch (an early-stopped baseline).
+   its best validation-AUC epoch (an early-stopped baseline), and both fits'
+   wall times and their ratio (``fit_time``: each ``model.fit`` call, tracing
+   included, less its per-epoch evaluation), measured in this one process.
 4. ``prune_export``: prune the unselected tables and export a SavedModel for
    TF Serving.
 5. The report: ``report.json`` and ``gates.png`` in the output directory.
@@ -35,6 +41,7 @@ from seqattn_tfrs.movielens import data as movielens
 from seqattn_tfrs.movielens import report as report_lib
 from seqattn_tfrs.movielens.config import (
     FROM_DATA,
+    ConfigError,
     FeatureConfig,
     JobConfig,
     check_budget,
@@ -251,6 +258,71 @@ class _EpochMetrics(tf.keras.callbacks.Callback):
         }
 
 
+def _selection_callback(
+    config: JobConfig,
+    num_rounds: int,
+    steps_per_epoch: int,
+    selection_data: tf.data.Dataset | None,
+) -> tuple[int, seqattn_tfrs.SequentialAttentionCallback]:
+    """The epochs of fit and the selection callback, the schedule checked.
+
+    Raises:
+      ConfigError: on ``selection.epochs``, when the explicit schedule needs
+        more epochs, or the fit-within rounds would get fewer steps than a
+        round needs (the message names the numbers and the epochs needed).
+    """
+    selection = config.selection
+    try:
+        epochs = selection.fit_epochs(num_rounds)
+    except ConfigError as e:
+        raise ConfigError(f"selection.{e.key}", e.reason) from None
+    callback = seqattn_tfrs.SequentialAttentionCallback(
+        **selection.schedule_arguments(),
+        settle_fraction=selection.settle_fraction,
+        selection_data=selection_data,
+        selection_interval=selection.selection_interval,
+        verbose=1,
+    )
+    if selection.within_fit:
+        options = callback.schedule_options
+        try:
+            options.schedule(num_rounds, steps_per_epoch, epochs)
+        except ValueError as e:
+            raise ConfigError(
+                "selection.epochs",
+                f"got epochs={epochs} of {steps_per_epoch} steps, too few for the "
+                f"fit-within schedule's {num_rounds} rounds ({e}); expected "
+                f"epochs >= {_fewest_epochs(options, num_rounds, steps_per_epoch)}, "
+                "or an explicit schedule (warmup_epochs, epochs_per_selection, "
+                "finetune_epochs)",
+            ) from None
+    return epochs, callback
+
+
+def _fewest_epochs(options: Any, num_rounds: int, steps_per_epoch: int) -> int:
+    """The fewest epochs in which the fit-within schedule's rounds fit."""
+    epochs = 1
+    while True:  # a round needs a fixed number of steps, so this ends
+        try:
+            options.schedule(num_rounds, steps_per_epoch, epochs)
+            return epochs
+        except ValueError:
+            epochs += 1
+
+
+def _timed_fit(
+    model: tf.keras.Model,
+    train: tf.data.Dataset,
+    epochs: int,
+    callbacks: list[tf.keras.callbacks.Callback],
+    verbose: int,
+) -> float:
+    """Fits ``model`` for ``epochs`` epochs; returns the fit's wall seconds."""
+    start = time.perf_counter()
+    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    return time.perf_counter() - start
+
+
 def _prune_and_export(
     model: DCNRankingModel,
     output_dir: pathlib.Path,
@@ -301,7 +373,8 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
 
     Raises:
       ConfigError: ``selection.budget_bytes`` holds none of the embedding
-        tables built from the data (checked before training).
+        tables built from the data, or ``selection.epochs`` are too few for the
+        schedule (both checked before training).
     """
     started = time.perf_counter()
     config = config.resolved()
@@ -321,29 +394,24 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
     with _timed(timings, "train_selected"):
         tf.keras.utils.set_random_seed(config.seed)
         model = build_model(config, data.vocabularies, use_gate=True)
+        steps_per_epoch = -(-data.size("train") // config.batch_size)
         # Under a byte budget the gate reserves the rounds, from the tables' sizes.
-        epochs = selection.epochs_for(model.gate.num_rounds)
+        epochs, callback = _selection_callback(
+            config,
+            model.gate.num_rounds,
+            steps_per_epoch,
+            selection_data=val if selection.use_selection_data else None,
+        )
         print(
             f"Data: {data.size('train')} train / {data.size('val')} val / "
             f"{data.size('test')} test ratings from {data.data_dir}; "
-            f"{len(config.all_features)} fields; {epochs} epochs per model.",
+            f"{len(config.all_features)} fields; {epochs} epochs of "
+            f"{steps_per_epoch} steps per model.",
             flush=True,
         )
-        callback = seqattn_tfrs.SequentialAttentionCallback(
-            warmup_epochs=selection.warmup_epochs,
-            epochs_per_selection=selection.epochs_per_selection,
-            finetune_epochs=selection.finetune_epochs,
-            settle_fraction=selection.settle_fraction,
-            selection_data=val if selection.use_selection_data else None,
-            selection_interval=selection.selection_interval,
-            verbose=1,
-        )
         selected_epochs = _EpochMetrics(val, test)
-        model.fit(
-            train,
-            epochs=epochs,
-            callbacks=[callback, selected_epochs],
-            verbose=fit_verbose,
+        selected_fit = _timed_fit(
+            model, train, epochs, [callback, selected_epochs], fit_verbose
         )
     with _timed(timings, "evaluate_selected"):
         selected_metrics = _evaluate(model, test)
@@ -352,8 +420,8 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
         tf.keras.utils.set_random_seed(config.seed)
         baseline = build_model(config, data.vocabularies, use_gate=False)
         baseline_epochs = _EpochMetrics(val, test)
-        baseline.fit(
-            train, epochs=epochs, callbacks=[baseline_epochs], verbose=fit_verbose
+        baseline_fit = _timed_fit(
+            baseline, train, epochs, [baseline_epochs], fit_verbose
         )
     with _timed(timings, "evaluate_baseline"):
         baseline_metrics = _evaluate(baseline, test)
@@ -363,6 +431,12 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
     timings["per_epoch_evaluation"] = round(
         selected_epochs.seconds + baseline_epochs.seconds, 3
     )
+    fit_time = {
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "selected_seconds": round(selected_fit - selected_epochs.seconds, 3),
+        "baseline_seconds": round(baseline_fit - baseline_epochs.seconds, 3),
+    }
 
     tables_before = embedding_table_stats(model)
     round_gates = model.gate.gate_history()
@@ -379,6 +453,8 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
         selected_features=list(model.gate.selected_features),
         noise_features=list(config.noise.names),
         selection_events=callback.events,
+        schedule=model.gate.schedule_record,
+        fit_time=fit_time,
         metrics={
             "baseline": baseline_metrics,
             "baseline_best_val_epoch": baseline_epochs.best_by_val_auc(),
@@ -393,6 +469,7 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
             "data_dir": data.data_dir,
             **{f"{split}_examples": data.size(split) for split in SPLITS},
             "epochs_per_model": epochs,
+            "steps_per_epoch": steps_per_epoch,
         },
     )
     report_lib.write_report(

@@ -55,6 +55,8 @@ def build_report(
     timings: Mapping[str, float],
     data: Mapping[str, Any],
     per_epoch: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
+    schedule: Mapping[str, Any] | None = None,
+    fit_time: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Assembles the job report.
 
@@ -76,6 +78,12 @@ def build_report(
       data: data set facts (sizes, source directory, epochs).
       per_epoch: optional per-model lists of per-epoch validation and test
         metrics (each row's ``"epoch"`` counted from 0).
+      schedule: the gated layer's ``schedule_record`` (``unit``, ``warmup``,
+        ``rounds``, ``per_round``, ``finetune``, ``within_fit``).
+      fit_time: the two fits' wall seconds, measured in the same run:
+        ``selected_seconds`` (the selection run), ``baseline_seconds`` (the
+        all-fields fit of the same ``epochs``), and ``epochs`` and
+        ``steps_per_epoch``; the report adds ``ratio`` (selected / baseline).
 
     Returns:
       A JSON-ready dict, its epochs counted from ``FIRST_EPOCH`` (1).
@@ -106,10 +114,23 @@ def build_report(
             "parameter_fraction_kept": after / before if before else None,
         },
         "export": None if export is None else dict(export),
+        "schedule": None if schedule is None else dict(schedule),
+        "fit_time": None if fit_time is None else _with_ratio(fit_time),
         "timings_seconds": dict(timings),
         "data": dict(data),
         "config": config.to_dict(),
     }
+
+
+def _with_ratio(fit_time: Mapping[str, float]) -> dict[str, Any]:
+    """``fit_time`` with ``ratio``: the selection run's fit over the baseline's.
+
+    Example:
+      >>> _with_ratio({"selected_seconds": 3.0, "baseline_seconds": 2.0})["ratio"]
+      1.5
+    """
+    ratio = fit_time["selected_seconds"] / fit_time["baseline_seconds"]
+    return {**fit_time, "ratio": round(ratio, 3)}
 
 
 def field_table(
@@ -164,6 +185,11 @@ def format_report(report: Mapping[str, Any]) -> str:
       ...                                     "bytes": 80},
       ...                          "after": {"tables": 1, "parameters": 10,
       ...                                    "bytes": 40}},
+      ...     "schedule": {"unit": "steps", "warmup": 4, "rounds": 1,
+      ...                  "per_round": 32, "finetune": 4, "within_fit": True},
+      ...     "fit_time": {"epochs": 4, "steps_per_epoch": 10,
+      ...                  "selected_seconds": 1.1, "baseline_seconds": 1.0,
+      ...                  "ratio": 1.1},
       ...     "export": None, "timings_seconds": {"total": 1.5}}))
       ... # doctest: +NORMALIZE_WHITESPACE
       Selected features (in pick order)
@@ -172,6 +198,13 @@ def format_report(report: Mapping[str, Any]) -> str:
       Test metrics                AUC  log loss
         baseline (all)         0.7000    0.6000
         selected               0.7500    0.5500
+      <BLANKLINE>
+      Schedule (fit-within, in steps): warm-up 4, 1 round x 32, fine-tune 4
+      <BLANKLINE>
+      Fit wall time (s), both 4 epochs of 10 steps
+        selection run             1.1
+        baseline (all fields)     1.0
+        ratio                   x1.10
       <BLANKLINE>
       Embedding tables  tables  parameters      bytes
         before               2          20       80 B
@@ -197,6 +230,26 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"  {label:<22}{m['auc']:>9.4f}{m['log_loss']:>10.4f}")
     if "baseline_best_val_epoch" in metrics:
         lines.append("  * the baseline's epoch with the best validation AUC")
+    schedule = report.get("schedule")
+    if schedule:
+        kind = "fit-within" if schedule["within_fit"] else "explicit"
+        rounds = f"{schedule['rounds']} round{'s' * (schedule['rounds'] != 1)}"
+        lines += [
+            "",
+            f"Schedule ({kind}, in {schedule['unit']}): warm-up "
+            f"{schedule['warmup']}, {rounds} x {schedule['per_round']}, "
+            f"fine-tune {schedule['finetune']}",
+        ]
+    fit_time = report.get("fit_time")
+    if fit_time:
+        lines += [
+            "",
+            f"Fit wall time (s), both {fit_time['epochs']} epochs of "
+            f"{fit_time['steps_per_epoch']} steps",
+            f"  {'selection run':<22}{fit_time['selected_seconds']:>7.1f}",
+            f"  {'baseline (all fields)':<22}{fit_time['baseline_seconds']:>7.1f}",
+            f"  {'ratio':<22}{'x' + format(fit_time['ratio'], '.2f'):>7}",
+        ]
     tables = report["embedding_tables"]
     lines += [
         "",
