@@ -65,15 +65,9 @@ flags.DEFINE_string(
 )
 
 
-def run_one(problem, seed: int, heldout: bool) -> dict:
-    import planted
-    import tensorflow as tf
-
-    import seqattn_tfrs
-
-    kind, answer = problem.kind, problem.answer
-    names, k = problem.names, answer["k"]
-    layer_options = {"num_selected": k}
+def options_from_flags() -> tuple[dict, dict]:
+    """The layer's and the callback's non-default options given as flags."""
+    layer_options = {}
     if FLAGS.attention_signal:
         layer_options["attention_signal"] = FLAGS.attention_signal
     callback_options = {}
@@ -81,6 +75,30 @@ def run_one(problem, seed: int, heldout: bool) -> dict:
         callback_options["epochs_per_selection"] = FLAGS.epochs_per_selection
     if FLAGS.settle_fraction is not None:
         callback_options["settle_fraction"] = FLAGS.settle_fraction
+    return layer_options, callback_options
+
+
+def run_one(
+    problem,
+    seed: int,
+    heldout: bool,
+    *,
+    optimizer: str = "adam",
+    batch_size: int = 128,
+    layer_options: dict | None = None,
+    callback_options: dict | None = None,
+) -> dict:
+    """One selection run at the library's defaults (but the options given);
+    the scores of its picks (``generator.score_picks``), order and fit time."""
+    import planted
+    import tensorflow as tf
+
+    import seqattn_tfrs
+
+    kind, answer = problem.kind, problem.answer
+    names, k = problem.names, answer["k"]
+    layer_options = {"num_selected": k, **(layer_options or {})}
+    callback_options = dict(callback_options or {})
 
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(seed)
@@ -91,15 +109,15 @@ def run_one(problem, seed: int, heldout: bool) -> dict:
         model, layer = planted.linear_model(names, **layer_options)
         loss = "mse"
     rates = "ctr" if kind == "ctr" else "omp"
-    model.compile(planted.make_optimizer(rates, FLAGS.optimizer), loss)
+    model.compile(planted.make_optimizer(rates, optimizer), loss)
 
     def data(rows):
         features = {f: problem.features[f][rows] for f in names}
         return tf.data.Dataset.from_tensor_slices((features, problem.labels[rows]))
 
     split = problem.train_rows
-    train = data(slice(0, split)).shuffle(split, seed=seed).batch(FLAGS.batch_size)
-    held = data(slice(split, None)).batch(FLAGS.batch_size)
+    train = data(slice(0, split)).shuffle(split, seed=seed).batch(batch_size)
+    held = data(slice(split, None)).batch(batch_size)
     callback = seqattn_tfrs.SequentialAttentionCallback(
         finetune_epochs=0,
         selection_data=held if heldout else None,
@@ -159,7 +177,18 @@ def run(argv) -> None:
                 record["settings"] = settings
                 record["rows"] = len(problem.labels)
                 record["fields"] = len(problem.names)
-                record.update(run_one(problem, seed, source == "heldout"))
+                layer_options, callback_options = options_from_flags()
+                record.update(
+                    run_one(
+                        problem,
+                        seed,
+                        source == "heldout",
+                        optimizer=FLAGS.optimizer,
+                        batch_size=FLAGS.batch_size,
+                        layer_options=layer_options,
+                        callback_options=callback_options,
+                    )
+                )
                 record["problem_text"] = describe(problem.answer)
                 print(
                     f"{FLAGS.kind} p{problem_seed:02d} s{seed} {source:7s} "
