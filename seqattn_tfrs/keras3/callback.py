@@ -9,7 +9,7 @@ import keras
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
 from seqattn_tfrs.core.schedule import SelectionSchedule
-from seqattn_tfrs.keras3 import heldout
+from seqattn_tfrs.keras3 import dependence_check, heldout
 from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
 
 
@@ -32,6 +32,14 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     unselected gates at exactly 0. It changes only variable values at step or
     epoch boundaries, so the compiled step is never retraced; on JAX it calls
     ``model.jax_state_sync()`` before reading or writing them mid-epoch.
+
+    With ``selection_data``, before training the callback also runs the model
+    forward on up to 50,000 of its rows and finds which features are exact
+    functions of others (``layer.functional_dependencies``). A round passes
+    over a candidate that groups the rows exactly as a selected feature does
+    (a copy under another name, a re-coding of its ids): its table can add
+    nothing the selected one's cannot. A one-way function (a coarsening, a
+    user attribute next to the user id) still competes: it pools rare values.
 
     Args:
       warmup_epochs: dense epochs before the first round.
@@ -197,6 +205,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         }
         self._picked = {id(g): g.record().num_picked for g in self._layers}
         if self.selection_data is not None:
+            self._check_dependence()
             self._heldout_batches = heldout.batches(self.selection_data)
             self._heldout_step = heldout.make_step(self.model, self._layers)
 
@@ -236,6 +245,26 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             )
 
     # -------------------------------------------------------------- logic
+    def _check_dependence(self) -> None:
+        """Finds which features are functions of others on ``selection_data``
+        (once per layer: the result is in the layer's variables)."""
+        unchecked = [
+            layer
+            for layer in self._layers
+            if layer.functional_dependencies is None and not layer.selection_complete
+        ]
+        dependence_check.check_functional_dependence(
+            self.model, unchecked, self.selection_data
+        )
+        if self.verbose:
+            for layer in unchecked:
+                print(
+                    f"SequentialAttention [{layer.name}] functions of other "
+                    f"features (copies are passed over once one is selected): "
+                    f"{layer.functional_dependencies}",
+                    flush=True,
+                )
+
     def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
         """Whether a held-out step teaches ``layer`` now: its logits learn
         (selecting), or its ``entry_z`` score test collects (settling)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -14,7 +15,7 @@ from seqattn_tfrs.core import signals
 from seqattn_tfrs.core.modes import DENSE
 from seqattn_tfrs.core.ops import NUMPY
 from seqattn_tfrs.core.options import AttentionOptions
-from seqattn_tfrs.keras3 import arguments, learning, tables
+from seqattn_tfrs.keras3 import arguments, dependence_check, learning, tables
 
 
 @keras.saving.register_keras_serializable(package="seqattn_tfrs")
@@ -121,6 +122,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.heldout_pass = False  # set while the callback traces a held-out step
         # Each feature's embedding width, seen when called (for pruning).
         self.output_widths: dict[str, int] = dict(pruned)
+        # Raw inputs of eager calls while `recording_inputs` is active; set
+        # without Keras's attribute tracking (it would wrap the list).
+        object.__setattr__(self, "_recorded_inputs", None)
 
     # ------------------------------------------------------------------ state
     def build(self, input_shape: Any = None) -> None:
@@ -169,6 +173,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.budget_closed = state("budget_closed", (), "int32", 0)
         rows = self.spec.history_rows(self.num_rounds)
         self.round_gates = state("round_gates", (rows, n))
+        # [c, s] = 1: feature c is a function of feature s on the rows the
+        # callback checked (core.dependence); all 0 until a check ran.
+        self.dependence = state("functional_dependence", (n, n))
+        self.dependence_checked = state("dependence_checked", (), "int32", 0)
         if self._pruned_widths:  # a pruned layer: the kept features are selected
             index = {name: i for i, name in enumerate(self._feature_names)}
             kept = [index[name] for name in self.kept_features]
@@ -252,6 +260,25 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             return f"{count} of {self.num_selected} features"
         return f"{count} features within a budget of {self.budget_bytes} bytes"
 
+    @property
+    def functional_dependencies(self) -> dict[str, tuple[str, ...]] | None:
+        """Per feature, the features it is a function of on ``selection_data``
+        (only features with any; None before a check). A round passes over a
+        copy (each a function of the other) of a selected feature.
+
+        On JAX during ``fit``, call ``model.jax_state_sync()`` first.
+        """
+        self._ensure_built()
+        if int(keras.ops.convert_to_numpy(self.dependence_checked)) == 0:
+            return None
+        matrix = keras.ops.convert_to_numpy(self.dependence) > 0
+        names = self._feature_names
+        return {
+            names[c]: tuple(names[s] for s in np.flatnonzero(matrix[c]))
+            for c in range(len(names))
+            if matrix[c].any()
+        }
+
     def entry_evidence(self) -> dict[str, float]:
         """Per feature, this round's score statistic so far (see ``entry_z``):
         how many standard errors say raising its gate lowers the loss.
@@ -323,6 +350,12 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 f"{self.name}: feature(s) {missing} missing from the inputs; got "
                 f"keys {sorted(features)}."
             )
+        if self._recorded_inputs is not None:
+            rows = {
+                n: dependence_check.row_values(features[n]) for n in self.kept_features
+            }
+            if all(value is not None for value in rows.values()):
+                self._recorded_inputs.append(rows)
         if self._distributed:
             embedded = self.embeddings({n: features[n] for n in self.kept_features})
         else:
@@ -408,6 +441,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             num_rounds=self.num_rounds,
             costs=list(self.feature_costs().values()),
             entry_scores=entry,
+            dependence=keras.ops.convert_to_numpy(self.dependence) > 0,
         )
         self.selected_mask.assign(record.selected.astype(np.float32))
         self.selection_order.assign(record.order.astype(np.int32))
@@ -418,6 +452,36 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             if variable is not self.learning_state[4]:  # keep the NaN count
                 variable.assign(np.zeros(variable.shape, np.float32))
         return [self._feature_names[i] for i in picks]
+
+    def set_functional_dependence(self, dependence: np.ndarray) -> None:
+        """Stores ``[N, N]`` booleans, ``[c, s]``: ``c`` is a function of ``s``
+        (:func:`seqattn_tfrs.core.dependence.functional_dependence`), and marks
+        the layer checked.
+
+        Raises:
+          ValueError: ``dependence`` is not ``[N, N]``.
+        """
+        n = len(self._feature_names)
+        dependence = np.asarray(dependence)
+        if dependence.shape != (n, n):
+            raise ValueError(
+                f"{self.name}: `dependence` must have shape ({n}, {n}) (one row "
+                f"and column per feature), got {dependence.shape}."
+            )
+        self._ensure_built()
+        self.dependence.assign(dependence.astype(np.float32))
+        self.dependence_checked.assign(1)
+
+    @contextlib.contextmanager
+    def recording_inputs(self) -> Iterator[list[dict[str, np.ndarray]]]:
+        """While active, each eager call appends its raw inputs (numpy, keyed by
+        feature) to the list; traced calls append nothing."""
+        recorded: list[dict[str, np.ndarray]] = []
+        object.__setattr__(self, "_recorded_inputs", recorded)
+        try:
+            yield recorded
+        finally:
+            object.__setattr__(self, "_recorded_inputs", None)
 
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:

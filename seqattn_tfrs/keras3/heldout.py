@@ -17,23 +17,29 @@ import keras
 import numpy as np
 
 
-def batches(data: Any) -> Iterator[Any]:
-    """Cycles forever over ``data``'s batches, as numpy structures.
+def one_pass(data: Any) -> Iterator[Any]:
+    """``data``'s batches once, as numpy structures.
 
     ``data``: a ``tf.data.Dataset`` or any re-iterable of batches (a list, a
     ``keras.utils.PyDataset``), each ``(x, y)`` or ``(x, y, sample_weight)``.
     """
+    if hasattr(data, "as_numpy_iterator"):
+        source: Iterable[Any] = data.as_numpy_iterator()
+    elif isinstance(data, keras.utils.PyDataset):
+        source = (data[i] for i in range(len(data)))
+    else:
+        source = data
+    for batch in source:
+        yield keras.tree.map_structure(np.asarray, batch)
+
+
+def batches(data: Any) -> Iterator[Any]:
+    """Cycles forever over ``data``'s batches (see :func:`one_pass`)."""
     while True:
-        if hasattr(data, "as_numpy_iterator"):
-            source: Iterable[Any] = data.as_numpy_iterator()
-        elif isinstance(data, keras.utils.PyDataset):
-            source = (data[i] for i in range(len(data)))
-        else:
-            source = data
         empty = True
-        for batch in source:
+        for batch in one_pass(data):
             empty = False
-            yield keras.tree.map_structure(np.asarray, batch)
+            yield batch
         if empty:
             raise ValueError(
                 "`selection_data` yielded no batch; expected held-out batches."

@@ -349,6 +349,92 @@ def budget() -> dict:
     }
 
 
+def recoding_problem(rows: int = 3840, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """A strong field and its re-coding, two weaker fields, a noise field."""
+    rng = np.random.default_rng(seed)
+    strong = rng.integers(0, 8, rows)
+    medium = rng.integers(0, 5, rows)
+    weak = rng.integers(0, 4, rows)
+    logit = (
+        rng.normal(0, 1.5, 8)[strong]
+        + rng.normal(0, 1.0, 5)[medium]
+        + rng.normal(0, 0.6, 4)[weak]
+    )
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    columns = {
+        "strong": strong,
+        "recoded": rng.permutation(8)[strong],
+        "medium": medium,
+        "weak": weak,
+        "noise": rng.integers(0, 50, rows),
+    }
+    return {k: v.astype(np.int32) for k, v in columns.items()}, y
+
+
+def dependence() -> dict:
+    """A field and its re-coding: the callback finds the pair on
+    `selection_data` (and checks nothing without it), and the layer's commit
+    passes over the copy of a selected feature."""
+    columns, y = recoding_problem()
+    pair = {"strong": ("recoded",), "recoded": ("strong",)}
+
+    def fit(selection_data: bool) -> tuple[keras.Model, SequentialAttentionEmbedding]:
+        keras.utils.set_random_seed(0)
+        # Two picks in one round: the copies share the largest logits.
+        model, gate = ctr_model(columns, num_selected=2, selections_per_round=2)
+        model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+        callback = SequentialAttentionCallback(
+            warmup_epochs=1,
+            epochs_per_selection=1,
+            finetune_epochs=0,
+            selection_data=(
+                batches(columns, y, slice(2560, None), 128) if selection_data else None
+            ),
+            verbose=0,
+        )
+        train = {k: v[:2560] for k, v in columns.items()}
+        model.fit(
+            train, y[:2560], batch_size=128, epochs=2, callbacks=[callback], verbose=0
+        )
+        return model, gate
+
+    model, checked = fit(selection_data=True)
+    assert checked.functional_dependencies == pair, checked.functional_dependencies
+    selected = list(checked.selected_features)
+    assert not {"strong", "recoded"} <= set(selected), selected
+    path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    model.save(path)  # the check's result is state: it survives a restart
+    loaded = keras.models.load_model(path).get_layer(checked.name)
+    assert loaded.functional_dependencies == pair, loaded.functional_dependencies
+    _, unchecked = fit(selection_data=False)
+    assert unchecked.functional_dependencies is None
+
+    # The layer's own commit, on hand-set logits (the copy's second largest).
+    logits = np.array([3.0, 2.0, 1.0, 0.5, 0.0], np.float32)
+    found = keras.ops.convert_to_numpy(checked.dependence) > 0
+    picks = {}
+    for name, matrix in (("with", found), ("without", None)):
+        gate = SequentialAttentionEmbedding(
+            {n: keras.layers.Embedding(50, 4) for n in columns}, num_selected=3
+        )
+        gate.build(None)
+        if matrix is not None:
+            gate.set_functional_dependence(matrix)
+        picks[name] = []
+        for _ in range(2):
+            gate.attention_logits.assign(logits)  # each commit zeroes them
+            picks[name] += gate.commit_round()
+    assert picks == {
+        "with": ["strong", "medium"],
+        "without": ["strong", "recoded"],
+    }, picks
+    return {
+        "dependencies": checked.functional_dependencies,
+        "selected": selected,
+        "commits": picks,
+    }
+
+
 def doctests() -> dict:
     """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
     import doctest

@@ -4,7 +4,7 @@ Each backend runs ``scenarios.py`` in a subprocess of its own (Keras 3 reads
 ``KERAS_BACKEND`` at import, and this suite's conftest makes ``tf.keras``
 Keras 2), both at once. PyTorch is not in the suite (about 4 minutes on 2 cores in
 eager mode); ``KERAS_BACKEND=torch python tests/keras3/scenarios.py omp ctr
-distributed config budget doctests`` runs the same scenarios by hand, all but
+distributed config budget dependence doctests`` runs the same scenarios by hand, all but
 the export, which fails inside Keras (see docs/keras3.md).
 """
 
@@ -26,6 +26,7 @@ SCENARIOS = [
     "distributed",
     "config",
     "budget",
+    "dependence",
     "doctests",
 ]
 BACKENDS = ["jax", "tensorflow"]
@@ -81,3 +82,12 @@ def test_export_signature_takes_only_the_kept_features(runs):
         record = runs[backend]["prune_export"]
         assert "match" in record["loader"], record
         assert not record["dropped_weights_left"], record
+
+
+def test_both_backends_find_the_recoding(runs):
+    for backend in BACKENDS:
+        record = runs[backend]["dependence"]
+        assert record["dependencies"] == {
+            "strong": ["recoded"],
+            "recoded": ["strong"],
+        }, record

@@ -1,0 +1,106 @@
+"""The Keras 3 callback's check of which features are functions of others.
+
+Runs the model forward eagerly (``model(x, training=False)``, outside ``fit``'s
+compiled step) on up to ``max_rows`` rows of ``selection_data``; each gate
+records its raw inputs, and stores which feature is a function of which
+(:mod:`seqattn_tfrs.core.dependence`). A plain forward call updates no metric
+and no weight. A selection round then passes over a candidate that groups the
+rows exactly as a selected feature does (``core.selection.commit_round``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from seqattn_tfrs.core import dependence
+from seqattn_tfrs.keras3 import heldout
+
+MAX_ROWS = 50_000
+
+
+def row_values(value: Any) -> np.ndarray | None:
+    """An input's values as numpy, one entry per row (a ragged row as its text);
+    None while traced (a symbolic build, a compiled JAX, TensorFlow or torch
+    step), where there are no values to read.
+
+    Example:
+      >>> row_values(np.array([[1, 2], [3, 4]])).tolist()
+      [[1, 2], [3, 4]]
+    """
+    if keras.backend.is_keras_tensor(value):
+        return None
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return None
+        if isinstance(value, tf.RaggedTensor):
+            return np.array([repr(row) for row in value.to_list()])
+    elif backend == "jax":
+        import jax
+
+        if isinstance(value, jax.core.Tracer):
+            return None
+    elif backend == "torch":
+        import torch
+
+        if torch.compiler.is_compiling():
+            return None
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def check_functional_dependence(
+    model: keras.Model,
+    layers: Sequence[Any],
+    data: Any,
+    max_rows: int = MAX_ROWS,
+) -> dict[str, int]:
+    """Finds, per gate, the features that are functions of others on ``data``
+    and stores them in the gate (``set_functional_dependence``).
+
+    Args:
+      model: the model the gates are part of.
+      layers: unpruned ``SequentialAttentionEmbedding`` gates to check.
+      data: ``selection_data``: a ``tf.data.Dataset`` or a re-iterable of
+        ``(x, y)`` batches (see :func:`seqattn_tfrs.keras3.heldout.one_pass`).
+      max_rows: stop after the batch that reaches this many rows.
+
+    Returns:
+      The rows checked, per layer name.
+
+    Raises:
+      RuntimeError: a layer was not called on ``data``'s batches.
+    """
+    if not layers:
+        return {}
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        records = [stack.enter_context(layer.recording_inputs()) for layer in layers]
+        for batch in heldout.one_pass(data):
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(batch))
+            model(x, training=False)
+            rows += len(keras.tree.flatten(x)[0])
+            if rows >= max_rows:
+                break
+    checked = {}
+    for layer, recorded in zip(layers, records):
+        if not recorded:
+            raise RuntimeError(
+                f"{layer.name} was not called eagerly on `selection_data`'s "
+                "batches, so the callback cannot check which of its features are "
+                "functions of others; expected batches that `model(x)` feeds "
+                "through the layer."
+            )
+        codes = [
+            dependence.factorize(np.concatenate([batch[name] for batch in recorded]))
+            for name in layer.feature_names
+        ]
+        layer.set_functional_dependence(dependence.functional_dependence(codes))
+        checked[layer.name] = len(codes[0]) if codes else 0
+    return checked
