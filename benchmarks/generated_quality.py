@@ -37,10 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import collections  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from generated_run import run_one  # noqa: E402
 from generator import describe, generate_problem, score_picks  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -76,65 +76,6 @@ def options_from_flags() -> tuple[dict, dict]:
     if FLAGS.settle_fraction is not None:
         callback_options["settle_fraction"] = FLAGS.settle_fraction
     return layer_options, callback_options
-
-
-def run_one(
-    problem,
-    seed: int,
-    heldout: bool,
-    *,
-    optimizer: str = "adam",
-    batch_size: int = 128,
-    layer_options: dict | None = None,
-    callback_options: dict | None = None,
-) -> dict:
-    """One selection run at the library's defaults (but the options given);
-    the scores of its picks (``generator.score_picks``), order and fit time."""
-    import planted
-    import tensorflow as tf
-
-    import seqattn_tfrs
-
-    kind, answer = problem.kind, problem.answer
-    names, k = problem.names, answer["k"]
-    layer_options = {"num_selected": k, **(layer_options or {})}
-    callback_options = dict(callback_options or {})
-
-    tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(seed)
-    if kind == "ctr":
-        model, layer = planted.ctr_model(problem.features, **layer_options)
-        loss = "binary_crossentropy"
-    else:
-        model, layer = planted.linear_model(names, **layer_options)
-        loss = "mse"
-    rates = "ctr" if kind == "ctr" else "omp"
-    model.compile(planted.make_optimizer(rates, optimizer), loss)
-
-    def data(rows):
-        features = {f: problem.features[f][rows] for f in names}
-        return tf.data.Dataset.from_tensor_slices((features, problem.labels[rows]))
-
-    split = problem.train_rows
-    train = data(slice(0, split)).shuffle(split, seed=seed).batch(batch_size)
-    held = data(slice(split, None)).batch(batch_size)
-    callback = seqattn_tfrs.SequentialAttentionCallback(
-        finetune_epochs=0,
-        selection_data=held if heldout else None,
-        verbose=0,
-        **callback_options,
-    )
-    epochs = callback.schedule_length(layer.num_rounds)
-    start = time.perf_counter()
-    model.fit(train, epochs=epochs, callbacks=[callback], verbose=0)
-    seconds = time.perf_counter() - start
-    order = list(layer.selected_features)
-    return {
-        **score_picks(answer, order),
-        "order": order,
-        "seconds": round(seconds, 1),
-        "epochs": epochs,
-    }
 
 
 def key(record: dict) -> tuple:

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-from generated_quality import run_one  # noqa: E402
+from generated_run import run_one  # noqa: E402
 from generator import generate_problem  # noqa: E402
 
 CASES = [

@@ -1,0 +1,70 @@
+"""One selection run of the library's defaults on a generated problem.
+
+Shared by ``generated_quality.py`` (the sweep) and the tests of a slice of it
+(``tests/test_generated_quality.py``); defines no command-line flags.
+"""
+
+from __future__ import annotations
+
+import time
+
+from generator import score_picks
+
+
+def run_one(
+    problem,
+    seed: int,
+    heldout: bool,
+    *,
+    optimizer: str = "adam",
+    batch_size: int = 128,
+    layer_options: dict | None = None,
+    callback_options: dict | None = None,
+) -> dict:
+    """One selection run at the library's defaults (but the options given);
+    the scores of its picks (``generator.score_picks``), order and fit time."""
+    import planted
+    import tensorflow as tf
+
+    import seqattn_tfrs
+
+    kind, answer = problem.kind, problem.answer
+    names, k = problem.names, answer["k"]
+    layer_options = {"num_selected": k, **(layer_options or {})}
+    callback_options = dict(callback_options or {})
+
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(seed)
+    if kind == "ctr":
+        model, layer = planted.ctr_model(problem.features, **layer_options)
+        loss = "binary_crossentropy"
+    else:
+        model, layer = planted.linear_model(names, **layer_options)
+        loss = "mse"
+    rates = "ctr" if kind == "ctr" else "omp"
+    model.compile(planted.make_optimizer(rates, optimizer), loss)
+
+    def data(rows):
+        features = {f: problem.features[f][rows] for f in names}
+        return tf.data.Dataset.from_tensor_slices((features, problem.labels[rows]))
+
+    split = problem.train_rows
+    train = data(slice(0, split)).shuffle(split, seed=seed).batch(batch_size)
+    held = data(slice(split, None)).batch(batch_size)
+    callback = seqattn_tfrs.SequentialAttentionCallback(
+        finetune_epochs=0,
+        selection_data=held if heldout else None,
+        verbose=0,
+        **callback_options,
+    )
+    epochs = callback.schedule_length(layer.num_rounds)
+    start = time.perf_counter()
+    model.fit(train, epochs=epochs, callbacks=[callback], verbose=0)
+    seconds = time.perf_counter() - start
+    order = list(layer.selected_features)
+    return {
+        **score_picks(answer, order),
+        "order": order,
+        "seconds": round(seconds, 1),
+        "epochs": epochs,
+    }
