@@ -12,6 +12,7 @@ from seqattn_tfrs import (
     dependence_check,
 )
 from seqattn_tfrs import heldout as heldout_lib
+from seqattn_tfrs.core import modes
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
@@ -60,9 +61,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
       finetune_epochs: minimum epochs after the last pick.
       steps_per_selection: if given, rounds last this many training steps
         instead of epochs (warm-up and fine-tune still count epochs).
-      settle_fraction: the first part of every round after the first in which
-        the model trains on the selected features alone (the other gates are
-        0) and the logits do not learn. The logits then learn what each
+      settle_fraction: the first part of every round, in which the logits do
+        not learn and the model trains on the selected features alone (the
+        other gates are 0) - in the first round, with nothing selected yet,
+        on all of them (gates 1), so its logits learn for as long as every
+        other round's. The logits then learn what each
         candidate adds to a model fitted to the selected set, as Orthogonal
         Matching Pursuit scores candidates against the residual of the
         selected ones. Without it, the model still splits what a committed
@@ -244,6 +247,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
+        self._early_settle: dict[int, bool] = {}
         self._refresh_mirrors()
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
@@ -386,7 +390,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
         """Whether a held-out step now teaches ``layer`` something (never once
         its selection is complete: the fine-tune)."""
-        if self._complete[id(layer)]:
+        if self._complete[id(layer)] or self._early_settle.get(id(layer)):
             return False
         return layer.collects_evidence(self._modes[id(layer)])
 
@@ -457,8 +461,17 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 progress = into_round * self._steps_per_epoch + steps_into_unit
             else:
                 progress = into_round  # whole epochs when steps are unknown
-            settling = progress < self._settle_units and self._has_selected[id(layer)]
-            mode = schedule.mode(units, settling=settling)
+            mode = schedule.mode(
+                units,
+                in_settle=progress < self._settle_units,
+                any_selected=self._has_selected[id(layer)],
+            )
+            # The score test counts only the settle's second half, once the
+            # model has adapted to the last pick.
+            early = mode == modes.SETTLING and progress < self._settle_units // 2
+            if self._early_settle.get(id(layer)) and not early:
+                layer.reset_evidence()
+            self._early_settle[id(layer)] = early
             if self._modes.get(id(layer)) != mode:
                 self._wait_for_scheduled_steps()
                 layer.set_gate_mode(mode)

@@ -344,15 +344,14 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         """Per feature, the features it is a function of on ``selection_data``
         (only features with any; None before a check). A round passes over a
         copy (each a function of the other) of a selected feature."""
-        state = self._state()
+        state, names = self._state(), self._feature_names
         if int(state.dependence_checked.numpy()) == 0:
             return None
         matrix = state.dependence.numpy() > 0
-        names = self._feature_names
         return {
-            names[c]: tuple(names[s] for s in np.flatnonzero(matrix[c]))
-            for c in range(len(names))
-            if matrix[c].any()
+            names[c]: tuple(names[s] for s in np.flatnonzero(row))
+            for c, row in enumerate(matrix)
+            if row.any()
         }
 
     def entry_evidence(self) -> dict[str, float]:
@@ -400,16 +399,13 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         picks = self._state().commit_round(costs, require_learning)
         return [self._feature_names[i] for i in picks]
 
+    def reset_evidence(self) -> None:
+        """Zeroes the round's ``entry_z`` evidence so far (no-op without it)."""
+        self._state().reset_evidence()
+
     def set_functional_dependence(self, dependence: np.ndarray) -> None:
         """Stores ``[N, N]`` booleans, ``[c, s]``: ``c`` is a function of ``s``
         (:func:`seqattn_tfrs.core.dependence.functional_dependence`)."""
-        n = len(self._feature_names)
-        dependence = np.asarray(dependence)
-        if dependence.shape != (n, n):
-            raise ValueError(
-                f"{self.name}: `dependence` must have shape ({n}, {n}) (one row "
-                f"and column per feature), got {dependence.shape}."
-            )
         self._state().set_dependence(dependence)
 
     @contextlib.contextmanager

@@ -58,13 +58,20 @@ def gate_and_learn(
                 else tf.equal(state.learn_from_fit_batches, 1)
             )
 
-            def gradients():
+            def gradients(centered=False):
                 """Per feature ``[B, d]`` column gradients, and per example the
                 gate gradients ``[B, N]``; built only inside the conds below,
-                so steps in which nothing learns never compute them."""
+                so steps in which nothing learns never compute them. With
+                ``centered``, of each embedding less its batch mean (a shift
+                the model's own biases can make carries no information)."""
+
+                def centre(v):
+                    v = tf.cast(v, tf.float32)
+                    return v - tf.reduce_mean(v, axis=0) if centered else v
+
                 columns = [
                     tf.reshape(
-                        tf.cast(u, tf.float32) * tf.cast(v, tf.float32),
+                        tf.cast(u, tf.float32) * centre(v),
                         [tf.shape(v)[0], -1],
                     )
                     for u, v in zip(upstream, values)
@@ -95,7 +102,9 @@ def gate_and_learn(
                 # The score test: with the candidates' gates at 0 (settling),
                 # does raising one lower the loss of the selected model?
                 def evidence():
-                    return tf.stack(signals.evidence_sums(TF, *gradients()))
+                    return tf.stack(
+                        signals.evidence_sums(TF, *gradients(centered=True))
+                    )
 
                 sums = tf.cond(  # computed only while settling
                     tf.logical_and(state.settling(), learn),

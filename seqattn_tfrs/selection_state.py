@@ -236,17 +236,28 @@ class SelectionState:
         self._reset_round()
         return picks
 
+    def reset_evidence(self) -> None:
+        """Zeroes the round's score-test sums (if ``entry_z`` keeps them)."""
+        if self.score_sum is not None:
+            self.score_sum.assign(tf.zeros_like(self.score_sum))
+            self.score_squares.assign(tf.zeros_like(self.score_squares))
+
     def set_dependence(self, dependence: np.ndarray) -> None:
         """Stores the ``[N, N]`` functional dependence found on data."""
-        self.dependence.assign(np.asarray(dependence, np.float32))
+        n = len(self.spec.feature_names)
+        dependence = np.asarray(dependence)
+        if dependence.shape != (n, n):
+            raise ValueError(
+                f"{self.spec.layer_name}: `dependence` must have shape ({n}, {n}) "
+                f"(one row and column per feature), got {dependence.shape}."
+            )
+        self.dependence.assign(dependence.astype(np.float32))
         self.dependence_checked.assign(1)
 
     def _reset_round(self) -> None:
         """Zeroes the logits and their update state for the next round."""
         self.logits.assign(tf.zeros_like(self.logits))
         self.momentum.assign(tf.zeros_like(self.momentum))
-        if self.score_sum is not None:
-            self.score_sum.assign(tf.zeros_like(self.score_sum))
-            self.score_squares.assign(tf.zeros_like(self.score_squares))
+        self.reset_evidence()
         self.second_moment.assign(0.0)
         self.logit_steps.assign(0.0)

@@ -56,21 +56,32 @@ class SelectionSchedule:
         """Whole units of the current round completed (after the warm-up)."""
         return (completed_units - self.warmup) % self.per_round
 
-    def mode(self, completed_units: int, *, settling: bool) -> int:
+    def mode(self, completed_units: int, *, in_settle: bool, any_selected: bool) -> int:
         """The gate mode of the unit after ``completed_units``.
 
-        ``DENSE`` in the warm-up; afterwards ``SETTLING`` when the caller says
-        the round is still settling, else ``SELECTING`` (after the last pick
-        the layer itself zeroes the unselected gates whatever the mode).
+        ``DENSE`` in the warm-up. In a round's settle part (``in_settle``, the
+        caller's count): ``SETTLING`` once anything is selected, else
+        ``DENSE`` - before the first pick there is nothing to settle on, and
+        the first round's logits learn for as long as every other round's.
+        Otherwise ``SELECTING`` (after the last pick the layer itself zeroes
+        the unselected gates whatever the mode).
 
         Example:
           >>> s = SelectionSchedule(warmup=1, per_round=2, finetune=0, num_rounds=1)
-          >>> s.mode(0, settling=False), s.mode(1, settling=True)
-          (0, 2)
+          >>> s.mode(0, in_settle=False, any_selected=False)
+          0
+          >>> s.mode(1, in_settle=True, any_selected=False)
+          0
+          >>> s.mode(1, in_settle=True, any_selected=True)
+          2
+          >>> s.mode(1, in_settle=False, any_selected=False)
+          1
         """
         if self.in_warmup(completed_units):
             return modes.DENSE
-        return modes.SETTLING if settling else modes.SELECTING
+        if in_settle:
+            return modes.SETTLING if any_selected else modes.DENSE
+        return modes.SELECTING
 
 
 # The fewest training steps a selection round may have when the schedule is

@@ -53,8 +53,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         explicit schedule arguments above.
       warmup_fraction: with ``within_fit``, the warm-up's share of the steps.
       finetune_fraction: with ``within_fit``, the fine-tune's least share.
-      settle_fraction: the first part of every round after the first in which
-        the logits do not learn and the other gates are 0, in ``[0, 1)``.
+      settle_fraction: the first part of every round, in which the logits do
+        not learn and the other gates are 0 (1 in the first round, before any
+        pick), in ``[0, 1)``.
       selection_data: optional held-out batches (a ``tf.data.Dataset`` or a
         re-iterable of ``(x, y)`` batches); the logits then learn only from
         the loss on them, every ``selection_interval`` training steps.
@@ -335,10 +336,11 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 progress = into_round
             else:
                 progress = into_round * self._steps_per_epoch + steps_into_unit
-            settling = (
-                progress < self._settle_units[id(layer)] and self._picked[id(layer)] > 0
+            mode = schedule.mode(
+                units,
+                in_settle=progress < self._settle_units[id(layer)],
+                any_selected=self._picked[id(layer)] > 0,
             )
-            mode = schedule.mode(units, settling=settling)
             if self._modes.get(id(layer)) != mode:
                 self._sync()
                 layer.gate_mode.assign(mode)
