@@ -106,10 +106,11 @@ class Retrainer:
         return self.cache[key]
 
 
-def test_features(problem: sq.Problem) -> list[dict]:
+def feature_batches(problem: sq.Problem, split: str) -> list[dict]:
+    """The split's batches without the label."""
     return [
         {k: v for k, v in batch.items() if k != LABEL_KEY}
-        for batch in problem.dataset("test")
+        for batch in problem.dataset(split)
     ]
 
 
@@ -159,7 +160,7 @@ def served(problem: sq.Problem, method: str, seed: int, k: int, epochs: int) -> 
     seconds = time.perf_counter() - start
     picks = list(model.gate.selected_features)
     record = dict(model.gate.schedule_record)
-    features = test_features(problem)
+    features = feature_batches(problem, "test")
     before = np.concatenate([model(f, training=False).numpy() for f in features])
     pruned = seqattn_tfrs.prune(model)
     after = np.concatenate([pruned(f, training=False).numpy() for f in features])
