@@ -184,7 +184,7 @@ def retrain(
     stop = tf.keras.callbacks.EarlyStopping(
         "val_auc", patience=FLAGS.patience, mode="max", restore_best_weights=True
     )
-    model.fit(
+    history = model.fit(
         problem.dataset("train", seed),
         validation_data=problem.dataset("val"),
         epochs=FLAGS.epochs,
@@ -192,6 +192,7 @@ def retrain(
         verbose=0,
     )
     seconds = time.perf_counter() - start
+    model.epochs_run = len(history.epoch)  # the training epochs it cost
     test = model.evaluate(problem.dataset("test"), return_dict=True, verbose=0)
     return {"auc": test["auc"], "log_loss": test["log_loss"]}, model, seconds
 
@@ -275,14 +276,23 @@ def spread(values: list[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def main(argv):
-    del argv
+def configure() -> tuple[Problem, list[int]]:
+    """Fills ``--problem``'s defaults into the flags; the problem and its k sweep.
+
+    Shared with ``served_quality.py``, so both protocols see the same splits,
+    sizes and sweeps.
+    """
     ks, rows, batch, rate = DEFAULTS[FLAGS.problem]
     FLAGS.rows = FLAGS.rows or rows
     FLAGS.batch_size = FLAGS.batch_size or batch
     FLAGS.learning_rate = FLAGS.learning_rate or rate
     ks = [int(k) for k in FLAGS.ks] if FLAGS.ks else ks
-    problem = load_problem(FLAGS.problem)
+    return load_problem(FLAGS.problem), ks
+
+
+def main(argv):
+    del argv
+    problem, ks = configure()
     k_max = max(ks)
     seeds = [int(s) for s in FLAGS.seeds]
     print(

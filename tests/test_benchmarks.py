@@ -143,3 +143,34 @@ def test_scaling_benchmark_smoke(tmp_path):
     assert set(results["log_log_slope"]) == {"fields"}  # a slope needs 2 points
     for point in [*results["fields"].values(), *results["vocabulary"].values()]:
         assert point["selection_step_ms"] > 0 and point["plain_step_ms"] > 0
+
+
+def test_served_quality_smoke(tmp_path):
+    # 2 epochs of 50 steps: 3 rounds of one pick would get 26 steps, so the
+    # schedule refuses them and the benchmark runs 2 rounds of 2 picks.
+    out = tmp_path / "served.jsonl"
+    args = [
+        "--problem=ctr",
+        "--rows=4000",
+        "--batch_size=64",
+        "--ks=3",
+        "--seeds=0",
+        "--epochs=2",
+        "--methods=sa_heldout,random",
+        f"--jsonl={out}",
+    ]
+    lines = run("served_quality.py", *args)
+    assert any(line.startswith("SA served minus SA's own picks") for line in lines)
+    rows = {r["method"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"plain", "sa_heldout", "sa_heldout_retrained", "random"}
+    served = rows["sa_heldout"]
+    assert "do not fit in 100 training steps" in served["refused_one_per_round"]
+    assert served["selections_per_round"] == 2 and served["schedule"]["rounds"] == 2
+    assert served["max_abs_prune_change"] == 0.0 and served["kept_tables"] == 3
+    assert served["epochs"] == rows["plain"]["epochs"] == 2
+    retrained = rows["sa_heldout_retrained"]
+    assert retrained["fields"] == served["fields"]
+    assert retrained["train_seconds"] > served["train_seconds"]
+    # A second run finds every row written and fits nothing more.
+    run("served_quality.py", *args)
+    assert len(out.read_text().splitlines()) == 4
