@@ -5,10 +5,9 @@ Each case runs the library's defaults with `selection_data`, as
 right answer the generator knows, and fails if the picks within the signal
 budget stop being right: every informative group covered, no second member of
 a covered group while one is missing, no noise field (ctr), or Orthogonal
-Matching Pursuit's order (least squares). Problems 18, 2 and 1 were right on
-all three training seeds of the sweep. Problem 22 is the copy check's case:
-before it, all three seeds took a copy; with it, seeds 0 and 1 are right and
-seed 2 misses an XOR field for a noise field.
+Matching Pursuit's order (least squares). All four are right on all three
+training seeds of the sweep (tag `round1`, the current defaults). Problem 22
+is the copy check's case: before it, all three seeds took a copy.
 """
 
 import pathlib
