@@ -178,7 +178,7 @@ def _learn(
             sums = tf.cond(  # computed only while settling
                 tf.logical_and(state.settling(), learn),
                 evidence,
-                lambda: tf.zeros([2, tf.shape(gates)[0]]),
+                lambda: tf.zeros([2, gates.shape[0]]),
             )
             update += state.add_evidence(sums[0], sums[1])
         return update
