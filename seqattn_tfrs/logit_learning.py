@@ -7,12 +7,21 @@ direction (:mod:`seqattn_tfrs.core.signals`) and applies the logits' own
 update rule (:class:`~seqattn_tfrs.selection_state.SelectionState`). The
 backward pass runs only when a gradient is taken - in ``fit`` or the
 callback's held-out step - never in ``predict``, ``evaluate`` or serving.
+
+Every training step runs this graph and every ``fit`` traces it twice, so it
+is a few whole-layer ops whatever the number of features: the embeddings are
+joined into one ``[B, D]`` tensor, multiplied by each column's gate and split
+again, and the custom gradient (with the conds in which the logits learn)
+sees two tensors instead of two per feature (``docs/fit_cost.md``).
+Embeddings of different dtypes or of widths unknown when traced are gated
+one by one, with the same arithmetic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs.core import signals
@@ -43,90 +52,180 @@ def gate_and_learn(
     Returns:
       The gated embeddings, in the embeddings' dtypes.
     """
-    signal = state.options.attention_signal
+    widths = [v.shape[1] for v in embeddings]
+    if len({v.dtype for v in embeddings}) == 1 and all(
+        isinstance(w, int) for w in widths
+    ):
+        return _gate_joined(state, hook, embeddings, widths, gates, always_learn)
+    return _gate_each(state, hook, embeddings, gates, always_learn)
+
+
+def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
+    """One ``[B, D]`` multiply by the columns' gates (equal dtypes, known widths)."""
+    count = len(embeddings)
+    owner = np.repeat(np.arange(count), widths)  # each column's feature
+
+    @tf.custom_gradient
+    def gate(hook, joined):
+        column_gates = tf.gather(gates, owner)
+        output = joined * _as(column_gates, joined.dtype)
+
+        def backward(upstream):
+            def gradients(centered=False):
+                # d loss / d (scale on column j), per example, float32.
+                columns = _float32(upstream) * _centre(joined, centered)
+                if len(set(widths)) == 1:
+                    per_example = tf.reduce_sum(
+                        tf.reshape(columns, [-1, count, widths[0]]), axis=2
+                    )
+                else:
+                    per_example = tf.stack(
+                        [
+                            tf.reduce_sum(c, axis=1)
+                            for c in tf.split(columns, widths, axis=1)
+                        ],
+                        axis=1,
+                    )
+                return per_example, columns, tf.constant(owner, tf.int32)
+
+            update = _learn(state, gates, gradients, always_learn)
+            with tf.control_dependencies(update):
+                after = tf.identity(column_gates)
+            return tf.zeros_like(hook), upstream * _as(after, upstream.dtype)
+
+        return output, backward
+
+    gated = gate(hook, tf.concat(embeddings, axis=1))
+    return tf.split(gated, widths, axis=1)
+
+
+def _gate_each(state, hook, embeddings, gates, always_learn):
+    """One multiply per feature (embeddings of several dtypes or unknown widths)."""
+    count = len(embeddings)
 
     @tf.custom_gradient
     def gate(hook, *values):
-        outputs = [v * tf.cast(gates[i], v.dtype) for i, v in enumerate(values)]
+        outputs = _scaled(values, tf.unstack(gates, num=count))
 
         def backward(*upstream):
-            # d loss / d (scale on column j of feature i), per example, float32
-            # whatever the compute dtype.
-            learn = (
-                tf.constant(True)
-                if always_learn
-                else tf.equal(state.learn_from_fit_batches, 1)
-            )
-
             def gradients(centered=False):
-                """Per feature ``[B, d]`` column gradients, and per example the
-                gate gradients ``[B, N]``; built only inside the conds below,
-                so steps in which nothing learns never compute them. With
-                ``centered``, of each embedding less its batch mean (a shift
-                the model's own biases can make carries no information)."""
-
-                def centre(v):
-                    v = tf.cast(v, tf.float32)
-                    return v - tf.reduce_mean(v, axis=0) if centered else v
-
-                columns = [
-                    tf.reshape(
-                        tf.cast(u, tf.float32) * centre(v),
-                        [tf.shape(v)[0], -1],
-                    )
-                    for u, v in zip(upstream, values)
-                ]
+                columns = tf.concat(
+                    [
+                        _float32(u) * _centre(v, centered)
+                        for u, v in zip(upstream, values)
+                    ],
+                    axis=1,
+                )
+                sizes = [tf.shape(v)[1] for v in values]
                 per_example = tf.stack(
-                    [tf.reduce_sum(c, axis=1) for c in columns], axis=1
+                    [tf.reduce_sum(c, axis=1) for c in tf.split(columns, sizes, 1)],
+                    axis=1,
                 )
-                nuisance = (
-                    _selected_columns(state, columns) if signal == "partial" else None
-                )
-                return per_example, nuisance
+                owner = tf.repeat(tf.range(count), tf.stack(sizes))
+                return per_example, columns, owner
 
-            def descent():
-                per_example, nuisance = gradients()
-                return signals.logit_descent(
-                    TF, per_example, gates, state.selected_mask, nuisance, signal
-                )
-
-            # Computed only while the logits learn: outside selection rounds the
-            # backward pass costs no more than a plain multiply's.
-            direction = tf.cond(
-                tf.logical_and(state.learning(), learn),
-                descent,
-                lambda: tf.zeros_like(gates),
-            )
-            update = [state.apply_logit_gradient(direction, learn)]
-            if state.options.entry_z is not None:
-                # The score test: with the candidates' gates at 0 (settling),
-                # does raising one lower the loss of the selected model?
-                def evidence():
-                    return tf.stack(
-                        signals.evidence_sums(TF, *gradients(centered=True))
-                    )
-
-                sums = tf.cond(  # computed only while settling
-                    tf.logical_and(state.settling(), learn),
-                    evidence,
-                    lambda: tf.zeros([2, len(values)]),
-                )
-                # Outside the cond: under a strategy the sums across replicas
-                # synchronise, which control flow must not contain.
-                update += state.add_evidence(sums[0], sums[1])
+            update = _learn(state, gates, gradients, always_learn)
             with tf.control_dependencies(update):
-                return [tf.zeros_like(hook)] + [
-                    tf.identity(u * tf.cast(gates[i], u.dtype))
-                    for i, u in enumerate(upstream)
-                ]
+                after = tf.unstack(tf.identity(gates), num=count)
+            return [tf.zeros_like(hook)] + _scaled(upstream, after)
 
         return outputs, backward
 
     return list(gate(hook, *embeddings))
 
 
-def _selected_columns(state: SelectionState, columns: Sequence[tf.Tensor]) -> tf.Tensor:
-    """The selected features' per-example column gradients ``[B, D]``."""
-    widths = tf.stack([tf.shape(c)[1] for c in columns])
-    selected = tf.where(tf.repeat(state.selected_mask, widths) > 0)
-    return tf.gather(tf.concat(columns, axis=1), selected[:, 0], axis=1)
+def _learn(
+    state: SelectionState,
+    gates: tf.Tensor,
+    gradients: Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+    always_learn: bool,
+) -> list:
+    """The backward pass's logit update and ``entry_z`` evidence, as ops.
+
+    ``gradients(centered)`` builds, per example, the gate gradients ``[B, N]``,
+    the column gradients ``[B, D]`` and each column's feature ``[D]`` (with
+    ``centered``, of each embedding less its batch mean: a shift the model's
+    own biases can make carries no evidence); it is called only inside conds,
+    so steps in which nothing learns never compute it.
+    """
+    signal = state.options.attention_signal
+    learn = (
+        tf.constant(True) if always_learn else tf.equal(state.learn_from_fit_batches, 1)
+    )
+
+    def signals_in(centered=False):
+        per_example, columns, owner = gradients(centered)
+        nuisance = None
+        if signal == "partial":  # the selected features' columns
+            selected = tf.where(tf.gather(state.selected_mask, owner) > 0)
+            nuisance = tf.gather(columns, selected[:, 0], axis=1)
+        return per_example, nuisance
+
+    def descent():
+        per_example, nuisance = signals_in()
+        return signals.logit_descent(
+            TF, per_example, gates, state.selected_mask, nuisance, signal
+        )
+
+    def evidence():
+        return tf.stack(signals.evidence_sums(TF, *signals_in(centered=True)))
+
+    learning = tf.logical_and(state.learning(), learn)
+    entry_test = state.options.entry_z is not None
+    if tf.distribute.has_strategy():
+        # Under a strategy the logit update and the evidence sums synchronise
+        # replicas (their variables aggregate), which control flow must not
+        # contain: they run on every step (no-ops outside selection rounds)
+        # and only what feeds them is computed in conds.
+        direction = tf.cond(learning, descent, lambda: tf.zeros_like(gates))
+        update = [state.apply_logit_gradient(direction, learn)]
+        if entry_test:
+            sums = tf.cond(  # computed only while settling
+                tf.logical_and(state.settling(), learn),
+                evidence,
+                lambda: tf.zeros([2, gates.shape[0]]),
+            )
+            update += state.add_evidence(sums[0], sums[1])
+        return update
+    # Without one, steps in which the logits do not learn (warm-up, settling,
+    # fine-tune, learning from held-out data only) skip the update altogether
+    # (docs/fit_cost.md).
+    update = [_when(learning, lambda: state.apply_logit_gradient(descent()))]
+    if entry_test:
+        # The score test: with the candidates' gates at 0 (settling), does
+        # raising one lower the loss of the selected model?
+        update.append(
+            _when(
+                tf.logical_and(state.settling(), learn),
+                lambda: tf.group(state.add_evidence(*tf.unstack(evidence()))),
+            )
+        )
+    return update
+
+
+def _when(condition: tf.Tensor, effect: Callable[[], tf.Operation]) -> tf.Tensor:
+    """Runs the ops ``effect()`` makes only where ``condition`` holds."""
+
+    def run() -> tf.Tensor:
+        with tf.control_dependencies([effect()]):
+            return tf.constant(True)
+
+    return tf.cond(condition, run, lambda: tf.constant(False))
+
+
+def _as(value: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    return value if value.dtype == dtype else tf.cast(value, dtype)
+
+
+def _centre(value: tf.Tensor, centered: bool) -> tf.Tensor:
+    value = _float32(value)
+    return value - tf.reduce_mean(value, axis=0) if centered else value
+
+
+def _float32(value: tf.Tensor) -> tf.Tensor:
+    return _as(value, tf.float32)
+
+
+def _scaled(values: Sequence[tf.Tensor], gates: Sequence[tf.Tensor]) -> list:
+    """``values[i] * gates[i]``, each in its value's dtype."""
+    return [v * _as(g, v.dtype) for v, g in zip(values, gates)]

@@ -321,3 +321,37 @@ def test_partial_signal_ignores_a_copy_of_a_selected_feature(signal, winner):
     logits = dict(zip("abc", layer.attention_logits.numpy()))
     loser = "b" if winner == "c" else "c"
     assert logits[winner] > 0.01 > -0.01 > logits[loser], logits
+
+
+def test_embeddings_of_several_dtypes_learn_as_those_of_one():
+    """Embeddings of one dtype are gated as one joined tensor, others one by
+    one: both give the same outputs and the same logit step."""
+
+    def selecting_step(b_dtype):
+        layer = SequentialAttentionEmbedding(
+            {
+                "a": tf.keras.layers.Reshape((2,)),
+                "b": tf.keras.layers.Reshape((1,), dtype=b_dtype),
+                "c": tf.keras.layers.Reshape((1,)),
+            },
+            num_selected=2,
+        )
+        layer.gate_mode.assign(SELECTING)
+        layer.selected_mask.assign([1.0, 0.0, 0.0])
+        layer.num_picked.assign(1)
+        rows = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+        inputs = {"a": rows[:, :2], "b": rows[:, 2], "c": rows[:, 3]}
+        with tf.GradientTape() as tape:
+            out = layer(inputs)
+            fit = out["a"][:, 0] + tf.cast(out["b"][:, 0], tf.float32) - out["c"][:, 0]
+            loss = tf.reduce_sum(tf.square(fit - rows[:, 0] * rows[:, 2]))
+        tape.gradient(loss, layer.gradient_hook)  # the gates' backward learns
+        return out, layer.attention_logits.numpy()
+
+    joined, joined_logits = selecting_step("float32")
+    each, each_logits = selecting_step("float64")
+    assert each["b"].dtype == tf.float64 and joined["b"].dtype == tf.float32
+    for name in "abc":
+        np.testing.assert_allclose(each[name], joined[name], rtol=1e-6)
+    assert np.all(joined_logits[1:] != 0.0)
+    np.testing.assert_allclose(each_logits, joined_logits, rtol=1e-5, atol=1e-7)
