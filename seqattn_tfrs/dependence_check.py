@@ -46,7 +46,7 @@ def check_functional_dependence(
     """
     if not layers:
         return {}
-    loss_of = heldout.loss_function(model)
+    forward = _forward(model)
     metric_variables = [v for m in model.metrics for v in m.variables]
     saved = [v.numpy() for v in metric_variables]
     rows = 0
@@ -56,7 +56,7 @@ def check_functional_dependence(
                 stack.enter_context(layer.recording_inputs()) for layer in layers
             ]
             for batch in dataset:
-                loss_of(batch)
+                forward(batch)
                 if records[0]:
                     rows += len(next(iter(records[0][-1].values())))
                 if rows >= max_rows:
@@ -80,3 +80,16 @@ def check_functional_dependence(
         layer.set_functional_dependence(dependence.functional_dependence(codes))
         checked[layer.name] = len(codes[0]) if codes else 0
     return checked
+
+
+def _forward(model: tf.keras.Model):
+    """One inference pass of a batch: ``model(x)`` (no metric, no loss, so it
+    also runs in a distribution strategy's cross-replica context), or the
+    loss for a TFRS model without ``call``."""
+    if not heldout.is_tfrs_model(model):
+        return lambda batch: model(
+            tf.keras.utils.unpack_x_y_sample_weight(batch)[0], training=False
+        )
+    if type(model).call is not tf.keras.Model.call:
+        return lambda batch: model(batch, training=False)
+    return heldout.loss_function(model)

@@ -56,9 +56,12 @@ def test_mirrored_entry_z_stop_matches_single_device():
     assert mirrored["events"][-1] == [] and len(mirrored["events"]) < 5  # stopped
     first, second = mirrored["replica_masks"]
     assert first == second
+    # Close, not equal: each replica centres its embeddings on its half of the
+    # batch (the evidence scores embeddings less their batch mean), one device
+    # on the whole batch; the statistics are z-units, so about 1 apart at most.
     for many, one in zip(mirrored["evidence"], single["evidence"]):
         for name in one:
-            assert abs(many[name] - one[name]) < 0.1 * abs(one[name]) + 0.5, (
+            assert abs(many[name] - one[name]) < 0.1 * abs(one[name]) + 1.0, (
                 many,
                 one,
             )
