@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs import heldout
@@ -73,12 +72,9 @@ def check_functional_dependence(
                 "of others; expected batches the model's forward pass feeds "
                 "through the layer."
             )
-        codes = [
-            dependence.factorize(np.concatenate([batch[name] for batch in recorded]))
-            for name in layer.feature_names
-        ]
-        layer.set_functional_dependence(dependence.functional_dependence(codes))
-        checked[layer.name] = len(codes[0]) if codes else 0
+        found, rows_checked = dependence.of_batches(layer.feature_names, recorded)
+        layer.set_functional_dependence(found)
+        checked[layer.name] = rows_checked
     return checked
 
 

@@ -21,7 +21,7 @@ its function.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -111,6 +111,22 @@ def functional_dependence(
             changes = in_order[1:] != in_order[:-1]
             result[c, s] = not np.any(changes & same_group)
     return result
+
+
+def of_batches(
+    names: Sequence[str], batches: Sequence[Mapping[str, np.ndarray]]
+) -> tuple[np.ndarray, int]:
+    """:func:`functional_dependence` of the features ``names`` over recorded
+    batches (each a mapping of feature name to values), and the rows counted.
+
+    Example:
+      >>> found, rows = of_batches(["a", "b"], [{"a": np.arange(40) % 8,
+      ...                                        "b": np.arange(40) % 4}])
+      >>> found.astype(int).tolist(), rows
+      ([[0, 0], [1, 0]], 40)
+    """
+    codes = [factorize(np.concatenate([batch[n] for batch in batches])) for n in names]
+    return functional_dependence(codes), (len(codes[0]) if codes else 0)
 
 
 def redundant_candidates(dependence: np.ndarray, selected: np.ndarray) -> np.ndarray:

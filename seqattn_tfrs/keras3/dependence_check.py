@@ -97,10 +97,7 @@ def check_functional_dependence(
                 "functions of others; expected batches that `model(x)` feeds "
                 "through the layer."
             )
-        codes = [
-            dependence.factorize(np.concatenate([batch[name] for batch in recorded]))
-            for name in layer.feature_names
-        ]
-        layer.set_functional_dependence(dependence.functional_dependence(codes))
-        checked[layer.name] = len(codes[0]) if codes else 0
+        found, rows_checked = dependence.of_batches(layer.feature_names, recorded)
+        layer.set_functional_dependence(found)
+        checked[layer.name] = rows_checked
     return checked
