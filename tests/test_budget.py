@@ -412,6 +412,50 @@ def test_gain_per_byte_rounds_rank_by_the_settled_score_per_byte():
     assert gate.selected_features == ("b", "a", "d")
 
 
+def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
+    """A 1,600-byte informative table against two 320-byte noise tables: per
+    byte takes the noise (small tables first); the gain per byte does not."""
+    rows = {"a": 50, "b": 10, "n1": 10, "n2": 10}
+    rng = np.random.default_rng(0)
+    x = {k: rng.integers(0, r, 9000) for k, r in rows.items()}
+    logit = rng.normal(size=50)[x["a"]] + 1.5 * rng.normal(size=10)[x["b"]]
+    y = (rng.random(9000) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+
+    def split(lo, hi):
+        return tf.data.Dataset.from_tensor_slices(
+            ({k: v[lo:hi] for k, v in x.items()}, y[lo:hi])
+        ).batch(200)
+
+    picks = {}
+    for rule in ("attention_per_byte", "gain_per_byte"):
+        tf.keras.utils.set_random_seed(0)
+        inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in rows}
+        # a + b = 1,920 bytes; b + n1 + n2 = 960 leaves no room for a.
+        gate = SequentialAttentionEmbedding(
+            {n: tf.keras.layers.Embedding(r, 8) for n, r in rows.items()},
+            budget_bytes=2000,
+            budget_rule=rule,
+        )
+        gated = gate(inputs)
+        hidden = tf.keras.layers.Dense(16, "relu")(
+            tf.keras.layers.Concatenate()([gated[n] for n in rows])
+        )
+        model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, "sigmoid")(hidden))
+        model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+        callback = SequentialAttentionCallback(
+            warmup_epochs=1,
+            finetune_epochs=0,
+            selection_data=split(6000, 9000),
+            verbose=0,
+        )
+        model.fit(
+            split(0, 6000), epochs=1 + gate.num_rounds, callbacks=[callback], verbose=0
+        )
+        picks[rule] = set(gate.selected_features)
+    assert picks["gain_per_byte"] == {"a", "b"}, picks
+    assert picks["attention_per_byte"] == {"b", "n1", "n2"}, picks
+
+
 def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
     """The sums behind `entry_z` and "gain_per_byte" skip the first half of
     each settle (the model still adapts to the last pick) and score centred
