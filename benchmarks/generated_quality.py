@@ -53,6 +53,9 @@ flags.DEFINE_integer("batch_size", 128, "Training and held-out batch size.")
 flags.DEFINE_string("tag", "default", "Names the settings in the output.")
 flags.DEFINE_integer("epochs_per_selection", None, "Callback option (None: default).")
 flags.DEFINE_float("settle_fraction", None, "Callback option (None: default).")
+flags.DEFINE_integer(
+    "steps_per_selection", None, "Callback option: rounds of this many steps."
+)
 flags.DEFINE_enum(
     "attention_signal", None, ["partial", "gradient", "score"], "Layer option."
 )
@@ -75,6 +78,8 @@ def options_from_flags() -> tuple[dict, dict]:
         callback_options["epochs_per_selection"] = FLAGS.epochs_per_selection
     if FLAGS.settle_fraction is not None:
         callback_options["settle_fraction"] = FLAGS.settle_fraction
+    if FLAGS.steps_per_selection:
+        callback_options["steps_per_selection"] = FLAGS.steps_per_selection
     return layer_options, callback_options
 
 
@@ -98,6 +103,7 @@ def run(argv) -> None:
     settings = {
         "epochs_per_selection": FLAGS.epochs_per_selection,
         "settle_fraction": FLAGS.settle_fraction,
+        "steps_per_selection": FLAGS.steps_per_selection,
         "attention_signal": FLAGS.attention_signal,
         "batch_size": FLAGS.batch_size,
     }

@@ -57,7 +57,12 @@ def run_one(
         verbose=0,
         **callback_options,
     )
-    epochs = callback.schedule_length(layer.num_rounds)
+    if "steps_per_selection" in callback_options:  # step mode: steps to epochs
+        steps_per_epoch = -(-split // batch_size)
+        steps = callback.schedule_length(layer.num_rounds, steps_per_epoch)
+        epochs = -(-steps // steps_per_epoch)
+    else:
+        epochs = callback.schedule_length(layer.num_rounds)
     start = time.perf_counter()
     model.fit(train, epochs=epochs, callbacks=[callback], verbose=0)
     seconds = time.perf_counter() - start
