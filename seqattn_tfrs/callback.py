@@ -12,6 +12,7 @@ from seqattn_tfrs import (
     dependence_check,
 )
 from seqattn_tfrs import heldout as heldout_lib
+from seqattn_tfrs.core import modes
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
@@ -247,6 +248,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
         self._early_settle: dict[int, bool] = {}
+        self._first_test: dict[int, bool] = {}
         self._refresh_mirrors()
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
@@ -309,6 +311,12 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         ):
             if self._heldout_step is None:
                 self._heldout_step = self._make_heldout_step()
+            # The first round's score test: the held-out batch sees every gate
+            # at 0 (the intercept-only model) while training stays dense.
+            testing = [g for g in self._layers if self._first_test.get(id(g))]
+            self._wait_for_scheduled_steps()
+            for layer in testing:
+                layer.set_gate_mode(modes.SETTLING)
             if self._coordinator is None:
                 self._heldout_step(self._heldout_iterator)
             else:
@@ -319,6 +327,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     self._heldout_step, args=(self._heldout_iterator,)
                 )
                 self._coordinator.join()
+            for layer in testing:
+                layer.set_gate_mode(self._modes[id(layer)])
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -391,6 +401,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         its selection is complete: the fine-tune)."""
         if self._complete[id(layer)] or self._early_settle.get(id(layer)):
             return False
+        if self._first_test.get(id(layer)):
+            return True
         return layer.collects_evidence(self._modes[id(layer)])
 
     def _prefixes(self) -> dict[int, str]:
@@ -466,6 +478,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 any_selected=self._has_selected[id(layer)],
             )
             early = schedule_lib.early_settle(mode, progress, self._settle_units)
+            self._first_test[id(layer)] = (
+                self._heldout_iterator is not None
+                and not self._has_selected[id(layer)]
+                and schedule_lib.first_round_test(
+                    mode, progress, self._settle_units, schedule.in_warmup(units)
+                )
+            )
             if self._early_settle.get(id(layer)) and not early:
                 layer.reset_evidence()
             self._early_settle[id(layer)] = early

@@ -171,7 +171,9 @@ def _learn(
         return tf.stack(signals.evidence_sums(TF, *signals_in(centered=True)))
 
     learning = tf.logical_and(state.learning(), learn)
-    entry_test = state.options.tracks_evidence
+    # Held-out traces may run the score test (the first round's, for every
+    # layer); training traces only for `entry_z` or the gain per byte.
+    entry_test = state.options.tracks_evidence or always_learn
     if tf.distribute.has_strategy():
         # Under a strategy the logit update and the evidence sums synchronise
         # replicas (their variables aggregate), which control flow must not

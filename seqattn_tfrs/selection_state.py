@@ -85,12 +85,10 @@ class SelectionState:
             closed = int(bool(preselected))
             self.budget_closed = state("budget_closed", [], tf.int32, closed)
         self.momentum = state("logit_momentum", [n], tf.float32, 0.0, "mean")
-        self.score_sum = self.score_squares = None
-        if options.tracks_evidence:
-            # This round's sums of per-example scores and of their squares, over
-            # every replica's examples.
-            self.score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
-            self.score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
+        # This round's sums of per-example scores and of their squares, over
+        # every replica's examples (the score test of the settled model).
+        self.score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
+        self.score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
         # [c, s] = 1: feature c is a function of feature s on the data checked
         # (see core.dependence); all 0 until a check ran.
         self.dependence = state("functional_dependence", [n, n], tf.float32, 0.0)
@@ -221,9 +219,7 @@ class SelectionState:
             self.gates().numpy(),
             num_rounds=self.num_rounds,
             costs=costs,
-            entry_scores=(
-                self.entry_scores() if self.options.tracks_evidence else None
-            ),
+            entry_scores=(self.entry_scores()),
             dependence=self.dependence.numpy() > 0,
         )
         self.round_gates.assign(new.round_gates)
@@ -237,10 +233,9 @@ class SelectionState:
         return picks
 
     def reset_evidence(self) -> None:
-        """Zeroes the round's score-test sums (if ``entry_z`` keeps them)."""
-        if self.score_sum is not None:
-            self.score_sum.assign(tf.zeros_like(self.score_sum))
-            self.score_squares.assign(tf.zeros_like(self.score_squares))
+        """Zeroes the round's score-test sums."""
+        self.score_sum.assign(tf.zeros_like(self.score_sum))
+        self.score_squares.assign(tf.zeros_like(self.score_squares))
 
     def set_dependence(self, dependence: np.ndarray) -> None:
         """Stores the ``[N, N]`` functional dependence found on data."""

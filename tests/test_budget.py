@@ -403,8 +403,8 @@ def test_gain_per_byte_rounds_rank_by_the_settled_score_per_byte():
         state.score_squares.assign([1.0] * 4)
         return gate.commit_round()
 
-    # Round 1 ranks by logit (the test has not settled on anything yet).
-    assert round_with([0.0, 2.0, 1.0, 0.5], [9.0, 0.0, 0.0, 0.0]) == ["b"]
+    # Without evidence (no held-out data), by logit.
+    assert round_with([0.0, 2.0, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0]) == ["b"]
     # Then z**2 / bytes: a 36 / 100 = 0.36 beats c 1 / 10 = 0.1, logits aside.
     assert round_with([0.0, 0.0, 5.0, 4.0], [6.0, 0.0, 1.0, 0.0]) == ["a"]
     # Nothing helps: the least harm (largest z) first.

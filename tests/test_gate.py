@@ -112,6 +112,27 @@ def test_commit_round_order_reset_and_history():
         layer.commit_round()
 
 
+def test_first_round_follows_the_score_test_later_rounds_the_logits():
+    layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=3)
+    state = layer.selection_state
+
+    def round_with(logits, z):  # z = -sum / sqrt(squares), squares = 1
+        layer.attention_logits.assign(logits)
+        state.score_sum.assign([-v for v in z])
+        state.score_squares.assign([1.0] * 4)
+        return layer.commit_round()
+
+    # Round 1 with held-out evidence: the largest z, whatever the logits say.
+    assert round_with([3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 5.0, -1.0]) == ["c"]
+    assert layer.entry_evidence() == {n: 0.0 for n in "abcd"}  # reset per round
+    # Later rounds rank by the logits, evidence or not.
+    assert round_with([0.0, 0.0, 0.0, 2.0], [9.0, 0.0, 0.0, 0.0]) == ["d"]
+    # A first round without evidence (no held-out data) ranks by the logits.
+    other = scalar_layer(names=("a", "b"), num_selected=1)
+    other.attention_logits.assign([0.0, 1.0])
+    assert other.commit_round() == ["b"]
+
+
 def test_nan_logits_are_reported_not_picked():
     layer = scalar_layer()
     layer.attention_logits.assign([0.0, float("nan"), 1.0])

@@ -53,8 +53,8 @@ def pick_within_budget(
       held-out log-likelihood the feature brings, so this ranks by loss per
       byte, comparably across tables whatever their embeddings' scale. Where
       no fitting feature has ``z > 0`` it takes the largest ``z`` (the least
-      harm). Without ``scores`` (the first round: nothing has settled yet) it
-      ranks like ``"attention"``.
+      harm). Without ``scores`` (no held-out evidence was collected) it ranks
+      like ``"attention"``.
 
     A feature of 0 bytes counts as 1 byte. Ties go to the earlier feature.
     Stops early when nothing fits.

@@ -102,6 +102,34 @@ def early_settle(mode: int, progress: int, settle_units: int) -> bool:
     return mode == modes.SETTLING and progress < settle_units // 2
 
 
+def first_round_test(
+    mode: int, progress: int, settle_units: int, in_warmup: bool
+) -> bool:
+    """Whether a step's held-out batch runs the first round's score test.
+
+    Before the first pick a round settles densely (``mode``); in the second
+    half of that settle, with held-out ``selection_data``, each held-out batch
+    sees every gate at 0 (the intercept-only model) and the score test counts
+    which feature would lower its loss. The first pick follows that test
+    rather than the logits: scale-free, and on least squares exactly
+    Orthogonal Matching Pursuit's first step. The caller checks that nothing
+    is selected and that held-out data exist.
+
+    Example:
+      >>> first_round_test(modes.DENSE, 4, 8, in_warmup=False)
+      True
+      >>> first_round_test(modes.DENSE, 3, 8, in_warmup=False)
+      False
+      >>> first_round_test(modes.SELECTING, 6, 4, in_warmup=False)
+      False
+    """
+    return (
+        not in_warmup
+        and mode == modes.DENSE
+        and settle_units // 2 <= progress < settle_units
+    )
+
+
 # The fewest training steps a selection round may have when the schedule is
 # laid inside a fit (see ``within_fit``). Measured with
 # benchmarks/round_budget.py (docs/benchmarks.md, "Rounds inside one fit"):

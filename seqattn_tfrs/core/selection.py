@@ -104,7 +104,10 @@ def commit_round(
 
     By count: the ``selections_per_round`` unselected features with the
     largest logits (ties to the earlier feature); the last round picks the
-    remainder. Under a budget: greedy picks among the unselected features
+    remainder. In the first round, where ``entry_scores`` hold evidence (the
+    callback's held-out score test of the model with every gate at 0), by
+    those instead: scale-free, and on least squares Orthogonal Matching
+    Pursuit's first pick. Under a budget: greedy picks among the unselected features
     that fit what is left (ranked by ``spec.budget_rule``; with ``entry_z``,
     after the first round only features whose score test passes compete),
     and the record closes when nothing else fits, nothing that fits helps,
@@ -125,8 +128,8 @@ def commit_round(
       gates: ``[N]`` gate values now (kept as this round's history row).
       num_rounds: the rounds reserved for the layer.
       costs: bytes per feature (budget only; None entries are refused).
-      entry_scores: per-feature score statistics (budget with ``entry_z`` or
-        the ``"gain_per_byte"`` rule; read from the second round on).
+      entry_scores: per-feature score statistics of the settled model (all
+        zero where none was collected).
       dependence: ``[N, N]`` booleans, ``[c, s]``: feature ``c`` is a function
         of feature ``s`` (:func:`seqattn_tfrs.core.dependence.functional_dependence`).
 
@@ -162,7 +165,15 @@ def commit_round(
     closed = record.closed
     if spec.budget_bytes is None:
         count = min(spec.selections_per_round, spec.num_selected - record.num_picked)
-        ranked = _ranked_picks(logits, selected, count, dependence)
+        first_test = entry_scores is not None and np.any(entry_scores)
+        if first_test and not selected.any():
+            # Round 1 with held-out evidence: by the intercept-only model's score
+            # test, which no table's embedding scale sways.
+            ranked = _ranked_picks(
+                np.asarray(entry_scores, np.float64), selected, count, dependence
+            )
+        else:
+            ranked = _ranked_picks(logits, selected, count, dependence)
     else:
         ranked, closed = _affordable_picks(
             spec, record, logits, selected, num_rounds, costs, entry_scores, dependence
@@ -227,9 +238,8 @@ def _affordable_picks(
     cost = np.array(costs, np.int64)
     remaining = spec.budget_bytes - int(cost[selected].sum())
     eligible = np.ones(len(cost), bool)
-    settled = entry_scores if selected.any() else None  # none in round 1
-    if spec.entry_z is not None and settled is not None:
-        eligible = np.asarray(settled) > spec.entry_z
+    if spec.entry_z is not None and selected.any():  # round 1 never stops
+        eligible = np.asarray(entry_scores) > spec.entry_z
     if dependence is not None:
         eligible &= ~dependence_lib.redundant_candidates(dependence, selected)
     ranked = budget_lib.pick_within_budget(
@@ -239,7 +249,7 @@ def _affordable_picks(
         remaining,
         spec.selections_per_round,
         spec.budget_rule,
-        settled,
+        entry_scores,
     )
     if not ranked and not eligible.all():  # nothing that fits helps: stop
         return np.array([], np.int64), True

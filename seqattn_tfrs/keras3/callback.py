@@ -206,6 +206,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         }
         self._picked = {id(g): g.record().num_picked for g in self._layers}
         self._early_settle: dict[int, bool] = {}
+        self._first_test: dict[int, bool] = {}
         if self.selection_data is not None:
             self._check_dependence()
             self._heldout_batches = heldout.batches(self.selection_data)
@@ -229,7 +230,16 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             and (batch + 1) % self.selection_interval == 0
             and any(self._collects_heldout(g) for g in self._layers)
         ):
+            # The first round's score test: the held-out batch sees every gate
+            # at 0 (the intercept-only model) while training stays dense.
+            testing = [g for g in self._layers if self._first_test.get(id(g))]
+            if testing:
+                self._sync()
+            for layer in testing:
+                layer.gate_mode.assign(SETTLING)
             self._heldout_step(next(self._heldout_batches))
+            for layer in testing:
+                layer.gate_mode.assign(self._modes[id(layer)])
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -272,6 +282,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         (selecting), or its ``entry_z`` score test collects (settling)."""
         if self._early_settle.get(id(layer)):
             return False
+        if self._first_test.get(id(layer)):
+            return True
         mode = self._modes[id(layer)]
         return mode == SELECTING or (mode == SETTLING and layer.options.tracks_evidence)
 
@@ -344,6 +356,13 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 any_selected=self._picked[id(layer)] > 0,
             )
             early = schedule_lib.early_settle(mode, progress, settle)
+            self._first_test[id(layer)] = (
+                self._heldout_step is not None
+                and self._picked[id(layer)] == 0
+                and schedule_lib.first_round_test(
+                    mode, progress, settle, schedule.in_warmup(units)
+                )
+            )
             if self._early_settle.get(id(layer)) and not early:
                 self._sync()
                 layer.reset_evidence()

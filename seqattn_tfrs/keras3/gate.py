@@ -159,11 +159,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             state("logit_steps", (), overwrite=True),
             state("nonfinite_logit_steps", (), overwrite=True),
         ]
-        if self.options.tracks_evidence:
-            self.learning_state += [
-                state("score_sum", (n,), overwrite=True),
-                state("score_squares", (n,), overwrite=True),
-            ]
+        self.learning_state += [  # the settled model's score test
+            state("score_sum", (n,), overwrite=True),
+            state("score_squares", (n,), overwrite=True),
+        ]
         self.attention_logits = self.learning_state[0]
         self.selected_mask = state("selected_mask", (n,))
         self.selection_order = state("selection_order", (n,), "int32", -1)
@@ -283,15 +282,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         """Per feature, this round's score statistic so far (see ``entry_z``):
         how many standard errors say raising its gate lowers the loss.
 
-        Raises:
-          ValueError: the layer has neither ``entry_z`` nor the
-            ``"gain_per_byte"`` rule.
+        Kept in the first round with ``selection_data``, and in every round
+        with ``entry_z`` or ``"gain_per_byte"``; 0 before any evidence.
         """
-        if not self.options.tracks_evidence:
-            raise ValueError(
-                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set "
-                "or `budget_rule='gain_per_byte'`."
-            )
         self._ensure_built()
         total, squares = (
             keras.ops.convert_to_numpy(v) for v in self.learning_state[5:7]
@@ -431,9 +424,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 "gradient), so there is nothing to pick from. Lengthen the round "
                 "or lower `settle_fraction`."
             )
-        entry = None
-        if self.options.tracks_evidence:
-            entry = selection_lib.entry_statistics(state[5], state[6])
+        entry = selection_lib.entry_statistics(state[5], state[6])
         gates = self.host_gates()
         record, picks = selection_lib.commit_round(
             self.spec,

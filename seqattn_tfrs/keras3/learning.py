@@ -92,6 +92,10 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
                 state,
                 options,
                 nuisance_width,
+                # Held-out passes may run the score test (the first round's,
+                # for every layer); training passes only for `entry_z` or the
+                # gain per byte.
+                options.tracks_evidence or layer.heldout_pass,
             )
             return (upstream * ops.cast(expanded, upstream.dtype), *new_state)
 
@@ -118,12 +122,14 @@ def _learn(
     state,
     options,
     nuisance_width,
+    score_test,
 ):
     """The learning state after one backward pass (unchanged unless learning).
 
     ``centred_columns()`` builds the column gradients of each embedding less
     its batch mean, for the score test (:func:`seqattn_tfrs.core.signals.
-    centred`); it is called only while settling.
+    centred`); it is called only while settling, and only where ``score_test``
+    (static) allows the score test at all.
     """
     logits, momentum, second, steps, nonfinite = state[:5]
     partial = options.attention_signal == "partial"
@@ -176,8 +182,8 @@ def _learn(
         step,
         nonfinite + selecting * (1.0 - finite),
     ]
-    if options.tracks_evidence:
-        score_sum, score_squares = state[5:7]
+    score_sum, score_squares = state[5:7]
+    if score_test:
 
         def sums():
             centred = centred_columns()
@@ -193,4 +199,6 @@ def _learn(
             settling > 0, sums, lambda: ops.zeros((2, ops.shape(gates)[0]))
         )
         new += [score_sum + evidence[0], score_squares + evidence[1]]
+    else:
+        new += [score_sum, score_squares]
     return new
