@@ -12,7 +12,6 @@ from seqattn_tfrs import (
     dependence_check,
 )
 from seqattn_tfrs import heldout as heldout_lib
-from seqattn_tfrs.core import modes
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
@@ -224,12 +223,12 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     f"{per_call} steps (`steps_per_execution`); lower "
                     "`settle_fraction` or lengthen the rounds."
                 )
-        tested = [layer.name for layer in self._layers if layer.entry_z is not None]
+        tested = [layer.name for layer in self._layers if layer.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
             raise ValueError(
-                f"Layer(s) {tested} stop on `entry_z`, whose score test runs while "
-                "a round settles, but `settle_fraction`=0; expected "
-                "`settle_fraction` > 0."
+                f"Layer(s) {tested} use the settled model's score test (`entry_z` "
+                "or `budget_rule='gain_per_byte'`), which runs while a round "
+                "settles, but `settle_fraction`=0; expected `settle_fraction` > 0."
             )
         if self.settle_fraction > 0 and self._settle_units == 0:
             raise ValueError(
@@ -466,9 +465,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 in_settle=progress < self._settle_units,
                 any_selected=self._has_selected[id(layer)],
             )
-            # The score test counts only the settle's second half, once the
-            # model has adapted to the last pick.
-            early = mode == modes.SETTLING and progress < self._settle_units // 2
+            early = schedule_lib.early_settle(mode, progress, self._settle_units)
             if self._early_settle.get(id(layer)) and not early:
                 layer.reset_evidence()
             self._early_settle[id(layer)] = early

@@ -80,6 +80,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         memorise (Criteo-shaped data, 11 of 12 runs, up to 0.11 test AUC) and
         lost where the informative tables are the large ones (MovieLens
         blocks at a 5% budget, by 0.04-0.05; ``docs/pareto.md``).
+        ``"gain_per_byte"``: after round 1 (by logit), ``entry_z``'s score
+        statistic squared per byte, a loss gain comparable across tables.
       entry_z: with ``budget_bytes`` only: also stop when no affordable feature
         helps. After the first round, a feature may be picked only if its score
         test says, by more than ``entry_z`` standard errors, that it lowers the
@@ -359,11 +361,13 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
         How many standard errors the per-example gradients summed over the
         round's logit steps say that raising the feature's gate lowers the
-        loss; 0 before any evidence. Needs ``entry_z``.
+        loss; 0 before any evidence. Needs ``entry_z`` or the
+        ``"gain_per_byte"`` rule.
         """
-        if self.entry_z is None:
+        if not self.options.tracks_evidence:
             raise ValueError(
-                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
+                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set "
+                "or `budget_rule='gain_per_byte'`."
             )
         scores = self._state().entry_scores()
         return dict(zip(self._feature_names, map(float, scores)))
@@ -429,7 +433,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         """Whether a held-out step in ``mode`` teaches the layer something: its
         logits learn (selecting), or its ``entry_z`` test collects (settling)."""
         return mode == modes.SELECTING or (
-            mode == modes.SETTLING and self.entry_z is not None
+            mode == modes.SETTLING and self.options.tracks_evidence
         )
 
     def record_schedule(self, record: Mapping[str, Any]) -> None:

@@ -171,7 +171,7 @@ def _learn(
         return tf.stack(signals.evidence_sums(TF, *signals_in(centered=True)))
 
     learning = tf.logical_and(state.learning(), learn)
-    entry_test = state.options.entry_z is not None
+    entry_test = state.options.tracks_evidence
     if tf.distribute.has_strategy():
         # Under a strategy the logit update and the evidence sums synchronise
         # replicas (their variables aggregate), which control flow must not
@@ -219,7 +219,7 @@ def _as(value: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
 
 def _centre(value: tf.Tensor, centered: bool) -> tf.Tensor:
     value = _float32(value)
-    return value - tf.reduce_mean(value, axis=0) if centered else value
+    return signals.centred(TF, value) if centered else value
 
 
 def _float32(value: tf.Tensor) -> tf.Tensor:

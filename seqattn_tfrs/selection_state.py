@@ -86,7 +86,7 @@ class SelectionState:
             self.budget_closed = state("budget_closed", [], tf.int32, closed)
         self.momentum = state("logit_momentum", [n], tf.float32, 0.0, "mean")
         self.score_sum = self.score_squares = None
-        if options.entry_z is not None:
+        if options.tracks_evidence:
             # This round's sums of per-example scores and of their squares, over
             # every replica's examples.
             self.score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
@@ -222,7 +222,7 @@ class SelectionState:
             num_rounds=self.num_rounds,
             costs=costs,
             entry_scores=(
-                self.entry_scores() if self.options.entry_z is not None else None
+                self.entry_scores() if self.options.tracks_evidence else None
             ),
             dependence=self.dependence.numpy() > 0,
         )

@@ -15,6 +15,7 @@ import tensorflow as tf
 TF = types.SimpleNamespace(
     where=tf.where,
     sum=lambda x, axis=None: tf.reduce_sum(x, axis=axis),
+    mean=lambda x, axis=None: tf.reduce_mean(x, axis=axis),
     square=tf.square,
     sqrt=tf.sqrt,
     exp=tf.exp,

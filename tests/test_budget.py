@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.evidence import check_settle_evidence
 
 from seqattn_tfrs import (
     SequentialAttentionCallback,
@@ -90,6 +91,17 @@ def test_greedy_pick_hand_computed():
         1,
         0,
     ]
+    # Gain per byte, z**2 / bytes: a 400 / 90 = 4.4, b 100 / 30 = 3.3, d's
+    # z <= 0 ranks last (least harm first), whatever the logits say.
+    z = np.array([20.0, 10.0, -1.0, 0.0])
+    assert pick_within_budget(logits, costs, none, 200, 4, "gain_per_byte", z) == [
+        0,
+        1,
+        3,
+        2,
+    ]
+    # Without a settled test (round 1), by logit.
+    assert pick_within_budget(logits, costs, none, 60, 4, "gain_per_byte") == [1, 2]
     assert max_affordable(costs, 100) == 2  # 30 + 30 + 50 = 110 > 100
     assert max_affordable(costs, 110) == 3
 
@@ -371,6 +383,125 @@ def test_entry_z_rounds_pick_what_passes_and_are_counted():
     assert round_with([0, 0, 0, 0, 2.9, 0, 0]) == []  # nothing passes: closed
     assert gate.selection_complete and gate.selected_features == ("a", "b", "d", "c")
     assert int(gate.rounds_done.numpy()) == 4
+
+
+def test_gain_per_byte_rounds_rank_by_the_settled_score_per_byte():
+    names = ("a", "b", "c", "d")
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in names},
+        budget_bytes=1000,
+        feature_bytes={"a": 100, "b": 400, "c": 10, "d": 10},
+        budget_rule="gain_per_byte",
+    )
+    gate({n: tf.ones([1]) for n in names})
+    state = gate.selection_state
+    assert state.score_sum is not None  # the rule keeps the test's sums
+
+    def round_with(logits, evidence):  # z = -sum / sqrt(squares), squares = 1
+        gate.attention_logits.assign(logits)
+        state.score_sum.assign([-z for z in evidence])
+        state.score_squares.assign([1.0] * 4)
+        return gate.commit_round()
+
+    # Round 1 ranks by logit (the test has not settled on anything yet).
+    assert round_with([0.0, 2.0, 1.0, 0.5], [9.0, 0.0, 0.0, 0.0]) == ["b"]
+    # Then z**2 / bytes: a 36 / 100 = 0.36 beats c 1 / 10 = 0.1, logits aside.
+    assert round_with([0.0, 0.0, 5.0, 4.0], [6.0, 0.0, 1.0, 0.0]) == ["a"]
+    # Nothing helps: the least harm (largest z) first.
+    assert round_with([0.0, 0.0, 5.0, 0.0], [0.0, 0.0, -2.0, -0.5]) == ["d"]
+    assert gate.selected_features == ("b", "a", "d")
+
+
+def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
+    """A 1,600-byte informative table against two 320-byte noise tables: per
+    byte takes the noise (small tables first); the gain per byte does not."""
+    rows = {"a": 50, "b": 10, "n1": 10, "n2": 10}
+    rng = np.random.default_rng(0)
+    x = {k: rng.integers(0, r, 9000) for k, r in rows.items()}
+    logit = rng.normal(size=50)[x["a"]] + 1.5 * rng.normal(size=10)[x["b"]]
+    y = (rng.random(9000) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+
+    def split(lo, hi):
+        return tf.data.Dataset.from_tensor_slices(
+            ({k: v[lo:hi] for k, v in x.items()}, y[lo:hi])
+        ).batch(200)
+
+    picks = {}
+    for rule in ("attention_per_byte", "gain_per_byte"):
+        tf.keras.utils.set_random_seed(0)
+        inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in rows}
+        # a + b = 1,920 bytes; b + n1 + n2 = 960 leaves no room for a.
+        gate = SequentialAttentionEmbedding(
+            {n: tf.keras.layers.Embedding(r, 8) for n, r in rows.items()},
+            budget_bytes=2000,
+            budget_rule=rule,
+        )
+        gated = gate(inputs)
+        hidden = tf.keras.layers.Dense(16, "relu")(
+            tf.keras.layers.Concatenate()([gated[n] for n in rows])
+        )
+        model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, "sigmoid")(hidden))
+        model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+        callback = SequentialAttentionCallback(
+            warmup_epochs=1,
+            finetune_epochs=0,
+            selection_data=split(6000, 9000),
+            verbose=0,
+        )
+        model.fit(
+            split(0, 6000), epochs=1 + gate.num_rounds, callbacks=[callback], verbose=0
+        )
+        picks[rule] = set(gate.selected_features)
+    assert picks["gain_per_byte"] == {"a", "b"}, picks
+    assert picks["attention_per_byte"] == {"b", "n1", "n2"}, picks
+
+
+def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
+    """The sums behind `entry_z` and "gain_per_byte" skip the first half of
+    each settle (the model still adapts to the last pick) and score centred
+    embeddings: a feature whose embedding a bias could replace gets none."""
+    x, y = planted(0, n=4000)
+    x["const"] = np.zeros_like(x["small"])  # a one-row table: one embedding
+    names = ("small", "other", "noise", "const")
+    rows = {"small": 10, "other": 10, "noise": 10, "const": 1}
+    train = tf.data.Dataset.from_tensor_slices(
+        ({n: x[n][:3000] for n in names}, y[:3000])
+    ).batch(100)
+    heldout = tf.data.Dataset.from_tensor_slices(
+        ({n: x[n][3000:] for n in names}, y[3000:])
+    ).batch(100)
+    tf.keras.utils.set_random_seed(0)
+    inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in names}
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(rows[n], 4) for n in names},
+        budget_bytes=300,
+        feature_bytes={n: 100 for n in names},
+        budget_rule="gain_per_byte",
+    )
+    gated = gate(inputs)
+    out = tf.keras.layers.Dense(1, "sigmoid")(
+        tf.keras.layers.Concatenate()([gated[n] for n in names])
+    )
+    model = tf.keras.Model(inputs, out)
+    model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+    records = []
+    recorder = tf.keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: records.append(
+            (int(gate.gate_mode.numpy()), gate.selection_state.score_squares.numpy())
+        )
+    )
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        steps_per_selection=20,
+        finetune_epochs=0,
+        selection_data=heldout,
+        verbose=0,
+    )
+    assert gate.num_rounds == 3
+    model.fit(train, epochs=3, callbacks=[callback, recorder], verbose=0)
+    assert gate.selection_complete
+    # Settles of 16 steps (0.8 x 20) in rounds 2 and 3.
+    assert check_settle_evidence(records, 16, names.index("const")) == 2
 
 
 def test_cli_flags_ask_for_a_budget_and_entry_z():

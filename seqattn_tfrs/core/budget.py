@@ -37,14 +37,27 @@ def pick_within_budget(
     remaining: int,
     count: int,
     rule: str,
+    scores: np.ndarray | None = None,
 ) -> list[int]:
     """Up to ``count`` greedy picks among the unselected features that fit.
 
     Each pick takes, among the unselected features whose cost fits what is left
-    of the budget, the largest logit (``rule="attention"``) or the largest
-    softmax weight per byte, ``logit - log(bytes)`` (``"attention_per_byte"``;
-    a feature of 0 bytes counts as 1 byte), then charges its cost. Ties go to
-    the earlier feature. Stops early when nothing fits.
+    of the budget, the best by ``rule``, then charges its cost:
+
+    * ``"attention"``: the largest logit;
+    * ``"attention_per_byte"``: the largest softmax weight per byte,
+      ``logit - log(bytes)``;
+    * ``"gain_per_byte"``: the largest ``z**2 / bytes`` among the features
+      whose score statistic ``z`` (``scores``: the settled model's score test,
+      see ``entry_z``) is positive. ``z**2 / 2`` estimates the fall of the
+      held-out log-likelihood the feature brings, so this ranks by loss per
+      byte, comparably across tables whatever their embeddings' scale. Where
+      no fitting feature has ``z > 0`` it takes the largest ``z`` (the least
+      harm). Without ``scores`` (the first round: nothing has settled yet) it
+      ranks like ``"attention"``.
+
+    A feature of 0 bytes counts as 1 byte. Ties go to the earlier feature.
+    Stops early when nothing fits.
 
     Example:
       >>> logits = np.array([3.0, 2.0, 1.0])
@@ -54,19 +67,31 @@ def pick_within_budget(
       [1, 2]
       >>> pick_within_budget(logits, costs, selected, 500, 2, "attention_per_byte")
       [2, 1]
+      >>> z = np.array([20.0, 4.0, -1.0])  # z**2 / bytes: 4.0, 1.6, harm
+      >>> pick_within_budget(logits, costs, selected, 500, 3, "gain_per_byte", z)
+      [0, 1, 2]
     """
     if rule not in RULES:
         raise ValueError(f"`budget_rule` must be one of {RULES}, got {rule!r}.")
     taken = np.array(selected, bool)
+    bytes_ = np.maximum(costs, 1).astype(np.float64)
     score = logits.astype(np.float64)
+    helps = np.zeros(len(score), bool)
     if rule == "attention_per_byte":
-        score = score - np.log(np.maximum(costs, 1).astype(np.float64))
+        score = score - np.log(bytes_)
+    elif rule == "gain_per_byte" and scores is not None and np.any(scores):
+        z = np.asarray(scores, np.float64)
+        helps = z > 0
+        score = np.where(helps, z * z / bytes_, z)
     picks: list[int] = []
     for _ in range(count):
         fits = np.flatnonzero(~taken & (costs <= remaining))
         if fits.size == 0:
             break
-        best = int(fits[np.argmax(score[fits])])  # argmax: first of equals
+        # Helping features first, then the rest; argmax: first of equals.
+        key = np.where(helps[fits], 1.0, 0.0)
+        first = fits[key == key.max()]
+        best = int(first[np.argmax(score[first])])
         picks.append(best)
         taken[best] = True
         remaining -= int(costs[best])

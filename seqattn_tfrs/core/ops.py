@@ -3,7 +3,7 @@
 Functions in :mod:`seqattn_tfrs.core.signals` and
 :mod:`seqattn_tfrs.core.logit_rule` take an ``ops`` argument with these names,
 spelled as in ``keras.ops`` (which can be passed as it is):
-``where, sum, square, sqrt, exp, max, maximum, power, matmul, transpose,
+``where, sum, mean, square, sqrt, exp, max, maximum, power, matmul, transpose,
 solve, eye, trace, isfinite, all, logical_and, logical_or, logical_not,
 equal, zeros_like, ones_like, full_like, shape, cast``. :data:`NUMPY` is
 numpy's, used for tests and host-side checks.
@@ -18,6 +18,7 @@ import numpy as np
 NUMPY = types.SimpleNamespace(
     where=np.where,
     sum=np.sum,
+    mean=np.mean,
     square=np.square,
     sqrt=np.sqrt,
     exp=np.exp,

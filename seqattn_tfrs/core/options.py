@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 ATTENTION_SIGNALS = ("partial", "gradient", "score")
-BUDGET_RULES = ("attention", "attention_per_byte")
+BUDGET_RULES = ("attention", "attention_per_byte", "gain_per_byte")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,9 @@ class AttentionOptions:
       selections_per_round: features each selection round commits; the last
         round commits the remainder.
       budget_rule: how a budgeted round ranks the features that fit:
-        ``"attention_per_byte"`` (logit minus log bytes) or ``"attention"``.
+        ``"attention_per_byte"`` (logit minus log bytes), ``"attention"``, or
+        ``"gain_per_byte"`` (the settled model's score test, squared, per
+        byte; see :func:`seqattn_tfrs.core.budget.pick_within_budget`).
       entry_z: with a byte budget only: stop when no affordable feature's
         score test clears this many standard errors (``None``: fill the
         budget). Whether a budget is set is the layer's to check.
@@ -88,6 +90,12 @@ class AttentionOptions:
         object.__setattr__(self, "attention_momentum", float(momentum))
         if self.entry_z is not None:
             object.__setattr__(self, "entry_z", float(self.entry_z))
+
+    @property
+    def tracks_evidence(self) -> bool:
+        """Whether the layer keeps the settle's score-test sums: for ``entry_z``
+        or for the ``"gain_per_byte"`` rule."""
+        return self.entry_z is not None or self.budget_rule == "gain_per_byte"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

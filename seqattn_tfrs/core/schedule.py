@@ -84,6 +84,24 @@ class SelectionSchedule:
         return modes.SELECTING
 
 
+def early_settle(mode: int, progress: int, settle_units: int) -> bool:
+    """Whether a step is in a settle's first half, which the score test behind
+    ``entry_z`` (and the ``"gain_per_byte"`` rule) does not count: the model
+    is still adapting to the last pick. Both callbacks zero the test's sums
+    when it ends, and run no held-out step for the test before.
+
+    ``progress``: steps (or units) into the round; ``settle_units``: the
+    settle's length in the same count.
+
+    Example:
+      >>> early_settle(modes.SETTLING, 3, 8), early_settle(modes.SETTLING, 4, 8)
+      (True, False)
+      >>> early_settle(modes.DENSE, 0, 8)
+      False
+    """
+    return mode == modes.SETTLING and progress < settle_units // 2
+
+
 # The fewest training steps a selection round may have when the schedule is
 # laid inside a fit (see ``within_fit``). Measured with
 # benchmarks/round_budget.py (docs/benchmarks.md, "Rounds inside one fit"):

@@ -125,7 +125,8 @@ def commit_round(
       gates: ``[N]`` gate values now (kept as this round's history row).
       num_rounds: the rounds reserved for the layer.
       costs: bytes per feature (budget only; None entries are refused).
-      entry_scores: per-feature score statistics (budget with ``entry_z``).
+      entry_scores: per-feature score statistics (budget with ``entry_z`` or
+        the ``"gain_per_byte"`` rule; read from the second round on).
       dependence: ``[N, N]`` booleans, ``[c, s]``: feature ``c`` is a function
         of feature ``s`` (:func:`seqattn_tfrs.core.dependence.functional_dependence`).
 
@@ -226,8 +227,9 @@ def _affordable_picks(
     cost = np.array(costs, np.int64)
     remaining = spec.budget_bytes - int(cost[selected].sum())
     eligible = np.ones(len(cost), bool)
-    if spec.entry_z is not None and selected.any():
-        eligible = np.asarray(entry_scores) > spec.entry_z
+    settled = entry_scores if selected.any() else None  # none in round 1
+    if spec.entry_z is not None and settled is not None:
+        eligible = np.asarray(settled) > spec.entry_z
     if dependence is not None:
         eligible &= ~dependence_lib.redundant_candidates(dependence, selected)
     ranked = budget_lib.pick_within_budget(
@@ -237,6 +239,7 @@ def _affordable_picks(
         remaining,
         spec.selections_per_round,
         spec.budget_rule,
+        settled,
     )
     if not ranked and not eligible.all():  # nothing that fits helps: stop
         return np.array([], np.int64), True

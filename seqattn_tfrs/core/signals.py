@@ -164,6 +164,23 @@ def residual_scores(
     return ops.where(finite, residual, ops.full_like(residual, math.nan))
 
 
+def centred(ops: Any, values: Any) -> Any:
+    """``[B, D]`` values less their batch mean, per column.
+
+    The score test behind ``entry_z`` scores each embedding centred: a shift
+    of an embedding that the model's own biases can make carries no evidence
+    that the feature helps (a mis-calibrated intercept would otherwise lend
+    every feature a score).
+
+    Example:
+      >>> import numpy as np
+      >>> from seqattn_tfrs.core.ops import NUMPY
+      >>> centred(NUMPY, np.array([[1.0, 4.0], [3.0, 4.0]])).tolist()
+      [[-1.0, 0.0], [1.0, 0.0]]
+    """
+    return values - ops.mean(values, axis=0)
+
+
 def evidence_sums(
     ops: Any, per_example: Any, nuisance: Any | None, columns: Any | None = None
 ) -> tuple[Any, Any]:

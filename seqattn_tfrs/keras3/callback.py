@@ -194,17 +194,18 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     "`settle_fraction=0`."
                 )
             self._settle_units[id(layer)] = settle
-        tested = [g.name for g in self._layers if g.options.entry_z is not None]
+        tested = [g.name for g in self._layers if g.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
             raise ValueError(
-                f"Layer(s) {tested} stop on `entry_z`, whose score test runs while "
-                "a round settles, but `settle_fraction`=0; expected "
-                "`settle_fraction` > 0."
+                f"Layer(s) {tested} use the settled model's score test (`entry_z` "
+                "or `budget_rule='gain_per_byte'`), which runs while a round "
+                "settles, but `settle_fraction`=0; expected `settle_fraction` > 0."
             )
         self._modes = {
             id(g): int(keras.ops.convert_to_numpy(g.gate_mode)) for g in self._layers
         }
         self._picked = {id(g): g.record().num_picked for g in self._layers}
+        self._early_settle: dict[int, bool] = {}
         if self.selection_data is not None:
             self._check_dependence()
             self._heldout_batches = heldout.batches(self.selection_data)
@@ -269,10 +270,10 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
         """Whether a held-out step teaches ``layer`` now: its logits learn
         (selecting), or its ``entry_z`` score test collects (settling)."""
+        if self._early_settle.get(id(layer)):
+            return False
         mode = self._modes[id(layer)]
-        return mode == SELECTING or (
-            mode == SETTLING and layer.options.entry_z is not None
-        )
+        return mode == SELECTING or (mode == SETTLING and layer.options.tracks_evidence)
 
     def _sync(self) -> None:
         """On JAX, writes fit's latest state into the variables (and makes the
@@ -336,11 +337,17 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 progress = into_round
             else:
                 progress = into_round * self._steps_per_epoch + steps_into_unit
+            settle = self._settle_units[id(layer)]
             mode = schedule.mode(
                 units,
-                in_settle=progress < self._settle_units[id(layer)],
+                in_settle=progress < settle,
                 any_selected=self._picked[id(layer)] > 0,
             )
+            early = schedule_lib.early_settle(mode, progress, settle)
+            if self._early_settle.get(id(layer)) and not early:
+                self._sync()
+                layer.reset_evidence()
+            self._early_settle[id(layer)] = early
             if self._modes.get(id(layer)) != mode:
                 self._sync()
                 layer.gate_mode.assign(mode)

@@ -159,7 +159,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             state("logit_steps", (), overwrite=True),
             state("nonfinite_logit_steps", (), overwrite=True),
         ]
-        if self.options.entry_z is not None:
+        if self.options.tracks_evidence:
             self.learning_state += [
                 state("score_sum", (n,), overwrite=True),
                 state("score_squares", (n,), overwrite=True),
@@ -284,11 +284,13 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         how many standard errors say raising its gate lowers the loss.
 
         Raises:
-          ValueError: the layer has no ``entry_z``.
+          ValueError: the layer has neither ``entry_z`` nor the
+            ``"gain_per_byte"`` rule.
         """
-        if self.options.entry_z is None:
+        if not self.options.tracks_evidence:
             raise ValueError(
-                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set."
+                f"{self.name}: `entry_evidence` is tracked only with `entry_z` set "
+                "or `budget_rule='gain_per_byte'`."
             )
         self._ensure_built()
         total, squares = (
@@ -430,7 +432,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 "or lower `settle_fraction`."
             )
         entry = None
-        if self.options.entry_z is not None:
+        if self.options.tracks_evidence:
             entry = selection_lib.entry_statistics(state[5], state[6])
         gates = self.host_gates()
         record, picks = selection_lib.commit_round(
@@ -452,6 +454,15 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             if variable is not self.learning_state[4]:  # keep the NaN count
                 variable.assign(np.zeros(variable.shape, np.float32))
         return [self._feature_names[i] for i in picks]
+
+    def reset_evidence(self) -> None:
+        """Zeroes the round's score-test sums (no-op without them).
+
+        Used by the callback; on JAX during ``fit`` it must be preceded by
+        ``model.jax_state_sync()``.
+        """
+        for variable in self.learning_state[5:7]:
+            variable.assign(np.zeros(variable.shape, np.float32))
 
     def set_functional_dependence(self, dependence: np.ndarray) -> None:
         """Stores ``[N, N]`` booleans, ``[c, s]``: ``c`` is a function of ``s``

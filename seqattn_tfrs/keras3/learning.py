@@ -77,11 +77,13 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
         def backward(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            columns = ops.cast(upstream, "float32") * ops.cast(x, "float32")
+            upstream32 = ops.cast(upstream, "float32")
+            columns = upstream32 * ops.cast(x, "float32")
             per_example = ops.matmul(columns, segments)  # [B, N]
             new_state = _learn(
                 per_example,
                 columns,
+                lambda: upstream32 * signals.centred(ops, ops.cast(x, "float32")),
                 segments,
                 gates,
                 selected,
@@ -107,6 +109,7 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
 def _learn(
     per_example,
     columns,
+    centred_columns,
     segments,
     gates,
     selected,
@@ -116,20 +119,29 @@ def _learn(
     options,
     nuisance_width,
 ):
-    """The learning state after one backward pass (unchanged unless learning)."""
+    """The learning state after one backward pass (unchanged unless learning).
+
+    ``centred_columns()`` builds the column gradients of each embedding less
+    its batch mean, for the score test (:func:`seqattn_tfrs.core.signals.
+    centred`); it is called only while settling.
+    """
     logits, momentum, second, steps, nonfinite = state[:5]
-    nuisance = columns_of_selected = None
-    if options.attention_signal == "partial" or options.entry_z is not None:
-        column_mask = ops.matmul(segments, selected)  # [D], 1 on selected columns
-        columns_of_selected = ops.sum(column_mask)
-        nuisance = columns * column_mask
+    partial = options.attention_signal == "partial"
+    column_mask = ops.matmul(segments, selected)  # [D], 1 on selected columns
+    columns_of_selected = ops.sum(column_mask)
+
+    def selected_columns(all_columns):
+        """The selected features' columns (the partial signal's nuisance)."""
+        nuisance = all_columns * column_mask
         if nuisance_width < int(segments.shape[0]):
             # The selected columns first (a static width: at most the widest
             # tables that can be selected while the logits learn), so the
             # ridge solve is [K, K] rather than [D, D].
             first = ops.argsort(-column_mask)[:nuisance_width]
             nuisance = ops.take(nuisance, first, axis=1)
-    descent_nuisance = nuisance if options.attention_signal == "partial" else None
+        return nuisance
+
+    descent_nuisance = selected_columns(columns) if partial else None
 
     def signal():
         return signals.logit_descent(
@@ -164,14 +176,15 @@ def _learn(
         step,
         nonfinite + selecting * (1.0 - finite),
     ]
-    if options.entry_z is not None:
+    if options.tracks_evidence:
         score_sum, score_squares = state[5:7]
 
         def sums():
+            centred = centred_columns()
             total, squares = signals.evidence_sums(
                 ops,
-                per_example,
-                nuisance if options.attention_signal == "partial" else None,
+                ops.matmul(centred, segments),
+                selected_columns(centred) if partial else None,
                 columns_of_selected,
             )
             return ops.stack([total, squares])

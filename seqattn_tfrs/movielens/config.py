@@ -213,8 +213,8 @@ class SelectionConfig:
     a count (see seqattn_tfrs.SequentialAttentionEmbedding); needs num_selected
     set to null."""
     budget_rule: str = _ATTENTION.budget_rule
-    """How a budgeted round ranks the fields that fit: "attention_per_byte" or
-    "attention"."""
+    """How a budgeted round ranks the fields that fit: "attention_per_byte",
+    "attention" or "gain_per_byte"."""
     entry_z: float | None = _ATTENTION.entry_z
     """With budget_bytes: also stop when no field that fits helps by this many
     standard errors (null: fill the budget)."""

@@ -435,6 +435,73 @@ def dependence() -> dict:
     }
 
 
+def evidence() -> dict:
+    """The score test's sums (``entry_z``, ``"gain_per_byte"``) skip each
+    settle's first half and score centred embeddings, as on tf-keras
+    (``tests/test_budget.py``, same planted data and schedule)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.evidence import check_settle_evidence
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    small, other, noise = (rng.integers(0, 10, n) for _ in range(3))
+    logit = 2.0 * rng.normal(size=10)[small] + 1.5 * rng.normal(size=10)[other]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    columns = {"small": small, "other": other, "noise": noise}
+    columns["const"] = np.zeros(n, np.int64)  # a one-row table: one embedding
+    columns = {k: v.astype(np.int32) for k, v in columns.items()}
+    names = list(columns)
+    keras.utils.set_random_seed(0)
+    inputs = {name: keras.Input((), name=name, dtype="int32") for name in names}
+    gate = SequentialAttentionEmbedding(
+        {k: keras.layers.Embedding(int(v.max()) + 1, 4) for k, v in columns.items()},
+        budget_bytes=300,
+        feature_bytes={name: 100 for name in names},
+        budget_rule="gain_per_byte",
+    )
+    gated = gate(inputs)
+    out = keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.Concatenate()([gated[name] for name in names])
+    )
+    model = keras.Model(inputs, out)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    records = []
+
+    def record(batch, logs):
+        sync = getattr(model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        records.append(
+            (
+                int(keras.ops.convert_to_numpy(gate.gate_mode)),
+                keras.ops.convert_to_numpy(gate.learning_state[6]),
+            )
+        )
+
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        steps_per_selection=20,
+        finetune_epochs=0,
+        selection_data=batches(columns, y, slice(3000, None), 100),
+        verbose=0,
+    )
+    assert gate.num_rounds == 3
+    train = {k: v[:3000] for k, v in columns.items()}
+    recorder = keras.callbacks.LambdaCallback(on_train_batch_end=record)
+    model.fit(
+        train,
+        y[:3000],
+        batch_size=100,
+        epochs=3,
+        callbacks=[callback, recorder],
+        verbose=0,
+    )
+    assert gate.selection_complete
+    settles = check_settle_evidence(records, 16, names.index("const"))
+    assert settles == 2, settles
+    return {"settles": settles, "selected": list(gate.selected_features)}
+
+
 def doctests() -> dict:
     """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
     import doctest
