@@ -341,6 +341,27 @@ def summarize(paths: list[str]) -> None:
                 f"{call}; beats both on {won} of {len(seeds)} seeds; same set as "
                 + ", ".join(f"{t} on {n}" for t, n in same.items())
             )
+    methods = list(dict.fromkeys(m for by_method in cells.values() for m in by_method))
+    for what, key in (("mean test AUC (min-max)", "auc"), ("mean bytes", "bytes")):
+        print(
+            f"\n{what}, every cell:\n| problem | budget | " + " | ".join(methods) + " |"
+        )
+        print("|---" * (len(methods) + 2) + "|")
+        for (label, fraction), by_method in sorted(cells.items()):
+            parts = []
+            for method in methods:
+                values = np.array(
+                    [r[key] for r in by_method.get(method, {}).values()], float
+                )
+                if not values.size:
+                    parts.append("")
+                elif key == "bytes":
+                    parts.append(f"{values.mean():,.0f}")
+                else:
+                    parts.append(
+                        f"{values.mean():.4f} ({values.min():.4f}-{values.max():.4f})"
+                    )
+            print(f"| {label} | {fraction:.0%} | " + " | ".join(parts) + " |")
     print()
     for method, t in tally.items():
         print(
