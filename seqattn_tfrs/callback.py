@@ -314,7 +314,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             # The first round's score test: the held-out batch sees every gate
             # at 0 (the intercept-only model) while training stays dense.
             testing = [g for g in self._layers if self._first_test.get(id(g))]
-            self._wait_for_scheduled_steps()
+            if testing:
+                self._wait_for_scheduled_steps()
             for layer in testing:
                 layer.set_gate_mode(modes.SETTLING)
             if self._coordinator is None:

@@ -133,8 +133,10 @@ def _learn(
     """
     logits, momentum, second, steps, nonfinite = state[:5]
     partial = options.attention_signal == "partial"
-    column_mask = ops.matmul(segments, selected)  # [D], 1 on selected columns
-    columns_of_selected = ops.sum(column_mask)
+    column_mask = columns_of_selected = None
+    if partial or score_test:
+        column_mask = ops.matmul(segments, selected)  # [D], 1 on selected columns
+        columns_of_selected = ops.sum(column_mask)
 
     def selected_columns(all_columns):
         """The selected features' columns (the partial signal's nuisance)."""
