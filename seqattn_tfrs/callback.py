@@ -481,7 +481,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             early = schedule_lib.early_settle(mode, progress, self._settle_units)
             self._first_test[id(layer)] = (
                 self._heldout_iterator is not None
-                and not self._has_selected[id(layer)]
                 and schedule_lib.first_round_test(
                     mode, progress, self._settle_units, schedule.in_warmup(units)
                 )

@@ -399,7 +399,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         return [self._feature_names[i] for i in picks]
 
     def reset_evidence(self) -> None:
-        """Zeroes the round's ``entry_z`` evidence so far (no-op without it)."""
+        """Zeroes the round's score-test sums so far (see ``entry_evidence``)."""
         self._state().reset_evidence()
 
     def set_functional_dependence(self, dependence: np.ndarray) -> None:

@@ -219,7 +219,7 @@ class SelectionState:
             self.gates().numpy(),
             num_rounds=self.num_rounds,
             costs=costs,
-            entry_scores=(self.entry_scores()),
+            entry_scores=self.entry_scores(),
             dependence=self.dependence.numpy() > 0,
         )
         self.round_gates.assign(new.round_gates)

@@ -93,8 +93,9 @@ class AttentionOptions:
 
     @property
     def tracks_evidence(self) -> bool:
-        """Whether the layer keeps the settle's score-test sums: for ``entry_z``
-        or for the ``"gain_per_byte"`` rule."""
+        """Whether every round's settle runs the score test (for ``entry_z`` or
+        the ``"gain_per_byte"`` rule), not only the first round's on held-out
+        batches."""
         return self.entry_z is not None or self.budget_rule == "gain_per_byte"
 
     @classmethod

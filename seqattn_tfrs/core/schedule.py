@@ -107,13 +107,13 @@ def first_round_test(
 ) -> bool:
     """Whether a step's held-out batch runs the first round's score test.
 
-    Before the first pick a round settles densely (``mode``); in the second
-    half of that settle, with held-out ``selection_data``, each held-out batch
-    sees every gate at 0 (the intercept-only model) and the score test counts
-    which feature would lower its loss. The first pick follows that test
-    rather than the logits: scale-free, and on least squares exactly
-    Orthogonal Matching Pursuit's first step. The caller checks that nothing
-    is selected and that held-out data exist.
+    Outside the warm-up, ``DENSE`` means a settle before the first pick (see
+    :meth:`SelectionSchedule.mode`); in its second half, with held-out
+    ``selection_data``, each held-out batch sees every gate at 0 (the
+    intercept-only model) and the score test counts which feature would lower
+    its loss. The first pick follows that test rather than the logits:
+    scale-free, and on least squares exactly Orthogonal Matching Pursuit's
+    first step. The caller checks that held-out data exist.
 
     Example:
       >>> first_round_test(modes.DENSE, 4, 8, in_warmup=False)
@@ -123,11 +123,7 @@ def first_round_test(
       >>> first_round_test(modes.SELECTING, 6, 4, in_warmup=False)
       False
     """
-    return (
-        not in_warmup
-        and mode == modes.DENSE
-        and settle_units // 2 <= progress < settle_units
-    )
+    return not in_warmup and mode == modes.DENSE and progress >= settle_units // 2
 
 
 # The fewest training steps a selection round may have when the schedule is

@@ -358,7 +358,6 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             early = schedule_lib.early_settle(mode, progress, settle)
             self._first_test[id(layer)] = (
                 self._heldout_step is not None
-                and self._picked[id(layer)] == 0
                 and schedule_lib.first_round_test(
                     mode, progress, settle, schedule.in_warmup(units)
                 )

@@ -447,7 +447,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         return [self._feature_names[i] for i in picks]
 
     def reset_evidence(self) -> None:
-        """Zeroes the round's score-test sums (no-op without them).
+        """Zeroes the round's score-test sums (see ``entry_evidence``).
 
         Used by the callback; on JAX during ``fit`` it must be preceded by
         ``model.jax_state_sync()``.
