@@ -14,9 +14,16 @@ from seqattn_tfrs import (
 from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import modes
 from seqattn_tfrs.core import schedule as schedule_lib
+from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
+
+# Printed when a pick by count came after the held-out signal ran out.
+EXHAUSTED_NOTE = (
+    " (no candidate helped on held-out data any more: this pick hurt the "
+    "held-out loss least; fewer features may serve as well)"
+)
 
 
 class SequentialAttentionCallback(tf.keras.callbacks.Callback):
@@ -431,6 +438,12 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             # A budgeted layer may close before its reserved rounds: nothing fits.
             while done < schedule.rounds_due(completed) and not self._complete[key]:
                 self._wait_for_scheduled_steps()
+                exhausted = (
+                    layer.budget_bytes is None
+                    and selection_lib.exhausted_after(
+                        layer.heldout_evidence(), layer.selected_features
+                    )
+                )
                 names = layer.commit_round(require_learning=True)
                 done += 1
                 self._rounds_done[key] = done
@@ -443,6 +456,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     "layer": layer.name,
                     "round": done,
                     "features": names,
+                    "signal_exhausted": exhausted,
                 }
                 self.events.append(event)
                 if logs is not None:
@@ -454,7 +468,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     print(
                         f"\nSequentialAttention [{layer.name}] round {done}/"
                         f"{schedule.num_rounds}: selected {names}; so far "
-                        f"{list(layer.selected_features)}",
+                        f"{list(layer.selected_features)}"
+                        + (EXHAUSTED_NOTE if exhausted else ""),
                         flush=True,
                     )
 

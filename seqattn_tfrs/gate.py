@@ -357,14 +357,20 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         }
 
     def entry_evidence(self) -> dict[str, float]:
-        """Per feature, this round's score statistic so far (see ``entry_z``).
-
-        How many standard errors the per-example gradients of the settled
-        model say that raising the feature's gate lowers the loss; 0 before
-        any evidence (kept in the first round with ``selection_data``, and in
-        every round with ``entry_z`` or ``"gain_per_byte"``).
-        """
+        """Per feature, this round's score statistic so far (see ``entry_z``):
+        how many standard errors the settled model's per-example gradients say
+        raising its gate lowers the loss (0 without evidence; kept in round 1
+        with ``selection_data``, every round with ``entry_z`` or
+        ``"gain_per_byte"``)."""
         scores = self._state().entry_scores()
+        return dict(zip(self._feature_names, map(float, scores)))
+
+    def heldout_evidence(self) -> dict[str, float]:
+        """Per feature, this round's statistic of the held-out gate gradients
+        while the logits learn: how many standard errors say more of it lowers
+        the held-out loss (see :func:`seqattn_tfrs.core.selection.commit_round`;
+        0 without ``selection_data``)."""
+        scores = self._state().heldout_scores()
         return dict(zip(self._feature_names, map(float, scores)))
 
     # --------------------------------------------------- used by the callback

@@ -181,6 +181,9 @@ def _learn(
         # and only what feeds them is computed in conds.
         direction = tf.cond(learning, descent, lambda: tf.zeros_like(gates))
         update = [state.apply_logit_gradient(direction, learn)]
+        if always_learn:  # held-out: does any candidate still help?
+            sums = tf.cond(learning, evidence, lambda: tf.zeros([2, gates.shape[0]]))
+            update += state.add_heldout_evidence(sums[0], sums[1])
         if entry_test:
             sums = tf.cond(  # computed only while settling
                 tf.logical_and(state.settling(), learn),
@@ -193,6 +196,13 @@ def _learn(
     # fine-tune, learning from held-out data only) skip the update altogether
     # (docs/fit_cost.md).
     update = [_when(learning, lambda: state.apply_logit_gradient(descent()))]
+    if always_learn:  # held-out: does any candidate still help?
+        update.append(
+            _when(
+                learning,
+                lambda: tf.group(state.add_heldout_evidence(*tf.unstack(evidence()))),
+            )
+        )
     if entry_test:
         # The score test: with the candidates' gates at 0 (settling), does
         # raising one lower the loss of the selected model?

@@ -89,6 +89,12 @@ class SelectionState:
         # every replica's examples (the score test of the settled model).
         self.score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
         self.score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
+        # The same sums of the held-out gate gradients while the logits learn
+        # (candidates partly on): whether any candidate still helps.
+        self.heldout_sum = state("heldout_score_sum", [n], tf.float32, 0.0, "sum")
+        self.heldout_squares = state(
+            "heldout_score_squares", [n], tf.float32, 0.0, "sum"
+        )
         # [c, s] = 1: feature c is a function of feature s on the data checked
         # (see core.dependence); all 0 until a check ran.
         self.dependence = state("functional_dependence", [n, n], tf.float32, 0.0)
@@ -166,6 +172,15 @@ class SelectionState:
             self.score_squares.assign_add(squares),
         ]
 
+    def add_heldout_evidence(
+        self, total: tf.Tensor, squares: tf.Tensor
+    ) -> list[tf.Operation]:
+        """Adds a held-out batch's gate-gradient sums while the logits learn."""
+        return [
+            self.heldout_sum.assign_add(total),
+            self.heldout_squares.assign_add(squares),
+        ]
+
     # ------------------------------------------------------------ host side
     def record(self) -> selection.SelectionRecord:
         """The committed state as arrays."""
@@ -182,6 +197,12 @@ class SelectionState:
         """Per feature, this round's score statistic (see ``entry_z``)."""
         return selection.entry_statistics(
             self.score_sum.numpy(), self.score_squares.numpy()
+        )
+
+    def heldout_scores(self) -> np.ndarray:
+        """Per feature, this round's held-out gate-gradient statistic."""
+        return selection.entry_statistics(
+            self.heldout_sum.numpy(), self.heldout_squares.numpy()
         )
 
     def commit_round(
@@ -221,6 +242,7 @@ class SelectionState:
             costs=costs,
             entry_scores=self.entry_scores(),
             dependence=self.dependence.numpy() > 0,
+            heldout_scores=self.heldout_scores(),
         )
         self.round_gates.assign(new.round_gates)
         self.selection_order.assign(new.order.astype(np.int32))
@@ -254,5 +276,7 @@ class SelectionState:
         self.logits.assign(tf.zeros_like(self.logits))
         self.momentum.assign(tf.zeros_like(self.momentum))
         self.reset_evidence()
+        self.heldout_sum.assign(tf.zeros_like(self.heldout_sum))
+        self.heldout_squares.assign(tf.zeros_like(self.heldout_squares))
         self.second_moment.assign(0.0)
         self.logit_steps.assign(0.0)

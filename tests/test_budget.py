@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers.evidence import check_settle_evidence
+from helpers.evidence import check_selecting_evidence, check_settle_evidence
 
 from seqattn_tfrs import (
     SequentialAttentionCallback,
@@ -459,7 +459,9 @@ def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
 def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
     """The sums behind `entry_z` and "gain_per_byte" skip the first half of
     each settle (the model still adapts to the last pick) and score centred
-    embeddings: a feature whose embedding a bias could replace gets none."""
+    embeddings: a feature whose embedding a bias could replace gets none. The
+    held-out statistics of the selecting part (does any candidate still
+    help?) count only the held-out batches of selecting steps."""
     x, y = planted(0, n=4000)
     x["const"] = np.zeros_like(x["small"])  # a one-row table: one embedding
     names = ("small", "other", "noise", "const")
@@ -487,7 +489,11 @@ def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
     records = []
     recorder = tf.keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: records.append(
-            (int(gate.gate_mode.numpy()), gate.selection_state.score_squares.numpy())
+            (
+                int(gate.gate_mode.numpy()),
+                gate.selection_state.score_squares.numpy(),
+                gate.selection_state.heldout_squares.numpy(),
+            )
         )
     )
     callback = SequentialAttentionCallback(
@@ -501,7 +507,10 @@ def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
     model.fit(train, epochs=3, callbacks=[callback, recorder], verbose=0)
     assert gate.selection_complete
     # Settles of 16 steps (0.8 x 20) in rounds 2 and 3.
-    assert check_settle_evidence(records, 16, names.index("const")) == 2
+    settle = [(mode, squares) for mode, squares, _ in records]
+    assert check_settle_evidence(settle, 16, names.index("const")) == 2
+    selecting = [(mode, squares) for mode, _, squares in records]
+    assert check_selecting_evidence(selecting, names.index("const")) == 3
 
 
 def test_cli_flags_ask_for_a_budget_and_entry_z():

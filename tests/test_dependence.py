@@ -108,6 +108,54 @@ def test_a_round_passes_over_a_function_of_a_selected_feature():
     assert picks == [1]
 
 
+def test_past_the_signal_a_copy_competes_by_its_held_out_harm():
+    spec = SelectionSpec("gate", ("a", "copy", "b", "c"), 3, None, 1)
+    dependence = np.zeros([4, 4], bool)
+    dependence[1, 0] = dependence[0, 1] = True
+    after, _ = commit_round(
+        spec,
+        record(4),
+        np.array([3.0, 0, 0, 0]),
+        np.ones(4),
+        num_rounds=3,
+        dependence=dependence,
+    )
+    # b helps (z 4 >= 2.128): the copy, though ahead on logits, is passed over.
+    helping = np.array([0.0, 1.0, 4.0, -1.0])
+    _, picks = commit_round(
+        spec,
+        after,
+        np.array([0, 5.0, 1.0, 2.0]),
+        np.ones(4),
+        num_rounds=3,
+        dependence=dependence,
+        heldout_scores=helping,
+    )
+    assert picks == [2]
+    # Nothing helps: the least harm on held-out data, the copy included.
+    spent = np.array([0.0, 1.0, 0.5, -1.0])
+    _, picks = commit_round(
+        spec,
+        after,
+        np.array([0, 0.0, 1.0, 2.0]),
+        np.ones(4),
+        num_rounds=3,
+        dependence=dependence,
+        heldout_scores=spent,
+    )
+    assert picks == [1]
+    # Without held-out statistics the logits decide, copies last, as before.
+    _, picks = commit_round(
+        spec,
+        after,
+        np.array([0, 5.0, 1.0, 2.0]),
+        np.ones(4),
+        num_rounds=3,
+        dependence=dependence,
+    )
+    assert picks == [3]
+
+
 def test_several_picks_in_one_round_pass_over_each_others_functions():
     spec = SelectionSpec("gate", ("a", "copy", "b"), 2, None, 2)
     dependence = np.zeros([3, 3], bool)

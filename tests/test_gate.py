@@ -133,6 +133,27 @@ def test_first_round_follows_the_score_test_later_rounds_the_logits():
     assert other.commit_round() == ["b"]
 
 
+def test_later_rounds_pick_among_features_that_help_on_held_out_data():
+    layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=3)
+    state = layer.selection_state
+
+    def round_with(logits, z):  # z = -sum / sqrt(squares), squares = 1
+        layer.attention_logits.assign(logits)
+        state.heldout_sum.assign([-v for v in z])
+        state.heldout_squares.assign([1.0] * 4)
+        return layer.commit_round()
+
+    # Round 1 is not decided by the selecting part's statistics.
+    assert round_with([3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 9.0, 0.0]) == ["a"]
+    # Three candidates: helping means z >= 2.128 (one-sided 0.05 / 3). c and d
+    # help; the logits choose between them (d), not b, which they rank first.
+    assert round_with([0.0, 2.0, 0.5, 1.0], [0.0, 0.5, 4.0, 2.5]) == ["d"]
+    assert layer.heldout_evidence() == {n: 0.0 for n in "abcd"}  # reset per round
+    # Two candidates (threshold 1.96), neither helps: the signal is exhausted,
+    # and the least harmful on held-out data (b) beats the logits' c.
+    assert round_with([0.0, 0.0, 3.0, 0.0], [0.0, 1.9, -2.0, 0.0]) == ["b"]
+
+
 def test_nan_logits_are_reported_not_picked():
     layer = scalar_layer()
     layer.attention_logits.assign([0.0, float("nan"), 1.0])

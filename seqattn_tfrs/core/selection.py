@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -99,6 +100,7 @@ def commit_round(
     costs: Sequence[int | None] | None = None,
     entry_scores: np.ndarray | None = None,
     dependence: np.ndarray | None = None,
+    heldout_scores: np.ndarray | None = None,
 ) -> tuple[SelectionRecord, list[int]]:
     """Commits one round: the picks, and the record after them.
 
@@ -121,6 +123,14 @@ def commit_round(
     under a budget it does not compete (a round in which only such candidates
     fit closes the selection).
 
+    By count, once something is selected, ``heldout_scores`` (the held-out
+    gate gradients of the round's selecting part, as z-statistics) say which
+    candidates help: those whose statistic clears :func:`signal_threshold`.
+    The logits choose among them (ahead of the rest). When none does (see
+    :func:`signal_exhausted`) the logits rank noise, and the round picks the
+    features whose weight hurts the held-out loss least instead - the largest
+    statistics, copies included.
+
     Args:
       spec: what the layer selects.
       record: the state before this round.
@@ -132,6 +142,8 @@ def commit_round(
         zero where none was collected).
       dependence: ``[N, N]`` booleans, ``[c, s]``: feature ``c`` is a function
         of feature ``s`` (:func:`seqattn_tfrs.core.dependence.functional_dependence`).
+      heldout_scores: per-feature statistics of the held-out gate gradients
+        while the logits learned (all zero, or None, without held-out data).
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
@@ -172,6 +184,15 @@ def commit_round(
             ranked = _ranked_picks(
                 np.asarray(entry_scores, np.float64), selected, count, dependence
             )
+        elif selected.any() and heldout_scores is not None and np.any(heldout_scores):
+            scores = np.asarray(heldout_scores, np.float64)
+            if signal_exhausted(selected, scores):
+                # Nothing helps on held-out data: the least harm, copies too.
+                ranked = _ranked_picks(scores, selected, count, None)
+            else:
+                # The logits choose among the features that help.
+                helps = scores >= signal_threshold(int((~selected).sum()))
+                ranked = _ranked_picks(logits, selected, count, dependence, helps)
         else:
             ranked = _ranked_picks(logits, selected, count, dependence)
     else:
@@ -194,19 +215,82 @@ def commit_round(
     return new, [int(i) for i in ranked]
 
 
+# The family-wise error rate at which "some unselected feature still helps"
+# is declared (one-sided, Bonferroni over the candidates).
+SIGNAL_ALPHA = 0.05
+
+
+def signal_threshold(num_candidates: int) -> float:
+    """The z a held-out statistic must clear for a candidate to count as
+    helping: one-sided, Bonferroni-corrected over ``num_candidates`` at
+    ``SIGNAL_ALPHA``.
+
+    Example:
+      >>> round(signal_threshold(1), 3), round(signal_threshold(30), 3)
+      (1.645, 2.935)
+    """
+    if num_candidates < 1:
+        raise ValueError(f"`num_candidates` must be >= 1, got {num_candidates}.")
+    return statistics.NormalDist().inv_cdf(1.0 - SIGNAL_ALPHA / num_candidates)
+
+
+def signal_exhausted(selected: np.ndarray, heldout_scores: np.ndarray | None) -> bool:
+    """Whether, after the first pick, no unselected feature's held-out
+    statistic clears :func:`signal_threshold`: the logits then rank noise.
+
+    False without evidence (no statistic is non-zero) and before any pick.
+
+    Example:
+      >>> signal_exhausted(np.array([True, False, False]), np.array([0, 1.0, -2]))
+      True
+      >>> signal_exhausted(np.array([True, False, False]), np.array([0, 3.0, -2]))
+      False
+      >>> signal_exhausted(np.array([False, False]), np.array([0.5, 1.0]))
+      False
+    """
+    selected = np.asarray(selected, bool)
+    if heldout_scores is None or not selected.any() or selected.all():
+        return False
+    scores = np.asarray(heldout_scores, np.float64)
+    if not np.any(scores[~selected]):
+        return False
+    return bool(np.max(scores[~selected]) < signal_threshold(int((~selected).sum())))
+
+
+def exhausted_after(evidence: Mapping[str, float], selected: Collection[str]) -> bool:
+    """:func:`signal_exhausted` from a gate's ``heldout_evidence()`` and its
+    ``selected_features``: whether its next pick by count will be the least
+    harmful rather than the logits'.
+
+    Example:
+      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"])
+      True
+    """
+    names = list(evidence)
+    return signal_exhausted(
+        np.array([name in selected for name in names], bool),
+        np.array([evidence[name] for name in names], np.float64),
+    )
+
+
 def _ranked_picks(
     logits: np.ndarray,
     selected: np.ndarray,
     count: int,
     dependence: np.ndarray | None,
+    preferred: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``count`` unselected features with the largest logits (ties to the
-    earlier feature), one at a time, copies of a selected one last."""
+    earlier feature), one at a time: ``preferred`` ones first, copies of a
+    selected one last."""
     chosen = np.array(selected, bool)
     picks = []
     for _ in range(count):
         candidates = np.flatnonzero(~chosen)
         order = candidates[np.argsort(-logits[candidates], kind="stable")]
+        if preferred is not None:
+            first = np.asarray(preferred, bool)[order]
+            order = np.concatenate([order[first], order[~first]])
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
             order = np.concatenate([order[~redundant[order]], order[redundant[order]]])

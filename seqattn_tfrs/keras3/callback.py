@@ -7,10 +7,17 @@ from typing import Any
 import keras
 
 from seqattn_tfrs.core import schedule as schedule_lib
+from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.keras3 import dependence_check, heldout
 from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
+
+# Printed when a pick by count came after the held-out signal ran out.
+EXHAUSTED_NOTE = (
+    " (no candidate helped on held-out data any more: this pick hurt the "
+    "held-out loss least; fewer features may serve as well)"
+)
 
 
 def find_gated_layers(model: keras.Model) -> list[SequentialAttentionEmbedding]:
@@ -314,6 +321,12 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             record = layer.record()
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):
+                exhausted = (
+                    layer.budget_bytes is None
+                    and selection_lib.exhausted_after(
+                        layer.heldout_evidence(), layer.selected_features
+                    )
+                )
                 names = layer.commit_round(require_learning=True)
                 record = layer.record()
                 done = record.rounds_done
@@ -324,6 +337,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     "layer": layer.name,
                     "round": done,
                     "features": names,
+                    "signal_exhausted": exhausted,
                 }
                 self.events.append(event)
                 start = record.num_picked - len(names)
@@ -336,7 +350,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     print(
                         f"\nSequentialAttention [{layer.name}] round {done}/"
                         f"{schedule.num_rounds}: selected {names}; so far "
-                        f"{list(layer.selected_features)}",
+                        f"{list(layer.selected_features)}"
+                        + (EXHAUSTED_NOTE if exhausted else ""),
                         flush=True,
                     )
 

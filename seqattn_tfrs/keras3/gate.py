@@ -163,6 +163,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             state("score_sum", (n,), overwrite=True),
             state("score_squares", (n,), overwrite=True),
         ]
+        self.learning_state += [  # held-out gate gradients while selecting
+            state("heldout_score_sum", (n,), overwrite=True),
+            state("heldout_score_squares", (n,), overwrite=True),
+        ]
         self.attention_logits = self.learning_state[0]
         self.selected_mask = state("selected_mask", (n,))
         self.selection_order = state("selection_order", (n,), "int32", -1)
@@ -288,6 +292,19 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self._ensure_built()
         total, squares = (
             keras.ops.convert_to_numpy(v) for v in self.learning_state[5:7]
+        )
+        scores = selection_lib.entry_statistics(total, squares)
+        return dict(zip(self._feature_names, map(float, scores)))
+
+    def heldout_evidence(self) -> dict[str, float]:
+        """Per feature, this round's statistic of the held-out gate gradients
+        while the logits learn: how many standard errors say more of it lowers
+        the held-out loss (see :func:`seqattn_tfrs.core.selection.commit_round`;
+        0 without ``selection_data``). On JAX during ``fit``, call
+        ``model.jax_state_sync()`` first."""
+        self._ensure_built()
+        total, squares = (
+            keras.ops.convert_to_numpy(v) for v in self.learning_state[7:9]
         )
         scores = selection_lib.entry_statistics(total, squares)
         return dict(zip(self._feature_names, map(float, scores)))
@@ -425,6 +442,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 "or lower `settle_fraction`."
             )
         entry = selection_lib.entry_statistics(state[5], state[6])
+        heldout = selection_lib.entry_statistics(state[7], state[8])
         gates = self.host_gates()
         record, picks = selection_lib.commit_round(
             self.spec,
@@ -435,6 +453,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             costs=list(self.feature_costs().values()),
             entry_scores=entry,
             dependence=keras.ops.convert_to_numpy(self.dependence) > 0,
+            heldout_scores=heldout,
         )
         self.selected_mask.assign(record.selected.astype(np.float32))
         self.selection_order.assign(record.order.astype(np.int32))

@@ -96,6 +96,7 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
                 # for every layer); training passes only for `entry_z` or the
                 # gain per byte.
                 options.tracks_evidence or layer.heldout_pass,
+                layer.heldout_pass,
             )
             return (upstream * ops.cast(expanded, upstream.dtype), *new_state)
 
@@ -123,13 +124,16 @@ def _learn(
     options,
     nuisance_width,
     score_test,
+    heldout_pass,
 ):
     """The learning state after one backward pass (unchanged unless learning).
 
     ``centred_columns()`` builds the column gradients of each embedding less
     its batch mean, for the score test (:func:`seqattn_tfrs.core.signals.
     centred`); it is called only while settling, and only where ``score_test``
-    (static) allows the score test at all.
+    (static) allows the score test at all. On held-out passes (static
+    ``heldout_pass``) the same sums of the gate gradients are kept while the
+    logits learn: whether any candidate still helps.
     """
     logits, momentum, second, steps, nonfinite = state[:5]
     partial = options.attention_signal == "partial"
@@ -184,23 +188,23 @@ def _learn(
         step,
         nonfinite + selecting * (1.0 - finite),
     ]
-    score_sum, score_squares = state[5:7]
-    if score_test:
 
-        def sums():
-            centred = centred_columns()
-            total, squares = signals.evidence_sums(
-                ops,
-                ops.matmul(centred, segments),
-                selected_columns(centred) if partial else None,
-                columns_of_selected,
-            )
-            return ops.stack([total, squares])
-
-        evidence = ops.cond(
-            settling > 0, sums, lambda: ops.zeros((2, ops.shape(gates)[0]))
+    def sums():
+        centred = centred_columns()
+        total, squares = signals.evidence_sums(
+            ops,
+            ops.matmul(centred, segments),
+            selected_columns(centred) if partial else None,
+            columns_of_selected,
         )
-        new += [score_sum + evidence[0], score_squares + evidence[1]]
-    else:
-        new += [score_sum, score_squares]
+        return ops.stack([total, squares])
+
+    def added(sum_and_squares, when):
+        if when is None:
+            return list(sum_and_squares)
+        evidence = ops.cond(when > 0, sums, lambda: ops.zeros((2, ops.shape(gates)[0])))
+        return [sum_and_squares[0] + evidence[0], sum_and_squares[1] + evidence[1]]
+
+    new += added(state[5:7], settling if score_test else None)
+    new += added(state[7:9], selecting if heldout_pass else None)
     return new

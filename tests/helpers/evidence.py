@@ -36,3 +36,39 @@ def check_settle_evidence(
             settles += 1
     assert settles > 0, records
     return settles
+
+
+SELECTING = 1  # seqattn_tfrs.core.modes.SELECTING
+
+
+def check_selecting_evidence(
+    records: list[tuple[int, np.ndarray]], constant: int
+) -> int:
+    """Checks the held-out gate-gradient sums recorded after every step.
+
+    ``records`` as for :func:`check_settle_evidence`, with the sums of squares
+    of the statistic kept while the logits learn. They grow only while the
+    gates select (each such step's held-out batch adds to them) and are zero
+    in every other step (reset by each pick); feature ``constant`` gets none.
+    Returns the rounds seen.
+    """
+    rounds = 0
+    previous = None
+    for mode, squares in records:
+        squares = np.asarray(squares, np.float64)
+        if mode != SELECTING:
+            assert not squares.any(), (mode, squares)
+            rounds += previous is not None
+            previous = None
+            continue
+        assert squares.sum() > 0, squares
+        assert squares[constant] <= 1e-9 * squares.sum(), squares
+        if previous is not None:
+            assert np.all(squares >= previous - 1e-6 * previous.sum()), (
+                previous,
+                squares,
+            )
+            assert squares.sum() > previous.sum(), (previous, squares)
+        previous = squares
+    assert rounds > 0, records
+    return rounds

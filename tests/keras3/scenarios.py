@@ -437,10 +437,12 @@ def dependence() -> dict:
 
 def evidence() -> dict:
     """The score test's sums (``entry_z``, ``"gain_per_byte"``) skip each
-    settle's first half and score centred embeddings, as on tf-keras
-    (``tests/test_budget.py``, same planted data and schedule)."""
+    settle's first half and score centred embeddings, and the held-out
+    statistics of the selecting part count only selecting steps' held-out
+    batches, as on tf-keras (``tests/test_budget.py``, same planted data and
+    schedule)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from helpers.evidence import check_settle_evidence
+    from helpers.evidence import check_selecting_evidence, check_settle_evidence
 
     rng = np.random.default_rng(0)
     n = 4000
@@ -475,6 +477,7 @@ def evidence() -> dict:
             (
                 int(keras.ops.convert_to_numpy(gate.gate_mode)),
                 keras.ops.convert_to_numpy(gate.learning_state[6]),
+                keras.ops.convert_to_numpy(gate.learning_state[8]),
             )
         )
 
@@ -497,9 +500,17 @@ def evidence() -> dict:
         verbose=0,
     )
     assert gate.selection_complete
-    settles = check_settle_evidence(records, 16, names.index("const"))
+    settle = [(mode, squares) for mode, squares, _ in records]
+    settles = check_settle_evidence(settle, 16, names.index("const"))
     assert settles == 2, settles
-    return {"settles": settles, "selected": list(gate.selected_features)}
+    selecting = [(mode, squares) for mode, _, squares in records]
+    rounds = check_selecting_evidence(selecting, names.index("const"))
+    assert rounds == 3, rounds
+    return {
+        "settles": settles,
+        "selecting_rounds": rounds,
+        "selected": list(gate.selected_features),
+    }
 
 
 def doctests() -> dict:
