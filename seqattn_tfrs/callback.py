@@ -19,12 +19,6 @@ from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
-# Printed when a pick by count came after the held-out signal ran out.
-EXHAUSTED_NOTE = (
-    " (no candidate helped on held-out data any more: this pick hurt the "
-    "held-out loss least; fewer features may serve as well)"
-)
-
 
 class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     """Greedy forward selection of features across ``model.fit``.
@@ -469,7 +463,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                         f"\nSequentialAttention [{layer.name}] round {done}/"
                         f"{schedule.num_rounds}: selected {names}; so far "
                         f"{list(layer.selected_features)}"
-                        + (EXHAUSTED_NOTE if exhausted else ""),
+                        + (selection_lib.EXHAUSTED_NOTE if exhausted else ""),
                         flush=True,
                     )
 

@@ -378,9 +378,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         """Commits the next selection round; returns the picked names, in order.
 
         Called by :class:`~seqattn_tfrs.SequentialAttentionCallback` at the end
-        of each round (and by hand in tests). By count, the
-        ``selections_per_round`` unselected features with the largest logits
-        (the last round picks the remainder). With ``budget_bytes``, only
+        of each round (and by hand in tests). By count, the largest logits
+        (round 1 and later rounds with held-out evidence: see
+        :func:`seqattn_tfrs.core.selection.commit_round`). With ``budget_bytes``, only
         features whose table fits what is left of the budget compete (ranked
         by ``budget_rule``); the selection closes when nothing else fits or
         the reserved rounds are used up. The logits and their update state are

@@ -257,6 +257,13 @@ def signal_exhausted(selected: np.ndarray, heldout_scores: np.ndarray | None) ->
     return bool(np.max(scores[~selected]) < signal_threshold(int((~selected).sum())))
 
 
+# What a callback adds to its message for such a pick.
+EXHAUSTED_NOTE = (
+    " (no candidate helped on held-out data any more: this pick hurt the "
+    "held-out loss least; fewer features may serve as well)"
+)
+
+
 def exhausted_after(evidence: Mapping[str, float], selected: Collection[str]) -> bool:
     """:func:`signal_exhausted` from a gate's ``heldout_evidence()`` and its
     ``selected_features``: whether its next pick by count will be the least

@@ -13,12 +13,6 @@ from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.keras3 import dependence_check, heldout
 from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
 
-# Printed when a pick by count came after the held-out signal ran out.
-EXHAUSTED_NOTE = (
-    " (no candidate helped on held-out data any more: this pick hurt the "
-    "held-out loss least; fewer features may serve as well)"
-)
-
 
 def find_gated_layers(model: keras.Model) -> list[SequentialAttentionEmbedding]:
     """Every :class:`SequentialAttentionEmbedding` tracked by ``model``, once each."""
@@ -351,7 +345,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                         f"\nSequentialAttention [{layer.name}] round {done}/"
                         f"{schedule.num_rounds}: selected {names}; so far "
                         f"{list(layer.selected_features)}"
-                        + (EXHAUSTED_NOTE if exhausted else ""),
+                        + (selection_lib.EXHAUSTED_NOTE if exhausted else ""),
                         flush=True,
                     )
 
