@@ -112,20 +112,31 @@ def test_commit_round_order_reset_and_history():
         layer.commit_round()
 
 
+def commit_with(layer, logits, z, statistic):
+    """Commits a round after setting the logits and ``statistic`` ("score", the
+    settle's score test, or "heldout", the selecting part's) to z-values."""
+    state = layer.selection_state
+    total, squares = {
+        "score": (state.score_sum, state.score_squares),
+        "heldout": (state.heldout_sum, state.heldout_squares),
+    }[statistic]
+    layer.attention_logits.assign(logits)
+    total.assign([-v for v in z])  # z = -sum / sqrt(squares), squares = 1
+    squares.assign([1.0] * len(z))
+    return layer.commit_round()
+
+
 def test_first_round_follows_the_score_test_later_rounds_the_logits():
     layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=3)
-    state = layer.selection_state
 
-    def round_with(logits, z):  # z = -sum / sqrt(squares), squares = 1
-        layer.attention_logits.assign(logits)
-        state.score_sum.assign([-v for v in z])
-        state.score_squares.assign([1.0] * 4)
-        return layer.commit_round()
+    def round_with(logits, z):
+        return commit_with(layer, logits, z, "score")
 
     # Round 1 with held-out evidence: the largest z, whatever the logits say.
     assert round_with([3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 5.0, -1.0]) == ["c"]
     assert layer.entry_evidence() == {n: 0.0 for n in "abcd"}  # reset per round
-    # Later rounds rank by the logits, evidence or not.
+    # Later rounds ignore the settle's score test (no held-out statistics of
+    # the selecting part here: the logits rank).
     assert round_with([0.0, 0.0, 0.0, 2.0], [9.0, 0.0, 0.0, 0.0]) == ["d"]
     # A first round without evidence (no held-out data) ranks by the logits.
     other = scalar_layer(names=("a", "b"), num_selected=1)
@@ -135,13 +146,9 @@ def test_first_round_follows_the_score_test_later_rounds_the_logits():
 
 def test_later_rounds_pick_among_features_that_help_on_held_out_data():
     layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=3)
-    state = layer.selection_state
 
-    def round_with(logits, z):  # z = -sum / sqrt(squares), squares = 1
-        layer.attention_logits.assign(logits)
-        state.heldout_sum.assign([-v for v in z])
-        state.heldout_squares.assign([1.0] * 4)
-        return layer.commit_round()
+    def round_with(logits, z):
+        return commit_with(layer, logits, z, "heldout")
 
     # Round 1 is not decided by the selecting part's statistics.
     assert round_with([3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 9.0, 0.0]) == ["a"]
