@@ -161,6 +161,15 @@ def test_later_rounds_pick_among_features_that_help_on_held_out_data():
     assert round_with([0.0, 0.0, 3.0, 0.0], [0.0, 1.9, -2.0, 0.0]) == ["b"]
 
 
+def test_a_round_of_several_picks_takes_the_least_harm_after_those_that_help():
+    layer = scalar_layer(names=tuple("abcdef"), num_selected=4, selections_per_round=2)
+    assert commit_with(layer, [3, 2, 0, 0, 0, 0], [0.0] * 6, "heldout") == ["a", "b"]
+    # Four candidates (threshold 2.24): only c helps; the second pick is the
+    # least harmful of the rest (d), not the logits' favourite (e).
+    z = [0.0, 0.0, 4.0, 1.0, -1.0, 0.5]
+    assert commit_with(layer, [0, 0, 1.0, 0, 5.0, 2.0], z, "heldout") == ["c", "d"]
+
+
 def test_nan_logits_are_reported_not_picked():
     layer = scalar_layer()
     layer.attention_logits.assign([0.0, float("nan"), 1.0])

@@ -126,10 +126,11 @@ def commit_round(
     By count, once something is selected, ``heldout_scores`` (the held-out
     gate gradients of the round's selecting part, as z-statistics) say which
     candidates help: those whose statistic clears :func:`signal_threshold`.
-    The logits choose among them (ahead of the rest). When none does (see
-    :func:`signal_exhausted`) the logits rank noise, and the round picks the
-    features whose weight hurts the held-out loss least instead - the largest
-    statistics, copies included.
+    The logits choose among them; the others follow by the largest statistic,
+    the features whose weight hurts the held-out loss least (in a round of
+    several picks, once the helping ones are taken). When none helps (see
+    :func:`signal_exhausted`) the logits rank noise, and the round picks by
+    that statistic alone, copies included.
 
     Args:
       spec: what the layer selects.
@@ -185,14 +186,18 @@ def commit_round(
                 np.asarray(entry_scores, np.float64), selected, count, dependence
             )
         elif selected.any() and heldout_scores is not None and np.any(heldout_scores):
+            # The logits choose among the features that help on held-out data;
+            # the rest follow by the least harm (copies too once none helps).
             scores = np.asarray(heldout_scores, np.float64)
-            if signal_exhausted(selected, scores):
-                # Nothing helps on held-out data: the least harm, copies too.
-                ranked = _ranked_picks(scores, selected, count, None)
-            else:
-                # The logits choose among the features that help.
-                helps = scores >= signal_threshold(int((~selected).sum()))
-                ranked = _ranked_picks(logits, selected, count, dependence, helps)
+            helps = ~selected & (scores >= signal_threshold(int((~selected).sum())))
+            ranked = _ranked_picks(
+                logits,
+                selected,
+                count,
+                dependence if helps.any() else None,
+                preferred=helps,
+                fallback=scores,
+            )
         else:
             ranked = _ranked_picks(logits, selected, count, dependence)
     else:
@@ -286,10 +291,11 @@ def _ranked_picks(
     count: int,
     dependence: np.ndarray | None,
     preferred: np.ndarray | None = None,
+    fallback: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``count`` unselected features with the largest logits (ties to the
-    earlier feature), one at a time: ``preferred`` ones first, copies of a
-    selected one last."""
+    earlier feature), one at a time: ``preferred`` ones first, the others by
+    the largest ``fallback`` where given, copies of a selected one last."""
     chosen = np.array(selected, bool)
     picks = []
     for _ in range(count):
@@ -297,7 +303,10 @@ def _ranked_picks(
         order = candidates[np.argsort(-logits[candidates], kind="stable")]
         if preferred is not None:
             first = np.asarray(preferred, bool)[order]
-            order = np.concatenate([order[first], order[~first]])
+            rest = order[~first]
+            if fallback is not None:
+                rest = rest[np.argsort(-fallback[rest], kind="stable")]
+            order = np.concatenate([order[first], rest])
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
             order = np.concatenate([order[~redundant[order]], order[redundant[order]]])
