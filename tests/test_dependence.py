@@ -108,48 +108,41 @@ def test_a_round_passes_over_a_function_of_a_selected_feature():
     assert picks == [1]
 
 
-def test_past_the_signal_a_copy_competes_by_its_held_out_harm():
-    spec = SelectionSpec("gate", ("a", "copy", "b", "c"), 3, None, 1)
-    dependence = np.zeros([4, 4], bool)
+def test_past_the_signal_the_least_harm_is_picked_and_copies_stay_last():
+    spec = SelectionSpec("gate", ("a", "copy", "b", "c", "d"), 3, None, 1)
+    dependence = np.zeros([5, 5], bool)
     dependence[1, 0] = dependence[0, 1] = True
     after, _ = commit_round(
         spec,
-        record(4),
-        np.array([3.0, 0, 0, 0]),
-        np.ones(4),
+        record(5),
+        np.array([3.0, 0, 0, 0, 0]),
+        np.ones(5),
         num_rounds=3,
         dependence=dependence,
     )
-    # b helps (z 4 >= 2.128): the copy, though ahead on logits, is passed over.
-    helping = np.array([0.0, 1.0, 4.0, -1.0])
-    _, picks = commit_round(
-        spec,
-        after,
-        np.array([0, 5.0, 1.0, 2.0]),
-        np.ones(4),
-        num_rounds=3,
-        dependence=dependence,
-        heldout_scores=helping,
-    )
-    assert picks == [2]
-    # Nothing helps: the least harm on held-out data, the copy included.
-    spent = np.array([0.0, 1.0, 0.5, -1.0])
-    _, picks = commit_round(
-        spec,
-        after,
-        np.array([0, 0.0, 1.0, 2.0]),
-        np.ones(4),
-        num_rounds=3,
-        dependence=dependence,
-        heldout_scores=spent,
-    )
-    assert picks == [1]
+
+    def pick(logits, z):
+        return commit_round(
+            spec,
+            after,
+            np.array(logits),
+            np.ones(5),
+            num_rounds=3,
+            dependence=dependence,
+            heldout_scores=np.array(z),
+        )[1]
+
+    # b helps (z 4 >= 2.24): the copy, though ahead on logits, is passed over.
+    assert pick([0, 5.0, 1.0, 2.0, 0], [0.0, 1.0, 4.0, -1.0, 0]) == [2]
+    # Nothing helps: the least harm (c), not the logits' d, and not the copy,
+    # whose z is larger (a needed feature can score low at the soft gates).
+    assert pick([0, 0, 0, 0, 3.0], [0.0, 1.5, -3.0, 0.5, -1.0]) == [3]
     # Without held-out statistics the logits decide, copies last, as before.
     _, picks = commit_round(
         spec,
         after,
-        np.array([0, 5.0, 1.0, 2.0]),
-        np.ones(4),
+        np.array([0, 5.0, 1.0, 2.0, 0]),
+        np.ones(5),
         num_rounds=3,
         dependence=dependence,
     )

@@ -130,7 +130,9 @@ def commit_round(
     the features whose weight hurts the held-out loss least (in a round of
     several picks, once the helping ones are taken). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
-    that statistic alone, copies included.
+    that statistic alone. Copies of a selected feature stay last either way:
+    at the soft gates of the last few candidates the statistic measures more
+    or less of a feature, and a needed one can score below a copy.
 
     Args:
       spec: what the layer selects.
@@ -187,16 +189,11 @@ def commit_round(
             )
         elif selected.any() and heldout_scores is not None and np.any(heldout_scores):
             # The logits choose among the features that help on held-out data;
-            # the rest follow by the least harm (copies too once none helps).
+            # the rest follow by the least harm.
             scores = np.asarray(heldout_scores, np.float64)
             helps = ~selected & (scores >= signal_threshold(int((~selected).sum())))
             ranked = _ranked_picks(
-                logits,
-                selected,
-                count,
-                dependence if helps.any() else None,
-                preferred=helps,
-                fallback=scores,
+                logits, selected, count, dependence, preferred=helps, fallback=scores
             )
         else:
             ranked = _ranked_picks(logits, selected, count, dependence)
