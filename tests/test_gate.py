@@ -170,6 +170,18 @@ def test_a_round_of_several_picks_takes_the_least_harm_after_those_that_help():
     assert commit_with(layer, [0, 0, 1.0, 0, 5.0, 2.0], z, "heldout") == ["c", "d"]
 
 
+def test_a_first_round_of_several_picks_tests_only_its_first():
+    layer = scalar_layer(names=tuple("abcd"), num_selected=2, selections_per_round=2)
+    state = layer.selection_state
+    state.score_sum.assign([-5.0, -4.9, -1.0, 0.0])  # b is nearly as good as a
+    state.score_squares.assign([1.0] * 4)
+    # The logits, having seen a and b together, rank c second: b is a near copy.
+    assert commit_with(layer, [1.0, 0.0, 0.5, 0.0], [0.0] * 4, "heldout") == [
+        "a",
+        "c",
+    ]
+
+
 def test_nan_logits_are_reported_not_picked():
     layer = scalar_layer()
     layer.attention_logits.assign([0.0, float("nan"), 1.0])

@@ -107,21 +107,21 @@ def commit_round(
     By count: the ``selections_per_round`` unselected features with the
     largest logits (ties to the earlier feature); the last round picks the
     remainder. In the first round, where ``entry_scores`` hold evidence (the
-    callback's held-out score test of the model with every gate at 0), by
-    those instead: scale-free, and on least squares Orthogonal Matching
-    Pursuit's first pick. Under a budget: greedy picks among the unselected features
-    that fit what is left (ranked by ``spec.budget_rule``; with ``entry_z``,
-    after the first round only features whose score test passes compete),
-    and the record closes when nothing else fits, nothing that fits helps,
-    or the reserved rounds are used up.
+    callback's held-out score test of the model with every gate at 0), the
+    first pick by those instead: scale-free, and on least squares Orthogonal
+    Matching Pursuit's first pick. Under a budget: greedy picks among the
+    unselected features that fit what is left (ranked by ``spec.budget_rule``;
+    with ``entry_z``, after the first round only features whose score test
+    passes compete), and the record closes when nothing else fits, nothing
+    that fits helps, or the reserved rounds are used up.
 
     With ``dependence``, a candidate that groups the rows exactly as a selected
     feature does (an exact copy or a re-coding: each a function of the other;
     see :func:`seqattn_tfrs.core.dependence.redundant_candidates`) is passed
-    over: by count (where this includes a feature picked earlier in
-    the same round) it is picked only when every other candidate is one too;
-    under a budget it does not compete (a round in which only such candidates
-    fit closes the selection).
+    over: by count (where this includes a feature picked earlier in the same
+    round) it is picked only when every other candidate is one too; under a
+    budget it does not compete (a round in which only such candidates fit
+    closes the selection).
 
     By count, once something is selected, ``heldout_scores`` (the held-out
     gate gradients of the round's selecting part, as z-statistics) say which
@@ -182,21 +182,22 @@ def commit_round(
         count = min(spec.selections_per_round, spec.num_selected - record.num_picked)
         first_test = entry_scores is not None and np.any(entry_scores)
         if first_test and not selected.any():
-            # Round 1 with held-out evidence: by the intercept-only model's score
-            # test, which no table's embedding scale sways.
+            # Round 1 with held-out evidence: the first pick by the intercept-only
+            # model's score test, which no table's embedding scale sways; any
+            # more picks of the round as later rounds pick (the test is
+            # marginal: it would rank a near-copy of that pick next).
             ranked = _ranked_picks(
-                np.asarray(entry_scores, np.float64), selected, count, dependence
+                np.asarray(entry_scores, np.float64), selected, 1, dependence
             )
-        elif selected.any() and heldout_scores is not None and np.any(heldout_scores):
-            # The logits choose among the features that help on held-out data;
-            # the rest follow by the least harm.
-            scores = np.asarray(heldout_scores, np.float64)
-            helps = ~selected & (scores >= signal_threshold(int((~selected).sum())))
-            ranked = _ranked_picks(
-                logits, selected, count, dependence, preferred=helps, fallback=scores
-            )
+            if count > 1:
+                after = selected.copy()
+                after[ranked] = True
+                more = _later_picks(
+                    logits, after, count - 1, dependence, heldout_scores
+                )
+                ranked = np.concatenate([ranked, more])
         else:
-            ranked = _ranked_picks(logits, selected, count, dependence)
+            ranked = _later_picks(logits, selected, count, dependence, heldout_scores)
     else:
         ranked, closed = _affordable_picks(
             spec, record, logits, selected, num_rounds, costs, entry_scores, dependence
@@ -279,6 +280,25 @@ def exhausted_after(evidence: Mapping[str, float], selected: Collection[str]) ->
     return signal_exhausted(
         np.array([name in selected for name in names], bool),
         np.array([evidence[name] for name in names], np.float64),
+    )
+
+
+def _later_picks(
+    logits: np.ndarray,
+    selected: np.ndarray,
+    count: int,
+    dependence: np.ndarray | None,
+    heldout_scores: np.ndarray | None,
+) -> np.ndarray:
+    """Picks by count once something is selected: with held-out statistics,
+    the largest logits among the features that help, the rest by the least
+    harm; without, the largest logits."""
+    if not selected.any() or heldout_scores is None or not np.any(heldout_scores):
+        return _ranked_picks(logits, selected, count, dependence)
+    scores = np.asarray(heldout_scores, np.float64)
+    helps = ~selected & (scores >= signal_threshold(int((~selected).sum())))
+    return _ranked_picks(
+        logits, selected, count, dependence, preferred=helps, fallback=scores
     )
 
 
