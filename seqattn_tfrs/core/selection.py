@@ -251,13 +251,23 @@ def signal_exhausted(selected: np.ndarray, heldout_scores: np.ndarray | None) ->
       >>> signal_exhausted(np.array([False, False]), np.array([0.5, 1.0]))
       False
     """
+    helps = _helping(selected, heldout_scores)
+    return helps is not None and not helps.any()
+
+
+def _helping(
+    selected: np.ndarray, heldout_scores: np.ndarray | None
+) -> np.ndarray | None:
+    """The unselected features whose held-out statistic clears
+    :func:`signal_threshold`; None without evidence, before the first pick or
+    with nothing left."""
     selected = np.asarray(selected, bool)
-    if heldout_scores is None or not selected.any() or selected.all():
-        return False
+    if heldout_scores is None or not np.any(heldout_scores):
+        return None
+    if not selected.any() or selected.all():
+        return None
     scores = np.asarray(heldout_scores, np.float64)
-    if not np.any(scores[~selected]):
-        return False
-    return bool(np.max(scores[~selected]) < signal_threshold(int((~selected).sum())))
+    return ~selected & (scores >= signal_threshold(int((~selected).sum())))
 
 
 # What a callback adds to its message for such a pick.
@@ -293,10 +303,10 @@ def _later_picks(
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
     harm; without, the largest logits."""
-    if not selected.any() or heldout_scores is None or not np.any(heldout_scores):
+    helps = _helping(selected, heldout_scores)
+    if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
-    helps = ~selected & (scores >= signal_threshold(int((~selected).sum())))
     return _ranked_picks(
         logits, selected, count, dependence, preferred=helps, fallback=scores
     )

@@ -289,12 +289,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         Kept in the first round with ``selection_data``, and in every round
         with ``entry_z`` or ``"gain_per_byte"``; 0 before any evidence.
         """
-        self._ensure_built()
-        total, squares = (
-            keras.ops.convert_to_numpy(v) for v in self.learning_state[5:7]
-        )
-        scores = selection_lib.entry_statistics(total, squares)
-        return dict(zip(self._feature_names, map(float, scores)))
+        return self._statistics(5)
 
     def heldout_evidence(self) -> dict[str, float]:
         """Per feature, this round's statistic of the held-out gate gradients
@@ -302,9 +297,15 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         the held-out loss (see :func:`seqattn_tfrs.core.selection.commit_round`;
         0 without ``selection_data``). On JAX during ``fit``, call
         ``model.jax_state_sync()`` first."""
+        return self._statistics(7)
+
+    def _statistics(self, first: int) -> dict[str, float]:
+        """Per feature, the z-statistics of the sums and sums of squares in
+        ``learning_state[first]`` and ``learning_state[first + 1]``."""
         self._ensure_built()
         total, squares = (
-            keras.ops.convert_to_numpy(v) for v in self.learning_state[7:9]
+            keras.ops.convert_to_numpy(v)
+            for v in self.learning_state[first : first + 2]
         )
         scores = selection_lib.entry_statistics(total, squares)
         return dict(zip(self._feature_names, map(float, scores)))
