@@ -30,6 +30,23 @@ def linear_problem(seed: int, n: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def binary_and_gaussian_problem(
+    seed: int, n: int = 6000
+) -> tuple[np.ndarray, np.ndarray]:
+    """4 features: y = 1.25 x0 + 1.0 x1 + noise, x0 Gaussian, x1 +-1, x2-x3 noise.
+
+    OMP's first pick is x0 (the larger correlation with y). A score test whose
+    variance is the sum of squared per-example scores ranks x1 first: x0's
+    scores ``x0 * r`` grow with ``x0**2`` where its own effect is in ``r``,
+    while ``x1**2`` is always 1.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    x[:, 1] = rng.choice([-1.0, 1.0], n)
+    y = 1.25 * x[:, 0] + 1.0 * x[:, 1] + 0.5 * rng.normal(size=n)
+    return x, y.astype(np.float32)
+
+
 def ctr_problem(seed: int, n: int = 12000) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Main effects m1-m3, an exact copy of m1, an XOR pair, memorisable noise."""
     rng = np.random.default_rng(seed)

@@ -74,19 +74,26 @@ def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
             def gradients(centered=False):
                 # d loss / d (scale on column j), per example, float32.
                 columns = _float32(upstream) * _centre(joined, centered)
-                if len(set(widths)) == 1:
-                    per_example = tf.reduce_sum(
-                        tf.reshape(columns, [-1, count, widths[0]]), axis=2
-                    )
-                else:
-                    per_example = tf.stack(
+
+                def per_feature(values):  # [B, D] column values to [B, N] sums
+                    if len(set(widths)) == 1:
+                        return tf.reduce_sum(
+                            tf.reshape(values, [-1, count, widths[0]]), axis=2
+                        )
+                    return tf.stack(
                         [
                             tf.reduce_sum(c, axis=1)
-                            for c in tf.split(columns, widths, axis=1)
+                            for c in tf.split(values, widths, axis=1)
                         ],
                         axis=1,
                     )
-                return per_example, columns, tf.constant(owner, tf.int32)
+
+                return (
+                    per_feature(columns),
+                    columns,
+                    tf.constant(owner, tf.int32),
+                    lambda: per_feature(tf.square(_float32(upstream))),
+                )
 
             update = _learn(state, gates, gradients, always_learn)
             with tf.control_dependencies(update):
@@ -122,7 +129,14 @@ def _gate_each(state, hook, embeddings, gates, always_learn):
                     axis=1,
                 )
                 owner = tf.repeat(tf.range(count), tf.stack(sizes))
-                return per_example, columns, owner
+
+                def norms():  # [B, N] squared norms of each upstream gradient
+                    return tf.stack(
+                        [tf.reduce_sum(tf.square(_float32(u)), 1) for u in upstream],
+                        axis=1,
+                    )
+
+                return per_example, columns, owner, norms
 
             update = _learn(state, gates, gradients, always_learn)
             with tf.control_dependencies(update):
@@ -137,16 +151,17 @@ def _gate_each(state, hook, embeddings, gates, always_learn):
 def _learn(
     state: SelectionState,
     gates: tf.Tensor,
-    gradients: Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+    gradients: Callable[..., tuple],
     always_learn: bool,
 ) -> list:
     """The backward pass's logit update and ``entry_z`` evidence, as ops.
 
     ``gradients(centered)`` builds, per example, the gate gradients ``[B, N]``,
-    the column gradients ``[B, D]`` and each column's feature ``[D]`` (with
+    the column gradients ``[B, D]``, each column's feature ``[D]`` (with
     ``centered``, of each embedding less its batch mean: a shift the model's
-    own biases can make carries no evidence); it is called only inside conds,
-    so steps in which nothing learns never compute it.
+    own biases can make carries no evidence) and a function that builds the
+    squared norms ``[B, N]`` of each feature's upstream gradient; it is called
+    only inside conds, so steps in which nothing learns never compute it.
     """
     signal = state.options.attention_signal
     learn = (
@@ -154,21 +169,29 @@ def _learn(
     )
 
     def signals_in(centered=False):
-        per_example, columns, owner = gradients(centered)
+        per_example, columns, owner, norms = gradients(centered)
         nuisance = None
         if signal == "partial":  # the selected features' columns
             selected = tf.where(tf.gather(state.selected_mask, owner) > 0)
             nuisance = tf.gather(columns, selected[:, 0], axis=1)
-        return per_example, nuisance
+        return per_example, nuisance, norms
 
     def descent():
-        per_example, nuisance = signals_in()
+        per_example, nuisance, _ = signals_in()
         return signals.logit_descent(
             TF, per_example, gates, state.selected_mask, nuisance, signal
         )
 
     def evidence():
-        return tf.stack(signals.evidence_sums(TF, *signals_in(centered=True)))
+        per_example, nuisance, _ = signals_in(centered=True)
+        return tf.stack(signals.evidence_sums(TF, per_example, nuisance))
+
+    def score_test():  # the sums and the factors of the null model's variance
+        per_example, nuisance, norms = signals_in(centered=True)
+        return tf.stack(
+            signals.evidence_sums(TF, per_example, nuisance)
+            + signals.information_sums(TF, per_example, norms())
+        )
 
     learning = tf.logical_and(state.learning(), learn)
     # Held-out traces may run the score test (the first round's, for every
@@ -187,10 +210,10 @@ def _learn(
         if entry_test:
             sums = tf.cond(  # computed only while settling
                 tf.logical_and(state.settling(), learn),
-                evidence,
-                lambda: tf.zeros([2, gates.shape[0]]),
+                score_test,
+                lambda: tf.zeros([4, gates.shape[0]]),
             )
-            update += state.add_evidence(sums[0], sums[1])
+            update += state.add_evidence(*tf.unstack(sums, num=4))
         return update
     # Without one, steps in which the logits do not learn (warm-up, settling,
     # fine-tune, learning from held-out data only) skip the update altogether
@@ -209,7 +232,7 @@ def _learn(
         update.append(
             _when(
                 tf.logical_and(state.settling(), learn),
-                lambda: tf.group(state.add_evidence(*tf.unstack(evidence()))),
+                lambda: tf.group(state.add_evidence(*tf.unstack(score_test()))),
             )
         )
     return update

@@ -89,6 +89,10 @@ class SelectionState:
         # every replica's examples (the score test of the settled model).
         self.score_sum = state("score_sum", [n], tf.float32, 0.0, "sum")
         self.score_squares = state("score_squares", [n], tf.float32, 0.0, "sum")
+        # With them, the factors of the same test with the null model's
+        # variance (core.signals.information_sums): the first pick's ranking.
+        self.score_norms = state("score_upstream_norms", [n], tf.float32, 0.0, "sum")
+        self.score_projections = state("score_projections", [n], tf.float32, 0.0, "sum")
         # The same sums of the held-out gate gradients while the logits learn
         # (candidates partly on): whether any candidate still helps.
         self.heldout_sum = state("heldout_score_sum", [n], tf.float32, 0.0, "sum")
@@ -165,11 +169,19 @@ class SelectionState:
             ),
         )
 
-    def add_evidence(self, total: tf.Tensor, squares: tf.Tensor) -> list[tf.Operation]:
-        """Adds a batch's score sums to the round's ``entry_z`` evidence."""
+    def add_evidence(
+        self,
+        total: tf.Tensor,
+        squares: tf.Tensor,
+        norms: tf.Tensor,
+        projections: tf.Tensor,
+    ) -> list[tf.Operation]:
+        """Adds a batch's score sums to the round's score-test evidence."""
         return [
             self.score_sum.assign_add(total),
             self.score_squares.assign_add(squares),
+            self.score_norms.assign_add(norms),
+            self.score_projections.assign_add(projections),
         ]
 
     def add_heldout_evidence(
@@ -197,6 +209,14 @@ class SelectionState:
         """Per feature, this round's score statistic (see ``entry_z``)."""
         return selection.entry_statistics(
             self.score_sum.numpy(), self.score_squares.numpy()
+        )
+
+    def first_scores(self) -> np.ndarray:
+        """Per feature, this round's Rao statistic (the first pick's ranking)."""
+        return selection.rao_statistics(
+            self.score_sum.numpy(),
+            self.score_norms.numpy(),
+            self.score_projections.numpy(),
         )
 
     def heldout_scores(self) -> np.ndarray:
@@ -243,6 +263,7 @@ class SelectionState:
             entry_scores=self.entry_scores(),
             dependence=self.dependence.numpy() > 0,
             heldout_scores=self.heldout_scores(),
+            first_scores=self.first_scores(),
         )
         self.round_gates.assign(new.round_gates)
         self.selection_order.assign(new.order.astype(np.int32))
@@ -258,6 +279,8 @@ class SelectionState:
         """Zeroes the round's score-test sums."""
         self.score_sum.assign(tf.zeros_like(self.score_sum))
         self.score_squares.assign(tf.zeros_like(self.score_squares))
+        self.score_norms.assign(tf.zeros_like(self.score_norms))
+        self.score_projections.assign(tf.zeros_like(self.score_projections))
 
     def set_dependence(self, dependence: np.ndarray) -> None:
         """Stores the ``[N, N]`` functional dependence found on data."""

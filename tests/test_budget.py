@@ -493,6 +493,7 @@ def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
                 int(gate.gate_mode.numpy()),
                 gate.selection_state.score_squares.numpy(),
                 gate.selection_state.heldout_squares.numpy(),
+                gate.selection_state.score_projections.numpy(),
             )
         )
     )
@@ -507,9 +508,12 @@ def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
     model.fit(train, epochs=3, callbacks=[callback, recorder], verbose=0)
     assert gate.selection_complete
     # Settles of 16 steps (0.8 x 20) in rounds 2 and 3.
-    settle = [(mode, squares) for mode, squares, _ in records]
+    settle = [(mode, squares) for mode, squares, _, _ in records]
     assert check_settle_evidence(settle, 16, names.index("const")) == 2
-    selecting = [(mode, squares) for mode, _, squares in records]
+    # The first pick's variance factors are kept in the same steps.
+    projections = [(mode, sums) for mode, _, _, sums in records]
+    assert check_settle_evidence(projections, 16, names.index("const")) == 2
+    selecting = [(mode, squares) for mode, _, squares, _ in records]
     assert check_selecting_evidence(selecting, names.index("const")) == 3
 
 

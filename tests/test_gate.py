@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from seqattn_tfrs import SequentialAttentionEmbedding
-from seqattn_tfrs.gate import DENSE, SELECTING
+from seqattn_tfrs.gate import DENSE, SELECTING, SETTLING
 
 
 def scalar_layer(names=("a", "b", "c"), num_selected=2, **kwargs):
@@ -141,6 +141,26 @@ def test_first_round_follows_the_score_test_later_rounds_the_logits():
     # A first round without evidence (no held-out data) ranks by the logits.
     other = scalar_layer(names=("a", "b"), num_selected=1)
     other.attention_logits.assign([0.0, 1.0])
+    assert other.commit_round() == ["b"]
+
+
+def test_first_pick_ranks_by_the_null_model_variance_where_collected():
+    layer = scalar_layer(names=("a", "b", "c"), num_selected=2)
+    state = layer.selection_state
+    # Sum-of-squares z: a 6 / 2 = 3, b 5 / 1 = 5, c 1.
+    state.score_sum.assign([-6.0, -5.0, -1.0])
+    state.score_squares.assign([4.0, 1.0, 1.0])
+    # Rao: -sum / sqrt(norms * projections): a 6 / 1 = 6, b 5 / 2 = 2.5, c 1.
+    state.score_norms.assign([1.0, 2.0, 1.0])
+    state.score_projections.assign([1.0, 2.0, 1.0])
+    layer.attention_logits.assign([0.0, 0.0, 9.0])
+    assert layer.commit_round() == ["a"]
+    assert float(np.sum(state.score_norms.numpy())) == 0.0  # reset per round
+    assert float(np.sum(state.score_projections.numpy())) == 0.0
+    # Without the variance factors (none collected), the sum-of-squares z.
+    other = scalar_layer(names=("a", "b", "c"), num_selected=1)
+    other.selection_state.score_sum.assign([-6.0, -5.0, -1.0])
+    other.selection_state.score_squares.assign([4.0, 1.0, 1.0])
     assert other.commit_round() == ["b"]
 
 
@@ -425,3 +445,60 @@ def test_embeddings_of_several_dtypes_learn_as_those_of_one():
         np.testing.assert_allclose(each[name], joined[name], rtol=1e-6)
     assert np.all(joined_logits[1:] != 0.0)
     np.testing.assert_allclose(each_logits, joined_logits, rtol=1e-5, atol=1e-7)
+
+
+def test_score_test_sums_of_several_dtypes_equal_those_of_one():
+    """The settle's score-test sums, with the first pick's variance factors,
+    are the same whether the embeddings are gated joined or one by one, and
+    match the sums computed by hand."""
+    rows = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    target = rows[:, 0] * rows[:, 2] + rows[:, 3]
+
+    def settling_sums(b_dtype):
+        layer = SequentialAttentionEmbedding(
+            {
+                "a": tf.keras.layers.Reshape((2,)),
+                "b": tf.keras.layers.Reshape((1,), dtype=b_dtype),
+                "c": tf.keras.layers.Reshape((1,)),
+            },
+            budget_bytes=100,
+            feature_bytes={"a": 10, "b": 10, "c": 10},
+            budget_rule="gain_per_byte",
+        )
+        layer.gate_mode.assign(SETTLING)
+        inputs = {"a": rows[:, :2], "b": rows[:, 2], "c": rows[:, 3]}
+        with tf.GradientTape() as tape:
+            out = layer(inputs)
+            fit = out["a"][:, 0] + tf.cast(out["b"][:, 0], tf.float32) - out["c"][:, 0]
+            loss = tf.reduce_sum(tf.square(fit - target))
+        tape.gradient(loss, layer.gradient_hook)
+        state = layer.selection_state
+        return [
+            v.numpy()
+            for v in (
+                state.score_sum,
+                state.score_squares,
+                state.score_norms,
+                state.score_projections,
+            )
+        ]
+
+    joined = settling_sums("float32")
+    each = settling_sums("float64")
+    for got, want in zip(each, joined):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    # By hand: every gate is 0, so the fit is 0 and d loss / d output = -2 t
+    # times d fit / d output (+1 on a's first column and b, -1 on c).
+    upstream = -2.0 * target[:, None] * np.array([[1.0, 0.0, 1.0, -1.0]])
+    centred = rows - rows.mean(0)
+    columns = upstream * centred
+    per_feature = np.stack([columns[:, :2].sum(1), columns[:, 2], columns[:, 3]], 1)
+    norms = np.stack(
+        [np.square(upstream[:, :2]).sum(1), upstream[:, 2] ** 2, upstream[:, 3] ** 2],
+        1,
+    )
+    np.testing.assert_allclose(joined[0], per_feature.sum(0), rtol=1e-5)
+    np.testing.assert_allclose(joined[2], norms.sum(0), rtol=1e-5)
+    np.testing.assert_allclose(
+        joined[3], (np.square(per_feature) / norms).sum(0), rtol=1e-5
+    )

@@ -11,6 +11,7 @@ the first pick, and without held-out data Adam takes memorising noise fields
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -19,6 +20,7 @@ from seqattn_tfrs import SequentialAttentionCallback
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 from planted import (  # noqa: E402
     LEARNING_RATES,
+    binary_and_gaussian_problem,
     ctr_correct,
     ctr_model,
     ctr_problem,
@@ -66,6 +68,41 @@ def fit_linear(optimizer, seed, heldout):
 def test_linear_regression_selects_the_omp_order(optimizer, seed, heldout):
     picks, expected, *_ = fit_linear(optimizer, seed, heldout)
     assert picks == expected
+
+
+def sum_of_squares_statistic(x, y):
+    """Per column, the score test with the sum of squared scores as variance
+    (``entry_z``'s statistic) of the intercept-only model, on centred data."""
+    scores = (x - x.mean(0)) * (y - y.mean())[:, None]
+    return scores.sum(0) / np.sqrt(np.square(scores).sum(0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_first_pick_is_omp_first_where_the_squared_scores_disagree(seed):
+    x, y = binary_and_gaussian_problem(seed)
+    names = [f"x{i}" for i in range(4)]
+    held = slice(4000, None)
+    assert omp_order(x[held], y[held], 1) == [0]
+    # The data discriminate: the sum-of-squares statistic ranks x1 first.
+    assert np.argmax(np.abs(sum_of_squares_statistic(x[held], y[held]))) == 1
+    tf.keras.utils.set_random_seed(seed)
+    model, layer = linear_model(names, num_selected=1)
+    model.compile(make_optimizer("omp", "adam"), "mse")
+
+    def data(rows):
+        features = {n: x[rows, i] for i, n in enumerate(names)}
+        return tf.data.Dataset.from_tensor_slices((features, y[rows])).batch(128)
+
+    callback = SequentialAttentionCallback(
+        finetune_epochs=0, selection_data=data(held), verbose=0
+    )
+    model.fit(
+        data(slice(0, 4000)),
+        epochs=callback.schedule_length(layer.num_rounds),
+        callbacks=[callback],
+        verbose=0,
+    )
+    assert layer.selected_features == ("x0",)
 
 
 def fit_ctr(seed, optimizer, heldout):

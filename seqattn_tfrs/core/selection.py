@@ -101,15 +101,17 @@ def commit_round(
     entry_scores: np.ndarray | None = None,
     dependence: np.ndarray | None = None,
     heldout_scores: np.ndarray | None = None,
+    first_scores: np.ndarray | None = None,
 ) -> tuple[SelectionRecord, list[int]]:
     """Commits one round: the picks, and the record after them.
 
     By count: the ``selections_per_round`` unselected features with the
     largest logits (ties to the earlier feature); the last round picks the
-    remainder. In the first round, where ``entry_scores`` hold evidence (the
-    callback's held-out score test of the model with every gate at 0), the
-    first pick by those instead: scale-free, and on least squares Orthogonal
-    Matching Pursuit's first pick. Under a budget: greedy picks among the
+    remainder. In the first round, where ``first_scores`` (or, without them,
+    ``entry_scores``) hold evidence (the callback's held-out score test of the
+    model with every gate at 0), the first pick by those instead: scale-free,
+    and with ``first_scores`` on least squares Orthogonal Matching Pursuit's
+    first pick. Under a budget: greedy picks among the
     unselected features that fit what is left (ranked by ``spec.budget_rule``;
     with ``entry_z``, after the first round only features whose score test
     passes compete), and the record closes when nothing else fits, nothing
@@ -147,6 +149,8 @@ def commit_round(
         of feature ``s`` (:func:`seqattn_tfrs.core.dependence.functional_dependence`).
       heldout_scores: per-feature statistics of the held-out gate gradients
         while the logits learned (all zero, or None, without held-out data).
+      first_scores: per-feature :func:`rao_statistics` of the settled model
+        (all zero, or None, where none were collected).
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
@@ -180,14 +184,16 @@ def commit_round(
     closed = record.closed
     if spec.budget_bytes is None:
         count = min(spec.selections_per_round, spec.num_selected - record.num_picked)
-        first_test = entry_scores is not None and np.any(entry_scores)
+        if first_scores is None or not np.any(first_scores):
+            first_scores = entry_scores
+        first_test = first_scores is not None and np.any(first_scores)
         if first_test and not selected.any():
             # Round 1 with held-out evidence: the first pick by the intercept-only
             # model's score test, which no table's embedding scale sways; any
             # more picks of the round as later rounds pick (the test is
             # marginal: it would rank a near-copy of that pick next).
             ranked = _ranked_picks(
-                np.asarray(entry_scores, np.float64), selected, 1, dependence
+                np.asarray(first_scores, np.float64), selected, 1, dependence
             )
             if count > 1:
                 after = selected.copy()
@@ -405,4 +411,26 @@ def entry_statistics(total: np.ndarray, squares: np.ndarray) -> np.ndarray:
     squares = np.asarray(squares, np.float64)
     return np.divide(
         -total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
+    )
+
+
+def rao_statistics(
+    total: np.ndarray, norms: np.ndarray, projections: np.ndarray
+) -> np.ndarray:
+    """Rao's score statistics for ranking: ``-sum / sqrt(norms * projections)``.
+
+    ``total`` is the sum of a feature's gate gradients, ``norms`` and
+    ``projections`` the sums of :func:`seqattn_tfrs.core.signals.
+    information_sums`; 0 where no evidence. The statistic is a z-statistic
+    up to a factor common to all features, so it ranks, it does not test.
+
+    Example:
+      >>> rao_statistics(np.array([-4.0, 1.0, 0.0]), np.array([4.0, 1.0, 0.0]),
+      ...                np.array([1.0, 4.0, 0.0]))
+      array([ 2. , -0.5,  0. ])
+    """
+    total = np.asarray(total, np.float64)
+    spread = np.asarray(norms, np.float64) * np.asarray(projections, np.float64)
+    return np.divide(
+        -total, np.sqrt(spread), out=np.zeros_like(total), where=spread > 0
     )

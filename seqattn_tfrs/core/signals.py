@@ -200,3 +200,44 @@ def evidence_sums(
         ops.where(finite, total, ops.zeros_like(total)),
         ops.where(finite, squares, ops.zeros_like(squares)),
     )
+
+
+def information_sums(
+    ops: Any, per_example: Any, upstream_squares: Any
+) -> tuple[Any, Any]:
+    """A batch's factors of the model-based score test, each ``[N]``.
+
+    ``per_example`` are the gate gradients ``[B, N]``, ``<upstream_j, e_j>``,
+    and ``upstream_squares`` the squared norms ``[B, N]`` of each feature's
+    upstream gradient. With every gate at 0 and no other input, the upstream
+    gradient is the loss's derivative ``l_i`` times one vector per feature,
+    so ``e_j`` projected on its direction is the feature's contribution
+    ``u_ij`` up to a per-feature factor; the sums of the squared norms and of
+    those projections give Rao's score test with the null model's variance,
+    ``(sum g)^2 / (sum l^2 * sum u^2)`` up to a factor common to all features,
+    in which that factor cancels (see ``selection.rao_statistics``). Unlike
+    the sum of squared scores behind ``entry_z``, this denominator does not
+    grow with a feature's own effect, so on least squares it ranks as
+    Orthogonal Matching Pursuit does. Zeros if any is not finite.
+
+    Example:
+      >>> import numpy as np
+      >>> from seqattn_tfrs.core.ops import NUMPY
+      >>> g = np.array([[2.0], [-1.0]]); n2 = np.array([[4.0], [1.0]])
+      >>> [v.tolist() for v in information_sums(NUMPY, g, n2)]
+      [[5.0], [2.0]]
+    """
+    positive = upstream_squares > 0
+    safe = ops.where(positive, upstream_squares, ops.ones_like(upstream_squares))
+    projected = ops.where(
+        positive, ops.square(per_example) / safe, ops.zeros_like(per_example)
+    )
+    norms = ops.sum(upstream_squares, axis=0)
+    projections = ops.sum(projected, axis=0)
+    finite = ops.logical_and(
+        ops.all(ops.isfinite(norms)), ops.all(ops.isfinite(projections))
+    )
+    return (
+        ops.where(finite, norms, ops.zeros_like(norms)),
+        ops.where(finite, projections, ops.zeros_like(projections)),
+    )

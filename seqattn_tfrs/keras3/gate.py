@@ -167,6 +167,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             state("heldout_score_sum", (n,), overwrite=True),
             state("heldout_score_squares", (n,), overwrite=True),
         ]
+        self.learning_state += [  # the score test's null-model variance factors
+            state("score_upstream_norms", (n,), overwrite=True),
+            state("score_projections", (n,), overwrite=True),
+        ]
         self.attention_logits = self.learning_state[0]
         self.selected_mask = state("selected_mask", (n,))
         self.selection_order = state("selection_order", (n,), "int32", -1)
@@ -444,6 +448,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             )
         entry = selection_lib.entry_statistics(state[5], state[6])
         heldout = selection_lib.entry_statistics(state[7], state[8])
+        first = selection_lib.rao_statistics(state[5], state[9], state[10])
         gates = self.host_gates()
         record, picks = selection_lib.commit_round(
             self.spec,
@@ -455,6 +460,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             entry_scores=entry,
             dependence=keras.ops.convert_to_numpy(self.dependence) > 0,
             heldout_scores=heldout,
+            first_scores=first,
         )
         self.selected_mask.assign(record.selected.astype(np.float32))
         self.selection_order.assign(record.order.astype(np.int32))
@@ -472,7 +478,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         Used by the callback; on JAX during ``fit`` it must be preceded by
         ``model.jax_state_sync()``.
         """
-        for variable in self.learning_state[5:7]:
+        for variable in self.learning_state[5:7] + self.learning_state[9:11]:
             variable.assign(np.zeros(variable.shape, np.float32))
 
     def set_functional_dependence(self, dependence: np.ndarray) -> None:

@@ -84,6 +84,7 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
                 per_example,
                 columns,
                 lambda: upstream32 * signals.centred(ops, ops.cast(x, "float32")),
+                lambda: ops.matmul(ops.square(upstream32), segments),
                 segments,
                 gates,
                 selected,
@@ -115,6 +116,7 @@ def _learn(
     per_example,
     columns,
     centred_columns,
+    upstream_norms,
     segments,
     gates,
     selected,
@@ -130,8 +132,11 @@ def _learn(
 
     ``centred_columns()`` builds the column gradients of each embedding less
     its batch mean, for the score test (:func:`seqattn_tfrs.core.signals.
-    centred`); it is called only while settling, and only where ``score_test``
-    (static) allows the score test at all. On held-out passes (static
+    centred`), and ``upstream_norms()`` the squared norms ``[B, N]`` of each
+    feature's upstream gradient, for its null-model variance
+    (:func:`seqattn_tfrs.core.signals.information_sums`); they are called only
+    while settling, and only where ``score_test`` (static) allows the score
+    test at all. On held-out passes (static
     ``heldout_pass``) the same sums of the gate gradients are kept while the
     logits learn: whether any candidate still helps.
     """
@@ -189,22 +194,32 @@ def _learn(
         nonfinite + selecting * (1.0 - finite),
     ]
 
-    def sums():
+    def sums(with_information):
         centred = centred_columns()
+        scores = ops.matmul(centred, segments)
         total, squares = signals.evidence_sums(
             ops,
-            ops.matmul(centred, segments),
+            scores,
             selected_columns(centred) if partial else None,
             columns_of_selected,
         )
-        return ops.stack([total, squares])
+        if not with_information:
+            return ops.stack([total, squares])
+        norms, projections = signals.information_sums(ops, scores, upstream_norms())
+        return ops.stack([total, squares, norms, projections])
 
-    def added(sum_and_squares, when):
+    def added(old, when):
         if when is None:
-            return list(sum_and_squares)
-        evidence = ops.cond(when > 0, sums, lambda: ops.zeros((2, ops.shape(gates)[0])))
-        return [sum_and_squares[0] + evidence[0], sum_and_squares[1] + evidence[1]]
+            return list(old)
+        evidence = ops.cond(
+            when > 0,
+            lambda: sums(len(old) == 4),
+            lambda: ops.zeros((len(old), ops.shape(gates)[0])),
+        )
+        return [value + evidence[i] for i, value in enumerate(old)]
 
-    new += added(state[5:7], settling if score_test else None)
+    score = added(state[5:7] + state[9:11], settling if score_test else None)
+    new += score[:2]
     new += added(state[7:9], selecting if heldout_pass else None)
+    new += score[2:]
     return new

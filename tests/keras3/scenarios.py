@@ -23,7 +23,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import keras  # noqa: E402
-from planted import ctr_correct, ctr_problem, linear_problem, omp_order  # noqa: E402
+from planted import (  # noqa: E402
+    binary_and_gaussian_problem,
+    ctr_correct,
+    ctr_problem,
+    linear_problem,
+    omp_order,
+)
 
 from seqattn_tfrs.keras3 import (  # noqa: E402
     SequentialAttentionCallback,
@@ -84,6 +90,37 @@ def omp(seed: int = 0) -> dict:
     order = [names.index(f) for f in gate.selected_features]
     assert order == expected, (order, expected)
     return {"order": order, "expected": expected}
+
+
+def first_pick() -> dict:
+    """OMP's first pick where the sum-of-squares score test ranks another
+    (``binary_and_gaussian_problem``, as ``tests/test_selection_quality.py``
+    on tf-keras), seeds 0-2."""
+    names = [f"x{i}" for i in range(4)]
+    picks = []
+    for seed in range(3):
+        x, y = binary_and_gaussian_problem(seed)
+        assert omp_order(x[4000:], y[4000:], 1) == [0]
+        keras.utils.set_random_seed(seed)
+        model, gate = linear_model(names, num_selected=1)
+        model.compile(keras.optimizers.Adam(0.05), "mse")
+        features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+        callback = SequentialAttentionCallback(
+            finetune_epochs=0,
+            selection_data=batches(features, y, slice(4000, None), 128),
+            verbose=0,
+        )
+        model.fit(
+            {k: v[:4000] for k, v in features.items()},
+            y[:4000],
+            batch_size=128,
+            epochs=callback.schedule_length(gate.num_rounds),
+            callbacks=[callback],
+            verbose=0,
+        )
+        picks.append(gate.selected_features[0])
+    assert picks == ["x0"] * 3, picks
+    return {"picks": picks}
 
 
 def ctr_model(
@@ -478,6 +515,7 @@ def evidence() -> dict:
                 int(keras.ops.convert_to_numpy(gate.gate_mode)),
                 keras.ops.convert_to_numpy(gate.learning_state[6]),
                 keras.ops.convert_to_numpy(gate.learning_state[8]),
+                keras.ops.convert_to_numpy(gate.learning_state[10]),
             )
         )
 
@@ -500,10 +538,13 @@ def evidence() -> dict:
         verbose=0,
     )
     assert gate.selection_complete
-    settle = [(mode, squares) for mode, squares, _ in records]
+    settle = [(mode, squares) for mode, squares, _, _ in records]
     settles = check_settle_evidence(settle, 16, names.index("const"))
     assert settles == 2, settles
-    selecting = [(mode, squares) for mode, _, squares in records]
+    # The first pick's variance factors are kept in the same steps.
+    projections = [(mode, sums) for mode, _, _, sums in records]
+    assert check_settle_evidence(projections, 16, names.index("const")) == 2
+    selecting = [(mode, squares) for mode, _, squares, _ in records]
     rounds = check_selecting_evidence(selecting, names.index("const"))
     assert rounds == 3, rounds
     return {
