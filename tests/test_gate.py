@@ -413,19 +413,24 @@ def test_partial_signal_ignores_a_copy_of_a_selected_feature(signal, winner):
     assert logits[winner] > 0.01 > -0.01 > logits[loser], logits
 
 
+def three_scalar_layer(b_dtype, **options):
+    """Features ``a`` (2 columns), ``b`` (1, in ``b_dtype``) and ``c`` (1)."""
+    return SequentialAttentionEmbedding(
+        {
+            "a": tf.keras.layers.Reshape((2,)),
+            "b": tf.keras.layers.Reshape((1,), dtype=b_dtype),
+            "c": tf.keras.layers.Reshape((1,)),
+        },
+        **options,
+    )
+
+
 def test_embeddings_of_several_dtypes_learn_as_those_of_one():
     """Embeddings of one dtype are gated as one joined tensor, others one by
     one: both give the same outputs and the same logit step."""
 
     def selecting_step(b_dtype):
-        layer = SequentialAttentionEmbedding(
-            {
-                "a": tf.keras.layers.Reshape((2,)),
-                "b": tf.keras.layers.Reshape((1,), dtype=b_dtype),
-                "c": tf.keras.layers.Reshape((1,)),
-            },
-            num_selected=2,
-        )
+        layer = three_scalar_layer(b_dtype, num_selected=2)
         layer.gate_mode.assign(SELECTING)
         layer.selected_mask.assign([1.0, 0.0, 0.0])
         layer.num_picked.assign(1)
@@ -455,12 +460,8 @@ def test_score_test_sums_of_several_dtypes_equal_those_of_one():
     target = rows[:, 0] * rows[:, 2] + rows[:, 3]
 
     def settling_sums(b_dtype):
-        layer = SequentialAttentionEmbedding(
-            {
-                "a": tf.keras.layers.Reshape((2,)),
-                "b": tf.keras.layers.Reshape((1,), dtype=b_dtype),
-                "c": tf.keras.layers.Reshape((1,)),
-            },
+        layer = three_scalar_layer(
+            b_dtype,
             budget_bytes=100,
             feature_bytes={"a": 10, "b": 10, "c": 10},
             budget_rule="gain_per_byte",
