@@ -4,7 +4,9 @@ Runs the model forward (inference mode, metrics left as they were) on up to
 ``max_rows`` rows of ``selection_data``, records each gated layer's raw inputs
 and stores in the layer which feature is a function of which
 (:mod:`seqattn_tfrs.core.dependence`). A selection round then passes over a
-candidate that is a function of a selected feature.
+candidate that is a function of a selected feature. Each forward pass stops
+once every gated layer has recorded its batch (the rest of the model does not
+run).
 """
 
 from __future__ import annotations
@@ -49,13 +51,16 @@ def check_functional_dependence(
     metric_variables = [v for m in model.metrics for v in m.variables]
     saved = [v.numpy() for v in metric_variables]
     rows = 0
+    recorder = dependence.InputRecorder(len(layers))
     try:
         with contextlib.ExitStack() as stack:
             records = [
-                stack.enter_context(layer.recording_inputs()) for layer in layers
+                stack.enter_context(layer.recording_inputs(into))
+                for layer, into in zip(layers, recorder.lists)
             ]
             for batch in dataset:
-                forward(batch)
+                with contextlib.suppress(dependence.InputsRecordedError):
+                    forward(batch)
                 if records[0]:
                     rows += len(next(iter(records[0][-1].values())))
                 if rows >= max_rows:

@@ -414,9 +414,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self._state().set_dependence(dependence)
 
     @contextlib.contextmanager
-    def recording_inputs(self) -> Iterator[list[dict[str, np.ndarray]]]:
-        """While active, each eager call appends its raw inputs to the list."""
-        self._recorded_inputs = []
+    def recording_inputs(self, into: list | None = None) -> Iterator[list]:
+        """While active, eager calls append their raw inputs to ``into`` (yielded)."""
+        self._recorded_inputs = [] if into is None else into
         try:
             yield self._recorded_inputs
         finally:

@@ -272,3 +272,38 @@ def test_the_callback_finds_the_copy_on_selection_data():
 def test_without_selection_data_nothing_is_checked():
     gate = fit_planted(selection_data=False)
     assert gate.functional_dependencies is None
+
+
+def test_the_check_stops_each_forward_pass_once_every_gate_recorded():
+    from seqattn_tfrs.dependence_check import check_functional_dependence
+
+    columns, y = planted(rows=600)
+    names = list(columns)
+    after_gates = []  # eager calls of the layer after the gates
+
+    class Counting(tf.keras.layers.Layer):
+        def call(self, x):
+            if tf.executing_eagerly():
+                after_gates.append(1)
+            return x
+
+    inputs = {n: tf.keras.Input(shape=(), dtype=tf.int64, name=n) for n in names}
+    first = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(60, 4) for n in names[:2]}, num_selected=1
+    )
+    second = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(60, 4) for n in names[2:]}, num_selected=1
+    )
+    gated = {**first(inputs), **second(inputs)}
+    joined = Counting()(tf.keras.layers.Concatenate()([gated[n] for n in names]))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(joined))
+    data = tf.data.Dataset.from_tensor_slices((columns, y)).batch(100)
+    checked = check_functional_dependence(model, [first, second], data)
+    assert checked == {first.name: 600, second.name: 600}  # all 6 batches
+    assert first.functional_dependencies == {
+        "strong": ("recoded",),
+        "recoded": ("strong",),
+    }
+    assert after_gates == []  # no pass ran past the second gate
+    model(next(iter(data))[0])  # an ordinary call still runs the whole model
+    assert after_gates == [1]

@@ -129,6 +129,46 @@ def of_batches(
     return functional_dependence(codes), (len(codes[0]) if codes else 0)
 
 
+class InputsRecordedError(Exception):
+    """Raised inside a forward pass once every gate recorded its inputs: what
+    the model computes after its gates is not needed to check dependence."""
+
+
+class InputRecorder:
+    """One list of recorded batches per gate; the append that completes a
+    batch (every gate has recorded as many batches) raises
+    :class:`InputsRecordedError`, which the caller's forward loop catches.
+
+    Example:
+      >>> recorder = InputRecorder(2)
+      >>> first, second = recorder.lists
+      >>> first.append({"a": np.zeros(2)})
+      >>> try:
+      ...     second.append({"b": np.ones(2)})
+      ... except InputsRecordedError:
+      ...     print("batch done", len(first), len(second))
+      batch done 1 1
+    """
+
+    def __init__(self, count: int) -> None:
+        self.lists = [_RecordedBatches(self) for _ in range(count)]
+
+    def _appended(self) -> None:
+        lengths = {len(batches) for batches in self.lists}
+        if len(lengths) == 1:
+            raise InputsRecordedError
+
+
+class _RecordedBatches(list):
+    def __init__(self, recorder: InputRecorder) -> None:
+        super().__init__()
+        self._recorder = recorder
+
+    def append(self, batch: Mapping[str, np.ndarray]) -> None:
+        super().append(batch)
+        self._recorder._appended()
+
+
 def redundant_candidates(dependence: np.ndarray, selected: np.ndarray) -> np.ndarray:
     """``[N]`` booleans: unselected features that group the rows exactly as a
     selected one does (each a function of the other).

@@ -80,11 +80,16 @@ def check_functional_dependence(
     if not layers:
         return {}
     rows = 0
+    recorder = dependence.InputRecorder(len(layers))
     with contextlib.ExitStack() as stack:
-        records = [stack.enter_context(layer.recording_inputs()) for layer in layers]
+        records = [
+            stack.enter_context(layer.recording_inputs(into))
+            for layer, into in zip(layers, recorder.lists)
+        ]
         for batch in heldout.one_pass(data):
             x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(batch))
-            model(x, training=False)
+            with contextlib.suppress(dependence.InputsRecordedError):
+                model(x, training=False)  # stops once every gate has recorded
             rows += len(keras.tree.flatten(x)[0])
             if rows >= max_rows:
                 break

@@ -501,10 +501,11 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.dependence_checked.assign(1)
 
     @contextlib.contextmanager
-    def recording_inputs(self) -> Iterator[list[dict[str, np.ndarray]]]:
+    def recording_inputs(self, into: list | None = None) -> Iterator[list]:
         """While active, each eager call appends its raw inputs (numpy, keyed by
-        feature) to the list; traced calls append nothing."""
-        recorded: list[dict[str, np.ndarray]] = []
+        feature) to ``into`` (a new list by default), which it yields; traced
+        calls append nothing."""
+        recorded = [] if into is None else into
         object.__setattr__(self, "_recorded_inputs", recorded)
         try:
             yield recorded
