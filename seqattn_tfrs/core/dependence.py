@@ -153,7 +153,8 @@ class InputRecorder:
     def __init__(self, count: int) -> None:
         self.lists = [_RecordedBatches(self) for _ in range(count)]
 
-    def _appended(self) -> None:
+    def appended(self) -> None:
+        """Called by each list after an append: raises once the batch is done."""
         lengths = {len(batches) for batches in self.lists}
         if len(lengths) == 1:
             raise InputsRecordedError
@@ -166,7 +167,7 @@ class _RecordedBatches(list):
 
     def append(self, batch: Mapping[str, np.ndarray]) -> None:
         super().append(batch)
-        self._recorder._appended()
+        self._recorder.appended()
 
 
 def redundant_candidates(dependence: np.ndarray, selected: np.ndarray) -> np.ndarray:
