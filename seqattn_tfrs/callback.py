@@ -432,11 +432,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             # A budgeted layer may close before its reserved rounds: nothing fits.
             while done < schedule.rounds_due(completed) and not self._complete[key]:
                 self._wait_for_scheduled_steps()
-                exhausted = (
-                    layer.budget_bytes is None
-                    and selection_lib.exhausted_after(
-                        layer.heldout_evidence(), layer.selected_features
-                    )
+                exhausted = selection_lib.exhausted_after(
+                    layer.heldout_evidence(),
+                    layer.selected_features,
+                    by_count=layer.budget_bytes is None,
                 )
                 names = layer.commit_round(require_learning=True)
                 done += 1

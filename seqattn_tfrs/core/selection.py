@@ -283,15 +283,22 @@ EXHAUSTED_NOTE = (
 )
 
 
-def exhausted_after(evidence: Mapping[str, float], selected: Collection[str]) -> bool:
+def exhausted_after(
+    evidence: Mapping[str, float], selected: Collection[str], by_count: bool = True
+) -> bool:
     """:func:`signal_exhausted` from a gate's ``heldout_evidence()`` and its
     ``selected_features``: whether its next pick by count will be the least
-    harmful rather than the logits'.
+    harmful rather than the logits'. Always False when not ``by_count`` (a
+    budget's picks do not follow this rule).
 
     Example:
       >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"])
       True
+      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"], by_count=False)
+      False
     """
+    if not by_count:
+        return False
     names = list(evidence)
     return signal_exhausted(
         np.array([name in selected for name in names], bool),
@@ -429,8 +436,5 @@ def rao_statistics(
       ...                np.array([1.0, 4.0, 0.0]))
       array([ 2. , -0.5,  0. ])
     """
-    total = np.asarray(total, np.float64)
     spread = np.asarray(norms, np.float64) * np.asarray(projections, np.float64)
-    return np.divide(
-        -total, np.sqrt(spread), out=np.zeros_like(total), where=spread > 0
-    )
+    return entry_statistics(total, spread)

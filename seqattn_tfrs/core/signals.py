@@ -191,14 +191,8 @@ def evidence_sums(
         if nuisance is None
         else residual_scores(ops, per_example, nuisance, columns)
     )
-    total = ops.sum(scores, axis=0)
-    squares = ops.sum(ops.square(scores), axis=0)
-    finite = ops.logical_and(
-        ops.all(ops.isfinite(total)), ops.all(ops.isfinite(squares))
-    )
-    return (
-        ops.where(finite, total, ops.zeros_like(total)),
-        ops.where(finite, squares, ops.zeros_like(squares)),
+    return _zeros_unless_finite(
+        ops, ops.sum(scores, axis=0), ops.sum(ops.square(scores), axis=0)
     )
 
 
@@ -232,12 +226,18 @@ def information_sums(
     projected = ops.where(
         positive, ops.square(per_example) / safe, ops.zeros_like(per_example)
     )
-    norms = ops.sum(upstream_squares, axis=0)
-    projections = ops.sum(projected, axis=0)
+    return _zeros_unless_finite(
+        ops, ops.sum(upstream_squares, axis=0), ops.sum(projected, axis=0)
+    )
+
+
+def _zeros_unless_finite(ops: Any, first: Any, second: Any) -> tuple[Any, Any]:
+    """Both sums as they are if every entry of both is finite, else zeros (a
+    NaN or inf batch adds no evidence)."""
     finite = ops.logical_and(
-        ops.all(ops.isfinite(norms)), ops.all(ops.isfinite(projections))
+        ops.all(ops.isfinite(first)), ops.all(ops.isfinite(second))
     )
     return (
-        ops.where(finite, norms, ops.zeros_like(norms)),
-        ops.where(finite, projections, ops.zeros_like(projections)),
+        ops.where(finite, first, ops.zeros_like(first)),
+        ops.where(finite, second, ops.zeros_like(second)),
     )

@@ -315,11 +315,10 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             record = layer.record()
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):
-                exhausted = (
-                    layer.budget_bytes is None
-                    and selection_lib.exhausted_after(
-                        layer.heldout_evidence(), layer.selected_features
-                    )
+                exhausted = selection_lib.exhausted_after(
+                    layer.heldout_evidence(),
+                    layer.selected_features,
+                    by_count=layer.budget_bytes is None,
                 )
                 names = layer.commit_round(require_learning=True)
                 record = layer.record()

@@ -208,17 +208,17 @@ def _learn(
         norms, projections = signals.information_sums(ops, scores, upstream_norms())
         return ops.stack([total, squares, norms, projections])
 
-    def added(old, when):
+    def added(old, when, with_information=False):
         if when is None:
             return list(old)
         evidence = ops.cond(
             when > 0,
-            lambda: sums(len(old) == 4),
+            lambda: sums(with_information),
             lambda: ops.zeros((len(old), ops.shape(gates)[0])),
         )
         return [value + evidence[i] for i, value in enumerate(old)]
 
-    score = added(state[5:7] + state[9:11], settling if score_test else None)
+    score = added(state[5:7] + state[9:11], settling if score_test else None, True)
     new += score[:2]
     new += added(state[7:9], selecting if heldout_pass else None)
     new += score[2:]
