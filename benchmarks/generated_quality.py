@@ -56,6 +56,9 @@ flags.DEFINE_float("settle_fraction", None, "Callback option (None: default).")
 flags.DEFINE_integer(
     "steps_per_selection", None, "Callback option: rounds of this many steps."
 )
+flags.DEFINE_integer(
+    "selection_interval", None, "Callback option: training steps per held-out step."
+)
 flags.DEFINE_enum(
     "attention_signal", None, ["partial", "gradient", "score"], "Layer option."
 )
@@ -80,6 +83,8 @@ def options_from_flags() -> tuple[dict, dict]:
         callback_options["settle_fraction"] = FLAGS.settle_fraction
     if FLAGS.steps_per_selection:
         callback_options["steps_per_selection"] = FLAGS.steps_per_selection
+    if FLAGS.selection_interval:
+        callback_options["selection_interval"] = FLAGS.selection_interval
     return layer_options, callback_options
 
 
@@ -105,6 +110,7 @@ def run(argv) -> None:
         "settle_fraction": FLAGS.settle_fraction,
         "steps_per_selection": FLAGS.steps_per_selection,
         "attention_signal": FLAGS.attention_signal,
+        "selection_interval": FLAGS.selection_interval,
         "batch_size": FLAGS.batch_size,
     }
     for problem_seed in range(start, stop):
