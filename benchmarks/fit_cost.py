@@ -71,7 +71,7 @@ flags.DEFINE_integer("heldout_batches", 4, "Batches of the held-out dataset.")
 flags.DEFINE_list(
     "variants",
     ["plain", "gated", "select_train", "select_heldout"],
-    "Variants to time.",
+    "Variants to time (also `select_heldout_every2`: `selection_interval=2`).",
 )
 flags.DEFINE_bool("profile", False, "Add one instrumented run per selecting variant.")
 flags.DEFINE_string("output", "", "If set, write the results as JSON here.")
@@ -227,7 +227,11 @@ def main(argv):
             callback = seqattn_tfrs.SequentialAttentionCallback(
                 warmup_epochs=1,
                 finetune_epochs=1,
-                selection_data=heldout if variant == "select_heldout" else None,
+                selection_data=heldout
+                if variant.startswith("select_heldout")
+                else None,
+                # "select_heldout_every2": a held-out step every second step.
+                selection_interval=2 if variant.endswith("_every2") else 1,
                 verbose=0,
             )
             callbacks.append(callback)
