@@ -12,9 +12,8 @@ from seqattn_tfrs import (
     dependence_check,
 )
 from seqattn_tfrs import heldout as heldout_lib
-from seqattn_tfrs.core import modes
+from seqattn_tfrs.core import modes, round_report
 from seqattn_tfrs.core import schedule as schedule_lib
-from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
@@ -432,39 +431,23 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             # A budgeted layer may close before its reserved rounds: nothing fits.
             while done < schedule.rounds_due(completed) and not self._complete[key]:
                 self._wait_for_scheduled_steps()
-                exhausted = selection_lib.exhausted_after(
-                    layer.heldout_evidence(),
-                    layer.selected_features,
-                    by_count=layer.budget_bytes is None,
-                )
-                names = layer.commit_round(require_learning=True)
                 done += 1
-                self._rounds_done[key] = done
-                self._has_selected[key] = self._has_selected[key] or bool(names)
-                self._complete[key] = layer.selection_complete
-                start = len(layer.selected_features) - len(names)
-                event = {
-                    "epoch": self._epoch,
-                    "step": completed if self._step_mode else None,
-                    "layer": layer.name,
-                    "round": done,
-                    "features": names,
-                    "signal_exhausted": exhausted,
-                }
+                event = round_report.commit_and_report(
+                    layer,
+                    round_number=done,
+                    num_rounds=schedule.num_rounds,
+                    epoch=self._epoch,
+                    step=completed if self._step_mode else None,
+                    log_prefix=prefix[id(layer)],
+                    logs=logs,
+                    verbose=self.verbose,
+                )
                 self.events.append(event)
-                if logs is not None:
-                    for offset, name in enumerate(names):
-                        logs[f"{prefix[id(layer)]}picked/{name}"] = float(
-                            start + offset + 1
-                        )
-                if self.verbose:
-                    print(
-                        f"\nSequentialAttention [{layer.name}] round {done}/"
-                        f"{schedule.num_rounds}: selected {names}; so far "
-                        f"{list(layer.selected_features)}"
-                        + (selection_lib.EXHAUSTED_NOTE if exhausted else ""),
-                        flush=True,
-                    )
+                self._rounds_done[key] = done
+                self._has_selected[key] = self._has_selected[key] or bool(
+                    event["features"]
+                )
+                self._complete[key] = layer.selection_complete
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step.

@@ -13,5 +13,6 @@ Modules:
   logit_rule: the attention logits' own update rule.
   signals: gate values and what the logits learn from.
   selection: which features a round commits (by count or within a budget).
+  round_report: a round committed and reported alike by both callbacks.
   budget: byte-budget arithmetic.
 """

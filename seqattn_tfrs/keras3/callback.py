@@ -6,8 +6,8 @@ from typing import Any
 
 import keras
 
+from seqattn_tfrs.core import round_report
 from seqattn_tfrs.core import schedule as schedule_lib
-from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.keras3 import dependence_check, heldout
@@ -315,38 +315,20 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             record = layer.record()
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):
-                exhausted = selection_lib.exhausted_after(
-                    layer.heldout_evidence(),
-                    layer.selected_features,
-                    by_count=layer.budget_bytes is None,
+                event = round_report.commit_and_report(
+                    layer,
+                    round_number=done + 1,
+                    num_rounds=schedule.num_rounds,
+                    epoch=self._epoch,
+                    step=completed if self._step_mode else None,
+                    log_prefix=prefix[id(layer)],
+                    logs=logs,
+                    verbose=self.verbose,
                 )
-                names = layer.commit_round(require_learning=True)
+                self.events.append(event)
                 record = layer.record()
                 done = record.rounds_done
                 self._picked[id(layer)] = record.num_picked
-                event = {
-                    "epoch": self._epoch,
-                    "step": completed if self._step_mode else None,
-                    "layer": layer.name,
-                    "round": done,
-                    "features": names,
-                    "signal_exhausted": exhausted,
-                }
-                self.events.append(event)
-                start = record.num_picked - len(names)
-                if logs is not None:
-                    for offset, name in enumerate(names):
-                        logs[f"{prefix[id(layer)]}picked/{name}"] = float(
-                            start + offset + 1
-                        )
-                if self.verbose:
-                    print(
-                        f"\nSequentialAttention [{layer.name}] round {done}/"
-                        f"{schedule.num_rounds}: selected {names}; so far "
-                        f"{list(layer.selected_features)}"
-                        + (selection_lib.EXHAUSTED_NOTE if exhausted else ""),
-                        flush=True,
-                    )
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step."""
