@@ -45,6 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import functools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import pathlib  # noqa: E402
@@ -68,6 +69,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string(
     "jsonl", None, "Rows go here (default docs/served_quality/<problem>.jsonl)."
+)
+flags.DEFINE_integer(
+    "max_steps_per_round",
+    None,
+    "Ablation: the within-fit rounds' ceiling in steps (default: the library's "
+    "MAX_STEPS_PER_ROUND; the steps beyond it go to the fine-tune).",
 )
 flags.DEFINE_bool("summary", False, "Print the tables of --jsonl and exit.")
 
@@ -192,6 +199,10 @@ def main(argv):
         return
     problem, ks = sq.configure()
     epochs = FLAGS.fit_epochs or FLAGS.epochs
+    if FLAGS.max_steps_per_round:  # the callback takes no ceiling argument
+        schedule_lib.within_fit = functools.partial(
+            schedule_lib.within_fit, max_steps_per_round=FLAGS.max_steps_per_round
+        )
     k_max = max(ks)
     done = {(r["seed"], r["method"], r["k"]) for r in served_summary.read_rows([path])}
     path.parent.mkdir(parents=True, exist_ok=True)

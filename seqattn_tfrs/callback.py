@@ -61,6 +61,15 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
       finetune_epochs: minimum epochs after the last pick.
       steps_per_selection: if given, rounds last this many training steps
         instead of epochs (warm-up and fine-tune still count epochs).
+      within_fit: lay the whole schedule inside the steps ``fit`` runs
+        (:func:`seqattn_tfrs.core.schedule.within_fit`): the warm-up takes
+        ``warmup_fraction`` of them, the fine-tune at least
+        ``finetune_fraction``, and the rounds share the rest, each at least
+        40 and at most 100 steps (fewer is refused before training; steps
+        beyond 100 a round go to the fine-tune). Excludes the explicit
+        schedule arguments above.
+      warmup_fraction: with ``within_fit``, the warm-up's share of the steps.
+      finetune_fraction: with ``within_fit``, the fine-tune's least share.
       settle_fraction: the first part of every round, in which the logits do
         not learn and the model trains on the selected features alone (the
         other gates are 0) - in the first round, with nothing selected yet,

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding
+from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.discovery import find_gated_layers
 
 NAMES = ("a", "b", "c", "d", "e")
@@ -179,6 +180,29 @@ def test_within_fit_lays_every_round_inside_the_fit():
     }
     assert history.history["seqattn/schedule/per_round_steps"] == [42.0]
     assert history.history["seqattn/schedule/warmup_steps"] == [10.0]
+
+
+def test_within_fit_caps_a_long_round_and_fine_tunes_the_rest():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=1)
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    # 17 epochs x 8 = 136 steps: warm-up 13, one round of 110 steps capped at
+    # MAX_STEPS_PER_ROUND = 100, then the fine-tune: its 13 and the 10 left.
+    model.fit(dataset(), epochs=17, callbacks=[callback], verbose=0)
+    assert [e["step"] for e in callback.events] == [113]
+    assert layer.schedule_record == {
+        "unit": "steps",
+        "warmup": 13,
+        "rounds": 1,
+        "per_round": 100,
+        "finetune": 23,
+        "within_fit": True,
+    }
+
+
+def test_within_fit_refuses_a_ceiling_below_the_floor():
+    with pytest.raises(ValueError, match=r"max_steps_per_round.*>= 40, got 30"):
+        schedule_lib.within_fit(1000, 2, max_steps_per_round=30)
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,15 @@ def first_round_test(
 # per round, on 1 of 3 at 10 and 20.
 MIN_STEPS_PER_ROUND = 40
 
+# The most training steps a round gets when the schedule is laid inside a fit;
+# the steps a longer round would have had go to the fine-tune. The defaults'
+# quality is measured on rounds of 40-100 steps (the generated problems'
+# one-epoch rounds are 62-100, docs/generated_quality.md); far longer rounds
+# select worse (docs/benchmarks.md, section 9: on MovieLens two rounds of 253
+# steps took `movie_release_year` second on 3 of 3 seeds, where rounds capped
+# at 60 or 100 steps take `user_id`).
+MAX_STEPS_PER_ROUND = 100
+
 
 def within_fit(
     total_steps: int,
@@ -141,12 +150,16 @@ def within_fit(
     warmup_fraction: float = 0.1,
     finetune_fraction: float = 0.1,
     min_steps_per_round: int | None = None,
+    max_steps_per_round: int | None = None,
 ) -> SelectionSchedule:
     """Lays warm-up, every round and fine-tune inside ``total_steps`` steps.
 
     The warm-up takes ``warmup_fraction`` of the steps (rounded down), the
     fine-tune at least ``finetune_fraction``, and the rounds share the rest
-    equally; steps left over by the division go to the fine-tune.
+    equally, up to ``max_steps_per_round`` each; steps left over go to the
+    fine-tune. A long fit with few rounds thus selects early and trains the
+    selected features for the rest: the selection does not wait while the
+    tables of every candidate memorise the training rows.
 
     Args:
       total_steps: the training steps ``fit`` runs (epochs x steps per epoch).
@@ -155,6 +168,8 @@ def within_fit(
       finetune_fraction: share of the steps for the fine-tune, in [0, 1).
       min_steps_per_round: refuse rounds shorter than this (default:
         ``MIN_STEPS_PER_ROUND``).
+      max_steps_per_round: rounds get at most this many steps (default:
+        ``MAX_STEPS_PER_ROUND``); at least ``min_steps_per_round``.
 
     Raises:
       ValueError: the fractions leave no room, or the rounds would be shorter
@@ -164,6 +179,9 @@ def within_fit(
       >>> s = within_fit(500, 6)
       >>> s.warmup, s.per_round, s.finetune, s.total
       (50, 66, 54, 500)
+      >>> s = within_fit(1000, 2)  # rounds of 400 steps, capped at 100
+      >>> s.warmup, s.per_round, s.finetune, s.total
+      (100, 100, 700, 1000)
       >>> within_fit(200, 6)  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
       Traceback (most recent call last):
       ...
@@ -172,8 +190,12 @@ def within_fit(
     """
     if min_steps_per_round is None:
         min_steps_per_round = MIN_STEPS_PER_ROUND
+    if max_steps_per_round is None:
+        max_steps_per_round = max(MAX_STEPS_PER_ROUND, min_steps_per_round)
     _check_count("total_steps", total_steps, 1)
     _check_count("num_rounds", num_rounds, 1)
+    _check_count("min_steps_per_round", min_steps_per_round, 1)
+    _check_count("max_steps_per_round", max_steps_per_round, min_steps_per_round)
     for name, value in (
         ("warmup_fraction", warmup_fraction),
         ("finetune_fraction", finetune_fraction),
@@ -203,6 +225,7 @@ def within_fit(
             "(`selections_per_round`), or lower the warm-up and fine-tune "
             "fractions."
         )
+    per_round = min(per_round, max_steps_per_round)
     return SelectionSchedule(
         warmup=warmup,
         per_round=per_round,

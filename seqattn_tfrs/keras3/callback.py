@@ -50,8 +50,10 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
       within_fit: lay the whole schedule inside the steps ``fit`` runs
         (``seqattn_tfrs.core.schedule.within_fit``): the warm-up takes
         ``warmup_fraction`` of them, the fine-tune at least
-        ``finetune_fraction``, the rounds share the rest. Excludes the
-        explicit schedule arguments above.
+        ``finetune_fraction``, and the rounds share the rest, each at least
+        40 and at most 100 steps (fewer is refused before training; steps
+        beyond 100 a round go to the fine-tune). Excludes the explicit
+        schedule arguments above.
       warmup_fraction: with ``within_fit``, the warm-up's share of the steps.
       finetune_fraction: with ``within_fit``, the fine-tune's least share.
       settle_fraction: the first part of every round, in which the logits do

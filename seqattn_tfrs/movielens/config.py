@@ -225,7 +225,8 @@ class SelectionConfig:
     baseline. With the fit-within schedule (the default: warmup_epochs,
     epochs_per_selection and finetune_epochs all null) the callback lays a 10%
     warm-up, every round and a 10% fine-tune inside these epochs' steps, each
-    round at least 40 steps (fewer is refused before training). The default,
+    round at least 40 steps (fewer is refused before training) and at most
+    100 (the rest goes to the fine-tune). The default,
     15, is the training the job's earlier explicit schedule ran (1 warm-up + 6
     rounds x 2 + 2 fine-tune epochs): on MovieLens 100K at batch 2048 (40
     steps an epoch) six rounds get 80 steps each. With an explicit schedule:
