@@ -137,9 +137,10 @@ MIN_STEPS_PER_ROUND = 40
 # the steps a longer round would have had go to the fine-tune. The defaults'
 # quality is measured on rounds of 40-100 steps (the generated problems'
 # one-epoch rounds are 62-100, docs/generated_quality.md); far longer rounds
-# select worse (docs/benchmarks.md, section 9: on MovieLens two rounds of 253
-# steps took `movie_release_year` second on 3 of 3 seeds, where rounds capped
-# at 60 or 100 steps take `user_id`).
+# can select worse (docs/benchmarks.md, section 6: on MovieLens two rounds of
+# 253 steps took `movie_release_year` second on 3 of 3 seeds, where rounds
+# capped at 60 or 100 steps take `user_id`; the planted problems, which have
+# no table that memorises, selected as well at 160-320 steps).
 MAX_STEPS_PER_ROUND = 100
 
 
@@ -190,12 +191,12 @@ def within_fit(
     """
     if min_steps_per_round is None:
         min_steps_per_round = MIN_STEPS_PER_ROUND
+    _check_count("min_steps_per_round", min_steps_per_round, 1)
     if max_steps_per_round is None:
         max_steps_per_round = max(MAX_STEPS_PER_ROUND, min_steps_per_round)
+    _check_count("max_steps_per_round", max_steps_per_round, min_steps_per_round)
     _check_count("total_steps", total_steps, 1)
     _check_count("num_rounds", num_rounds, 1)
-    _check_count("min_steps_per_round", min_steps_per_round, 1)
-    _check_count("max_steps_per_round", max_steps_per_round, min_steps_per_round)
     for name, value in (
         ("warmup_fraction", warmup_fraction),
         ("finetune_fraction", finetune_fraction),
