@@ -1,5 +1,7 @@
 """The selection callback driven by model.fit: schedule, picks, logs, resume."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -180,6 +182,49 @@ def test_within_fit_lays_every_round_inside_the_fit():
     }
     assert history.history["seqattn/schedule/per_round_steps"] == [42.0]
     assert history.history["seqattn/schedule/warmup_steps"] == [10.0]
+
+
+class StopAfter(tf.keras.callbacks.Callback):
+    """Stops ``fit`` after ``epochs`` epochs, as EarlyStopping would."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.epochs:
+            self.model.stop_training = True
+
+
+def fit_stopped_by(other):
+    """A 2-pick fit (warm-up 1, rounds of 1 epoch, fine-tune 1) with ``other``
+    among the callbacks; the layer and the incomplete-selection warnings."""
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(dataset(), epochs=6, callbacks=[callback, other], verbose=0)
+    said = [str(w.message) for w in caught if "finished selecting" in str(w.message)]
+    return layer, said
+
+
+def test_a_fit_stopped_before_the_last_pick_says_which_epoch_to_wait_for():
+    layer, said = fit_stopped_by(StopAfter(2))
+    assert not layer.selection_complete
+    assert len(said) == 1
+    assert "1 of 2 features after 1 of 2 rounds" in said[0]
+    assert "last pick falls in epoch 3" in said[0]
+    assert "start_from_epoch=3" in said[0]
+    # The advice works: EarlyStopping that starts monitoring there stops
+    # (or restores weights) only after the last pick.
+    early = tf.keras.callbacks.EarlyStopping(
+        "loss", patience=0, start_from_epoch=3, restore_best_weights=True
+    )
+    layer, said = fit_stopped_by(early)
+    assert layer.selection_complete and not said
 
 
 def test_within_fit_caps_a_long_round_and_fine_tunes_the_rest():

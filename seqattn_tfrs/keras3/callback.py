@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -258,6 +259,25 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             self.gate_history.append(
                 {"epoch": epoch, "layer": layer.name, "gates": layer.gate_values()}
             )
+
+    def on_train_end(self, logs=None):
+        self._sync()
+        for layer in self._layers:
+            if not layer.selection_complete:
+                schedule = self._schedules[id(layer)]
+                epoch = schedule_lib.last_pick_epoch(
+                    schedule, self._step_mode, self._steps_per_epoch
+                )
+                warnings.warn(
+                    schedule_lib.incomplete_selection_message(
+                        layer.name,
+                        layer.progress(),
+                        layer.record().rounds_done,
+                        schedule.num_rounds,
+                        epoch,
+                    ),
+                    stacklevel=2,
+                )
 
     # -------------------------------------------------------------- logic
     def _check_dependence(self) -> None:

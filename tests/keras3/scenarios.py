@@ -559,6 +559,56 @@ def evidence() -> dict:
     }
 
 
+def stopped() -> dict:
+    """A fit stopped before the last pick warns with the epoch to wait for;
+    EarlyStopping told to start monitoring there lets the selection finish."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 3)).astype("float32")
+    y = (x @ np.array([2.0, 1.0, 0.0], "float32"))[:, None]
+    names = ["a", "b", "c"]
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 >= 2:
+                self.model.stop_training = True
+
+    def fit(other) -> tuple[SequentialAttentionEmbedding, list[str]]:
+        keras.utils.set_random_seed(0)
+        model, gate = linear_model(names, num_selected=2)
+        model.compile(keras.optimizers.Adam(0.05), "mse")
+        callback = SequentialAttentionCallback(
+            warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(
+                features,
+                y,
+                batch_size=64,
+                epochs=6,
+                callbacks=[callback, other],
+                verbose=0,
+            )
+        said = [
+            str(w.message) for w in caught if "finished selecting" in str(w.message)
+        ]
+        return gate, said
+
+    gate, said = fit(StopAfter())
+    assert not gate.selection_complete
+    assert len(said) == 1 and "1 of 2 rounds" in said[0], said
+    assert "start_from_epoch=3" in said[0], said
+    early = keras.callbacks.EarlyStopping(
+        "loss", patience=0, start_from_epoch=3, restore_best_weights=True
+    )
+    gate, said = fit(early)
+    assert gate.selection_complete and not said, said
+    return {"selected": list(gate.selected_features)}
+
+
 def doctests() -> dict:
     """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
     import doctest
