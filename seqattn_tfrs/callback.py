@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import tensorflow as tf
@@ -377,21 +376,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.flush()
         for layer in self._layers:
-            if not layer.selection_complete:
-                schedule = self._schedules[id(layer)]
-                epoch = schedule_lib.last_pick_epoch(
-                    schedule, self._step_mode, self._steps_per_epoch
-                )
-                warnings.warn(
-                    schedule_lib.incomplete_selection_message(
-                        layer.name,
-                        layer.progress(),
-                        int(layer.rounds_done.numpy()),
-                        schedule.num_rounds,
-                        epoch,
-                    ),
-                    stacklevel=2,
-                )
+            round_report.warn_if_incomplete(
+                layer,
+                self._schedules[id(layer)],
+                rounds_done=int(layer.rounds_done.numpy()),
+                step_mode=self._step_mode,
+                steps_per_epoch=self._steps_per_epoch,
+            )
 
     # -------------------------------------------------------------- logic
     def _check_dependence(self) -> None:

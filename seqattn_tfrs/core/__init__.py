@@ -13,6 +13,7 @@ Modules:
   logit_rule: the attention logits' own update rule.
   signals: gate values and what the logits learn from.
   selection: which features a round commits (by count or within a budget).
-  round_report: a round committed and reported alike by both callbacks.
+  round_report: a round committed and reported, and a fit that ended before
+    the last pick, alike in both callbacks.
   budget: byte-budget arithmetic.
 """

@@ -1,9 +1,11 @@
-"""One selection round committed and reported alike by every front-end's callback."""
+"""Selection rounds committed and reported alike by every front-end's callback."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol
 
+from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core import selection as selection_lib
 
 
@@ -15,6 +17,11 @@ class CommittingLayer(Protocol):
 
     @property
     def selected_features(self) -> tuple[str, ...]: ...
+
+    @property
+    def selection_complete(self) -> bool: ...
+
+    def progress(self) -> str: ...
 
     def heldout_evidence(self) -> dict[str, float]: ...
 
@@ -83,3 +90,45 @@ def commit_and_report(
             flush=True,
         )
     return event
+
+
+def incomplete_selection_message(
+    layer_name: str, progress: str, rounds_done: int, num_rounds: int, epoch: int
+) -> str:
+    """What a callback says when ``fit`` ended before a layer's last pick
+    (``epoch``: :func:`seqattn_tfrs.core.schedule.last_pick_epoch`).
+
+    Example:
+      >>> incomplete_selection_message("gate", "1 of 3 features", 1, 3, 4)
+      ... # doctest: +ELLIPSIS
+      "fit ended before layer 'gate' finished selecting: 1 of 3 features after 1 \
+of 3 rounds (the last pick falls in epoch 4). ...start_from_epoch=4."
+    """
+    return (
+        f"fit ended before layer {layer_name!r} finished selecting: {progress} "
+        f"after {rounds_done} of {num_rounds} rounds (the last pick falls in "
+        f"epoch {epoch}). `prune` refuses an incomplete selection. If "
+        "EarlyStopping stopped the fit (or restored weights from before the "
+        f"last pick), pass it start_from_epoch={epoch}."
+    )
+
+
+def warn_if_incomplete(
+    layer: CommittingLayer,
+    schedule: schedule_lib.SelectionSchedule,
+    *,
+    rounds_done: int,
+    step_mode: bool,
+    steps_per_epoch: int | None,
+) -> None:
+    """At the end of ``fit``: warns (:func:`incomplete_selection_message`)
+    when ``layer`` has not made its last pick, which ``prune`` would refuse."""
+    if layer.selection_complete:
+        return
+    epoch = schedule_lib.last_pick_epoch(schedule, step_mode, steps_per_epoch)
+    warnings.warn(
+        incomplete_selection_message(
+            layer.name, layer.progress(), rounds_done, schedule.num_rounds, epoch
+        ),
+        stacklevel=3,
+    )

@@ -103,27 +103,6 @@ def last_pick_epoch(
     return end
 
 
-def incomplete_selection_message(
-    layer_name: str, progress: str, rounds_done: int, num_rounds: int, epoch: int
-) -> str:
-    """What a callback says when ``fit`` ended before a layer's last pick
-    (``epoch``: :func:`last_pick_epoch`).
-
-    Example:
-      >>> incomplete_selection_message("gate", "1 of 3 features", 1, 3, 4)
-      ... # doctest: +ELLIPSIS
-      "fit ended before layer 'gate' finished selecting: 1 of 3 features after 1 \
-of 3 rounds (the last pick falls in epoch 4). ...start_from_epoch=4."
-    """
-    return (
-        f"fit ended before layer {layer_name!r} finished selecting: {progress} "
-        f"after {rounds_done} of {num_rounds} rounds (the last pick falls in "
-        f"epoch {epoch}). `prune` refuses an incomplete selection. If "
-        "EarlyStopping stopped the fit (or restored weights from before the "
-        f"last pick), pass it start_from_epoch={epoch}."
-    )
-
-
 def early_settle(mode: int, progress: int, settle_units: int) -> bool:
     """Whether a step is in a settle's first half, which the score test behind
     ``entry_z`` (and the ``"gain_per_byte"`` rule) does not count: the model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import keras
@@ -263,21 +262,13 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._sync()
         for layer in self._layers:
-            if not layer.selection_complete:
-                schedule = self._schedules[id(layer)]
-                epoch = schedule_lib.last_pick_epoch(
-                    schedule, self._step_mode, self._steps_per_epoch
-                )
-                warnings.warn(
-                    schedule_lib.incomplete_selection_message(
-                        layer.name,
-                        layer.progress(),
-                        layer.record().rounds_done,
-                        schedule.num_rounds,
-                        epoch,
-                    ),
-                    stacklevel=2,
-                )
+            round_report.warn_if_incomplete(
+                layer,
+                self._schedules[id(layer)],
+                rounds_done=layer.record().rounds_done,
+                step_mode=self._step_mode,
+                steps_per_epoch=self._steps_per_epoch,
+            )
 
     # -------------------------------------------------------------- logic
     def _check_dependence(self) -> None:
