@@ -86,9 +86,13 @@ flags.DEFINE_string("output", "", "If set, write the results as JSON here.")
 
 
 def make_data(rows: int, seed: int):
+    """Rows of one problem: ``seed`` draws the rows, the effects are fixed (the
+    held-out rows must follow the same labelling as the training rows)."""
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, FLAGS.vocabulary, (FLAGS.fields, rows))
-    effects = rng.normal(0.0, 1.0, (FLAGS.fields, FLAGS.vocabulary))
+    effects = np.random.default_rng(0).normal(
+        0.0, 1.0, (FLAGS.fields, FLAGS.vocabulary)
+    )
     strength = np.where(np.arange(FLAGS.fields) < FLAGS.fields // 2, 0.5, 0.0)
     logit = (strength[:, None] * np.take_along_axis(effects, codes, 1)).sum(0)
     labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
