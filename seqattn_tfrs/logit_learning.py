@@ -8,13 +8,14 @@ update rule (:class:`~seqattn_tfrs.selection_state.SelectionState`). The
 backward pass runs only when a gradient is taken - in ``fit`` or the
 callback's held-out step - never in ``predict``, ``evaluate`` or serving.
 
-Every training step runs this graph and every ``fit`` traces it twice, so it
-is a few whole-layer ops whatever the number of features: the embeddings are
-joined into one ``[B, D]`` tensor, multiplied by each column's gate and split
-again, and the custom gradient (with the conds in which the logits learn)
-sees two tensors instead of two per feature (``docs/fit_cost.md``).
-Embeddings of different dtypes or of widths unknown when traced are gated
-one by one, with the same arithmetic.
+Every training step runs this graph and every ``fit`` traces it, so its cost
+is measured (``docs/fit_cost.md``). Training steps multiply each embedding by
+its gate (most of them do not learn, and per-feature multiplies move the least
+data); the columns the logits learn from are joined only inside the conds in
+which they learn. The callback's held-out step, which always learns, joins the
+embeddings into one ``[B, D]`` tensor first, so that its conds capture two
+tensors instead of two per feature (a shorter trace). Both compute the same
+numbers.
 """
 
 from __future__ import annotations
@@ -53,17 +54,22 @@ def gate_and_learn(
       The gated embeddings, in the embeddings' dtypes.
     """
     widths = [v.shape[1] for v in embeddings]
-    if len({v.dtype for v in embeddings}) == 1 and all(
-        isinstance(w, int) for w in widths
-    ):
+    static = all(isinstance(w, int) for w in widths)
+    if always_learn and static and len({v.dtype for v in embeddings}) == 1:
         return _gate_joined(state, hook, embeddings, widths, gates, always_learn)
-    return _gate_each(state, hook, embeddings, gates, always_learn)
+    return _gate_each(
+        state, hook, embeddings, widths if static else None, gates, always_learn
+    )
 
 
 def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
-    """One ``[B, D]`` multiply by the columns' gates (equal dtypes, known widths)."""
-    count = len(embeddings)
-    owner = np.repeat(np.arange(count), widths)  # each column's feature
+    """One ``[B, D]`` multiply by the columns' gates, for the held-out step.
+
+    Every held-out step learns, so joining the embeddings costs nothing extra
+    there, and its conds capture two tensors instead of two per feature: a
+    shorter trace (docs/fit_cost.md).
+    """
+    owner = np.repeat(np.arange(len(embeddings)), widths)  # each column's feature
 
     @tf.custom_gradient
     def gate(hook, joined):
@@ -74,25 +80,11 @@ def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
             def gradients(centered=False):
                 # d loss / d (scale on column j), per example, float32.
                 columns = _float32(upstream) * _centre(joined, centered)
-
-                def per_feature(values):  # [B, D] column values to [B, N] sums
-                    if len(set(widths)) == 1:
-                        return tf.reduce_sum(
-                            tf.reshape(values, [-1, count, widths[0]]), axis=2
-                        )
-                    return tf.stack(
-                        [
-                            tf.reduce_sum(c, axis=1)
-                            for c in tf.split(values, widths, axis=1)
-                        ],
-                        axis=1,
-                    )
-
                 return (
-                    per_feature(columns),
+                    _per_feature(columns, widths),
                     columns,
                     tf.constant(owner, tf.int32),
-                    lambda: per_feature(tf.square(_float32(upstream))),
+                    lambda: _per_feature(tf.square(_float32(upstream)), widths),
                 )
 
             update = _learn(state, gates, gradients, always_learn)
@@ -106,8 +98,16 @@ def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
     return tf.split(gated, widths, axis=1)
 
 
-def _gate_each(state, hook, embeddings, gates, always_learn):
-    """One multiply per feature (embeddings of several dtypes or unknown widths)."""
+def _gate_each(state, hook, embeddings, widths, gates, always_learn):
+    """One multiply per feature, for training steps (and embeddings of several
+    dtypes or of widths unknown when traced).
+
+    Most training steps do not learn (warm-up, settling, fine-tune, or logits
+    that learn only from held-out data), and per-feature multiplies move a
+    third of the data a joined multiply does (no concat and split forward or
+    backward); the joined columns are built only inside the conds that learn.
+    ``widths`` are the static widths, or None when some are unknown.
+    """
     count = len(embeddings)
 
     @tf.custom_gradient
@@ -116,19 +116,23 @@ def _gate_each(state, hook, embeddings, gates, always_learn):
 
         def backward(*upstream):
             def gradients(centered=False):
-                columns = tf.concat(
-                    [
-                        _float32(u) * _centre(v, centered)
-                        for u, v in zip(upstream, values)
-                    ],
-                    axis=1,
+                if len({v.dtype for v in values}) == 1:  # two joins, one multiply
+                    joined = _float32(tf.concat(upstream, axis=1))
+                    columns = joined * _centre(tf.concat(values, axis=1), centered)
+                else:
+                    columns = tf.concat(
+                        [
+                            _float32(u) * _centre(v, centered)
+                            for u, v in zip(upstream, values)
+                        ],
+                        axis=1,
+                    )
+                sizes = widths or [tf.shape(v)[1] for v in values]
+                owner = (
+                    tf.constant(np.repeat(np.arange(count), widths), tf.int32)
+                    if widths
+                    else tf.repeat(tf.range(count), tf.stack(sizes))
                 )
-                sizes = [tf.shape(v)[1] for v in values]
-                per_example = tf.stack(
-                    [tf.reduce_sum(c, axis=1) for c in tf.split(columns, sizes, 1)],
-                    axis=1,
-                )
-                owner = tf.repeat(tf.range(count), tf.stack(sizes))
 
                 def norms():  # [B, N] squared norms of each upstream gradient
                     return tf.stack(
@@ -136,7 +140,7 @@ def _gate_each(state, hook, embeddings, gates, always_learn):
                         axis=1,
                     )
 
-                return per_example, columns, owner, norms
+                return _per_feature(columns, sizes), columns, owner, norms
 
             update = _learn(state, gates, gradients, always_learn)
             with tf.control_dependencies(update):
@@ -146,6 +150,15 @@ def _gate_each(state, hook, embeddings, gates, always_learn):
         return outputs, backward
 
     return list(gate(hook, *embeddings))
+
+
+def _per_feature(columns: tf.Tensor, widths: Sequence) -> tf.Tensor:
+    """``[B, D]`` column values to ``[B, N]`` per-feature sums."""
+    if all(isinstance(w, int) for w in widths) and len(set(widths)) == 1:
+        return tf.reduce_sum(tf.reshape(columns, [-1, len(widths), widths[0]]), axis=2)
+    return tf.stack(
+        [tf.reduce_sum(c, axis=1) for c in tf.split(columns, widths, axis=1)], axis=1
+    )
 
 
 def _learn(

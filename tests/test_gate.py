@@ -1,5 +1,6 @@
 """The gate layer: hand-computed gates, the call contract, config and saving."""
 
+import contextlib
 import inspect
 import math
 
@@ -425,41 +426,57 @@ def three_scalar_layer(b_dtype, **options):
     )
 
 
-def test_embeddings_of_several_dtypes_learn_as_those_of_one():
-    """Embeddings of one dtype are gated as one joined tensor, others one by
-    one: both give the same outputs and the same logit step."""
+def squared_error_step(layer, rows, target, heldout):
+    """One backward pass of ``a[0] + b - c`` against ``target`` through
+    :func:`three_scalar_layer`'s gates (in the held-out step's trace if
+    ``heldout``), where the logits and score-test sums learn; its outputs."""
+    inputs = {"a": rows[:, :2], "b": rows[:, 2], "c": rows[:, 3]}
+    with contextlib.ExitStack() as stack:
+        if heldout:
+            stack.enter_context(layer.heldout_step())
+        with tf.GradientTape() as tape:
+            out = layer(inputs)
+            fit = out["a"][:, 0] + tf.cast(out["b"][:, 0], tf.float32) - out["c"][:, 0]
+            loss = tf.reduce_sum(tf.square(fit - target))
+        tape.gradient(loss, layer.gradient_hook)  # the gates' backward learns
+    return out
 
-    def selecting_step(b_dtype):
+
+def test_every_gating_path_gives_the_same_outputs_and_logit_step():
+    """Training steps gate one dtype's embeddings one by one (columns joined
+    only to learn), the held-out step gates them as one joined tensor, and
+    embeddings of several dtypes are gated one by one: the same outputs and
+    the same logit step on all three paths."""
+
+    def selecting_step(b_dtype, heldout=False):
         layer = three_scalar_layer(b_dtype, num_selected=2)
         layer.gate_mode.assign(SELECTING)
         layer.selected_mask.assign([1.0, 0.0, 0.0])
         layer.num_picked.assign(1)
         rows = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
-        inputs = {"a": rows[:, :2], "b": rows[:, 2], "c": rows[:, 3]}
-        with tf.GradientTape() as tape:
-            out = layer(inputs)
-            fit = out["a"][:, 0] + tf.cast(out["b"][:, 0], tf.float32) - out["c"][:, 0]
-            loss = tf.reduce_sum(tf.square(fit - rows[:, 0] * rows[:, 2]))
-        tape.gradient(loss, layer.gradient_hook)  # the gates' backward learns
+        out = squared_error_step(layer, rows, rows[:, 0] * rows[:, 2], heldout)
         return out, layer.attention_logits.numpy()
 
-    joined, joined_logits = selecting_step("float32")
+    training, training_logits = selecting_step("float32")
+    joined, joined_logits = selecting_step("float32", heldout=True)
     each, each_logits = selecting_step("float64")
     assert each["b"].dtype == tf.float64 and joined["b"].dtype == tf.float32
+    assert np.all(training_logits[1:] != 0.0)
     for name in "abc":
+        np.testing.assert_array_equal(training[name], joined[name])
         np.testing.assert_allclose(each[name], joined[name], rtol=1e-6)
-    assert np.all(joined_logits[1:] != 0.0)
+    np.testing.assert_array_equal(training_logits, joined_logits)
     np.testing.assert_allclose(each_logits, joined_logits, rtol=1e-5, atol=1e-7)
 
 
 def test_score_test_sums_of_several_dtypes_equal_those_of_one():
     """The settle's score-test sums, with the first pick's variance factors,
-    are the same whether the embeddings are gated joined or one by one, and
-    match the sums computed by hand."""
+    are the same on every gating path (training, held-out, several dtypes)
+    and match the sums computed by hand."""
     rows = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
     target = rows[:, 0] * rows[:, 2] + rows[:, 3]
 
-    def settling_sums(b_dtype):
+    def settling_sums(b_dtype, heldout=False):
         layer = three_scalar_layer(
             b_dtype,
             budget_bytes=100,
@@ -467,12 +484,7 @@ def test_score_test_sums_of_several_dtypes_equal_those_of_one():
             budget_rule="gain_per_byte",
         )
         layer.gate_mode.assign(SETTLING)
-        inputs = {"a": rows[:, :2], "b": rows[:, 2], "c": rows[:, 3]}
-        with tf.GradientTape() as tape:
-            out = layer(inputs)
-            fit = out["a"][:, 0] + tf.cast(out["b"][:, 0], tf.float32) - out["c"][:, 0]
-            loss = tf.reduce_sum(tf.square(fit - target))
-        tape.gradient(loss, layer.gradient_hook)
+        squared_error_step(layer, rows, target, heldout)
         state = layer.selection_state
         return [
             v.numpy()
@@ -484,8 +496,11 @@ def test_score_test_sums_of_several_dtypes_equal_those_of_one():
             )
         ]
 
-    joined = settling_sums("float32")
+    training = settling_sums("float32")
+    joined = settling_sums("float32", heldout=True)
     each = settling_sums("float64")
+    for got, want in zip(training, joined):
+        np.testing.assert_array_equal(got, want)
     for got, want in zip(each, joined):
         np.testing.assert_allclose(got, want, rtol=1e-5)
     # By hand: every gate is 0, so the fit is 0 and d loss / d output = -2 t

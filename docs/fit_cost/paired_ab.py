@@ -10,6 +10,10 @@ first run of every variant dropped. Usage, from the repository root:
   git show c5ca94d:seqattn_tfrs/discovery.py > /tmp/oldmods/old_discovery.py
   OLD_MODULES=/tmp/oldmods TF_USE_LEGACY_KERAS=1 \
     python docs/fit_cost/paired_ab.py 33 5 out.json  # steps per epoch, repeats
+
+Session 11 (the per-feature gate in training steps): the old modules from
+a7a71a5, ``BATCH=512`` and ``BATCH=4096`` (the batch size; default 512),
+raw results in ``docs/fit_cost/paired_gate_{512,4096}.json``.
 """
 
 import importlib.util
@@ -31,7 +35,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-flags.FLAGS(["x", f"--steps_per_epoch={spe}"])
+batch = os.environ.get("BATCH", "512")
+flags.FLAGS(["x", f"--steps_per_epoch={spe}", f"--batch_size={batch}"])
 FL = flags.FLAGS
 import seqattn_tfrs  # noqa: E402
 from seqattn_tfrs import callback as cb_mod  # noqa: E402
