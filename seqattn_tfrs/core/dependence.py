@@ -88,23 +88,30 @@ def functional_dependence(
     sizes = [int(c.max()) + 1 for c in codes]
     counts = [np.bincount(c, minlength=size) for c, size in zip(codes, sizes)]
     frequencies = [count[count > 0] / rows for count in counts]
+    # Group sizes (rows per value, at least 2) of every feature, and for each
+    # feature c and each such size m, log P(m rows all show one c-value) =
+    # log sum_c p_c**m, were the rows' c-values independent draws.
+    groups = [np.unique(count[count >= 2], return_counts=True) for count in counts]
+    all_sizes = np.unique(np.concatenate([lengths for lengths, _ in groups]))
+    log_constants: dict[int, np.ndarray] = {}
     for s in range(n):
-        group_sizes = counts[s]
-        repeated = group_sizes >= 2
-        if not repeated.any():
+        lengths_s, multiplicity = groups[s]
+        if not len(lengths_s):
             continue
-        lengths_s, multiplicity = np.unique(group_sizes[repeated], return_counts=True)
         order = np.argsort(codes[s], kind="stable")
         same_group = codes[s][order][1:] == codes[s][order][:-1]
+        where = np.searchsorted(all_sizes, lengths_s)
         for c in range(n):
             if c == s or len(frequencies[c]) > len(frequencies[s]):
                 continue  # a function of s takes at most as many values as s
             # -log P(every s-value's rows show one c-value), were c independent
-            # of s: a group of n rows is constant with probability sum_c p_c**n.
-            log_p = np.log(frequencies[c])
-            log_constant = np.array(
-                [np.logaddexp.reduce(size * log_p) for size in lengths_s], np.float64
-            )
+            # of s: a group of m rows is constant with probability sum_c p_c**m.
+            if c not in log_constants:
+                log_p = np.log(frequencies[c])
+                log_constants[c] = np.logaddexp.reduce(
+                    all_sizes[:, None] * log_p[None, :], axis=1
+                )
+            log_constant = log_constants[c][where]
             if -float(np.sum(multiplicity * log_constant)) < min_evidence:
                 continue
             in_order = codes[c][order]
