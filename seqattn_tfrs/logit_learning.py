@@ -116,31 +116,22 @@ def _gate_each(state, hook, embeddings, widths, gates, always_learn):
 
         def backward(*upstream):
             def gradients(centered=False):
-                if len({v.dtype for v in values}) == 1:  # two joins, one multiply
-                    joined = _float32(tf.concat(upstream, axis=1))
-                    columns = joined * _centre(tf.concat(values, axis=1), centered)
-                else:
-                    columns = tf.concat(
-                        [
-                            _float32(u) * _centre(v, centered)
-                            for u, v in zip(upstream, values)
-                        ],
-                        axis=1,
-                    )
+                # Two joins (float32, so several dtypes join too), one multiply.
+                joined = tf.concat([_float32(u) for u in upstream], axis=1)
+                embedded = tf.concat([_float32(v) for v in values], axis=1)
+                columns = joined * _centre(embedded, centered)
                 sizes = widths or [tf.shape(v)[1] for v in values]
                 owner = (
                     tf.constant(np.repeat(np.arange(count), widths), tf.int32)
                     if widths
                     else tf.repeat(tf.range(count), tf.stack(sizes))
                 )
-
-                def norms():  # [B, N] squared norms of each upstream gradient
-                    return tf.stack(
-                        [tf.reduce_sum(tf.square(_float32(u)), 1) for u in upstream],
-                        axis=1,
-                    )
-
-                return _per_feature(columns, sizes), columns, owner, norms
+                return (
+                    _per_feature(columns, sizes),
+                    columns,
+                    owner,
+                    lambda: _per_feature(tf.square(joined), sizes),
+                )
 
             update = _learn(state, gates, gradients, always_learn)
             with tf.control_dependencies(update):
