@@ -49,6 +49,39 @@ def test_an_id_like_feature_never_makes_others_its_functions():
     assert pairs(functional_dependence([np.tile(ids, 2), np.tile(few, 2)])) == [(1, 0)]
 
 
+def evidence_against_independence(c, s):
+    """-log P(every s-value's rows show one c-value), were c independent of s,
+    one group size at a time: the definition the fast table must match."""
+    group_sizes = np.bincount(s)
+    count = np.bincount(c)
+    log_p = np.log(count[count > 0] / len(c))
+    return -sum(np.logaddexp.reduce(m * log_p) for m in group_sizes[group_sizes >= 2])
+
+
+def test_the_evidence_is_the_per_group_size_sum_on_many_sizes_and_values():
+    # Skewed fields over 40,000 rows: hundreds of distinct group sizes and
+    # thousands of values, more products than the table holds at once (2**20).
+    rng = np.random.default_rng(3)
+    weights = 1 / np.arange(1, 10001) ** 0.9
+    source = rng.choice(10000, 40000, p=weights / weights.sum())
+    fields = [
+        source,
+        rng.permutation(10000)[source],  # a re-coding: evidence on both sides
+        source // 3,  # a coarsening
+        np.where(rng.random(40000) < 0.999, source, 0),  # a near copy
+        rng.choice(10000, 40000, p=weights / weights.sum()),  # independent
+    ]
+    sizes = np.unique(np.concatenate([np.bincount(f) for f in fields]))
+    assert len(sizes) * len(np.unique(source)) > 1 << 20
+    for c, s in [(1, 0), (0, 1), (2, 0), (2, 1)]:  # functions of s
+        evidence = evidence_against_independence(fields[c], fields[s])
+        # Declared exactly when the evidence reaches the threshold.
+        assert functional_dependence(fields, evidence * (1 - 1e-9))[c, s]
+        assert not functional_dependence(fields, evidence * (1 + 1e-9))[c, s]
+    assert not functional_dependence(fields)[3, 0]  # varies within a group
+    assert not functional_dependence(fields)[4, 0]
+
+
 def test_factorize_strings_and_rows():
     assert factorize(np.array([b"x", b"y", b"x", b"z"])).tolist() == [0, 1, 0, 2]
     assert factorize(np.array([[1, 0], [1, 0], [0, 1]])).tolist() == [1, 1, 0]

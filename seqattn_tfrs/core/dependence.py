@@ -107,10 +107,7 @@ def functional_dependence(
             # -log P(every s-value's rows show one c-value), were c independent
             # of s: a group of m rows is constant with probability sum_c p_c**m.
             if c not in log_constants:
-                log_p = np.log(frequencies[c])
-                log_constants[c] = np.logaddexp.reduce(
-                    all_sizes[:, None] * log_p[None, :], axis=1
-                )
+                log_constants[c] = _log_constants(np.log(frequencies[c]), all_sizes)
             log_constant = log_constants[c][where]
             if -float(np.sum(multiplicity * log_constant)) < min_evidence:
                 continue
@@ -118,6 +115,23 @@ def functional_dependence(
             changes = in_order[1:] != in_order[:-1]
             result[c, s] = not np.any(changes & same_group)
     return result
+
+
+# Products ``size * log p`` held at once by ``_log_constants`` (8 MiB of
+# float64), whatever the number of group sizes and of a feature's values.
+_BLOCK = 1 << 20
+
+
+def _log_constants(log_p: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``log sum_v p_v**m`` for every group size ``m`` in ``sizes``, computed a
+    block of sizes at a time so that memory stays bounded."""
+    step = max(1, _BLOCK // len(log_p))
+    return np.concatenate(
+        [
+            np.logaddexp.reduce(sizes[i : i + step, None] * log_p[None, :], axis=1)
+            for i in range(0, len(sizes), step)
+        ]
+    )
 
 
 def of_batches(
