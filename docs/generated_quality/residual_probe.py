@@ -128,32 +128,13 @@ def equal_strength(args):
 
     import seqattn_tfrs
 
-    flags.FLAGS(["x"])
-    batch, signal_fields, vocabulary = 512, 13, 1000
+    flags.FLAGS(["x"])  # fit_cost's defaults: 26 fields of 1,000 values, k=13
+    batch, signal_fields = 512, 13
     features, labels = fit_cost.make_data(batch * 33, 0)
     held_features, held_labels = fit_cost.make_data(batch * 4, 1)
     tf.keras.utils.set_random_seed(args.seed)
-    names = [f"f{j}" for j in range(26)]
-    inputs = {n: tf.keras.Input(shape=(), dtype=tf.string, name=n) for n in names}
-    tables = {
-        n: tf.keras.Sequential(
-            [
-                tf.keras.layers.StringLookup(
-                    vocabulary=[f"v{j}_{i}" for i in range(vocabulary)]
-                ),
-                tf.keras.layers.Embedding(vocabulary + 1, 16),
-            ]
-        )
-        for j, n in enumerate(names)
-    }
-    gate = seqattn_tfrs.SequentialAttentionEmbedding(
-        tables, num_selected=signal_fields, name="gate"
-    )
-    embedded = gate(inputs)
-    x = tf.keras.layers.Concatenate()([embedded[n] for n in names])
-    x = tf.keras.layers.Dense(256, activation="relu")(x)
-    x = tf.keras.layers.Dense(128, activation="relu")(x)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(x))
+    model = fit_cost.build_model(gated=True)
+    gate = model.get_layer("gate")
     model.compile(tf.keras.optimizers.Adam(1e-3), "binary_crossentropy")
     train = (
         tf.data.Dataset.from_tensor_slices((features, labels))
