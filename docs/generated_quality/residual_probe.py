@@ -30,6 +30,9 @@ Usage, from the repository root:
       --seeds 0,1,2 --policy fallback --output /tmp/probe.jsonl
   # compare with the defaults' runs (tag rao_first) of the same problems
   python docs/generated_quality/residual_probe.py compare /tmp/probe.jsonl
+  # the MovieLens main job at its default config (~2-3 min; the job's report
+  # and saved model go to --output_dir)
+  python docs/generated_quality/residual_probe.py movielens --policy fallback
 """
 
 import os
@@ -47,62 +50,81 @@ import numpy as np  # noqa: E402
 DEFAULTS = os.path.join(ROOT, "docs", "generated_quality", "ctr.jsonl")
 
 
-def install_probe(model, layer, train, held, policy, project=0, buckets=0):
+def install_probe(model, layer, train, held, loss_of, policy, project=0, buckets=0):
     """Wraps the commit rule so that it sees the probe's z (see the docstring).
 
-    ``train`` and ``held`` are ``(features, labels)`` of numpy arrays. With
+    ``train`` and ``held`` are lists of batches in the form ``fit`` takes, and
+    ``loss_of(batch)`` the model's loss summed over the batch's rows. With
     ``project`` > 0, each candidate's ``u_j`` is first projected on that many
     fixed random directions (memory: ``project`` numbers per value instead of
     the embedding's width); with ``buckets`` > 0, the values are hashed into
-    that many buckets per feature (their id modulo ``buckets``).
+    that many buckets per feature (their index modulo ``buckets``). A row of
+    several values (a multi-valued feature) counts as one value.
     """
     import tensorflow as tf
 
-    from seqattn_tfrs import selection_state
+    from seqattn_tfrs import selection_state, tf_ops
     from seqattn_tfrs.core import modes
 
     names = list(layer.feature_names)
-    gated = layer.output
-    tail = tf.keras.Model([gated[n] for n in names], model.output)
-    ids = {}
-    for n in names:
-        both = np.concatenate([np.asarray(train[0][n]), np.asarray(held[0][n])])
-        ids[n] = np.unique(both, return_inverse=True)[1].reshape(-1)
-        if buckets:
-            ids[n] = ids[n] % buckets
-    directions = [
-        np.random.default_rng(i).normal(size=(v.shape[-1], project))
-        for i, v in enumerate(gated.values())
-    ]
-    rows = len(train[1])
-    commit = selection_state.selection.commit_round
+    captured = {}
+    layer_call = layer.call
 
-    def upstream(features, labels):
-        parts = []
-        for start in range(0, len(labels), 4096):
-            batch = {n: tf.constant(features[n][start : start + 4096]) for n in names}
-            values = [tf.identity(v) for v in layer(batch).values()]
-            y = tf.constant(labels[start : start + 4096].reshape(-1, 1), tf.float32)
+    def capturing_call(features, training=None):
+        """The layer's call; under a probe's tape it keeps outputs and inputs."""
+        outputs = layer_call(features, training=training)
+        tape = captured.get("tape")
+        if tape is not None:
+            outputs = {n: tf.identity(v) for n, v in outputs.items()}
+            tape.watch(list(outputs.values()))
+            captured["outputs"] = outputs
+            captured["keys"] = {n: row_keys(features[n]) for n in names}
+        return outputs
+
+    def row_keys(value):
+        rows = tf_ops.row_values(value)
+        if rows.ndim == 1:
+            return rows
+        return np.array(["|".join(map(repr, r)) for r in rows.reshape(len(rows), -1)])
+
+    layer.call = capturing_call
+
+    def upstream(batches):
+        """Per feature, ``u_j`` of every row ``[rows, d_j]`` and its keys."""
+        grads, keys = [], []
+        for batch in batches:
             with tf.GradientTape() as tape:
-                tape.watch(values)
-                loss = tf.reduce_sum(
-                    tf.keras.losses.binary_crossentropy(y, tail(values))
-                )
-            parts.append([g.numpy() for g in tape.gradient(loss, values)])
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
+                captured["tape"] = tape
+                loss = loss_of(batch)
+                captured["tape"] = None
+            outputs = [captured["outputs"][n] for n in names]
+            grads.append([g.numpy() for g in tape.gradient(loss, outputs)])
+            keys.append(captured["keys"])
+        return (
+            [np.concatenate([g[i] for g in grads]) for i in range(len(names))],
+            {n: np.concatenate([k[n] for k in keys]) for n in names},
+        )
+
+    commit = selection_state.selection.commit_round
 
     def probe(candidates):
         before = int(layer.gate_mode.numpy())
         layer.set_gate_mode(modes.SETTLING)  # the candidates' gates at 0
-        u, u_held = upstream(*train), upstream(*held)
+        (u, keys), (u_held, held_keys) = upstream(train), upstream(held)
         layer.set_gate_mode(before)
-        if project:
-            u = [v @ d for v, d in zip(u, directions)]
-            u_held = [v @ d for v, d in zip(u_held, directions)]
         z = np.zeros(len(names))
         for i in candidates:
-            train_ids, held_ids = ids[names[i]][:rows], ids[names[i]][rows:]
-            sums = np.zeros((ids[names[i]].max() + 1, u[i].shape[1]))
+            if project:
+                direction = np.random.default_rng(i).normal(
+                    size=(u[i].shape[1], project)
+                )
+                u[i], u_held[i] = u[i] @ direction, u_held[i] @ direction
+            both = np.concatenate([keys[names[i]], held_keys[names[i]]])
+            ids = np.unique(both, return_inverse=True)[1].reshape(-1)
+            if buckets:
+                ids = ids % buckets
+            train_ids, held_ids = ids[: len(u[i])], ids[len(u[i]) :]
+            sums = np.zeros((ids.max() + 1, u[i].shape[1]))
             np.add.at(sums, train_ids, u[i] - u[i].mean(0))
             a = (u_held[i] * sums[held_ids]).sum(1)
             z[i] = a.sum() / np.sqrt((a * a).sum() + 1e-30)
@@ -119,6 +141,28 @@ def install_probe(model, layer, train, held, policy, project=0, buckets=0):
         return commit(spec, record, logits, gates, **kwargs)
 
     selection_state.selection.commit_round = probing_commit
+
+
+def array_batches(features, labels, size=4096):
+    """``(features, labels)`` batches of numpy arrays."""
+    return [
+        (
+            {n: v[start : start + size] for n, v in features.items()},
+            labels[start : start + size],
+        )
+        for start in range(0, len(labels), size)
+    ]
+
+
+def summed_loss(model):
+    """Binary cross-entropy of a ``(features, labels)`` batch, summed."""
+    import tensorflow as tf
+
+    def loss_of(batch):
+        y = tf.constant(batch[1].reshape(-1, 1), tf.float32)
+        return tf.reduce_sum(tf.keras.losses.binary_crossentropy(y, model(batch[0])))
+
+    return loss_of
 
 
 def equal_strength(args):
@@ -148,8 +192,9 @@ def equal_strength(args):
         install_probe(
             model,
             gate,
-            (features, labels),
-            (held_features, held_labels),
+            array_batches(features, labels),
+            array_batches(held_features, held_labels),
+            summed_loss(model),
             args.policy,
             args.project,
             args.buckets,
@@ -199,7 +244,14 @@ def generated_ctr(args):
             )
             if args.policy != "none":
                 install_probe(
-                    model, layer, train, held, args.policy, args.project, args.buckets
+                    model,
+                    layer,
+                    array_batches(*train),
+                    array_batches(*held),
+                    summed_loss(model),
+                    args.policy,
+                    args.project,
+                    args.buckets,
                 )
             model.fit(
                 tf.data.Dataset.from_tensor_slices(train)
@@ -216,6 +268,41 @@ def generated_ctr(args):
             print(p, seed, order, record["all_groups"], record["noise_picks"])
             with open(args.output, "a") as out:
                 out.write(json.dumps(record) + "\n")
+
+
+def movielens(args):
+    """The main job (``seqattn-tfrs``, its default config) with the probe on
+    its selection run; the baseline's run is as the job's."""
+    import tensorflow as tf
+
+    from seqattn_tfrs.movielens import cli, job
+
+    timed_fit = job._timed_fit
+
+    def probing_fit(model, train, epochs, callbacks, verbose):
+        if getattr(model, "gate", None) is not None and args.policy != "none":
+            (selection,) = [c for c in callbacks if hasattr(c, "selection_data")]
+
+            def loss_of(batch):
+                rows = tf.shape(next(iter(batch.values())))[0]
+                loss = model.compute_loss(batch, training=False)
+                return loss * tf.cast(rows, loss.dtype)
+
+            install_probe(
+                model,
+                model.gate,
+                train,
+                selection.selection_data,
+                loss_of,
+                args.policy,
+                args.project,
+                args.buckets,
+            )
+        return timed_fit(model, train, epochs, callbacks, verbose)
+
+    job._timed_fit = probing_fit
+    sys.argv = ["seqattn-tfrs", "--output_dir", args.output_dir]
+    cli.run()
 
 
 def compare(args):
@@ -267,11 +354,22 @@ many.add_argument(
     "--policy", choices=["replace", "fallback", "none"], default="fallback"
 )
 many.add_argument("--output", required=True)
+job = sub.add_parser("movielens")
+job.add_argument(
+    "--policy", choices=["replace", "fallback", "none"], default="fallback"
+)
+job.add_argument("--project", type=int, default=1)
+job.add_argument("--buckets", type=int, default=0)
+job.add_argument("--output_dir", default="/tmp/residual_probe_movielens")
 summary = sub.add_parser("compare")
 summary.add_argument("files", nargs="+")
 
 if __name__ == "__main__":
     args = parser.parse_args()
-    {"equal_strength": equal_strength, "ctr": generated_ctr, "compare": compare}[
-        args.command
-    ](args)
+    commands = {
+        "equal_strength": equal_strength,
+        "ctr": generated_ctr,
+        "movielens": movielens,
+        "compare": compare,
+    }
+    commands[args.command](args)
