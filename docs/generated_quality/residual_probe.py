@@ -30,6 +30,9 @@ Usage, from the repository root:
       --seeds 0,1,2 --policy fallback --output /tmp/probe.jsonl
   # compare with the defaults' runs (tag rao_first) of the same problems
   python docs/generated_quality/residual_probe.py compare /tmp/probe.jsonl
+  # the training side summed over the settle's steps, as a library would
+  python docs/generated_quality/residual_probe.py equal_strength --seed 0 \\
+      --policy fallback --project 1 --window settle
   # the MovieLens main job at its default config (~2-3 min; the job's report
   # and saved model go to --output_dir)
   python docs/generated_quality/residual_probe.py movielens --policy fallback
@@ -43,6 +46,7 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT + "/benchmarks", ROOT]
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -50,7 +54,9 @@ import numpy as np  # noqa: E402
 DEFAULTS = os.path.join(ROOT, "docs", "generated_quality", "ctr.jsonl")
 
 
-def install_probe(model, layer, train, held, loss_of, policy, project=0, buckets=0):
+def install_probe(
+    model, layer, train, held, loss_of, policy, project=0, buckets=0, window="commit"
+):
     """Wraps the commit rule so that it sees the probe's z (see the docstring).
 
     ``train`` and ``held`` are lists of batches in the form ``fit`` takes, and
@@ -60,6 +66,12 @@ def install_probe(model, layer, train, held, loss_of, policy, project=0, buckets
     the embedding's width); with ``buckets`` > 0, the values are hashed into
     that many buckets per feature (their index modulo ``buckets``). A row of
     several values (a multi-valued feature) counts as one value.
+
+    With ``window="settle"`` the training side is summed as a library version
+    would sum it: at every training step of a settle (something selected), on
+    the next batch of ``train`` (cycled) with the model of that step, each
+    batch's ``u_j`` less its batch mean; the sums restart at every commit.
+    Returns the callbacks ``fit`` must run for that (none for ``"commit"``).
     """
     import tensorflow as tf
 
@@ -106,11 +118,29 @@ def install_probe(model, layer, train, held, loss_of, policy, project=0, buckets
         )
 
     commit = selection_state.selection.commit_round
+    settled = []  # (u less its batch mean, keys) of the settle's steps
+
+    class SettleWindow(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = itertools.cycle(train)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if layer.selected_features and (
+                int(layer.gate_mode.numpy()) == modes.SETTLING
+            ):
+                u, keys = upstream([next(self.batches)])
+                settled.append(([g - g.mean(0) for g in u], keys))
 
     def probe(candidates):
         before = int(layer.gate_mode.numpy())
         layer.set_gate_mode(modes.SETTLING)  # the candidates' gates at 0
-        (u, keys), (u_held, held_keys) = upstream(train), upstream(held)
+        if window == "settle":
+            u = [np.concatenate([b[0][i] for b in settled]) for i in range(len(names))]
+            keys = {n: np.concatenate([b[1][n] for b in settled]) for n in names}
+        else:
+            u, keys = upstream(train)
+        u_held, held_keys = upstream(held)
         layer.set_gate_mode(before)
         z = np.zeros(len(names))
         for i in candidates:
@@ -138,9 +168,11 @@ def install_probe(model, layer, train, held, loss_of, policy, project=0, buckets
             use = selection_state.selection.signal_exhausted(selected, scores)
         if use:
             kwargs["heldout_scores"] = probe(np.flatnonzero(~selected))
+        settled.clear()
         return commit(spec, record, logits, gates, **kwargs)
 
     selection_state.selection.commit_round = probing_commit
+    return [SettleWindow()] if window == "settle" else []
 
 
 def array_batches(features, labels, size=4096):
@@ -188,26 +220,30 @@ def equal_strength(args):
         .repeat()
     )
     held = tf.data.Dataset.from_tensor_slices((held_features, held_labels))
+    extra = []
     if args.policy != "none":
-        install_probe(
+        extra = install_probe(
             model,
             gate,
-            array_batches(features, labels),
+            array_batches(features, labels, 4096 if args.window == "commit" else batch),
             array_batches(held_features, held_labels),
             summed_loss(model),
             args.policy,
             args.project,
             args.buckets,
+            args.window,
         )
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=1, finetune_epochs=1, selection_data=held.batch(batch), verbose=0
     )
-    model.fit(train, steps_per_epoch=33, epochs=15, callbacks=[callback], verbose=0)
+    model.fit(
+        train, steps_per_epoch=33, epochs=15, callbacks=[callback, *extra], verbose=0
+    )
     picked = list(gate.selected_features)
     noise = [n for n in picked if int(n[1:]) >= signal_fields]
     print(
         f"seed {args.seed} {args.policy} project {args.project} buckets "
-        f"{args.buckets}: selected {picked}: {len(noise)} noise"
+        f"{args.buckets} window {args.window}: selected {picked}: {len(noise)} noise"
     )
 
 
@@ -242,28 +278,31 @@ def generated_ctr(args):
                 selection_data=tf.data.Dataset.from_tensor_slices(held).batch(128),
                 verbose=0,
             )
+            extra = []
             if args.policy != "none":
-                install_probe(
+                extra = install_probe(
                     model,
                     layer,
-                    array_batches(*train),
+                    array_batches(*train, 4096 if args.window == "commit" else 128),
                     array_batches(*held),
                     summed_loss(model),
                     args.policy,
                     args.project,
                     args.buckets,
+                    args.window,
                 )
             model.fit(
                 tf.data.Dataset.from_tensor_slices(train)
                 .shuffle(split, seed=seed)
                 .batch(128),
                 epochs=callback.schedule_length(layer.num_rounds),
-                callbacks=[callback],
+                callbacks=[callback, *extra],
                 verbose=0,
             )
             order = list(layer.selected_features)
             record = {"problem": p, "seed": seed, "policy": args.policy}
             record.update(project=args.project, buckets=args.buckets)
+            record.update(window=args.window)
             record.update(order=order, **score_picks(problem.answer, order))
             print(p, seed, order, record["all_groups"], record["noise_picks"])
             with open(args.output, "a") as out:
@@ -345,7 +384,9 @@ one.add_argument(
 )
 one.add_argument("--project", type=int, default=0)
 one.add_argument("--buckets", type=int, default=0)
+one.add_argument("--window", choices=["commit", "settle"], default="commit")
 many = sub.add_parser("ctr")
+many.add_argument("--window", choices=["commit", "settle"], default="commit")
 many.add_argument("--project", type=int, default=0)
 many.add_argument("--buckets", type=int, default=0)
 many.add_argument("--problems", default="0:30")
