@@ -10,10 +10,12 @@ import tensorflow as tf
 from seqattn_tfrs import (
     _compat,  # noqa: F401  (Keras 2 check)
     dependence_check,
+    heldout_probe,
 )
 from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import modes, round_report
 from seqattn_tfrs.core import schedule as schedule_lib
+from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
@@ -253,6 +255,20 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self.model, self.selection_data, self._layers
             )
             self._check_dependence()
+        # The held-out probe's training side is traced into training steps
+        # only with held-out data, and only for layers of raw inputs.
+        probing = {
+            id(layer)
+            for layer in dependence_check.feature_layers(self.model, self._layers)
+        }
+        changed = [
+            layer.sum_probe_in_training(
+                self.selection_data is not None and id(layer) in probing
+            )
+            for layer in self._layers
+        ]
+        if any(changed) and self.model.train_function is not None:
+            self.model.train_function = self.model.make_train_function(force=True)
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
@@ -292,6 +308,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 heldout = self._coordinator.create_per_worker_dataset(heldout)
             self._heldout_iterator = iter(heldout)
             self._heldout_step = None  # built at first use: metrics exist by then
+        self._probes: dict[int, heldout_probe.HeldoutProbe] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -449,6 +466,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             while done < schedule.rounds_due(completed) and not self._complete[key]:
                 self._wait_for_scheduled_steps()
                 done += 1
+                probed = self._run_probe(layer)
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done,
@@ -459,12 +477,44 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     logs=logs,
                     verbose=self.verbose,
                 )
+                if probed is not None:
+                    event["probe_scores"] = probed
                 self.events.append(event)
                 self._rounds_done[key] = done
                 self._has_selected[key] = self._has_selected[key] or bool(
                     event["features"]
                 )
                 self._complete[key] = layer.selection_complete
+
+    def _run_probe(self, layer: SequentialAttentionEmbedding) -> dict | None:
+        """Before a commit whose held-out gate statistic is exhausted, the
+        held-out probe's z for the commit to rank by (see
+        :mod:`seqattn_tfrs.core.probe`); None where it does not run."""
+        if (
+            self.selection_data is None
+            or layer.probe_training_sums() is None
+            or not selection_lib.exhausted_after(
+                layer.heldout_evidence(),
+                layer.selected_features,
+                by_count=layer.budget_bytes is None,
+            )
+        ):
+            return None
+        if id(layer) not in self._probes:  # traced once, reused in later rounds
+            self._probes[id(layer)] = heldout_probe.HeldoutProbe(self.model, layer)
+        scores = self._probes[id(layer)].scores(self.selection_data)
+        if scores is None:
+            return None
+        layer.set_probe_scores(scores)
+        if self.verbose:
+            best = max(scores, key=scores.get)
+            print(
+                f"\nSequentialAttention [{layer.name}]: no candidate's gate "
+                f"statistic helps on held-out data; the held-out probe ranks "
+                f"{best!r} first (z {scores[best]:.2f}).",
+                flush=True,
+            )
+        return scores
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step.

@@ -22,7 +22,7 @@ from seqattn_tfrs import (
     logit_learning,
     tf_ops,
 )
-from seqattn_tfrs.core import modes, selection
+from seqattn_tfrs.core import modes, probe, selection
 from seqattn_tfrs.core.modes import DENSE, SELECTING, SETTLING
 from seqattn_tfrs.core.options import ATTENTION_SIGNALS, AttentionOptions
 from seqattn_tfrs.selection_state import SelectionState
@@ -225,6 +225,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         object.__setattr__(self, "_input_dtypes", {})
         self._heldout_pass = False  # set while the callback traces a held-out step
         self._recorded_inputs: list[dict[str, np.ndarray]] | None = None
+        self._probe_capture: ProbeCapture | None = None
+        self._sums_probe = False  # set by the callback before training traces
         self._prune_report: dict[str, Any] | None = None
         self._schedule_record: dict[str, Any] | None = None
 
@@ -245,6 +247,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self.selection_state = SelectionState(
             self.spec, self.options, self.num_rounds, self.add_weight, preselected
         )
+        if self.selection_state.probe_sums is not None:  # tracked: checkpointed
+            self.probe_sums = self.selection_state.probe_sums
         # A trainable scalar whose gradient is always exactly 0: it makes every
         # training step's backward pass run through the gate (even when the
         # per-feature layers have no weights), where the logits learn. Being 0
@@ -422,6 +426,49 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         finally:
             self._recorded_inputs = None
 
+    @contextlib.contextmanager
+    def capturing_outputs(self) -> Iterator[ProbeCapture]:
+        """While active, calls (and traces) hand their gated outputs and their
+        inputs' hash buckets to the yielded :class:`ProbeCapture` (the held-out
+        probe's pass; see :attr:`probe_capture`)."""
+        self._probe_capture = ProbeCapture()
+        try:
+            yield self._probe_capture
+        finally:
+            self._probe_capture = None
+
+    def sum_probe_in_training(self, enabled: bool) -> bool:
+        """Whether training steps traced from now on sum the held-out probe's
+        training side (the callback enables it with ``selection_data``);
+        returns whether that changed, so that a training function traced
+        before must be traced again."""
+        changed = bool(enabled) != self._sums_probe
+        self._sums_probe = bool(enabled)
+        return changed
+
+    @property
+    def probe_capture(self) -> ProbeCapture | None:
+        """The active :meth:`capturing_outputs` capture, or None."""
+        return self._probe_capture
+
+    def probe_training_sums(self) -> np.ndarray | None:
+        """The held-out probe's training-side sums ``[N, PROBE_BUCKETS]``
+        summed in this round's settle, or None where they were not summed
+        (see :mod:`seqattn_tfrs.core.probe`)."""
+        return self._state().probe_training_sums()
+
+    def set_probe_scores(self, scores: Mapping[str, float]) -> None:
+        """Stores the held-out probe's z per feature for the next commit."""
+        unknown = sorted(set(scores) - set(self._feature_names))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: `scores` names unknown features {unknown}; expected "
+                f"some of {list(self._feature_names)}."
+            )
+        self._state().set_probe_scores(
+            np.array([scores.get(name, 0.0) for name in self._feature_names])
+        )
+
     def set_gate_mode(self, mode: int) -> None:
         """Sets the gate mode (``seqattn_tfrs.core.modes``) for the next steps."""
         if mode not in modes.NAMES:
@@ -561,8 +608,16 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             values,
             state.gates(),
             always_learn=self._heldout_pass,
+            # The probe's training side, where the callback asked for it; not
+            # in the probe's own held-out pass.
+            raw_inputs=[features[name] for name in self._feature_names]
+            if self._sums_probe and self._probe_capture is None
+            else None,
         )
-        return dict(zip(self._feature_names, gated))
+        outputs = dict(zip(self._feature_names, gated))
+        if self._probe_capture is not None:
+            outputs = self._probe_capture.capture(outputs, features)
+        return outputs
 
     def _check_input_dtype(self, name: str, value: Any) -> None:
         """Raises if a feature arrives with another dtype than on the first call."""
@@ -599,6 +654,30 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SequentialAttentionEmbedding:
         return cls(**with_deserialized_embeddings(config))
+
+
+class ProbeCapture:
+    """What the last call of a gate layer hands the held-out probe: its gated
+    outputs (watched on ``tape`` where one is set) and, per feature, its rows'
+    hash buckets (None for a feature without values to hash)."""
+
+    def __init__(self) -> None:
+        self.tape: tf.GradientTape | None = None
+        self.outputs: dict[str, tf.Tensor] = {}
+        self.buckets: dict[str, tf.Tensor | None] = {}
+
+    def capture(
+        self, outputs: Mapping[str, tf.Tensor], features: Mapping[str, Any]
+    ) -> dict[str, tf.Tensor]:
+        """Keeps ``outputs`` (returned as watched copies) and the buckets."""
+        self.outputs = {name: tf.identity(value) for name, value in outputs.items()}
+        if self.tape is not None:
+            self.tape.watch(list(self.outputs.values()))
+        self.buckets = {
+            name: tf_ops.row_keys(features[name], probe.PROBE_BUCKETS)
+            for name in self.outputs
+        }
+        return self.outputs
 
 
 def with_deserialized_embeddings(config: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs.core import signals
+from seqattn_tfrs import tf_ops
+from seqattn_tfrs.core import probe, signals
 from seqattn_tfrs.selection_state import SelectionState
 from seqattn_tfrs.tf_ops import TF
 
@@ -37,6 +38,7 @@ def gate_and_learn(
     gates: tf.Tensor,
     *,
     always_learn: bool = False,
+    raw_inputs: Sequence[object] | None = None,
 ) -> list[tf.Tensor]:
     """Multiplies each ``[B, d]`` embedding by its gate; the backward pass learns.
 
@@ -49,6 +51,9 @@ def gate_and_learn(
       gates: ``[N]`` float32 gate values.
       always_learn: learn even when the logits are told to learn only from
         held-out batches (set while the callback traces its held-out step).
+      raw_inputs: per feature, the layer's raw input, from which training
+        steps that settle sum the held-out probe's training side
+        (:mod:`seqattn_tfrs.core.probe`); None for no probe.
 
     Returns:
       The gated embeddings, in the embeddings' dtypes.
@@ -57,8 +62,23 @@ def gate_and_learn(
     static = all(isinstance(w, int) for w in widths)
     if always_learn and static and len({v.dtype for v in embeddings}) == 1:
         return _gate_joined(state, hook, embeddings, widths, gates, always_learn)
+    probe_update = None
+    if (
+        raw_inputs is not None
+        and static
+        and state.probe_sums is not None
+        and not always_learn
+        and not tf.distribute.has_strategy()
+    ):
+        probe_update = _probe_update(state, raw_inputs, widths)
     return _gate_each(
-        state, hook, embeddings, widths if static else None, gates, always_learn
+        state,
+        hook,
+        embeddings,
+        widths if static else None,
+        gates,
+        always_learn,
+        probe_update,
     )
 
 
@@ -98,7 +118,7 @@ def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
     return tf.split(gated, widths, axis=1)
 
 
-def _gate_each(state, hook, embeddings, widths, gates, always_learn):
+def _gate_each(state, hook, embeddings, widths, gates, always_learn, probe_update):
     """One multiply per feature, for training steps (and embeddings of several
     dtypes or of widths unknown when traced).
 
@@ -134,6 +154,8 @@ def _gate_each(state, hook, embeddings, widths, gates, always_learn):
                 )
 
             update = _learn(state, gates, gradients, always_learn)
+            if probe_update is not None:
+                update.append(probe_update(upstream))
             with tf.control_dependencies(update):
                 after = tf.unstack(tf.identity(gates), num=count)
             return [tf.zeros_like(hook)] + _scaled(upstream, after)
@@ -141,6 +163,41 @@ def _gate_each(state, hook, embeddings, widths, gates, always_learn):
         return outputs, backward
 
     return list(gate(hook, *embeddings))
+
+
+def _probe_update(
+    state: SelectionState, raw_inputs: Sequence[object], widths: Sequence[int]
+) -> Callable[[Sequence[tf.Tensor]], tf.Tensor] | None:
+    """The op that adds a settling step's probe sums, from the upstream
+    gradients; None when no feature has raw values to hash. The keys and
+    projections are computed only inside the cond, in the steps that sum:
+    one join of the keyed features' upstream gradients, one product with
+    their fixed directions, one segment sum."""
+    keyed = [i for i, raw in enumerate(raw_inputs) if tf_ops.has_row_keys(raw)]
+    if not keyed:
+        return None
+    buckets = probe.PROBE_BUCKETS
+    directions = tf_ops.probe_directions(widths, keyed)
+    offsets = np.array(keyed, np.int32) * buckets
+
+    def add(upstream: Sequence[tf.Tensor]) -> tf.Tensor:
+        def accumulate() -> tf.Operation:
+            joined = tf.concat([_float32(upstream[i]) for i in keyed], axis=1)
+            projected = tf.matmul(joined, directions)  # [B, K]
+            projected -= tf.reduce_mean(projected, axis=0)
+            keys = tf.stack(
+                [tf_ops.row_keys(raw_inputs[i], buckets) for i in keyed], axis=1
+            )
+            sums = tf.math.unsorted_segment_sum(
+                tf.reshape(projected, [-1]),
+                tf.reshape(keys + offsets, [-1]),
+                len(raw_inputs) * buckets,
+            )
+            return state.add_probe(sums)
+
+        return _when(state.probing(), accumulate)
+
+    return add
 
 
 def _per_feature(columns: tf.Tensor, widths: Sequence) -> tf.Tensor:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs.core import logit_rule, modes, selection, signals
+from seqattn_tfrs.core import logit_rule, modes, probe, selection, signals
 from seqattn_tfrs.core.options import AttentionOptions
 from seqattn_tfrs.tf_ops import TF
 
@@ -106,6 +106,21 @@ class SelectionState:
         self.second_moment = state("logit_second_moment", [], tf.float32, 0.0, "mean")
         self.logit_steps = state("logit_steps", [], tf.float32, 0.0)
         self.nonfinite_logit_steps = state("nonfinite_logit_steps", [], tf.int32, 0)
+        # The held-out probe (core.probe): 1 while the settles sum its training
+        # side, the sums themselves (``[N * PROBE_BUCKETS]`` while on, empty
+        # otherwise, so a finished or trimmed layer stores none) and the z of
+        # the last held-out pass, read by the next commit. Not under a
+        # distribution strategy (its sums would need aggregating replicas).
+        self.probe_active = state("probe_active", [], tf.int32, 0)
+        self.probe_scores = state("probe_scores", [n], tf.float32, 0.0)
+        self.probe_sums = None
+        if not tf.distribute.has_strategy():
+            self.probe_sums = tf.Variable(
+                tf.zeros([0]),
+                shape=tf.TensorShape(None),
+                trainable=False,
+                name="probe_sums",
+            )
 
     # ------------------------------------------------------------ in-graph
     def complete(self) -> tf.Tensor:
@@ -193,7 +208,38 @@ class SelectionState:
             self.heldout_squares.assign_add(squares),
         ]
 
+    def probing(self) -> tf.Tensor:
+        """Whether this training step sums the probe's training side (a
+        round settling after a commit that asked for it)."""
+        return tf.logical_and(self.settling(), tf.equal(self.probe_active, 1))
+
+    def add_probe(self, sums: tf.Tensor) -> tf.Operation:
+        """Adds a batch's ``[N * PROBE_BUCKETS]`` probe sums."""
+        return self.probe_sums.assign_add(sums, read_value=False)
+
     # ------------------------------------------------------------ host side
+    def probe_training_sums(self) -> np.ndarray | None:
+        """The probe's training-side sums ``[N, PROBE_BUCKETS]``, or None where
+        the settle did not sum them."""
+        if self.probe_sums is None or int(self.probe_active.numpy()) != 1:
+            return None
+        sums = self.probe_sums.numpy()
+        if not sums.size:
+            return None
+        return sums.reshape(len(self.spec.feature_names), probe.PROBE_BUCKETS)
+
+    def set_probe_scores(self, scores: np.ndarray) -> None:
+        """Stores the probe's z per feature for the next commit."""
+        self.probe_scores.assign(np.asarray(scores, np.float32))
+
+    def _set_probe(self, active: bool) -> None:
+        """Starts (zeroed) or stops the probe's sums for the next settle."""
+        self.probe_active.assign(int(active and self.probe_sums is not None))
+        if self.probe_sums is None:
+            return
+        size = len(self.spec.feature_names) * probe.PROBE_BUCKETS if active else 0
+        self.probe_sums.assign(tf.zeros([size]), read_value=False)
+
     def record(self) -> selection.SelectionRecord:
         """The committed state as arrays."""
         return selection.SelectionRecord(
@@ -264,6 +310,7 @@ class SelectionState:
             dependence=self.dependence.numpy() > 0,
             heldout_scores=self.heldout_scores(),
             first_scores=self.first_scores(),
+            probe_scores=self.probe_scores.numpy(),
         )
         self.round_gates.assign(new.round_gates)
         self.selection_order.assign(new.order.astype(np.int32))
@@ -272,7 +319,11 @@ class SelectionState:
         self.rounds_done.assign(new.rounds_done)
         if self.budget_closed is not None:
             self.budget_closed.assign(int(new.closed))
+        wanted = self.spec.budget_bytes is None and probe.probe_wanted(
+            new.selected, self.heldout_scores(), new.complete(self.spec)
+        )
         self._reset_round()
+        self._set_probe(wanted)
         return picks
 
     def reset_evidence(self) -> None:
@@ -301,5 +352,6 @@ class SelectionState:
         self.reset_evidence()
         self.heldout_sum.assign(tf.zeros_like(self.heldout_sum))
         self.heldout_squares.assign(tf.zeros_like(self.heldout_squares))
+        self.probe_scores.assign(tf.zeros_like(self.probe_scores))
         self.second_moment.assign(0.0)
         self.logit_steps.assign(0.0)

@@ -84,9 +84,17 @@ def variable_stats(variables: Iterable[tf.Variable]) -> dict[str, int]:
       {'variables': 2, 'parameters': 7, 'bytes': 28}
     """
     return count_variables(
-        (variable.ref(), variable.shape.as_list(), variable.dtype.size)
+        (variable.ref(), _current_shape(variable), variable.dtype.size)
         for variable in variables
     )
+
+
+def _current_shape(variable: tf.Variable) -> list[int | None]:
+    """The variable's shape; its value's where only that is known (a variable
+    created with an unknown shape, as the gate's probe sums)."""
+    if variable.shape.rank is not None:
+        return variable.shape.as_list()
+    return variable.value().shape.as_list()
 
 
 def table_variables(layer: tf.keras.layers.Layer) -> list[tf.Variable]:

@@ -7,6 +7,7 @@ same way, so the Keras 3 front-end passes it as it is.
 from __future__ import annotations
 
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -49,3 +50,90 @@ def row_values(value: Any) -> np.ndarray:
     if isinstance(value, tf.SparseTensor):
         value = tf.sparse.to_dense(value)
     return np.asarray(value)
+
+
+def has_row_keys(value: Any) -> bool:
+    """Whether :func:`row_keys` hashes ``value`` (string or integer, dense of
+    rank >= 1 or ragged), decided without computing anything."""
+    if isinstance(value, tf.SparseTensor):
+        return False
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    dtype = tf.as_dtype(dtype)
+    if dtype != tf.string and not dtype.is_integer:
+        return False
+    if isinstance(value, tf.RaggedTensor):
+        return True
+    rank = getattr(getattr(value, "shape", None), "rank", np.ndim(value))
+    return rank is not None and rank >= 1
+
+
+def row_keys(value: Any, buckets: int) -> tf.Tensor | None:
+    """Each row's raw value as a hash bucket in ``[0, buckets)``, int32 ``[B]``.
+
+    Strings by ``to_hash_bucket_fast``, integers modulo ``buckets``; a row of
+    several values (``[B, L]`` or ragged) by the hash of its values joined as
+    text. None for an input without values to group: floating-point, boolean
+    or sparse.
+
+    Example:
+      >>> row_keys(tf.constant([[3], [7], [3]]), 4).numpy().tolist()
+      [3, 3, 3]
+      >>> keys = row_keys(tf.constant(["a", "b", "a"]), 1024).numpy()
+      >>> bool(keys[0] == keys[2]), row_keys(tf.constant([0.5]), 8)
+      (True, None)
+    """
+    if not has_row_keys(value):
+        return None
+    if not isinstance(value, tf.RaggedTensor):
+        value = tf.convert_to_tensor(value)
+    dtype = value.dtype
+
+    def hashed(rows):  # strings, or rows of values joined as text
+        if rows.shape.rank is not None and rows.shape.rank > 1:
+            text = rows if dtype == tf.string else tf.strings.as_string(rows)
+            rows = tf.strings.reduce_join(text, axis=1, separator="\x1f")
+        return tf.cast(tf.strings.to_hash_bucket_fast(rows, buckets), tf.int32)
+
+    def modulo(rows):
+        return tf.cast(tf.math.floormod(tf.cast(rows, tf.int64), buckets), tf.int32)
+
+    if isinstance(value, tf.RaggedTensor):
+        return hashed(value)
+    if value.shape.rank == 1:
+        return hashed(value) if dtype == tf.string else modulo(value)
+    rows = tf.reshape(value, [tf.shape(value)[0], -1])
+    if dtype == tf.string:  # one value joins to itself: the same hash
+        return hashed(rows)
+    if rows.shape[1] is not None:
+        return modulo(rows[:, 0]) if rows.shape[1] == 1 else hashed(rows)
+    # Width unknown when traced: the same keys as an eager call of that width.
+    return tf.cond(
+        tf.equal(tf.shape(rows)[1], 1),
+        lambda: modulo(rows[:, 0]),
+        lambda: hashed(rows),
+    )
+
+
+def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarray:
+    """The held-out probe's fixed directions as one ``[sum(widths[f]), K]``
+    float32 block matrix: column ``c`` holds standard normals (a draw seeded
+    by the feature's index) in the rows of feature ``features[c]``, whose
+    embedding is ``widths[features[c]]`` wide. Joined upstream gradients of
+    those features times this matrix are their projections, ``[B, K]``.
+
+    Example:
+      >>> m = probe_directions([2, 3, 1], [0, 2])
+      >>> m.shape, bool(np.all(m[2:, 0] == 0)), bool(np.all(m[:2, 1] == 0))
+      ((3, 2), True, True)
+    """
+    rows = sum(widths[f] for f in features)
+    matrix = np.zeros([rows, len(features)], np.float32)
+    start = 0
+    for column, feature in enumerate(features):
+        width = widths[feature]
+        rng = np.random.default_rng([feature, 0x5EA])
+        matrix[start : start + width, column] = rng.standard_normal(width)
+        start += width
+    return matrix

@@ -102,6 +102,7 @@ def commit_round(
     dependence: np.ndarray | None = None,
     heldout_scores: np.ndarray | None = None,
     first_scores: np.ndarray | None = None,
+    probe_scores: np.ndarray | None = None,
 ) -> tuple[SelectionRecord, list[int]]:
     """Commits one round: the picks, and the record after them.
 
@@ -132,9 +133,13 @@ def commit_round(
     the features whose weight hurts the held-out loss least (in a round of
     several picks, once the helping ones are taken). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
-    that statistic alone. Copies of a selected feature stay last either way:
-    at the soft gates of the last few candidates the statistic measures more
-    or less of a feature, and a needed one can score below a copy.
+    that statistic alone; where ``probe_scores`` (the held-out probe's z,
+    :mod:`seqattn_tfrs.core.probe`) hold evidence, by the larger of a
+    candidate's two z (the logits choose among those that clear the
+    threshold, the others follow by the larger z). Copies of a selected
+    feature stay last either way: at the soft gates of the last few
+    candidates the statistic measures more or less of a feature, and a needed
+    one can score below a copy.
 
     Args:
       spec: what the layer selects.
@@ -151,6 +156,9 @@ def commit_round(
         while the logits learned (all zero, or None, without held-out data).
       first_scores: per-feature :func:`rao_statistics` of the settled model
         (all zero, or None, where none were collected).
+      probe_scores: per-feature z of the held-out probe (all zero, or None,
+        where none was computed); used only where ``heldout_scores`` are
+        exhausted.
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
@@ -199,11 +207,13 @@ def commit_round(
                 after = selected.copy()
                 after[ranked] = True
                 more = _later_picks(
-                    logits, after, count - 1, dependence, heldout_scores
+                    logits, after, count - 1, dependence, heldout_scores, probe_scores
                 )
                 ranked = np.concatenate([ranked, more])
         else:
-            ranked = _later_picks(logits, selected, count, dependence, heldout_scores)
+            ranked = _later_picks(
+                logits, selected, count, dependence, heldout_scores, probe_scores
+            )
     else:
         ranked, closed = _affordable_picks(
             spec, record, logits, selected, num_rounds, costs, entry_scores, dependence
@@ -312,14 +322,27 @@ def _later_picks(
     count: int,
     dependence: np.ndarray | None,
     heldout_scores: np.ndarray | None,
+    probe_scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
-    harm; without, the largest logits."""
+    harm; without, the largest logits. Where the held-out statistics are
+    exhausted and ``probe_scores`` hold evidence, each candidate's statistic
+    is the larger of its held-out and its probe z."""
     helps = _helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
+    if not helps.any() and probe_scores is not None and np.any(probe_scores):
+        # Each statistic sees what the other cannot (the probe: an additive
+        # effect the candidate's stale embedding hides; the gate: a feature
+        # that matters only with a selected one): the larger z of the two.
+        # Two tests per candidate: the threshold for twice as many.
+        scores = np.maximum(scores, np.asarray(probe_scores, np.float64))
+        candidates = int((~np.asarray(selected, bool)).sum())
+        helps = ~np.asarray(selected, bool) & (
+            scores >= signal_threshold(2 * candidates)
+        )
     return _ranked_picks(
         logits, selected, count, dependence, preferred=helps, fallback=scores
     )

@@ -1,0 +1,78 @@
+"""The held-out probe: evidence for the candidates once the gate's runs out.
+
+Late in a selection the held-out gate statistic of every candidate can fall
+to the level of noise (:func:`seqattn_tfrs.core.selection.signal_exhausted`):
+a candidate's gate gradient goes through its table, trained only in the
+warm-up and unchanged since (its gate is 0 while the model settles). The probe
+asks the data instead (docs/generated_quality.md, "Session 13"):
+
+* while a round settles (the candidates' gates at 0), each training row's
+  gradient of the loss with respect to candidate ``j``'s gated embedding,
+  projected on one fixed direction ``r_j`` and less its batch mean, is summed
+  per hash bucket of the row's raw value: ``S_j[b]``, the step a one-number
+  table of that feature would take if its gate were 1;
+* at the commit, on held-out rows with the candidates' gates at 0, ``a_h =
+  p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection) is the held-out loss's
+  derivative along that step, and the probe's z is ``sum(a) / sqrt(sum(a^2))``.
+
+Only the rounds whose gate statistic is exhausted use it (a per-value sum is
+an additive fit: it cannot see a pair of fields that matter only together,
+which the soft gates can), and only where every candidate has raw values to
+hash (no floating-point features).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqattn_tfrs.core import selection
+
+# Hash buckets per feature of the training-side sums (4 bytes each, held only
+# during a selection run: a trimmed or finished layer holds none).
+PROBE_BUCKETS = 4096
+
+
+def probe_wanted(
+    selected: np.ndarray, heldout_scores: np.ndarray | None, complete: bool
+) -> bool:
+    """Whether the next round's settle should sum the probe's training side:
+    after this round's picks (``selected``), fewer than two candidates still
+    clear :func:`~seqattn_tfrs.core.selection.signal_threshold` on this
+    round's held-out statistic, so the next round's is likely exhausted.
+
+    Example:
+      >>> probe_wanted(np.array([True, False, False]), np.array([9.0, 1.0, 0.5]),
+      ...              complete=False)
+      True
+      >>> probe_wanted(np.array([True, False, False]), np.array([9.0, 5.0, 4.0]),
+      ...              complete=False)
+      False
+      >>> probe_wanted(np.array([True, False]), None, complete=False)
+      False
+    """
+    if complete or heldout_scores is None or not np.any(heldout_scores):
+        return False
+    selected = np.asarray(selected, bool)
+    if not selected.any() or selected.all():
+        return False
+    scores = np.asarray(heldout_scores, np.float64)
+    threshold = selection.signal_threshold(int((~selected).sum()))
+    return int((~selected & (scores >= threshold)).sum()) < 2
+
+
+def probe_z(total: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Per feature, the probe's ``sum(a) / sqrt(sum(a^2))`` from those sums (0
+    where no row was added).
+
+    Example (one feature; the held-out gradients agree with the training
+    side's in two rows and disagree in one):
+
+      >>> a = np.array([2.0, 2.0, -0.5])
+      >>> probe_z(np.array([a.sum()]), np.array([(a * a).sum()])).round(4)
+      array([1.2185])
+    """
+    total = np.asarray(total, np.float64)
+    squares = np.asarray(squares, np.float64)
+    return np.divide(
+        total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
+    )

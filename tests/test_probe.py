@@ -1,0 +1,286 @@
+"""The held-out probe: hash keys, the settle's sums, the held-out pass and the
+commit that uses it, each against a hand computation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seqattn_tfrs import (
+    SequentialAttentionCallback,
+    SequentialAttentionEmbedding,
+    heldout_probe,
+    tf_ops,
+)
+from seqattn_tfrs.core import probe, selection
+from seqattn_tfrs.gate import SELECTING, SETTLING
+
+BUCKETS = probe.PROBE_BUCKETS
+
+
+def test_row_keys_group_equal_rows_in_every_form():
+    ids = tf.constant([3, 7, 3, 4099])
+    assert tf_ops.row_keys(ids, 4096).numpy().tolist() == [3, 7, 3, 3]
+    column = tf.reshape(ids, [-1, 1])  # [B, 1] keys as [B]
+    assert tf_ops.row_keys(column, 4096).numpy().tolist() == [3, 7, 3, 3]
+    words = tf.constant(["x", "y", "x"])
+    np.testing.assert_array_equal(
+        tf_ops.row_keys(words, 64), tf_ops.row_keys(tf.reshape(words, [-1, 1]), 64)
+    )
+    rows = tf_ops.row_keys(tf.constant([[1, 2], [2, 1], [1, 2]]), 1 << 20).numpy()
+    assert rows[0] == rows[2] != rows[1]  # a row of several values is one value
+    ragged = tf.ragged.constant([["a", "b"], ["a"], ["a", "b"]])
+    keys = tf_ops.row_keys(ragged, 1 << 20).numpy()
+    assert keys[0] == keys[2] != keys[1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)])
+    def traced(value):  # a width unknown when traced keys as an eager call
+        return tf_ops.row_keys(value, 4096)
+
+    assert traced(tf.constant([[5], [9]], tf.int64)).numpy().tolist() == [5, 9]
+    np.testing.assert_array_equal(
+        traced(tf.constant([[5, 1], [9, 1]], tf.int64)),
+        tf_ops.row_keys(tf.constant([[5, 1], [9, 1]], tf.int64), 4096),
+    )
+    for unhashable in (
+        tf.constant([0.5, 1.5]),
+        tf.constant([True]),
+        tf.sparse.from_dense(tf.constant([[1, 0]])),
+    ):
+        assert tf_ops.row_keys(unhashable, 8) is None
+
+
+def test_exhausted_rounds_rank_by_the_probe_and_others_ignore_it():
+    spec = selection.SelectionSpec("gate", ("a", "b", "c", "d"), 3, None, 1)
+    record = selection.SelectionRecord(
+        np.array([True, False, False, False]),
+        np.array([0, -1, -1, -1]),
+        1,
+        np.zeros((3, 4)),
+    )
+    logits = np.array([0.0, 3.0, 0.0, 0.0])  # the logits favour b
+    exhausted = np.array([0.0, 1.0, 0.5, -1.0])  # none clears 2.13 (3 candidates)
+    probe_z = np.array([0.0, -0.5, 1.0, 4.0])
+
+    def pick(heldout, probe_scores):
+        return selection.commit_round(
+            spec,
+            record,
+            logits,
+            np.full(4, 0.25),
+            num_rounds=3,
+            heldout_scores=heldout,
+            probe_scores=probe_scores,
+        )[1]
+
+    assert pick(exhausted, None) == [1]  # the least harm: b
+    assert pick(exhausted, probe_z) == [3]  # d helps by the probe (4 >= 2.39)
+    # Two tests per candidate: helping means z >= 2.394 (0.05 / 6). None
+    # does; the largest of each candidate's two z ranks: c (2.2) over b (1.0).
+    assert pick(exhausted, np.array([0.0, -0.5, 2.2, 2.0])) == [2]
+    # Two help (c and d): the logits choose among them (a tie: the earlier).
+    assert pick(exhausted, np.array([0.0, 0.0, 2.5, 4.0])) == [2]
+    # The gate's statistic still counts: b's 1.0 beats the probe's best, 0.5.
+    assert pick(exhausted, np.array([0.0, -0.5, 0.5, 0.4])) == [1]
+    helping = np.array([0.0, 3.0, 2.5, -1.0])  # b and c help: no probe
+    assert pick(helping, probe_z) == [1]
+
+
+def test_probe_starts_only_when_fewer_than_two_candidates_help():
+    layer = scalar_layer()
+    state = layer.selection_state
+    commit_with_heldout(layer, [5.0, 0.0, 0.0, 0.0], [0.0, 4.0, 3.0, 0.0])
+    assert int(state.probe_active.numpy()) == 0  # b and c still help
+    assert state.probe_sums.numpy().size == 0
+    commit_with_heldout(layer, [0.0, 5.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0])
+    assert int(state.probe_active.numpy()) == 1  # b was picked; none is left
+    assert state.probe_sums.numpy().shape == (4 * BUCKETS,)
+    assert layer.probe_training_sums().shape == (4, BUCKETS)
+    commit_with_heldout(layer, [0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+    assert layer.selection_complete
+    assert int(state.probe_active.numpy()) == 0  # a finished layer holds none
+    assert state.probe_sums.numpy().size == 0
+    assert layer.probe_training_sums() is None
+
+
+def scalar_layer():
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in "abcd"}, 3
+    )
+    layer({n: tf.zeros([1]) for n in "abcd"})
+    return layer
+
+
+def commit_with_heldout(layer, logits, z):
+    """Commits a round whose held-out statistic is ``z`` (squares 1)."""
+    state = layer.selection_state
+    layer.attention_logits.assign(logits)
+    state.heldout_sum.assign([-v for v in z])
+    state.heldout_squares.assign([1.0] * len(z))
+    return layer.commit_round()
+
+
+def integer_model():
+    """Features ``a`` and ``b`` (ids 0-7 into 3- and 2-wide tables) and ``c``
+    (a float), gated; the prediction is the sum of every gated column."""
+    inputs = {
+        "a": tf.keras.Input([], dtype=tf.int64, name="a"),
+        "b": tf.keras.Input([], dtype=tf.int64, name="b"),
+        "c": tf.keras.Input([], dtype=tf.float32, name="c"),
+    }
+    layer = SequentialAttentionEmbedding(
+        {
+            "a": tf.keras.layers.Embedding(8, 3),
+            "b": tf.keras.layers.Embedding(8, 2),
+            "c": tf.keras.layers.Reshape((1,)),
+        },
+        num_selected=2,
+        name="gate",
+    )
+    gated = layer(inputs)
+    total = tf.keras.layers.Concatenate()([gated[n] for n in "abc"])
+    output = tf.keras.layers.Lambda(lambda x: tf.reduce_sum(x, 1, keepdims=True))(total)
+    model = tf.keras.Model(inputs, output)
+    model.compile(tf.keras.optimizers.SGD(0.0), "mse")
+    return model, layer
+
+
+def rows(seed, count):
+    rng = np.random.default_rng(seed)
+    features = {
+        "a": rng.integers(0, 8, count),
+        "b": rng.integers(0, 8, count),
+        "c": rng.normal(size=count).astype(np.float32),
+    }
+    return features, rng.normal(size=count).astype(np.float32)
+
+
+def start_probe(layer, first):
+    """Selects ``first`` in a round that leaves no helping candidate: the next
+    settle sums the probe."""
+    names = list(layer.feature_names)
+    layer.selection_state.heldout_sum.assign([-0.5] * 3)
+    layer.selection_state.heldout_squares.assign([1.0] * 3)
+    layer.attention_logits.assign([5.0 * (n == first) for n in names])
+    assert layer.commit_round() == [first]
+    layer.set_gate_mode(SETTLING)
+
+
+def residuals(model, features, labels, selected):
+    """``fit - y`` of every row with only ``selected`` gated on."""
+    if selected == "c":
+        return features["c"] - labels
+    table = model.get_layer("gate").embedding_layers[selected].embeddings.numpy()
+    return table[features[selected]].sum(1) - labels
+
+
+def test_settling_steps_sum_the_projected_gradients_per_value():
+    features, labels = rows(0, 64)
+    model, layer = integer_model()
+    start_probe(layer, "a")  # the callback would not enable summing: no sums
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
+    assert not np.any(layer.probe_training_sums())
+    model, layer = integer_model()
+    assert layer.sum_probe_in_training(True)  # as the callback with held-out data
+    start_probe(layer, "a")
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)  # one step
+    # Upstream of b's gated embedding per row: d mean((fit - y)^2) / d out_b =
+    # 2 (fit - y) / 64 in both columns; projected on b's direction, less its
+    # batch mean, summed per id.
+    direction = tf_ops.probe_directions([3, 2, 1], [1])[:, 0]
+    projected = 2 * residuals(model, features, labels, "a") / 64 * direction.sum()
+    projected -= projected.mean()
+    expected = np.zeros(BUCKETS)
+    np.add.at(expected, features["b"], projected)
+    sums = layer.probe_training_sums()
+    np.testing.assert_allclose(sums[1], expected, rtol=1e-5, atol=1e-8)
+    assert not np.any(sums[2])  # a float feature has no values to key
+    # Selecting steps sum nothing.
+    layer.set_gate_mode(SELECTING)
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
+    np.testing.assert_array_equal(layer.probe_training_sums(), sums)
+    # With a float candidate (c) no candidate is ranked by the probe.
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(32)
+    assert heldout_probe.HeldoutProbe(model, layer).scores(dataset) is None
+
+
+def test_heldout_pass_tests_the_sums_on_new_rows():
+    model, layer = integer_model()
+    start_probe(layer, "c")  # candidates a and b, both integer ids
+    sums = np.zeros((3, BUCKETS), np.float32)
+    sums[0, :8] = 1.0  # a training side for a and for b
+    sums[1, :8] = np.arange(8) - 3.5
+    layer.selection_state.probe_sums.assign(sums.reshape(-1))
+    layer.set_gate_mode(SELECTING)
+    held, labels = rows(1, 48)
+    dataset = tf.data.Dataset.from_tensor_slices((held, labels)).batch(32)
+    scores = heldout_probe.HeldoutProbe(model, layer).scores(dataset)
+    assert set(scores) == {"a", "b"}
+    # Per held-out row, the summed loss's gradient 2 (fit - y) in every column,
+    # projected on the feature's direction, times its training-side sum at
+    # the row's id.
+    upstream = 2 * residuals(model, held, labels, "c")
+    for index, name in ((0, "a"), (1, "b")):
+        direction = tf_ops.probe_directions([3, 2, 1], [index])[:, 0]
+        a = upstream * direction.sum() * sums[index][held[name]]
+        expected = a.sum() / np.sqrt((a * a).sum())
+        assert scores[name] == pytest.approx(expected, rel=1e-4)
+    assert int(layer.gate_mode.numpy()) == SELECTING  # left as it was
+    np.testing.assert_array_equal(layer.probe_training_sums(), sums)  # unchanged
+
+
+def test_probe_sums_survive_a_checkpoint(tmp_path):
+    model, layer = integer_model()
+    start_probe(layer, "a")
+    layer.selection_state.probe_sums.assign(tf.range(3 * BUCKETS, dtype=tf.float32))
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    restored, restored_layer = integer_model()
+    tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    np.testing.assert_array_equal(
+        restored_layer.probe_training_sums(), layer.probe_training_sums()
+    )
+
+
+def test_a_fit_runs_the_probe_in_the_rounds_after_the_signal_is_spent():
+    """One signal field (``a``) and three noise fields: after ``a`` is picked
+    no candidate helps, so the next settles sum the probe and the later
+    commits rank by its held-out pass (the events carry its z), also in a
+    model whose training steps were traced before without the probe."""
+    rng = np.random.default_rng(0)
+    count, names = 6000, "abcd"
+    features = {n: rng.integers(0, 40, count) for n in names}
+    effect = rng.normal(scale=1.5, size=40)
+    labels = (rng.random(count) < 1 / (1 + np.exp(-effect[features["a"]]))).astype(
+        np.float32
+    )
+    inputs = {n: tf.keras.Input([], dtype=tf.int64, name=n) for n in names}
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(40, 4) for n in names}, 3, name="gate"
+    )
+    gated = layer(inputs)
+    hidden = tf.keras.layers.Concatenate()([gated[n] for n in names])
+    output = tf.keras.layers.Dense(1, activation="sigmoid")(hidden)
+    model = tf.keras.Model(inputs, output)
+    model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+    train = {n: v[:4800] for n, v in features.items()}, labels[:4800]
+    held = {n: v[4800:] for n, v in features.items()}, labels[4800:]
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=1,
+        finetune_epochs=0,
+        selection_data=tf.data.Dataset.from_tensor_slices(held).batch(256),
+        verbose=0,
+    )
+    tf.keras.utils.set_random_seed(0)
+    # A fit without the callback traces training steps without the probe's
+    # sums; the callback's fit must trace them again.
+    model.fit(*train, batch_size=256, epochs=1, verbose=0)
+    model.fit(*train, batch_size=256, epochs=4, callbacks=[callback], verbose=0)
+    assert layer.selected_features[0] == "a"
+    probed = [e for e in callback.events if "probe_scores" in e]
+    assert [e["round"] for e in probed] == [2, 3]
+    for event in probed:
+        assert event["signal_exhausted"]
+        chosen = set(layer.selected_features[: event["round"] - 1])
+        assert set(event["probe_scores"]) == set(names) - chosen
+        assert all(z != 0 for z in event["probe_scores"].values())  # summed
+    assert layer.selection_state.probe_sums.numpy().size == 0
