@@ -510,8 +510,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             best = max(scores, key=scores.get)
             print(
                 f"\nSequentialAttention [{layer.name}]: no candidate's gate "
-                f"statistic helps on held-out data; the held-out probe ranks "
-                f"{best!r} first (z {scores[best]:.2f}).",
+                f"statistic helps on held-out data; the held-out probe's "
+                f"largest z is {best!r}'s ({scores[best]:.2f}); a candidate "
+                "whose z clears the threshold would help.",
                 flush=True,
             )
         return scores

@@ -247,8 +247,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self.selection_state = SelectionState(
             self.spec, self.options, self.num_rounds, self.add_weight, preselected
         )
-        if self.selection_state.probe_sums is not None:  # tracked: checkpointed
-            self.probe_sums = self.selection_state.probe_sums
+        self.probe_sums = self.selection_state.probe_sums  # tracked: checkpointed
         # A trainable scalar whose gradient is always exactly 0: it makes every
         # training step's backward pass run through the gate (even when the
         # per-feature layers have no weights), where the logits learn. Being 0
@@ -458,7 +457,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         return self._state().probe_training_sums()
 
     def set_probe_scores(self, scores: Mapping[str, float]) -> None:
-        """Stores the held-out probe's z per feature for the next commit."""
+        """Stores the held-out probe's z per feature for the next commit
+        (NaN for a feature it has none of)."""
         unknown = sorted(set(scores) - set(self._feature_names))
         if unknown:
             raise ValueError(
@@ -466,7 +466,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"some of {list(self._feature_names)}."
             )
         self._state().set_probe_scores(
-            np.array([scores.get(name, 0.0) for name in self._feature_names])
+            np.array([scores.get(name, np.nan) for name in self._feature_names])
         )
 
     def set_gate_mode(self, mode: int) -> None:

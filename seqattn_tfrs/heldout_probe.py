@@ -42,9 +42,9 @@ class HeldoutProbe:
     def scores(
         self, dataset: tf.data.Dataset, max_rows: int = MAX_ROWS
     ) -> dict[str, float] | None:
-        """The probe's z of each unselected feature, or None where the layer
-        has none: its settle did not sum the training side, or a candidate
-        has no raw values to hash (then no candidate is ranked by the probe).
+        """The probe's z of each unselected feature with raw values to hash
+        (integers, strings; not floats), or None where there is none or the
+        settle did not sum the training side.
 
         Raises:
           RuntimeError: the layer was not called on ``dataset``'s batches.
@@ -73,7 +73,7 @@ class HeldoutProbe:
                         "expected batches the model's forward pass feeds through "
                         "the layer."
                     )
-                if any(n not in self._keyed for n in candidates):
+                if not any(n in self._keyed for n in candidates):
                     return None
                 keyed = [names.index(n) for n in self._keyed]
                 total[keyed] += batch_total.numpy()
@@ -86,7 +86,11 @@ class HeldoutProbe:
             for variable, value in zip(metric_variables, saved):
                 variable.assign(value)
         z = probe.probe_z(total, squares)
-        return {name: float(z[names.index(name)]) for name in candidates}
+        return {
+            name: float(z[names.index(name)])
+            for name in candidates
+            if name in self._keyed
+        }
 
     def _batch_sums(self, batch):
         """Per feature with raw values to hash, ``sum(a)`` and ``sum(a^2)``

@@ -66,7 +66,7 @@ def gate_and_learn(
     if (
         raw_inputs is not None
         and static
-        and state.probe_sums is not None
+        and state.probe_supported
         and not always_learn
         and not tf.distribute.has_strategy()
     ):

@@ -107,20 +107,23 @@ class SelectionState:
         self.logit_steps = state("logit_steps", [], tf.float32, 0.0)
         self.nonfinite_logit_steps = state("nonfinite_logit_steps", [], tf.int32, 0)
         # The held-out probe (core.probe): 1 while the settles sum its training
-        # side, the sums themselves (``[N * PROBE_BUCKETS]`` while on, empty
-        # otherwise, so a finished or trimmed layer stores none) and the z of
+        # side, the sums themselves (``[N * PROBE_BUCKETS]`` while on, one 0
+        # otherwise, so a finished or trimmed layer stores 4 bytes) and the z of
         # the last held-out pass, read by the next commit. Not under a
         # distribution strategy (its sums would need aggregating replicas).
         self.probe_active = state("probe_active", [], tf.int32, 0)
         self.probe_scores = state("probe_scores", [n], tf.float32, 0.0)
-        self.probe_sums = None
-        if not tf.distribute.has_strategy():
-            self.probe_sums = tf.Variable(
-                tf.zeros([0]),
-                shape=tf.TensorShape(None),
-                trainable=False,
-                name="probe_sums",
-            )
+        # One 0 while off (not empty: a parameter server's partitioner
+        # refuses a 0-sized variable). Under a strategy it stays off, with
+        # a fixed shape: the same weights as without one, for
+        # get_weights/set_weights across the two.
+        self.probe_supported = not tf.distribute.has_strategy()
+        self.probe_sums = tf.Variable(
+            tf.zeros([1]),
+            shape=tf.TensorShape(None) if self.probe_supported else [1],
+            trainable=False,
+            name="probe_sums",
+        )
 
     # ------------------------------------------------------------ in-graph
     def complete(self) -> tf.Tensor:
@@ -221,11 +224,9 @@ class SelectionState:
     def probe_training_sums(self) -> np.ndarray | None:
         """The probe's training-side sums ``[N, PROBE_BUCKETS]``, or None where
         the settle did not sum them."""
-        if self.probe_sums is None or int(self.probe_active.numpy()) != 1:
+        if int(self.probe_active.numpy()) != 1:
             return None
         sums = self.probe_sums.numpy()
-        if not sums.size:
-            return None
         return sums.reshape(len(self.spec.feature_names), probe.PROBE_BUCKETS)
 
     def set_probe_scores(self, scores: np.ndarray) -> None:
@@ -234,10 +235,10 @@ class SelectionState:
 
     def _set_probe(self, active: bool) -> None:
         """Starts (zeroed) or stops the probe's sums for the next settle."""
-        self.probe_active.assign(int(active and self.probe_sums is not None))
-        if self.probe_sums is None:
+        self.probe_active.assign(int(active and self.probe_supported))
+        if not self.probe_supported:
             return
-        size = len(self.spec.feature_names) * probe.PROBE_BUCKETS if active else 0
+        size = len(self.spec.feature_names) * probe.PROBE_BUCKETS if active else 1
         self.probe_sums.assign(tf.zeros([size]), read_value=False)
 
     def record(self) -> selection.SelectionRecord:

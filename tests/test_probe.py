@@ -75,12 +75,14 @@ def test_exhausted_rounds_rank_by_the_probe_and_others_ignore_it():
     assert pick(exhausted, None) == [1]  # the least harm: b
     assert pick(exhausted, probe_z) == [3]  # d helps by the probe (4 >= 2.39)
     # Two tests per candidate: helping means z >= 2.394 (0.05 / 6). None
-    # does; the largest of each candidate's two z ranks: c (2.2) over b (1.0).
-    assert pick(exhausted, np.array([0.0, -0.5, 2.2, 2.0])) == [2]
+    # does by the probe (c's 2.2): the gate's least harm, b.
+    assert pick(exhausted, np.array([0.0, -0.5, 2.2, 2.0])) == [1]
     # Two help (c and d): the logits choose among them (a tie: the earlier).
     assert pick(exhausted, np.array([0.0, 0.0, 2.5, 4.0])) == [2]
-    # The gate's statistic still counts: b's 1.0 beats the probe's best, 0.5.
-    assert pick(exhausted, np.array([0.0, -0.5, 0.5, 0.4])) == [1]
+    # No probe z for b (a float feature: NaN): five tests, helping means
+    # z >= 2.33; c's 2.35 clears it, with six tests (2.39) it would not.
+    assert pick(exhausted, np.array([0.0, np.nan, 2.35, 0.9])) == [2]
+    assert pick(exhausted, np.array([0.0, -1.0, 2.35, 0.9])) == [1]
     helping = np.array([0.0, 3.0, 2.5, -1.0])  # b and c help: no probe
     assert pick(helping, probe_z) == [1]
 
@@ -90,7 +92,7 @@ def test_probe_starts_only_when_fewer_than_two_candidates_help():
     state = layer.selection_state
     commit_with_heldout(layer, [5.0, 0.0, 0.0, 0.0], [0.0, 4.0, 3.0, 0.0])
     assert int(state.probe_active.numpy()) == 0  # b and c still help
-    assert state.probe_sums.numpy().size == 0
+    assert state.probe_sums.numpy().size == 1  # off: one 0
     commit_with_heldout(layer, [0.0, 5.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0])
     assert int(state.probe_active.numpy()) == 1  # b was picked; none is left
     assert state.probe_sums.numpy().shape == (4 * BUCKETS,)
@@ -98,7 +100,7 @@ def test_probe_starts_only_when_fewer_than_two_candidates_help():
     commit_with_heldout(layer, [0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0])
     assert layer.selection_complete
     assert int(state.probe_active.numpy()) == 0  # a finished layer holds none
-    assert state.probe_sums.numpy().size == 0
+    assert state.probe_sums.numpy().size == 1
     assert layer.probe_training_sums() is None
 
 
@@ -198,9 +200,9 @@ def test_settling_steps_sum_the_projected_gradients_per_value():
     layer.set_gate_mode(SELECTING)
     model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
     np.testing.assert_array_equal(layer.probe_training_sums(), sums)
-    # With a float candidate (c) no candidate is ranked by the probe.
+    # A float candidate (c) has no probe z; the integer one (b) has.
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(32)
-    assert heldout_probe.HeldoutProbe(model, layer).scores(dataset) is None
+    assert set(heldout_probe.HeldoutProbe(model, layer).scores(dataset)) == {"b"}
 
 
 def test_heldout_pass_tests_the_sums_on_new_rows():
@@ -283,4 +285,4 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_signal_is_spent():
         chosen = set(layer.selected_features[: event["round"] - 1])
         assert set(event["probe_scores"]) == set(names) - chosen
         assert all(z != 0 for z in event["probe_scores"].values())  # summed
-    assert layer.selection_state.probe_sums.numpy().size == 0
+    assert layer.selection_state.probe_sums.numpy().size == 1  # off

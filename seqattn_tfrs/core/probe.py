@@ -15,10 +15,12 @@ asks the data instead (docs/generated_quality.md, "Session 13"):
   p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection) is the held-out loss's
   derivative along that step, and the probe's z is ``sum(a) / sqrt(sum(a^2))``.
 
-Only the rounds whose gate statistic is exhausted use it (a per-value sum is
-an additive fit: it cannot see a pair of fields that matter only together,
-which the soft gates can), and only where every candidate has raw values to
-hash (no floating-point features).
+Only the rounds whose gate statistic is exhausted use it, and there only to
+say which candidates help (a z above the threshold); the others keep the
+gate's order. A per-value sum is an additive fit, blind to a pair of fields
+that matter only together, which the soft gates can see, and ranking noise
+by the larger of two z favours noise. A floating-point feature has no values
+to hash and so no probe z.
 """
 
 from __future__ import annotations

@@ -133,10 +133,10 @@ def commit_round(
     the features whose weight hurts the held-out loss least (in a round of
     several picks, once the helping ones are taken). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
-    that statistic alone; where ``probe_scores`` (the held-out probe's z,
-    :mod:`seqattn_tfrs.core.probe`) hold evidence, by the larger of a
-    candidate's two z (the logits choose among those that clear the
-    threshold, the others follow by the larger z). Copies of a selected
+    that statistic alone, unless ``probe_scores`` (the held-out probe's z,
+    :mod:`seqattn_tfrs.core.probe`; NaN where it has none) say some
+    candidates help: the logits choose among those, the others follow by the
+    least harm. Copies of a selected
     feature stay last either way: at the soft gates of the last few
     candidates the statistic measures more or less of a feature, and a needed
     one can score below a copy.
@@ -156,9 +156,9 @@ def commit_round(
         while the logits learned (all zero, or None, without held-out data).
       first_scores: per-feature :func:`rao_statistics` of the settled model
         (all zero, or None, where none were collected).
-      probe_scores: per-feature z of the held-out probe (all zero, or None,
-        where none was computed); used only where ``heldout_scores`` are
-        exhausted.
+      probe_scores: per-feature z of the held-out probe (NaN for a feature
+        without one; all zero, or None, where none was computed); used only
+        where ``heldout_scores`` are exhausted.
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
@@ -327,21 +327,23 @@ def _later_picks(
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
     harm; without, the largest logits. Where the held-out statistics are
-    exhausted and ``probe_scores`` hold evidence, each candidate's statistic
-    is the larger of its held-out and its probe z."""
+    exhausted and ``probe_scores`` hold evidence, the features that help are
+    those whose probe z clears the threshold."""
     helps = _helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
-    if not helps.any() and probe_scores is not None and np.any(probe_scores):
-        # Each statistic sees what the other cannot (the probe: an additive
-        # effect the candidate's stale embedding hides; the gate: a feature
-        # that matters only with a selected one): the larger z of the two.
-        # Two tests per candidate: the threshold for twice as many.
-        scores = np.maximum(scores, np.asarray(probe_scores, np.float64))
-        candidates = int((~np.asarray(selected, bool)).sum())
-        helps = ~np.asarray(selected, bool) & (
-            scores >= signal_threshold(2 * candidates)
+    probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
+    if not helps.any() and probe_z is not None and np.any(np.nan_to_num(probe_z)):
+        # The probe sees an additive effect that a candidate's stale embedding
+        # hides; those it says help compete by the logits, the threshold
+        # counting both statistics' tests. The others keep the gate's order:
+        # it also sees a feature that matters only with a selected one, which
+        # the probe cannot, and a larger-of-two z would favour noise.
+        unselected = ~np.asarray(selected, bool)
+        tests = int(unselected.sum() + (unselected & np.isfinite(probe_z)).sum())
+        helps = unselected & (
+            np.nan_to_num(probe_z, nan=-np.inf) >= signal_threshold(tests)
         )
     return _ranked_picks(
         logits, selected, count, dependence, preferred=helps, fallback=scores
