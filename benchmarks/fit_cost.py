@@ -173,8 +173,9 @@ def instrument(callback, layer_getter):
         "on_train_end",
     ):
         timed(callback, hook)
-    for part in ("_set_modes", "_advance", "_make_heldout_step"):
-        timed(callback, part, f"  {part}")
+    for part in ("_set_modes", "_advance", "_make_heldout_step", "_run_probe"):
+        if hasattr(callback, part):  # the probe's pass: since session 14
+            timed(callback, part, f"  {part}")
 
     original_make = callback._make_heldout_step
 

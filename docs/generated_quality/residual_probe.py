@@ -1,5 +1,13 @@
 """A prototype candidate statistic fitted on training rows, tested on held-out rows.
 
+Since session 14 the library has its own version of this probe (on by
+default with ``selection_data``): ``--policy none`` runs the library as it
+is and prints, for each round in which the library's probe ran, its z of the
+remaining signal and noise fields; the other policies wrap the commit rule
+with this prototype's statistic, as in session 13 (it replaces the held-out
+statistic the rule sees; the library's own probe still applies where that
+statistic is spent, so they no longer reproduce session 13's numbers alone).
+
 generated_quality.md, "Session 13". At each commit after the first, for every
 candidate ``j`` and with the candidates' gates at 0 (the settled model):
 
@@ -138,11 +146,15 @@ def install_probe(
         if window == "settle":
             u = [np.concatenate([b[0][i] for b in settled]) for i in range(len(names))]
             keys = {n: np.concatenate([b[1][n] for b in settled]) for n in names}
-        else:
+        elif window == "commit":
             u, keys = upstream(train)
         u_held, held_keys = upstream(held)
         layer.set_gate_mode(before)
         z = np.zeros(len(names))
+        if window == "heldout":
+            for i in candidates:
+                z[i] = pair_z(u_held[i], held_keys[names[i]], i)
+            return z
         for i in candidates:
             if project:
                 direction = np.random.default_rng(i).normal(
@@ -159,6 +171,25 @@ def install_probe(
             a = (u_held[i] * sums[held_ids]).sum(1)
             z[i] = a.sum() / np.sqrt((a * a).sum() + 1e-30)
         return z
+
+    def pair_z(u, keys, i):
+        """The held-out rows alone: z of the sum, over pairs of distinct rows
+        that share a value, of ``<u(h), u(h')>`` (a U-statistic; its mean is 0
+        when the value says nothing about the gradient)."""
+        if project:
+            u = u @ np.random.default_rng(i).normal(size=(u.shape[1], project))
+        u = u - u.mean(0)
+        ids = np.unique(keys, return_inverse=True)[1].reshape(-1)
+        if buckets:
+            ids = ids % buckets
+        sums = np.zeros((ids.max() + 1, u.shape[1]))
+        np.add.at(sums, ids, u)
+        norms = (u * u).sum(1)
+        pairs = (sums * sums).sum() - norms.sum()
+        outer = np.zeros((ids.max() + 1, u.shape[1], u.shape[1]))
+        np.add.at(outer, ids, u[:, :, None] * u[:, None, :])
+        variance = 2 * ((outer * outer).sum() - (norms * norms).sum())
+        return pairs / np.sqrt(max(variance, 1e-30))
 
     def probing_commit(spec, record, logits, gates, **kwargs):
         selected = np.asarray(record.selected, bool)
@@ -241,6 +272,15 @@ def equal_strength(args):
     )
     picked = list(gate.selected_features)
     noise = [n for n in picked if int(n[1:]) >= signal_fields]
+    for event in callback.events:  # the library's own probe, where it ran
+        if "probe_scores" in event:
+            z = event["probe_scores"]
+            signal = sorted(v for n, v in z.items() if int(n[1:]) < signal_fields)
+            rest = sorted(v for n, v in z.items() if int(n[1:]) >= signal_fields)
+            print(
+                f"round {event['round']}: picked {event['features']}; probe z "
+                f"signal {np.round(signal, 1).tolist()}, noise max {max(rest):.1f}"
+            )
     print(
         f"seed {args.seed} {args.policy} project {args.project} buckets "
         f"{args.buckets} window {args.window}: selected {picked}: {len(noise)} noise"
@@ -384,9 +424,9 @@ one.add_argument(
 )
 one.add_argument("--project", type=int, default=0)
 one.add_argument("--buckets", type=int, default=0)
-one.add_argument("--window", choices=["commit", "settle"], default="commit")
+one.add_argument("--window", choices=["commit", "settle", "heldout"], default="commit")
 many = sub.add_parser("ctr")
-many.add_argument("--window", choices=["commit", "settle"], default="commit")
+many.add_argument("--window", choices=["commit", "settle", "heldout"], default="commit")
 many.add_argument("--project", type=int, default=0)
 many.add_argument("--buckets", type=int, default=0)
 many.add_argument("--problems", default="0:30")
