@@ -19,12 +19,14 @@ import tensorflow as tf
 from seqattn_tfrs import (
     _compat,  # noqa: F401  (Keras 2 check)
     budget,
+    gate_checks,
     logit_learning,
     tf_ops,
 )
-from seqattn_tfrs.core import modes, probe, selection
+from seqattn_tfrs.core import modes, selection
 from seqattn_tfrs.core.modes import DENSE, SELECTING, SETTLING
 from seqattn_tfrs.core.options import ATTENTION_SIGNALS, AttentionOptions
+from seqattn_tfrs.probe_capture import ProbeCapture
 from seqattn_tfrs.selection_state import SelectionState
 
 __all__ = [
@@ -156,8 +158,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_embeddings(embeddings)
-        pruned = _check_pruned_widths(pruned_feature_widths, embeddings)
+        gate_checks.check_embeddings(embeddings)
+        pruned = gate_checks.check_pruned_widths(pruned_feature_widths, embeddings)
         all_names = list(embeddings) + list(pruned)
         feature_names = list(all_names if feature_names is None else feature_names)
         if sorted(feature_names) != sorted(all_names) or len(set(feature_names)) != len(
@@ -580,8 +582,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         embedded = {}
         for name, layer in self._tables.items():
             self._check_input_dtype(name, features[name])
-            embedded[name] = _check_embedding(self.name, name, layer(features[name]))
-        _check_batch_sizes(self.name, embedded)
+            embedded[name] = gate_checks.check_embedding(
+                self.name, name, layer(features[name])
+            )
+        gate_checks.check_batch_sizes(self.name, embedded)
 
         if self.is_pruned:  # kept gates are exactly 1: no multiply needed
             batch = tf.shape(next(iter(embedded.values())))[0]
@@ -656,30 +660,6 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         return cls(**with_deserialized_embeddings(config))
 
 
-class ProbeCapture:
-    """What the last call of a gate layer hands the held-out probe: its gated
-    outputs (watched on ``tape`` where one is set) and, per feature, its rows'
-    hash buckets (None for a feature without values to hash)."""
-
-    def __init__(self) -> None:
-        self.tape: tf.GradientTape | None = None
-        self.outputs: dict[str, tf.Tensor] = {}
-        self.buckets: dict[str, tf.Tensor | None] = {}
-
-    def capture(
-        self, outputs: Mapping[str, tf.Tensor], features: Mapping[str, Any]
-    ) -> dict[str, tf.Tensor]:
-        """Keeps ``outputs`` (returned as watched copies) and the buckets."""
-        self.outputs = {name: tf.identity(value) for name, value in outputs.items()}
-        if self.tape is not None:
-            self.tape.watch(list(self.outputs.values()))
-        self.buckets = {
-            name: tf_ops.row_keys(features[name], probe.PROBE_BUCKETS)
-            for name in self.outputs
-        }
-        return self.outputs
-
-
 def with_deserialized_embeddings(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of a layer config whose ``embeddings`` are layers again."""
     config = dict(config)
@@ -688,92 +668,3 @@ def with_deserialized_embeddings(config: dict[str, Any]) -> dict[str, Any]:
         for name, layer in config["embeddings"].items()
     }
     return config
-
-
-def _check_embeddings(embeddings: Any) -> None:
-    if not isinstance(embeddings, Mapping):
-        raise TypeError(
-            "`embeddings` must be a mapping from feature name to a Keras layer, "
-            f"got {type(embeddings).__name__}: {embeddings!r}."
-        )
-    if not embeddings:
-        raise ValueError(
-            "`embeddings` must hold at least one feature, got an empty mapping."
-        )
-    owner: dict[int, str] = {}
-    for name, layer in embeddings.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(
-                "`embeddings` keys must be non-empty feature-name strings, "
-                f"got {name!r}."
-            )
-        if not isinstance(layer, tf.keras.layers.Layer):
-            raise TypeError(
-                f"`embeddings[{name!r}]` must be a tf.keras layer, got "
-                f"{type(layer).__name__}: {layer!r}."
-            )
-        if id(layer) in owner:
-            raise ValueError(
-                f"`embeddings[{name!r}]` is the same layer object as "
-                f"`embeddings[{owner[id(layer)]!r}]` ({layer.name!r}); expected one "
-                "layer per feature, since pruning drops a feature's table with its "
-                "layer. Give each feature its own layer."
-            )
-        owner[id(layer)] = name
-
-
-def _check_pruned_widths(
-    pruned_feature_widths: Mapping[str, int] | None, embeddings: Mapping[str, Any]
-) -> dict[str, int]:
-    pruned = dict(pruned_feature_widths or {})
-    for name, width in pruned.items():
-        if name in embeddings:
-            raise ValueError(
-                f"Feature {name!r} is in both `embeddings` and "
-                "`pruned_feature_widths`; expected each feature in one of them."
-            )
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(
-                f"`pruned_feature_widths[{name!r}]` must be a positive int, "
-                f"got {width!r}."
-            )
-    return pruned
-
-
-def _check_embedding(layer_name: str, name: str, value: Any) -> tf.Tensor:
-    """Raises unless a feature's layer returned a dense ``[batch, d]`` tensor."""
-    if isinstance(value, tf.RaggedTensor):
-        raise ValueError(
-            f"{layer_name}: the layer of feature {name!r} returned a RaggedTensor "
-            f"of shape {value.shape}; expected a dense [batch, d] tensor. Pool a "
-            "multi-valent feature to one vector per example inside its layer "
-            "(e.g. a mean over its values)."
-        )
-    rank = value.shape.rank
-    if rank != 2:
-        hint = (
-            " An input of shape [batch, 1] gives [batch, 1, d] after an "
-            "Embedding: feed [batch] ids, or end the feature's layer with "
-            "tf.keras.layers.Reshape((d,)) or a pooling layer."
-            if rank == 3
-            else ""
-        )
-        raise ValueError(
-            f"{layer_name}: the layer of feature {name!r} returned a tensor of rank "
-            f"{rank} (shape {value.shape}); expected rank 2, [batch, d].{hint}"
-        )
-    return value
-
-
-def _check_batch_sizes(layer_name: str, embedded: Mapping[str, tf.Tensor]) -> None:
-    """Raises when features' embeddings have different (static) batch sizes."""
-    known = {
-        name: int(value.shape[0])
-        for name, value in embedded.items()
-        if value.shape[0] is not None
-    }
-    if len(set(known.values())) > 1:
-        raise ValueError(
-            f"{layer_name}: features have different batch sizes {known}; expected "
-            "one batch size for every feature of an example batch."
-        )
