@@ -491,8 +491,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         held-out probe's z for the commit to rank by (see
         :mod:`seqattn_tfrs.core.probe`); None where it does not run."""
         if (
-            self.selection_data is None
-            or layer.probe_training_sums() is None
+            self.selection_data is None  # e.g. resumed without it
+            or not layer.probe_summed
             or not selection_lib.exhausted_after(
                 layer.heldout_evidence(),
                 layer.selected_features,

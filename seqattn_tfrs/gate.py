@@ -452,6 +452,12 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         """The active :meth:`capturing_outputs` capture, or None."""
         return self._probe_capture
 
+    @property
+    def probe_summed(self) -> bool:
+        """Whether this round's settle sums the held-out probe's training
+        side (read its sums with :meth:`probe_training_sums`)."""
+        return self._state().probe_summed()
+
     def probe_training_sums(self) -> np.ndarray | None:
         """The held-out probe's training-side sums ``[N, PROBE_BUCKETS]``
         summed in this round's settle, or None where they were not summed

@@ -50,10 +50,9 @@ class HeldoutProbe:
           RuntimeError: the layer was not called on ``dataset``'s batches.
         """
         layer = self.layer
-        sums = layer.probe_training_sums()
         names = list(layer.feature_names)
         candidates = [n for n in names if n not in layer.selected_features]
-        if sums is None or not candidates:
+        if not layer.probe_summed or not candidates:
             return None
         metric_variables = [v for m in self.model.metrics for v in m.variables]
         saved = [v.numpy() for v in metric_variables]

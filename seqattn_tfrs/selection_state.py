@@ -221,10 +221,14 @@ class SelectionState:
         return self.probe_sums.assign_add(sums, read_value=False)
 
     # ------------------------------------------------------------ host side
+    def probe_summed(self) -> bool:
+        """Whether this round's settle sums the probe's training side."""
+        return int(self.probe_active.numpy()) == 1
+
     def probe_training_sums(self) -> np.ndarray | None:
         """The probe's training-side sums ``[N, PROBE_BUCKETS]``, or None where
         the settle did not sum them."""
-        if int(self.probe_active.numpy()) != 1:
+        if not self.probe_summed():
             return None
         sums = self.probe_sums.numpy()
         return sums.reshape(len(self.spec.feature_names), probe.PROBE_BUCKETS)

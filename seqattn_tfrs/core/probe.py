@@ -52,14 +52,10 @@ def probe_wanted(
       >>> probe_wanted(np.array([True, False]), None, complete=False)
       False
     """
-    if complete or heldout_scores is None or not np.any(heldout_scores):
+    if complete:
         return False
-    selected = np.asarray(selected, bool)
-    if not selected.any() or selected.all():
-        return False
-    scores = np.asarray(heldout_scores, np.float64)
-    threshold = selection.signal_threshold(int((~selected).sum()))
-    return int((~selected & (scores >= threshold)).sum()) < 2
+    helps = selection.helping(selected, heldout_scores)
+    return helps is not None and int(helps.sum()) < 2
 
 
 def probe_z(total: np.ndarray, squares: np.ndarray) -> np.ndarray:

@@ -267,16 +267,23 @@ def signal_exhausted(selected: np.ndarray, heldout_scores: np.ndarray | None) ->
       >>> signal_exhausted(np.array([False, False]), np.array([0.5, 1.0]))
       False
     """
-    helps = _helping(selected, heldout_scores)
+    helps = helping(selected, heldout_scores)
     return helps is not None and not helps.any()
 
 
-def _helping(
+def helping(
     selected: np.ndarray, heldout_scores: np.ndarray | None
 ) -> np.ndarray | None:
     """The unselected features whose held-out statistic clears
     :func:`signal_threshold`; None without evidence, before the first pick or
-    with nothing left."""
+    with nothing left.
+
+    Example:
+      >>> helping(np.array([True, False, False]), np.array([9.0, 5.0, 1.0]))
+      array([False,  True, False])
+      >>> helping(np.array([False, False]), np.array([5.0, 1.0])) is None
+      True
+    """
     selected = np.asarray(selected, bool)
     if heldout_scores is None or not np.any(heldout_scores):
         return None
@@ -329,7 +336,7 @@ def _later_picks(
     harm; without, the largest logits. Where the held-out statistics are
     exhausted and ``probe_scores`` hold evidence, the features that help are
     those whose probe z clears the threshold."""
-    helps = _helping(selected, heldout_scores)
+    helps = helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
