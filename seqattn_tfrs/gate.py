@@ -459,9 +459,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         return self._state().probe_summed()
 
     def probe_training_sums(self) -> np.ndarray | None:
-        """The held-out probe's training-side sums ``[N, PROBE_BUCKETS]``
-        summed in this round's settle, or None where they were not summed
-        (see :mod:`seqattn_tfrs.core.probe`)."""
+        """The held-out probe's training-side sums ``[N, PROBE_BUCKETS,
+        PROBE_DIRECTIONS]`` summed in this round's settle, or None where
+        they were not summed (see :mod:`seqattn_tfrs.core.probe`)."""
         return self._state().probe_training_sums()
 
     def set_probe_scores(self, scores: Mapping[str, float]) -> None:

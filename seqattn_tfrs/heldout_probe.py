@@ -117,12 +117,14 @@ class HeldoutProbe:
         widths = [0] * len(names)
         for index, output in zip(keyed, outputs):
             widths[index] = output.shape[1]
-        directions = tf_ops.probe_directions(widths, keyed)
+        per_feature = probe.PROBE_DIRECTIONS
+        directions = tf_ops.probe_directions(widths, keyed, per_feature)
         rows = tf.shape(grads[0])[0]
         # The loss is a batch mean: per-row gradients on one scale.
         projected = tf.matmul(tf.concat(grads, axis=1), directions)
         projected *= tf.cast(rows, tf.float32)
         keys = tf.stack([capture.buckets[n] for n in self._keyed], axis=1)
-        offsets = np.array(keyed, np.int32) * probe.PROBE_BUCKETS
-        a = projected * tf.gather(tf.reshape(layer.probe_sums, [-1]), keys + offsets)
+        slots = probe.probe_slots(keys, keyed, per_feature)  # [B, K, D]
+        steps = tf.gather(tf.reshape(layer.probe_sums, [-1]), slots)
+        a = tf.reduce_sum(tf.reshape(projected, tf.shape(steps)) * steps, axis=2)
         return tf.reduce_sum(a, axis=0), tf.reduce_sum(a * a, axis=0), rows

@@ -172,28 +172,24 @@ def _probe_update(
     gradients; None when no feature has raw values to hash. The keys and
     projections are computed only inside the cond, in the steps that sum:
     one join of the keyed features' upstream gradients, one product with
-    their fixed directions, one segment sum."""
+    their fixed directions, one scatter-add into the sums."""
     keyed = [i for i, raw in enumerate(raw_inputs) if tf_ops.has_row_keys(raw)]
     if not keyed:
         return None
-    buckets = probe.PROBE_BUCKETS
-    directions = tf_ops.probe_directions(widths, keyed)
-    offsets = np.array(keyed, np.int32) * buckets
+    per_feature = probe.PROBE_DIRECTIONS
+    directions = tf_ops.probe_directions(widths, keyed, per_feature)
 
     def add(upstream: Sequence[tf.Tensor]) -> tf.Tensor:
         def accumulate() -> tf.Operation:
             joined = tf.concat([_float32(upstream[i]) for i in keyed], axis=1)
-            projected = tf.matmul(joined, directions)  # [B, K]
+            projected = tf.matmul(joined, directions)  # [B, K * D]
             projected -= tf.reduce_mean(projected, axis=0)
             keys = tf.stack(
-                [tf_ops.row_keys(raw_inputs[i], buckets) for i in keyed], axis=1
+                [tf_ops.row_keys(raw_inputs[i], probe.PROBE_BUCKETS) for i in keyed],
+                axis=1,
             )
-            sums = tf.math.unsorted_segment_sum(
-                tf.reshape(projected, [-1]),
-                tf.reshape(keys + offsets, [-1]),
-                len(raw_inputs) * buckets,
-            )
-            return state.add_probe(sums)
+            slots = probe.probe_slots(keys, keyed, per_feature)  # [B, K, D]
+            return state.add_probe(tf.reshape(projected, [-1]), tf.reshape(slots, [-1]))
 
         return _when(state.probing(), accumulate)
 

@@ -107,9 +107,10 @@ class SelectionState:
         self.logit_steps = state("logit_steps", [], tf.float32, 0.0)
         self.nonfinite_logit_steps = state("nonfinite_logit_steps", [], tf.int32, 0)
         # The held-out probe (core.probe): 1 while the settles sum its training
-        # side, the sums themselves (``[N * PROBE_BUCKETS]`` while on, one 0
-        # otherwise, so a finished or trimmed layer stores 4 bytes) and the z of
-        # the last held-out pass, read by the next commit. Not under a
+        # side, the sums themselves (``N * PROBE_BUCKETS * PROBE_DIRECTIONS``
+        # numbers while on, one 0 otherwise, so a finished or trimmed layer
+        # stores 4 bytes) and the z of the last held-out pass, read by the next
+        # commit. Not under a
         # distribution strategy (its sums would need aggregating replicas).
         self.probe_active = state("probe_active", [], tf.int32, 0)
         self.probe_scores = state("probe_scores", [n], tf.float32, 0.0)
@@ -216,9 +217,11 @@ class SelectionState:
         round settling after a commit that asked for it)."""
         return tf.logical_and(self.settling(), tf.equal(self.probe_active, 1))
 
-    def add_probe(self, sums: tf.Tensor) -> tf.Operation:
-        """Adds a batch's ``[N * PROBE_BUCKETS]`` probe sums."""
-        return self.probe_sums.assign_add(sums, read_value=False)
+    def add_probe(self, values: tf.Tensor, slots: tf.Tensor) -> tf.Operation:
+        """Adds a batch's probe values at their flat slots of the sums (see
+        :func:`seqattn_tfrs.core.probe.probe_slots`), repeats summed: work in
+        the batch's size, not the sums'."""
+        return self.probe_sums.scatter_add(tf.IndexedSlices(values, slots)).op
 
     # ------------------------------------------------------------ host side
     def probe_summed(self) -> bool:
@@ -226,12 +229,15 @@ class SelectionState:
         return int(self.probe_active.numpy()) == 1
 
     def probe_training_sums(self) -> np.ndarray | None:
-        """The probe's training-side sums ``[N, PROBE_BUCKETS]``, or None where
+        """The probe's training-side sums ``[N, PROBE_BUCKETS,
+        PROBE_DIRECTIONS]``, or None where
         the settle did not sum them."""
         if not self.probe_summed():
             return None
         sums = self.probe_sums.numpy()
-        return sums.reshape(len(self.spec.feature_names), probe.PROBE_BUCKETS)
+        return sums.reshape(
+            len(self.spec.feature_names), probe.PROBE_BUCKETS, probe.PROBE_DIRECTIONS
+        )
 
     def set_probe_scores(self, scores: np.ndarray) -> None:
         """Stores the probe's z per feature for the next commit."""
@@ -242,7 +248,8 @@ class SelectionState:
         self.probe_active.assign(int(active and self.probe_supported))
         if not self.probe_supported:
             return
-        size = len(self.spec.feature_names) * probe.PROBE_BUCKETS if active else 1
+        size = len(self.spec.feature_names) * probe.PROBE_BUCKETS
+        size = size * probe.PROBE_DIRECTIONS if active else 1
         self.probe_sums.assign(tf.zeros([size]), read_value=False)
 
     def record(self) -> selection.SelectionRecord:

@@ -116,24 +116,32 @@ def row_keys(value: Any, buckets: int) -> tf.Tensor | None:
     )
 
 
-def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarray:
-    """The held-out probe's fixed directions as one ``[sum(widths[f]), K]``
-    float32 block matrix: column ``c`` holds standard normals (a draw seeded
-    by the feature's index) in the rows of feature ``features[c]``, whose
-    embedding is ``widths[features[c]]`` wide. Joined upstream gradients of
-    those features times this matrix are their projections, ``[B, K]``.
+def probe_directions(
+    widths: Sequence[int], features: Sequence[int], per_feature: int = 1
+) -> np.ndarray:
+    """The held-out probe's fixed directions as one ``[sum(widths[f]), K * D]``
+    float32 block matrix (``D = per_feature``): columns ``c * D`` to
+    ``c * D + D - 1`` hold standard normals (a draw seeded by the feature's
+    index) in the rows of feature ``features[c]``, whose embedding is
+    ``widths[features[c]]`` wide. Joined upstream gradients of those features
+    times this matrix are their projections, ``[B, K * D]``.
 
     Example:
       >>> m = probe_directions([2, 3, 1], [0, 2])
       >>> m.shape, bool(np.all(m[2:, 0] == 0)), bool(np.all(m[:2, 1] == 0))
       ((3, 2), True, True)
+      >>> probe_directions([2, 3, 1], [0, 2], per_feature=4).shape
+      (3, 8)
     """
     rows = sum(widths[f] for f in features)
-    matrix = np.zeros([rows, len(features)], np.float32)
+    matrix = np.zeros([rows, len(features) * per_feature], np.float32)
     start = 0
     for column, feature in enumerate(features):
         width = widths[feature]
         rng = np.random.default_rng([feature, 0x5EA])
-        matrix[start : start + width, column] = rng.standard_normal(width)
+        block = rng.standard_normal((width, per_feature))
+        matrix[
+            start : start + width, column * per_feature : (column + 1) * per_feature
+        ] = block
         start += width
     return matrix

@@ -15,6 +15,7 @@ from seqattn_tfrs.core import probe, selection
 from seqattn_tfrs.gate import SELECTING, SETTLING
 
 BUCKETS = probe.PROBE_BUCKETS
+DIRECTIONS = probe.PROBE_DIRECTIONS
 
 
 def test_row_keys_group_equal_rows_in_every_form():
@@ -73,16 +74,23 @@ def test_exhausted_rounds_rank_by_the_probe_and_others_ignore_it():
         )[1]
 
     assert pick(exhausted, None) == [1]  # the least harm: b
-    assert pick(exhausted, probe_z) == [3]  # d helps by the probe (4 >= 2.39)
-    # Two tests per candidate: helping means z >= 2.394 (0.05 / 6). None
-    # does by the probe (c's 2.2): the gate's least harm, b.
-    assert pick(exhausted, np.array([0.0, -0.5, 2.2, 2.0])) == [1]
+    assert pick(exhausted, probe_z) == [3]  # d helps by the probe (4 >= 2.54)
+    # Three tests per keyed candidate (gate, probe, combined): helping means
+    # z >= 2.539 (0.05 / 9). None does: c's probe 2.2, its combined
+    # (0.5 + 2.2) / sqrt(2) = 1.91. The rest rank by the combined z: c (b's
+    # is 0.35, d's 0.71), where the gate's least harm alone would take b.
+    assert pick(exhausted, np.array([0.0, -0.5, 2.2, 2.0])) == [2]
     # Two help (c and d): the logits choose among them (a tie: the earlier).
-    assert pick(exhausted, np.array([0.0, 0.0, 2.5, 4.0])) == [2]
-    # No probe z for b (a float feature: NaN): five tests, helping means
-    # z >= 2.33; c's 2.35 clears it, with six tests (2.39) it would not.
-    assert pick(exhausted, np.array([0.0, np.nan, 2.35, 0.9])) == [2]
-    assert pick(exhausted, np.array([0.0, -1.0, 2.35, 0.9])) == [1]
+    assert pick(exhausted, np.array([0.0, 0.0, 2.6, 4.0])) == [2]
+    # Neither statistic alone, both together: c's gate 1.9 and probe 2.0
+    # combine to 2.76; it helps and the logits' b does not.
+    assert pick(np.array([0.0, 1.0, 1.9, -1.0]), np.array([0, 0, 2.0, 0])) == [2]
+    # No probe z for b (a float feature: NaN): seven tests, helping means
+    # z >= 2.45; c's 2.5 clears it. With b keyed (nine tests, 2.54) it does
+    # not, and b's combined z (2 + 0.5) / sqrt(2) = 1.77 beats c's 1.06.
+    gate_favours_b = np.array([0.0, 2.0, -1.0, -1.0])
+    assert pick(gate_favours_b, np.array([0.0, np.nan, 2.5, 0.9])) == [2]
+    assert pick(gate_favours_b, np.array([0.0, 0.5, 2.5, 0.9])) == [1]
     helping = np.array([0.0, 3.0, 2.5, -1.0])  # b and c help: no probe
     assert pick(helping, probe_z) == [1]
 
@@ -95,8 +103,8 @@ def test_probe_starts_only_when_fewer_than_two_candidates_help():
     assert state.probe_sums.numpy().size == 1  # off: one 0
     commit_with_heldout(layer, [0.0, 5.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0])
     assert int(state.probe_active.numpy()) == 1  # b was picked; none is left
-    assert state.probe_sums.numpy().shape == (4 * BUCKETS,)
-    assert layer.probe_training_sums().shape == (4, BUCKETS)
+    assert state.probe_sums.numpy().shape == (4 * BUCKETS * DIRECTIONS,)
+    assert layer.probe_training_sums().shape == (4, BUCKETS, DIRECTIONS)
     commit_with_heldout(layer, [0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0])
     assert layer.selection_complete
     assert int(state.probe_active.numpy()) == 0  # a finished layer holds none
@@ -188,10 +196,11 @@ def test_settling_steps_sum_the_projected_gradients_per_value():
     # Upstream of b's gated embedding per row: d mean((fit - y)^2) / d out_b =
     # 2 (fit - y) / 64 in both columns; projected on b's direction, less its
     # batch mean, summed per id.
-    direction = tf_ops.probe_directions([3, 2, 1], [1])[:, 0]
-    projected = 2 * residuals(model, features, labels, "a") / 64 * direction.sum()
-    projected -= projected.mean()
-    expected = np.zeros(BUCKETS)
+    directions = tf_ops.probe_directions([3, 2, 1], [1], DIRECTIONS)
+    upstream = 2 * residuals(model, features, labels, "a") / 64
+    projected = upstream[:, None] * directions.sum(0)  # [rows, D]
+    projected -= projected.mean(0)
+    expected = np.zeros((BUCKETS, DIRECTIONS))
     np.add.at(expected, features["b"], projected)
     sums = layer.probe_training_sums()
     np.testing.assert_allclose(sums[1], expected, rtol=1e-5, atol=1e-8)
@@ -208,9 +217,9 @@ def test_settling_steps_sum_the_projected_gradients_per_value():
 def test_heldout_pass_tests_the_sums_on_new_rows():
     model, layer = integer_model()
     start_probe(layer, "c")  # candidates a and b, both integer ids
-    sums = np.zeros((3, BUCKETS), np.float32)
+    sums = np.zeros((3, BUCKETS, DIRECTIONS), np.float32)
     sums[0, :8] = 1.0  # a training side for a and for b
-    sums[1, :8] = np.arange(8) - 3.5
+    sums[1, :8] = (np.arange(8) - 3.5)[:, None] * np.arange(1, DIRECTIONS + 1)
     layer.selection_state.probe_sums.assign(sums.reshape(-1))
     layer.set_gate_mode(SELECTING)
     held, labels = rows(1, 48)
@@ -222,8 +231,9 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
     # the row's id.
     upstream = 2 * residuals(model, held, labels, "c")
     for index, name in ((0, "a"), (1, "b")):
-        direction = tf_ops.probe_directions([3, 2, 1], [index])[:, 0]
-        a = upstream * direction.sum() * sums[index][held[name]]
+        directions = tf_ops.probe_directions([3, 2, 1], [index], DIRECTIONS)
+        projected = upstream[:, None] * directions.sum(0)  # [rows, D]
+        a = (projected * sums[index][held[name]]).sum(1)
         expected = a.sum() / np.sqrt((a * a).sum())
         assert scores[name] == pytest.approx(expected, rel=1e-4)
     assert int(layer.gate_mode.numpy()) == SELECTING  # left as it was
@@ -233,7 +243,9 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
 def test_probe_sums_survive_a_checkpoint(tmp_path):
     model, layer = integer_model()
     start_probe(layer, "a")
-    layer.selection_state.probe_sums.assign(tf.range(3 * BUCKETS, dtype=tf.float32))
+    layer.selection_state.probe_sums.assign(
+        tf.range(3 * BUCKETS * DIRECTIONS, dtype=tf.float32)
+    )
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     restored, restored_layer = integer_model()
     tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()

@@ -3,7 +3,11 @@
 Since session 14 the library has its own version of this probe (on by
 default with ``selection_data``): ``--policy none`` runs the library as it
 is and prints, for each round in which the library's probe ran, its z of the
-remaining signal and noise fields; the other policies wrap the commit rule
+remaining signal and noise fields. ``--library_buckets`` and
+``--library_directions`` set the library probe's sizes (session 15 measured
+4,096 against 65,536 buckets, and 1, 4 and 16 directions), and
+``--rounds_log FILE`` appends every such round's gate z and probe z as JSON
+lines; the other policies wrap the commit rule
 with this prototype's statistic, as in session 13 (it replaces the held-out
 statistic the rule sees; the library's own probe still applies where that
 statistic is spent, so they no longer reproduce session 13's numbers alone).
@@ -228,6 +232,38 @@ def summed_loss(model):
     return loss_of
 
 
+def configure_library_probe(args):
+    """Sets the library's probe sizes from ``--library_buckets`` and
+    ``--library_directions`` and, with ``--rounds_log``, wraps the commit
+    rule to append, per round in which the library's probe ran, every
+    feature's selected flag, gate z and probe z (NaN: none) as a JSON line."""
+    from seqattn_tfrs import selection_state
+    from seqattn_tfrs.core import probe
+
+    probe.PROBE_BUCKETS = args.library_buckets
+    probe.PROBE_DIRECTIONS = args.library_directions
+    if not args.rounds_log:
+        return
+    commit = selection_state.selection.commit_round
+
+    def logged_commit(spec, record, logits, gates, **kwargs):
+        probe_z = kwargs.get("probe_scores")
+        if probe_z is not None and np.any(np.nan_to_num(probe_z)):
+            line = {
+                "seed": args.seed,
+                "buckets": args.library_buckets,
+                "directions": args.library_directions,
+                "selected": np.asarray(record.selected, bool).tolist(),
+                "gate_z": np.asarray(kwargs["heldout_scores"], float).tolist(),
+                "probe_z": [None if np.isnan(z) else float(z) for z in probe_z],
+            }
+            with open(args.rounds_log, "a") as out:
+                out.write(json.dumps(line) + "\n")
+        return commit(spec, record, logits, gates, **kwargs)
+
+    selection_state.selection.commit_round = logged_commit
+
+
 def equal_strength(args):
     import fit_cost
     import tensorflow as tf
@@ -236,6 +272,7 @@ def equal_strength(args):
     import seqattn_tfrs
 
     flags.FLAGS(["x"])  # fit_cost's defaults: 26 fields of 1,000 values, k=13
+    configure_library_probe(args)
     batch, signal_fields = 512, 13
     features, labels = fit_cost.make_data(batch * 33, 0)
     held_features, held_labels = fit_cost.make_data(batch * 4, 1)
@@ -380,7 +417,14 @@ def movielens(args):
         return timed_fit(model, train, epochs, callbacks, verbose)
 
     job._timed_fit = probing_fit
-    sys.argv = ["seqattn-tfrs", "--output_dir", args.output_dir]
+    configure_library_probe(args)
+    sys.argv = [
+        "seqattn-tfrs",
+        "--seed",
+        str(args.seed),
+        "--output_dir",
+        args.output_dir,
+    ]
     cli.run()
 
 
@@ -436,12 +480,17 @@ many.add_argument(
 )
 many.add_argument("--output", required=True)
 job = sub.add_parser("movielens")
+job.add_argument("--seed", type=int, default=42)
 job.add_argument(
     "--policy", choices=["replace", "fallback", "none"], default="fallback"
 )
 job.add_argument("--project", type=int, default=1)
 job.add_argument("--buckets", type=int, default=0)
 job.add_argument("--output_dir", default="/tmp/residual_probe_movielens")
+for command in (one, job):  # the library's own probe (policy none)
+    command.add_argument("--library_buckets", type=int, default=65536)
+    command.add_argument("--library_directions", type=int, default=1)
+    command.add_argument("--rounds_log", default="")
 summary = sub.add_parser("compare")
 summary.add_argument("files", nargs="+")
 

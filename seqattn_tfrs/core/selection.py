@@ -334,27 +334,49 @@ def _later_picks(
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
     harm; without, the largest logits. Where the held-out statistics are
-    exhausted and ``probe_scores`` hold evidence, the features that help are
-    those whose probe z clears the threshold."""
+    exhausted and ``probe_scores`` hold evidence, both statistics decide
+    (:func:`_probe_evidence`)."""
     helps = helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
     probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
     if not helps.any() and probe_z is not None and np.any(np.nan_to_num(probe_z)):
-        # The probe sees an additive effect that a candidate's stale embedding
-        # hides; those it says help compete by the logits, the threshold
-        # counting both statistics' tests. The others keep the gate's order:
-        # it also sees a feature that matters only with a selected one, which
-        # the probe cannot, and a larger-of-two z would favour noise.
-        unselected = ~np.asarray(selected, bool)
-        tests = int(unselected.sum() + (unselected & np.isfinite(probe_z)).sum())
-        helps = unselected & (
-            np.nan_to_num(probe_z, nan=-np.inf) >= signal_threshold(tests)
-        )
+        helps, scores = _probe_evidence(selected, scores, probe_z)
     return _ranked_picks(
         logits, selected, count, dependence, preferred=helps, fallback=scores
     )
+
+
+def _probe_evidence(
+    selected: np.ndarray, gate_z: np.ndarray, probe_z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """In a round whose gate statistic is exhausted, the features that help
+    and the order of the rest, from the gate's z and the held-out probe's
+    (NaN where a feature has none).
+
+    The probe sees an additive effect that a candidate's stale embedding
+    hides; the gate also sees a feature that matters only with a selected
+    one, which the probe cannot. So the two are combined, as independent
+    tests of one null hypothesis: ``(gate_z + probe_z) / sqrt(2)`` (Stouffer),
+    the gate's z alone without a probe z. A feature helps when its probe z or
+    its combined z clears :func:`signal_threshold`, Bonferroni-counting every
+    test made in the round (the gate's, the probe's and the combined); the
+    rest rank by the combined z, in place of the gate's least harm.
+
+    Example (c's probe z of 2.3 alone is no evidence, 7 tests needing 2.45;
+    with its gate's 1.4 it is, 2.62; the rest rank by the combined z):
+      >>> helps, order = _probe_evidence(np.array([True, False, False, False]),
+      ...     np.array([0.0, 1.5, 1.4, -0.5]), np.array([0.0, 0.1, 2.3, np.nan]))
+      >>> helps.tolist(), order.round(2).tolist()
+      ([False, False, True, False], [0.0, 1.13, 2.62, -0.5])
+    """
+    unselected = ~np.asarray(selected, bool)
+    keyed = unselected & np.isfinite(probe_z)
+    combined = np.where(keyed, (gate_z + np.nan_to_num(probe_z)) / np.sqrt(2), gate_z)
+    tests = int(unselected.sum() + 2 * keyed.sum())
+    evidence = np.where(keyed, np.maximum(np.nan_to_num(probe_z), combined), -np.inf)
+    return unselected & (evidence >= signal_threshold(tests)), combined
 
 
 def _ranked_picks(
