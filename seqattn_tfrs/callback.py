@@ -467,6 +467,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self._wait_for_scheduled_steps()
                 done += 1
                 probed = self._run_probe(layer)
+                evidence = layer.heldout_evidence() if probed is not None else {}
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done,
@@ -477,8 +478,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     logs=logs,
                     verbose=self.verbose,
                 )
-                if probed is not None:
+                if probed is not None:  # both statistics the rule combined
                     event["probe_scores"] = probed
+                    event["heldout_scores"] = {n: evidence[n] for n in probed}
                 self.events.append(event)
                 self._rounds_done[key] = done
                 self._has_selected[key] = self._has_selected[key] or bool(
@@ -511,8 +513,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             print(
                 f"\nSequentialAttention [{layer.name}]: no candidate's gate "
                 f"statistic helps on held-out data; the held-out probe's "
-                f"largest z is {best!r}'s ({scores[best]:.2f}); a candidate "
-                "whose z clears the threshold would help.",
+                f"largest z is {best!r}'s ({scores[best]:.2f}). Combined with "
+                "the gate's, a candidate that clears the threshold helps; the "
+                "rest rank by the combined z.",
                 flush=True,
             )
         return scores

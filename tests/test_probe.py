@@ -297,4 +297,13 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_signal_is_spent():
         chosen = set(layer.selected_features[: event["round"] - 1])
         assert set(event["probe_scores"]) == set(names) - chosen
         assert all(z != 0 for z in event["probe_scores"].values())  # summed
+        # The event's two statistics explain its pick: one that helps by the
+        # probe or the combined z, else the largest combined z.
+        gate, probe_z = event["heldout_scores"], event["probe_scores"]
+        assert set(gate) == set(probe_z)
+        combined = {n: (gate[n] + probe_z[n]) / np.sqrt(2) for n in gate}
+        threshold = selection.signal_threshold(3 * len(gate))
+        helps = {n for n in gate if max(probe_z[n], combined[n]) >= threshold}
+        (pick,) = event["features"]
+        assert pick in helps if helps else pick == max(combined, key=combined.get)
     assert layer.selection_state.probe_sums.numpy().size == 1  # off

@@ -2,7 +2,8 @@
 
 ``benchmarks/fit_cost.py``'s data and architecture on a subset of fields: the
 13 signal fields, the held-out selection of seed 0 (9 signal + 4 noise) and
-its 9 signal fields alone. Adam 1e-3, batch 512, early stopping on the
+its 9 signal fields alone, and four selections of session 15
+(generated_quality.md, "Session 15"). Adam 1e-3, batch 512, early stopping on the
 held-out rows (patience 1, best epoch restored), test AUC on 20,000 new rows,
 seeds 0 and 1. Usage, from the repository root:
 
@@ -42,7 +43,15 @@ SETS = {
         ]
     ),
     "its 9 signal fields": ["f10", "f11", "f3", "f8", "f6", "f9", "f1", "f12", "f4"],
+    # residual_probe.py equal_strength --policy none, session 15: the
+    # session-14 probe (4,096 buckets, probe z alone helps), then the kept
+    # rule (gate and probe z combined); run seeds 0 and 1.
+    "session-14 probe, run 0": "f10 f2 f0 f5 f7 f6 f4 f11 f3 f1 f12 f22 f24",
+    "session-14 probe, run 1": "f8 f1 f7 f4 f11 f6 f2 f5 f14 f23 f18 f21 f19",
+    "combined probe, run 0": "f10 f2 f0 f5 f7 f6 f8 f4 f11 f12 f9 f25 f1",
+    "combined probe, run 1": "f8 f1 f7 f4 f11 f6 f2 f12 f9 f5 f14 f3 f24",
 }
+SETS = {name: f.split() if isinstance(f, str) else f for name, f in SETS.items()}
 SPLITS = {
     "train": fit_cost.make_data(BATCH * 33, 0),
     "heldout": fit_cost.make_data(BATCH * 4, 1),
