@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs import (
     _compat,  # noqa: F401  (Keras 2 check)
     dependence_check,
-    heldout_probe,
 )
 from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import modes, round_report
+from seqattn_tfrs.core import probe as probe_lib
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
@@ -255,8 +256,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self.model, self.selection_data, self._layers
             )
             self._check_dependence()
-        # The held-out probe's training side is traced into training steps
-        # only with held-out data, and only for layers of raw inputs.
+        # The split-half probe's sums are traced into training steps only
+        # with held-out data (its rounds are those whose held-out statistic
+        # is spent), and only for layers of raw inputs.
         probing = {
             id(layer)
             for layer in dependence_check.feature_layers(self.model, self._layers)
@@ -308,7 +310,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 heldout = self._coordinator.create_per_worker_dataset(heldout)
             self._heldout_iterator = iter(heldout)
             self._heldout_step = None  # built at first use: metrics exist by then
-        self._probes: dict[int, heldout_probe.HeldoutProbe] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -467,7 +468,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self._wait_for_scheduled_steps()
                 done += 1
                 probed = self._run_probe(layer)
-                evidence = layer.heldout_evidence() if probed is not None else {}
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done,
@@ -479,8 +479,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     verbose=self.verbose,
                 )
                 if probed is not None:  # both statistics the rule combined
-                    event["probe_scores"] = probed
-                    event["heldout_scores"] = {n: evidence[n] for n in probed}
+                    event["probe_scores"], event["heldout_scores"] = probed
                 self.events.append(event)
                 self._rounds_done[key] = done
                 self._has_selected[key] = self._has_selected[key] or bool(
@@ -488,37 +487,40 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 )
                 self._complete[key] = layer.selection_complete
 
-    def _run_probe(self, layer: SequentialAttentionEmbedding) -> dict | None:
-        """Before a commit whose held-out gate statistic is exhausted, the
-        held-out probe's z for the commit to rank by (see
-        :mod:`seqattn_tfrs.core.probe`); None where it does not run."""
-        if (
-            self.selection_data is None  # e.g. resumed without it
-            or not layer.probe_summed
-            or not selection_lib.exhausted_after(
-                layer.heldout_evidence(),
-                layer.selected_features,
-                by_count=layer.budget_bytes is None,
-            )
+    def _run_probe(
+        self, layer: SequentialAttentionEmbedding
+    ) -> tuple[dict[str, float], dict[str, float]] | None:
+        """Before a commit whose held-out gate statistic is exhausted, hands
+        the layer the split-half probe's z (see :mod:`seqattn_tfrs.core.probe`)
+        and returns it with the gate's z of the same candidates; None where
+        the probe did not run."""
+        if self.selection_data is None or not layer.probe_summed:
+            return None  # e.g. resumed without selection_data
+        evidence = layer.heldout_evidence()
+        if not selection_lib.exhausted_after(
+            evidence, layer.selected_features, by_count=layer.budget_bytes is None
         ):
             return None
-        if id(layer) not in self._probes:  # traced once, reused in later rounds
-            self._probes[id(layer)] = heldout_probe.HeldoutProbe(self.model, layer)
-        scores = self._probes[id(layer)].scores(self.selection_data)
-        if scores is None:
+        z = probe_lib.split_half_z(layer.probe_training_sums())
+        scores = {
+            name: float(z[index])
+            for index, name in enumerate(layer.feature_names)
+            if name not in layer.selected_features and np.isfinite(z[index])
+        }
+        if not scores:
             return None
         layer.set_probe_scores(scores)
         if self.verbose:
             best = max(scores, key=scores.get)
             print(
                 f"\nSequentialAttention [{layer.name}]: no candidate's gate "
-                f"statistic helps on held-out data; the held-out probe's "
+                f"statistic helps on held-out data; the split-half probe's "
                 f"largest z is {best!r}'s ({scores[best]:.2f}). Combined with "
                 "the gate's, a candidate that clears the threshold helps; the "
                 "rest rank by the combined z.",
                 flush=True,
             )
-        return scores
+        return scores, {name: evidence[name] for name in scores}
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step.

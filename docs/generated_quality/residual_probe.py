@@ -3,9 +3,9 @@
 Since session 14 the library has its own version of this probe (on by
 default with ``selection_data``): ``--policy none`` runs the library as it
 is and prints, for each round in which the library's probe ran, its z of the
-remaining signal and noise fields. ``--library_buckets`` and
-``--library_directions`` set the library probe's sizes (session 15 measured
-4,096 against 65,536 buckets, and 1, 4 and 16 directions), and
+remaining signal and noise fields. ``--library_buckets`` sets the library
+probe's buckets (session 15 measured 4,096 against 65,536 buckets, and 1, 4
+and 16 directions, a setting the library dropped in session 16), and
 ``--rounds_log FILE`` appends every such round's gate z and probe z as JSON
 lines; the other policies wrap the commit rule
 with this prototype's statistic, as in session 13 (it replaces the held-out
@@ -233,15 +233,14 @@ def summed_loss(model):
 
 
 def configure_library_probe(args):
-    """Sets the library's probe sizes from ``--library_buckets`` and
-    ``--library_directions`` and, with ``--rounds_log``, wraps the commit
+    """Sets the library probe's buckets from ``--library_buckets`` and,
+    with ``--rounds_log``, wraps the commit
     rule to append, per round in which the library's probe ran, every
     feature's selected flag, gate z and probe z (NaN: none) as a JSON line."""
     from seqattn_tfrs import selection_state
     from seqattn_tfrs.core import probe
 
     probe.PROBE_BUCKETS = args.library_buckets
-    probe.PROBE_DIRECTIONS = args.library_directions
     if not args.rounds_log:
         return
     commit = selection_state.selection.commit_round
@@ -252,7 +251,6 @@ def configure_library_probe(args):
             line = {
                 "seed": args.seed,
                 "buckets": args.library_buckets,
-                "directions": args.library_directions,
                 "selected": np.asarray(record.selected, bool).tolist(),
                 "gate_z": np.asarray(kwargs["heldout_scores"], float).tolist(),
                 "probe_z": [None if np.isnan(z) else float(z) for z in probe_z],
@@ -489,7 +487,6 @@ job.add_argument("--buckets", type=int, default=0)
 job.add_argument("--output_dir", default="/tmp/residual_probe_movielens")
 for command in (one, job):  # the library's own probe (policy none)
     command.add_argument("--library_buckets", type=int, default=65536)
-    command.add_argument("--library_directions", type=int, default=1)
     command.add_argument("--rounds_log", default="")
 summary = sub.add_parser("compare")
 summary.add_argument("files", nargs="+")

@@ -1,29 +1,35 @@
-"""The held-out probe: evidence for the candidates once the gate's runs out.
+"""The split-half probe: evidence for the candidates once the gate's runs out.
 
 Late in a selection the held-out gate statistic of every candidate can fall
 to the level of noise (:func:`seqattn_tfrs.core.selection.signal_exhausted`):
 a candidate's gate gradient goes through its table, trained only in the
 warm-up and unchanged since (its gate is 0 while the model settles). The probe
-asks the data instead (docs/generated_quality.md, "Session 13"):
+asks the training rows instead, with no pass of its own:
 
 * while a round settles (the candidates' gates at 0), each training row's
-  gradient of the loss with respect to candidate ``j``'s gated embedding,
-  projected on one fixed direction ``r_j`` and less its batch mean, is summed
-  per hash bucket of the row's raw value: ``S_j[b]``, the step a one-number
-  table of that feature would take if its gate were 1;
-* at the commit, on held-out rows with the candidates' gates at 0, ``a_h =
-  p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection) is the held-out loss's
-  derivative along that step, and the probe's z is ``sum(a) / sqrt(sum(a^2))``.
+  gradient of the loss with respect to candidate ``j``'s gated embedding is
+  projected on one fixed direction ``r_j``: ``g``, the step a one-number
+  table of that feature would take from this row if its gate were 1;
+* a hash of the row's raw values puts it in one of two halves (identical rows
+  in the same one, so a row seen twice cannot meet itself across them); per
+  half, ``g`` less its half's batch mean is summed per hash bucket of the
+  row's value of ``j``, and so is ``g**2``: ``S0, S1, Q0, Q1``;
+* at the commit, ``T = sum_b S0[b] S1[b]``: how far one half's step for the
+  feature's values agrees with the other's. The model does not see a
+  candidate while it settles, so for a feature unrelated to the label the
+  halves are independent, ``E[T] = 0`` and, given either half, ``T``'s
+  variance is ``sum_b Q S**2`` of the other; the probe's z is
+  ``T / sqrt((sum_b Q0 S1**2 + sum_b Q1 S0**2) / 2)``.
 
-Only the rounds whose gate statistic is exhausted use it, combined with the
-gate's z (``core.selection``, ``_probe_evidence``): a per-value sum is an
-additive fit, blind to a pair of fields that matter only together, which the
-soft gates can see, and the probe alone over-ranks noise where nothing is
-left to find. A floating-point feature has no values to hash and so no probe
-z. Hashing many values into few buckets dilutes the test (MovieLens'
-``timestamp``, about 50,000 values: z 0.7 in 4,096 buckets, 4.8 in 65,536);
-more directions than one did not strengthen it (docs/generated_quality.md,
-"Session 15").
+Both halves are training rows, so the test sees every settle step's rows
+rather than the few thousand of ``selection_data`` (docs/generated_quality.md,
+"Session 16"). Only the rounds whose gate statistic is exhausted use it,
+combined with the gate's z (``core.selection``, ``_probe_evidence``): a
+per-value sum is an additive fit, blind to a pair of fields that matter only
+together, which the soft gates can see. A floating-point feature has no
+values to hash and so no probe z. Hashing many values into few buckets
+dilutes the test (MovieLens' ``timestamp``, about 50,000 values, needed far
+more than 4,096 buckets: docs/generated_quality.md, "Session 15").
 """
 
 from __future__ import annotations
@@ -32,26 +38,36 @@ import numpy as np
 
 from seqattn_tfrs.core import selection
 
-# Hash buckets per feature of the training-side sums (4 bytes each: 256 KiB a
-# feature, held only while a settle sums them; otherwise one float).
+# Hash buckets per feature of the sums; four sums a bucket (S0, S1, Q0, Q1),
+# 4 bytes each: 1 MiB a feature, held only while a settle sums them (otherwise
+# one float).
 PROBE_BUCKETS = 65536
-# Fixed random directions per feature that its upstream gradient is projected
-# on: one number per (bucket, direction) instead of one per embedding column.
-PROBE_DIRECTIONS = 1
+PROBE_PARTS = 4
 
 
-def probe_slots(keys, features, directions: int = 1):
-    """The sums' flat index of each row's (feature, bucket, direction):
-    ``((features[k] * PROBE_BUCKETS + keys[:, k]) * directions + d)``,
-    ``[B, K, directions]`` for ``[B, K]`` bucket keys (numpy or tensors).
+def probe_slots(keys, features, halves, n_features: int):
+    """The flat indices of a batch's sums, laid out ``[PROBE_PARTS, N,
+    PROBE_BUCKETS]`` (``N = n_features``): row ``i``'s value of keyed feature
+    ``k`` adds its ``g`` at ``S`` slot ``(halves[i] * N + features[k]) *
+    PROBE_BUCKETS + keys[i, k]`` and its ``g**2`` at the ``Q`` slot
+    ``2 * N * PROBE_BUCKETS`` further. Returns the two ``[B, K]`` arrays.
+
+    Args:
+      keys: ``[B, K]`` hash buckets of the keyed features' values.
+      features: ``[K]`` index of each keyed feature among the layer's ``N``.
+      halves: ``[B]`` each row's half, 0 or 1.
+      n_features: ``N``.
 
     Example:
-      >>> slots = probe_slots(np.array([[3, 5]]), np.array([0, 2]), 2)
-      >>> slots[0, 0].tolist(), (slots[0, 1] - 2 * 2 * PROBE_BUCKETS).tolist()
-      ([6, 7], [10, 11])
+      >>> s, q = probe_slots(np.array([[3, 5]]), np.array([0, 2]), np.array([1]), 3)
+      >>> (s // PROBE_BUCKETS).tolist(), (s % PROBE_BUCKETS).tolist()
+      ([[3, 5]], [[3, 5]])
+      >>> ((q - s) // PROBE_BUCKETS).tolist()
+      [[6, 6]]
     """
-    rows = (keys + np.asarray(features, np.int32) * PROBE_BUCKETS)[:, :, None]
-    return rows * directions + np.arange(directions, dtype=np.int32)
+    rows = halves[:, None] * n_features + np.asarray(features, np.int32)[None, :]
+    slots = rows * PROBE_BUCKETS + keys
+    return slots, slots + 2 * n_features * PROBE_BUCKETS
 
 
 def probe_wanted(
@@ -78,19 +94,27 @@ def probe_wanted(
     return helps is not None and int(helps.sum()) < 2
 
 
-def probe_z(total: np.ndarray, squares: np.ndarray) -> np.ndarray:
-    """Per feature, the probe's ``sum(a) / sqrt(sum(a^2))`` from those sums (0
-    where no row was added).
+def split_half_z(sums: np.ndarray) -> np.ndarray:
+    """Per feature, the probe's z from its sums ``[PROBE_PARTS, N, buckets]``
+    (``S0, S1, Q0, Q1``; see the module docstring); NaN for a feature with no
+    rows in one of the halves (no values to hash).
 
-    Example (one feature; the held-out gradients agree with the training
-    side's in two rows and disagree in one):
+    Example (one feature, two values; both halves step the same way for the
+    first value, and the second value is seen in one half only):
 
-      >>> a = np.array([2.0, 2.0, -0.5])
-      >>> probe_z(np.array([a.sum()]), np.array([(a * a).sum()])).round(4)
-      array([1.2185])
+      >>> s0, s1 = np.array([[2.0, 1.0]]), np.array([[1.5, 0.0]])
+      >>> q0, q1 = np.array([[3.0, 1.0]]), np.array([[2.0, 0.0]])
+      >>> z = split_half_z(np.stack([s0, s1, q0, q1]))
+      >>> z.round(4)  # T = 2 * 1.5; variance (3 * 1.5**2 + 2 * 2**2) / 2
+      array([1.1047])
+      >>> split_half_z(np.stack([s0, 0 * s1, q0, 0 * q1]))
+      array([nan])
     """
-    total = np.asarray(total, np.float64)
-    squares = np.asarray(squares, np.float64)
-    return np.divide(
-        total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
+    s0, s1, q0, q1 = (np.asarray(part, np.float64) for part in sums)
+    total = (s0 * s1).sum(axis=1)
+    variance = ((q0 * s1 * s1).sum(axis=1) + (q1 * s0 * s0).sum(axis=1)) / 2
+    keyed = (q0.sum(axis=1) > 0) & (q1.sum(axis=1) > 0)
+    z = np.divide(
+        total, np.sqrt(variance), out=np.zeros_like(total), where=variance > 0
     )
+    return np.where(keyed, z, np.nan)
