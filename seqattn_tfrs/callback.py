@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs import (
@@ -14,7 +13,6 @@ from seqattn_tfrs import (
 )
 from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import modes, round_report
-from seqattn_tfrs.core import probe as probe_lib
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
@@ -501,11 +499,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             evidence, layer.selected_features, by_count=layer.budget_bytes is None
         ):
             return None
-        z = probe_lib.split_half_z(layer.probe_training_sums())
         scores = {
-            name: float(z[index])
-            for index, name in enumerate(layer.feature_names)
-            if name not in layer.selected_features and np.isfinite(z[index])
+            name: z
+            for name, z in (layer.probe_z() or {}).items()
+            if name not in layer.selected_features
         }
         if not scores:
             return None

@@ -446,6 +446,19 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         (see :mod:`seqattn_tfrs.core.probe`)."""
         return self._state().probe_training_sums()
 
+    def probe_z(self) -> dict[str, float] | None:
+        """The split-half probe's z of each feature with values to hash
+        (integers, strings; not floats), from this round's settle; None where
+        the settle did not sum it (see :mod:`seqattn_tfrs.core.probe`)."""
+        z = self._state().probe_z()
+        if z is None:
+            return None
+        return {
+            name: float(value)
+            for name, value in zip(self._feature_names, z)
+            if np.isfinite(value)
+        }
+
     def set_probe_scores(self, scores: Mapping[str, float]) -> None:
         """Stores the split-half probe's z per feature for the next commit
         (NaN for a feature it has none of)."""

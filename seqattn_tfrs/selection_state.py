@@ -241,6 +241,17 @@ class SelectionState:
             probe.PROBE_PARTS, self.num_features, probe.PROBE_BUCKETS
         )
 
+    def probe_z(self) -> np.ndarray | None:
+        """The split-half probe's z per feature from this round's settle (NaN
+        where a feature has no values to hash), reduced where the sums live;
+        None where the settle did not sum them."""
+        if not self.probe_summed():
+            return None
+        sums = tf.reshape(
+            self.probe_sums, [probe.PROBE_PARTS, self.num_features, probe.PROBE_BUCKETS]
+        )
+        return probe.split_half_z(sums, TF).numpy().astype(np.float64)
+
     def set_probe_scores(self, scores: np.ndarray) -> None:
         """Stores the probe's z per feature for the next commit."""
         self.probe_scores.assign(np.asarray(scores, np.float32))

@@ -252,7 +252,12 @@ def test_settling_steps_sum_the_projected_gradients_per_value_and_half():
     sums = layer.probe_training_sums()
     np.testing.assert_allclose(sums[:, 1], expected, rtol=1e-4, atol=1e-9)
     assert not np.any(sums[:, 2])  # a float feature has no values to key
-    assert np.isnan(probe.split_half_z(sums)[2])
+    z = probe.split_half_z(sums)
+    assert np.isnan(z[2])
+    # The layer reduces its sums where they live, in float32: the same z.
+    scores = layer.probe_z()
+    assert set(scores) == {"a", "b"}
+    np.testing.assert_allclose([scores["a"], scores["b"]], z[:2], rtol=1e-4)
     # Selecting steps sum nothing.
     layer.set_gate_mode(SELECTING)
     model.fit(features, labels, batch_size=64, epochs=1, verbose=0)

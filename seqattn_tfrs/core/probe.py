@@ -34,9 +34,12 @@ more than 4,096 buckets: docs/generated_quality.md, "Session 15").
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from seqattn_tfrs.core import selection
+from seqattn_tfrs.core.ops import NUMPY
 
 # Hash buckets per feature of the sums; four sums a bucket (S0, S1, Q0, Q1),
 # 4 bytes each: 1 MiB a feature, held only while a settle sums them (otherwise
@@ -94,10 +97,12 @@ def probe_wanted(
     return helps is not None and int(helps.sum()) < 2
 
 
-def split_half_z(sums: np.ndarray) -> np.ndarray:
+def split_half_z(sums: Any, ops: Any = NUMPY) -> Any:
     """Per feature, the probe's z from its sums ``[PROBE_PARTS, N, buckets]``
     (``S0, S1, Q0, Q1``; see the module docstring); NaN for a feature with no
-    rows in one of the halves (no values to hash).
+    rows in one of the halves (no values to hash). ``ops`` is the array
+    namespace (:mod:`seqattn_tfrs.core.ops`): the front-ends reduce their sums
+    where they live.
 
     Example (one feature, two values; both halves step the same way for the
     first value, and the second value is seen in one half only):
@@ -110,11 +115,16 @@ def split_half_z(sums: np.ndarray) -> np.ndarray:
       >>> split_half_z(np.stack([s0, 0 * s1, q0, 0 * q1]))
       array([nan])
     """
-    s0, s1, q0, q1 = (np.asarray(part, np.float64) for part in sums)
-    total = (s0 * s1).sum(axis=1)
-    variance = ((q0 * s1 * s1).sum(axis=1) + (q1 * s0 * s0).sum(axis=1)) / 2
-    keyed = (q0.sum(axis=1) > 0) & (q1.sum(axis=1) > 0)
-    z = np.divide(
-        total, np.sqrt(variance), out=np.zeros_like(total), where=variance > 0
+    s0, s1, q0, q1 = sums[0], sums[1], sums[2], sums[3]
+    total = ops.sum(s0 * s1, axis=1)
+    variance = (
+        ops.sum(q0 * ops.square(s1), axis=1) + ops.sum(q1 * ops.square(s0), axis=1)
+    ) / 2
+    positive = variance > 0
+    z = ops.where(
+        positive,
+        total / ops.sqrt(ops.where(positive, variance, ops.ones_like(variance))),
+        ops.zeros_like(total),
     )
-    return np.where(keyed, z, np.nan)
+    keyed = ops.logical_and(ops.sum(q0, axis=1) > 0, ops.sum(q1, axis=1) > 0)
+    return ops.where(keyed, z, ops.full_like(z, np.nan))
