@@ -52,7 +52,7 @@ def gate_and_learn(
       always_learn: learn even when the logits are told to learn only from
         held-out batches (set while the callback traces its held-out step).
       raw_inputs: per feature, the layer's raw input, from which training
-        steps that settle sum the held-out probe's training side
+        steps that settle sum the split-half probe
         (:mod:`seqattn_tfrs.core.probe`); None for no probe.
 
     Returns:
@@ -197,13 +197,8 @@ def _probe_update(
                 tf.reduce_sum(in_half, axis=0)[:, None],
             )  # [2, K]
             centred = projected - tf.gather(means, halves)
-            s_slots, q_slots = probe.probe_slots(
-                keys, keyed, halves, state.num_features
-            )
-            return state.add_probe(
-                tf.concat([tf.reshape(centred, [-1]), tf.reshape(centred**2, [-1])], 0),
-                tf.concat([tf.reshape(s_slots, [-1]), tf.reshape(q_slots, [-1])], 0),
-            )
+            slots = probe.probe_slots(keys, keyed, halves, state.num_features)
+            return state.add_probe(tf.reshape(centred, [-1]), tf.reshape(slots, [-1]))
 
         return _when(state.probing(), accumulate)
 

@@ -233,8 +233,8 @@ class SelectionState:
         return int(self.probe_active.numpy()) == 1
 
     def probe_training_sums(self) -> np.ndarray | None:
-        """The probe's sums ``[PROBE_PARTS, N, PROBE_BUCKETS]`` (``S0, S1,
-        Q0, Q1``), or None where the settle did not sum them."""
+        """The probe's sums ``[PROBE_PARTS, N, PROBE_BUCKETS]`` (``S0, S1``),
+        or None where the settle did not sum them."""
         if not self.probe_summed():
             return None
         return self.probe_sums.numpy().reshape(

@@ -13,13 +13,18 @@ asks the training rows instead, with no pass of its own:
 * a hash of the row's raw values puts it in one of two halves (identical rows
   in the same one, so a row seen twice cannot meet itself across them); per
   half, ``g`` less its half's batch mean is summed per hash bucket of the
-  row's value of ``j``, and so is ``g**2``: ``S0, S1, Q0, Q1``;
+  row's value of ``j``: ``S0, S1``;
 * at the commit, ``T = sum_b S0[b] S1[b]``: how far one half's step for the
   feature's values agrees with the other's. The model does not see a
   candidate while it settles, so for a feature unrelated to the label the
-  halves are independent, ``E[T] = 0`` and, given either half, ``T``'s
-  variance is ``sum_b Q S**2`` of the other; the probe's z is
-  ``T / sqrt((sum_b Q0 S1**2 + sum_b Q1 S0**2) / 2)``.
+  halves are independent and ``E[T] = 0``; ``T``'s variance is then
+  ``sum_b Var(S0[b]) Var(S1[b])``, estimated by ``sum_b S0[b]**2 S1[b]**2``,
+  and the probe's z is ``T / sqrt(sum_b S0**2 S1**2)``. A variance from each
+  row's own ``g**2`` would count a row that a settle sees twice (a settle
+  longer than an epoch, or across an epoch's end) as two independent rows,
+  and inflate z by up to the square root of the passes; the bucket sums'
+  own products do not. The price: a feature of few values can reach at
+  most ``sqrt(values)`` (2.6 for 7 values).
 
 Both halves are training rows, so the test sees every settle step's rows
 rather than the few thousand of ``selection_data`` (docs/generated_quality.md,
@@ -41,19 +46,18 @@ import numpy as np
 from seqattn_tfrs.core import selection
 from seqattn_tfrs.core.ops import NUMPY
 
-# Hash buckets per feature of the sums; four sums a bucket (S0, S1, Q0, Q1),
-# 4 bytes each: 1 MiB a feature, held only while a settle sums them (otherwise
-# one float).
+# Hash buckets per feature of the sums; two sums a bucket (S0, S1), 4 bytes
+# each: 512 KiB a feature, held only while a settle sums them (otherwise one
+# float).
 PROBE_BUCKETS = 65536
-PROBE_PARTS = 4
+PROBE_PARTS = 2
 
 
 def probe_slots(keys, features, halves, n_features: int):
     """The flat indices of a batch's sums, laid out ``[PROBE_PARTS, N,
     PROBE_BUCKETS]`` (``N = n_features``): row ``i``'s value of keyed feature
-    ``k`` adds its ``g`` at ``S`` slot ``(halves[i] * N + features[k]) *
-    PROBE_BUCKETS + keys[i, k]`` and its ``g**2`` at the ``Q`` slot
-    ``2 * N * PROBE_BUCKETS`` further. Returns the two ``[B, K]`` arrays.
+    ``k`` adds its ``g`` at ``(halves[i] * N + features[k]) * PROBE_BUCKETS +
+    keys[i, k]``. Returns a ``[B, K]`` array.
 
     Args:
       keys: ``[B, K]`` hash buckets of the keyed features' values.
@@ -62,15 +66,12 @@ def probe_slots(keys, features, halves, n_features: int):
       n_features: ``N``.
 
     Example:
-      >>> s, q = probe_slots(np.array([[3, 5]]), np.array([0, 2]), np.array([1]), 3)
-      >>> (s // PROBE_BUCKETS).tolist(), (s % PROBE_BUCKETS).tolist()
+      >>> slots = probe_slots(np.array([[3, 5]]), np.array([0, 2]), np.array([1]), 3)
+      >>> (slots // PROBE_BUCKETS).tolist(), (slots % PROBE_BUCKETS).tolist()
       ([[3, 5]], [[3, 5]])
-      >>> ((q - s) // PROBE_BUCKETS).tolist()
-      [[6, 6]]
     """
     rows = halves[:, None] * n_features + np.asarray(features, np.int32)[None, :]
-    slots = rows * PROBE_BUCKETS + keys
-    return slots, slots + 2 * n_features * PROBE_BUCKETS
+    return rows * PROBE_BUCKETS + keys
 
 
 def probe_wanted(
@@ -99,32 +100,32 @@ def probe_wanted(
 
 def split_half_z(sums: Any, ops: Any = NUMPY) -> Any:
     """Per feature, the probe's z from its sums ``[PROBE_PARTS, N, buckets]``
-    (``S0, S1, Q0, Q1``; see the module docstring); NaN for a feature with no
-    rows in one of the halves (no values to hash). ``ops`` is the array
+    (``S0, S1``; see the module docstring); NaN for a feature with nothing
+    summed in one of the halves (no values to hash). ``ops`` is the array
     namespace (:mod:`seqattn_tfrs.core.ops`): the front-ends reduce their sums
     where they live.
 
-    Example (one feature, two values; both halves step the same way for the
-    first value, and the second value is seen in one half only):
+    Example (one feature, three values; the halves agree on two, disagree on
+    one, and a fourth value is seen in one half only):
 
-      >>> s0, s1 = np.array([[2.0, 1.0]]), np.array([[1.5, 0.0]])
-      >>> q0, q1 = np.array([[3.0, 1.0]]), np.array([[2.0, 0.0]])
-      >>> z = split_half_z(np.stack([s0, s1, q0, q1]))
-      >>> z.round(4)  # T = 2 * 1.5; variance (3 * 1.5**2 + 2 * 2**2) / 2
-      array([1.1047])
-      >>> split_half_z(np.stack([s0, 0 * s1, q0, 0 * q1]))
+      >>> s0, s1 = np.array([[2.0, 1.0, -1.0, 3.0]]), np.array([[1.5, 2.0, 0.5, 0.0]])
+      >>> z = split_half_z(np.stack([s0, s1]))
+      >>> z.round(4)  # (3 + 2 - 0.5) / sqrt(9 + 4 + 0.25)
+      array([1.2362])
+      >>> split_half_z(np.stack([s0, 0 * s1]))
       array([nan])
     """
-    s0, s1, q0, q1 = sums[0], sums[1], sums[2], sums[3]
-    total = ops.sum(s0 * s1, axis=1)
-    variance = (
-        ops.sum(q0 * ops.square(s1), axis=1) + ops.sum(q1 * ops.square(s0), axis=1)
-    ) / 2
+    s0, s1 = sums[0], sums[1]
+    product = s0 * s1
+    total = ops.sum(product, axis=1)
+    variance = ops.sum(ops.square(product), axis=1)
     positive = variance > 0
     z = ops.where(
         positive,
         total / ops.sqrt(ops.where(positive, variance, ops.ones_like(variance))),
         ops.zeros_like(total),
     )
-    keyed = ops.logical_and(ops.sum(q0, axis=1) > 0, ops.sum(q1, axis=1) > 0)
+    keyed = ops.logical_and(
+        ops.sum(ops.square(s0), axis=1) > 0, ops.sum(ops.square(s1), axis=1) > 0
+    )
     return ops.where(keyed, z, ops.full_like(z, np.nan))
