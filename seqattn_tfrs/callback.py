@@ -10,6 +10,7 @@ import tensorflow as tf
 from seqattn_tfrs import (
     _compat,  # noqa: F401  (Keras 2 check)
     dependence_check,
+    heldout_probe,
 )
 from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import modes, round_report
@@ -254,9 +255,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self.model, self.selection_data, self._layers
             )
             self._check_dependence()
-        # The split-half probe's sums are traced into training steps only
-        # with held-out data (its rounds are those whose held-out statistic
-        # is spent), and only for layers of raw inputs.
+        # The held-out probe's training side is traced into training steps
+        # only with held-out data, and only for layers of raw inputs.
         probing = {
             id(layer)
             for layer in dependence_check.feature_layers(self.model, self._layers)
@@ -308,6 +308,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 heldout = self._coordinator.create_per_worker_dataset(heldout)
             self._heldout_iterator = iter(heldout)
             self._heldout_step = None  # built at first use: metrics exist by then
+        self._probes: dict[int, heldout_probe.HeldoutProbe] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -489,9 +490,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self, layer: SequentialAttentionEmbedding
     ) -> tuple[dict[str, float], dict[str, float]] | None:
         """Before a commit whose held-out gate statistic is exhausted, hands
-        the layer the split-half probe's z (see :mod:`seqattn_tfrs.core.probe`)
+        the layer the held-out probe's z (see :mod:`seqattn_tfrs.core.probe`)
         and returns it with the gate's z of the same candidates; None where
-        the probe did not run."""
+        the probe does not run."""
         if self.selection_data is None or not layer.probe_summed:
             return None  # e.g. resumed without selection_data
         evidence = layer.heldout_evidence()
@@ -499,19 +500,17 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             evidence, layer.selected_features, by_count=layer.budget_bytes is None
         ):
             return None
-        scores = {
-            name: z
-            for name, z in (layer.probe_z() or {}).items()
-            if name not in layer.selected_features
-        }
-        if not scores:
+        if id(layer) not in self._probes:  # traced once, reused in later rounds
+            self._probes[id(layer)] = heldout_probe.HeldoutProbe(self.model, layer)
+        scores = self._probes[id(layer)].scores(self.selection_data)
+        if scores is None:
             return None
         layer.set_probe_scores(scores)
         if self.verbose:
             best = max(scores, key=scores.get)
             print(
                 f"\nSequentialAttention [{layer.name}]: no candidate's gate "
-                f"statistic helps on held-out data; the split-half probe's "
+                f"statistic helps on held-out data; the held-out probe's "
                 f"largest z is {best!r}'s ({scores[best]:.2f}). Combined with "
                 "the gate's, a candidate that clears the threshold helps; the "
                 "rest rank by the combined z.",

@@ -26,6 +26,7 @@ from seqattn_tfrs import (
 from seqattn_tfrs.core import modes, selection
 from seqattn_tfrs.core.modes import DENSE, SELECTING, SETTLING
 from seqattn_tfrs.core.options import ATTENTION_SIGNALS, AttentionOptions
+from seqattn_tfrs.probe_capture import ProbeCapture
 from seqattn_tfrs.selection_state import SelectionState
 
 __all__ = [
@@ -226,6 +227,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         object.__setattr__(self, "_input_dtypes", {})
         self._heldout_pass = False  # set while the callback traces a held-out step
         self._recorded_inputs: list[dict[str, np.ndarray]] | None = None
+        self._probe_capture: ProbeCapture | None = None
         self._sums_probe = False  # set by the callback before training traces
         self._prune_report: dict[str, Any] | None = None
         self._schedule_record: dict[str, Any] | None = None
@@ -425,42 +427,45 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         finally:
             self._recorded_inputs = None
 
+    @contextlib.contextmanager
+    def capturing_outputs(self) -> Iterator[ProbeCapture]:
+        """While active, calls (and traces) hand their gated outputs and their
+        inputs' hash buckets to the yielded :class:`ProbeCapture` (the held-out
+        probe's pass; see :attr:`probe_capture`)."""
+        self._probe_capture = ProbeCapture()
+        try:
+            yield self._probe_capture
+        finally:
+            self._probe_capture = None
+
     def sum_probe_in_training(self, enabled: bool) -> bool:
-        """Whether training steps traced from now on sum the split-half
-        probe (the callback enables it with ``selection_data``); returns
-        whether that changed, so that a training function traced before must
-        be traced again."""
+        """Whether training steps traced from now on sum the held-out probe's
+        training side (the callback enables it with ``selection_data``);
+        returns whether that changed, so that a training function traced
+        before must be traced again."""
         changed = bool(enabled) != self._sums_probe
         self._sums_probe = bool(enabled)
         return changed
 
     @property
+    def probe_capture(self) -> ProbeCapture | None:
+        """The active :meth:`capturing_outputs` capture, or None."""
+        return self._probe_capture
+
+    @property
     def probe_summed(self) -> bool:
-        """Whether this round's settle sums the split-half probe (read its
-        sums with :meth:`probe_training_sums`)."""
+        """Whether this round's settle sums the held-out probe's training
+        side (read its sums with :meth:`probe_training_sums`)."""
         return self._state().probe_summed()
 
     def probe_training_sums(self) -> np.ndarray | None:
-        """The split-half probe's sums ``[PROBE_PARTS, N, PROBE_BUCKETS]``
+        """The held-out probe's training-side sums ``[N, PROBE_BUCKETS]``
         summed in this round's settle, or None where they were not summed
         (see :mod:`seqattn_tfrs.core.probe`)."""
         return self._state().probe_training_sums()
 
-    def probe_z(self) -> dict[str, float] | None:
-        """The split-half probe's z of each feature with values to hash
-        (integers, strings; not floats), from this round's settle; None where
-        the settle did not sum it (see :mod:`seqattn_tfrs.core.probe`)."""
-        z = self._state().probe_z()
-        if z is None:
-            return None
-        return {
-            name: float(value)
-            for name, value in zip(self._feature_names, z)
-            if np.isfinite(value)
-        }
-
     def set_probe_scores(self, scores: Mapping[str, float]) -> None:
-        """Stores the split-half probe's z per feature for the next commit
+        """Stores the held-out probe's z per feature for the next commit
         (NaN for a feature it has none of)."""
         unknown = sorted(set(scores) - set(self._feature_names))
         if unknown:
@@ -613,12 +618,16 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             values,
             state.gates(),
             always_learn=self._heldout_pass,
-            # The split-half probe's sums, where the callback asked for them.
+            # The probe's training side, where the callback asked for it; not
+            # in the probe's own held-out pass.
             raw_inputs=[features[name] for name in self._feature_names]
-            if self._sums_probe
+            if self._sums_probe and self._probe_capture is None
             else None,
         )
-        return dict(zip(self._feature_names, gated))
+        outputs = dict(zip(self._feature_names, gated))
+        if self._probe_capture is not None:
+            outputs = self._probe_capture.capture(outputs, features)
+        return outputs
 
     def _check_input_dtype(self, name: str, value: Any) -> None:
         """Raises if a feature arrives with another dtype than on the first call."""

@@ -52,7 +52,7 @@ def gate_and_learn(
       always_learn: learn even when the logits are told to learn only from
         held-out batches (set while the callback traces its held-out step).
       raw_inputs: per feature, the layer's raw input, from which training
-        steps that settle sum the split-half probe
+        steps that settle sum the held-out probe's training side
         (:mod:`seqattn_tfrs.core.probe`); None for no probe.
 
     Returns:
@@ -168,12 +168,11 @@ def _gate_each(state, hook, embeddings, widths, gates, always_learn, probe_updat
 def _probe_update(
     state: SelectionState, raw_inputs: Sequence[object], widths: Sequence[int]
 ) -> Callable[[Sequence[tf.Tensor]], tf.Tensor] | None:
-    """The op that adds a settling step's split-half probe sums
-    (:mod:`seqattn_tfrs.core.probe`), from the upstream gradients; None when
-    no feature has raw values to hash. The keys and projections are computed
-    only inside the cond, in the steps that sum: one join of the keyed
-    features' upstream gradients, one product with their fixed directions,
-    one scatter-add into the sums."""
+    """The op that adds a settling step's probe sums, from the upstream
+    gradients; None when no feature has raw values to hash. The keys and
+    projections are computed only inside the cond, in the steps that sum:
+    one join of the keyed features' upstream gradients, one product with
+    their fixed directions, one scatter-add into the sums."""
     keyed = [i for i, raw in enumerate(raw_inputs) if tf_ops.has_row_keys(raw)]
     if not keyed:
         return None
@@ -183,22 +182,13 @@ def _probe_update(
         def accumulate() -> tf.Operation:
             joined = tf.concat([_float32(upstream[i]) for i in keyed], axis=1)
             projected = tf.matmul(joined, directions)  # [B, K]
+            projected -= tf.reduce_mean(projected, axis=0)
             keys = tf.stack(
                 [tf_ops.row_keys(raw_inputs[i], probe.PROBE_BUCKETS) for i in keyed],
                 axis=1,
             )
-            halves = tf_ops.row_halves(keys)
-            # Less each half's batch mean (a shift the model's biases can
-            # make carries no evidence), so that the halves stay independent.
-            second = tf.cast(halves, tf.float32)[:, None]
-            in_half = tf.concat([1.0 - second, second], axis=1)  # [B, 2]
-            means = tf.math.divide_no_nan(
-                tf.matmul(in_half, projected, transpose_a=True),
-                tf.reduce_sum(in_half, axis=0)[:, None],
-            )  # [2, K]
-            centred = projected - tf.gather(means, halves)
-            slots = probe.probe_slots(keys, keyed, halves, state.num_features)
-            return state.add_probe(tf.reshape(centred, [-1]), tf.reshape(slots, [-1]))
+            slots = probe.probe_slots(keys, keyed)  # [B, K]
+            return state.add_probe(tf.reshape(projected, [-1]), tf.reshape(slots, [-1]))
 
         return _when(state.probing(), accumulate)
 

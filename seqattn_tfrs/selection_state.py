@@ -106,11 +106,11 @@ class SelectionState:
         self.second_moment = state("logit_second_moment", [], tf.float32, 0.0, "mean")
         self.logit_steps = state("logit_steps", [], tf.float32, 0.0)
         self.nonfinite_logit_steps = state("nonfinite_logit_steps", [], tf.int32, 0)
-        # The split-half probe (core.probe): 1 while the settles sum it, the
-        # sums themselves (``PROBE_PARTS * N * PROBE_BUCKETS`` numbers while
-        # on, one 0 otherwise, so a finished or trimmed layer stores 4 bytes)
-        # and the z read by the next commit. Not under a distribution
-        # strategy (its sums would need aggregating replicas).
+        # The held-out probe (core.probe): 1 while the settles sum its training
+        # side, the sums themselves (``N * PROBE_BUCKETS`` numbers while on,
+        # one 0 otherwise, so a finished or trimmed layer stores 4 bytes) and
+        # the z of the last held-out pass, read by the next commit. Not under
+        # a distribution strategy (its sums would need aggregating replicas).
         self.probe_active = state("probe_active", [], tf.int32, 0)
         self.probe_scores = state("probe_scores", [n], tf.float32, 0.0)
         # One 0 while off (not empty: a parameter server's partitioner
@@ -124,11 +124,6 @@ class SelectionState:
             trainable=False,
             name="probe_sums",
         )
-
-    @property
-    def num_features(self) -> int:
-        """The number of features the layer gates (``N``)."""
-        return len(self.spec.feature_names)
 
     # ------------------------------------------------------------ in-graph
     def complete(self) -> tf.Tensor:
@@ -217,8 +212,8 @@ class SelectionState:
         ]
 
     def probing(self) -> tf.Tensor:
-        """Whether this training step sums the probe (a round settling after
-        a commit that asked for it)."""
+        """Whether this training step sums the probe's training side (a
+        round settling after a commit that asked for it)."""
         return tf.logical_and(self.settling(), tf.equal(self.probe_active, 1))
 
     def add_probe(self, values: tf.Tensor, slots: tf.Tensor) -> tf.Operation:
@@ -229,28 +224,17 @@ class SelectionState:
 
     # ------------------------------------------------------------ host side
     def probe_summed(self) -> bool:
-        """Whether this round's settle sums the probe."""
+        """Whether this round's settle sums the probe's training side."""
         return int(self.probe_active.numpy()) == 1
 
     def probe_training_sums(self) -> np.ndarray | None:
-        """The probe's sums ``[PROBE_PARTS, N, PROBE_BUCKETS]`` (``S0, S1``),
-        or None where the settle did not sum them."""
+        """The probe's training-side sums ``[N, PROBE_BUCKETS]``, or None
+        where the settle did not sum them."""
         if not self.probe_summed():
             return None
         return self.probe_sums.numpy().reshape(
-            probe.PROBE_PARTS, self.num_features, probe.PROBE_BUCKETS
+            len(self.spec.feature_names), probe.PROBE_BUCKETS
         )
-
-    def probe_z(self) -> np.ndarray | None:
-        """The split-half probe's z per feature from this round's settle (NaN
-        where a feature has no values to hash), reduced where the sums live;
-        None where the settle did not sum them."""
-        if not self.probe_summed():
-            return None
-        sums = tf.reshape(
-            self.probe_sums, [probe.PROBE_PARTS, self.num_features, probe.PROBE_BUCKETS]
-        )
-        return probe.split_half_z(sums, TF).numpy().astype(np.float64)
 
     def set_probe_scores(self, scores: np.ndarray) -> None:
         """Stores the probe's z per feature for the next commit."""
@@ -261,8 +245,7 @@ class SelectionState:
         self.probe_active.assign(int(active and self.probe_supported))
         if not self.probe_supported:
             return
-        size = probe.PROBE_PARTS * self.num_features * probe.PROBE_BUCKETS
-        size = size if active else 1
+        size = len(self.spec.feature_names) * probe.PROBE_BUCKETS if active else 1
         self.probe_sums.assign(tf.zeros([size]), read_value=False)
 
     def record(self) -> selection.SelectionRecord:

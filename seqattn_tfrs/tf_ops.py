@@ -117,11 +117,11 @@ def row_keys(value: Any, buckets: int) -> tf.Tensor | None:
 
 
 def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarray:
-    """The probe's fixed directions as one ``[sum(widths[f]), K]`` float32
-    block matrix: column ``c`` holds standard normals (a draw seeded by the
-    feature's index) in the rows of feature ``features[c]``, whose embedding
-    is ``widths[features[c]]`` wide. Joined upstream gradients of those
-    features times this matrix are their projections, ``[B, K]``.
+    """The held-out probe's fixed directions as one ``[sum(widths[f]), K]``
+    float32 block matrix: column ``c`` holds standard normals (a draw seeded
+    by the feature's index) in the rows of feature ``features[c]``, whose
+    embedding is ``widths[features[c]]`` wide. Joined upstream gradients of
+    those features times this matrix are their projections, ``[B, K]``.
 
     Example:
       >>> m = probe_directions([2, 3, 1], [0, 2])
@@ -136,31 +136,3 @@ def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarr
         matrix[start : start + width, column] = rng.standard_normal(width)
         start += width
     return matrix
-
-
-# Odd multipliers that mix a row's keys into one fingerprint (row_halves).
-_ROW_MIX = np.random.default_rng(0x5EA).integers(1, 2**30, size=4096) * 2 + 1
-
-
-def row_halves(keys: tf.Tensor) -> tf.Tensor:
-    """Each row's half of the split-half probe, int32 ``[B]`` of 0 and 1: a
-    hash of the row's ``[B, K]`` keys, so equal rows share a half.
-
-    Example:
-      >>> keys = tf.constant([[1, 7], [2, 7], [1, 7]])
-      >>> halves = row_halves(keys).numpy()
-      >>> bool(halves[0] == halves[2]), set(halves.tolist()) <= {0, 1}
-      (True, True)
-    """
-    count = keys.shape[1]
-    if count is None or count > len(_ROW_MIX):
-        raise ValueError(
-            f"`keys` must have a static width of at most {len(_ROW_MIX)} keyed "
-            f"features, got {count}."
-        )
-    mixed = tf.reduce_sum(
-        tf.cast(keys, tf.int64) * tf.constant(_ROW_MIX[:count], tf.int64), axis=1
-    )
-    for shift in (17, 29, 7):
-        mixed = tf.bitwise.bitwise_xor(mixed, tf.bitwise.right_shift(mixed, shift))
-    return tf.cast(tf.bitwise.bitwise_and(mixed, 1), tf.int32)

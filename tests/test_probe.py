@@ -1,5 +1,5 @@
-"""The split-half probe: hash keys and halves, the settle's sums, their z and
-the commit that uses it, each against a hand computation or planted data."""
+"""The held-out probe: hash keys, the settle's sums, the held-out pass and the
+commit that uses it, each against a hand computation."""
 
 import numpy as np
 import pytest
@@ -8,13 +8,13 @@ import tensorflow as tf
 from seqattn_tfrs import (
     SequentialAttentionCallback,
     SequentialAttentionEmbedding,
+    heldout_probe,
     tf_ops,
 )
 from seqattn_tfrs.core import probe, selection
 from seqattn_tfrs.gate import SELECTING, SETTLING
 
 BUCKETS = probe.PROBE_BUCKETS
-PARTS = probe.PROBE_PARTS
 
 
 def test_row_keys_group_equal_rows_in_every_form():
@@ -102,8 +102,8 @@ def test_probe_starts_only_when_fewer_than_two_candidates_help():
     assert state.probe_sums.numpy().size == 1  # off: one 0
     commit_with_heldout(layer, [0.0, 5.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0])
     assert int(state.probe_active.numpy()) == 1  # b was picked; none is left
-    assert state.probe_sums.numpy().shape == (PARTS * 4 * BUCKETS,)
-    assert layer.probe_training_sums().shape == (PARTS, 4, BUCKETS)
+    assert state.probe_sums.numpy().shape == (4 * BUCKETS,)
+    assert layer.probe_training_sums().shape == (4, BUCKETS)
     commit_with_heldout(layer, [0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0])
     assert layer.selection_complete
     assert int(state.probe_active.numpy()) == 0  # a finished layer holds none
@@ -182,49 +182,7 @@ def residuals(model, features, labels, selected):
     return table[features[selected]].sum(1) - labels
 
 
-def test_row_halves_keep_equal_rows_together_and_split_the_rest():
-    rng = np.random.default_rng(0)
-    keys = rng.integers(0, BUCKETS, size=(4000, 3))
-    keys[2000:] = keys[:2000]  # every row twice
-    halves = tf_ops.row_halves(tf.constant(keys, tf.int32)).numpy()
-    np.testing.assert_array_equal(halves[2000:], halves[:2000])
-    assert 0.45 < halves.mean() < 0.55
-    # One key alone splits too (a layer with a single keyed feature).
-    single = tf_ops.row_halves(tf.constant(np.arange(4000)[:, None], tf.int32))
-    assert 0.45 < single.numpy().mean() < 0.55
-    with pytest.raises(ValueError, match="static width"):
-        tf.function(tf_ops.row_halves).get_concrete_function(
-            tf.TensorSpec([None, None], tf.int32)
-        )
-
-
-def test_split_half_z_is_calibrated_on_planted_sums():
-    """Independent halves (noise) give z near N(0, 1), also where every row
-    was summed twice; halves that share a per-value effect (signal) give a
-    large z; a value seen in one half only adds nothing."""
-    rng = np.random.default_rng(0)
-    features, values, per_value = 400, 300, 6
-    effect = np.zeros((features, values))
-    effect[:20] = rng.normal(scale=0.5, size=(20, values))  # 20 signal features
-    parts = np.zeros((PARTS, features, values))
-    for half in (0, 1):
-        g = effect[:, :, None] + rng.normal(size=(features, values, per_value))
-        parts[half] = g.sum(axis=2)
-    for sums in (parts, 2 * parts):  # each row once, or each row twice
-        z = probe.split_half_z(sums)
-        noise = z[20:]
-        assert abs(noise.mean()) < 0.2 and 0.85 < noise.std() < 1.15
-        assert np.abs(noise).max() < 4.5
-        assert z[:20].min() > 4.0  # 0.5**2 * 6**2 per value against noise 6
-    one_sided = parts.copy()
-    one_sided[1, :, : values // 2] = 0.0  # first half of the values: half 0 only
-    trimmed = parts[:, :, values // 2 :]
-    np.testing.assert_allclose(
-        probe.split_half_z(one_sided), probe.split_half_z(trimmed), rtol=1e-12
-    )
-
-
-def test_settling_steps_sum_the_projected_gradients_per_value_and_half():
+def test_settling_steps_sum_the_projected_gradients_per_value():
     features, labels = rows(0, 64)
     model, layer = integer_model()
     start_probe(layer, "a")  # the callback would not enable summing: no sums
@@ -236,70 +194,54 @@ def test_settling_steps_sum_the_projected_gradients_per_value_and_half():
     model.fit(features, labels, batch_size=64, epochs=1, verbose=0)  # one step
     # Upstream of b's gated embedding per row: d mean((fit - y)^2) / d out_b =
     # 2 (fit - y) / 64 in both columns; projected on b's direction, less its
-    # half's batch mean, summed per id and half.
+    # batch mean, summed per id.
     direction = tf_ops.probe_directions([3, 2, 1], [1]).sum()
-    g = 2 * residuals(model, features, labels, "a") / 64 * direction
-    keys = np.stack([features["a"], features["b"]], axis=1)
-    halves = tf_ops.row_halves(tf.constant(keys, tf.int32)).numpy()
-    assert 0 < halves.sum() < len(halves)  # both halves have rows
-    expected = np.zeros((PARTS, BUCKETS))
-    for half in (0, 1):
-        mine = halves == half
-        np.add.at(expected[half], features["b"][mine], g[mine] - g[mine].mean())
+    upstream = 2 * residuals(model, features, labels, "a") / 64
+    projected = upstream * direction
+    projected -= projected.mean()
+    expected = np.zeros(BUCKETS)
+    np.add.at(expected, features["b"], projected)
     sums = layer.probe_training_sums()
-    np.testing.assert_allclose(sums[:, 1], expected, rtol=1e-4, atol=1e-9)
-    assert not np.any(sums[:, 2])  # a float feature has no values to key
-    z = probe.split_half_z(sums)
-    assert np.isnan(z[2])
-    # The layer reduces its sums where they live, in float32: the same z.
-    scores = layer.probe_z()
-    assert set(scores) == {"a", "b"}
-    np.testing.assert_allclose([scores["a"], scores["b"]], z[:2], rtol=1e-4)
+    np.testing.assert_allclose(sums[1], expected, rtol=1e-5, atol=1e-8)
+    assert not np.any(sums[2])  # a float feature has no values to key
     # Selecting steps sum nothing.
     layer.set_gate_mode(SELECTING)
     model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
     np.testing.assert_array_equal(layer.probe_training_sums(), sums)
+    # A float candidate (c) has no probe z; the integer one (b) has.
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(32)
+    assert set(heldout_probe.HeldoutProbe(model, layer).scores(dataset)) == {"b"}
 
 
-def test_rows_seen_in_several_epochs_keep_noise_z_standard():
-    """A settle of three epochs over the same rows, the model fixed: noise
-    features of many values keep z about standard normal. Rows split by step
-    instead of by their values would meet themselves across the halves, and
-    a variance counting each row's every pass as independent would put the
-    spread near sqrt(3) (both checked to fail)."""
-    rng = np.random.default_rng(1)
-    count, names = 3000, [f"n{i}" for i in range(40)]
-    features = {n: rng.integers(0, 300, count) for n in ["a", *names]}
-    labels = rng.normal(size=count).astype(np.float32)
-    inputs = {n: tf.keras.Input([], dtype=tf.int64, name=n) for n in features}
-    layer = SequentialAttentionEmbedding(
-        {n: tf.keras.layers.Embedding(300, 2) for n in features}, 3, name="gate"
-    )
-    gated = layer(inputs)
-    total = tf.keras.layers.Concatenate()([gated[n] for n in features])
-    output = tf.keras.layers.Lambda(lambda x: tf.reduce_sum(x, 1, keepdims=True))(total)
-    model = tf.keras.Model(inputs, output)
-    model.compile(tf.keras.optimizers.SGD(0.0), "mse")  # fixed residuals
-    layer.sum_probe_in_training(True)
-    all_names = list(layer.feature_names)
-    layer.selection_state.heldout_sum.assign([-0.5] * len(all_names))
-    layer.selection_state.heldout_squares.assign([1.0] * len(all_names))
-    layer.attention_logits.assign([5.0 * (n == "a") for n in all_names])
-    assert layer.commit_round() == ["a"]
-    layer.set_gate_mode(SETTLING)
-    model.fit(features, labels, batch_size=300, epochs=3, shuffle=True, verbose=0)
-    scores = layer.probe_z()
-    noise = np.array([scores[n] for n in names])
-    assert abs(noise.mean()) < 0.5 and 0.6 < noise.std() < 1.2, noise
-    assert np.all(np.abs(noise) < 4.0), noise
+def test_heldout_pass_tests_the_sums_on_new_rows():
+    model, layer = integer_model()
+    start_probe(layer, "c")  # candidates a and b, both integer ids
+    sums = np.zeros((3, BUCKETS), np.float32)
+    sums[0, :8] = 1.0  # a training side for a and for b
+    sums[1, :8] = np.arange(8) - 3.5
+    layer.selection_state.probe_sums.assign(sums.reshape(-1))
+    layer.set_gate_mode(SELECTING)
+    held, labels = rows(1, 48)
+    dataset = tf.data.Dataset.from_tensor_slices((held, labels)).batch(32)
+    scores = heldout_probe.HeldoutProbe(model, layer).scores(dataset)
+    assert set(scores) == {"a", "b"}
+    # Per held-out row, the summed loss's gradient 2 (fit - y) in every column,
+    # projected on the feature's direction, times its training-side sum at
+    # the row's id.
+    upstream = 2 * residuals(model, held, labels, "c")
+    for index, name in ((0, "a"), (1, "b")):
+        direction = tf_ops.probe_directions([3, 2, 1], [index]).sum()
+        a = upstream * direction * sums[index][held[name]]
+        expected = a.sum() / np.sqrt((a * a).sum())
+        assert scores[name] == pytest.approx(expected, rel=1e-4)
+    assert int(layer.gate_mode.numpy()) == SELECTING  # left as it was
+    np.testing.assert_array_equal(layer.probe_training_sums(), sums)  # unchanged
 
 
 def test_probe_sums_survive_a_checkpoint(tmp_path):
     model, layer = integer_model()
     start_probe(layer, "a")
-    layer.selection_state.probe_sums.assign(
-        tf.range(PARTS * 3 * BUCKETS, dtype=tf.float32)
-    )
+    layer.selection_state.probe_sums.assign(tf.range(3 * BUCKETS, dtype=tf.float32))
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     restored, restored_layer = integer_model()
     tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
@@ -311,7 +253,7 @@ def test_probe_sums_survive_a_checkpoint(tmp_path):
 def test_a_fit_runs_the_probe_in_the_rounds_after_the_signal_is_spent():
     """One signal field (``a``) and three noise fields: after ``a`` is picked
     no candidate helps, so the next settles sum the probe and the later
-    commits rank by its z (the events carry it), also in a
+    commits rank by its held-out pass (the events carry its z), also in a
     model whose training steps were traced before without the probe."""
     rng = np.random.default_rng(0)
     count, names = 6000, "abcd"

@@ -1,77 +1,55 @@
-"""The split-half probe: evidence for the candidates once the gate's runs out.
+"""The held-out probe: evidence for the candidates once the gate's runs out.
 
 Late in a selection the held-out gate statistic of every candidate can fall
 to the level of noise (:func:`seqattn_tfrs.core.selection.signal_exhausted`):
 a candidate's gate gradient goes through its table, trained only in the
 warm-up and unchanged since (its gate is 0 while the model settles). The probe
-asks the training rows instead, with no pass of its own:
+asks the data instead (docs/generated_quality.md, "Session 13"):
 
 * while a round settles (the candidates' gates at 0), each training row's
-  gradient of the loss with respect to candidate ``j``'s gated embedding is
-  projected on one fixed direction ``r_j``: ``g``, the step a one-number
-  table of that feature would take from this row if its gate were 1;
-* a hash of the row's raw values puts it in one of two halves (identical rows
-  in the same one, so a row seen twice cannot meet itself across them); per
-  half, ``g`` less its half's batch mean is summed per hash bucket of the
-  row's value of ``j``: ``S0, S1``;
-* at the commit, ``T = sum_b S0[b] S1[b]``: how far one half's step for the
-  feature's values agrees with the other's. The model does not see a
-  candidate while it settles, so for a feature unrelated to the label the
-  halves are independent and ``E[T] = 0``; ``T``'s variance is then
-  ``sum_b Var(S0[b]) Var(S1[b])``, estimated by ``sum_b S0[b]**2 S1[b]**2``,
-  and the probe's z is ``T / sqrt(sum_b S0**2 S1**2)``. A variance from each
-  row's own ``g**2`` would count a row that a settle sees twice (a settle
-  longer than an epoch, or across an epoch's end) as two independent rows,
-  and inflate z by up to the square root of the passes; the bucket sums'
-  own products do not. The price: a feature of few values can reach at
-  most ``sqrt(values)`` (2.6 for 7 values).
+  gradient of the loss with respect to candidate ``j``'s gated embedding,
+  projected on one fixed direction ``r_j`` and less its batch mean, is summed
+  per hash bucket of the row's raw value: ``S_j[b]``, the step a one-number
+  table of that feature would take if its gate were 1;
+* at the commit, on held-out rows with the candidates' gates at 0, ``a_h =
+  p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection) is the held-out loss's
+  derivative along that step, and the probe's z is ``sum(a) / sqrt(sum(a^2))``.
 
-Both halves are training rows, so the test sees every settle step's rows
-rather than the few thousand of ``selection_data`` (docs/generated_quality.md,
-"Session 16"). Only the rounds whose gate statistic is exhausted use it,
-combined with the gate's z (``core.selection``, ``_probe_evidence``): a
-per-value sum is an additive fit, blind to a pair of fields that matter only
-together, which the soft gates can see. A floating-point feature has no
-values to hash and so no probe z. Hashing many values into few buckets
-dilutes the test (MovieLens' ``timestamp``, about 50,000 values, needed far
-more than 4,096 buckets: docs/generated_quality.md, "Session 15").
+Only the rounds whose gate statistic is exhausted use it, combined with the
+gate's z (``core.selection``, ``_probe_evidence``): a per-value sum is an
+additive fit, blind to a pair of fields that matter only together, which the
+soft gates can see, and the probe alone over-ranks noise where nothing is
+left to find. A floating-point feature has no values to hash and so no probe
+z. Hashing many values into few buckets dilutes the test (MovieLens'
+``timestamp``, about 50,000 values: z 0.7 in 4,096 buckets, 4.8 in 65,536);
+more directions than one did not strengthen it (docs/generated_quality.md,
+"Session 15"), and testing the training rows' two halves against each other
+instead of against held-out rows was biased where the model memorises rows
+("Session 16").
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from seqattn_tfrs.core import selection
-from seqattn_tfrs.core.ops import NUMPY
 
-# Hash buckets per feature of the sums; two sums a bucket (S0, S1), 4 bytes
-# each: 512 KiB a feature, held only while a settle sums them (otherwise one
-# float).
+# Hash buckets per feature of the training-side sums (4 bytes each: 256 KiB a
+# feature, held only while a settle sums them; otherwise one float).
 PROBE_BUCKETS = 65536
-PROBE_PARTS = 2
 
 
-def probe_slots(keys, features, halves, n_features: int):
-    """The flat indices of a batch's sums, laid out ``[PROBE_PARTS, N,
-    PROBE_BUCKETS]`` (``N = n_features``): row ``i``'s value of keyed feature
-    ``k`` adds its ``g`` at ``(halves[i] * N + features[k]) * PROBE_BUCKETS +
-    keys[i, k]``. Returns a ``[B, K]`` array.
-
-    Args:
-      keys: ``[B, K]`` hash buckets of the keyed features' values.
-      features: ``[K]`` index of each keyed feature among the layer's ``N``.
-      halves: ``[B]`` each row's half, 0 or 1.
-      n_features: ``N``.
+def probe_slots(keys, features):
+    """The sums' flat index of each row's (feature, bucket):
+    ``features[k] * PROBE_BUCKETS + keys[:, k]``, ``[B, K]`` for ``[B, K]``
+    bucket keys (numpy or tensors).
 
     Example:
-      >>> slots = probe_slots(np.array([[3, 5]]), np.array([0, 2]), np.array([1]), 3)
-      >>> (slots // PROBE_BUCKETS).tolist(), (slots % PROBE_BUCKETS).tolist()
-      ([[3, 5]], [[3, 5]])
+      >>> slots = probe_slots(np.array([[3, 5]]), np.array([0, 2]))
+      >>> slots[0, 0].tolist(), (slots[0, 1] - 2 * PROBE_BUCKETS).tolist()
+      (3, 5)
     """
-    rows = halves[:, None] * n_features + np.asarray(features, np.int32)[None, :]
-    return rows * PROBE_BUCKETS + keys
+    return keys + np.asarray(features, np.int32) * PROBE_BUCKETS
 
 
 def probe_wanted(
@@ -98,34 +76,19 @@ def probe_wanted(
     return helps is not None and int(helps.sum()) < 2
 
 
-def split_half_z(sums: Any, ops: Any = NUMPY) -> Any:
-    """Per feature, the probe's z from its sums ``[PROBE_PARTS, N, buckets]``
-    (``S0, S1``; see the module docstring); NaN for a feature with nothing
-    summed in one of the halves (no values to hash). ``ops`` is the array
-    namespace (:mod:`seqattn_tfrs.core.ops`): the front-ends reduce their sums
-    where they live.
+def probe_z(total: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Per feature, the probe's ``sum(a) / sqrt(sum(a^2))`` from those sums (0
+    where no row was added).
 
-    Example (one feature, three values; the halves agree on two, disagree on
-    one, and a fourth value is seen in one half only):
+    Example (one feature; the held-out gradients agree with the training
+    side's in two rows and disagree in one):
 
-      >>> s0, s1 = np.array([[2.0, 1.0, -1.0, 3.0]]), np.array([[1.5, 2.0, 0.5, 0.0]])
-      >>> z = split_half_z(np.stack([s0, s1]))
-      >>> z.round(4)  # (3 + 2 - 0.5) / sqrt(9 + 4 + 0.25)
-      array([1.2362])
-      >>> split_half_z(np.stack([s0, 0 * s1]))
-      array([nan])
+      >>> a = np.array([2.0, 2.0, -0.5])
+      >>> probe_z(np.array([a.sum()]), np.array([(a * a).sum()])).round(4)
+      array([1.2185])
     """
-    s0, s1 = sums[0], sums[1]
-    product = s0 * s1
-    total = ops.sum(product, axis=1)
-    variance = ops.sum(ops.square(product), axis=1)
-    positive = variance > 0
-    z = ops.where(
-        positive,
-        total / ops.sqrt(ops.where(positive, variance, ops.ones_like(variance))),
-        ops.zeros_like(total),
+    total = np.asarray(total, np.float64)
+    squares = np.asarray(squares, np.float64)
+    return np.divide(
+        total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
     )
-    keyed = ops.logical_and(
-        ops.sum(ops.square(s0), axis=1) > 0, ops.sum(ops.square(s1), axis=1) > 0
-    )
-    return ops.where(keyed, z, ops.full_like(z, np.nan))

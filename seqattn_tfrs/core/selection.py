@@ -133,7 +133,7 @@ def commit_round(
     the features whose weight hurts the held-out loss least (in a round of
     several picks, once the helping ones are taken). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
-    that statistic alone, unless ``probe_scores`` (the split-half probe's z,
+    that statistic alone, unless ``probe_scores`` (the held-out probe's z,
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) say some
     candidates help: the logits choose among those, the others follow by the
     least harm. Copies of a selected
@@ -156,7 +156,7 @@ def commit_round(
         while the logits learned (all zero, or None, without held-out data).
       first_scores: per-feature :func:`rao_statistics` of the settled model
         (all zero, or None, where none were collected).
-      probe_scores: per-feature z of the split-half probe (NaN for a feature
+      probe_scores: per-feature z of the held-out probe (NaN for a feature
         without one; all zero, or None, where none was computed); used only
         where ``heldout_scores`` are exhausted.
 
@@ -352,7 +352,7 @@ def _probe_evidence(
     selected: np.ndarray, gate_z: np.ndarray, probe_z: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """In a round whose gate statistic is exhausted, the features that help
-    and the order of the rest, from the gate's z and the split-half probe's
+    and the order of the rest, from the gate's z and the held-out probe's
     (NaN where a feature has none).
 
     The probe sees an additive effect that a candidate's stale embedding

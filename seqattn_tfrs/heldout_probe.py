@@ -1,0 +1,128 @@
+"""The callback's held-out pass of the probe (:mod:`seqattn_tfrs.core.probe`).
+
+At the commit of a round whose held-out gate statistic is exhausted, and
+whose settle summed the probe's training side, one pass over up to
+``max_rows`` rows of ``selection_data`` with the candidates' gates at 0
+(settling) takes, per row, the loss's gradient with respect to each
+feature's gated embedding, projects it on the feature's fixed direction and
+tests it against the training side's sums. The pass is one ``tf.function``
+per layer, traced at its first use and reused in later rounds. The model's
+weights, gates and metrics are left as they were.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from seqattn_tfrs import heldout, tf_ops
+from seqattn_tfrs.core import modes, probe
+from seqattn_tfrs.gate import SequentialAttentionEmbedding
+
+MAX_ROWS = 50_000
+
+
+class HeldoutProbe:
+    """The held-out probe's pass for one gated layer of ``model``.
+
+    Args:
+      model: the model ``fit`` trains.
+      layer: a gated layer of ``model`` whose features are raw inputs.
+    """
+
+    def __init__(
+        self, model: tf.keras.Model, layer: SequentialAttentionEmbedding
+    ) -> None:
+        self.model = model
+        self.layer = layer
+        self._loss_of = heldout.loss_function(model)
+        self._keyed: list[str] | None = None  # known once traced
+        self._step = tf.function(self._batch_sums, reduce_retracing=True)
+
+    def scores(
+        self, dataset: tf.data.Dataset, max_rows: int = MAX_ROWS
+    ) -> dict[str, float] | None:
+        """The probe's z of each unselected feature with raw values to hash
+        (integers, strings; not floats), or None where there is none or the
+        settle did not sum the training side.
+
+        Raises:
+          RuntimeError: the layer was not called on ``dataset``'s batches.
+        """
+        layer = self.layer
+        names = list(layer.feature_names)
+        candidates = [n for n in names if n not in layer.selected_features]
+        if not layer.probe_summed or not candidates:
+            return None
+        metric_variables = [v for m in self.model.metrics for v in m.variables]
+        saved = [v.numpy() for v in metric_variables]
+        mode = int(layer.gate_mode.numpy())
+        total = np.zeros(len(names))
+        squares = np.zeros(len(names))
+        rows = 0
+        try:
+            layer.set_gate_mode(modes.SETTLING)  # the candidates' gates at 0
+            for batch in dataset:
+                with layer.capturing_outputs():
+                    batch_total, batch_squares, batch_rows = self._step(batch)
+                if self._keyed is None:
+                    raise RuntimeError(
+                        f"{layer.name} was not called on `selection_data`'s "
+                        "batches, so the callback cannot run its held-out probe; "
+                        "expected batches the model's forward pass feeds through "
+                        "the layer."
+                    )
+                if not any(n in self._keyed for n in candidates):
+                    return None
+                keyed = [names.index(n) for n in self._keyed]
+                total[keyed] += batch_total.numpy()
+                squares[keyed] += batch_squares.numpy()
+                rows += int(batch_rows)
+                if rows >= max_rows:
+                    break
+        finally:
+            layer.set_gate_mode(mode)
+            for variable, value in zip(metric_variables, saved):
+                variable.assign(value)
+        z = probe.probe_z(total, squares)
+        return {
+            name: float(z[names.index(name)])
+            for name in candidates
+            if name in self._keyed
+        }
+
+    def _batch_sums(self, batch):
+        """Per feature with raw values to hash, ``sum(a)`` and ``sum(a^2)``
+        over the batch's rows, and the rows (traced)."""
+        layer = self.layer
+        names = list(layer.feature_names)
+        capture = layer.probe_capture
+        # Only the gated outputs: no variable's gradient, no gate backward.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            capture.tape = tape
+            loss = self._loss_of(batch)
+        if not capture.outputs:  # the model did not call the layer
+            return tf.zeros([0]), tf.zeros([0]), tf.constant(0)
+        self._keyed = [n for n in names if capture.buckets.get(n) is not None]
+        if not self._keyed:
+            return tf.zeros([0]), tf.zeros([0]), tf.constant(0)
+        outputs = [capture.outputs[n] for n in self._keyed]
+        grads = tape.gradient(loss, outputs)
+        # A feature the loss does not read has a zero gradient.
+        grads = [
+            tf.zeros_like(o, tf.float32) if g is None else tf.cast(g, tf.float32)
+            for o, g in zip(outputs, grads)
+        ]
+        keyed = [names.index(n) for n in self._keyed]
+        widths = [0] * len(names)
+        for index, output in zip(keyed, outputs):
+            widths[index] = output.shape[1]
+        directions = tf_ops.probe_directions(widths, keyed)
+        rows = tf.shape(grads[0])[0]
+        # The loss is a batch mean: per-row gradients on one scale.
+        projected = tf.matmul(tf.concat(grads, axis=1), directions)  # [B, K]
+        projected *= tf.cast(rows, tf.float32)
+        keys = tf.stack([capture.buckets[n] for n in self._keyed], axis=1)
+        slots = probe.probe_slots(keys, keyed)  # [B, K]
+        a = projected * tf.gather(tf.reshape(layer.probe_sums, [-1]), slots)
+        return tf.reduce_sum(a, axis=0), tf.reduce_sum(a * a, axis=0), rows
