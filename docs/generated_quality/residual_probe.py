@@ -233,10 +233,10 @@ def summed_loss(model):
 
 
 def configure_library_probe(args):
-    """Sets the library probe's buckets from ``--library_buckets`` and,
-    with ``--rounds_log``, wraps the commit
-    rule to append, per round in which the library's probe ran, every
-    feature's selected flag, gate z and probe z (NaN: none) as a JSON line."""
+    """Sets the library probe's buckets from ``--library_buckets`` and, with
+    ``--rounds_log``, wraps the commit rule to append, per round in which the
+    library's probe ran, every feature's selected flag, gate z and probe z
+    (NaN: none) as a JSON line."""
     from seqattn_tfrs import selection_state
     from seqattn_tfrs.core import probe
 

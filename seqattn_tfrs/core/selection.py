@@ -373,9 +373,10 @@ def _probe_evidence(
     """
     unselected = ~np.asarray(selected, bool)
     keyed = unselected & np.isfinite(probe_z)
-    combined = np.where(keyed, (gate_z + np.nan_to_num(probe_z)) / np.sqrt(2), gate_z)
+    probe = np.nan_to_num(probe_z)
+    combined = np.where(keyed, (gate_z + probe) / np.sqrt(2), gate_z)
     tests = int(unselected.sum() + 2 * keyed.sum())
-    evidence = np.where(keyed, np.maximum(np.nan_to_num(probe_z), combined), -np.inf)
+    evidence = np.where(keyed, np.maximum(probe, combined), -np.inf)
     return unselected & (evidence >= signal_threshold(tests)), combined
 
 
