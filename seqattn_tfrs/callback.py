@@ -14,6 +14,7 @@ from seqattn_tfrs import (
 )
 from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import modes, round_report
+from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
@@ -237,11 +238,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 )
         tested = [layer.name for layer in self._layers if layer.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
-            raise ValueError(
-                f"Layer(s) {tested} use the settled model's score test (`entry_z` "
-                "or `budget_rule='gain_per_byte'`), which runs while a round "
-                "settles, but `settle_fraction`=0; expected `settle_fraction` > 0."
-            )
+            raise ValueError(options_lib.settle_needed_message(tested))
         if self.settle_fraction > 0 and self._settle_units == 0:
             raise ValueError(
                 f"`settle_fraction`={self.settle_fraction} gives no settling step in "

@@ -80,7 +80,10 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
       budget_bytes: keep the blocks whose bytes fit this budget instead.
       selections_per_round: blocks each selection round commits.
       entry_z: with ``budget_bytes``, also stop when no affordable block helps
-        (see :class:`~seqattn_tfrs.SequentialAttentionEmbedding`).
+        (see :class:`~seqattn_tfrs.SequentialAttentionEmbedding`). ``None``
+        (default): fill the budget; stopping was mixed for blocks
+        (``docs/pareto.md``), unlike for whole fields, where it is the
+        default.
       budget_rule: ranking among the affordable blocks (see
         :class:`~seqattn_tfrs.SequentialAttentionEmbedding`).
       attention_learning_rate: step size of the logit update rule.

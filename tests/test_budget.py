@@ -136,12 +136,30 @@ def test_bad_budget_arguments_name_the_value(options, match):
         ({"budget_bytes": 10, "entry_z": 0}, r"`entry_z` must be .*> 0.*got 0"),
         ({"budget_bytes": 10, "entry_z": True}, r"`entry_z` must be.*got True"),
         ({"budget_bytes": 10, "entry_z": float("inf")}, r"got inf"),
+        ({"budget_bytes": 10, "entry_z": "always"}, r"None or 'auto', got 'always'"),
     ],
-    ids=["count", "zero", "bool", "inf"],
+    ids=["count", "zero", "bool", "inf", "word"],
 )
 def test_bad_entry_z_names_the_value(options, match):
     with pytest.raises(ValueError, match=match):
         scalar_gate(**options)
+
+
+def test_entry_z_auto_is_three_under_a_budget_and_off_by_count():
+    budgeted = scalar_gate(budget_bytes=8)  # entry_z left at "auto"
+    assert budgeted.entry_z == 3.0 and budgeted.options.tracks_evidence
+    counted = scalar_gate(num_selected=1)
+    assert counted.entry_z is None and not counted.options.tracks_evidence
+    filling = scalar_gate(budget_bytes=8, entry_z=None)
+    assert filling.entry_z is None and not filling.options.tracks_evidence
+    # The other rules fill by default (stopping missed interaction pairs).
+    assert scalar_gate(budget_bytes=8, budget_rule="attention").entry_z is None
+    assert scalar_gate(budget_bytes=8, budget_rule="attention", entry_z=2).entry_z == 2
+    # The config holds the resolved value, so a clone behaves alike.
+    config = budgeted.get_config()
+    assert config["entry_z"] == 3.0
+    assert SequentialAttentionEmbedding.from_config(config).entry_z == 3.0
+    assert scalar_gate(num_selected=1, entry_z="auto").get_config()["entry_z"] is None
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
@@ -209,7 +227,9 @@ def test_budget_too_small_for_unknown_costs_fails_at_first_pick():
 
 def test_rounds_reserved_and_early_close():
     # Costs 1,000 / 320 / 320 / 320; 700 bytes hold at most two small tables.
-    model, gate = planted_model(budget_bytes=700, selections_per_round=1)
+    # entry_z=None: fill the budget (the default stops where nothing helps, and
+    # these hand-set rounds collect no evidence).
+    model, gate = planted_model(budget_bytes=700, selections_per_round=1, entry_z=None)
     assert gate.num_rounds == 2
     gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
     assert gate.commit_round() == ["other"]  # "big" is unaffordable
@@ -262,7 +282,7 @@ def test_budget_closes_early_and_the_callback_stops_picking():
     x, y = planted(n=1000)
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(500)
     # 64,320 bytes: big + one small, or the three small ones (960 bytes).
-    model, gate = planted_model(budget_bytes=64_320)
+    model, gate = planted_model(budget_bytes=64_320, entry_z=None)  # fill
     assert gate.num_rounds == 3
     callback = SequentialAttentionCallback(
         warmup_epochs=0, finetune_epochs=0, settle_fraction=0, verbose=0
@@ -392,6 +412,7 @@ def test_gain_per_byte_rounds_rank_by_the_settled_score_per_byte():
         budget_bytes=1000,
         feature_bytes={"a": 100, "b": 400, "c": 10, "d": 10},
         budget_rule="gain_per_byte",
+        entry_z=None,  # fill the budget: the least harm once nothing helps
     )
     gate({n: tf.ones([1]) for n in names})
     state = gate.selection_state
@@ -413,8 +434,10 @@ def test_gain_per_byte_rounds_rank_by_the_settled_score_per_byte():
 
 
 def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
-    """A 1,600-byte informative table against two 320-byte noise tables: per
-    byte takes the noise (small tables first); the gain per byte does not."""
+    """A 1,600-byte informative table against two 320-byte noise tables:
+    filling the budget, per byte takes the noise (small tables first) and the
+    gain per byte does not; by default (``entry_z="auto"``, 3 under a budget)
+    per byte stops before the noise."""
     rows = {"a": 50, "b": 10, "n1": 10, "n2": 10}
     rng = np.random.default_rng(0)
     x = {k: rng.integers(0, r, 9000) for k, r in rows.items()}
@@ -427,7 +450,12 @@ def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
         ).batch(200)
 
     picks = {}
-    for rule in ("attention_per_byte", "gain_per_byte"):
+    variants = {
+        "fill_per_byte": ("attention_per_byte", None),
+        "fill_gain_per_byte": ("gain_per_byte", None),
+        "default": ("attention_per_byte", "auto"),
+    }
+    for variant, (rule, entry_z) in variants.items():
         tf.keras.utils.set_random_seed(0)
         inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in rows}
         # a + b = 1,920 bytes; b + n1 + n2 = 960 leaves no room for a.
@@ -435,6 +463,7 @@ def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
             {n: tf.keras.layers.Embedding(r, 8) for n, r in rows.items()},
             budget_bytes=2000,
             budget_rule=rule,
+            entry_z=entry_z,
         )
         gated = gate(inputs)
         hidden = tf.keras.layers.Dense(16, "relu")(
@@ -451,9 +480,10 @@ def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
         model.fit(
             split(0, 6000), epochs=1 + gate.num_rounds, callbacks=[callback], verbose=0
         )
-        picks[rule] = set(gate.selected_features)
-    assert picks["gain_per_byte"] == {"a", "b"}, picks
-    assert picks["attention_per_byte"] == {"b", "n1", "n2"}, picks
+        picks[variant] = set(gate.selected_features)
+    assert picks["fill_gain_per_byte"] == {"a", "b"}, picks
+    assert picks["fill_per_byte"] == {"b", "n1", "n2"}, picks
+    assert picks["default"] == {"a", "b"}, picks
 
 
 def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
@@ -529,5 +559,17 @@ def test_cli_flags_ask_for_a_budget_and_entry_z():
         selection = cli.config_from_flags().selection
     assert (selection.num_selected, selection.budget_bytes) == (None, 50_000)
     assert selection.entry_z == 3.0
+    # The flag is a string: a number of standard errors, or "auto" (3 under a
+    # budget, the default).
+    flags.FLAGS["entry_z"].parse("2.5")
+    with flagsaver.flagsaver(budget_bytes=50_000):
+        assert cli.config_from_flags().selection.entry_z == 2.5
+    flags.FLAGS["entry_z"].parse("auto")
+    with flagsaver.flagsaver(budget_bytes=50_000):
+        assert cli.config_from_flags().selection.entry_z == "auto"
+    with pytest.raises(flags.IllegalFlagValueError, match=r"\['auto'\], got 'x'"):
+        flags.FLAGS["entry_z"].parse("x")
+    flags.FLAGS["entry_z"].unparse()
+    assert cli.config_from_flags().selection.entry_z == "auto"
     with flagsaver.flagsaver(entry_z=3.0), pytest.raises(ConfigError, match="entry_z"):
         cli.config_from_flags()

@@ -161,14 +161,19 @@ def test_cli_budget_flag_selects_fields_that_fit(runs):
         kept == set(report["selected_features"]) == set(tables["after"]["per_feature"])
     )
     assert sum(field["bytes"] for field in fields.values()) == tables["after"]["bytes"]
-    # Greedy under a budget stops only when no unselected field fits any more.
+    # Greedy under a budget stops when no unselected field fits any more or,
+    # by default (entry_z "auto": 3 under a budget), when none that fits
+    # passes the score test; the last round's event names those.
+    assert selection["entry_z"] == "auto"
     room = BUDGET_BYTES - tables["after"]["bytes"]
-    left = [
-        tables["before"]["per_feature"][name]["bytes"]
+    fitting = {
+        name
         for name in fields
-        if name not in kept
-    ]
-    assert min(left) > room
+        if name not in kept and tables["before"]["per_feature"][name]["bytes"] <= room
+    }
+    last = report["selection_events"][-1]
+    assert set(last.get("fit_but_not_picked", {})) == fitting
+    assert all(z <= 3.0 for z in last.get("fit_but_not_picked", {}).values())
     assert "Fields (budget 48.8 KiB)" in output
     assert report["export"] is None
 

@@ -144,15 +144,17 @@ def test_model_takes_one_attention_options_object():
         attention_signal="score", selections_per_round=2, attention_momentum=0.5
     )
     model = DCNRankingModel(layers, num_selected=2, attention=options)
-    assert model.gate.options == options
+    # The gate holds them resolved for a count selection (entry_z "auto": off).
+    assert model.gate.options == options.resolved(budgeted=False)
+    assert model.gate.entry_z is None
     # Without one, the gate's own defaults (the app's model no longer differs).
     default = DCNRankingModel(dict(layers), num_selected=1).gate
-    assert default.options == seqattn_tfrs.AttentionOptions()
+    assert default.options == seqattn_tfrs.AttentionOptions().resolved(budgeted=False)
     with pytest.raises(TypeError, match="`attention` must be a seqattn_tfrs"):
         DCNRankingModel(dict(layers), num_selected=1, attention={"entry_z": 2.0})
     config = small_config(attention_signal="gradient", attention_learning_rate=0.1)
     gate = build_model(config, VOCABULARIES).gate
-    assert gate.options == config.selection.attention
+    assert gate.options == config.selection.attention.resolved(budgeted=False)
     assert (gate.attention_signal, gate.attention_learning_rate) == ("gradient", 0.1)
 
 

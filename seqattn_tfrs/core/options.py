@@ -8,6 +8,17 @@ from typing import Any
 
 ATTENTION_SIGNALS = ("partial", "gradient", "score")
 BUDGET_RULES = ("attention", "attention_per_byte", "gain_per_byte")
+AUTO_ENTRY_Z = "auto"
+"""``entry_z``'s default: :data:`DEFAULT_ENTRY_Z` under a byte budget ranked
+``"attention_per_byte"``, else none (see :meth:`AttentionOptions.resolved`)."""
+DEFAULT_ENTRY_Z = 3.0
+"""What ``entry_z="auto"`` becomes under a byte budget with the default rule:
+the selection stops when no affordable feature's score test clears 3 standard
+errors. Measured by ``benchmarks/budget_quality.py`` (``docs/pareto.md``):
+with the per-byte rule it turned 0 wins, 21 ties and 3 losses against both
+trivial rules into 7 wins, 17 ties and no loss over 24 (problem, budget)
+cells; with the other rules it lost more cells than filling (5 and 9, against
+2 and 1), missing interaction pairs whose fields have no effect alone."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +37,10 @@ class AttentionOptions:
         ``"gain_per_byte"`` (the settled model's score test, squared, per
         byte; see :func:`seqattn_tfrs.core.budget.pick_within_budget`).
       entry_z: with a byte budget only: stop when no affordable feature's
-        score test clears this many standard errors (``None``: fill the
-        budget). Whether a budget is set is the layer's to check.
+        score test clears this many standard errors; ``None``: fill the
+        budget; ``"auto"`` (default): :data:`DEFAULT_ENTRY_Z` with a budget
+        and the ``"attention_per_byte"`` rule, otherwise None. A layer holds
+        its options :meth:`resolved`.
       attention_learning_rate: step size of the logits' own update rule, in
         logit units.
       attention_momentum: momentum (first-moment decay) of that rule.
@@ -45,7 +58,7 @@ class AttentionOptions:
 
     selections_per_round: int = 1
     budget_rule: str = "attention_per_byte"
-    entry_z: float | None = None
+    entry_z: float | str | None = AUTO_ENTRY_Z
     attention_learning_rate: float = 0.05
     attention_momentum: float = 0.9
     attention_signal: str = "partial"
@@ -61,14 +74,14 @@ class AttentionOptions:
                 f"`budget_rule` must be one of {BUDGET_RULES}, got "
                 f"{self.budget_rule!r}."
             )
-        if self.entry_z is not None and not (
+        if self.entry_z not in (None, AUTO_ENTRY_Z) and not (
             _is_number(self.entry_z)
             and math.isfinite(self.entry_z)
             and self.entry_z > 0
         ):
             raise ValueError(
-                "`entry_z` must be a finite number > 0 (standard errors), got "
-                f"{self.entry_z!r}."
+                "`entry_z` must be a finite number > 0 (standard errors), None "
+                f"or {AUTO_ENTRY_Z!r}, got {self.entry_z!r}."
             )
         rate = self.attention_learning_rate
         if not (_is_number(rate) and math.isfinite(rate) and rate > 0):
@@ -88,15 +101,51 @@ class AttentionOptions:
         object.__setattr__(self, "selections_per_round", int(count))
         object.__setattr__(self, "attention_learning_rate", float(rate))
         object.__setattr__(self, "attention_momentum", float(momentum))
-        if self.entry_z is not None:
+        if self.entry_z not in (None, AUTO_ENTRY_Z):
             object.__setattr__(self, "entry_z", float(self.entry_z))
+
+    def resolved(self, budgeted: bool) -> AttentionOptions:
+        """These options for a layer with (``budgeted``) or without a byte
+        budget: ``entry_z="auto"`` becomes :data:`DEFAULT_ENTRY_Z` under a
+        budget ranked ``"attention_per_byte"``, else None (fill the budget).
+
+        Raises:
+          ValueError: a number ``entry_z`` without a budget (a count selection
+            always picks ``num_selected`` features).
+
+        Example:
+          >>> AttentionOptions().resolved(budgeted=True).entry_z
+          3.0
+          >>> print(AttentionOptions().resolved(budgeted=False).entry_z)
+          None
+          >>> AttentionOptions(entry_z=None).resolved(budgeted=True).entry_z is None
+          True
+          >>> options = AttentionOptions(budget_rule="attention")
+          >>> options.resolved(budgeted=True).entry_z is None
+          True
+        """
+        entry_z = self.entry_z
+        if entry_z == AUTO_ENTRY_Z:
+            per_byte = self.budget_rule == "attention_per_byte"
+            entry_z = DEFAULT_ENTRY_Z if budgeted and per_byte else None
+        elif entry_z is not None and not budgeted:
+            raise ValueError(
+                f"`entry_z`={entry_z!r} stops a byte-budgeted selection early; "
+                "it needs `budget_bytes` (a count selection always picks "
+                "`num_selected` features). Expected None or "
+                f"{AUTO_ENTRY_Z!r} without a budget."
+            )
+        return dataclasses.replace(self, entry_z=entry_z)
 
     @property
     def tracks_evidence(self) -> bool:
         """Whether every round's settle runs the score test (for ``entry_z`` or
         the ``"gain_per_byte"`` rule), not only the first round's on held-out
-        batches."""
-        return self.entry_z is not None or self.budget_rule == "gain_per_byte"
+        batches. Of :meth:`resolved` options."""
+        return (
+            self.entry_z not in (None, AUTO_ENTRY_Z)
+            or self.budget_rule == "gain_per_byte"
+        )
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -115,4 +164,21 @@ def _is_int(value: Any) -> bool:
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and (
         isinstance(value, (int, float)) or type(value).__name__.startswith("float")
+    )
+
+
+def settle_needed_message(layer_names: list[str]) -> str:
+    """Why a callback refuses ``settle_fraction=0`` for layers whose options
+    :attr:`~AttentionOptions.tracks_evidence` (both front-ends say it alike).
+
+    Example:
+      >>> settle_needed_message(["gate"])  # doctest: +ELLIPSIS
+      "Layer(s) ['gate'] use the settled model's score test ... `entry_z=None`..."
+    """
+    return (
+        f"Layer(s) {layer_names} use the settled model's score test (`entry_z` "
+        "or `budget_rule='gain_per_byte'`), which runs while a round settles, "
+        "but `settle_fraction`=0; expected `settle_fraction` > 0 (or, to fill "
+        "a byte budget without the test, `entry_z=None`; its default is 3 "
+        "under a budget ranked per byte)."
     )

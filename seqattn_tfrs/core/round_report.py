@@ -25,6 +25,10 @@ class CommittingLayer(Protocol):
 
     def heldout_evidence(self) -> dict[str, float]: ...
 
+    def entry_evidence(self) -> dict[str, float]: ...
+
+    def feature_costs(self) -> dict[str, int | None]: ...
+
     def commit_round(self, require_learning: bool = False) -> list[str]: ...
 
 
@@ -44,7 +48,10 @@ def commit_and_report(
     The event (returned, for the callback's ``events``) names the picks and
     whether they followed the least harm because no candidate helped on
     held-out data any more (:func:`seqattn_tfrs.core.selection.exhausted_after`,
-    read before the commit). Each pick's 1-based position goes to ``logs``
+    read before the commit). When a byte-budgeted selection closes while
+    unselected features still fit, ``"fit_but_not_picked"`` maps them to
+    their score statistic before the commit (none passed ``entry_z``, or they
+    copy a selected feature). Each pick's 1-based position goes to ``logs``
     under ``"<log_prefix>picked/<feature>"``; with ``verbose``, one line is
     printed.
 
@@ -69,6 +76,7 @@ def commit_and_report(
         layer.selected_features,
         by_count=layer.budget_bytes is None,
     )
+    evidence = layer.entry_evidence() if layer.budget_bytes is not None else None
     names = list(layer.commit_round(require_learning=True))
     event = {
         "epoch": epoch,
@@ -78,6 +86,10 @@ def commit_and_report(
         "features": names,
         "signal_exhausted": exhausted,
     }
+    if evidence is not None and layer.selection_complete:
+        left = unpicked_that_fit(layer)
+        if left:
+            event["fit_but_not_picked"] = {name: evidence[name] for name in left}
     if logs is not None:
         start = len(layer.selected_features) - len(names)
         for offset, name in enumerate(names):
@@ -86,10 +98,39 @@ def commit_and_report(
         print(
             f"\nSequentialAttention [{layer.name}] round {round_number}/"
             f"{num_rounds}: selected {names}; so far {list(layer.selected_features)}"
-            + (selection_lib.EXHAUSTED_NOTE if exhausted else ""),
+            + (selection_lib.EXHAUSTED_NOTE if exhausted else "")
+            + (
+                f" (closed: {sorted(event['fit_but_not_picked'])} still fit, but "
+                "none passed the score test of `entry_z` or each copies a "
+                "selected feature)"
+                if "fit_but_not_picked" in event
+                else ""
+            ),
             flush=True,
         )
     return event
+
+
+def unpicked_that_fit(layer: CommittingLayer) -> list[str]:
+    """The unselected features of a byte-budgeted ``layer`` whose bytes fit
+    what its selection leaves of the budget.
+
+    Example:
+      >>> class Layer:
+      ...     budget_bytes, selected_features = 100, ("a",)
+      ...     def feature_costs(self):
+      ...         return {"a": 60, "b": 50, "c": 40}
+      >>> unpicked_that_fit(Layer())
+      ['c']
+    """
+    costs = layer.feature_costs()
+    selected = set(layer.selected_features)
+    left = layer.budget_bytes - sum(costs[name] or 0 for name in selected)
+    return [
+        name
+        for name, cost in costs.items()
+        if name not in selected and cost is not None and cost <= left
+    ]
 
 
 def incomplete_selection_message(

@@ -17,7 +17,6 @@ def check(
     num_selected: int | None,
     budget_bytes: int | None,
     feature_bytes: Mapping[str, int] | None,
-    entry_z: float | None,
     pruned_feature_widths: Mapping[str, int] | None,
     feature_names: Sequence[str] | None,
 ) -> tuple[list[str], dict[str, int]]:
@@ -35,7 +34,7 @@ def check(
 
     Example:
       >>> check({"a": keras.layers.Embedding(3, 2)}, num_selected=2,
-      ...       budget_bytes=None, feature_bytes=None, entry_z=None,
+      ...       budget_bytes=None, feature_bytes=None,
       ...       pruned_feature_widths=None, feature_names=None)
       Traceback (most recent call last):
       ...
@@ -92,11 +91,6 @@ def check(
     ):
         raise ValueError(
             f"`budget_bytes` must be an int >= 1 (bytes), got {budget_bytes!r}."
-        )
-    if entry_z is not None and budget_bytes is None:
-        raise ValueError(
-            f"`entry_z`={entry_z!r} stops a byte-budgeted selection early; it "
-            "needs `budget_bytes`."
         )
     unknown = sorted(set(feature_bytes or {}) - set(names))
     if unknown:

@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 
+from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import round_report
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
@@ -199,11 +200,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             self._settle_units[id(layer)] = settle
         tested = [g.name for g in self._layers if g.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
-            raise ValueError(
-                f"Layer(s) {tested} use the settled model's score test (`entry_z` "
-                "or `budget_rule='gain_per_byte'`), which runs while a round "
-                "settles, but `settle_fraction`=0; expected `settle_fraction` > 0."
-            )
+            raise ValueError(options_lib.settle_needed_message(tested))
         self._modes = {
             id(g): int(keras.ops.convert_to_numpy(g.gate_mode)) for g in self._layers
         }

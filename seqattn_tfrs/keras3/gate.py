@@ -76,7 +76,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         feature_bytes: Mapping[str, int] | None = None,
         selections_per_round: int = 1,
         budget_rule: str = "attention_per_byte",
-        entry_z: float | None = None,
+        entry_z: float | str | None = "auto",
         attention_learning_rate: float = 0.05,
         attention_momentum: float = 0.9,
         attention_signal: str = "partial",
@@ -92,14 +92,13 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             attention_learning_rate=attention_learning_rate,
             attention_momentum=attention_momentum,
             attention_signal=attention_signal,
-        )
+        ).resolved(budgeted=budget_bytes is not None)
         self._distributed = tables.is_distributed(embeddings)
         names, pruned = arguments.check(
             embeddings,
             num_selected=num_selected,
             budget_bytes=budget_bytes,
             feature_bytes=feature_bytes,
-            entry_z=entry_z,
             pruned_feature_widths=pruned_feature_widths,
             feature_names=feature_names,
         )

@@ -69,10 +69,32 @@ def flag_name(key: str) -> str:
     return _FLAG_PREFIXES.get(section, "") + leaf
 
 
+class _NumberOrWord(flags.ArgumentParser):
+    """A flag that takes a number or one of a few words (``--entry_z=auto``)."""
+
+    def __init__(self, words: tuple[str, ...]) -> None:
+        self.words = words
+
+    def parse(self, argument: typing.Any) -> float | str:
+        if argument in self.words:
+            return argument
+        try:
+            return float(argument)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"expected a number or one of {list(self.words)}, got {argument!r}"
+            ) from None
+
+    def flag_type(self) -> str:
+        return f"number or {' / '.join(self.words)}"
+
+
 def _define(key: ConfigKey) -> str:
     name = flag_name(key.key)
     help_text = f"{key.help} (config key {key.key})."
-    if key.choices:
+    if key.choices and key.type is float:
+        flags.DEFINE(_NumberOrWord(key.choices), name, None, help_text)
+    elif key.choices:
         flags.DEFINE_enum(name, None, list(key.choices), help_text)
     elif key.type is bool:
         flags.DEFINE_bool(name, None, help_text)

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import types
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -215,9 +216,10 @@ class SelectionConfig:
     budget_rule: str = _ATTENTION.budget_rule
     """How a budgeted round ranks the fields that fit: "attention_per_byte",
     "attention" or "gain_per_byte"."""
-    entry_z: float | None = _ATTENTION.entry_z
+    entry_z: float | Literal["auto"] | None = _ATTENTION.entry_z
     """With budget_bytes: also stop when no field that fits helps by this many
-    standard errors (null: fill the budget)."""
+    standard errors ("auto": 3 with budget_bytes and the "attention_per_byte"
+    rule, else null; null: fill the budget)."""
     selections_per_round: int = _ATTENTION.selections_per_round
     """Fields committed per selection round."""
     epochs: PositiveInt | None = DEFAULT_EPOCHS
@@ -285,7 +287,7 @@ class SelectionConfig:
             )
         if self.num_rounds is not None:
             self.fit_epochs(self.num_rounds)  # an explicit schedule fits in epochs
-        if self.entry_z is not None and self.budget_bytes is None:
+        if self.entry_z not in (None, "auto") and self.budget_bytes is None:
             raise ConfigError(
                 "entry_z",
                 "needs budget_bytes (it stops a budgeted selection early); got "
@@ -689,7 +691,9 @@ class ConfigKey:
     Attributes:
       key: the dotted key (``"selection.num_selected"``).
       type: ``bool``, ``int``, ``float`` or ``str``.
-      choices: the allowed strings of a ``Literal`` key, else None.
+      choices: the allowed strings of a ``Literal`` key (for a ``float`` key,
+        the words it takes besides numbers, as ``entry_z``'s ``"auto"``),
+        else None.
       help: the first sentence of the key's documentation.
     """
 
@@ -721,6 +725,8 @@ def scalar_keys() -> tuple[ConfigKey, ...]:
             if typing.get_origin(annotation) is Literal:
                 choices = typing.get_args(annotation)
                 annotation = str
+            elif words := _number_words(annotation):
+                choices, annotation = words, float  # e.g. entry_z: 3.0 or "auto"
             if annotation not in (bool, int, float, str):
                 continue
             help_text = " ".join((field.description or name).split())
@@ -732,6 +738,18 @@ def scalar_keys() -> tuple[ConfigKey, ...]:
 
     visit(JobConfig, "")
     return tuple(keys)
+
+
+def _number_words(annotation: Any) -> tuple[str, ...]:
+    """The words of a union of ``float`` and ``Literal`` strings, perhaps with
+    None (``float | Literal["auto"] | None`` gives ``("auto",)``); else ()."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return ()
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    literals = [a for a in args if typing.get_origin(a) is Literal]
+    if float not in args or len(literals) + 1 != len(args):
+        return ()
+    return tuple(word for literal in literals for word in typing.get_args(literal))
 
 
 def check_budget(
