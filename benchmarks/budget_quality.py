@@ -30,7 +30,10 @@ Methods:
 * ``sa_<rule>``: the library's byte-budget selection (``budget_bytes``,
   ``AttentionOptions(budget_rule=<rule>)``, ``selection_data`` = the
   validation split, otherwise the same defaults and schedule), one run per
-  (seed, budget).
+  (seed, budget), filling the budget (``entry_z=None``). With ``--entry_z
+  Z`` the methods are ``sa_<rule>_z<Z>``: the selection also stops when no
+  affordable field's score test passes ``Z`` (``sa_attention_per_byte_z3``
+  is the library's default, ``entry_z="auto"``).
 
 Problems: ``--problem movielens|criteo|ctr`` (``selection_quality``'s, with
 its defaults), or ``--generated 0:6``: generated ctr problems
@@ -91,6 +94,13 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string(
     "results_dir", str(sq.ROOT / "docs" / "budget_quality"), "JSON lines go here."
+)
+flags.DEFINE_float(
+    "entry_z",
+    None,
+    "Budget runs stop when no affordable field's score test passes this "
+    "(methods sa_<rule>_z<entry_z>, e.g. sa_attention_per_byte_z3 for the "
+    "library's default); unset, they fill the budget (entry_z=None).",
 )
 flags.DEFINE_multi_string("summary", [], "Summarise these JSON-lines files.")
 
@@ -174,7 +184,11 @@ def run_problem(label: str, problem: sq.Problem) -> None:
     total = sum(costs.values())
     fractions = [float(f) for f in FLAGS.budgets]
     budgets = {f: int(math.floor(f * total)) for f in fractions}
-    methods = FLAGS.budget_methods or [*TRIVIAL, *(f"sa_{r}" for r in FLAGS.rules)]
+    suffix = "" if FLAGS.entry_z is None else f"_z{FLAGS.entry_z:g}"
+    methods = FLAGS.budget_methods or [
+        *TRIVIAL,
+        *(f"sa_{r}{suffix}" for r in FLAGS.rules),
+    ]
     out = pathlib.Path(FLAGS.results_dir) / f"{label}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     print(
@@ -222,14 +236,16 @@ def run_problem(label: str, problem: sq.Problem) -> None:
                     seconds = count_seconds
                     extra = {"count_order": count_order, "selection_shared": True}
                 elif method.startswith("sa_"):
-                    rule = method[3:]
+                    rule = method[3:].removesuffix(suffix)
                     try:
                         fields, seconds, epochs = gate_select(
                             problem,
                             seed,
                             costs,
                             budget_bytes=budget,
-                            attention=seqattn_tfrs.AttentionOptions(budget_rule=rule),
+                            attention=seqattn_tfrs.AttentionOptions(
+                                budget_rule=rule, entry_z=FLAGS.entry_z
+                            ),
                         )
                     except Exception as error:  # noqa: BLE001  (reported, not fatal)
                         print(f"  {method} failed: {type(error).__name__}: {error}")

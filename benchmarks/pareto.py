@@ -87,7 +87,8 @@ flags.DEFINE_float(
     "entry_z",
     None,
     "If set, budgeted variants also stop when no affordable field or block "
-    "helps by this many standard errors (the layers' entry_z).",
+    "helps by this many standard errors (the layers' entry_z); unset, they "
+    "fill the budget (entry_z=None, not the field gate's default of 3).",
 )
 flags.DEFINE_list("width_fractions", ["0.25", "0.5"], "Kept fractions of columns.")
 flags.DEFINE_integer("dim", 16, "Full embedding width.")
