@@ -30,6 +30,38 @@ def max_affordable(costs: Sequence[int | None], budget: int) -> int:
     return count
 
 
+def bytes_left(
+    costs: Sequence[int | None], selected: Sequence[bool], budget: int
+) -> int:
+    """What the selected features leave of ``budget`` bytes (an unknown cost
+    counts as 0).
+
+    Example:
+      >>> bytes_left([60, 50, None], [True, False, True], 100)
+      40
+    """
+    taken = [0 if c is None else c for c, s in zip(costs, selected) if s]
+    return budget - int(sum(taken))
+
+
+def unselected_that_fit(
+    costs: Sequence[int | None], selected: Sequence[bool], budget: int
+) -> np.ndarray:
+    """``[N]`` bool: the unselected features whose cost fits what the selected
+    ones leave of ``budget`` bytes.
+
+    An unknown cost (``None``) counts as 0 among the selected and never fits.
+
+    Example:
+      >>> unselected_that_fit([60, 50, 40, None], [True, False, False, False], 100)
+      array([False, False,  True, False])
+    """
+    selected = np.asarray(selected, bool)
+    known = np.array([cost is not None for cost in costs], bool)
+    cost = np.array([0 if c is None else c for c in costs], np.int64)
+    return ~selected & known & (cost <= bytes_left(costs, selected, budget))
+
+
 def pick_within_budget(
     logits: np.ndarray,
     costs: np.ndarray,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Protocol
 
+from seqattn_tfrs.core import budget as budget_lib
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core import selection as selection_lib
 
@@ -124,13 +125,11 @@ def unpicked_that_fit(layer: CommittingLayer) -> list[str]:
       ['c']
     """
     costs = layer.feature_costs()
-    selected = set(layer.selected_features)
-    left = layer.budget_bytes - sum(costs[name] or 0 for name in selected)
-    return [
-        name
-        for name, cost in costs.items()
-        if name not in selected and cost is not None and cost <= left
-    ]
+    selected = [name in layer.selected_features for name in costs]
+    fits = budget_lib.unselected_that_fit(
+        list(costs.values()), selected, layer.budget_bytes
+    )
+    return [name for name, fit in zip(costs, fits) if fit]
 
 
 def incomplete_selection_message(

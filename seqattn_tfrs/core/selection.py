@@ -431,7 +431,7 @@ def _affordable_picks(
             "`feature_bytes`."
         )
     cost = np.array(costs, np.int64)
-    remaining = spec.budget_bytes - int(cost[selected].sum())
+    remaining = budget_lib.bytes_left(costs, selected, spec.budget_bytes)
     eligible = np.ones(len(cost), bool)
     if spec.entry_z is not None and selected.any():  # round 1 never stops
         eligible = np.asarray(entry_scores) > spec.entry_z
@@ -457,8 +457,10 @@ def _affordable_picks(
         )
     after = selected.copy()
     after[ranked] = True
-    left = remaining - int(cost[ranked].sum())
-    closed = not np.any(~after & (cost <= left)) or record.rounds_done + 1 >= num_rounds
+    closed = (
+        not budget_lib.unselected_that_fit(costs, after, spec.budget_bytes).any()
+        or record.rounds_done + 1 >= num_rounds
+    )
     return np.array(ranked, np.int64), closed
 
 
