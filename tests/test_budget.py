@@ -347,7 +347,7 @@ def test_job_config_asks_for_a_budget_instead_of_a_count(tmp_path):
     with pytest.raises(ConfigError, match="selection.budget_bytes"):
         load_config(path)
     path.write_text(json.dumps({"selection": {"entry_z": 3.0}}))
-    with pytest.raises(ConfigError, match="selection.entry_z.*needs budget_bytes"):
+    with pytest.raises(ConfigError, match="selection.entry_z.*needs `budget_bytes`"):
         load_config(path)
 
 

@@ -287,12 +287,10 @@ class SelectionConfig:
             )
         if self.num_rounds is not None:
             self.fit_epochs(self.num_rounds)  # an explicit schedule fits in epochs
-        if self.entry_z not in (None, "auto") and self.budget_bytes is None:
-            raise ConfigError(
-                "entry_z",
-                "needs budget_bytes (it stops a budgeted selection early); got "
-                f"entry_z={self.entry_z!r}, budget_bytes=None",
-            )
+        try:  # the library's own check: a number entry_z needs a budget
+            self.attention.resolved(budgeted=self.budget_bytes is not None)
+        except ValueError as e:
+            raise ConfigError("entry_z", str(e)) from None
 
     @property
     def attention(self) -> seqattn_tfrs.AttentionOptions:
