@@ -16,7 +16,6 @@ from seqattn_tfrs import heldout as heldout_lib
 from seqattn_tfrs.core import modes, round_report
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import schedule as schedule_lib
-from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.discovery import find_gated_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
@@ -486,17 +485,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     def _run_probe(
         self, layer: SequentialAttentionEmbedding
     ) -> tuple[dict[str, float], dict[str, float]] | None:
-        """Before a commit whose held-out gate statistic is exhausted, hands
-        the layer the held-out probe's z (see :mod:`seqattn_tfrs.core.probe`)
-        and returns it with the gate's z of the same candidates; None where
-        the probe does not run."""
+        """Before a commit whose settle summed the probe's training side (by
+        count, after the first round), hands the layer the held-out probe's z
+        (see :mod:`seqattn_tfrs.core.probe`) and returns it with the gate's z
+        of the same candidates; None where the probe does not run."""
         if self.selection_data is None or not layer.probe_summed:
             return None  # e.g. resumed without selection_data
         evidence = layer.heldout_evidence()
-        if not selection_lib.exhausted_after(
-            evidence, layer.selected_features, by_count=layer.budget_bytes is None
-        ):
-            return None
         if id(layer) not in self._probes:  # traced once, reused in later rounds
             self._probes[id(layer)] = heldout_probe.HeldoutProbe(self.model, layer)
         scores = self._probes[id(layer)].scores(self.selection_data)
@@ -506,11 +501,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         if self.verbose:
             best = max(scores, key=scores.get)
             print(
-                f"\nSequentialAttention [{layer.name}]: no candidate's gate "
-                f"statistic helps on held-out data; the held-out probe's "
-                f"largest z is {best!r}'s ({scores[best]:.2f}). Combined with "
-                "the gate's, a candidate that clears the threshold helps; the "
-                "rest rank by the combined z.",
+                f"\nSequentialAttention [{layer.name}]: the held-out probe's "
+                f"largest z is {best!r}'s ({scores[best]:.2f}); combined with "
+                "the gate's z it ranks the candidates, those that help first.",
                 flush=True,
             )
         return scores, {name: evidence[name] for name in scores}

@@ -165,6 +165,32 @@ def test_first_pick_ranks_by_the_null_model_variance_where_collected():
     assert other.commit_round() == ["b"]
 
 
+def test_first_pick_is_a_joint_only_feature_the_soft_gates_rank_first():
+    """An XOR member has no marginal evidence, so the score test cannot take
+    it first; the soft gates' held-out statistic can. Four candidates:
+    helping means z >= 2.24 (one-sided 0.05 / 4)."""
+
+    def first_pick(heldout_z, num_selected=2):
+        layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=num_selected)
+        state = layer.selection_state
+        state.score_sum.assign([-9.0, -1.0, -0.5, 0.0])  # marginal z: a 9, b 1
+        state.score_squares.assign([1.0] * 4)
+        state.heldout_sum.assign([-v for v in heldout_z])
+        state.heldout_squares.assign([1.0] * 4)
+        layer.attention_logits.assign([0.0, 0.0, 0.0, 5.0])
+        return layer.commit_round()
+
+    # b leads the soft gates (12 against a's 8) with no marginal evidence.
+    assert first_pick([8.0, 12.0, 11.0, 0.0]) == ["b"]
+    # a leads them: the score test's pick stands.
+    assert first_pick([12.0, 8.0, 11.0, 0.0]) == ["a"]
+    # b leads but does not help (2.0 < 2.24): the score test's pick.
+    assert first_pick([1.0, 2.0, 1.5, 0.0]) == ["a"]
+    # One pick only: a feature that helps only with others is worth nothing
+    # alone, so the marginal pick stands.
+    assert first_pick([8.0, 12.0, 11.0, 0.0], num_selected=1) == ["a"]
+
+
 def test_later_rounds_pick_among_features_that_help_on_held_out_data():
     layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=3)
 

@@ -49,7 +49,7 @@ def test_row_keys_group_equal_rows_in_every_form():
         assert tf_ops.row_keys(unhashable, 8) is None
 
 
-def test_exhausted_rounds_rank_by_the_probe_and_others_ignore_it():
+def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
     spec = selection.SelectionSpec("gate", ("a", "b", "c", "d"), 3, None, 1)
     record = selection.SelectionRecord(
         np.array([True, False, False, False]),
@@ -76,11 +76,14 @@ def test_exhausted_rounds_rank_by_the_probe_and_others_ignore_it():
     assert pick(exhausted, probe_z) == [3]  # d helps by the probe (4 >= 2.54)
     # Three tests per keyed candidate (gate, probe, combined): helping means
     # z >= 2.539 (0.05 / 9). None does: c's probe 2.2, its combined
-    # (0.5 + 2.2) / sqrt(2) = 1.91. The rest rank by the combined z: c (b's
-    # is 0.35, d's 0.71), where the gate's least harm alone would take b.
+    # (0.5 + 2.2) / sqrt(2) = 1.91. All rank by the combined z: c (b's is
+    # 0.35, d's 0.71), where the gate's least harm alone would take b.
     assert pick(exhausted, np.array([0.0, -0.5, 2.2, 2.0])) == [2]
-    # Two help (c and d): the logits choose among them (a tie: the earlier).
+    # c and d help by the probe; the combined z ranks them, not the logits
+    # (a tie between them at 0): d's (-1 + 4) / sqrt(2) = 2.12 against c's
+    # (0.5 + 2.6) / sqrt(2) = 2.19.
     assert pick(exhausted, np.array([0.0, 0.0, 2.6, 4.0])) == [2]
+    assert pick(exhausted, np.array([0.0, 0.0, 2.6, 4.5])) == [3]  # d's 2.47
     # Neither statistic alone, both together: c's gate 1.9 and probe 2.0
     # combine to 2.76; it helps and the logits' b does not.
     assert pick(np.array([0.0, 1.0, 1.9, -1.0]), np.array([0, 0, 2.0, 0])) == [2]
@@ -90,24 +93,41 @@ def test_exhausted_rounds_rank_by_the_probe_and_others_ignore_it():
     gate_favours_b = np.array([0.0, 2.0, -1.0, -1.0])
     assert pick(gate_favours_b, np.array([0.0, np.nan, 2.5, 0.9])) == [2]
     assert pick(gate_favours_b, np.array([0.0, 0.5, 2.5, 0.9])) == [1]
-    helping = np.array([0.0, 3.0, 2.5, -1.0])  # b and c help: no probe
-    assert pick(helping, probe_z) == [1]
+    # b and c help by the gate (3.0 and 2.5 >= 2.13), d by the probe. Without
+    # the probe the logits choose among the gate's (b); with it the combined
+    # z: b's (3 - 0.5) / sqrt(2) = 1.77, c's (2.5 + 1) / sqrt(2) = 2.47, d's
+    # (-1 + 4) / sqrt(2) = 2.12. An XOR partner of a selected field is such a
+    # c: its probe sees what its warm-up embedding no longer shows the gate.
+    helping = np.array([0.0, 3.0, 2.5, -1.0])
+    assert pick(helping, None) == [1]
+    assert pick(helping, probe_z) == [2]
 
 
-def test_probe_starts_only_when_fewer_than_two_candidates_help():
+def test_the_probe_sums_in_every_round_after_the_first_pick():
     layer = scalar_layer()
     state = layer.selection_state
-    commit_with_heldout(layer, [5.0, 0.0, 0.0, 0.0], [0.0, 4.0, 3.0, 0.0])
-    assert int(state.probe_active.numpy()) == 0  # b and c still help
+    assert int(state.probe_active.numpy()) == 0  # round 1: nothing selected
     assert state.probe_sums.numpy().size == 1  # off: one 0
-    commit_with_heldout(layer, [0.0, 5.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0])
-    assert int(state.probe_active.numpy()) == 1  # b was picked; none is left
+    commit_with_heldout(layer, [5.0, 0.0, 0.0, 0.0], [0.0, 4.0, 3.0, 0.0])
+    assert int(state.probe_active.numpy()) == 1  # a was picked
     assert state.probe_sums.numpy().shape == (4 * BUCKETS,)
     assert layer.probe_training_sums().shape == (4, BUCKETS)
+    state.probe_sums.assign(tf.ones([4 * BUCKETS]))
+    commit_with_heldout(layer, [0.0, 5.0, 0.0, 0.0], [0.0, 0.0, 1.0, -0.5])
+    assert int(state.probe_active.numpy()) == 1  # b too; every round sums anew
+    assert not layer.probe_training_sums().any()
     commit_with_heldout(layer, [0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0])
     assert layer.selection_complete
     assert int(state.probe_active.numpy()) == 0  # a finished layer holds none
     assert state.probe_sums.numpy().size == 1
+    assert layer.probe_training_sums() is None
+
+
+def test_without_heldout_evidence_the_probe_never_sums():
+    layer = scalar_layer()
+    commit_with_heldout(layer, [5.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+    assert layer.selected_features == ("a",)
+    assert int(layer.selection_state.probe_active.numpy()) == 0
     assert layer.probe_training_sums() is None
 
 
@@ -250,11 +270,11 @@ def test_probe_sums_survive_a_checkpoint(tmp_path):
     )
 
 
-def test_a_fit_runs_the_probe_in_the_rounds_after_the_signal_is_spent():
+def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
     """One signal field (``a``) and three noise fields: after ``a`` is picked
-    no candidate helps, so the next settles sum the probe and the later
-    commits rank by its held-out pass (the events carry its z), also in a
-    model whose training steps were traced before without the probe."""
+    the next settles sum the probe and the later commits rank by its
+    held-out pass combined with the gate (the events carry both z), also in
+    a model whose training steps were traced before without the probe."""
     rng = np.random.default_rng(0)
     count, names = 6000, "abcd"
     features = {n: rng.integers(0, 40, count) for n in names}
@@ -293,13 +313,13 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_signal_is_spent():
         chosen = set(layer.selected_features[: event["round"] - 1])
         assert set(event["probe_scores"]) == set(names) - chosen
         assert all(z != 0 for z in event["probe_scores"].values())  # summed
-        # The event's two statistics explain its pick: one that helps by the
-        # probe or the combined z, else the largest combined z.
+        # The event's two statistics explain its pick: the largest combined z
+        # among those that help by the probe or the combined z, else of all.
         gate, probe_z = event["heldout_scores"], event["probe_scores"]
         assert set(gate) == set(probe_z)
         combined = {n: (gate[n] + probe_z[n]) / np.sqrt(2) for n in gate}
         threshold = selection.signal_threshold(3 * len(gate))
         helps = {n for n in gate if max(probe_z[n], combined[n]) >= threshold}
         (pick,) = event["features"]
-        assert pick in helps if helps else pick == max(combined, key=combined.get)
+        assert pick == max(helps or combined, key=combined.get)
     assert layer.selection_state.probe_sums.numpy().size == 1  # off

@@ -1,10 +1,11 @@
-"""The held-out probe: evidence for the candidates once the gate's runs out.
+"""The held-out probe: what a retrained table would bring, tested on held-out rows.
 
-Late in a selection the held-out gate statistic of every candidate can fall
-to the level of noise (:func:`seqattn_tfrs.core.selection.signal_exhausted`):
-a candidate's gate gradient goes through its table, trained only in the
-warm-up and unchanged since (its gate is 0 while the model settles). The probe
-asks the data instead (docs/generated_quality.md, "Session 13"):
+A candidate's gate gradient goes through its table, trained only in the
+warm-up and unchanged since (its gate is 0 while the model settles), so it
+can miss what the feature would bring now: the partner of a selected XOR
+field, or, late in a selection, any remaining signal
+(:func:`seqattn_tfrs.core.selection.signal_exhausted`). The probe asks the
+data instead (docs/generated_quality.md, "Session 13"):
 
 * while a round settles (the candidates' gates at 0), each training row's
   gradient of the loss with respect to candidate ``j``'s gated embedding,
@@ -15,17 +16,16 @@ asks the data instead (docs/generated_quality.md, "Session 13"):
   p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection) is the held-out loss's
   derivative along that step, and the probe's z is ``sum(a) / sqrt(sum(a^2))``.
 
-Only the rounds whose gate statistic is exhausted use it, combined with the
-gate's z (``core.selection``, ``_probe_evidence``): a per-value sum is an
-additive fit, blind to a pair of fields that matter only together, which the
-soft gates can see, and the probe alone over-ranks noise where nothing is
-left to find. A floating-point feature has no values to hash and so no probe
-z. Hashing many values into few buckets dilutes the test (MovieLens'
-``timestamp``, about 50,000 values: z 0.7 in 4,096 buckets, 4.8 in 65,536);
-more directions than one did not strengthen it (docs/generated_quality.md,
-"Session 15"), and testing the training rows' two halves against each other
-instead of against held-out rows was biased where the model memorises rows
-("Session 16").
+Every round after the first (by count, with held-out data) uses it, combined
+with the gate's z (``core.selection``, ``_probe_evidence``): the soft gates
+see fields that matter together before either is selected, the probe alone
+over-ranks noise where nothing is left to find. A floating-point feature has
+no values to hash and so no probe z. Hashing many values into few buckets
+dilutes the test (MovieLens' ``timestamp``, about 50,000 values: z 0.7 in
+4,096 buckets, 4.8 in 65,536); more directions than one did not strengthen
+it (docs/generated_quality.md, "Session 15"), and testing the training rows'
+two halves against each other instead of against held-out rows was biased
+where the model memorises rows ("Session 16").
 """
 
 from __future__ import annotations
@@ -56,24 +56,22 @@ def probe_wanted(
     selected: np.ndarray, heldout_scores: np.ndarray | None, complete: bool
 ) -> bool:
     """Whether the next round's settle should sum the probe's training side:
-    after this round's picks (``selected``), fewer than two candidates still
-    clear :func:`~seqattn_tfrs.core.selection.signal_threshold` on this
-    round's held-out statistic, so the next round's is likely exhausted.
+    after a commit by count with held-out evidence (this round's statistic,
+    ``heldout_scores``), while the selection goes on.
 
     Example:
       >>> probe_wanted(np.array([True, False, False]), np.array([9.0, 1.0, 0.5]),
       ...              complete=False)
       True
-      >>> probe_wanted(np.array([True, False, False]), np.array([9.0, 5.0, 4.0]),
-      ...              complete=False)
+      >>> probe_wanted(np.array([True, False, False]), np.array([9.0, 1.0, 0.5]),
+      ...              complete=True)
       False
       >>> probe_wanted(np.array([True, False]), None, complete=False)
       False
     """
     if complete:
         return False
-    helps = selection.helping(selected, heldout_scores)
-    return helps is not None and int(helps.sum()) < 2
+    return selection.helping(selected, heldout_scores) is not None
 
 
 def probe_z(total: np.ndarray, squares: np.ndarray) -> np.ndarray:

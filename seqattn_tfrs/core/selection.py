@@ -112,7 +112,10 @@ def commit_round(
     ``entry_scores``) hold evidence (the callback's held-out score test of the
     model with every gate at 0), the first pick by those instead: scale-free,
     and with ``first_scores`` on least squares Orthogonal Matching Pursuit's
-    first pick. Under a budget: greedy picks among the
+    first pick. When more than one feature is to be selected and the round's
+    ``heldout_scores`` rank first a feature that helps only with others (no
+    marginal evidence in ``entry_scores``: :func:`_joint_only_lead`), that
+    one is the first pick. Under a budget: greedy picks among the
     unselected features that fit what is left (ranked by ``spec.budget_rule``;
     with ``entry_z``, after the first round only features whose score test
     passes compete), and the record closes when nothing else fits, nothing
@@ -133,10 +136,10 @@ def commit_round(
     the features whose weight hurts the held-out loss least (in a round of
     several picks, once the helping ones are taken). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
-    that statistic alone, unless ``probe_scores`` (the held-out probe's z,
-    :mod:`seqattn_tfrs.core.probe`; NaN where it has none) say some
-    candidates help: the logits choose among those, the others follow by the
-    least harm. Copies of a selected
+    that statistic alone. Where ``probe_scores`` (the held-out probe's z,
+    :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
+    the gate's and the probe's z combined rank in place of both, the
+    candidates that help by either first. Copies of a selected
     feature stay last either way: at the soft gates of the last few
     candidates the statistic measures more or less of a feature, and a needed
     one can score below a copy.
@@ -157,8 +160,8 @@ def commit_round(
       first_scores: per-feature :func:`rao_statistics` of the settled model
         (all zero, or None, where none were collected).
       probe_scores: per-feature z of the held-out probe (NaN for a feature
-        without one; all zero, or None, where none was computed); used only
-        where ``heldout_scores`` are exhausted.
+        without one; all zero, or None, where none was computed); by count,
+        after the first round.
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
@@ -203,6 +206,9 @@ def commit_round(
             ranked = _ranked_picks(
                 np.asarray(first_scores, np.float64), selected, 1, dependence
             )
+            joint = _joint_only_lead(selected, heldout_scores, entry_scores, dependence)
+            if joint is not None and spec.num_selected > 1:
+                ranked = np.array([joint], np.int64)
             if count > 1:
                 after = selected.copy()
                 after[ranked] = True
@@ -323,6 +329,43 @@ def exhausted_after(
     )
 
 
+def _joint_only_lead(
+    selected: np.ndarray,
+    heldout_scores: np.ndarray | None,
+    entry_scores: np.ndarray | None,
+    dependence: np.ndarray | None,
+) -> int | None:
+    """In the first round, the feature the soft gates' held-out statistic
+    ranks first when it helps only together with others: its statistic
+    clears :func:`signal_threshold` while its marginal score test (the
+    intercept-only model's, ``entry_scores``) does not. None otherwise, or
+    without both statistics.
+
+    A marginal test cannot rank a member of an interaction (an XOR pair)
+    first, yet with its partner it may be worth more than the strongest
+    main effect; the soft gates see the pair.
+
+    Example (``a`` has the marginal evidence, ``b`` the soft gates' alone):
+      >>> _joint_only_lead(np.zeros(3, bool), np.array([9.0, 12.0, 1.0]),
+      ...                  np.array([15.0, 0.5, 0.2]), None)
+      1
+      >>> print(_joint_only_lead(np.zeros(3, bool), np.array([12.0, 9.0, 1.0]),
+      ...                        np.array([15.0, 0.5, 0.2]), None))
+      None
+    """
+    if heldout_scores is None or entry_scores is None:
+        return None
+    soft = np.asarray(heldout_scores, np.float64)
+    marginal = np.asarray(entry_scores, np.float64)
+    if not soft.any() or not marginal.any():
+        return None
+    threshold = signal_threshold(int((~selected).sum()))
+    lead = int(_ranked_picks(soft, selected, 1, dependence)[0])
+    if soft[lead] >= threshold > marginal[lead]:
+        return lead
+    return None
+
+
 def _later_picks(
     logits: np.ndarray,
     selected: np.ndarray,
@@ -333,16 +376,24 @@ def _later_picks(
 ) -> np.ndarray:
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
-    harm; without, the largest logits. Where the held-out statistics are
-    exhausted and ``probe_scores`` hold evidence, both statistics decide
-    (:func:`_probe_evidence`)."""
+    harm; without, the largest logits. Where ``probe_scores`` hold evidence,
+    the gate's and the probe's z combined rank instead, the features that
+    help by either first (:func:`_probe_evidence`)."""
     helps = helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
     probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
-    if not helps.any() and probe_z is not None and np.any(np.nan_to_num(probe_z)):
-        helps, scores = _probe_evidence(selected, scores, probe_z)
+    if probe_z is not None and np.any(np.nan_to_num(probe_z)):
+        probe_helps, combined = _probe_evidence(selected, scores, probe_z)
+        return _ranked_picks(
+            combined,
+            selected,
+            count,
+            dependence,
+            preferred=helps | probe_helps,
+            fallback=combined,
+        )
     return _ranked_picks(
         logits, selected, count, dependence, preferred=helps, fallback=scores
     )
@@ -351,18 +402,19 @@ def _later_picks(
 def _probe_evidence(
     selected: np.ndarray, gate_z: np.ndarray, probe_z: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """In a round whose gate statistic is exhausted, the features that help
-    and the order of the rest, from the gate's z and the held-out probe's
-    (NaN where a feature has none).
+    """The features that help by the held-out probe, and the order of all,
+    from the gate's z and the probe's (NaN where a feature has none).
 
-    The probe sees an additive effect that a candidate's stale embedding
-    hides; the gate also sees a feature that matters only with a selected
-    one, which the probe cannot. So the two are combined, as independent
-    tests of one null hypothesis: ``(gate_z + probe_z) / sqrt(2)`` (Stouffer),
-    the gate's z alone without a probe z. A feature helps when its probe z or
-    its combined z clears :func:`signal_threshold`, Bonferroni-counting every
+    The probe sees what a retrained table would bring, which a candidate's
+    embedding, trained in the warm-up and unchanged since, hides (an XOR
+    partner of a selected field, a field whose signal the warm-up did not
+    learn); the gate sees what the soft gates of the round's candidates do
+    together. So the two are combined, as independent tests of one null
+    hypothesis: ``(gate_z + probe_z) / sqrt(2)`` (Stouffer), the gate's z
+    alone without a probe z. A feature helps when its probe z or its
+    combined z clears :func:`signal_threshold`, Bonferroni-counting every
     test made in the round (the gate's, the probe's and the combined); the
-    rest rank by the combined z, in place of the gate's least harm.
+    combined z ranks.
 
     Example (c's probe z of 2.3 alone is no evidence, 7 tests needing 2.45;
     with its gate's 1.4 it is, 2.62; the rest rank by the combined z):
