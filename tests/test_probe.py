@@ -101,6 +101,10 @@ def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
     helping = np.array([0.0, 3.0, 2.5, -1.0])
     assert pick(helping, None) == [1]
     assert pick(helping, probe_z) == [2]
+    # While the gate finds help, a probe z alone does not: d's 4.0 helped in
+    # the spent round above; here only b helps (by the gate, 3.0), and d's
+    # combined 2.12 does not clear 2.54, though it ranks above b's 1.77.
+    assert pick(np.array([0.0, 3.0, 1.0, -1.0]), probe_z) == [1]
 
 
 def test_the_probe_sums_in_every_round_after_the_first_pick():
