@@ -138,8 +138,9 @@ def commit_round(
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
     that statistic alone. Where ``probe_scores`` (the held-out probe's z,
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
-    the gate's and the probe's z combined rank in place of both, the
-    candidates that help by either first. Copies of a selected
+    the gate's and the probe's z combined rank in place of both, first the
+    candidates that help by the gate's z or the combined z (or, once no gate
+    z helps, the probe's alone; see :func:`_probe_evidence`). Copies of a selected
     feature stay last either way: at the soft gates of the last few
     candidates the statistic measures more or less of a feature, and a needed
     one can score below a copy.
@@ -378,7 +379,7 @@ def _later_picks(
     the largest logits among the features that help, the rest by the least
     harm; without, the largest logits. Where ``probe_scores`` hold evidence,
     the gate's and the probe's z combined rank instead, the features that
-    help by either first (:func:`_probe_evidence`)."""
+    help first (:func:`_probe_evidence`)."""
     helps = helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
@@ -406,8 +407,9 @@ def _probe_evidence(
     probe_z: np.ndarray,
     spent: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The features that help by the held-out probe, and the order of all,
-    from the gate's z and the probe's (NaN where a feature has none).
+    """The features that help by the held-out probe (beyond the gate's z
+    alone), and the order of all, from the gate's z and the probe's (NaN
+    where a feature has none).
 
     The probe sees what a retrained table would bring, which a candidate's
     embedding, trained in the warm-up and unchanged since, hides (an XOR
