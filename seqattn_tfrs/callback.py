@@ -463,6 +463,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self._wait_for_scheduled_steps()
                 done += 1
                 probed = self._run_probe(layer)
+                settled = self._settled_scores(layer, probed)
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done,
@@ -475,6 +476,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 )
                 if probed is not None:  # both statistics the rule combined
                     event["probe_scores"], event["heldout_scores"] = probed
+                if settled is not None:  # no probe: the settled score test ranked
+                    event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
                 self._rounds_done[key] = done
                 self._has_selected[key] = self._has_selected[key] or bool(
@@ -507,6 +510,28 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 flush=True,
             )
         return scores, {name: evidence[name] for name in scores}
+
+    @staticmethod
+    def _settled_scores(
+        layer: SequentialAttentionEmbedding,
+        probed: tuple[dict[str, float], dict[str, float]] | None,
+    ) -> tuple[dict[str, float], dict[str, float]] | None:
+        """Before a commit whose settle ran the score test in place of the
+        probe (a layer with no values to hash), the candidates' settled score
+        z, which ranks them (:func:`seqattn_tfrs.core.selection.commit_round`),
+        and their gate's z; None otherwise."""
+        if probed is not None or not layer.probe_summed:
+            return None
+        entry, gate = layer.entry_evidence(), layer.heldout_evidence()
+        candidates = [
+            n for n in layer.feature_names if n not in layer.selected_features
+        ]
+        if not any(entry[name] for name in candidates):
+            return None
+        return (
+            {name: entry[name] for name in candidates},
+            {name: gate[name] for name in candidates},
+        )
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step.

@@ -53,7 +53,10 @@ def gate_and_learn(
         held-out batches (set while the callback traces its held-out step).
       raw_inputs: per feature, the layer's raw input, from which training
         steps that settle sum the held-out probe's training side
-        (:mod:`seqattn_tfrs.core.probe`); None for no probe.
+        (:mod:`seqattn_tfrs.core.probe`); None for no probe. Where no
+        feature has values to hash (floats, booleans), those steps run the
+        settled model's score test instead, which then ranks the later
+        picks (:func:`seqattn_tfrs.core.selection.commit_round`).
 
     Returns:
       The gated embeddings, in the embeddings' dtypes.
@@ -63,6 +66,7 @@ def gate_and_learn(
     if always_learn and static and len({v.dtype for v in embeddings}) == 1:
         return _gate_joined(state, hook, embeddings, widths, gates, always_learn)
     probe_update = None
+    settled_test = False
     if (
         raw_inputs is not None
         and static
@@ -71,6 +75,9 @@ def gate_and_learn(
         and not tf.distribute.has_strategy()
     ):
         probe_update = _probe_update(state, raw_inputs, widths)
+        settled_test = not state.options.tracks_evidence and not any(
+            tf_ops.has_row_keys(raw) for raw in raw_inputs
+        )
     return _gate_each(
         state,
         hook,
@@ -79,6 +86,7 @@ def gate_and_learn(
         gates,
         always_learn,
         probe_update,
+        settled_test,
     )
 
 
@@ -118,7 +126,9 @@ def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
     return tf.split(gated, widths, axis=1)
 
 
-def _gate_each(state, hook, embeddings, widths, gates, always_learn, probe_update):
+def _gate_each(
+    state, hook, embeddings, widths, gates, always_learn, probe_update, settled_test
+):
     """One multiply per feature, for training steps (and embeddings of several
     dtypes or of widths unknown when traced).
 
@@ -153,7 +163,7 @@ def _gate_each(state, hook, embeddings, widths, gates, always_learn, probe_updat
                     lambda: _per_feature(tf.square(joined), sizes),
                 )
 
-            update = _learn(state, gates, gradients, always_learn)
+            update = _learn(state, gates, gradients, always_learn, settled_test)
             if probe_update is not None:
                 update.append(probe_update(upstream))
             with tf.control_dependencies(update):
@@ -209,8 +219,14 @@ def _learn(
     gates: tf.Tensor,
     gradients: Callable[..., tuple],
     always_learn: bool,
+    settled_test: bool = False,
 ) -> list:
     """The backward pass's logit update and ``entry_z`` evidence, as ops.
+
+    With ``settled_test`` (a training trace whose layer has no feature with
+    values to hash, under the held-out probe), the steps that would sum the
+    probe's training side (settling after a pick) run the score test,
+    whether or not the logits learn from training batches.
 
     ``gradients(centered)`` builds, per example, the gate gradients ``[B, N]``,
     the column gradients ``[B, D]``, each column's feature ``[D]`` (with
@@ -251,7 +267,8 @@ def _learn(
 
     learning = tf.logical_and(state.learning(), learn)
     # Held-out traces may run the score test (the first round's, for every
-    # layer); training traces only for `entry_z` or the gain per byte.
+    # layer); training traces for `entry_z` or the gain per byte, and after the
+    # first pick where the probe can hash no feature (`settled_test`).
     entry_test = state.options.tracks_evidence or always_learn
     if tf.distribute.has_strategy():
         # Under a strategy the logit update and the evidence sums synchronise
@@ -282,12 +299,15 @@ def _learn(
                 lambda: tf.group(state.add_heldout_evidence(*tf.unstack(evidence()))),
             )
         )
-    if entry_test:
+    if entry_test or settled_test:
         # The score test: with the candidates' gates at 0 (settling), does
         # raising one lower the loss of the selected model?
+        testing = tf.logical_and(state.settling(), learn) if entry_test else False
+        if settled_test:  # the steps that sum the probe's training side
+            testing = tf.logical_or(testing, state.probing())
         update.append(
             _when(
-                tf.logical_and(state.settling(), learn),
+                testing,
                 lambda: tf.group(state.add_evidence(*tf.unstack(score_test()))),
             )
         )

@@ -107,6 +107,44 @@ def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
     assert pick(np.array([0.0, 3.0, 1.0, -1.0]), probe_z) == [1]
 
 
+def test_without_a_probe_z_the_settled_score_test_ranks_the_helping_ones():
+    """In a later round where no candidate has a probe z (floats only), the
+    settled model's score z (``entry_scores``) ranks the candidates that
+    help instead of the logits; it does not make a candidate help."""
+    spec = selection.SelectionSpec("gate", ("a", "b", "c", "d"), 3, None, 1)
+    record = selection.SelectionRecord(
+        np.array([True, False, False, False]),
+        np.array([0, -1, -1, -1]),
+        1,
+        np.zeros((3, 4)),
+    )
+    logits = np.array([0.0, 3.0, 0.0, 0.0])  # the logits favour b
+
+    def pick(gate_z, entry, probe_scores=None):
+        return selection.commit_round(
+            spec,
+            record,
+            logits,
+            np.full(4, 0.25),
+            num_rounds=3,
+            entry_scores=entry,
+            heldout_scores=gate_z,
+            probe_scores=probe_scores,
+        )[1]
+
+    b_c_help = np.array([0.0, 3.0, 2.5, -1.0])  # by the gate (>= 2.13)
+    assert pick(b_c_help, None) == [1]  # the logits among the helping ones
+    settled = np.array([0.0, 4.0, 6.0, 9.0])
+    assert pick(b_c_help, settled) == [2]  # c's settled z, 6, over b's 4
+    # d's 9 does not make it help; with none helping, the least harm by the
+    # gate's z (b's 1.0) as before.
+    assert pick(np.array([0.0, 1.0, 0.5, -1.0]), settled) == [1]
+    # Where a probe z exists, it and the gate's z rank as before: c's
+    # (2.5 + 0) / sqrt(2) = 1.77 against b's (3 - 1) / sqrt(2) = 1.41.
+    assert pick(b_c_help, settled, np.array([0.0, -1.0, 0.0, 0.0])) == [2]
+    assert pick(b_c_help, settled, np.array([0.0, 1.0, 0.0, 0.0])) == [1]
+
+
 def test_the_probe_sums_in_every_round_after_the_first_pick():
     layer = scalar_layer()
     state = layer.selection_state
@@ -152,9 +190,10 @@ def commit_with_heldout(layer, logits, z):
     return layer.commit_round()
 
 
-def integer_model():
+def integer_model(**options):
     """Features ``a`` and ``b`` (ids 0-7 into 3- and 2-wide tables) and ``c``
-    (a float), gated; the prediction is the sum of every gated column."""
+    (a float), gated (with the layer ``options``); the prediction is the sum
+    of every gated column."""
     inputs = {
         "a": tf.keras.Input([], dtype=tf.int64, name="a"),
         "b": tf.keras.Input([], dtype=tf.int64, name="b"),
@@ -168,6 +207,7 @@ def integer_model():
         },
         num_selected=2,
         name="gate",
+        **options,
     )
     gated = layer(inputs)
     total = tf.keras.layers.Concatenate()([gated[n] for n in "abc"])
@@ -235,6 +275,51 @@ def test_settling_steps_sum_the_projected_gradients_per_value():
     # A float candidate (c) has no probe z; the integer one (b) has.
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(32)
     assert set(heldout_probe.HeldoutProbe(model, layer).scores(dataset)) == {"b"}
+
+
+def test_settling_steps_run_the_score_test_where_no_feature_has_values_to_hash():
+    features, labels = rows(0, 64)
+    model, layer = integer_model(attention_signal="gradient")
+    layer.sum_probe_in_training(True)  # a and b have values to hash: no test
+    start_probe(layer, "a")
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
+    assert not any(layer.entry_evidence().values())
+    features = {n: v.astype(np.float32) for n, v in features.items()}
+    model, layer = float_model(attention_signal="gradient")
+    start_probe(layer, "a")  # without the probe's training side: no test
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
+    assert not any(layer.entry_evidence().values())
+    model, layer = float_model(attention_signal="gradient")
+    layer.sum_probe_in_training(True)
+    start_probe(layer, "a")
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)  # one step
+    # A candidate's gate gradient per row, with its gate at 0: the upstream
+    # gradient 2 (fit - y) / 64 (fit = a) times its centred value; the score
+    # z is -sum / sqrt(sum of squares).
+    upstream = 2 * (features["a"] - labels) / 64
+    for name in "bc":
+        scores = upstream * (features[name] - features[name].mean())
+        expected = -scores.sum() / np.sqrt((scores * scores).sum())
+        assert layer.entry_evidence()[name] == pytest.approx(expected, rel=1e-4)
+        assert expected != 0
+
+
+def float_model(**options):
+    """Float features ``a``, ``b`` and ``c``, each its own gated column
+    (``Reshape``), with the layer ``options``; the prediction is their sum."""
+    inputs = {n: tf.keras.Input([], name=n) for n in "abc"}
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in "abc"},
+        num_selected=2,
+        name="gate",
+        **options,
+    )
+    gated = layer(inputs)
+    total = tf.keras.layers.Concatenate()([gated[n] for n in "abc"])
+    output = tf.keras.layers.Lambda(lambda x: tf.reduce_sum(x, 1, keepdims=True))(total)
+    model = tf.keras.Model(inputs, output)
+    model.compile(tf.keras.optimizers.SGD(0.0), "mse")
+    return model, layer
 
 
 def test_heldout_pass_tests_the_sums_on_new_rows():
@@ -327,3 +412,51 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
         (pick,) = event["features"]
         assert pick == max(helps or combined, key=combined.get)
     assert layer.selection_state.probe_sums.numpy().size == 1  # off
+
+
+def test_a_fit_ranks_float_features_by_the_settled_score_test():
+    """Least squares on float features (no values to hash, no probe): after
+    the first pick each settle runs the score test, and the later commits
+    rank the candidates that help by it (the events carry it and the gate's
+    z)."""
+    rng = np.random.default_rng(0)
+    count, names = 6000, [f"x{i}" for i in range(5)]
+    x = rng.normal(size=(count, 5)).astype(np.float32)
+    labels = (2.0 * x[:, 0] + 1.2 * x[:, 1] + 0.8 * x[:, 2]).astype(np.float32)
+    labels += rng.normal(size=count).astype(np.float32)
+    features = {n: x[:, i] for i, n in enumerate(names)}
+    inputs = {n: tf.keras.Input([], name=n) for n in names}
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in names}, 3, name="gate"
+    )
+    gated = layer(inputs)
+    hidden = tf.keras.layers.Concatenate()([gated[n] for n in names])
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(hidden))
+    model.compile(tf.keras.optimizers.Adam(0.05), "mse")
+    train = {n: v[:4800] for n, v in features.items()}, labels[:4800]
+    held = {n: v[4800:] for n, v in features.items()}, labels[4800:]
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=1,
+        finetune_epochs=0,
+        selection_data=tf.data.Dataset.from_tensor_slices(held).batch(256),
+        verbose=0,
+    )
+    tf.keras.utils.set_random_seed(0)
+    model.fit(*train, batch_size=128, epochs=4, callbacks=[callback], verbose=0)
+    assert layer.selected_features == ("x0", "x1", "x2")
+    settled = [e for e in callback.events if "settled_scores" in e]
+    assert [e["round"] for e in settled] == [2, 3]
+    for event in settled:
+        assert "probe_scores" not in event
+        chosen = set(layer.selected_features[: event["round"] - 1])
+        fresh, gate = event["settled_scores"], event["heldout_scores"]
+        assert set(fresh) == set(gate) == set(names) - chosen
+        (pick,) = event["features"]
+        assert fresh[pick] > 5  # the strongest remaining signal, by far
+        # The pick is the largest settled z among the candidates that help
+        # by the gate's z (else the largest gate z: the least harm).
+        threshold = selection.signal_threshold(len(gate))
+        helps = {n for n in gate if gate[n] >= threshold}
+        assert pick == (max(helps, key=fresh.get) if helps else max(gate, key=gate.get))
+    assert not any(layer.entry_evidence().values())  # reset by the last commit

@@ -140,7 +140,11 @@ def commit_round(
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
     the gate's and the probe's z combined rank in place of both, first the
     candidates that help by the gate's z or the combined z (or, once no gate
-    z helps, the probe's alone; see :func:`_probe_evidence`). Copies of a selected
+    z helps, the probe's alone; see :func:`_probe_evidence`). Where no
+    candidate has a probe z (floats and booleans only: no values to hash),
+    the settled model's score z of the round (``entry_scores``) ranks the
+    candidates that help instead of the logits: Orthogonal Matching
+    Pursuit's criterion on a linear model. Copies of a selected
     feature stay last either way: at the soft gates of the last few
     candidates the statistic measures more or less of a feature, and a needed
     one can score below a copy.
@@ -219,7 +223,13 @@ def commit_round(
                 ranked = np.concatenate([ranked, more])
         else:
             ranked = _later_picks(
-                logits, selected, count, dependence, heldout_scores, probe_scores
+                logits,
+                selected,
+                count,
+                dependence,
+                heldout_scores,
+                probe_scores,
+                settled_scores=entry_scores,
             )
     else:
         ranked, closed = _affordable_picks(
@@ -374,12 +384,21 @@ def _later_picks(
     dependence: np.ndarray | None,
     heldout_scores: np.ndarray | None,
     probe_scores: np.ndarray | None = None,
+    settled_scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
     harm; without, the largest logits. Where ``probe_scores`` hold evidence,
     the gate's and the probe's z combined rank instead, the features that
-    help first (:func:`_probe_evidence`)."""
+    help first (:func:`_probe_evidence`); where they hold none but
+    ``settled_scores`` do (the settled model's score z on the settle's
+    training rows, which a layer with no values to hash runs), those rank
+    the features that help instead of the logits.
+
+    Only ranking: the settled z is not held out (a candidate's embedding was
+    fitted to the same rows in the warm-up, so a candidate without signal
+    can score well there), so which candidates help is still the held-out
+    gate statistic's call (docs/generated_quality.md, "Session 19")."""
     helps = helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
@@ -396,6 +415,8 @@ def _later_picks(
             preferred=helps | probe_helps,
             fallback=combined,
         )
+    if settled_scores is not None and np.any(settled_scores):
+        logits = np.asarray(settled_scores, np.float64)
     return _ranked_picks(
         logits, selected, count, dependence, preferred=helps, fallback=scores
     )
