@@ -4,10 +4,10 @@ At the commit of a round whose held-out gate statistic is exhausted, and
 whose settle summed the probe's training side, one pass over up to
 ``max_rows`` rows of ``selection_data`` with the candidates' gates at 0
 (settling) takes, per row, the loss's gradient with respect to each
-feature's gated embedding, projects it on the feature's fixed direction and
-tests it against the training side's sums. The pass is one ``tf.function``
-per layer, traced at its first use and reused in later rounds. The model's
-weights, gates and metrics are left as they were.
+feature's gated embedding, projects it on the feature's fixed direction
+(less its batch mean) and tests it against the training side's sums. The
+pass is one ``tf.function`` per layer, traced at its first use and reused in
+later rounds. The model's weights, gates and metrics are left as they were.
 """
 
 from __future__ import annotations
@@ -122,6 +122,10 @@ class HeldoutProbe:
         # The loss is a batch mean: per-row gradients on one scale.
         projected = tf.matmul(tf.concat(grads, axis=1), directions)  # [B, K]
         projected *= tf.cast(rows, tf.float32)
+        # Less its batch mean, as the training side: a mean that every row
+        # shares would add to every bucket's product, a term that grows with
+        # the rows per value (docs/generated_quality.md, "Session 19").
+        projected -= tf.reduce_mean(projected, axis=0)
         keys = tf.stack([capture.buckets[n] for n in self._keyed], axis=1)
         slots = probe.probe_slots(keys, keyed)  # [B, K]
         a = projected * tf.gather(tf.reshape(layer.probe_sums, [-1]), slots)

@@ -326,7 +326,7 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
     model, layer = integer_model()
     start_probe(layer, "c")  # candidates a and b, both integer ids
     sums = np.zeros((3, BUCKETS), np.float32)
-    sums[0, :8] = 1.0  # a training side for a and for b
+    sums[0, :8] = [1.0, -2.0, 0.5, 3.0, -1.0, 2.0, -0.5, 1.5]  # for a and b
     sums[1, :8] = np.arange(8) - 3.5
     layer.selection_state.probe_sums.assign(sums.reshape(-1))
     layer.set_gate_mode(SELECTING)
@@ -335,16 +335,27 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
     scores = heldout_probe.HeldoutProbe(model, layer).scores(dataset)
     assert set(scores) == {"a", "b"}
     # Per held-out row, the summed loss's gradient 2 (fit - y) in every column,
-    # projected on the feature's direction, times its training-side sum at
-    # the row's id.
+    # projected on the feature's direction, less its mean over the row's
+    # batch (rows 0-31, 32-47), times its training-side sum at the row's id.
     upstream = 2 * residuals(model, held, labels, "c")
     for index, name in ((0, "a"), (1, "b")):
         direction = tf_ops.probe_directions([3, 2, 1], [index]).sum()
-        a = upstream * direction * sums[index][held[name]]
+        projected = upstream * direction
+        for batch in (slice(0, 32), slice(32, 48)):
+            projected[batch] -= projected[batch].mean()
+        a = projected * sums[index][held[name]]
         expected = a.sum() / np.sqrt((a * a).sum())
         assert scores[name] == pytest.approx(expected, rel=1e-4)
+        assert abs(expected) > 1e-3
     assert int(layer.gate_mode.numpy()) == SELECTING  # left as it was
     np.testing.assert_array_equal(layer.probe_training_sums(), sums)  # unchanged
+    # A training side equal in every bucket is no evidence: the held-out rows'
+    # centred gradients sum to 0 against it (a mean shared by every row, which
+    # the model's own bias could absorb, no longer counts).
+    sums[0, :8] = 1.0
+    layer.selection_state.probe_sums.assign(sums.reshape(-1))
+    scores = heldout_probe.HeldoutProbe(model, layer).scores(dataset)
+    assert abs(scores["a"]) < 1e-4
 
 
 def test_probe_sums_survive_a_checkpoint(tmp_path):

@@ -13,8 +13,9 @@ data instead (docs/generated_quality.md, "Session 13"):
   per hash bucket of the row's raw value: ``S_j[b]``, the step a one-number
   table of that feature would take if its gate were 1;
 * at the commit, on held-out rows with the candidates' gates at 0, ``a_h =
-  p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection) is the held-out loss's
-  derivative along that step, and the probe's z is ``sum(a) / sqrt(sum(a^2))``.
+  p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection, less its batch mean)
+  is the held-out loss's derivative along that step, and the probe's z is
+  ``sum(a) / sqrt(sum(a^2))``.
 
 Every round after the first (by count, with held-out data) uses it, combined
 with the gate's z (``core.selection``, ``_probe_evidence``): the soft gates
