@@ -1,6 +1,6 @@
 """The callback's held-out pass of the probe (:mod:`seqattn_tfrs.core.probe`).
 
-At the commit of a round whose held-out gate statistic is exhausted, and
+Before each commit after the first (by count, with ``selection_data``),
 whose settle summed the probe's training side, one pass over up to
 ``max_rows`` rows of ``selection_data`` with the candidates' gates at 0
 (settling) takes, per row, the loss's gradient with respect to each
