@@ -370,6 +370,27 @@ def test_probe_sums_survive_a_checkpoint(tmp_path):
     )
 
 
+def fit_selecting(model, features, labels, batch_size, fit_first=False):
+    """Fits ``model`` with the callback (warm-up 1, one-epoch rounds, no
+    fine-tune, 4 epochs) on the first 4,800 rows, the rest its
+    ``selection_data``; with ``fit_first``, one epoch without it before.
+    Returns the callback."""
+    train = {n: v[:4800] for n, v in features.items()}, labels[:4800]
+    held = {n: v[4800:] for n, v in features.items()}, labels[4800:]
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=1,
+        finetune_epochs=0,
+        selection_data=tf.data.Dataset.from_tensor_slices(held).batch(256),
+        verbose=0,
+    )
+    tf.keras.utils.set_random_seed(0)
+    if fit_first:
+        model.fit(*train, batch_size=batch_size, epochs=1, verbose=0)
+    model.fit(*train, batch_size=batch_size, epochs=4, callbacks=[callback], verbose=0)
+    return callback
+
+
 def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
     """One signal field (``a``) and three noise fields: after ``a`` is picked
     the next settles sum the probe and the later commits rank by its
@@ -391,20 +412,9 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
     output = tf.keras.layers.Dense(1, activation="sigmoid")(hidden)
     model = tf.keras.Model(inputs, output)
     model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
-    train = {n: v[:4800] for n, v in features.items()}, labels[:4800]
-    held = {n: v[4800:] for n, v in features.items()}, labels[4800:]
-    callback = SequentialAttentionCallback(
-        warmup_epochs=1,
-        epochs_per_selection=1,
-        finetune_epochs=0,
-        selection_data=tf.data.Dataset.from_tensor_slices(held).batch(256),
-        verbose=0,
-    )
-    tf.keras.utils.set_random_seed(0)
-    # A fit without the callback traces training steps without the probe's
-    # sums; the callback's fit must trace them again.
-    model.fit(*train, batch_size=256, epochs=1, verbose=0)
-    model.fit(*train, batch_size=256, epochs=4, callbacks=[callback], verbose=0)
+    # A fit without the callback first traces training steps without the
+    # probe's sums; the callback's fit must trace them again.
+    callback = fit_selecting(model, features, labels, batch_size=256, fit_first=True)
     assert layer.selected_features[0] == "a"
     probed = [e for e in callback.events if "probe_scores" in e]
     assert [e["round"] for e in probed] == [2, 3]
@@ -444,17 +454,7 @@ def test_a_fit_ranks_float_features_by_the_settled_score_test():
     hidden = tf.keras.layers.Concatenate()([gated[n] for n in names])
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(hidden))
     model.compile(tf.keras.optimizers.Adam(0.05), "mse")
-    train = {n: v[:4800] for n, v in features.items()}, labels[:4800]
-    held = {n: v[4800:] for n, v in features.items()}, labels[4800:]
-    callback = SequentialAttentionCallback(
-        warmup_epochs=1,
-        epochs_per_selection=1,
-        finetune_epochs=0,
-        selection_data=tf.data.Dataset.from_tensor_slices(held).batch(256),
-        verbose=0,
-    )
-    tf.keras.utils.set_random_seed(0)
-    model.fit(*train, batch_size=128, epochs=4, callbacks=[callback], verbose=0)
+    callback = fit_selecting(model, features, labels, batch_size=128)
     assert layer.selected_features == ("x0", "x1", "x2")
     settled = [e for e in callback.events if "settled_scores" in e]
     assert [e["round"] for e in settled] == [2, 3]
