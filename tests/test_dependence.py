@@ -141,7 +141,7 @@ def test_a_round_passes_over_a_function_of_a_selected_feature():
     assert picks == [1]
 
 
-def test_past_the_signal_the_least_harm_is_picked_and_copies_stay_last():
+def test_past_the_signal_a_function_of_a_selected_feature_is_the_least_harm():
     spec = SelectionSpec("gate", ("a", "copy", "b", "c", "d"), 3, None, 1)
     dependence = np.zeros([5, 5], bool)
     dependence[1, 0] = dependence[0, 1] = True
@@ -167,9 +167,17 @@ def test_past_the_signal_the_least_harm_is_picked_and_copies_stay_last():
 
     # b helps (z 4 >= 2.24): the copy, though ahead on logits, is passed over.
     assert pick([0, 5.0, 1.0, 2.0, 0], [0.0, 1.0, 4.0, -1.0, 0]) == [2]
-    # Nothing helps: the least harm (c), not the logits' d, and not the copy,
-    # whose z is larger (a needed feature can score low at the soft gates).
-    assert pick([0, 0, 0, 0, 3.0], [0.0, 1.5, -3.0, 0.5, -1.0]) == [3]
+    # Nothing helps, and every other candidate's z is negative (an estimated
+    # harm) and below the copy's: the copy of the selected a, which adds no
+    # group of rows to memorise, not the logits' d.
+    assert pick([0, 0, 0, 0, 3.0], [0.0, -0.5, -3.0, -0.6, -1.0]) == [1]
+    # c's z is positive (a weak effect no test confirmed): the least harm, c,
+    # though the copy's z is larger.
+    assert pick([0, 0, 0, 0, 3.0], [0.0, 0.6, -3.0, 0.5, -1.0]) == [3]
+    # Every z negative, the copy's lowest: the least harm among the others.
+    assert pick([0, 0, 0, 0, 3.0], [0.0, -3.5, -3.0, -0.6, -1.0]) == [3]
+    # Only a copy is left helping: the evidence is spent as well.
+    assert pick([0, 0, 0, 0, 3.0], [0.0, 3.0, -3.0, -0.5, -1.0]) == [1]
     # Without held-out statistics the logits decide, copies last, as before.
     _, picks = commit_round(
         spec,
@@ -180,6 +188,42 @@ def test_past_the_signal_the_least_harm_is_picked_and_copies_stay_last():
         dependence=dependence,
     )
     assert picks == [3]
+
+
+def test_past_the_signal_a_copy_is_compared_by_the_gate_z_a_coarsening_is_not():
+    # a selected; "copy" groups rows as a does, "prefix" coarsens it; b, c.
+    spec = SelectionSpec("gate", ("a", "copy", "prefix", "b", "c"), 3, None, 1)
+    dependence = np.zeros([5, 5], bool)
+    dependence[1, 0] = dependence[0, 1] = True
+    dependence[2, 0] = dependence[2, 1] = True
+    after, _ = commit_round(
+        spec, record(5), np.array([3.0, 0, 0, 0, 0]), np.ones(5), num_rounds=3
+    )
+
+    def pick(gate_z, probe_z, check=True):
+        return commit_round(
+            spec,
+            after,
+            np.array([0, 0, 0, 2.0, 1.0]),
+            np.ones(5),
+            num_rounds=3,
+            dependence=dependence if check else None,
+            heldout_scores=np.array(gate_z),
+            probe_scores=np.array(probe_z),
+        )[1]
+
+    probe_z = [0.0, 0.1, 0.1, 2.0, 0.3]
+    # The probe finds c (z 6 clears the 12 tests' 2.64): it is picked.
+    assert pick([0.0, -0.2, -0.3, -0.5, -0.8], [0.0, 0.1, 0.1, 0.3, 6.0]) == [4]
+    # Nothing helps by either. Every other gate z (the harm at the soft gates)
+    # is negative and below the copy's: the copy, though b's combined z (1.06)
+    # beats its -0.07 (its probe z says nothing: it cannot help).
+    assert pick([0.0, -0.2, -0.3, -0.5, -0.8], probe_z) == [1]
+    # The coarsening is not promoted so: with the copy's gate z lowest, the
+    # others go by the combined z, b first.
+    assert pick([0.0, -3.0, -0.2, -0.5, -0.8], probe_z) == [3]
+    # Without the dependence check, the largest combined z (b) as well.
+    assert pick([0.0, -0.2, -0.3, -0.5, -0.8], probe_z, check=False) == [3]
 
 
 def test_several_picks_in_one_round_pass_over_each_others_functions():

@@ -145,9 +145,12 @@ def commit_round(
     the settled model's score z of the round (``entry_scores``) ranks the
     candidates that help instead of the logits: Orthogonal Matching
     Pursuit's criterion on a linear model. Copies of a selected
-    feature stay last either way: at the soft gates of the last few
-    candidates the statistic measures more or less of a feature, and a needed
-    one can score below a copy.
+    feature stay last while some other candidate helps: at the soft gates of
+    the last few candidates the statistic measures more or less of a
+    feature, and a needed one can score below a copy. Once none helps, a
+    copy of a selected feature (it can neither help nor hurt) is picked when
+    every other candidate's held-out gate statistic is at most 0 (an
+    estimated harm) and at most its own.
 
     Args:
       spec: what the layer selects.
@@ -414,11 +417,18 @@ def _later_picks(
             dependence,
             preferred=helps | probe_helps,
             fallback=combined,
+            harm=scores,
         )
     if settled_scores is not None and np.any(settled_scores):
         logits = np.asarray(settled_scores, np.float64)
     return _ranked_picks(
-        logits, selected, count, dependence, preferred=helps, fallback=scores
+        logits,
+        selected,
+        count,
+        dependence,
+        preferred=helps,
+        fallback=scores,
+        harm=scores,
     )
 
 
@@ -471,10 +481,20 @@ def _ranked_picks(
     dependence: np.ndarray | None,
     preferred: np.ndarray | None = None,
     fallback: np.ndarray | None = None,
+    harm: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``count`` unselected features with the largest logits (ties to the
     earlier feature), one at a time: ``preferred`` ones first, the others by
-    the largest ``fallback`` where given, copies of a selected one last."""
+    the largest ``fallback`` where given, copies of a selected one last.
+
+    Once no ``preferred`` feature is left but copies of a selected one (the
+    evidence says nothing helps any more) and ``harm`` is given (the held-out
+    gate statistic: the larger, the less a feature's weight hurts the
+    held-out loss), a copy of a selected feature (it can neither help nor
+    hurt) is the pick when every other candidate's ``harm`` is at most 0 and
+    at most its own (:func:`_copy_when_all_hurt`). Its probe z, if any, says
+    nothing, as it cannot help; so the comparison is on ``harm`` alone
+    (docs/generated_quality.md, "Session 20")."""
     chosen = np.array(selected, bool)
     picks = []
     for _ in range(count):
@@ -489,9 +509,47 @@ def _ranked_picks(
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
             order = np.concatenate([order[~redundant[order]], order[redundant[order]]])
+            spent = preferred is not None and not np.any(
+                np.asarray(preferred, bool) & ~chosen & ~redundant
+            )
+            if spent and harm is not None:
+                order = _copy_when_all_hurt(order, harm, redundant[order])
         picks.append(int(order[0]))
         chosen[order[0]] = True
     return np.array(picks, np.int64)
+
+
+def _copy_when_all_hurt(
+    order: np.ndarray, harm: np.ndarray, copies: np.ndarray
+) -> np.ndarray:
+    """``order`` (``copies`` flags its copies of a chosen feature) with the
+    copy of the largest ``harm`` first when every other candidate's ``harm``
+    is at most 0 and at most that copy's.
+
+    A copy has no effect of its own. Another candidate whose statistic is
+    positive may have a small one that no test could confirm (a weak main
+    effect, a coarsening that pools an id's rare values), so it keeps its
+    place. One whose statistic is negative is estimated to hurt; it still
+    goes first where the copy's statistic is lower (at some soft gates every
+    candidate, a copy too, measures negative: the copy's statistic is then
+    the yardstick of no effect).
+
+    Example (the copy, 1, goes first only in the second case):
+      >>> copies = np.array([False, True, False])
+      >>> _copy_when_all_hurt(np.array([0, 1, 2]), np.array([0.5, 0.1, -2.0]),
+      ...                     copies).tolist()
+      [0, 1, 2]
+      >>> _copy_when_all_hurt(np.array([0, 1, 2]), np.array([-0.5, 0.1, -2.0]),
+      ...                     copies).tolist()
+      [1, 0, 2]
+    """
+    if not copies.any():
+        return order
+    lead = order[copies][np.argmax(harm[order[copies]])]
+    others = harm[order[~copies]]
+    if copies.all() or (others.max() <= 0.0 and harm[lead] >= others.max()):
+        return np.concatenate([[lead], order[order != lead]])
+    return order
 
 
 def _affordable_picks(
