@@ -10,8 +10,9 @@ selection checks it on data and passes such a candidate over.
 A one-way function - a coarsening such as a zip code's prefix, or a user's
 occupation next to the user id - is reported but not passed over: pooling the
 finer feature's values, it can generalise where they have few rows each.
-Once no candidate helps any more, a copy is the surest pick of all: it can
-neither help nor hurt (see :func:`seqattn_tfrs.core.selection.commit_round`).
+Once no candidate helps and every other one's held-out statistic says it
+hurts, a copy, which can neither help nor hurt, is picked instead (see
+:func:`seqattn_tfrs.core.selection.commit_round`).
 
 Only exact dependence is declared, and only where the data could have shown
 otherwise: were the candidate drawn independently of the selected feature
