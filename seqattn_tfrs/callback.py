@@ -473,6 +473,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     log_prefix=prefix[id(layer)],
                     logs=logs,
                     verbose=self.verbose,
+                    probe_scores=None if probed is None else probed[0],
                 )
                 if probed is not None:  # both statistics the rule combined
                     event["probe_scores"], event["heldout_scores"] = probed

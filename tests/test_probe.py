@@ -11,7 +11,7 @@ from seqattn_tfrs import (
     heldout_probe,
     tf_ops,
 )
-from seqattn_tfrs.core import probe, selection
+from seqattn_tfrs.core import probe, round_report, selection
 from seqattn_tfrs.gate import SELECTING, SETTLING
 
 BUCKETS = probe.PROBE_BUCKETS
@@ -419,7 +419,6 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
     probed = [e for e in callback.events if "probe_scores" in e]
     assert [e["round"] for e in probed] == [2, 3]
     for event in probed:
-        assert event["signal_exhausted"]
         chosen = set(layer.selected_features[: event["round"] - 1])
         assert set(event["probe_scores"]) == set(names) - chosen
         assert all(z != 0 for z in event["probe_scores"].values())  # summed
@@ -432,7 +431,43 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
         helps = {n for n in gate if max(probe_z[n], combined[n]) >= threshold}
         (pick,) = event["features"]
         assert pick == max(helps or combined, key=combined.get)
+        # "Exhausted" only where no candidate helps by either statistic.
+        assert event["signal_exhausted"] == (not helps)
     assert layer.selection_state.probe_sums.numpy().size == 1  # off
+
+
+def test_a_round_is_reported_exhausted_only_when_the_probe_finds_no_help_either():
+    """The event's ``signal_exhausted`` (and the verbose line's "no candidate
+    helped" note) says the pick followed the least harm: not when the gate's
+    z is spent but the probe's finds help, as it picked by that help."""
+
+    class Layer:  # a stand-in for a gate layer: the gate's z helps nowhere
+        name, budget_bytes, selected_features = "gate", None, ("a",)
+
+        def heldout_evidence(self):
+            return {"a": 0.0, "b": 0.5, "c": -1.0}
+
+        def commit_round(self, require_learning=False):
+            self.selected_features += ("b",)
+            return ["b"]
+
+    def exhausted(probe_scores):
+        event = round_report.commit_and_report(
+            Layer(),
+            round_number=2,
+            num_rounds=3,
+            epoch=1,
+            step=None,
+            log_prefix="",
+            logs=None,
+            verbose=0,
+            probe_scores=probe_scores,
+        )
+        return event["signal_exhausted"]
+
+    assert exhausted(None)  # no probe: the gate's z decides
+    assert exhausted({"b": 0.4, "c": -0.3})  # 6 tests need 2.39: none helps
+    assert not exhausted({"b": 6.0, "c": 0.2})  # b helps by the probe
 
 
 def test_a_fit_ranks_float_features_by_the_settled_score_test():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from seqattn_tfrs.core import budget as budget_lib
@@ -43,13 +44,16 @@ def commit_and_report(
     log_prefix: str,
     logs: dict | None,
     verbose: int,
+    probe_scores: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Commits ``layer``'s round ``round_number`` (1-based) and reports it.
 
     The event (returned, for the callback's ``events``) names the picks and
     whether they followed the least harm because no candidate helped on
-    held-out data any more (:func:`seqattn_tfrs.core.selection.exhausted_after`,
-    read before the commit). When a byte-budgeted selection closes while
+    held-out data any more, by the gate's statistic nor by the held-out
+    probe's ``probe_scores`` where given
+    (:func:`seqattn_tfrs.core.selection.exhausted_after`, read before the
+    commit). When a byte-budgeted selection closes while
     unselected features still fit, ``"fit_but_not_picked"`` maps them to
     their score statistic before the commit (none passed ``entry_z``, or they
     copy a selected feature). Each pick's 1-based position goes to ``logs``
@@ -76,6 +80,7 @@ def commit_and_report(
         layer.heldout_evidence(),
         layer.selected_features,
         by_count=layer.budget_bytes is None,
+        probe=probe_scores,
     )
     evidence = layer.entry_evidence() if layer.budget_bytes is not None else None
     names = list(layer.commit_round(require_learning=True))

@@ -321,26 +321,41 @@ EXHAUSTED_NOTE = (
 
 
 def exhausted_after(
-    evidence: Mapping[str, float], selected: Collection[str], by_count: bool = True
+    evidence: Mapping[str, float],
+    selected: Collection[str],
+    by_count: bool = True,
+    probe: Mapping[str, float] | None = None,
 ) -> bool:
     """:func:`signal_exhausted` from a gate's ``heldout_evidence()`` and its
-    ``selected_features``: whether its next pick by count will be the least
-    harmful rather than the logits'. Always False when not ``by_count`` (a
-    budget's picks do not follow this rule).
+    ``selected_features``, and, where the held-out probe ran (``probe``: its
+    z per feature, NaN for a feature without one), no candidate helps by the
+    probe either (as :func:`commit_round` decides it): whether the next pick
+    by count will be the least harmful rather than one that helps. Always
+    False when not ``by_count`` (a budget's picks do not follow this rule).
 
-    Example:
+    Example (``b`` does not help by the gate's z; by the probe's it does):
       >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"])
       True
+      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"],
+      ...                 probe={"a": 0.0, "b": 6.0, "c": 0.2})
+      False
       >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"], by_count=False)
       False
     """
     if not by_count:
         return False
     names = list(evidence)
-    return signal_exhausted(
-        np.array([name in selected for name in names], bool),
-        np.array([evidence[name] for name in names], np.float64),
-    )
+    chosen = np.array([name in selected for name in names], bool)
+    gate_z = np.array([evidence[name] for name in names], np.float64)
+    if not signal_exhausted(chosen, gate_z):
+        return False
+    if probe is None:
+        return True
+    probe_z = np.array([probe.get(name, np.nan) for name in names], np.float64)
+    if not np.any(np.nan_to_num(probe_z)):
+        return True
+    probe_helps, _ = _probe_evidence(chosen, gate_z, probe_z, spent=True)
+    return not probe_helps.any()
 
 
 def _joint_only_lead(
