@@ -141,7 +141,7 @@ def test_a_round_passes_over_a_function_of_a_selected_feature():
     assert picks == [1]
 
 
-def test_past_the_signal_a_function_of_a_selected_feature_is_the_least_harm():
+def test_past_the_signal_a_copy_of_a_selected_feature_can_be_the_least_harm():
     spec = SelectionSpec("gate", ("a", "copy", "b", "c", "d"), 3, None, 1)
     dependence = np.zeros([5, 5], bool)
     dependence[1, 0] = dependence[0, 1] = True
