@@ -439,21 +439,29 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
 def test_a_round_is_reported_exhausted_only_when_the_probe_finds_no_help_either():
     """The event's ``signal_exhausted`` (and the verbose line's "no candidate
     helped" note) says the pick followed the least harm: not when the gate's
-    z is spent but the probe's finds help, as it picked by that help."""
+    z is spent but the probe's finds help, as it picked by that help; yes
+    when only a copy of a selected feature clears the threshold, as the
+    commit passes over copies."""
 
     class Layer:  # a stand-in for a gate layer: the gate's z helps nowhere
         name, budget_bytes, selected_features = "gate", None, ("a",)
+        functional_dependencies = None
+        evidence = {"a": 0.0, "b": 0.5, "c": -1.0}
 
         def heldout_evidence(self):
-            return {"a": 0.0, "b": 0.5, "c": -1.0}
+            return dict(self.evidence)
 
         def commit_round(self, require_learning=False):
             self.selected_features += ("b",)
             return ["b"]
 
-    def exhausted(probe_scores):
+    class WithCopy(Layer):  # d copies a and alone clears the threshold
+        functional_dependencies = {"a": ("d",), "d": ("a",)}
+        evidence = {"a": 0.0, "b": 0.5, "c": -1.0, "d": 9.0}
+
+    def exhausted(probe_scores, layer=Layer):
         event = round_report.commit_and_report(
-            Layer(),
+            layer(),
             round_number=2,
             num_rounds=3,
             epoch=1,
@@ -468,6 +476,12 @@ def test_a_round_is_reported_exhausted_only_when_the_probe_finds_no_help_either(
     assert exhausted(None)  # no probe: the gate's z decides
     assert exhausted({"b": 0.4, "c": -0.3})  # 6 tests need 2.39: none helps
     assert not exhausted({"b": 6.0, "c": 0.2})  # b helps by the probe
+    assert exhausted(None, WithCopy)  # only the copy's z clears the threshold
+    assert exhausted({"b": 0.4, "c": -0.3, "d": 0.0}, WithCopy)
+    # With a gate z that helps (the copy's), the probe alone is not enough
+    # for the commit (only the combined z counts), nor for the report.
+    assert exhausted({"b": 3.0, "c": -0.3, "d": 0.0}, WithCopy)
+    assert not exhausted({"b": 5.0, "c": -0.3, "d": 0.0}, WithCopy)
 
 
 def test_a_fit_ranks_float_features_by_the_settled_score_test():

@@ -25,6 +25,9 @@ class CommittingLayer(Protocol):
 
     def progress(self) -> str: ...
 
+    @property
+    def functional_dependencies(self) -> dict[str, tuple[str, ...]] | None: ...
+
     def heldout_evidence(self) -> dict[str, float]: ...
 
     def entry_evidence(self) -> dict[str, float]: ...
@@ -51,7 +54,7 @@ def commit_and_report(
     The event (returned, for the callback's ``events``) names the picks and
     whether they followed the least harm because no candidate helped on
     held-out data any more, by the gate's statistic nor by the held-out
-    probe's ``probe_scores`` where given
+    probe's ``probe_scores`` where given, copies of a selected feature aside
     (:func:`seqattn_tfrs.core.selection.exhausted_after`, read before the
     commit). When a byte-budgeted selection closes while
     unselected features still fit, ``"fit_but_not_picked"`` maps them to
@@ -63,6 +66,7 @@ def commit_and_report(
     Example:
       >>> class Layer:  # a stand-in for a gate layer
       ...     name, budget_bytes, selected_features = "gate", None, ("a",)
+      ...     functional_dependencies = None  # no copies found
       ...     def heldout_evidence(self):
       ...         return {"a": 0.0, "b": 3.0, "c": -1.0}
       ...     def commit_round(self, require_learning=False):
@@ -81,6 +85,7 @@ def commit_and_report(
         layer.selected_features,
         by_count=layer.budget_bytes is None,
         probe=probe_scores,
+        dependencies=layer.functional_dependencies,
     )
     evidence = layer.entry_evidence() if layer.budget_bytes is not None else None
     names = list(layer.commit_round(require_learning=True))

@@ -325,13 +325,17 @@ def exhausted_after(
     selected: Collection[str],
     by_count: bool = True,
     probe: Mapping[str, float] | None = None,
+    dependencies: Mapping[str, Collection[str]] | None = None,
 ) -> bool:
     """:func:`signal_exhausted` from a gate's ``heldout_evidence()`` and its
     ``selected_features``, and, where the held-out probe ran (``probe``: its
     z per feature, NaN for a feature without one), no candidate helps by the
     probe either (as :func:`commit_round` decides it): whether the next pick
-    by count will be the least harmful rather than one that helps. Always
-    False when not ``by_count`` (a budget's picks do not follow this rule).
+    by count will be the least harmful rather than one that helps. A copy of
+    a selected feature (by the gate's ``functional_dependencies``,
+    ``dependencies``) does not count as helping, as the commit passes over
+    it. Always False when not ``by_count`` (a budget's picks do not follow
+    this rule).
 
     Example (``b`` does not help by the gate's z; by the probe's it does):
       >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"])
@@ -341,21 +345,48 @@ def exhausted_after(
       False
       >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"], by_count=False)
       False
+
+    (``c`` helps by the gate's z, but it is a copy of the selected ``a``):
+      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": 9.0}, ["a"])
+      False
+      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": 9.0}, ["a"],
+      ...                 dependencies={"a": ("c",), "c": ("a",)})
+      True
     """
     if not by_count:
         return False
     names = list(evidence)
     chosen = np.array([name in selected for name in names], bool)
     gate_z = np.array([evidence[name] for name in names], np.float64)
-    if not signal_exhausted(chosen, gate_z):
+    copies = _copies_of_chosen(names, chosen, dependencies)
+    helps = helping(chosen, gate_z)
+    if helps is None or (helps & ~copies).any():
         return False
     if probe is None:
         return True
     probe_z = np.array([probe.get(name, np.nan) for name in names], np.float64)
     if not np.any(np.nan_to_num(probe_z)):
         return True
-    probe_helps, _ = _probe_evidence(chosen, gate_z, probe_z, spent=True)
-    return not probe_helps.any()
+    # As the commit: the probe alone counts only where no gate z helps at all.
+    probe_helps, _ = _probe_evidence(chosen, gate_z, probe_z, spent=not helps.any())
+    return not (probe_helps & ~copies).any()
+
+
+def _copies_of_chosen(
+    names: Sequence[str],
+    chosen: np.ndarray,
+    dependencies: Mapping[str, Collection[str]] | None,
+) -> np.ndarray:
+    """``[N]`` booleans: the unchosen features that are copies (each a function
+    of the other) of a chosen one, by a gate's ``functional_dependencies``."""
+    if not dependencies:
+        return np.zeros(len(names), bool)
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.zeros((len(names), len(names)), bool)
+    for name, sources in dependencies.items():
+        for source in sources:
+            matrix[index[name], index[source]] = True
+    return dependence_lib.redundant_candidates(matrix, chosen)
 
 
 def _joint_only_lead(
