@@ -10,8 +10,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from seqattn_tfrs.core import probe, signals
 from seqattn_tfrs.core import selection as selection_lib
-from seqattn_tfrs.core import signals
 from seqattn_tfrs.core.modes import DENSE
 from seqattn_tfrs.core.ops import NUMPY
 from seqattn_tfrs.core.options import AttentionOptions
@@ -177,6 +177,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.gate_mode = state("gate_mode", (), "int32", DENSE)
         self.learn_from_fit_batches = state("learn_from_fit_batches", (), "int32", 1)
         self.budget_closed = state("budget_closed", (), "int32", 0)
+        # 1 while the next settles run the score test on their training rows
+        # (after a commit by count with held-out evidence; see learning.py).
+        self.settled_test_active = state("settled_test_active", (), "int32", 0)
         rows = self.spec.history_rows(self.num_rounds)
         self.round_gates = state("round_gates", (rows, n))
         # [c, s] = 1: feature c is a function of feature s on the rows the
@@ -392,7 +395,13 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 for name in self._feature_names
             }
         values = [embedded[name] for name in self._feature_names]
-        gated = learning.gate_and_learn(self, values)
+        gated = learning.gate_and_learn(
+            self,
+            values,
+            values_to_group=any(
+                _has_values_to_group(features[n]) for n in self.kept_features
+            ),
+        )
         return dict(zip(self._feature_names, gated))
 
     def compute_output_spec(self, features: Mapping[str, Any]) -> dict[str, Any]:
@@ -461,6 +470,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             heldout_scores=heldout,
             first_scores=first,
         )
+        wanted = self.spec.budget_bytes is None and probe.probe_wanted(
+            record.selected, heldout, record.complete(self.spec)
+        )
+        self.settled_test_active.assign(int(wanted))
         self.selected_mask.assign(record.selected.astype(np.float32))
         self.selection_order.assign(record.order.astype(np.int32))
         self.rounds_done.assign(record.rounds_done)
@@ -546,3 +559,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 for name, layer in embeddings.items()
             }
         return cls(layers, **config)
+
+
+def _has_values_to_group(value: Any) -> bool:
+    """Whether a raw input holds values to group rows by (integers, strings),
+    not floating-point or boolean ones."""
+    dtype = keras.backend.standardize_dtype(value.dtype)
+    return not (dtype == "bool" or "float" in dtype)

@@ -35,12 +35,21 @@ def gate_values(layer: Any) -> Any:
     )
 
 
-def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
+def gate_and_learn(
+    layer: Any, values: Sequence[Any], values_to_group: bool = True
+) -> list[Any]:
     """Multiplies each ``[B, d_i]`` embedding by its gate; learns on backward.
 
     Args:
       layer: the ``SequentialAttentionEmbedding`` (its variables and options).
       values: the features' embeddings, in the layer's feature order.
+      values_to_group: whether any raw input has values to group rows by
+        (integers, strings). Where none has (floats, booleans: the tf-keras
+        front-end's probe could hash nothing), training passes that settle
+        after a commit asking for it (``settled_test_active``) run the
+        settled model's score test, whose z then ranks the later picks that
+        help (:func:`seqattn_tfrs.core.selection.commit_round`), as on
+        tf-keras.
 
     Returns:
       The gated embeddings, in the same order.
@@ -68,6 +77,20 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
         ops.cast(ops.logical_and(learns, ops.equal(mode, SETTLING)), "float32")
     )
     options = layer.options
+    # Held-out passes may run the score test (the first round's, for every
+    # layer); training passes for `entry_z` or the gain per byte, and, in a
+    # layer with no values to group, while a settle after a pick asks for it.
+    settled_test = not (
+        values_to_group or layer.heldout_pass or options.tracks_evidence
+    )
+    score_test = options.tracks_evidence or layer.heldout_pass or settled_test
+    testing = settling
+    if settled_test:
+        asked = ops.logical_and(
+            ops.logical_and(ops.logical_not(complete), ops.equal(mode, SETTLING)),
+            ops.equal(ops.convert_to_tensor(layer.settled_test_active), 1),
+        )
+        testing = ops.maximum(settling, ops.stop_gradient(ops.cast(asked, "float32")))
 
     @ops.custom_gradient
     def gate(x, *state):
@@ -89,14 +112,11 @@ def gate_and_learn(layer: Any, values: Sequence[Any]) -> list[Any]:
                 gates,
                 selected,
                 selecting,
-                settling,
+                testing,
                 state,
                 options,
                 nuisance_width,
-                # Held-out passes may run the score test (the first round's,
-                # for every layer); training passes only for `entry_z` or the
-                # gain per byte.
-                options.tracks_evidence or layer.heldout_pass,
+                score_test,
                 layer.heldout_pass,
             )
             return (upstream * ops.cast(expanded, upstream.dtype), *new_state)
@@ -121,7 +141,7 @@ def _learn(
     gates,
     selected,
     selecting,
-    settling,
+    testing,
     state,
     options,
     nuisance_width,
@@ -135,10 +155,10 @@ def _learn(
     centred`), and ``upstream_norms()`` the squared norms ``[B, N]`` of each
     feature's upstream gradient, for its null-model variance
     (:func:`seqattn_tfrs.core.signals.information_sums`); they are called only
-    while settling, and only where ``score_test`` (static) allows the score
-    test at all. On held-out passes (static
-    ``heldout_pass``) the same sums of the gate gradients are kept while the
-    logits learn: whether any candidate still helps.
+    while ``testing`` (a settling step whose score test collects), and only
+    where ``score_test`` (static) allows the score test at all. On held-out
+    passes (static ``heldout_pass``) the same sums of the gate gradients are
+    kept while the logits learn: whether any candidate still helps.
     """
     logits, momentum, second, steps, nonfinite = state[:5]
     partial = options.attention_signal == "partial"
@@ -218,7 +238,7 @@ def _learn(
         )
         return [value + evidence[i] for i, value in enumerate(old)]
 
-    score = added(state[5:7] + state[9:11], settling if score_test else None, True)
+    score = added(state[5:7] + state[9:11], testing if score_test else None, True)
     new += score[:2]
     new += added(state[7:9], selecting if heldout_pass else None)
     new += score[2:]

@@ -31,6 +31,7 @@ from planted import (  # noqa: E402
     omp_order,
 )
 
+from seqattn_tfrs.core import selection as selection_lib  # noqa: E402
 from seqattn_tfrs.keras3 import (  # noqa: E402
     SequentialAttentionCallback,
     SequentialAttentionEmbedding,
@@ -121,6 +122,66 @@ def first_pick() -> dict:
         picks.append(gate.selected_features[0])
     assert picks == ["x0"] * 3, picks
     return {"picks": picks}
+
+
+def settled() -> dict:
+    """Least squares on float features (no values to group): after the first
+    pick each settle runs the score test on its training rows, and the later
+    commits rank the candidates that help by it, as on tf-keras
+    (``tests/test_probe.py``, same problem)."""
+    rng = np.random.default_rng(0)
+    count, names = 6000, [f"x{i}" for i in range(5)]
+    x = rng.normal(size=(count, 5)).astype(np.float32)
+    y = (2.0 * x[:, 0] + 1.2 * x[:, 1] + 0.8 * x[:, 2]).astype(np.float32)
+    y += rng.normal(size=count).astype(np.float32)
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    keras.utils.set_random_seed(0)
+    model, gate = linear_model(names, num_selected=3)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    seen = []  # per commit: the settled z and the gate's z of the candidates
+    commit = gate.commit_round
+
+    def recording_commit(require_learning=False):
+        chosen = set(gate.selected_features)
+        fresh, held = gate.entry_evidence(), gate.heldout_evidence()
+        seen.append(
+            (
+                {n: fresh[n] for n in names if n not in chosen},
+                {n: held[n] for n in names if n not in chosen},
+            )
+        )
+        return commit(require_learning)
+
+    gate.commit_round = recording_commit
+    callback = SequentialAttentionCallback(
+        finetune_epochs=0,
+        selection_data=batches(features, y, slice(4800, None), 128),
+        verbose=0,
+    )
+    model.fit(
+        {k: v[:4800] for k, v in features.items()},
+        y[:4800],
+        batch_size=128,
+        epochs=callback.schedule_length(gate.num_rounds),
+        callbacks=[callback],
+        verbose=0,
+    )
+    assert gate.selected_features == ("x0", "x1", "x2"), gate.selected_features
+    assert len(seen) == 3
+    # Round 1's first pick is by the held-out score test of the intercept-only
+    # model; the settled test runs only in the settles after it.
+    for (fresh, held), pick in zip(seen[1:], gate.selected_features[1:]):
+        assert all(fresh.values()), fresh  # summed in the settle's training steps
+        assert fresh[pick] > 5, fresh  # the strongest remaining signal, by far
+        threshold = selection_lib.signal_threshold(len(held))
+        helps = {n for n in held if held[n] >= threshold}
+        expected = max(helps, key=fresh.get) if helps else max(held, key=held.get)
+        assert pick == expected, (pick, fresh, held)
+    assert not any(gate.entry_evidence().values())  # reset by the last commit
+    return {
+        "selected": list(gate.selected_features),
+        "settled_z": [{n: round(z, 1) for n, z in f.items()} for f, _ in seen[1:]],
+    }
 
 
 def ctr_model(

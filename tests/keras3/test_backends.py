@@ -2,11 +2,11 @@
 
 Each backend runs ``scenarios.py`` in a subprocess of its own (Keras 3 reads
 ``KERAS_BACKEND`` at import, and this suite's conftest makes ``tf.keras``
-Keras 2), both at once. PyTorch is not in the suite (about 4 minutes on 2 cores in
-eager mode); ``KERAS_BACKEND=torch python tests/keras3/scenarios.py omp first_pick
-ctr distributed config budget dependence evidence stopped doctests`` runs the same
-scenarios by hand, all but the export, which fails inside Keras (see
-docs/keras3.md).
+Keras 2), both at once. PyTorch is not in the suite (about 4 minutes on 2 cores
+in eager mode); ``KERAS_BACKEND=torch python tests/keras3/scenarios.py omp
+first_pick settled ctr distributed config budget dependence evidence stopped
+doctests`` runs the same scenarios by hand, all but the export, which fails
+inside Keras (see docs/keras3.md).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 SCENARIOS = [
     "omp",
     "first_pick",
+    "settled",
     "ctr",
     "prune_export",
     "distributed",
