@@ -325,6 +325,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             record = layer.record()
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):
+                settled = _settled_scores(layer)
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done + 1,
@@ -335,6 +336,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     logs=logs,
                     verbose=self.verbose,
                 )
+                if settled is not None:  # the settled score test ranked
+                    event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
                 record = layer.record()
                 done = record.rounds_done
@@ -370,3 +373,21 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 self._sync()
                 layer.gate_mode.assign(mode)
                 self._modes[id(layer)] = mode
+
+
+def _settled_scores(
+    layer: SequentialAttentionEmbedding,
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """Before a commit whose settle ran the settled score test (a layer with
+    no values to group; see ``learning.gate_and_learn``), the candidates'
+    settled z, which ranks them, and their gate's z; None otherwise. As the
+    tf-keras callback's events."""
+    active = int(keras.ops.convert_to_numpy(layer.settled_test_active))
+    if layer.options.tracks_evidence or not active:
+        return None
+    entry, gate = layer.entry_evidence(), layer.heldout_evidence()
+    chosen = set(layer.selected_features)
+    candidates = [n for n in layer.feature_names if n not in chosen]
+    if not any(entry[n] for n in candidates):
+        return None
+    return {n: entry[n] for n in candidates}, {n: gate[n] for n in candidates}

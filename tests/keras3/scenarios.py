@@ -178,6 +178,12 @@ def settled() -> dict:
         expected = max(helps, key=fresh.get) if helps else max(held, key=held.get)
         assert pick == expected, (pick, fresh, held)
     assert not any(gate.entry_evidence().values())  # reset by the last commit
+    # The events carry both statistics of those commits, as on tf-keras.
+    reported = [e for e in callback.events if "settled_scores" in e]
+    assert [e["round"] for e in reported] == [2, 3], callback.events
+    for event, (fresh, held) in zip(reported, seen[1:]):
+        assert event["settled_scores"] == fresh
+        assert event["heldout_scores"] == held
     return {
         "selected": list(gate.selected_features),
         "settled_z": [{n: round(z, 1) for n, z in f.items()} for f, _ in seen[1:]],
