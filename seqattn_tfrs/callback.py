@@ -523,16 +523,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         and their gate's z; None otherwise."""
         if probed is not None or not layer.probe_summed:
             return None
-        entry, gate = layer.entry_evidence(), layer.heldout_evidence()
-        candidates = [
-            n for n in layer.feature_names if n not in layer.selected_features
-        ]
-        if not any(entry[name] for name in candidates):
-            return None
-        return (
-            {name: entry[name] for name in candidates},
-            {name: gate[name] for name in candidates},
-        )
+        return round_report.settled_scores(layer)
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step.

@@ -122,6 +122,34 @@ def commit_and_report(
     return event
 
 
+def settled_scores(
+    layer: CommittingLayer,
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """Before a commit, the candidates' settled score z (``entry_evidence``)
+    and their gate's z (``heldout_evidence``), for an event whose settle ran
+    the settled score test (the callers know when); None where the settle
+    collected no score evidence for any candidate.
+
+    Example:
+      >>> class Layer:  # a stand-in for a gate layer
+      ...     selected_features = ("a",)
+      ...     def entry_evidence(self):
+      ...         return {"a": 0.0, "b": 7.0, "c": 0.4}
+      ...     def heldout_evidence(self):
+      ...         return {"a": 0.0, "b": 3.0, "c": -1.0}
+      >>> settled_scores(Layer())
+      ({'b': 7.0, 'c': 0.4}, {'b': 3.0, 'c': -1.0})
+    """
+    entry, gate = layer.entry_evidence(), layer.heldout_evidence()
+    candidates = [name for name in entry if name not in layer.selected_features]
+    if not any(entry[name] for name in candidates):
+        return None
+    return (
+        {name: entry[name] for name in candidates},
+        {name: gate[name] for name in candidates},
+    )
+
+
 def unpicked_that_fit(layer: CommittingLayer) -> list[str]:
     """The unselected features of a byte-budgeted ``layer`` whose bytes fit
     what its selection leaves of the budget.

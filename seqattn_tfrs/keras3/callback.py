@@ -385,9 +385,4 @@ def _settled_scores(
     active = int(keras.ops.convert_to_numpy(layer.settled_test_active))
     if layer.options.tracks_evidence or not active:
         return None
-    entry, gate = layer.entry_evidence(), layer.heldout_evidence()
-    chosen = set(layer.selected_features)
-    candidates = [n for n in layer.feature_names if n not in chosen]
-    if not any(entry[n] for n in candidates):
-        return None
-    return {n: entry[n] for n in candidates}, {n: gate[n] for n in candidates}
+    return round_report.settled_scores(layer)
