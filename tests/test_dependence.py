@@ -226,6 +226,83 @@ def test_past_the_signal_a_copy_is_compared_by_the_gate_z_a_coarsening_is_not():
     assert pick([0.0, -0.2, -0.3, -0.5, -0.8], probe_z, check=False) == [3]
 
 
+def test_a_pick_that_helps_gives_way_to_its_source_that_helps():
+    # "prefix" is a function of "zip" (its coarsening); b is unrelated.
+    spec = SelectionSpec("gate", ("prefix", "zip", "b", "c"), 3, None, 1)
+    dependence = np.zeros([4, 4], bool)
+    dependence[0, 1] = True
+
+    def first(marginal_z, check=True):
+        # Round 1: the score test's statistics rank prefix first; its z says
+        # which features help on their own (4 tests: 2.24).
+        return commit_round(
+            spec,
+            record(4),
+            np.zeros(4),
+            np.ones(4),
+            num_rounds=3,
+            dependence=dependence if check else None,
+            entry_scores=np.array(marginal_z),
+            first_scores=np.array([0.5, 0.4, 0.3, 0.0]),
+        )[1]
+
+    assert first([9.0, 8.0, 6.0, 0.0]) == [1]  # zip holds all that prefix does
+    assert first([9.0, 8.0, 6.0, 0.0], check=False) == [0]
+    assert first([9.0, 1.0, 6.0, 0.0]) == [0]  # zip does not help on its own
+    b_in, _ = commit_round(
+        spec, record(4), np.array([0, 0, 3.0, 0]), np.ones(4), num_rounds=3
+    )
+
+    def later(z, check=True):
+        return commit_round(
+            spec,
+            b_in,
+            np.array([3.0, 1.0, 0.0, 2.0]),  # the logits rank prefix first
+            np.ones(4),
+            num_rounds=3,
+            dependence=dependence if check else None,
+            heldout_scores=np.array(z),
+        )[1]
+
+    # prefix and zip help (3 tests: 2.13): zip, though prefix leads.
+    assert later([5.0, 4.0, 0.0, 3.0]) == [1]
+    assert later([5.0, 4.0, 0.0, 3.0], check=False) == [0]
+    assert later([5.0, 1.0, 0.0, 3.0]) == [0]  # zip does not help
+
+
+def test_a_candidate_related_to_a_selected_one_comes_after_the_other_help():
+    # "prefix" is a function of "zip"; b and c are unrelated.
+    spec = SelectionSpec("gate", ("prefix", "zip", "b", "c"), 3, None, 1)
+    dependence = np.zeros([4, 4], bool)
+    dependence[0, 1] = True
+
+    def pick(selected, z, probe_z=None, check=True):
+        after, _ = commit_round(
+            spec, record(4), np.eye(4)[selected] * 3, np.ones(4), num_rounds=3
+        )
+        return commit_round(
+            spec,
+            after,
+            np.array([3.0, 3.0, 1.0, 0.0]),  # prefix and zip lead the logits
+            np.ones(4),
+            num_rounds=3,
+            dependence=dependence if check else None,
+            heldout_scores=np.array(z),
+            probe_scores=None if probe_z is None else np.array(probe_z),
+        )[1]
+
+    # With prefix in, zip (a source of it) and b help: b, a new group.
+    assert pick(0, [0.0, 8.0, 5.0, -1.0]) == [2]
+    assert pick(0, [0.0, 8.0, 5.0, -1.0], check=False) == [1]
+    # Ranked by the gate's and the probe's z combined, the same.
+    assert pick(0, [0.0, 8.0, 5.0, -1.0], [0.0, 9.0, 4.0, 0.5]) == [2]
+    # With zip in, prefix (a function of it) and b help: b.
+    assert pick(1, [8.0, 0.0, 5.0, -1.0]) == [2]
+    # Where only the related one helps, it still comes before the others.
+    assert pick(0, [0.0, 8.0, 1.0, 2.0]) == [1]
+    assert pick(1, [8.0, 0.0, 1.0, 2.0]) == [0]
+
+
 def test_several_picks_in_one_round_pass_over_each_others_functions():
     spec = SelectionSpec("gate", ("a", "copy", "b"), 2, None, 2)
     dependence = np.zeros([3, 3], bool)

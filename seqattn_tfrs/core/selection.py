@@ -214,6 +214,15 @@ def commit_round(
             ranked = _ranked_picks(
                 np.asarray(first_scores, np.float64), selected, 1, dependence
             )
+            if dependence is not None and entry_scores is not None:
+                # The score test's z says which features help on their own.
+                marginal = np.asarray(entry_scores, np.float64)
+                helps = marginal >= signal_threshold(len(names))  # none selected yet
+                if helps[ranked[0]]:
+                    source = _finest_source(
+                        int(ranked[0]), helps, dependence, first_scores
+                    )
+                    ranked = np.array([source], np.int64)
             joint = _joint_only_lead(selected, heldout_scores, entry_scores, dependence)
             if joint is not None and spec.num_selected > 1:
                 ranked = np.array([joint], np.int64)
@@ -548,10 +557,15 @@ def _ranked_picks(
         order = candidates[np.argsort(-logits[candidates], kind="stable")]
         if preferred is not None:
             first = np.asarray(preferred, bool)[order]
-            rest = order[~first]
+            lead, rest = order[first], order[~first]
+            if dependence is not None:
+                # A function of a chosen feature, or one that a chosen feature
+                # is a function of, adds to a group already covered.
+                related = _related_to(dependence, chosen)
+                lead = np.concatenate([lead[~related[lead]], lead[related[lead]]])
             if fallback is not None:
                 rest = rest[np.argsort(-fallback[rest], kind="stable")]
-            order = np.concatenate([order[first], rest])
+            order = np.concatenate([lead, rest])
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
             order = np.concatenate([order[~redundant[order]], order[redundant[order]]])
@@ -560,9 +574,63 @@ def _ranked_picks(
             )
             if spent and harm is not None:
                 order = _copy_when_all_hurt(order, harm, redundant[order])
-        picks.append(int(order[0]))
-        chosen[order[0]] = True
+        pick = int(order[0])
+        if preferred is not None and dependence is not None:
+            helps = np.asarray(preferred, bool) & ~chosen
+            if helps[pick]:
+                pick = _finest_source(pick, helps, dependence, logits)
+        picks.append(pick)
+        chosen[pick] = True
     return np.array(picks, np.int64)
+
+
+def _related_to(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``[N]`` booleans: the features that are functions of a ``chosen`` one
+    (coarsenings, copies) or of which a chosen one is a function (sources).
+
+    Example (1 coarsens 0; 0 is chosen; 2 is unrelated):
+      >>> dependence = np.zeros([3, 3], bool)
+      >>> dependence[1, 0] = True
+      >>> _related_to(dependence, np.array([True, False, False])).tolist()
+      [False, True, False]
+      >>> _related_to(dependence, np.array([False, True, False])).tolist()
+      [True, False, False]
+    """
+    dependence = np.asarray(dependence, bool)
+    chosen = np.asarray(chosen, bool)
+    return dependence[:, chosen].any(axis=1) | dependence[chosen].any(axis=0)
+
+
+def _finest_source(
+    lead: int, helps: np.ndarray, dependence: np.ndarray, score: np.ndarray
+) -> int:
+    """The feature to pick in place of ``lead``: a strict source of it (``lead``
+    is a function of it, it is not one of ``lead``) that also ``helps``, the
+    largest ``score`` first, down the chain; ``lead`` where none helps.
+
+    A source holds all that its coarsening does: picked first, it covers the
+    group at once, where the coarsening first would leave its source helping
+    in a later round, two picks for one group.
+
+    Example (0 coarsens 1, 1 coarsens 2; 2 helps, then only 1):
+      >>> dependence = np.zeros([3, 3], bool)
+      >>> dependence[0, 1] = dependence[0, 2] = dependence[1, 2] = True
+      >>> score = np.array([3.0, 2.0, 1.0])
+      >>> _finest_source(0, np.array([True, True, True]), dependence, score)
+      2
+      >>> _finest_source(0, np.array([True, True, False]), dependence, score)
+      1
+    """
+    dependence = np.asarray(dependence, bool)
+    score = np.asarray(score, np.float64)
+    seen = np.zeros(len(score), bool)  # a check on data need not be transitive
+    while True:
+        seen[lead] = True
+        sources = helps & dependence[lead] & ~dependence[:, lead] & ~seen
+        if not sources.any():
+            return int(lead)
+        candidates = np.flatnonzero(sources)
+        lead = int(candidates[np.argmax(score[candidates])])
 
 
 def _copy_when_all_hurt(
