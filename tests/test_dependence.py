@@ -268,6 +268,20 @@ def test_a_pick_that_helps_gives_way_to_its_source_that_helps():
     assert later([5.0, 4.0, 0.0, 3.0]) == [1]
     assert later([5.0, 4.0, 0.0, 3.0], check=False) == [0]
     assert later([5.0, 1.0, 0.0, 3.0]) == [0]  # zip does not help
+    # With b in, a copy of b that prefix is a function of is no source to
+    # take: it covers nothing new.
+    copy_of_b = dependence.copy()
+    copy_of_b[3, 2] = copy_of_b[2, 3] = copy_of_b[0, 3] = True
+    _, picks = commit_round(
+        spec,
+        b_in,
+        np.array([3.0, 1.0, 0.0, 2.0]),
+        np.ones(4),
+        num_rounds=3,
+        dependence=copy_of_b,
+        heldout_scores=np.array([5.0, 1.0, 0.0, 3.0]),
+    )
+    assert picks == [0]
 
 
 def test_a_candidate_related_to_a_selected_one_comes_after_the_other_help():

@@ -576,7 +576,8 @@ def _ranked_picks(
                 order = _copy_when_all_hurt(order, harm, redundant[order])
         pick = int(order[0])
         if preferred is not None and dependence is not None:
-            helps = np.asarray(preferred, bool) & ~chosen
+            # Not a copy of a chosen feature: it would cover nothing new.
+            helps = np.asarray(preferred, bool) & ~chosen & ~redundant
             if helps[pick]:
                 pick = _finest_source(pick, helps, dependence, logits)
         picks.append(pick)
