@@ -12,7 +12,10 @@ occupation next to the user id - is reported but not passed over: pooling the
 finer feature's values, it can generalise where they have few rows each.
 Once no candidate helps and every other one's held-out statistic says it
 hurts, a copy, which can neither help nor hurt, is picked instead (see
-:func:`seqattn_tfrs.core.selection.commit_round`).
+:func:`seqattn_tfrs.core.selection.commit_round`). The selection also takes a
+coarsening's source in its place when both help (:func:`finest_source`), and
+ranks the candidates related to a selected feature after the others that help
+(:func:`related_to`).
 
 Only exact dependence is declared, and only where the data could have shown
 otherwise: were the candidate drawn independently of the selected feature
@@ -24,7 +27,7 @@ its function.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -208,3 +211,69 @@ def redundant_candidates(dependence: np.ndarray, selected: np.ndarray) -> np.nda
     same_groups = dependence & dependence.T
     selected = np.asarray(selected, bool)
     return ~selected & np.any(same_groups[:, selected], axis=1)
+
+
+def related_to(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``[N]`` booleans: the features that are functions of a ``chosen`` one
+    (coarsenings, copies) or of which a chosen one is a function (sources).
+
+    Example (1 coarsens 0; 0 is chosen; 2 is unrelated):
+      >>> dependence = np.zeros([3, 3], bool)
+      >>> dependence[1, 0] = True
+      >>> related_to(dependence, np.array([True, False, False])).tolist()
+      [False, True, False]
+      >>> related_to(dependence, np.array([False, True, False])).tolist()
+      [True, False, False]
+    """
+    dependence = np.asarray(dependence, bool)
+    chosen = np.asarray(chosen, bool)
+    return dependence[:, chosen].any(axis=1) | dependence[chosen].any(axis=0)
+
+
+def finest_source(
+    lead: int, helps: np.ndarray, dependence: np.ndarray, score: np.ndarray
+) -> int:
+    """The feature to pick in place of ``lead``: a strict source of it (``lead``
+    is a function of it, it is not one of ``lead``) that also ``helps``, the
+    largest ``score`` first, down the chain; ``lead`` where none helps.
+
+    A source holds all that its coarsening does: picked first, it covers the
+    group at once, where the coarsening first would leave its source helping
+    in a later round, two picks for one group.
+
+    Example (0 coarsens 1, 1 coarsens 2; 2 helps, then only 1):
+      >>> dependence = np.zeros([3, 3], bool)
+      >>> dependence[0, 1] = dependence[0, 2] = dependence[1, 2] = True
+      >>> score = np.array([3.0, 2.0, 1.0])
+      >>> finest_source(0, np.array([True, True, True]), dependence, score)
+      2
+      >>> finest_source(0, np.array([True, True, False]), dependence, score)
+      1
+    """
+    dependence = np.asarray(dependence, bool)
+    score = np.asarray(score, np.float64)
+    seen = np.zeros(len(score), bool)  # a check on data need not be transitive
+    while True:
+        seen[lead] = True
+        sources = helps & dependence[lead] & ~dependence[:, lead] & ~seen
+        if not sources.any():
+            return int(lead)
+        candidates = np.flatnonzero(sources)
+        lead = int(candidates[np.argmax(score[candidates])])
+
+
+def copies_of_chosen(
+    names: Sequence[str],
+    chosen: np.ndarray,
+    dependencies: Mapping[str, Collection[str]] | None,
+) -> np.ndarray:
+    """``[N]`` booleans: the unchosen features that are copies (each a function
+    of the other) of a chosen one, by a gate's ``functional_dependencies``."""
+    if not dependencies:
+        return np.zeros(len(names), bool)
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.zeros((len(names), len(names)), bool)
+    for name, sources in dependencies.items():
+        for source in sources:
+            matrix[index[name], index[source]] = True
+    return redundant_candidates(matrix, chosen)

@@ -219,7 +219,7 @@ def commit_round(
                 marginal = np.asarray(entry_scores, np.float64)
                 helps = marginal >= signal_threshold(len(names))  # none selected yet
                 if helps[ranked[0]]:
-                    source = _finest_source(
+                    source = dependence_lib.finest_source(
                         int(ranked[0]), helps, dependence, first_scores
                     )
                     ranked = np.array([source], np.int64)
@@ -367,7 +367,7 @@ def exhausted_after(
     names = list(evidence)
     chosen = np.array([name in selected for name in names], bool)
     gate_z = np.array([evidence[name] for name in names], np.float64)
-    copies = _copies_of_chosen(names, chosen, dependencies)
+    copies = dependence_lib.copies_of_chosen(names, chosen, dependencies)
     helps = helping(chosen, gate_z)
     if helps is None or (helps & ~copies).any():
         return False
@@ -379,23 +379,6 @@ def exhausted_after(
     # As the commit: the probe alone counts only where no gate z helps at all.
     probe_helps, _ = _probe_evidence(chosen, gate_z, probe_z, spent=not helps.any())
     return not (probe_helps & ~copies).any()
-
-
-def _copies_of_chosen(
-    names: Sequence[str],
-    chosen: np.ndarray,
-    dependencies: Mapping[str, Collection[str]] | None,
-) -> np.ndarray:
-    """``[N]`` booleans: the unchosen features that are copies (each a function
-    of the other) of a chosen one, by a gate's ``functional_dependencies``."""
-    if not dependencies:
-        return np.zeros(len(names), bool)
-    index = {name: i for i, name in enumerate(names)}
-    matrix = np.zeros((len(names), len(names)), bool)
-    for name, sources in dependencies.items():
-        for source in sources:
-            matrix[index[name], index[source]] = True
-    return dependence_lib.redundant_candidates(matrix, chosen)
 
 
 def _joint_only_lead(
@@ -561,7 +544,7 @@ def _ranked_picks(
             if dependence is not None:
                 # A function of a chosen feature, or one that a chosen feature
                 # is a function of, adds to a group already covered.
-                related = _related_to(dependence, chosen)
+                related = dependence_lib.related_to(dependence, chosen)
                 lead = np.concatenate([lead[~related[lead]], lead[related[lead]]])
             if fallback is not None:
                 rest = rest[np.argsort(-fallback[rest], kind="stable")]
@@ -579,59 +562,10 @@ def _ranked_picks(
             # Not a copy of a chosen feature: it would cover nothing new.
             helps = np.asarray(preferred, bool) & ~chosen & ~redundant
             if helps[pick]:
-                pick = _finest_source(pick, helps, dependence, logits)
+                pick = dependence_lib.finest_source(pick, helps, dependence, logits)
         picks.append(pick)
         chosen[pick] = True
     return np.array(picks, np.int64)
-
-
-def _related_to(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """``[N]`` booleans: the features that are functions of a ``chosen`` one
-    (coarsenings, copies) or of which a chosen one is a function (sources).
-
-    Example (1 coarsens 0; 0 is chosen; 2 is unrelated):
-      >>> dependence = np.zeros([3, 3], bool)
-      >>> dependence[1, 0] = True
-      >>> _related_to(dependence, np.array([True, False, False])).tolist()
-      [False, True, False]
-      >>> _related_to(dependence, np.array([False, True, False])).tolist()
-      [True, False, False]
-    """
-    dependence = np.asarray(dependence, bool)
-    chosen = np.asarray(chosen, bool)
-    return dependence[:, chosen].any(axis=1) | dependence[chosen].any(axis=0)
-
-
-def _finest_source(
-    lead: int, helps: np.ndarray, dependence: np.ndarray, score: np.ndarray
-) -> int:
-    """The feature to pick in place of ``lead``: a strict source of it (``lead``
-    is a function of it, it is not one of ``lead``) that also ``helps``, the
-    largest ``score`` first, down the chain; ``lead`` where none helps.
-
-    A source holds all that its coarsening does: picked first, it covers the
-    group at once, where the coarsening first would leave its source helping
-    in a later round, two picks for one group.
-
-    Example (0 coarsens 1, 1 coarsens 2; 2 helps, then only 1):
-      >>> dependence = np.zeros([3, 3], bool)
-      >>> dependence[0, 1] = dependence[0, 2] = dependence[1, 2] = True
-      >>> score = np.array([3.0, 2.0, 1.0])
-      >>> _finest_source(0, np.array([True, True, True]), dependence, score)
-      2
-      >>> _finest_source(0, np.array([True, True, False]), dependence, score)
-      1
-    """
-    dependence = np.asarray(dependence, bool)
-    score = np.asarray(score, np.float64)
-    seen = np.zeros(len(score), bool)  # a check on data need not be transitive
-    while True:
-        seen[lead] = True
-        sources = helps & dependence[lead] & ~dependence[:, lead] & ~seen
-        if not sources.any():
-            return int(lead)
-        candidates = np.flatnonzero(sources)
-        lead = int(candidates[np.argmax(score[candidates])])
 
 
 def _copy_when_all_hurt(
