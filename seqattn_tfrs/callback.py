@@ -492,7 +492,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         """Before a commit whose settle summed the probe's training side (by
         count, after the first round), hands the layer the held-out probe's z
         (see :mod:`seqattn_tfrs.core.probe`) and returns it with the gate's z
-        of the same candidates; None where the probe does not run."""
+        of every candidate (also those with no values to hash, which have no
+        probe z); None where the probe does not run."""
         if self.selection_data is None or not layer.probe_summed:
             return None  # e.g. resumed without selection_data
         evidence = layer.heldout_evidence()
@@ -510,7 +511,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 "the gate's z it ranks the candidates, those that help first.",
                 flush=True,
             )
-        return scores, {name: evidence[name] for name in scores}
+        candidates = [n for n in evidence if n not in layer.selected_features]
+        return scores, {name: evidence[name] for name in candidates}
 
     @staticmethod
     def _settled_scores(

@@ -392,20 +392,25 @@ def fit_selecting(model, features, labels, batch_size, fit_first=False):
 
 
 def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
-    """One signal field (``a``) and three noise fields: after ``a`` is picked
-    the next settles sum the probe and the later commits rank by its
-    held-out pass combined with the gate (the events carry both z), also in
-    a model whose training steps were traced before without the probe."""
+    """One signal field (``a``), two integer noise fields and a float one
+    (``d``, no values to hash): after ``a`` is picked the next settles sum
+    the probe and the later commits rank by its held-out pass combined with
+    the gate. The events carry the probe's z of the integer candidates and
+    the gate's z of every candidate, ``d``'s too. Also in a model whose
+    training steps were traced before without the probe."""
     rng = np.random.default_rng(0)
     count, names = 6000, "abcd"
-    features = {n: rng.integers(0, 40, count) for n in names}
+    features = {n: rng.integers(0, 40, count) for n in "abc"}
+    features["d"] = rng.normal(size=count).astype(np.float32)
     effect = rng.normal(scale=1.5, size=40)
     labels = (rng.random(count) < 1 / (1 + np.exp(-effect[features["a"]]))).astype(
         np.float32
     )
-    inputs = {n: tf.keras.Input([], dtype=tf.int64, name=n) for n in names}
+    inputs = {n: tf.keras.Input([], dtype=tf.int64, name=n) for n in "abc"}
+    inputs["d"] = tf.keras.Input([], dtype=tf.float32, name="d")
+    tables = {n: tf.keras.layers.Embedding(40, 4) for n in "abc"}
     layer = SequentialAttentionEmbedding(
-        {n: tf.keras.layers.Embedding(40, 4) for n in names}, 3, name="gate"
+        {**tables, "d": tf.keras.layers.Reshape((1,))}, 3, name="gate"
     )
     gated = layer(inputs)
     hidden = tf.keras.layers.Concatenate()([gated[n] for n in names])
@@ -419,16 +424,21 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
     probed = [e for e in callback.events if "probe_scores" in e]
     assert [e["round"] for e in probed] == [2, 3]
     for event in probed:
-        chosen = set(layer.selected_features[: event["round"] - 1])
-        assert set(event["probe_scores"]) == set(names) - chosen
+        candidates = set(names) - set(layer.selected_features[: event["round"] - 1])
+        assert set(event["probe_scores"]) == candidates - {"d"}
         assert all(z != 0 for z in event["probe_scores"].values())  # summed
-        # The event's two statistics explain its pick: the largest combined z
-        # among those that help by the probe or the combined z, else of all.
         gate, probe_z = event["heldout_scores"], event["probe_scores"]
-        assert set(gate) == set(probe_z)
-        combined = {n: (gate[n] + probe_z[n]) / np.sqrt(2) for n in gate}
-        threshold = selection.signal_threshold(3 * len(gate))
-        helps = {n for n in gate if max(probe_z[n], combined[n]) >= threshold}
+        assert set(gate) == candidates
+        assert all(z != 0 for z in gate.values())  # d's too, where a candidate
+        # The event's two statistics explain its pick: the largest combined z
+        # (the gate's alone for d) among those that help by the probe or the
+        # combined z, else of all.
+        combined = {
+            n: (gate[n] + probe_z[n]) / np.sqrt(2) if n in probe_z else gate[n]
+            for n in gate
+        }
+        threshold = selection.signal_threshold(len(gate) + 2 * len(probe_z))
+        helps = {n for n in probe_z if max(probe_z[n], combined[n]) >= threshold}
         (pick,) = event["features"]
         assert pick == max(helps or combined, key=combined.get)
         # "Exhausted" only where no candidate helps by either statistic.
