@@ -13,6 +13,7 @@ from seqattn_tfrs import (
     heldout_probe,
 )
 from seqattn_tfrs import heldout as heldout_lib
+from seqattn_tfrs.core import evidence as evidence_lib
 from seqattn_tfrs.core import modes, round_report
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import schedule as schedule_lib
@@ -463,6 +464,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self._wait_for_scheduled_steps()
                 done += 1
                 probed = self._run_probe(layer)
+                paired = self._run_pair_test(layer) if probed is not None else None
                 settled = self._settled_scores(layer, probed)
                 event = round_report.commit_and_report(
                     layer,
@@ -474,9 +476,14 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     logs=logs,
                     verbose=self.verbose,
                     probe_scores=None if probed is None else probed[0],
+                    pair_found=paired is not None and evidence_lib.pair_found(paired),
                 )
                 if probed is not None:  # both statistics the rule combined
                     event["probe_scores"], event["heldout_scores"] = probed
+                if paired is not None:  # no candidate helped alone
+                    event["pair_scores"] = {
+                        f"{a} & {b}": z for (a, b), z in paired.items()
+                    }
                 if settled is not None:  # no probe: the settled score test ranked
                     event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
@@ -513,6 +520,28 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             )
         candidates = [n for n in evidence if n not in layer.selected_features]
         return scores, {name: evidence[name] for name in candidates}
+
+    def _run_pair_test(
+        self, layer: SequentialAttentionEmbedding
+    ) -> dict[tuple[str, str], float] | None:
+        """After the probe's pass, before a commit by count in which no
+        candidate helps alone, hands the layer the held-out pair test's z of
+        its candidates' pairs (see :mod:`seqattn_tfrs.core.pairs`) and returns
+        them; None where the commit reads none."""
+        names = layer.pair_test_candidates()
+        if not names:
+            return None
+        scores = self._probes[id(layer)].pair_scores(names)
+        layer.set_pair_scores(scores)
+        if self.verbose and scores:
+            best = max(scores, key=scores.get)
+            print(
+                f"\nSequentialAttention [{layer.name}]: no candidate helps alone; "
+                f"the held-out pair test's largest z is {best}'s "
+                f"({scores[best]:.2f}).",
+                flush=True,
+            )
+        return scores
 
     @staticmethod
     def _settled_scores(

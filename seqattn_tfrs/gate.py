@@ -468,6 +468,18 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         (see :mod:`seqattn_tfrs.core.probe`)."""
         return self._state().probe_training_sums()
 
+    def pair_test_candidates(self) -> list[str]:
+        """The candidates whose pairs the next commit reads the held-out
+        pair test of (:mod:`seqattn_tfrs.core.pairs`): by count, with at
+        least two picks left and no candidate that helps alone but functions
+        of a selected feature; empty where the commit reads none."""
+        return self._state().pair_candidates()
+
+    def set_pair_scores(self, scores: Mapping[tuple[str, str], float]) -> None:
+        """Hands the next commit the held-out pair test's z per pair of
+        features (a pair left out has none)."""
+        self._state().set_pair_scores(scores)
+
     def set_probe_scores(self, scores: Mapping[str, float]) -> None:
         """Stores the held-out probe's z per feature for the next commit
         (NaN for a feature it has none of)."""

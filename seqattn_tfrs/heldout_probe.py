@@ -12,11 +12,13 @@ later rounds. The model's weights, gates and metrics are left as they were.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs import heldout, tf_ops
-from seqattn_tfrs.core import modes, probe
+from seqattn_tfrs.core import modes, pairs, probe
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 MAX_ROWS = 50_000
@@ -38,6 +40,9 @@ class HeldoutProbe:
         self._loss_of = heldout.loss_function(model)
         self._keyed: list[str] | None = None  # known once traced
         self._step = tf.function(self._batch_sums, reduce_retracing=True)
+        # The last pass's rows, for the pair test: keyed feature names, and
+        # per row their bucket keys and projected gradients ([rows, keyed]).
+        self._rows: tuple[list[str], np.ndarray, np.ndarray] | None = None
 
     def scores(
         self, dataset: tf.data.Dataset, max_rows: int = MAX_ROWS
@@ -60,11 +65,16 @@ class HeldoutProbe:
         total = np.zeros(len(names))
         squares = np.zeros(len(names))
         rows = 0
+        keys, projected = [], []
+        self._rows = None
         try:
             layer.set_gate_mode(modes.SETTLING)  # the candidates' gates at 0
             for batch in dataset:
                 with layer.capturing_outputs():
-                    batch_total, batch_squares, batch_rows = self._step(batch)
+                    sums = self._step(batch)
+                batch_total, batch_squares, batch_rows, batch_keys, batch_projected = (
+                    sums
+                )
                 if self._keyed is None:
                     raise RuntimeError(
                         f"{layer.name} was not called on `selection_data`'s "
@@ -78,6 +88,8 @@ class HeldoutProbe:
                 total[keyed] += batch_total.numpy()
                 squares[keyed] += batch_squares.numpy()
                 rows += int(batch_rows)
+                keys.append(batch_keys.numpy())
+                projected.append(batch_projected.numpy())
                 if rows >= max_rows:
                     break
         finally:
@@ -85,10 +97,38 @@ class HeldoutProbe:
             for variable, value in zip(metric_variables, saved):
                 variable.assign(value)
         z = probe.probe_z(total, squares)
+        self._rows = (
+            list(self._keyed),
+            np.concatenate(keys),
+            np.concatenate(projected),
+        )
         return {
             name: float(z[names.index(name)])
             for name in candidates
             if name in self._keyed
+        }
+
+    def pair_scores(self, names: Sequence[str]) -> dict[tuple[str, str], float]:
+        """The held-out pair test's z (:func:`seqattn_tfrs.core.pairs.pair_z`)
+        of every pair of ``names`` with raw values to hash, from the rows of
+        the last :meth:`scores` pass.
+
+        Raises:
+          RuntimeError: no pass ran since the last settle summed the probe.
+        """
+        if self._rows is None:
+            raise RuntimeError(
+                f"{self.layer.name}: the pair test reads the held-out probe's "
+                "rows; expected a `scores` pass before it, got none."
+            )
+        keyed, keys, projected = self._rows
+        tested = [n for n in names if n in keyed]
+        columns = [keyed.index(n) for n in tested]
+        z = pairs.pair_z(keys[:, columns], projected[:, columns])
+        return {
+            (first, tested[j]): float(z[i, j])
+            for i, first in enumerate(tested)
+            for j in range(i + 1, len(tested))
         }
 
     def _batch_sums(self, batch):
@@ -102,10 +142,10 @@ class HeldoutProbe:
             capture.tape = tape
             loss = self._loss_of(batch)
         if not capture.outputs:  # the model did not call the layer
-            return tf.zeros([0]), tf.zeros([0]), tf.constant(0)
+            return _no_rows()
         self._keyed = [n for n in names if capture.buckets.get(n) is not None]
         if not self._keyed:
-            return tf.zeros([0]), tf.zeros([0]), tf.constant(0)
+            return _no_rows()
         outputs = [capture.outputs[n] for n in self._keyed]
         grads = tape.gradient(loss, outputs)
         # A feature the loss does not read has a zero gradient.
@@ -129,4 +169,11 @@ class HeldoutProbe:
         keys = tf.stack([capture.buckets[n] for n in self._keyed], axis=1)
         slots = probe.probe_slots(keys, keyed)  # [B, K]
         a = projected * tf.gather(tf.reshape(layer.probe_sums, [-1]), slots)
-        return tf.reduce_sum(a, axis=0), tf.reduce_sum(a * a, axis=0), rows
+        sums = tf.reduce_sum(a, axis=0), tf.reduce_sum(a * a, axis=0), rows
+        return (*sums, keys, projected)
+
+
+def _no_rows():
+    """The pass's outputs for a batch with no feature to hash."""
+    empty = tf.zeros([0, 0])
+    return tf.zeros([0]), tf.zeros([0]), tf.constant(0), tf.cast(empty, tf.int64), empty

@@ -7,12 +7,12 @@ decisions themselves are the shared algorithm in :mod:`seqattn_tfrs.core`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs.core import logit_rule, modes, probe, selection, signals
+from seqattn_tfrs.core import evidence, logit_rule, modes, probe, selection, signals
 from seqattn_tfrs.core.options import AttentionOptions
 from seqattn_tfrs.tf_ops import TF
 
@@ -47,6 +47,7 @@ class SelectionState:
         self.spec = spec
         self.options = options
         self.num_rounds = num_rounds
+        self._pair_scores: np.ndarray | None = None  # see set_pair_scores
         n = len(spec.feature_names)
         selected = np.zeros([n], np.float32)
         order = np.full([n], -1, np.int32)
@@ -240,6 +241,40 @@ class SelectionState:
         """Stores the probe's z per feature for the next commit."""
         self.probe_scores.assign(np.asarray(scores, np.float32))
 
+    def pair_candidates(self) -> list[str]:
+        """The candidates whose pairs the next commit reads the held-out
+        pair test of; empty where it reads none
+        (:func:`seqattn_tfrs.core.evidence.pair_candidates`)."""
+        if self.spec.budget_bytes is not None:
+            return []
+        eligible = evidence.pair_candidates(
+            self.selected_mask.numpy() > 0,
+            self.dependence.numpy() > 0,
+            self.heldout_scores(),
+            self.probe_scores.numpy(),
+            self.spec.num_selected - int(self.num_picked.numpy()),
+        )
+        names = self.spec.feature_names
+        return [] if eligible is None else [n for n, e in zip(names, eligible) if e]
+
+    def set_pair_scores(self, scores: Mapping[tuple[str, str], float]) -> None:
+        """Hands the next commit the held-out pair test's z per pair of
+        features (NaN for a pair left out). Not a variable: the callback
+        computes it from the held-out pass right before the commit that
+        reads it, which then drops it."""
+        index = {name: i for i, name in enumerate(self.spec.feature_names)}
+        unknown = sorted({n for pair in scores for n in pair} - set(index))
+        if unknown:
+            raise ValueError(
+                f"{self.spec.layer_name}: `scores` names unknown features "
+                f"{unknown}; expected pairs of {list(index)}."
+            )
+        matrix = np.full([len(index)] * 2, np.nan)
+        for (first, second), z in scores.items():
+            matrix[index[first], index[second]] = z
+            matrix[index[second], index[first]] = z
+        self._pair_scores = matrix
+
     def _set_probe(self, active: bool) -> None:
         """Starts (zeroed) or stops the probe's sums for the next settle."""
         self.probe_active.assign(int(active and self.probe_supported))
@@ -319,7 +354,9 @@ class SelectionState:
             heldout_scores=self.heldout_scores(),
             first_scores=self.first_scores(),
             probe_scores=self.probe_scores.numpy(),
+            pair_scores=self._pair_scores,
         )
+        self._pair_scores = None
         self.round_gates.assign(new.round_gates)
         self.selection_order.assign(new.order.astype(np.int32))
         self.selected_mask.assign(new.selected.astype(np.float32))

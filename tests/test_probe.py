@@ -11,7 +11,7 @@ from seqattn_tfrs import (
     heldout_probe,
     tf_ops,
 )
-from seqattn_tfrs.core import probe, round_report, selection
+from seqattn_tfrs.core import evidence, probe, round_report, selection
 from seqattn_tfrs.gate import SELECTING, SETTLING
 
 BUCKETS = probe.PROBE_BUCKETS
@@ -437,7 +437,7 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
             n: (gate[n] + probe_z[n]) / np.sqrt(2) if n in probe_z else gate[n]
             for n in gate
         }
-        threshold = selection.signal_threshold(len(gate) + 2 * len(probe_z))
+        threshold = evidence.signal_threshold(len(gate) + 2 * len(probe_z))
         helps = {n for n in probe_z if max(probe_z[n], combined[n]) >= threshold}
         (pick,) = event["features"]
         assert pick == max(helps or combined, key=combined.get)
@@ -526,7 +526,7 @@ def test_a_fit_ranks_float_features_by_the_settled_score_test():
         assert fresh[pick] > 5  # the strongest remaining signal, by far
         # The pick is the largest settled z among the candidates that help
         # by the gate's z (else the largest gate z: the least harm).
-        threshold = selection.signal_threshold(len(gate))
+        threshold = evidence.signal_threshold(len(gate))
         helps = {n for n in gate if gate[n] >= threshold}
         assert pick == (max(helps, key=fresh.get) if helps else max(gate, key=gate.get))
     assert not any(layer.entry_evidence().values())  # reset by the last commit

@@ -88,7 +88,7 @@ def install_probe(
     import tensorflow as tf
 
     from seqattn_tfrs import selection_state, tf_ops
-    from seqattn_tfrs.core import modes
+    from seqattn_tfrs.core import evidence, modes
 
     names = list(layer.feature_names)
     captured = {}
@@ -200,7 +200,7 @@ def install_probe(
         scores = kwargs.get("heldout_scores")
         use = selected.any() and scores is not None and np.any(scores)
         if use and policy == "fallback":
-            use = selection_state.selection.signal_exhausted(selected, scores)
+            use = evidence.signal_exhausted(selected, scores)
         if use:
             kwargs["heldout_scores"] = probe(np.flatnonzero(~selected))
         settled.clear()

@@ -4,7 +4,7 @@ A candidate's gate gradient goes through its table, trained only in the
 warm-up and unchanged since (its gate is 0 while the model settles), so it
 can miss what the feature would bring now: the partner of a selected XOR
 field, or, late in a selection, any remaining signal
-(:func:`seqattn_tfrs.core.selection.signal_exhausted`). The probe asks the
+(:func:`seqattn_tfrs.core.evidence.signal_exhausted`). The probe asks the
 data instead (docs/generated_quality.md, "Session 13"):
 
 * while a round settles (the candidates' gates at 0), each training row's
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqattn_tfrs.core import selection
+from seqattn_tfrs.core import evidence
 
 # Hash buckets per feature of the training-side sums (4 bytes each: 256 KiB a
 # feature, held only while a settle sums them; otherwise one float).
@@ -74,7 +74,7 @@ def probe_wanted(
     """
     if complete:
         return False
-    return selection.helping(selected, heldout_scores) is not None
+    return evidence.helping(selected, heldout_scores) is not None
 
 
 def probe_z(total: np.ndarray, squares: np.ndarray) -> np.ndarray:

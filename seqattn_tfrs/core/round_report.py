@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from seqattn_tfrs.core import budget as budget_lib
+from seqattn_tfrs.core import evidence as evidence_lib
 from seqattn_tfrs.core import schedule as schedule_lib
-from seqattn_tfrs.core import selection as selection_lib
 
 
 class CommittingLayer(Protocol):
@@ -48,6 +48,7 @@ def commit_and_report(
     logs: dict | None,
     verbose: int,
     probe_scores: Mapping[str, float] | None = None,
+    pair_found: bool = False,
 ) -> dict[str, Any]:
     """Commits ``layer``'s round ``round_number`` (1-based) and reports it.
 
@@ -55,13 +56,14 @@ def commit_and_report(
     whether they followed the least harm because no candidate helped on
     held-out data any more, by the gate's statistic nor by the held-out
     probe's ``probe_scores`` where given, copies of a selected feature aside
-    (:func:`seqattn_tfrs.core.selection.exhausted_after`, read before the
-    commit). When a byte-budgeted selection closes while
-    unselected features still fit, ``"fit_but_not_picked"`` maps them to
-    their score statistic before the commit (none passed ``entry_z``, or they
-    copy a selected feature). Each pick's 1-based position goes to ``logs``
-    under ``"<log_prefix>picked/<feature>"``; with ``verbose``, one line is
-    printed.
+    (:func:`seqattn_tfrs.core.evidence.exhausted_after`, read before the
+    commit), nor by the held-out pair test (``pair_found``: a pair of them
+    clears the threshold together, and the commit picks it). When a
+    byte-budgeted selection closes while unselected features still fit,
+    ``"fit_but_not_picked"`` maps them to their score statistic before the
+    commit (none passed ``entry_z``, or they copy a selected feature). Each
+    pick's 1-based position goes to ``logs`` under
+    ``"<log_prefix>picked/<feature>"``; with ``verbose``, one line is printed.
 
     Example:
       >>> class Layer:  # a stand-in for a gate layer
@@ -80,12 +82,15 @@ def commit_and_report(
       >>> logs
       {'picked/b': 2.0}
     """
-    exhausted = selection_lib.exhausted_after(
-        layer.heldout_evidence(),
-        layer.selected_features,
-        by_count=layer.budget_bytes is None,
-        probe=probe_scores,
-        dependencies=layer.functional_dependencies,
+    exhausted = (
+        evidence_lib.exhausted_after(
+            layer.heldout_evidence(),
+            layer.selected_features,
+            by_count=layer.budget_bytes is None,
+            probe=probe_scores,
+            dependencies=layer.functional_dependencies,
+        )
+        and not pair_found
     )
     evidence = layer.entry_evidence() if layer.budget_bytes is not None else None
     names = list(layer.commit_round(require_learning=True))
@@ -109,7 +114,7 @@ def commit_and_report(
         print(
             f"\nSequentialAttention [{layer.name}] round {round_number}/"
             f"{num_rounds}: selected {names}; so far {list(layer.selected_features)}"
-            + (selection_lib.EXHAUSTED_NOTE if exhausted else "")
+            + (evidence_lib.EXHAUSTED_NOTE if exhausted else "")
             + (
                 f" (closed: {sorted(event['fit_but_not_picked'])} still fit, but "
                 "none passed the score test of `entry_z` or each copies a "

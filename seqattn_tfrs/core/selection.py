@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from seqattn_tfrs.core import budget as budget_lib
 from seqattn_tfrs.core import dependence as dependence_lib
+from seqattn_tfrs.core.evidence import (
+    helping,
+    pair_to_pick,
+    probe_evidence,
+    signal_threshold,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +108,7 @@ def commit_round(
     heldout_scores: np.ndarray | None = None,
     first_scores: np.ndarray | None = None,
     probe_scores: np.ndarray | None = None,
+    pair_scores: np.ndarray | None = None,
 ) -> tuple[SelectionRecord, list[int]]:
     """Commits one round: the picks, and the record after them.
 
@@ -140,7 +146,7 @@ def commit_round(
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
     the gate's and the probe's z combined rank in place of both, first the
     candidates that help by the gate's z or the combined z (or, once no gate
-    z helps, the probe's alone; see :func:`_probe_evidence`). Where no
+    z helps, the probe's alone; see :func:`probe_evidence`). Where no
     candidate has a probe z (floats and booleans only: no values to hash),
     the settled model's score z of the round (``entry_scores``) ranks the
     candidates that help instead of the logits: Orthogonal Matching
@@ -150,7 +156,12 @@ def commit_round(
     feature, and a needed one can score below a copy. Once none helps, a
     copy of a selected feature (it can neither help nor hurt) is picked when
     every other candidate's held-out gate statistic is at most 0 (an
-    estimated harm) and at most its own.
+    estimated harm) and at most its own. Before that, where no candidate
+    but functions of a selected feature helps, at least two picks are left
+    and ``pair_scores`` hold a pair of candidates that clears the
+    threshold together (:mod:`seqattn_tfrs.core.pairs`), the round picks
+    both (one round more than its count, so the selection completes a
+    round early).
 
     Args:
       spec: what the layer selects.
@@ -170,6 +181,9 @@ def commit_round(
       probe_scores: per-feature z of the held-out probe (NaN for a feature
         without one; all zero, or None, where none was computed); by count,
         after the first round.
+      pair_scores: ``[N, N]`` z of the held-out pair test
+        (:func:`seqattn_tfrs.core.pairs.pair_z`; NaN for an untested pair),
+        where :func:`pair_candidates` asked for it.
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
@@ -234,15 +248,28 @@ def commit_round(
                 )
                 ranked = np.concatenate([ranked, more])
         else:
+            pair = None
+            if pair_scores is not None:
+                pair = pair_to_pick(
+                    selected,
+                    dependence,
+                    heldout_scores,
+                    probe_scores,
+                    pair_scores,
+                    spec.num_selected - record.num_picked,
+                )
+            after = selected.copy()
+            after[pair or []] = True
             ranked = _later_picks(
                 logits,
-                selected,
-                count,
+                after,
+                max(count - len(pair or []), 0),
                 dependence,
                 heldout_scores,
                 probe_scores,
                 settled_scores=entry_scores,
             )
+            ranked = np.concatenate([np.array(pair or [], np.int64), ranked])
     else:
         ranked, closed = _affordable_picks(
             spec, record, logits, selected, num_rounds, costs, entry_scores, dependence
@@ -261,124 +288,6 @@ def commit_round(
         closed=closed,
     )
     return new, [int(i) for i in ranked]
-
-
-# The family-wise error rate at which "some unselected feature still helps"
-# is declared (one-sided, Bonferroni over the candidates).
-SIGNAL_ALPHA = 0.05
-
-
-def signal_threshold(num_candidates: int) -> float:
-    """The z a held-out statistic must clear for a candidate to count as
-    helping: one-sided, Bonferroni-corrected over ``num_candidates`` at
-    ``SIGNAL_ALPHA``.
-
-    Example:
-      >>> round(signal_threshold(1), 3), round(signal_threshold(30), 3)
-      (1.645, 2.935)
-    """
-    if num_candidates < 1:
-        raise ValueError(f"`num_candidates` must be >= 1, got {num_candidates}.")
-    return statistics.NormalDist().inv_cdf(1.0 - SIGNAL_ALPHA / num_candidates)
-
-
-def signal_exhausted(selected: np.ndarray, heldout_scores: np.ndarray | None) -> bool:
-    """Whether, after the first pick, no unselected feature's held-out
-    statistic clears :func:`signal_threshold`: the logits then rank noise.
-
-    False without evidence (no statistic is non-zero) and before any pick.
-
-    Example:
-      >>> signal_exhausted(np.array([True, False, False]), np.array([0, 1.0, -2]))
-      True
-      >>> signal_exhausted(np.array([True, False, False]), np.array([0, 3.0, -2]))
-      False
-      >>> signal_exhausted(np.array([False, False]), np.array([0.5, 1.0]))
-      False
-    """
-    helps = helping(selected, heldout_scores)
-    return helps is not None and not helps.any()
-
-
-def helping(
-    selected: np.ndarray, heldout_scores: np.ndarray | None
-) -> np.ndarray | None:
-    """The unselected features whose held-out statistic clears
-    :func:`signal_threshold`; None without evidence, before the first pick or
-    with nothing left.
-
-    Example:
-      >>> helping(np.array([True, False, False]), np.array([9.0, 5.0, 1.0]))
-      array([False,  True, False])
-      >>> helping(np.array([False, False]), np.array([5.0, 1.0])) is None
-      True
-    """
-    selected = np.asarray(selected, bool)
-    if heldout_scores is None or not np.any(heldout_scores):
-        return None
-    if not selected.any() or selected.all():
-        return None
-    scores = np.asarray(heldout_scores, np.float64)
-    return ~selected & (scores >= signal_threshold(int((~selected).sum())))
-
-
-# What a callback adds to its message for such a pick.
-EXHAUSTED_NOTE = (
-    " (no candidate helped on held-out data any more: this pick hurt the "
-    "held-out loss least; fewer features may serve as well)"
-)
-
-
-def exhausted_after(
-    evidence: Mapping[str, float],
-    selected: Collection[str],
-    by_count: bool = True,
-    probe: Mapping[str, float] | None = None,
-    dependencies: Mapping[str, Collection[str]] | None = None,
-) -> bool:
-    """:func:`signal_exhausted` from a gate's ``heldout_evidence()`` and its
-    ``selected_features``, and, where the held-out probe ran (``probe``: its
-    z per feature, NaN for a feature without one), no candidate helps by the
-    probe either (as :func:`commit_round` decides it): whether the next pick
-    by count will be the least harmful rather than one that helps. A copy of
-    a selected feature (by the gate's ``functional_dependencies``,
-    ``dependencies``) does not count as helping, as the commit passes over
-    it. Always False when not ``by_count`` (a budget's picks do not follow
-    this rule).
-
-    Example (``b`` does not help by the gate's z; by the probe's it does):
-      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"])
-      True
-      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"],
-      ...                 probe={"a": 0.0, "b": 6.0, "c": 0.2})
-      False
-      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": -1.0}, ["a"], by_count=False)
-      False
-
-    (``c`` helps by the gate's z, but it is a copy of the selected ``a``):
-      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": 9.0}, ["a"])
-      False
-      >>> exhausted_after({"a": 0.0, "b": 0.5, "c": 9.0}, ["a"],
-      ...                 dependencies={"a": ("c",), "c": ("a",)})
-      True
-    """
-    if not by_count:
-        return False
-    names = list(evidence)
-    chosen = np.array([name in selected for name in names], bool)
-    gate_z = np.array([evidence[name] for name in names], np.float64)
-    copies = dependence_lib.copies_of_chosen(names, chosen, dependencies)
-    helps = helping(chosen, gate_z)
-    if helps is None or (helps & ~copies).any():
-        return False
-    if probe is None:
-        return True
-    probe_z = np.array([probe.get(name, np.nan) for name in names], np.float64)
-    if not np.any(np.nan_to_num(probe_z)):
-        return True
-    # As the commit: the probe alone counts only where no gate z helps at all.
-    probe_helps, _ = _probe_evidence(chosen, gate_z, probe_z, spent=not helps.any())
-    return not (probe_helps & ~copies).any()
 
 
 def _joint_only_lead(
@@ -431,7 +340,7 @@ def _later_picks(
     the largest logits among the features that help, the rest by the least
     harm; without, the largest logits. Where ``probe_scores`` hold evidence,
     the gate's and the probe's z combined rank instead, the features that
-    help first (:func:`_probe_evidence`); where they hold none but
+    help first (:func:`probe_evidence`); where they hold none but
     ``settled_scores`` do (the settled model's score z on the settle's
     training rows, which a layer with no values to hash runs), those rank
     the features that help instead of the logits.
@@ -447,7 +356,7 @@ def _later_picks(
     probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
     if probe_z is not None and np.any(np.nan_to_num(probe_z)):
         spent = not helps.any()
-        probe_helps, combined = _probe_evidence(selected, scores, probe_z, spent)
+        probe_helps, combined = probe_evidence(selected, scores, probe_z, spent)
         return _ranked_picks(
             combined,
             selected,
@@ -468,48 +377,6 @@ def _later_picks(
         fallback=scores,
         harm=scores,
     )
-
-
-def _probe_evidence(
-    selected: np.ndarray,
-    gate_z: np.ndarray,
-    probe_z: np.ndarray,
-    spent: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The features that help by the held-out probe (beyond the gate's z
-    alone), and the order of all, from the gate's z and the probe's (NaN
-    where a feature has none).
-
-    The probe sees what a retrained table would bring, which a candidate's
-    embedding, trained in the warm-up and unchanged since, hides (an XOR
-    partner of a selected field, a field whose signal the warm-up did not
-    learn); the gate sees what the soft gates of the round's candidates do
-    together. So the two are combined, as independent tests of one null
-    hypothesis: ``(gate_z + probe_z) / sqrt(2)`` (Stouffer), the gate's z
-    alone without a probe z. A feature helps when its combined z, or in a
-    ``spent`` round (no gate z helps) also its probe z alone, clears
-    :func:`signal_threshold`, Bonferroni-counting every test made in the
-    round (the gate's, the probe's and the combined); the combined z ranks.
-    While the gate still finds help, the probe alone is not enough: on
-    MovieLens a 5,000-value noise field reached a probe z of 4.5 in such a
-    round (docs/generated_quality.md, "Session 18").
-
-    Example (c's probe z of 2.3 alone is no evidence, 7 tests needing 2.45;
-    with its gate's 1.4 it is, 2.62; the rest rank by the combined z):
-      >>> helps, order = _probe_evidence(np.array([True, False, False, False]),
-      ...     np.array([0.0, 1.5, 1.4, -0.5]), np.array([0.0, 0.1, 2.3, np.nan]))
-      >>> helps.tolist(), order.round(2).tolist()
-      ([False, False, True, False], [0.0, 1.13, 2.62, -0.5])
-    """
-    unselected = ~np.asarray(selected, bool)
-    keyed = unselected & np.isfinite(probe_z)
-    probe = np.nan_to_num(probe_z)
-    combined = np.where(keyed, (gate_z + probe) / np.sqrt(2), gate_z)
-    tests = int(unselected.sum() + 2 * keyed.sum())
-    evidence = np.where(
-        keyed, np.maximum(probe, combined) if spent else combined, -np.inf
-    )
-    return unselected & (evidence >= signal_threshold(tests)), combined
 
 
 def _ranked_picks(

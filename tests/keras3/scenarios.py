@@ -31,7 +31,7 @@ from planted import (  # noqa: E402
     omp_order,
 )
 
-from seqattn_tfrs.core import selection as selection_lib  # noqa: E402
+from seqattn_tfrs.core import evidence as evidence_lib  # noqa: E402
 from seqattn_tfrs.keras3 import (  # noqa: E402
     SequentialAttentionCallback,
     SequentialAttentionEmbedding,
@@ -173,7 +173,7 @@ def settled() -> dict:
     for (fresh, held), pick in zip(seen[1:], gate.selected_features[1:]):
         assert all(fresh.values()), fresh  # summed in the settle's training steps
         assert fresh[pick] > 5, fresh  # the strongest remaining signal, by far
-        threshold = selection_lib.signal_threshold(len(held))
+        threshold = evidence_lib.signal_threshold(len(held))
         helps = {n for n in held if held[n] >= threshold}
         expected = max(helps, key=fresh.get) if helps else max(held, key=held.get)
         assert pick == expected, (pick, fresh, held)

@@ -1,0 +1,108 @@
+"""The held-out pair test: two candidates that matter only together.
+
+A pair of fields whose effect is their interaction (the parity of two
+flags) has no marginal effect, so neither the gate's z nor the probe's z of
+either field alone sees it, and once no candidate helps on its own the
+least-harm order takes noise or coarsenings instead
+(docs/generated_quality.md, "Session 23"). The held-out probe's pass
+(:mod:`seqattn_tfrs.core.probe`) already has, per held-out row, each
+candidate's projected gradient ``p_j(h)`` (the loss's derivative along the
+candidate's fixed direction, less its batch mean) and its raw value's hash
+bucket. For a pair ``(i, j)`` the rows are grouped by their two buckets:
+
+* ``S_i[c]`` and ``S_j[c]``: the sums of ``p_i`` and of ``p_j`` over the
+  even rows of group ``c``, the step a two-number table of the pair (one
+  number in each field's direction) would take, fitted on those rows;
+* on the odd rows, ``a_h = p_i(h) * S_i[c_h] + p_j(h) * S_j[c_h]``, the
+  held-out loss's derivative along that step; the pair's z is
+  ``sum(a) / sqrt(sum(a^2))``. (A sum ``p_i + p_j`` in one number would
+  cancel where the two directions happen to point against each other.)
+
+Given the even rows, the odd rows' terms are independent with mean 0 where
+the pair carries nothing, so the z is a standard normal under that null
+whatever the groups' sizes. Testing each half against the other and adding
+both would count every group's product twice (a variance of 2, measured as
+a noise pair's false positive). Both halves are held-out rows, so no
+memorised training residual enters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+
+def pair_z(keys: np.ndarray, projected: np.ndarray) -> np.ndarray:
+    """``[K, K]`` z of every pair of ``K`` features (symmetric; NaN on the
+    diagonal), from ``[R, K]`` bucket keys and projected gradients of ``R``
+    held-out rows; the even rows fit, the odd rows test.
+
+    Example (two flags whose parity sets the gradient's sign; a third field
+    that does not matter):
+      >>> rng = np.random.default_rng(0)
+      >>> keys = rng.integers(0, 2, (4000, 3))
+      >>> parity = np.where(keys[:, 0] == keys[:, 1], 1.0, -1.0)
+      >>> projected = np.tile(parity + rng.normal(0, 2, 4000), (3, 1)).T
+      >>> z = pair_z(keys, projected)
+      >>> bool(z[0, 1] > 10), bool(abs(z[0, 2]) < 3), bool(np.isnan(z[0, 0]))
+      (True, True, True)
+    """
+    keys = np.asarray(keys, np.int64)
+    projected = np.asarray(projected, np.float64)
+    if keys.ndim != 2 or keys.shape != projected.shape:
+        raise ValueError(
+            "`keys` and `projected` must both have shape [rows, features], got "
+            f"{keys.shape} and {projected.shape}."
+        )
+    rows, count = keys.shape
+    fit = np.arange(rows) % 2 == 0
+    span = int(keys.max()) + 1 if keys.size else 1
+    z = np.full((count, count), np.nan)
+    for i in range(count):
+        for j in range(i + 1, count):
+            _, group = np.unique(keys[:, i] * span + keys[:, j], return_inverse=True)
+            a = np.zeros(int((~fit).sum()))
+            for gradient in projected[:, i], projected[:, j]:
+                step = np.bincount(group[fit], gradient[fit], minlength=group.max() + 1)
+                a += gradient[~fit] * step[group[~fit]]
+            squares = float(a @ a)
+            z[i, j] = z[j, i] = float(a.sum()) / math.sqrt(squares) if squares else 0.0
+    return z
+
+
+def pair_picks(
+    pair_scores: np.ndarray,
+    eligible: np.ndarray,
+    combined: np.ndarray,
+    threshold: Callable[[int], float],
+) -> list[int] | None:
+    """The pair to pick, as two feature indices (the member with the larger
+    ``combined`` z first), or None: among the ``eligible`` features' pairs
+    with a z (finite in ``pair_scores``), the largest z, where it clears
+    ``threshold(number of those pairs)``.
+
+    Example (``a`` and ``c`` together; ``b`` not eligible):
+      >>> z = np.full((3, 3), np.nan)
+      >>> z[0, 2] = z[2, 0] = 6.0
+      >>> pair_picks(z, np.array([True, False, True]), np.array([0.1, 0, 0.3]),
+      ...            lambda tests: 3.0)
+      [2, 0]
+      >>> print(pair_picks(z, np.array([True, True, False]), np.zeros(3),
+      ...                  lambda tests: 3.0))
+      None
+    """
+    candidates = np.flatnonzero(np.asarray(eligible, bool))
+    pairs = [
+        (float(pair_scores[i, j]), int(i), int(j))
+        for n, i in enumerate(candidates)
+        for j in candidates[n + 1 :]
+        if np.isfinite(pair_scores[i, j])
+    ]
+    if not pairs:
+        return None
+    best, i, j = max(pairs, key=lambda pair: pair[0])
+    if best < threshold(len(pairs)):
+        return None
+    return [i, j] if combined[i] >= combined[j] else [j, i]
