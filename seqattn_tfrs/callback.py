@@ -537,7 +537,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             best = max(scores, key=scores.get)
             print(
                 f"\nSequentialAttention [{layer.name}]: no candidate helps alone; "
-                f"the held-out pair test's largest z is {best}'s "
+                f"the held-out pair test's largest z is {best[0]} & {best[1]}'s "
                 f"({scores[best]:.2f}).",
                 flush=True,
             )
