@@ -97,11 +97,12 @@ class HeldoutProbe:
             for variable, value in zip(metric_variables, saved):
                 variable.assign(value)
         z = probe.probe_z(total, squares)
-        self._rows = (
-            list(self._keyed),
-            np.concatenate(keys),
-            np.concatenate(projected),
-        )
+        if keys:  # none where the dataset had no batch
+            self._rows = (
+                list(self._keyed),
+                np.concatenate(keys),
+                np.concatenate(projected),
+            )
         return {
             name: float(z[names.index(name)])
             for name in candidates
