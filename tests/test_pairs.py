@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.selection_fit import fit_selecting
 
-from seqattn_tfrs import SequentialAttentionCallback, SequentialAttentionEmbedding
+from seqattn_tfrs import SequentialAttentionEmbedding
 from seqattn_tfrs.core import evidence
 from seqattn_tfrs.core.pairs import pair_picks, pair_z
 from seqattn_tfrs.core.selection import SelectionRecord, SelectionSpec, commit_round
@@ -151,17 +152,9 @@ def test_a_fit_picks_a_parity_pair_that_an_additive_model_cannot_see():
     output = tf.keras.layers.Dense(1, activation="sigmoid")(hidden)
     model = tf.keras.Model(inputs, output)
     model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
-    train = {n: v[:8000] for n, v in features.items()}, labels[:8000]
-    held = {n: v[8000:] for n, v in features.items()}, labels[8000:]
-    callback = SequentialAttentionCallback(
-        warmup_epochs=1,
-        epochs_per_selection=1,
-        finetune_epochs=0,
-        selection_data=tf.data.Dataset.from_tensor_slices(held).batch(500),
-        verbose=0,
+    callback = fit_selecting(
+        model, features, labels, batch_size=250, split=8000, held_batch=500
     )
-    tf.keras.utils.set_random_seed(0)
-    model.fit(*train, batch_size=250, epochs=4, callbacks=[callback], verbose=0)
     assert layer.selected_features[0] == "m"
     assert sorted(layer.selected_features[1:]) == ["x", "y"]
     second = callback.events[1]

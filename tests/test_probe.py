@@ -4,9 +4,9 @@ commit that uses it, each against a hand computation."""
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.selection_fit import fit_selecting
 
 from seqattn_tfrs import (
-    SequentialAttentionCallback,
     SequentialAttentionEmbedding,
     heldout_probe,
     tf_ops,
@@ -368,27 +368,6 @@ def test_probe_sums_survive_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(
         restored_layer.probe_training_sums(), layer.probe_training_sums()
     )
-
-
-def fit_selecting(model, features, labels, batch_size, fit_first=False):
-    """Fits ``model`` with the callback (warm-up 1, one-epoch rounds, no
-    fine-tune, 4 epochs) on the first 4,800 rows, the rest its
-    ``selection_data``; with ``fit_first``, one epoch without it before.
-    Returns the callback."""
-    train = {n: v[:4800] for n, v in features.items()}, labels[:4800]
-    held = {n: v[4800:] for n, v in features.items()}, labels[4800:]
-    callback = SequentialAttentionCallback(
-        warmup_epochs=1,
-        epochs_per_selection=1,
-        finetune_epochs=0,
-        selection_data=tf.data.Dataset.from_tensor_slices(held).batch(256),
-        verbose=0,
-    )
-    tf.keras.utils.set_random_seed(0)
-    if fit_first:
-        model.fit(*train, batch_size=batch_size, epochs=1, verbose=0)
-    model.fit(*train, batch_size=batch_size, epochs=4, callbacks=[callback], verbose=0)
-    return callback
 
 
 def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
