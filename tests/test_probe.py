@@ -107,6 +107,42 @@ def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
     assert pick(np.array([0.0, 3.0, 1.0, -1.0]), probe_z) == [1]
 
 
+def test_the_final_pick_ranks_the_helping_ones_by_what_each_brings_alone():
+    """b helps only beside c's or d's soft gate (an interaction member: gate
+    z 8, probe z 0.2), c alone (probe z 6.1), d has no probe z (gate z 3).
+    With picks to follow, the combined z ranks (b: 5.94, c: 4.81); the
+    selection's final pick, which no partner can follow, ranks by the probe
+    z, or the gate's z without one (c: 6.1 over d: 3 over b: 0.2)."""
+    gate_z = np.array([0.0, 8.0, 0.7, 3.0])
+    probe_z = np.array([0.0, 0.2, 6.1, np.nan])
+    record = selection.SelectionRecord(
+        np.array([True, False, False, False]),
+        np.array([0, -1, -1, -1]),
+        1,
+        np.zeros((3, 4)),
+    )
+
+    def picks(num_selected, per_round=1):
+        spec = selection.SelectionSpec(
+            "gate", ("a", "b", "c", "d"), num_selected, None, per_round
+        )
+        return selection.commit_round(
+            spec,
+            record,
+            np.array([0.0, 0.3, 0.2, 0.1]),
+            np.full(4, 0.25),
+            num_rounds=3,
+            heldout_scores=gate_z,
+            probe_scores=probe_z,
+        )[1]
+
+    assert picks(3) == [1]  # b, then one more pick may be its partner
+    assert picks(2) == [2]  # the final pick: c, which helps alone
+    assert picks(3, per_round=2) == [1, 2]  # one round: b, then c last
+    # Without a probe z, d's gate z stands for what it brings alone.
+    assert evidence.alone_scores(record.selected, gate_z, probe_z)[3] == 3.0
+
+
 def test_without_a_probe_z_the_settled_score_test_ranks_the_helping_ones():
     """In a later round where no candidate has a probe z (floats only), the
     settled model's score z (``entry_scores``) ranks the candidates that
@@ -423,6 +459,43 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
         # "Exhausted" only where no candidate helps by either statistic.
         assert event["signal_exhausted"] == (not helps)
     assert layer.selection_state.probe_sums.numpy().size == 1  # off
+
+
+def test_a_fit_does_not_end_on_a_parity_member_whose_partner_cannot_follow():
+    """``m`` and ``w`` have main effects (``m`` the larger); ``x`` and ``y``
+    matter only by their parity, which the hidden layer can fit. With two
+    fields to select, ``m`` goes first; in round 2 the soft gates of both
+    parity members rank ``x`` above ``w`` by the gate's z, but the round's
+    pick is the last: alone, given ``m``, only ``w`` helps (the probe)."""
+    rng = np.random.default_rng(1)
+    count, names = 12000, ("m", "w", "x", "y", "n")
+    values = {"m": 4, "w": 4, "x": 2, "y": 2, "n": 8}
+    features = {n: rng.integers(0, values[n], count) for n in names}
+    logit = np.array([-1.5, -0.5, 0.5, 1.5])[features["m"]]
+    logit += np.array([-0.6, -0.2, 0.2, 0.6])[features["w"]]
+    logit += 0.9 * np.where((features["x"] + features["y"]) % 2 == 0, 1.0, -1.0)
+    labels = (rng.random(count) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    tf.keras.utils.set_random_seed(1)
+    inputs = {n: tf.keras.Input([], dtype=tf.int64, name=n) for n in names}
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(values[n], 4) for n in names}, 2, name="gate"
+    )
+    gated = layer(inputs)
+    hidden = tf.keras.layers.Concatenate()([gated[n] for n in names])
+    hidden = tf.keras.layers.Dense(16, activation="relu")(hidden)
+    output = tf.keras.layers.Dense(1, activation="sigmoid")(hidden)
+    model = tf.keras.Model(inputs, output)
+    model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+    callback = fit_selecting(
+        model, features, labels, batch_size=250, split=8000, held_batch=500
+    )
+    assert layer.selected_features == ("m", "w")
+    gate_z, probe_z = (
+        callback.events[1]["heldout_scores"],
+        callback.events[1]["probe_scores"],
+    )
+    assert gate_z["x"] > gate_z["w"]  # the soft gates favour a parity member
+    assert probe_z["w"] > evidence.signal_threshold(4) > probe_z["x"]
 
 
 def test_a_round_is_reported_exhausted_only_when_the_probe_finds_no_help_either():

@@ -3,7 +3,8 @@
 The rules :func:`seqattn_tfrs.core.selection.commit_round` applies to the
 round's held-out statistics: a Bonferroni threshold over the candidates
 (:func:`signal_threshold`), the gate's z (:func:`helping`), the gate's and
-the held-out probe's z combined (:func:`probe_evidence`), whether a pick
+the held-out probe's z combined (:func:`probe_evidence`), what a candidate
+brings alone (:func:`alone_scores`), whether a pick
 followed the least harm (:func:`exhausted_after`), and, once no candidate
 helps alone, the held-out pair test (:func:`pair_candidates`,
 :mod:`seqattn_tfrs.core.pairs`).
@@ -213,6 +214,30 @@ def pair_to_pick(
     return pairs_lib.pair_picks(
         np.asarray(pair_scores, np.float64), eligible, combined, signal_threshold
     )
+
+
+def alone_scores(
+    selected: np.ndarray, gate_z: np.ndarray, probe_z: np.ndarray
+) -> np.ndarray:
+    """What each unselected feature brings alone, given the selected ones:
+    its held-out probe z (measured with every candidate's gate at 0), or its
+    gate's z where it has no probe z (floats, booleans); -inf for a selected
+    feature.
+
+    The gate's z measures a candidate beside the soft gates of the other
+    candidates, so a member of an interaction pair scores high there while
+    its partner is half on; the selection's last pick cannot be followed by
+    the partner, so it ranks by this instead (``core.selection``).
+
+    Example (``b`` helps only beside ``c``'s soft gate; ``d`` has no probe z):
+      >>> alone_scores(np.array([True, False, False, False]),
+      ...     np.array([0.0, 8.0, 0.7, 2.0]), np.array([0.0, 0.2, 6.1, np.nan]))
+      array([-inf,  0.2,  6.1,  2. ])
+    """
+    unselected = ~np.asarray(selected, bool)
+    probe_z = np.asarray(probe_z, np.float64)
+    alone = np.where(np.isfinite(probe_z), probe_z, np.asarray(gate_z, np.float64))
+    return np.where(unselected, alone, -np.inf)
 
 
 def probe_evidence(

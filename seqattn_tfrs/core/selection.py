@@ -18,6 +18,7 @@ import numpy as np
 from seqattn_tfrs.core import budget as budget_lib
 from seqattn_tfrs.core import dependence as dependence_lib
 from seqattn_tfrs.core.evidence import (
+    alone_scores,
     helping,
     pair_to_pick,
     probe_evidence,
@@ -146,7 +147,9 @@ def commit_round(
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
     the gate's and the probe's z combined rank in place of both, first the
     candidates that help by the gate's z or the combined z (or, once no gate
-    z helps, the probe's alone; see :func:`probe_evidence`). Where no
+    z helps, the probe's alone; see :func:`probe_evidence`); the selection's
+    final pick, which no partner can follow, ranks those by what each brings
+    alone (:func:`.evidence.alone_scores`). Where no
     candidate has a probe z (floats and booleans only: no values to hash),
     the settled model's score z of the round (``entry_scores``) ranks the
     candidates that help instead of the logits: Orthogonal Matching
@@ -244,7 +247,13 @@ def commit_round(
                 after = selected.copy()
                 after[ranked] = True
                 more = _later_picks(
-                    logits, after, count - 1, dependence, heldout_scores, probe_scores
+                    logits,
+                    after,
+                    count - 1,
+                    dependence,
+                    heldout_scores,
+                    probe_scores,
+                    final=record.num_picked + count == spec.num_selected,
                 )
                 ranked = np.concatenate([ranked, more])
         else:
@@ -268,6 +277,7 @@ def commit_round(
                 heldout_scores,
                 probe_scores,
                 settled_scores=entry_scores,
+                final=record.num_picked + count == spec.num_selected,
             )
             ranked = np.concatenate([np.array(pair or [], np.int64), ranked])
     else:
@@ -335,12 +345,15 @@ def _later_picks(
     heldout_scores: np.ndarray | None,
     probe_scores: np.ndarray | None = None,
     settled_scores: np.ndarray | None = None,
+    final: bool = False,
 ) -> np.ndarray:
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
     harm; without, the largest logits. Where ``probe_scores`` hold evidence,
     the gate's and the probe's z combined rank instead, the features that
-    help first (:func:`probe_evidence`); where they hold none but
+    help first (:func:`probe_evidence`); the selection's ``final`` pick, which
+    no partner can follow, ranks those that help by what each brings alone
+    (:func:`alone_scores`); where they hold none but
     ``settled_scores`` do (the settled model's score z on the settle's
     training rows, which a layer with no values to hash runs), those rank
     the features that help instead of the logits.
@@ -357,15 +370,20 @@ def _later_picks(
     if probe_z is not None and np.any(np.nan_to_num(probe_z)):
         spent = not helps.any()
         probe_helps, combined = probe_evidence(selected, scores, probe_z, spent)
-        return _ranked_picks(
-            combined,
-            selected,
-            count,
-            dependence,
+        ranking = dict(
+            dependence=dependence,
             preferred=helps | probe_helps,
             fallback=combined,
             harm=scores,
         )
+        if not final:
+            return _ranked_picks(combined, selected, count, **ranking)
+        picks = _ranked_picks(combined, selected, count - 1, **ranking)
+        after = selected.copy()
+        after[picks] = True
+        alone = alone_scores(after, scores, probe_z)
+        last = _ranked_picks(alone, after, 1, **ranking)
+        return np.concatenate([picks, last])
     if settled_scores is not None and np.any(settled_scores):
         logits = np.asarray(settled_scores, np.float64)
     return _ranked_picks(
