@@ -80,7 +80,7 @@ def test_the_best_eligible_pair_is_picked_where_it_clears_the_threshold():
 SPEC = SelectionSpec("gate", ("a", "b", "c", "d", "e"), 4, None, 1)
 
 
-def commit_after_a(gate_z, pairs, picked=1, dependence=None):
+def commit_after_a(gate_z, pairs, picked=1, dependence=None, spec=SPEC):
     """Commits a round after ``a`` (and ``picked - 1`` more of the first
     features) were selected: the gate's z ``gate_z``, every probe z 0.5 and
     the pair test's z ``pairs``; returns the picks' names."""
@@ -93,7 +93,7 @@ def commit_after_a(gate_z, pairs, picked=1, dependence=None):
         matrix[i, j] = matrix[j, i] = z
     probe = np.where(selected, 0.0, 0.5)
     _, picks = commit_round(
-        SPEC,
+        spec,
         record,
         np.array([0.0, 0.1, 0.2, 0.3, 0.4]),  # the logits favour e
         np.zeros(5),
@@ -103,7 +103,7 @@ def commit_after_a(gate_z, pairs, picked=1, dependence=None):
         probe_scores=probe,
         pair_scores=matrix,
     )
-    return [SPEC.feature_names[i] for i in picks]
+    return [spec.feature_names[i] for i in picks]
 
 
 def test_a_round_where_nothing_helps_alone_picks_the_pair_that_helps_together():
@@ -116,6 +116,9 @@ def test_a_round_where_nothing_helps_alone_picks_the_pair_that_helps_together():
     assert commit_after_a([0.0, 0.3, 1.0, 9.0, 0.8], {(1, 2): 8.0}) == ["d"]
     # One pick left (a, b, c selected): a pair cannot be completed.
     assert commit_after_a(spent, {(3, 4): 8.0}, picked=3) == ["e"]
+    # The last round's two picks: the pair takes both, nothing more.
+    last_two = SelectionSpec("gate", SPEC.feature_names, 3, None, 2)
+    assert commit_after_a(spent, {(1, 2): 8.0}, spec=last_two) == ["c", "b"]
 
 
 def test_a_coarsening_of_a_selected_feature_that_helps_does_not_block_the_pair():

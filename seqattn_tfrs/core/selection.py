@@ -376,7 +376,7 @@ def _later_picks(
             fallback=combined,
             harm=scores,
         )
-        if not final:
+        if not final or count < 1:  # none left where a pair took the round
             return _ranked_picks(combined, selected, count, **ranking)
         picks = _ranked_picks(combined, selected, count - 1, **ranking)
         after = selected.copy()
