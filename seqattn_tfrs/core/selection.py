@@ -220,6 +220,7 @@ def commit_round(
     closed = record.closed
     if spec.budget_bytes is None:
         count = min(spec.selections_per_round, spec.num_selected - record.num_picked)
+        final = record.num_picked + count == spec.num_selected  # completes it
         if first_scores is None or not np.any(first_scores):
             first_scores = entry_scores
         first_test = first_scores is not None and np.any(first_scores)
@@ -253,7 +254,7 @@ def commit_round(
                     dependence,
                     heldout_scores,
                     probe_scores,
-                    final=record.num_picked + count == spec.num_selected,
+                    final=final,
                 )
                 ranked = np.concatenate([ranked, more])
         else:
@@ -277,7 +278,7 @@ def commit_round(
                 heldout_scores,
                 probe_scores,
                 settled_scores=entry_scores,
-                final=record.num_picked + count == spec.num_selected,
+                final=final,
             )
             ranked = np.concatenate([np.array(pair or [], np.int64), ranked])
     else:
@@ -370,20 +371,16 @@ def _later_picks(
     if probe_z is not None and np.any(np.nan_to_num(probe_z)):
         spent = not helps.any()
         probe_helps, combined = probe_evidence(selected, scores, probe_z, spent)
-        ranking = dict(
-            dependence=dependence,
+        return _ranked_picks(
+            combined,
+            selected,
+            count,
+            dependence,
             preferred=helps | probe_helps,
             fallback=combined,
             harm=scores,
+            last=alone_scores(selected, scores, probe_z) if final else None,
         )
-        if not final or count < 1:  # none left where a pair took the round
-            return _ranked_picks(combined, selected, count, **ranking)
-        picks = _ranked_picks(combined, selected, count - 1, **ranking)
-        after = selected.copy()
-        after[picks] = True
-        alone = alone_scores(after, scores, probe_z)
-        last = _ranked_picks(alone, after, 1, **ranking)
-        return np.concatenate([picks, last])
     if settled_scores is not None and np.any(settled_scores):
         logits = np.asarray(settled_scores, np.float64)
     return _ranked_picks(
@@ -405,10 +402,13 @@ def _ranked_picks(
     preferred: np.ndarray | None = None,
     fallback: np.ndarray | None = None,
     harm: np.ndarray | None = None,
+    last: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``count`` unselected features with the largest logits (ties to the
     earlier feature), one at a time: ``preferred`` ones first, the others by
-    the largest ``fallback`` where given, copies of a selected one last.
+    the largest ``fallback`` where given, copies of a selected one last. Where
+    ``last`` is given, it ranks the last of the ``count`` picks in place of
+    the logits.
 
     Once no ``preferred`` feature is left but copies of a selected one (the
     evidence says nothing helps any more) and ``harm`` is given (the held-out
@@ -420,9 +420,10 @@ def _ranked_picks(
     (docs/generated_quality.md, "Session 20")."""
     chosen = np.array(selected, bool)
     picks = []
-    for _ in range(count):
+    for index in range(count):
+        scores = last if last is not None and index == count - 1 else logits
         candidates = np.flatnonzero(~chosen)
-        order = candidates[np.argsort(-logits[candidates], kind="stable")]
+        order = candidates[np.argsort(-scores[candidates], kind="stable")]
         if preferred is not None:
             first = np.asarray(preferred, bool)[order]
             lead, rest = order[first], order[~first]
@@ -447,7 +448,7 @@ def _ranked_picks(
             # Not a copy of a chosen feature: it would cover nothing new.
             helps = np.asarray(preferred, bool) & ~chosen & ~redundant
             if helps[pick]:
-                pick = dependence_lib.finest_source(pick, helps, dependence, logits)
+                pick = dependence_lib.finest_source(pick, helps, dependence, scores)
         picks.append(pick)
         chosen[pick] = True
     return np.array(picks, np.int64)
