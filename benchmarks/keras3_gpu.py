@@ -116,6 +116,18 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
+def selection_callback(selection_data=None) -> SequentialAttentionCallback:
+    """The measured schedule: 1 warm-up epoch, one round per epoch, 1
+    fine-tune epoch."""
+    return SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=1,
+        finetune_epochs=1,
+        selection_data=selection_data,
+        verbose=0,
+    )
+
+
 def timed_fit(model, x, y, batch, epochs, callbacks=()):
     timer = EpochTimer()
     model.fit(
@@ -239,15 +251,7 @@ def main() -> None:
             pass
 
     def selection(heldout: bool):
-        return lambda: [
-            SequentialAttentionCallback(
-                warmup_epochs=1,
-                epochs_per_selection=1,
-                finetune_epochs=1,
-                selection_data=selection_data if heldout else None,
-                verbose=0,
-            )
-        ]
+        return lambda: [selection_callback(selection_data if heldout else None)]
 
     result["epochs"] = epochs
     result["steps"] = args.steps * epochs

@@ -210,7 +210,11 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         if self.selection_data is not None:
             self._check_dependence()
             self._heldout_batches = heldout.batches(self.selection_data)
-            self._heldout_step = heldout.make_step(self.model, self._layers)
+            self._heldout_step = heldout.make_step(
+                self.model,
+                self._layers,
+                next(heldout.one_pass(self.selection_data), None),
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -10,6 +10,8 @@ one small function per backend.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -46,8 +48,20 @@ def batches(data: Any) -> Iterator[Any]:
             )
 
 
-def make_step(model: keras.Model, layers: list[Any]) -> Callable[[Any], None]:
+# The name of the thread that compiles a JAX held-out step ahead of time.
+COMPILE_THREAD = "seqattn-heldout-compile"
+
+
+def make_step(
+    model: keras.Model, layers: list[Any], example: Any = None
+) -> Callable[[Any], None]:
     """A function that runs one held-out logit step of every gate on a batch.
+
+    On JAX, given an ``example`` batch (``selection_data``'s first), the step
+    is traced now and compiled in a background thread, so that the compile
+    overlaps the training before the first held-out step instead of
+    stalling it; batches of another shape take the ordinary ``jax.jit``
+    path.
 
     Raises:
       NotImplementedError: the backend is not jax, tensorflow or torch.
@@ -59,22 +73,43 @@ def make_step(model: keras.Model, layers: list[Any]) -> Callable[[Any], None]:
             "Held-out selection steps support the jax, tensorflow and torch "
             f"backends; got {backend!r}."
         )
-    compiled = makers[backend](model, [v for g in layers for v in g.learning_state])
+    state = [v for g in layers for v in g.learning_state]
 
-    def step(batch: Any) -> None:
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(batch))
+    @contextlib.contextmanager
+    def heldout_pass():
         for layer in layers:  # read while tracing: the logits learn regardless
             layer.heldout_pass = True
         try:
-            compiled(x, y, sample_weight)
+            yield
         finally:
             for layer in layers:
                 layer.heldout_pass = False
 
+    if backend == "jax":
+        compiled = _jax_step(model, state, heldout_pass, _unpacked(example))
+    else:
+        compiled = makers[backend](model, state)
+
+    def step(batch: Any) -> None:
+        with heldout_pass():
+            compiled(*_unpacked(batch))
+
     return step
 
 
-def _jax_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
+def _unpacked(batch: Any) -> tuple | None:
+    """``(x, y, sample_weight)`` of a batch (None for None)."""
+    if batch is None:
+        return None
+    return keras.utils.unpack_x_y_sample_weight(tuple(batch))
+
+
+def _jax_step(
+    model: keras.Model,
+    state: list[Any],
+    heldout_pass: Callable[[], Any],
+    example: tuple | None,
+) -> Callable[..., None]:
     import jax
 
     trainable = model.trainable_variables
@@ -100,9 +135,8 @@ def _jax_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
 
     new_state = jax.jit(jax.grad(loss_of))
 
-    def compiled(x: Any, y: Any, sample_weight: Any) -> None:
-        model.jax_state_sync()  # fit's latest values into the variables
-        new = new_state(
+    def arguments(x: Any, y: Any, sample_weight: Any) -> tuple:
+        return (
             [v.value for v in state],
             [v.value for v in trainable],
             [v.value for v in model.non_trainable_variables],
@@ -111,10 +145,76 @@ def _jax_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
             y,
             sample_weight,
         )
+
+    ahead = None
+    if example is not None and keras.distribution.distribution() is None:
+        ahead = _AheadOfTime(new_state, arguments(*example), heldout_pass)
+
+    def compiled(x: Any, y: Any, sample_weight: Any) -> None:
+        model.jax_state_sync()  # fit's latest values into the variables
+        args = arguments(x, y, sample_weight)
+        function = ahead.for_arguments(args) if ahead is not None else None
+        new = (function or new_state)(*args)
         for variable, value in zip(state, new):
             variable.assign(value)
 
     return compiled
+
+
+class _AheadOfTime:
+    """A jitted function traced now for one set of argument shapes and
+    compiled in a background thread (XLA's compile runs outside Python's
+    lock, so the training in the main thread goes on meanwhile)."""
+
+    def __init__(self, jitted: Any, args: tuple, tracing: Callable[[], Any]):
+        import jax
+
+        def spec(value: Any) -> Any:
+            return jax.ShapeDtypeStruct(np.shape(value), _dtype(value))
+
+        specs = jax.tree_util.tree_map(spec, args)
+        self._signature = self._signature_of(args)
+        with tracing():
+            lowered = jitted.lower(*specs)
+        self._compiled = None
+        self._error: BaseException | None = None
+
+        def compile_now() -> None:
+            try:
+                self._compiled = lowered.compile()
+            except BaseException as error:  # noqa: BLE001  (raised on first use)
+                self._error = error
+
+        self._thread = threading.Thread(
+            target=compile_now, name=COMPILE_THREAD, daemon=True
+        )
+        self._thread.start()
+
+    @staticmethod
+    def _signature_of(args: tuple) -> tuple:
+        import jax
+
+        leaves, structure = jax.tree_util.tree_flatten(args)
+        return structure, tuple((np.shape(v), _dtype(v)) for v in leaves)
+
+    def for_arguments(self, args: tuple) -> Callable[..., Any] | None:
+        """The compiled function where ``args`` have the traced shapes (waits
+        for the compile), else None."""
+        if self._signature_of(args) != self._signature:
+            return None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._compiled
+
+
+def _dtype(value: Any) -> Any:
+    """The dtype JAX computes ``value`` in (64-bit numpy narrowed unless x64)."""
+    import jax
+
+    return jax.dtypes.canonicalize_dtype(
+        np.asarray(value).dtype if not hasattr(value, "dtype") else value.dtype
+    )
 
 
 def _tf_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:

@@ -676,6 +676,70 @@ def stopped() -> dict:
     return {"selected": list(gate.selected_features)}
 
 
+def heldout_ahead() -> dict:
+    """On JAX the held-out step is traced when training begins and compiled
+    in a background thread for ``selection_data``'s first batch's shapes:
+    steps on batches of those shapes compile nothing more and move the
+    logits exactly as the plain ``jax.jit`` path does; a batch of another
+    size (the last, smaller one) takes that path. Other backends ignore the
+    example batch."""
+    import logging
+
+    from seqattn_tfrs.core.modes import SELECTING
+    from seqattn_tfrs.keras3 import heldout
+
+    x, y = linear_problem(0)
+    names = [f"x{i}" for i in range(8)]
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    data = batches(features, y, slice(0, 160), 64)  # 64, 64 and 32 rows
+    compiles: list[str] = []
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        class Compiles(logging.Handler):
+            def emit(self, record):
+                if "XLA compilation" in record.getMessage():
+                    compiles.append(record.threadName)
+
+        jax.config.update("jax_log_compiles", True)
+        logging.getLogger("jax").addHandler(Compiles())
+
+    weights: list = []
+
+    def logit_state(example) -> tuple[list, list[int]]:
+        model, gate = linear_model(names, num_selected=4)
+        model.compile(keras.optimizers.Adam(0.05), "mse")
+        model.predict(data[0][0], verbose=0)
+        if weights:  # both models start alike
+            model.set_weights(weights)
+        else:
+            weights.extend(model.get_weights())
+        gate.gate_mode.assign(SELECTING)
+        step = heldout.make_step(model, [gate], example)
+        counts = []
+        for batch in data:
+            before = compiles.count("MainThread")
+            step(batch)
+            counts.append(compiles.count("MainThread") - before)
+        return [keras.ops.convert_to_numpy(v) for v in gate.learning_state], counts
+
+    plain, plain_compiles = logit_state(None)
+    ahead, ahead_compiles = logit_state(data[0])
+    for a, b in zip(plain, ahead):
+        np.testing.assert_array_equal(a, b)
+    moved = any(np.any(v != 0) for v in ahead)
+    assert moved, ahead
+    if backend == "jax":
+        jax.config.update("jax_log_compiles", False)
+        # The steps compile for the first batch's shape and the last's; ahead
+        # of time only for the last: the first compiled in another thread.
+        assert plain_compiles == [1, 0, 1], plain_compiles
+        assert ahead_compiles == [0, 0, 1], ahead_compiles
+        assert set(compiles) == {"MainThread", heldout.COMPILE_THREAD}, compiles
+    return {"compiles": {"jit": plain_compiles, "ahead": ahead_compiles}}
+
+
 def doctests() -> dict:
     """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
     import doctest

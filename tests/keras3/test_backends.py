@@ -32,6 +32,7 @@ SCENARIOS = [
     "dependence",
     "evidence",
     "stopped",
+    "heldout_ahead",
     "doctests",
 ]
 BACKENDS = ["jax", "tensorflow"]
