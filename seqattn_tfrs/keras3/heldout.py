@@ -11,6 +11,7 @@ one small function per backend.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -66,13 +67,6 @@ def make_step(
     Raises:
       NotImplementedError: the backend is not jax, tensorflow or torch.
     """
-    backend = keras.backend.backend()
-    makers = {"jax": _jax_step, "tensorflow": _tf_step, "torch": _torch_step}
-    if backend not in makers:
-        raise NotImplementedError(
-            "Held-out selection steps support the jax, tensorflow and torch "
-            f"backends; got {backend!r}."
-        )
     state = [v for g in layers for v in g.learning_state]
 
     @contextlib.contextmanager
@@ -85,10 +79,20 @@ def make_step(
             for layer in layers:
                 layer.heldout_pass = False
 
-    if backend == "jax":
-        compiled = _jax_step(model, state, heldout_pass, _unpacked(example))
-    else:
-        compiled = makers[backend](model, state)
+    backend = keras.backend.backend()
+    makers = {
+        "jax": functools.partial(
+            _jax_step, heldout_pass=heldout_pass, example=_unpacked(example)
+        ),
+        "tensorflow": _tf_step,
+        "torch": _torch_step,
+    }
+    if backend not in makers:
+        raise NotImplementedError(
+            "Held-out selection steps support the jax, tensorflow and torch "
+            f"backends; got {backend!r}."
+        )
+    compiled = makers[backend](model, state)
 
     def step(batch: Any) -> None:
         with heldout_pass():
@@ -148,13 +152,14 @@ def _jax_step(
 
     ahead = None
     if example is not None and keras.distribution.distribution() is None:
-        ahead = _AheadOfTime(new_state, arguments(*example), heldout_pass)
+        ahead = _AheadOfTime(new_state, arguments(*example), example, heldout_pass)
 
     def compiled(x: Any, y: Any, sample_weight: Any) -> None:
         model.jax_state_sync()  # fit's latest values into the variables
-        args = arguments(x, y, sample_weight)
-        function = ahead.for_arguments(args) if ahead is not None else None
-        new = (function or new_state)(*args)
+        function = None
+        if ahead is not None:
+            function = ahead.for_batch((x, y, sample_weight))
+        new = (function or new_state)(*arguments(x, y, sample_weight))
         for variable, value in zip(state, new):
             variable.assign(value)
 
@@ -162,20 +167,22 @@ def _jax_step(
 
 
 class _AheadOfTime:
-    """A jitted function traced now for one set of argument shapes and
-    compiled in a background thread (XLA's compile runs outside Python's
-    lock, so the training in the main thread goes on meanwhile)."""
+    """A jitted function traced now for one batch's shapes and compiled in a
+    background thread (XLA's compile runs outside Python's lock, so the
+    training in the main thread goes on meanwhile). Only a batch's shapes
+    can differ from call to call: the variables' are fixed for the fit."""
 
-    def __init__(self, jitted: Any, args: tuple, tracing: Callable[[], Any]):
+    def __init__(
+        self, jitted: Any, args: tuple, batch: tuple, tracing: Callable[[], Any]
+    ):
         import jax
 
         def spec(value: Any) -> Any:
             return jax.ShapeDtypeStruct(np.shape(value), _dtype(value))
 
-        specs = jax.tree_util.tree_map(spec, args)
-        self._signature = self._signature_of(args)
+        self._signature = self._signature_of(batch)
         with tracing():
-            lowered = jitted.lower(*specs)
+            lowered = jitted.lower(*jax.tree_util.tree_map(spec, args))
         self._compiled = None
         self._error: BaseException | None = None
 
@@ -191,16 +198,16 @@ class _AheadOfTime:
         self._thread.start()
 
     @staticmethod
-    def _signature_of(args: tuple) -> tuple:
+    def _signature_of(batch: tuple) -> tuple:
         import jax
 
-        leaves, structure = jax.tree_util.tree_flatten(args)
+        leaves, structure = jax.tree_util.tree_flatten(batch)
         return structure, tuple((np.shape(v), _dtype(v)) for v in leaves)
 
-    def for_arguments(self, args: tuple) -> Callable[..., Any] | None:
-        """The compiled function where ``args`` have the traced shapes (waits
-        for the compile), else None."""
-        if self._signature_of(args) != self._signature:
+    def for_batch(self, batch: tuple) -> Callable[..., Any] | None:
+        """The compiled function where ``batch`` (``(x, y, sample_weight)``)
+        has the traced shapes and dtypes (waits for the compile), else None."""
+        if self._signature_of(batch) != self._signature:
             return None
         self._thread.join()
         if self._error is not None:
