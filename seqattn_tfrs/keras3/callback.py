@@ -62,7 +62,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         pick), in ``[0, 1)``.
       selection_data: optional held-out batches (a ``tf.data.Dataset`` or a
         re-iterable of ``(x, y)`` batches); the logits then learn only from
-        the loss on them, every ``selection_interval`` training steps.
+        the loss on them, every ``selection_interval`` training steps. On
+        JAX, a numeric ``selection_data`` of up to 256 MiB is read once and
+        its batches stay on the device (``heldout.DEVICE_BYTES``).
       selection_interval: training steps between held-out logit steps.
       verbose: 0 silent, 1 prints each pick.
 
@@ -209,11 +211,15 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._first_test: dict[int, bool] = {}
         if self.selection_data is not None:
             self._check_dependence()
-            self._heldout_batches = heldout.batches(self.selection_data)
+            on_jax = keras.backend.backend() == "jax"
+            self._heldout_batches = heldout.batches(
+                self.selection_data, heldout.DEVICE_BYTES if on_jax else 0
+            )
+            # JAX compiles the step ahead for the first batch's shapes.
             self._heldout_step = heldout.make_step(
                 self.model,
                 self._layers,
-                next(heldout.one_pass(self.selection_data), None),
+                next(heldout.one_pass(self.selection_data), None) if on_jax else None,
             )
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -36,17 +36,55 @@ def one_pass(data: Any) -> Iterator[Any]:
         yield keras.tree.map_structure(np.asarray, batch)
 
 
-def batches(data: Any) -> Iterator[Any]:
-    """Cycles forever over ``data``'s batches (see :func:`one_pass`)."""
+# On JAX, held-out batches up to this many bytes in all stay on the device
+# after their first use (a step then copies nothing from the host).
+DEVICE_BYTES = 256 * 2**20
+
+
+def batches(data: Any, device_bytes: int = 0) -> Iterator[Any]:
+    """Cycles forever over ``data``'s batches (see :func:`one_pass`).
+
+    With ``device_bytes`` > 0 (JAX only), the first pass also puts each batch
+    on the device; if the whole pass fits in ``device_bytes`` and holds only
+    numbers, later passes yield those device copies instead of reading
+    ``data`` again, else every pass reads ``data``.
+    """
+    kept: list[Any] | None = [] if device_bytes > 0 else None
+    size = 0
     while True:
         empty = True
         for batch in one_pass(data):
             empty = False
+            if kept is not None:
+                leaves = keras.tree.flatten(batch)
+                size += sum(np.asarray(leaf).nbytes for leaf in leaves)
+                if size > device_bytes or not all(map(_numeric, leaves)):
+                    kept = None
+                else:
+                    batch = _on_device(batch)
+                    kept.append(batch)
             yield batch
         if empty:
             raise ValueError(
                 "`selection_data` yielded no batch; expected held-out batches."
             )
+        if kept is not None:
+            break
+    while True:
+        yield from kept
+
+
+def _numeric(leaf: Any) -> bool:
+    """Whether a batch's leaf is an array a device can hold (numbers, bools)."""
+    kind = np.asarray(leaf).dtype.kind
+    return kind in "biuf"
+
+
+def _on_device(batch: Any) -> Any:
+    """``batch``'s arrays on JAX's default device."""
+    import jax
+
+    return jax.device_put(batch)
 
 
 # The name of the thread that compiles a JAX held-out step ahead of time.
@@ -138,13 +176,17 @@ def _jax_step(
         return loss
 
     new_state = jax.jit(jax.grad(loss_of))
+    # Fixed for the fit (the model is built and compiled when training
+    # begins); the properties walk every layer on each read.
+    non_trainable = model.non_trainable_variables
+    metrics = model.metrics_variables
 
     def arguments(x: Any, y: Any, sample_weight: Any) -> tuple:
         return (
             [v.value for v in state],
             [v.value for v in trainable],
-            [v.value for v in model.non_trainable_variables],
-            [v.value for v in model.metrics_variables],
+            [v.value for v in non_trainable],
+            [v.value for v in metrics],
             x,
             y,
             sample_weight,

@@ -8,6 +8,7 @@ a failed assertion exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -676,6 +677,22 @@ def stopped() -> dict:
     return {"selected": list(gate.selected_features)}
 
 
+def selecting_linear_model(names: list[str], x: dict, weights: list):
+    """A compiled linear model and its gate, selecting, with ``weights``
+    (the first call fills the empty list, so later models start alike)."""
+    from seqattn_tfrs.core.modes import SELECTING
+
+    model, gate = linear_model(names, num_selected=4)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    model.predict(x, verbose=0)
+    if weights:
+        model.set_weights(weights)
+    else:
+        weights.extend(model.get_weights())
+    gate.gate_mode.assign(SELECTING)
+    return model, gate
+
+
 def heldout_ahead() -> dict:
     """On JAX the held-out step is traced when training begins and compiled
     in a background thread for ``selection_data``'s first batch's shapes:
@@ -685,7 +702,6 @@ def heldout_ahead() -> dict:
     example batch."""
     import logging
 
-    from seqattn_tfrs.core.modes import SELECTING
     from seqattn_tfrs.keras3 import heldout
 
     x, y = linear_problem(0)
@@ -708,14 +724,7 @@ def heldout_ahead() -> dict:
     weights: list = []
 
     def logit_state(example) -> tuple[list, list[int]]:
-        model, gate = linear_model(names, num_selected=4)
-        model.compile(keras.optimizers.Adam(0.05), "mse")
-        model.predict(data[0][0], verbose=0)
-        if weights:  # both models start alike
-            model.set_weights(weights)
-        else:
-            weights.extend(model.get_weights())
-        gate.gate_mode.assign(SELECTING)
+        model, gate = selecting_linear_model(names, data[0][0], weights)
         step = heldout.make_step(model, [gate], example)
         counts = []
         for batch in data:
@@ -738,6 +747,71 @@ def heldout_ahead() -> dict:
         assert ahead_compiles == [0, 0, 1], ahead_compiles
         assert set(compiles) == {"MainThread", heldout.COMPILE_THREAD}, compiles
     return {"compiles": {"jit": plain_compiles, "ahead": ahead_compiles}}
+
+
+def heldout_device() -> dict:
+    """On JAX, held-out batches that fit ``heldout.DEVICE_BYTES`` stay on the
+    device after the first pass (``selection_data`` is read once) and move
+    the logits exactly as host batches do; a pass over the limit, or a batch
+    of strings, is read from ``selection_data`` on every pass."""
+    from seqattn_tfrs.keras3 import heldout
+
+    x, y = linear_problem(0)
+    names = [f"x{i}" for i in range(8)]
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    data = batches(features, y, slice(0, 160), 64)  # 64, 64 and 32 rows
+
+    class Counted(list):
+        passes = 0
+
+        def __iter__(self):
+            Counted.passes += 1
+            return super().__iter__()
+
+    def cycle(source, limit, count=7):
+        Counted.passes = 0
+        stream = heldout.batches(Counted(source), limit)
+        return [next(stream) for _ in range(count)], Counted.passes
+
+    # Everything fits: one pass read, then the kept copies, in order (the
+    # callback keeps nothing on other backends: every pass reads the data).
+    on_jax = keras.backend.backend() == "jax"
+    kept, passes = cycle(data, heldout.DEVICE_BYTES if on_jax else 0)
+    for got, want in zip(kept, data * 3):
+        for a, b in zip(keras.tree.flatten(got), keras.tree.flatten(want)):
+            np.testing.assert_array_equal(np.asarray(a), b)
+    if not on_jax:
+        assert passes == 3, passes
+        return {"passes": {"kept": passes}}
+    import jax
+
+    assert passes == 1, passes
+    assert all(isinstance(a, jax.Array) for a in keras.tree.flatten(kept[3]))
+    assert kept[3] is kept[0] and kept[6] is kept[0], "not the kept copies"
+    # One byte short of the pass: every pass reads the data again.
+    whole = sum(a.nbytes for batch in data for a in keras.tree.flatten(batch))
+    _, over = cycle(data, whole - 1)
+    assert over == 3, over
+    # Strings cannot live on the device: read every pass.
+    text = [({"s": np.array(["a", "b"])}, np.zeros(2, "float32"))]
+    _, strings = cycle(text, heldout.DEVICE_BYTES, count=3)
+    assert strings == 3, strings
+    with contextlib.suppress(ValueError):
+        next(heldout.batches([], heldout.DEVICE_BYTES))
+        raise AssertionError("an empty `selection_data` must raise")
+
+    # The logits move alike from kept device batches and host batches.
+    states, weights = [], []
+    for source in (data, kept[:3]):
+        model, gate = selecting_linear_model(names, data[0][0], weights)
+        step = heldout.make_step(model, [gate], data[0])
+        for batch in source:
+            step(batch)
+        states.append([keras.ops.convert_to_numpy(v) for v in gate.learning_state])
+    for a, b in zip(*states):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.any(v != 0) for v in states[0])
+    return {"passes": {"kept": passes, "over_limit": over, "strings": strings}}
 
 
 def doctests() -> dict:

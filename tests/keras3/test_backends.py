@@ -33,6 +33,7 @@ SCENARIOS = [
     "evidence",
     "stopped",
     "heldout_ahead",
+    "heldout_device",
     "doctests",
 ]
 BACKENDS = ["jax", "tensorflow"]
