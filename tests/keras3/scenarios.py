@@ -719,7 +719,8 @@ def heldout_ahead() -> dict:
                     compiles.append(record.threadName)
 
         jax.config.update("jax_log_compiles", True)
-        logging.getLogger("jax").addHandler(Compiles())
+        handler = Compiles()
+        logging.getLogger("jax").addHandler(handler)
 
     weights: list = []
 
@@ -741,6 +742,7 @@ def heldout_ahead() -> dict:
     assert moved, ahead
     if backend == "jax":
         jax.config.update("jax_log_compiles", False)
+        logging.getLogger("jax").removeHandler(handler)
         # The steps compile for the first batch's shape and the last's; ahead
         # of time only for the last: the first compiled in another thread.
         assert plain_compiles == [1, 0, 1], plain_compiles
