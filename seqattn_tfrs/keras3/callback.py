@@ -63,8 +63,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
       selection_data: optional held-out batches (a ``tf.data.Dataset`` or a
         re-iterable of ``(x, y)`` batches); the logits then learn only from
         the loss on them, every ``selection_interval`` training steps. On
-        JAX, a numeric ``selection_data`` of up to 256 MiB is read once and
-        its batches stay on the device (``heldout.DEVICE_BYTES``).
+        JAX without a Keras distribution, a numeric ``selection_data`` of up
+        to 256 MiB is read once and its batches stay on the device
+        (``heldout.DEVICE_BYTES``).
       selection_interval: training steps between held-out logit steps.
       verbose: 0 silent, 1 prints each pick.
 
@@ -212,8 +213,11 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         if self.selection_data is not None:
             self._check_dependence()
             on_jax = keras.backend.backend() == "jax"
+            # Measured on one device; under a Keras distribution (whose steps
+            # lay batches out over devices) every pass reads the data, as before.
+            keep = on_jax and keras.distribution.distribution() is None
             self._heldout_batches = heldout.batches(
-                self.selection_data, heldout.DEVICE_BYTES if on_jax else 0
+                self.selection_data, heldout.DEVICE_BYTES if keep else 0
             )
             # JAX compiles the step ahead for the first batch's shapes.
             self._heldout_step = heldout.make_step(
