@@ -11,6 +11,7 @@ inside Keras (see docs/keras3.md).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pathlib
@@ -98,3 +99,30 @@ def test_both_backends_find_the_recoding(runs):
             "strong": ["recoded"],
             "recoded": ["strong"],
         }, record
+
+
+def test_keras_rs_example_selects_prunes_and_exports(tmp_path):
+    """``examples/keras_rs_dcn.py --smoke`` as its docstring runs it (JAX):
+    it picks 4 features, the pruned model predicts what the gated one did,
+    and the SavedModel's signature takes exactly the kept features."""
+    example = HERE.parents[1] / "examples" / "keras_rs_dcn.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--smoke", "--export_dir", str(tmp_path)],
+        env=_environment("jax"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = {
+        line.split(":", 1)[0]: line.split(":", 1)[1]
+        for line in done.stdout.splitlines()
+        if ":" in line
+    }
+    kept = sorted(ast.literal_eval(lines["selected, in order"].strip()))
+    assert len(kept) == 4, done.stdout
+    change = float(lines["pruned model"].rsplit(" ", 1)[1])
+    assert change < 1e-5, done.stdout
+    exported = next(v for k, v in lines.items() if k.startswith("exported "))
+    assert f"serving_default takes {kept}" in exported, done.stdout
+    assert list(tmp_path.glob("*/saved_model.pb")), list(tmp_path.iterdir())
