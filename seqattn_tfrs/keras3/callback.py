@@ -272,6 +272,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._sync()
+        # Free the held-out batches kept on the device with the fit's step.
+        self._heldout_batches = self._heldout_step = None
         for layer in self._layers:
             round_report.warn_if_incomplete(
                 layer,
