@@ -33,7 +33,12 @@ def one_pass(data: Any) -> Iterator[Any]:
     else:
         source = data
     for batch in source:
-        yield keras.tree.map_structure(np.asarray, batch)
+        yield keras.tree.map_structure(_as_array, batch)
+
+
+def _as_array(value: Any) -> Any:
+    """``value`` as a numpy array; None (no sample weights) stays None."""
+    return None if value is None else np.asarray(value)
 
 
 # On JAX, held-out batches up to this many bytes in all stay on the device
@@ -56,7 +61,7 @@ def batches(data: Any, device_bytes: int = 0) -> Iterator[Any]:
         for batch in one_pass(data):
             empty = False
             if kept is not None:
-                leaves = keras.tree.flatten(batch)
+                leaves = [v for v in keras.tree.flatten(batch) if v is not None]
                 size += sum(np.asarray(leaf).nbytes for leaf in leaves)
                 if size > device_bytes or not all(map(_numeric, leaves)):
                     kept = None

@@ -755,13 +755,15 @@ def heldout_device() -> dict:
     """On JAX, held-out batches that fit ``heldout.DEVICE_BYTES`` stay on the
     device after the first pass (``selection_data`` is read once) and move
     the logits exactly as host batches do; a pass over the limit, or a batch
-    of strings, is read from ``selection_data`` on every pass."""
+    of strings, is read from ``selection_data`` on every pass. Batches of
+    ``(x, y, None)`` move the logits as ``(x, y)`` do, on every backend."""
     from seqattn_tfrs.keras3 import heldout
 
     x, y = linear_problem(0)
     names = [f"x{i}" for i in range(8)]
     features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
     data = batches(features, y, slice(0, 160), 64)  # 64, 64 and 32 rows
+    unweighted = [(x, y, None) for x, y in data]
 
     class Counted(list):
         passes = 0
@@ -775,6 +777,21 @@ def heldout_device() -> dict:
         stream = heldout.batches(Counted(source), limit)
         return [next(stream) for _ in range(count)], Counted.passes
 
+    def same_logits(*sources) -> None:
+        """Held-out steps over each source, from the same weights, leave the
+        same logit state; and they move it."""
+        states, weights = [], []
+        for source in sources:
+            model, gate = selecting_linear_model(names, data[0][0], weights)
+            step = heldout.make_step(model, [gate], data[0])
+            for batch in source:
+                step(batch)
+            states.append([keras.ops.convert_to_numpy(v) for v in gate.learning_state])
+        for other in states[1:]:
+            for a, b in zip(states[0], other):
+                np.testing.assert_array_equal(a, b)
+        assert any(np.any(v != 0) for v in states[0])
+
     # Everything fits: one pass read, then the kept copies, in order (the
     # callback keeps nothing on other backends: every pass reads the data).
     on_jax = keras.backend.backend() == "jax"
@@ -784,12 +801,16 @@ def heldout_device() -> dict:
             np.testing.assert_array_equal(np.asarray(a), b)
     if not on_jax:
         assert passes == 3, passes
+        same_logits(data, unweighted)
         return {"passes": {"kept": passes}}
     import jax
 
     assert passes == 1, passes
     assert all(isinstance(a, jax.Array) for a in keras.tree.flatten(kept[3]))
     assert kept[3] is kept[0] and kept[6] is kept[0], "not the kept copies"
+    # A batch's None (no sample weights) is no obstacle.
+    _, none_passes = cycle(unweighted, heldout.DEVICE_BYTES)
+    assert none_passes == 1, none_passes
     # One byte short of the pass: every pass reads the data again.
     whole = sum(a.nbytes for batch in data for a in keras.tree.flatten(batch))
     _, over = cycle(data, whole - 1)
@@ -801,18 +822,9 @@ def heldout_device() -> dict:
     with contextlib.suppress(ValueError):
         next(heldout.batches([], heldout.DEVICE_BYTES))
         raise AssertionError("an empty `selection_data` must raise")
-
-    # The logits move alike from kept device batches and host batches.
-    states, weights = [], []
-    for source in (data, kept[:3]):
-        model, gate = selecting_linear_model(names, data[0][0], weights)
-        step = heldout.make_step(model, [gate], data[0])
-        for batch in source:
-            step(batch)
-        states.append([keras.ops.convert_to_numpy(v) for v in gate.learning_state])
-    for a, b in zip(*states):
-        np.testing.assert_array_equal(a, b)
-    assert any(np.any(v != 0) for v in states[0])
+    # Kept device batches, host batches and unweighted ones move the logits
+    # alike.
+    same_logits(data, kept[:3], unweighted)
     return {"passes": {"kept": passes, "over_limit": over, "strings": strings}}
 
 
