@@ -15,6 +15,7 @@ import ast
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -126,3 +127,27 @@ def test_keras_rs_example_selects_prunes_and_exports(tmp_path):
     exported = next(v for k, v in lines.items() if k.startswith("exported "))
     assert f"serving_default takes {kept}" in exported, done.stdout
     assert list(tmp_path.glob("*/saved_model.pb")), list(tmp_path.iterdir())
+
+
+def test_readme_keras3_example_runs_as_written(tmp_path):
+    """The README's Keras 3 block (its second Python block) on JAX, with its
+    export directory moved under ``tmp_path``: it picks ``a`` and ``b``, the
+    pruned model takes only them, and the export is a SavedModel."""
+    readme = (HERE.parents[1] / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", readme, re.S)[1]
+    demo = '"/tmp/seqattn_keras3_demo"'
+    assert demo in block, "the README's Keras 3 block changed its export path"
+    script = tmp_path / "readme_keras3.py"
+    script.write_text(block.replace(demo, repr(str(tmp_path / "demo"))))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**_environment("jax"), "PYTHONPATH": str(HERE.parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    selected, inputs, path = done.stdout.strip().splitlines()[-3:]
+    assert sorted(ast.literal_eval(selected)) == ["a", "b"], done.stdout
+    assert ast.literal_eval(inputs) == ["a", "b"], done.stdout
+    assert (pathlib.Path(path) / "saved_model.pb").exists(), done.stdout
