@@ -174,3 +174,19 @@ def test_served_quality_smoke(tmp_path):
     # A second run finds every row written and fits nothing more.
     run("served_quality.py", *args)
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_heldout_repeats_benchmark_smoke(tmp_path):
+    out = tmp_path / "repeats.jsonl"
+    run(
+        "heldout_repeats.py",
+        "--heldout_rows=512",
+        "--seeds=0",
+        f"--output={out}",
+    )
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(row["order"]) == 3 and row["heldout_rows"] == 512
+    # One z per candidate before each commit: 10, 9 and 8 candidates.
+    assert [len(scores) for scores in row["gate_z"]] == [10, 9, 8]
+    table = run("heldout_repeats.py", f"--summary={out}")
+    assert table[-1].startswith("| 512 | 1 | ")
