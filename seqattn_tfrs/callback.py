@@ -252,6 +252,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 self.model, self.selection_data, self._layers
             )
             self._check_dependence()
+            pass_batches = heldout_lib.pass_batches(self.selection_data)
+            for layer in self._layers:
+                layer.set_heldout_pass_batches(pass_batches)
         # The held-out probe's training side is traced into training steps
         # only with held-out data, and only for layers of raw inputs.
         probing = {

@@ -23,7 +23,7 @@ from seqattn_tfrs import (
     logit_learning,
     tf_ops,
 )
-from seqattn_tfrs.core import modes, selection
+from seqattn_tfrs.core import evidence, modes, selection
 from seqattn_tfrs.core.modes import DENSE, SELECTING, SETTLING
 from seqattn_tfrs.core.options import ATTENTION_SIGNALS, AttentionOptions
 from seqattn_tfrs.probe_capture import ProbeCapture
@@ -491,6 +491,14 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             )
         self._state().set_probe_scores(
             np.array([scores.get(name, np.nan) for name in self._feature_names])
+        )
+
+    def set_heldout_pass_batches(self, batches: int | None) -> None:
+        """Records how many batches one pass of ``selection_data`` holds (None:
+        unknown or endless), so that the held-out z discounts the rows a round
+        reads more than once (:func:`seqattn_tfrs.core.evidence.revisit_factor`)."""
+        self._state().heldout_pass_batches = evidence.checked_pass_batches(
+            self.name, batches
         )
 
     def set_gate_mode(self, mode: int) -> None:

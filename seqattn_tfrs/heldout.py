@@ -65,6 +65,27 @@ def make_heldout_step(
     return step
 
 
+def pass_batches(dataset: tf.data.Dataset) -> int | None:
+    """The batches in one pass of ``dataset``: its cardinality, or, where
+    tf.data cannot tell (a filter, say), a count over one pass of its
+    pipeline (no model step); None for an endless dataset.
+
+    Example:
+      >>> pass_batches(tf.data.Dataset.range(10).batch(4))
+      3
+      >>> pass_batches(tf.data.Dataset.range(10).filter(lambda v: v < 5).batch(2))
+      3
+      >>> pass_batches(tf.data.Dataset.range(10).repeat()) is None
+      True
+    """
+    batches = int(dataset.cardinality())
+    if batches == tf.data.INFINITE_CARDINALITY:
+        return None
+    if batches == tf.data.UNKNOWN_CARDINALITY:
+        batches = int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    return batches
+
+
 def check_selection_data(
     model: tf.keras.Model,
     dataset: tf.data.Dataset,

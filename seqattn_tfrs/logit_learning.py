@@ -279,7 +279,7 @@ def _learn(
         update = [state.apply_logit_gradient(direction, learn)]
         if always_learn:  # held-out: does any candidate still help?
             sums = tf.cond(learning, evidence, lambda: tf.zeros([2, gates.shape[0]]))
-            update += state.add_heldout_evidence(sums[0], sums[1])
+            update += state.add_heldout_evidence(sums[0], sums[1], learning)
         if entry_test:
             sums = tf.cond(  # computed only while settling
                 tf.logical_and(state.settling(), learn),

@@ -100,6 +100,12 @@ class SelectionState:
         self.heldout_squares = state(
             "heldout_score_squares", [n], tf.float32, 0.0, "sum"
         )
+        # The held-out batches those sums came from (each replica adds its
+        # share), and, set by the callback, the batches in one pass of
+        # `selection_data` (None: unknown): rows read twice in a round
+        # inflate the z (core.evidence.revisit_factor).
+        self.heldout_batches = state("heldout_batches", [], tf.float32, 0.0, "sum")
+        self.heldout_pass_batches: int | None = None
         # [c, s] = 1: feature c is a function of feature s on the data checked
         # (see core.dependence); all 0 until a check ran.
         self.dependence = state("functional_dependence", [n, n], tf.float32, 0.0)
@@ -204,12 +210,17 @@ class SelectionState:
         ]
 
     def add_heldout_evidence(
-        self, total: tf.Tensor, squares: tf.Tensor
+        self, total: tf.Tensor, squares: tf.Tensor, batches: tf.Tensor | float = 1.0
     ) -> list[tf.Operation]:
-        """Adds a held-out batch's gate-gradient sums while the logits learn."""
+        """Adds a held-out batch's gate-gradient sums while the logits learn
+        (``batches``: 1 for a batch that counts, 0 for one that does not)."""
+        share = tf.cast(batches, tf.float32)
+        if tf.distribute.has_strategy():  # every replica adds its share
+            share /= tf.distribute.get_strategy().num_replicas_in_sync
         return [
             self.heldout_sum.assign_add(total),
             self.heldout_squares.assign_add(squares),
+            self.heldout_batches.assign_add(share),
         ]
 
     def probing(self) -> tf.Tensor:
@@ -309,10 +320,13 @@ class SelectionState:
         )
 
     def heldout_scores(self) -> np.ndarray:
-        """Per feature, this round's held-out gate-gradient statistic."""
-        return selection.entry_statistics(
+        """Per feature, this round's held-out gate-gradient statistic, less
+        the inflation of rows read more than once this round."""
+        z = selection.entry_statistics(
             self.heldout_sum.numpy(), self.heldout_squares.numpy()
         )
+        read = float(self.heldout_batches.numpy())
+        return z / evidence.revisit_factor(read, self.heldout_pass_batches)
 
     def commit_round(
         self, costs: Sequence[int | None] | None, require_learning: bool = False
@@ -397,6 +411,7 @@ class SelectionState:
         self.reset_evidence()
         self.heldout_sum.assign(tf.zeros_like(self.heldout_sum))
         self.heldout_squares.assign(tf.zeros_like(self.heldout_squares))
+        self.heldout_batches.assign(0.0)
         self.probe_scores.assign(tf.zeros_like(self.probe_scores))
         self.second_moment.assign(0.0)
         self.logit_steps.assign(0.0)

@@ -37,6 +37,9 @@ def test_mirrored_selection_matches_single_device(source):
     np.testing.assert_allclose(
         mirrored["round_gates"], single["round_gates"], atol=0.05
     )
+    # Held-out batches are counted once, not once per replica.
+    assert mirrored["heldout_batches"] == single["heldout_batches"]
+    assert any(single["heldout_batches"]) == (source == "heldout")
 
 
 MULTIWORKER = WORKER.parent / "multiworker_worker.py"

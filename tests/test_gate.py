@@ -208,6 +208,42 @@ def test_later_rounds_pick_among_features_that_help_on_held_out_data():
     assert round_with([0.0, 0.0, 3.0, 0.0], [0.0, 1.9, -2.0, 0.0]) == ["b"]
 
 
+def test_heldout_z_discounts_rows_the_round_read_more_than_once():
+    """Four held-out batches from a pass of one: every row counted four
+    times, so the z is halved (``revisit_factor`` sqrt(4)), and a candidate
+    whose raw z helped no longer does."""
+    layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=3)
+    state = layer.selection_state
+    assert commit_with(layer, [3.0, 0.0, 0.0, 0.0], [0.0] * 4, "heldout") == ["a"]
+
+    def second_round(read, pass_batches):
+        layer.set_heldout_pass_batches(pass_batches)
+        state.heldout_sum.assign([0.0, -4.0, -3.0, 0.0])  # raw z: b 4, c 3
+        state.heldout_squares.assign([1.0] * 4)
+        state.heldout_batches.assign(read)
+        return layer.heldout_evidence()
+
+    # Each row once (4 of a pass of 4), or the pass unknown: the raw z.
+    assert second_round(4.0, 4) == {"a": 0.0, "b": 4.0, "c": 3.0, "d": 0.0}
+    assert second_round(4.0, None)["b"] == 4.0
+    # Six batches of a pass of four: two read twice, sqrt((2*4 + 2*1) / 6).
+    assert second_round(6.0, 4)["b"] == pytest.approx(4.0 / np.sqrt(10 / 6))
+    # Four of a pass of one: halved. Three candidates need z >= 2.128: b and c
+    # helped (the logits' c would be picked); halved, neither does and the
+    # least harm on held-out data, b, is picked.
+    assert second_round(4.0, 1) == {"a": 0.0, "b": 2.0, "c": 1.5, "d": 0.0}
+    layer.attention_logits.assign([0.0, 0.5, 2.0, 3.0])
+    assert layer.commit_round() == ["b"]
+    assert float(state.heldout_batches.numpy()) == 0.0  # reset per round
+    second_round(4.0, 4)
+    layer.attention_logits.assign([0.0, 0.5, 2.0, 3.0])
+    assert layer.commit_round() == ["c"]
+    with pytest.raises(ValueError, match=r"`batches`.*got 0"):
+        layer.set_heldout_pass_batches(0)
+    with pytest.raises(ValueError, match=r"`batches`.*got 2.5"):
+        layer.set_heldout_pass_batches(2.5)
+
+
 def test_a_round_of_several_picks_takes_the_least_harm_after_those_that_help():
     layer = scalar_layer(names=tuple("abcdef"), num_selected=4, selections_per_round=2)
     assert commit_with(layer, [3, 2, 0, 0, 0, 0], [0.0] * 6, "heldout") == ["a", "b"]

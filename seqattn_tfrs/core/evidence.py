@@ -39,6 +39,53 @@ def signal_threshold(num_candidates: int) -> float:
     return statistics.NormalDist().inv_cdf(1.0 - SIGNAL_ALPHA / num_candidates)
 
 
+def revisit_factor(batches_read: float, pass_batches: int | None) -> float:
+    """How far re-read held-out rows inflate a round's held-out z.
+
+    A round's held-out steps cycle over ``selection_data`` (``pass_batches``
+    batches a pass); after ``batches_read`` of them every batch was read ``q``
+    or ``q + 1`` times. A re-read row gives about the same gradient again, so
+    its sum grows like its count ``c`` while the sum of squares grows like
+    ``c``: the z of a feature that does not help spreads by
+    ``sqrt(sum c^2 / sum c)`` (``sqrt(passes)`` for whole passes). 1 while no
+    batch was read twice, or when the pass is not known
+    (docs/generated_quality.md, "Held-out rows revisited within a round").
+
+    Example:
+      >>> revisit_factor(8, 16), revisit_factor(32, 16), revisit_factor(4, None)
+      (1.0, 1.4142135623730951, 1.0)
+      >>> round(revisit_factor(24, 16), 4)  # half the batches twice: sqrt(10/6)
+      1.291
+    """
+    if pass_batches is None or batches_read <= pass_batches:
+        return 1.0
+    if pass_batches < 1:
+        raise ValueError(f"`pass_batches` must be >= 1 or None, got {pass_batches}.")
+    passes = batches_read / pass_batches
+    whole = np.floor(passes)
+    extra = passes - whole  # the share of batches read once more
+    squares = (1.0 - extra) * whole**2 + extra * (whole + 1.0) ** 2
+    return float(np.sqrt(squares / passes))
+
+
+def checked_pass_batches(layer_name: str, batches: int | None) -> int | None:
+    """``batches`` (a pass of ``selection_data``) if a positive int or None.
+
+    Raises:
+      ValueError: naming ``layer_name``, the value and what was expected.
+    """
+    if batches is None or (
+        isinstance(batches, (int, np.integer))
+        and not isinstance(batches, bool)
+        and batches >= 1
+    ):
+        return None if batches is None else int(batches)
+    raise ValueError(
+        f"{layer_name}: `batches` (one pass of `selection_data`) must be a "
+        f"positive int or None (unknown), got {batches!r}."
+    )
+
+
 def signal_exhausted(selected: np.ndarray, heldout_scores: np.ndarray | None) -> bool:
     """Whether, after the first pick, no unselected feature's held-out
     statistic clears :func:`signal_threshold`: the logits then rank noise.

@@ -216,7 +216,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             # Measured on one device; under a Keras distribution (whose steps
             # lay batches out over devices) every pass reads the data, as before.
             keep = on_jax and keras.distribution.distribution() is None
-            self._heldout_batches = heldout.batches(
+            self._heldout_batches = heldout.Batches(
                 self.selection_data, heldout.DEVICE_BYTES if keep else 0
             )
             # JAX compiles the step ahead for the first batch's shapes.
@@ -338,6 +338,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             if not synced:
                 self._sync()
                 synced = True
+            if self._heldout_batches is not None:
+                layer.set_heldout_pass_batches(self._heldout_batches.pass_batches)
             record = layer.record()
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):

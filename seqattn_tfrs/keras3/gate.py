@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from seqattn_tfrs.core import probe, signals
+from seqattn_tfrs.core import evidence, probe, signals
 from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.modes import DENSE
 from seqattn_tfrs.core.ops import NUMPY
@@ -170,6 +170,11 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             state("score_upstream_norms", (n,), overwrite=True),
             state("score_projections", (n,), overwrite=True),
         ]
+        # The held-out batches of the held-out sums, and (set by the callback)
+        # the batches in one pass of `selection_data`: rows read twice in a
+        # round inflate the z (core.evidence.revisit_factor).
+        self.learning_state.append(state("heldout_batches", (), overwrite=True))
+        self.heldout_pass_batches: int | None = None
         self.attention_logits = self.learning_state[0]
         self.selected_mask = state("selected_mask", (n,))
         self.selection_order = state("selection_order", (n,), "int32", -1)
@@ -303,7 +308,22 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         the held-out loss (see :func:`seqattn_tfrs.core.selection.commit_round`;
         0 without ``selection_data``). On JAX during ``fit``, call
         ``model.jax_state_sync()`` first."""
-        return self._statistics(7)
+        self._ensure_built()
+        state = [keras.ops.convert_to_numpy(v) for v in self.learning_state]
+        return dict(zip(self._feature_names, map(float, self._heldout_z(state))))
+
+    def _heldout_z(self, state: list[np.ndarray]) -> np.ndarray:
+        """The held-out z from ``learning_state``'s values, less the inflation
+        of rows read more than once this round."""
+        z = selection_lib.entry_statistics(state[7], state[8])
+        factor = evidence.revisit_factor(float(state[11]), self.heldout_pass_batches)
+        return z / factor
+
+    def set_heldout_pass_batches(self, batches: int | None) -> None:
+        """Records how many batches one pass of ``selection_data`` holds (None:
+        unknown), so that the held-out z discounts the rows a round reads more
+        than once (:func:`seqattn_tfrs.core.evidence.revisit_factor`)."""
+        self.heldout_pass_batches = evidence.checked_pass_batches(self.name, batches)
 
     def _statistics(self, first: int) -> dict[str, float]:
         """Per feature, the z-statistics of the sums and sums of squares in
@@ -455,7 +475,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 "or lower `settle_fraction`."
             )
         entry = selection_lib.entry_statistics(state[5], state[6])
-        heldout = selection_lib.entry_statistics(state[7], state[8])
+        heldout = self._heldout_z(state)
         first = selection_lib.rao_statistics(state[5], state[9], state[10])
         gates = self.host_gates()
         record, picks = selection_lib.commit_round(

@@ -46,43 +46,64 @@ def _as_array(value: Any) -> Any:
 DEVICE_BYTES = 256 * 2**20
 
 
-def batches(data: Any, device_bytes: int = 0) -> Iterator[Any]:
+class Batches:
     """Cycles forever over ``data``'s batches (see :func:`one_pass`).
 
     With ``device_bytes`` > 0 (JAX only), the first pass also puts each batch
     on the device; if the whole pass fits in ``device_bytes`` and holds only
     numbers, later passes yield those device copies instead of reading
-    ``data`` again, else every pass reads ``data``.
+    ``data`` again, else every pass reads ``data``. ``pass_batches`` is the
+    number of batches in one pass once the first has ended (None before).
+
+    Example:
+      >>> cycle = Batches([(np.zeros(2), np.ones(2))] * 3)
+      >>> first = [next(cycle) for _ in range(3)]
+      >>> cycle.pass_batches  # the pass has not ended yet
+      >>> fourth = next(cycle)
+      >>> cycle.pass_batches
+      3
     """
-    kept: list[Any] | None = [] if device_bytes > 0 else None
-    size = 0
-    while True:
-        empty = True
-        for batch in one_pass(data):
-            empty = False
+
+    def __init__(self, data: Any, device_bytes: int = 0):
+        self.pass_batches: int | None = None
+        self._cycle = self._batches(data, device_bytes)
+
+    def __iter__(self) -> Batches:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._cycle)
+
+    def _batches(self, data: Any, device_bytes: int) -> Iterator[Any]:
+        kept: list[Any] | None = [] if device_bytes > 0 else None
+        size = 0
+        while True:
+            count = 0
+            for batch in one_pass(data):
+                count += 1
+                if kept is not None:
+                    leaves = [v for v in keras.tree.flatten(batch) if v is not None]
+                    size += sum(leaf.nbytes for leaf in leaves)
+                    if size > device_bytes or not all(map(_numeric, leaves)):
+                        kept = None
+                    else:
+                        batch = _on_device(batch)
+                        kept.append(batch)
+                yield batch
+            if count == 0:
+                raise ValueError(
+                    "`selection_data` yielded no batch; expected held-out batches."
+                )
+            self.pass_batches = count
             if kept is not None:
-                leaves = [v for v in keras.tree.flatten(batch) if v is not None]
-                size += sum(np.asarray(leaf).nbytes for leaf in leaves)
-                if size > device_bytes or not all(map(_numeric, leaves)):
-                    kept = None
-                else:
-                    batch = _on_device(batch)
-                    kept.append(batch)
-            yield batch
-        if empty:
-            raise ValueError(
-                "`selection_data` yielded no batch; expected held-out batches."
-            )
-        if kept is not None:
-            break
-    while True:
-        yield from kept
+                break
+        while True:
+            yield from kept
 
 
 def _numeric(leaf: Any) -> bool:
     """Whether a batch's leaf is an array a device can hold (numbers, bools)."""
-    kind = np.asarray(leaf).dtype.kind
-    return kind in "biuf"
+    return leaf.dtype.kind in "biuf"
 
 
 def _on_device(batch: Any) -> Any:

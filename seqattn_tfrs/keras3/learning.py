@@ -242,4 +242,5 @@ def _learn(
     new += score[:2]
     new += added(state[7:9], selecting if heldout_pass else None)
     new += score[2:]
+    new.append(state[11] + selecting if heldout_pass else state[11])
     return new

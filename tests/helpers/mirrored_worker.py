@@ -66,15 +66,18 @@ def main():
     data = tf.data.Dataset.from_tensor_slices(
         ({n: x[:, i] for i, n in enumerate(NAMES)}, y)
     ).batch(64)
-    evidence = []
-    if layer.entry_z is not None:
-        commit = layer.commit_round
+    evidence, heldout_batches = [], []
+    commit = layer.commit_round
 
-        def recorded(*args, **kwargs):
+    def recorded(*args, **kwargs):
+        if layer.entry_z is not None:
             evidence.append(layer.entry_evidence())
-            return commit(*args, **kwargs)
+        # The held-out batches behind the round's held-out sums (each replica
+        # adds its share).
+        heldout_batches.append(float(layer.selection_state.heldout_batches.numpy()))
+        return commit(*args, **kwargs)
 
-        layer.commit_round = recorded
+    layer.commit_round = recorded
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=1,
         finetune_epochs=1,
@@ -91,6 +94,7 @@ def main():
                 "round_gates": layer.round_gates.numpy().tolist(),
                 "events": [event["features"] for event in callback.events],
                 "evidence": evidence,
+                "heldout_batches": heldout_batches,
             }
         )
     )

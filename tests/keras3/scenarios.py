@@ -774,7 +774,7 @@ def heldout_device() -> dict:
 
     def cycle(source, limit, count=7):
         Counted.passes = 0
-        stream = heldout.batches(Counted(source), limit)
+        stream = heldout.Batches(Counted(source), limit)
         return [next(stream) for _ in range(count)], Counted.passes
 
     def same_logits(*sources) -> None:
@@ -820,12 +820,60 @@ def heldout_device() -> dict:
     _, strings = cycle(text, heldout.DEVICE_BYTES, count=3)
     assert strings == 3, strings
     with contextlib.suppress(ValueError):
-        next(heldout.batches([], heldout.DEVICE_BYTES))
+        next(heldout.Batches([], heldout.DEVICE_BYTES))
         raise AssertionError("an empty `selection_data` must raise")
     # Kept device batches, host batches and unweighted ones move the logits
     # alike.
     same_logits(data, kept[:3], unweighted)
     return {"passes": {"kept": passes, "over_limit": over, "strings": strings}}
+
+
+def heldout_revisits() -> dict:
+    """A one-batch ``selection_data`` read by every held-out step of a round:
+    the callback learns the pass (one batch) from the first pass, counts the
+    round's held-out batches in the gate's state, and the committed z is
+    the raw one over sqrt(batches read), as on tf-keras
+    (``tests/test_heldout_revisits.py``)."""
+    from seqattn_tfrs.core.selection import entry_statistics
+
+    rng = np.random.default_rng(0)
+    names = [f"x{i}" for i in range(5)]
+    x = rng.normal(size=(512, 5)).astype(np.float32)
+    y = x @ np.array([3.0, 0.0, 2.0, 0.0, 0.0], np.float32)
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+    keras.utils.set_random_seed(0)
+    model, gate = linear_model(names, num_selected=2)
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    seen = []
+    commit = gate.commit_round
+
+    def recording_commit(require_learning=False):
+        state = [keras.ops.convert_to_numpy(v) for v in gate.learning_state]
+        held = gate.heldout_evidence()
+        raw = entry_statistics(state[7], state[8])
+        seen.append((float(state[11]), gate.heldout_pass_batches, raw, held))
+        return commit(require_learning)
+
+    gate.commit_round = recording_commit
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=1,
+        finetune_epochs=0,
+        settle_fraction=0.5,
+        selection_data=batches(features, y, slice(0, 64), 64),
+        verbose=0,
+    )
+    model.fit(features, y, batch_size=64, epochs=3, callbacks=[callback], verbose=0)
+    assert gate.selected_features == ("x0", "x2"), gate.selected_features
+    assert len(seen) == 2, seen
+    for read, pass_batches, raw, held in seen:
+        # A held-out batch as each of the round's last 5 steps ends (the
+        # settle's last sets the selecting mode).
+        assert (read, pass_batches) == (5.0, 1), (read, pass_batches)
+        assert np.any(raw != 0)
+        want = raw / np.sqrt(read)
+        np.testing.assert_allclose([held[n] for n in names], want, rtol=1e-5)
+    return {"read": [r for r, *_ in seen]}
 
 
 def doctests() -> dict:

@@ -36,6 +36,7 @@ SCENARIOS = [
     "stopped",
     "heldout_ahead",
     "heldout_device",
+    "heldout_revisits",
     "doctests",
 ]
 BACKENDS = ["jax", "tensorflow"]
