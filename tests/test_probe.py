@@ -73,7 +73,9 @@ def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
         )[1]
 
     assert pick(exhausted, None) == [1]  # the least harm: b
-    assert pick(exhausted, probe_z) == [3]  # d helps by the probe (4 >= 2.54)
+    # d helps by the probe alone in this spent round: 4 >= 2.77, the
+    # threshold of 9 tests in each of the 2 rounds that read a probe.
+    assert pick(exhausted, probe_z) == [3]
     # Three tests per keyed candidate (gate, probe, combined): helping means
     # z >= 2.539 (0.05 / 9). None does: c's probe 2.2, its combined
     # (0.5 + 2.2) / sqrt(2) = 1.91. All rank by the combined z: c (b's is
@@ -81,18 +83,25 @@ def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
     assert pick(exhausted, np.array([0.0, -0.5, 2.2, 2.0])) == [2]
     # c and d help by the probe; the combined z ranks them, not the logits
     # (a tie between them at 0): d's (-1 + 4) / sqrt(2) = 2.12 against c's
-    # (0.5 + 2.6) / sqrt(2) = 2.19.
-    assert pick(exhausted, np.array([0.0, 0.0, 2.6, 4.0])) == [2]
-    assert pick(exhausted, np.array([0.0, 0.0, 2.6, 4.5])) == [3]  # d's 2.47
+    # (0.5 + 2.9) / sqrt(2) = 2.40.
+    assert pick(exhausted, np.array([0.0, 0.0, 2.9, 4.0])) == [2]
+    assert pick(exhausted, np.array([0.0, 0.0, 2.9, 4.5])) == [3]  # d's 2.47
+    # c's probe z of 2.6 alone would clear one round's 2.54, not the 2.77 of
+    # the fit's two probe rounds: nothing helps, and the combined z ranks:
+    # b's (1 + 1.2) / sqrt(2) = 1.56 over c's (-1.2 + 2.6) / sqrt(2) = 0.99.
+    gate_against_c = np.array([0.0, 1.0, -1.2, -1.0])
+    assert pick(gate_against_c, np.array([0.0, 1.2, 2.6, 0.0])) == [1]
+    assert pick(gate_against_c, np.array([0.0, 1.2, 2.8, 0.0])) == [2]
     # Neither statistic alone, both together: c's gate 1.9 and probe 2.0
     # combine to 2.76; it helps and the logits' b does not.
     assert pick(np.array([0.0, 1.0, 1.9, -1.0]), np.array([0, 0, 2.0, 0])) == [2]
-    # No probe z for b (a float feature: NaN): seven tests, helping means
-    # z >= 2.45; c's 2.5 clears it. With b keyed (nine tests, 2.54) it does
-    # not, and b's combined z (2 + 0.5) / sqrt(2) = 1.77 beats c's 1.06.
+    # No probe z for b (a float feature: NaN): seven tests in each of two
+    # probe rounds, helping alone means z >= 2.69; c's 2.72 clears it. With b
+    # keyed (nine tests, 2.77) it does not, and b's combined z (2 + 0.5) /
+    # sqrt(2) = 1.77 beats c's 1.22.
     gate_favours_b = np.array([0.0, 2.0, -1.0, -1.0])
-    assert pick(gate_favours_b, np.array([0.0, np.nan, 2.5, 0.9])) == [2]
-    assert pick(gate_favours_b, np.array([0.0, 0.5, 2.5, 0.9])) == [1]
+    assert pick(gate_favours_b, np.array([0.0, np.nan, 2.72, 0.9])) == [2]
+    assert pick(gate_favours_b, np.array([0.0, 0.5, 2.72, 0.9])) == [1]
     # b and c help by the gate (3.0 and 2.5 >= 2.13), d by the probe. Without
     # the probe the logits choose among the gate's (b); with it the combined
     # z: b's (3 - 0.5) / sqrt(2) = 1.77, c's (2.5 + 1) / sqrt(2) = 2.47, d's

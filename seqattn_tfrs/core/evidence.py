@@ -139,6 +139,7 @@ def exhausted_after(
     by_count: bool = True,
     probe: Mapping[str, float] | None = None,
     dependencies: Mapping[str, Collection[str]] | None = None,
+    probe_rounds: int = 1,
 ) -> bool:
     """:func:`signal_exhausted` from a gate's ``heldout_evidence()`` and its
     ``selected_features``, and, where the held-out probe ran (``probe``: its
@@ -181,7 +182,9 @@ def exhausted_after(
     if not np.any(np.nan_to_num(probe_z)):
         return True
     # As the commit: the probe alone counts only where no gate z helps at all.
-    probe_helps, _ = probe_evidence(chosen, gate_z, probe_z, spent=not helps.any())
+    probe_helps, _ = probe_evidence(
+        chosen, gate_z, probe_z, spent=not helps.any(), probe_rounds=probe_rounds
+    )
     return not (probe_helps & ~copies).any()
 
 
@@ -191,6 +194,7 @@ def pair_candidates(
     heldout_scores: np.ndarray | None,
     probe_scores: np.ndarray | None,
     remaining: int,
+    probe_rounds: int = 1,
 ) -> np.ndarray | None:
     """``[N]`` booleans: the candidates whose pairs the held-out pair test
     (:mod:`seqattn_tfrs.core.pairs`) scores before a commit by count, or None
@@ -219,7 +223,9 @@ def pair_candidates(
     if helps is None or not np.any(np.nan_to_num(probe_z)):
         return None
     gate_z = np.asarray(heldout_scores, np.float64)
-    probe_helps, _ = probe_evidence(selected, gate_z, probe_z, not helps.any())
+    probe_helps, _ = probe_evidence(
+        selected, gate_z, probe_z, not helps.any(), probe_rounds
+    )
     new = ~selected
     if dependence is not None:
         new &= ~np.asarray(dependence, bool)[:, selected].any(axis=1)
@@ -246,12 +252,18 @@ def pair_found(pair_scores: Mapping[tuple[str, str], float]) -> bool:
 
 
 def pair_to_pick(
-    selected, dependence, heldout_scores, probe_scores, pair_scores, remaining
+    selected,
+    dependence,
+    heldout_scores,
+    probe_scores,
+    pair_scores,
+    remaining,
+    probe_rounds: int = 1,
 ) -> list[int] | None:
     """The pair :func:`.selection.commit_round` picks in a round where no candidate
     helps alone (:func:`pair_candidates`), or None."""
     eligible = pair_candidates(
-        selected, dependence, heldout_scores, probe_scores, remaining
+        selected, dependence, heldout_scores, probe_scores, remaining, probe_rounds
     )
     if eligible is None:
         return None
@@ -292,6 +304,7 @@ def probe_evidence(
     gate_z: np.ndarray,
     probe_z: np.ndarray,
     spent: bool = True,
+    probe_rounds: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The features that help by the held-out probe (beyond the gate's z
     alone), and the order of all, from the gate's z and the probe's (NaN
@@ -303,13 +316,17 @@ def probe_evidence(
     learn); the gate sees what the soft gates of the round's candidates do
     together. So the two are combined, as independent tests of one null
     hypothesis: ``(gate_z + probe_z) / sqrt(2)`` (Stouffer), the gate's z
-    alone without a probe z. A feature helps when its combined z, or in a
-    ``spent`` round (no gate z helps) also its probe z alone, clears
+    alone without a probe z. A feature helps when its combined z clears
     :func:`signal_threshold`, Bonferroni-counting every test made in the
     round (the gate's, the probe's and the combined); the combined z ranks.
     While the gate still finds help, the probe alone is not enough: on
     MovieLens a 5,000-value noise field reached a probe z of 4.5 in such a
-    round (docs/generated_quality.md, "Session 18").
+    round (docs/generated_quality.md, "Session 18"). In a ``spent`` round (no
+    gate z helps) the probe z alone also counts, against a threshold that
+    Bonferroni-counts the round's tests in each of the ``probe_rounds``
+    rounds that read a probe: a field is tested in every round of a fit, so
+    a per-round 5% would let a noise field through once in a few fits
+    (docs/generated_quality.md, "Session 27").
 
     Example (c's probe z of 2.3 alone is no evidence, 7 tests needing 2.45;
     with its gate's 1.4 it is, 2.62; the rest rank by the combined z):
@@ -317,13 +334,22 @@ def probe_evidence(
       ...     np.array([0.0, 1.5, 1.4, -0.5]), np.array([0.0, 0.1, 2.3, np.nan]))
       >>> helps.tolist(), order.round(2).tolist()
       ([False, False, True, False], [0.0, 1.13, 2.62, -0.5])
+
+    (a spent round: c's probe z of 2.6 alone clears 2.45 for one round's 7
+    tests, not 2.69 for two rounds' 14):
+      >>> chosen, gate = np.array([True, False, False, False]), np.zeros(4)
+      >>> probe = np.array([0.0, 0.1, 2.6, np.nan])
+      >>> probe_evidence(chosen, gate, probe, spent=True)[0].tolist()
+      [False, False, True, False]
+      >>> probe_evidence(chosen, gate, probe, spent=True, probe_rounds=2)[0].tolist()
+      [False, False, False, False]
     """
     unselected = ~np.asarray(selected, bool)
     keyed = unselected & np.isfinite(probe_z)
     probe = np.nan_to_num(probe_z)
     combined = np.where(keyed, (gate_z + probe) / np.sqrt(2), gate_z)
     tests = int(unselected.sum() + 2 * keyed.sum())
-    evidence = np.where(
-        keyed, np.maximum(probe, combined) if spent else combined, -np.inf
-    )
-    return unselected & (evidence >= signal_threshold(tests)), combined
+    helps = keyed & (combined >= signal_threshold(tests))
+    if spent:  # the probe alone: Bonferroni over every round's tests too
+        helps |= keyed & (probe >= signal_threshold(tests * max(1, probe_rounds)))
+    return unselected & helps, combined

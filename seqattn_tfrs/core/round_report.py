@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from seqattn_tfrs.core import budget as budget_lib
 from seqattn_tfrs.core import evidence as evidence_lib
 from seqattn_tfrs.core import schedule as schedule_lib
+from seqattn_tfrs.core import selection as selection_lib
 
 
 class CommittingLayer(Protocol):
@@ -89,6 +90,7 @@ def commit_and_report(
             by_count=layer.budget_bytes is None,
             probe=probe_scores,
             dependencies=layer.functional_dependencies,
+            probe_rounds=selection_lib.probe_rounds(num_rounds),
         )
         and not pair_found
     )

@@ -267,6 +267,7 @@ def commit_round(
                     probe_scores,
                     pair_scores,
                     spec.num_selected - record.num_picked,
+                    probe_rounds(num_rounds),
                 )
             after = selected.copy()
             after[pair or []] = True
@@ -279,6 +280,7 @@ def commit_round(
                 probe_scores,
                 settled_scores=entry_scores,
                 final=final,
+                probe_rounds=probe_rounds(num_rounds),
             )
             ranked = np.concatenate([np.array(pair or [], np.int64), ranked])
     else:
@@ -338,6 +340,12 @@ def _joint_only_lead(
     return None
 
 
+def probe_rounds(num_rounds: int) -> int:
+    """The rounds whose commit may read a held-out probe: every one after
+    the first (at least 1)."""
+    return max(1, num_rounds - 1)
+
+
 def _later_picks(
     logits: np.ndarray,
     selected: np.ndarray,
@@ -347,6 +355,7 @@ def _later_picks(
     probe_scores: np.ndarray | None = None,
     settled_scores: np.ndarray | None = None,
     final: bool = False,
+    probe_rounds: int = 1,
 ) -> np.ndarray:
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
@@ -370,7 +379,9 @@ def _later_picks(
     probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
     if probe_z is not None and np.any(np.nan_to_num(probe_z)):
         spent = not helps.any()
-        probe_helps, combined = probe_evidence(selected, scores, probe_z, spent)
+        probe_helps, combined = probe_evidence(
+            selected, scores, probe_z, spent, probe_rounds
+        )
         return _ranked_picks(
             combined,
             selected,
