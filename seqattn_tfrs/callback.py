@@ -83,6 +83,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         selected ones. Without it, the model still splits what a committed
         feature explains with its near copies, and a copy can win.
       selection_data: optional held-out ``tf.data.Dataset`` the logits learn on.
+        Held-out steps cycle over it; where a round reads its rows more than
+        once, the held-out z is discounted for it, which needs the batches in
+        one pass: the dataset's cardinality, or one count over its pipeline
+        when training begins where tf.data cannot tell (an endless dataset
+        is not discounted).
       selection_interval: training steps between held-out logit steps. With
         ``steps_per_execution`` > 1 in ``compile`` (as on TPUs) the callback
         sees only every execution's last step: modes change and rounds pick at

@@ -65,7 +65,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         the loss on them, every ``selection_interval`` training steps. On
         JAX without a Keras distribution, a numeric ``selection_data`` of up
         to 256 MiB is read once and its batches stay on the device
-        (``heldout.DEVICE_BYTES``).
+        (``heldout.DEVICE_BYTES``). Once a pass has ended, a round that
+        reads its rows more than once has its held-out z discounted for it.
       selection_interval: training steps between held-out logit steps.
       verbose: 0 silent, 1 prints each pick.
 
