@@ -9,6 +9,7 @@ that inflation; the callback counts the batches and the pass.
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.commits import before_each_commit
 
 import seqattn_tfrs
 from seqattn_tfrs.core.evidence import revisit_factor
@@ -54,13 +55,7 @@ def linear_fit(selection_data, record):
     joined = tf.keras.layers.Concatenate()([gated[n] for n in names])
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(joined))
     model.compile(tf.keras.optimizers.SGD(0.05), "mse")
-    commit = layer.commit_round
-
-    def recorded(*args, **kwargs):
-        record(layer)
-        return commit(*args, **kwargs)
-
-    layer.commit_round = recorded
+    before_each_commit(layer, record)
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=1,
         epochs_per_selection=1,

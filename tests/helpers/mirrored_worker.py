@@ -25,6 +25,8 @@ def main():
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
+    from commits import before_each_commit
+
     import seqattn_tfrs
 
     strategy = (
@@ -67,17 +69,15 @@ def main():
         ({n: x[:, i] for i, n in enumerate(NAMES)}, y)
     ).batch(64)
     evidence, heldout_batches = [], []
-    commit = layer.commit_round
 
-    def recorded(*args, **kwargs):
+    def record(layer):
         if layer.entry_z is not None:
             evidence.append(layer.entry_evidence())
         # The held-out batches behind the round's held-out sums (each replica
         # adds its share).
         heldout_batches.append(float(layer.selection_state.heldout_batches.numpy()))
-        return commit(*args, **kwargs)
 
-    layer.commit_round = recorded
+    before_each_commit(layer, record)
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=1,
         finetune_epochs=1,
