@@ -322,11 +322,12 @@ class SelectionState:
     def heldout_scores(self) -> np.ndarray:
         """Per feature, this round's held-out gate-gradient statistic, less
         the inflation of rows read more than once this round."""
-        z = selection.entry_statistics(
-            self.heldout_sum.numpy(), self.heldout_squares.numpy()
+        return selection.heldout_statistics(
+            self.heldout_sum.numpy(),
+            self.heldout_squares.numpy(),
+            float(self.heldout_batches.numpy()),
+            self.heldout_pass_batches,
         )
-        read = float(self.heldout_batches.numpy())
-        return z / evidence.revisit_factor(read, self.heldout_pass_batches)
 
     def commit_round(
         self, costs: Sequence[int | None] | None, require_learning: bool = False

@@ -22,6 +22,7 @@ from seqattn_tfrs.core.evidence import (
     helping,
     pair_to_pick,
     probe_evidence,
+    revisit_factor,
     signal_threshold,
 )
 
@@ -564,6 +565,24 @@ def entry_statistics(total: np.ndarray, squares: np.ndarray) -> np.ndarray:
     return np.divide(
         -total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
     )
+
+
+def heldout_statistics(
+    total: np.ndarray,
+    squares: np.ndarray,
+    batches_read: float,
+    pass_batches: int | None,
+) -> np.ndarray:
+    """The round's held-out gate z: :func:`entry_statistics` of the held-out
+    sums over :func:`seqattn_tfrs.core.evidence.revisit_factor` (rows read
+    more than once this round), for both front-ends.
+
+    Example (8 batches of a pass of 2: every row read 4 times, z halved):
+      >>> heldout_statistics(np.array([-8.0, 2.0]), np.array([4.0, 1.0]), 8, 2)
+      array([ 2., -1.])
+    """
+    factor = revisit_factor(batches_read, pass_batches)
+    return entry_statistics(total, squares) / factor
 
 
 def rao_statistics(

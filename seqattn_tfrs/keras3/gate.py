@@ -315,9 +315,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
     def _heldout_z(self, state: list[np.ndarray]) -> np.ndarray:
         """The held-out z from ``learning_state``'s values, less the inflation
         of rows read more than once this round."""
-        z = selection_lib.entry_statistics(state[7], state[8])
-        factor = evidence.revisit_factor(float(state[11]), self.heldout_pass_batches)
-        return z / factor
+        return selection_lib.heldout_statistics(
+            state[7], state[8], float(state[11]), self.heldout_pass_batches
+        )
 
     def set_heldout_pass_batches(self, batches: int | None) -> None:
         """Records how many batches one pass of ``selection_data`` holds (None:
