@@ -407,9 +407,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
           ValueError: with ``budget_bytes``, no feature fits the budget (first
             pick), or a feature's bytes cannot be measured.
         """
-        costs = None
-        if self.budget_bytes is not None:
-            costs = list(self.feature_costs().values())
+        # Bytes rank the picks under a budget and, by count, the candidates
+        # once none helps (the cheapest first).
+        costs = list(self.feature_costs().values())
         picks = self._state().commit_round(costs, require_learning)
         return [self._feature_names[i] for i in picks]
 

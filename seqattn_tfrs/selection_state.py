@@ -335,7 +335,9 @@ class SelectionState:
         """Commits the next round's picks; returns their feature indices.
 
         Args:
-          costs: bytes per feature (budget only).
+          costs: bytes per feature (None entries where unknown: refused
+            under a budget; by count, candidates that do not help then keep
+            their statistic's order).
           require_learning: refuse when no logit step was applied this round.
 
         Raises:

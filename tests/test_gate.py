@@ -244,6 +244,24 @@ def test_heldout_z_discounts_rows_the_round_read_more_than_once():
         layer.set_heldout_pass_batches(2.5)
 
 
+def test_once_nothing_helps_the_layer_picks_its_smallest_table():
+    """The layer passes its tables' bytes to the commit: past the signal the
+    pick is the smallest table, not the largest held-out z."""
+    tables = {
+        "a": tf.keras.layers.Embedding(4, 2),
+        "big": tf.keras.layers.Embedding(500, 2),
+        "small": tf.keras.layers.Embedding(8, 2),
+    }
+    layer = SequentialAttentionEmbedding(tables, 2)
+    layer({n: tf.zeros([1], tf.int32) for n in tables})
+    assert commit_with(layer, [3.0, 0.0, 0.0], [0.0] * 3, "heldout") == ["a"]
+    # Two candidates (threshold 1.96): neither helps; big's z is the larger.
+    assert commit_with(layer, [0.0, 0.0, 0.0], [0.0, 1.5, -1.0], "heldout") == [
+        "small"
+    ]
+    assert layer.feature_costs() == {"a": 32, "big": 4000, "small": 64}
+
+
 def test_a_round_of_several_picks_takes_the_least_harm_after_those_that_help():
     layer = scalar_layer(names=tuple("abcdef"), num_selected=4, selections_per_round=2)
     assert commit_with(layer, [3, 2, 0, 0, 0, 0], [0.0] * 6, "heldout") == ["a", "b"]

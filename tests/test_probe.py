@@ -116,6 +116,46 @@ def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
     assert pick(np.array([0.0, 3.0, 1.0, -1.0]), probe_z) == [1]
 
 
+def test_once_no_candidate_helps_the_cheapest_table_is_picked():
+    """After the signal runs out, the candidates' statistics are draws of
+    noise: a 10,000-value table whose draw leans positive ranked above a
+    32-bucket one (docs/benchmarks.md, section 9). With the tables' bytes,
+    the cheapest is the pick; the statistic decides between equal bytes and
+    never against a candidate that helps."""
+    spec = selection.SelectionSpec("gate", ("a", "big", "small", "mid"), 3, None, 1)
+    record = selection.SelectionRecord(
+        np.array([True, False, False, False]),
+        np.array([0, -1, -1, -1]),
+        1,
+        np.zeros((3, 4)),
+    )
+
+    def pick(gate_z, probe_z, costs):
+        return selection.commit_round(
+            spec,
+            record,
+            np.zeros(4),
+            np.full(4, 0.25),
+            num_rounds=3,
+            costs=costs,
+            heldout_scores=np.array(gate_z),
+            probe_scores=np.array(probe_z),
+        )[1]
+
+    spent_gate, spent_probe = [0.0, 1.2, -0.4, 0.3], [0.0, 1.9, 0.1, -0.2]
+    bytes_ = [64, 640_000, 2_048, 8_192]
+    # Nothing helps (combined z: big 2.19, small -0.21, mid 0.07; 2.54 needed
+    # for 9 tests): by the statistic big, by bytes small.
+    assert pick(spent_gate, spent_probe, None) == [1]
+    assert pick(spent_gate, spent_probe, bytes_) == [2]
+    # Equal bytes: the combined z decides (mid 0.07 over small -0.21).
+    assert pick(spent_gate, spent_probe, [64, 640_000, 8_192, 8_192]) == [3]
+    # A cost unknown (a table never built): the statistic's order.
+    assert pick(spent_gate, spent_probe, [64, None, 2_048, 8_192]) == [1]
+    # big helps (gate 3.0, combined 3.47): bytes do not count against it.
+    assert pick([0.0, 3.0, -0.4, 0.3], spent_probe, bytes_) == [1]
+
+
 def test_the_final_pick_ranks_the_helping_ones_by_what_each_brings_alone():
     """b helps only beside c's or d's soft gate (an interaction member: gate
     z 8, probe z 0.2), c alone (probe z 6.1), d has no probe z (gate z 3).

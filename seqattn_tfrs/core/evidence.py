@@ -128,8 +128,9 @@ def helping(
 
 # What a callback adds to its message for such a pick.
 EXHAUSTED_NOTE = (
-    " (no candidate helped on held-out data any more: this pick hurt the "
-    "held-out loss least; fewer features may serve as well)"
+    " (no candidate helped on held-out data any more: this pick is the "
+    "smallest table left, or of equal ones the least harm on held-out data; "
+    "fewer features may serve as well)"
 )
 
 

@@ -142,9 +142,11 @@ def commit_round(
     candidates help: those whose statistic clears :func:`signal_threshold`.
     The logits choose among them; the others follow by the largest statistic,
     the features whose weight hurts the held-out loss least (in a round of
-    several picks, once the helping ones are taken). When none helps (see
+    several picks, once the helping ones are taken), or, where ``costs``
+    are all known, by the fewest bytes, that statistic ranking tables of
+    equal bytes (:func:`_least_cost_first`). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
-    that statistic alone. Where ``probe_scores`` (the held-out probe's z,
+    that order alone. Where ``probe_scores`` (the held-out probe's z,
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
     the gate's and the probe's z combined rank in place of both, first the
     candidates that help by the gate's z or the combined z (or, once no gate
@@ -173,7 +175,8 @@ def commit_round(
       logits: ``[N]`` attention logits trained in this round.
       gates: ``[N]`` gate values now (kept as this round's history row).
       num_rounds: the rounds reserved for the layer.
-      costs: bytes per feature (budget only; None entries are refused).
+      costs: bytes per feature (under a budget None entries are refused; by
+        count they rank the candidates that do not help, where all known).
       entry_scores: per-feature score statistics of the settled model (all
         zero where none was collected).
       dependence: ``[N, N]`` booleans, ``[c, s]``: feature ``c`` is a function
@@ -256,6 +259,7 @@ def commit_round(
                     heldout_scores,
                     probe_scores,
                     final=final,
+                    costs=_known_costs(costs),
                 )
                 ranked = np.concatenate([ranked, more])
         else:
@@ -282,6 +286,7 @@ def commit_round(
                 settled_scores=entry_scores,
                 final=final,
                 probe_rounds=probe_rounds(num_rounds),
+                costs=_known_costs(costs),
             )
             ranked = np.concatenate([np.array(pair or [], np.int64), ranked])
     else:
@@ -347,6 +352,13 @@ def probe_rounds(num_rounds: int) -> int:
     return max(1, num_rounds - 1)
 
 
+def _known_costs(costs: Sequence[int | None] | None) -> np.ndarray | None:
+    """``costs`` as an array where every feature's bytes are known, else None."""
+    if costs is None or any(cost is None for cost in costs):
+        return None
+    return np.asarray(costs, np.float64)
+
+
 def _later_picks(
     logits: np.ndarray,
     selected: np.ndarray,
@@ -357,6 +369,7 @@ def _later_picks(
     settled_scores: np.ndarray | None = None,
     final: bool = False,
     probe_rounds: int = 1,
+    costs: np.ndarray | None = None,
 ) -> np.ndarray:
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
@@ -392,6 +405,7 @@ def _later_picks(
             fallback=combined,
             harm=scores,
             last=alone_scores(selected, scores, probe_z) if final else None,
+            costs=costs,
         )
     if settled_scores is not None and np.any(settled_scores):
         logits = np.asarray(settled_scores, np.float64)
@@ -403,6 +417,7 @@ def _later_picks(
         preferred=helps,
         fallback=scores,
         harm=scores,
+        costs=costs,
     )
 
 
@@ -415,10 +430,13 @@ def _ranked_picks(
     fallback: np.ndarray | None = None,
     harm: np.ndarray | None = None,
     last: np.ndarray | None = None,
+    costs: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``count`` unselected features with the largest logits (ties to the
     earlier feature), one at a time: ``preferred`` ones first, the others by
-    the largest ``fallback`` where given, copies of a selected one last. Where
+    the largest ``fallback`` where given (with ``costs``, the fewest bytes
+    first, ties by ``fallback``: :func:`_least_cost_first`), copies of a
+    selected one last. Where
     ``last`` is given, it ranks the last of the ``count`` picks in place of
     the logits.
 
@@ -446,6 +464,8 @@ def _ranked_picks(
                 lead = np.concatenate([lead[~related[lead]], lead[related[lead]]])
             if fallback is not None:
                 rest = rest[np.argsort(-fallback[rest], kind="stable")]
+                if costs is not None:
+                    rest = _least_cost_first(rest, costs)
             order = np.concatenate([lead, rest])
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
@@ -464,6 +484,26 @@ def _ranked_picks(
         picks.append(pick)
         chosen[pick] = True
     return np.array(picks, np.int64)
+
+
+def _least_cost_first(order: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """``order`` (candidates that do not help) re-ranked by bytes, fewest
+    first; equal bytes keep their order.
+
+    Once no candidate helps on held-out data, their statistics cannot tell
+    them apart: under the null each is a standard normal draw, and the largest
+    of many is about 2 whichever field it is. What a field that brings nothing
+    costs a served or retrained model grows with its table: the bytes, and
+    the rows a large table can memorise (a large-vocabulary noise field cost
+    the retrained Criteo-shaped model 0.017-0.026 test AUC where a
+    32-bucket one cost nothing; docs/benchmarks.md, section 9). So such a
+    pick is the cheapest table, the statistic deciding between equal ones.
+
+    Example (equal bytes keep the statistic's order, 2 before 0):
+      >>> _least_cost_first(np.array([2, 0, 1]), np.array([64.0, 32.0, 64.0])).tolist()
+      [1, 2, 0]
+    """
+    return order[np.argsort(costs[order], kind="stable")]
 
 
 def _copy_when_all_hurt(
