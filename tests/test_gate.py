@@ -256,9 +256,7 @@ def test_once_nothing_helps_the_layer_picks_its_smallest_table():
     layer({n: tf.zeros([1], tf.int32) for n in tables})
     assert commit_with(layer, [3.0, 0.0, 0.0], [0.0] * 3, "heldout") == ["a"]
     # Two candidates (threshold 1.96): neither helps; big's z is the larger.
-    assert commit_with(layer, [0.0, 0.0, 0.0], [0.0, 1.5, -1.0], "heldout") == [
-        "small"
-    ]
+    assert commit_with(layer, [0.0, 0.0, 0.0], [0.0, 1.5, -1.0], "heldout") == ["small"]
     assert layer.feature_costs() == {"a": 32, "big": 4000, "small": 64}
 
 
