@@ -494,9 +494,9 @@ def _least_cost_first(order: np.ndarray, costs: np.ndarray) -> np.ndarray:
     them apart: under the null each is a standard normal draw, and the largest
     of many is about 2 whichever field it is. What a field that brings nothing
     costs a served or retrained model grows with its table: the bytes, and
-    the rows a large table can memorise (a large-vocabulary noise field cost
-    the retrained Criteo-shaped model 0.017-0.026 test AUC where a
-    32-bucket one cost nothing; docs/benchmarks.md, section 9). So such a
+    the rows a large table can memorise (a 10,000-value noise field in place
+    of a 32-bucket one cost the served Criteo-shaped model 0.017-0.027 test
+    AUC; docs/benchmarks.md, section 9). So such a
     pick is the cheapest table, the statistic deciding between equal ones.
 
     Example (equal bytes keep the statistic's order, 2 before 0):
