@@ -327,7 +327,11 @@ def probe_evidence(
     Bonferroni-counts the round's tests in each of the ``probe_rounds``
     rounds that read a probe: a field is tested in every round of a fit, so
     a per-round 5% would let a noise field through once in a few fits
-    (docs/generated_quality.md, "Session 27").
+    (docs/generated_quality.md, "Session 27"). It counts alone only where the
+    gate's z is at least 0: where turning the gate up raised the held-out
+    loss, the probe's z is not evidence by itself (on MovieLens a 5,000-value
+    noise field reached a probe z of 3.70 with a gate z of -1.39;
+    docs/generated_quality.md, "Session 29"). It still enters the combined z.
 
     Example (c's probe z of 2.3 alone is no evidence, 7 tests needing 2.45;
     with its gate's 1.4 it is, 2.62; the rest rank by the combined z):
@@ -344,6 +348,11 @@ def probe_evidence(
       [False, False, True, False]
       >>> probe_evidence(chosen, gate, probe, spent=True, probe_rounds=2)[0].tolist()
       [False, False, False, False]
+
+    (the same round where c's gate z points the other way, -0.3):
+      >>> against = np.array([0.0, 0.0, -0.3, 0.0])
+      >>> probe_evidence(chosen, against, probe, spent=True)[0].tolist()
+      [False, False, False, False]
     """
     unselected = ~np.asarray(selected, bool)
     keyed = unselected & np.isfinite(probe_z)
@@ -351,6 +360,8 @@ def probe_evidence(
     combined = np.where(keyed, (gate_z + probe) / np.sqrt(2), gate_z)
     tests = int(unselected.sum() + 2 * keyed.sum())
     helps = keyed & (combined >= signal_threshold(tests))
-    if spent:  # the probe alone: Bonferroni over every round's tests too
-        helps |= keyed & (probe >= signal_threshold(tests * max(1, probe_rounds)))
+    if spent:  # the probe alone: Bonferroni over every round's tests too,
+        # and only where the gate's own z does not point the other way
+        alone = probe >= signal_threshold(tests * max(1, probe_rounds))
+        helps |= keyed & alone & (np.asarray(gate_z) >= 0.0)
     return unselected & helps, combined
