@@ -14,7 +14,12 @@ from seqattn_tfrs import (
     export_for_serving,
     prune,
 )
-from seqattn_tfrs.core.budget import max_affordable, pick_within_budget
+from seqattn_tfrs.core.budget import (
+    knapsack,
+    max_affordable,
+    pick_within_budget,
+    planned_pick,
+)
 from seqattn_tfrs.core.ops import NUMPY
 from seqattn_tfrs.core.signals import efficient_score, residual_scores
 from seqattn_tfrs.movielens.config import ConfigError, JobConfig, load_config, override
@@ -104,6 +109,84 @@ def test_greedy_pick_hand_computed():
     assert pick_within_budget(logits, costs, none, 60, 4, "gain_per_byte") == [1, 2]
     assert max_affordable(costs, 100) == 2  # 30 + 30 + 50 = 110 > 100
     assert max_affordable(costs, 110) == 3
+
+
+def test_knapsack_hand_computed():
+    # 12 bytes: 80 + 5 (0 and 3) beats 40 + 30 (1 and 2) ...
+    assert knapsack([80.0, 40.0, 30.0, 5.0], [10, 6, 6, 2], 12) == [0, 3]
+    # ... but 40 + 30 beats 60 alone, and never overfills by one byte.
+    assert knapsack([60.0, 40.0, 30.0], [10, 6, 6], 12) == [1, 2]
+    assert knapsack([60.0, 40.0, 30.0], [10, 6, 7], 12) == [0]
+    # Related features (one a function of the other) are never held together.
+    related = np.zeros([3, 3], bool)
+    related[2, 1] = True
+    assert knapsack([60.0, 40.0, 30.0], [10, 6, 6], 12, related) == [0]
+    # Costs round up to capacity / KNAPSACK_UNITS: never over the capacity.
+    costs = [700_001, 300_000, 400_000]
+    chosen = knapsack([3.0, 2.0, 2.0], costs, 1_000_000)
+    assert sum(costs[i] for i in chosen) <= 1_000_000 and chosen == [1, 2]
+
+
+def test_per_byte_rule_follows_a_plan_clearly_worth_more_than_its_fill():
+    logits = np.zeros(4)
+    costs = np.array([100, 10, 10, 10])
+    none = np.zeros(4, bool)
+    # Per byte: 1, 2, 3 (30 bytes), then 0 no longer fits 110. The plan, 0
+    # and 1 (z**2: 144 + 9), displaces 2 and 3 (18): gain 126 against 3 x
+    # sqrt(578 + 2 x 38) = 76.7. Its members in per-byte order: 1, then 0.
+    z = np.array([12.0, 3.0, 3.0, 3.0])
+    assert pick_within_budget(logits, costs, none, 110, 4, "attention_per_byte", z) == [
+        1,
+        0,
+    ]
+    # At z 6 the gain, 36 - 18, is inside 3 standard errors (44.7): per byte.
+    z = np.array([6.0, 3.0, 3.0, 3.0])
+    assert pick_within_budget(logits, costs, none, 110, 4, "attention_per_byte", z) == [
+        1,
+        2,
+        3,
+    ]
+    # 1 is a function of 0 (its coarsening) and worth z 11. Unrelated, the
+    # plan 0 + 1 (265) displaces 2 and 3 (18) and pays; related, the plan may
+    # not hold both, and 0 + 2 (153) against the fill 1 + 2 + 3 (139) does not.
+    per_byte = logits - np.log(costs)
+    z = np.array([12.0, 11.0, 3.0, 3.0])
+    unrelated = np.zeros([4, 4], bool)
+    assert planned_pick(per_byte, costs, z, np.arange(4), unrelated, 110) == 1
+    related = unrelated.copy()
+    related[1, 0] = True
+    assert planned_pick(per_byte, costs, z, np.arange(4), related, 110) is None
+    # No crowding: 0 (30 bytes, z 20) is left out of the fill 1 + 2 only for
+    # its relation to 1, and fits the 80 bytes the fill leaves: per byte
+    # decides (0 is still there next round), however much more the plan holds.
+    small_costs = np.array([30, 10, 10])
+    z = np.array([20.0, 10.0, 3.0])
+    related_3 = np.zeros([3, 3], bool)
+    related_3[1, 0] = True
+    per_byte_3 = -np.log(small_costs)
+    assert (
+        planned_pick(per_byte_3, small_costs, z, np.arange(3), related_3, 100) is None
+    )
+    # Functions of a selected feature are no candidates: with 0 selected, 1
+    # does not enter the plan, and 2 + 3 is what the fill takes anyway.
+    taken = np.array([True, False, False, False])
+    z = np.array([12.0, 11.0, 3.0, 3.0])
+    assert pick_within_budget(
+        np.array([0.0, -9.0, 0.0, 0.0]),
+        costs,
+        taken,
+        20,
+        2,
+        "attention_per_byte",
+        z,
+        related,
+    ) == [2, 3]
+    # Without the score test (no evidence), per byte alone.
+    assert pick_within_budget(logits, costs, none, 110, 4, "attention_per_byte") == [
+        1,
+        2,
+        3,
+    ]
 
 
 def test_exactly_one_of_count_and_budget():
@@ -433,6 +516,38 @@ def test_gain_per_byte_rounds_rank_by_the_settled_score_per_byte():
     assert gate.selected_features == ("b", "a", "d")
 
 
+def picks_within_2000_bytes(rows, x, y, seed, **gate_options):
+    """The fields a 2,000-byte selection keeps: width-8 tables of ``rows``
+    rows, a Dense(16) tower, batches of 200, the first 6,000 of 9,000 rows to
+    train on, the rest as ``selection_data``."""
+
+    def split(lo, hi):
+        return tf.data.Dataset.from_tensor_slices(
+            ({k: v[lo:hi] for k, v in x.items()}, y[lo:hi])
+        ).batch(200)
+
+    tf.keras.utils.set_random_seed(seed)
+    inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in rows}
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(r, 8) for n, r in rows.items()},
+        budget_bytes=2000,
+        **gate_options,
+    )
+    gated = gate(inputs)
+    hidden = tf.keras.layers.Dense(16, "relu")(
+        tf.keras.layers.Concatenate()([gated[n] for n in rows])
+    )
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, "sigmoid")(hidden))
+    model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=0, selection_data=split(6000, 9000), verbose=0
+    )
+    model.fit(
+        split(0, 6000), epochs=1 + gate.num_rounds, callbacks=[callback], verbose=0
+    )
+    return set(gate.selected_features)
+
+
 def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
     """A 1,600-byte informative table against two 320-byte noise tables:
     filling the budget, per byte takes the noise (small tables first) and the
@@ -443,47 +558,39 @@ def test_gain_per_byte_spends_the_budget_on_signal_not_on_small_tables():
     x = {k: rng.integers(0, r, 9000) for k, r in rows.items()}
     logit = rng.normal(size=50)[x["a"]] + 1.5 * rng.normal(size=10)[x["b"]]
     y = (rng.random(9000) < 1 / (1 + np.exp(-logit))).astype(np.float32)
-
-    def split(lo, hi):
-        return tf.data.Dataset.from_tensor_slices(
-            ({k: v[lo:hi] for k, v in x.items()}, y[lo:hi])
-        ).batch(200)
-
-    picks = {}
     variants = {
         "fill_per_byte": ("attention_per_byte", None),
         "fill_gain_per_byte": ("gain_per_byte", None),
         "default": ("attention_per_byte", "auto"),
     }
-    for variant, (rule, entry_z) in variants.items():
-        tf.keras.utils.set_random_seed(0)
-        inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in rows}
-        # a + b = 1,920 bytes; b + n1 + n2 = 960 leaves no room for a.
-        gate = SequentialAttentionEmbedding(
-            {n: tf.keras.layers.Embedding(r, 8) for n, r in rows.items()},
-            budget_bytes=2000,
-            budget_rule=rule,
-            entry_z=entry_z,
+    # a + b = 1,920 bytes; b + n1 + n2 = 960 leaves no room for a. Filling
+    # (entry_z=None) collects no score test after the first round, so per
+    # byte has no plan to follow there and takes the small tables.
+    picks = {
+        variant: picks_within_2000_bytes(
+            rows, x, y, 0, budget_rule=rule, entry_z=entry_z
         )
-        gated = gate(inputs)
-        hidden = tf.keras.layers.Dense(16, "relu")(
-            tf.keras.layers.Concatenate()([gated[n] for n in rows])
-        )
-        model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, "sigmoid")(hidden))
-        model.compile(tf.keras.optimizers.Adam(0.01), "binary_crossentropy")
-        callback = SequentialAttentionCallback(
-            warmup_epochs=1,
-            finetune_epochs=0,
-            selection_data=split(6000, 9000),
-            verbose=0,
-        )
-        model.fit(
-            split(0, 6000), epochs=1 + gate.num_rounds, callbacks=[callback], verbose=0
-        )
-        picks[variant] = set(gate.selected_features)
+        for variant, (rule, entry_z) in variants.items()
+    }
     assert picks["fill_gain_per_byte"] == {"a", "b"}, picks
     assert picks["fill_per_byte"] == {"b", "n1", "n2"}, picks
     assert picks["default"] == {"a", "b"}, picks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_rule_keeps_room_for_the_table_worth_more_than_small_ones(seed):
+    """A 1,600-byte table of strong signal against three 320-byte ones of weak
+    signal, 2,000 bytes (a + b = 1,920; b + c + d = 960 leaves 1,040): the
+    small ones first (per byte alone) leave no room for the large one; the
+    knapsack plan keeps it and the best small one."""
+    rows = {"a": 50, "b": 10, "c": 10, "d": 10}
+    rng = np.random.default_rng(seed)
+    x = {k: rng.integers(0, r, 9000) for k, r in rows.items()}
+    logit = 1.5 * rng.normal(size=50)[x["a"]] + 1.0 * rng.normal(size=10)[x["b"]]
+    logit += sum(0.3 * rng.normal(size=10)[x[k]] for k in "cd")
+    y = (rng.random(9000) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    picks = picks_within_2000_bytes(rows, x, y, seed)
+    assert picks == {"a", "b"}, picks
 
 
 def test_score_test_counts_the_settles_second_half_on_centred_embeddings():

@@ -33,7 +33,9 @@ class AttentionOptions:
       selections_per_round: features each selection round commits; the last
         round commits the remainder.
       budget_rule: how a budgeted round ranks the features that fit:
-        ``"attention_per_byte"`` (logit minus log bytes), ``"attention"``, or
+        ``"attention_per_byte"`` (logit minus log bytes, following a
+        knapsack plan on the score test where it is clearly worth more),
+        ``"attention"``, or
         ``"gain_per_byte"`` (the settled model's score test, squared, per
         byte; see :func:`seqattn_tfrs.core.budget.pick_within_budget`).
       entry_z: with a byte budget only: stop when no affordable feature's

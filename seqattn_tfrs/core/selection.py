@@ -574,6 +574,7 @@ def _affordable_picks(
         spec.selections_per_round,
         spec.budget_rule,
         entry_scores,
+        dependence,
     )
     if not ranked and not eligible.all():  # nothing that fits helps: stop
         return np.array([], np.int64), True
