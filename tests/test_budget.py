@@ -135,27 +135,26 @@ def test_per_byte_rule_follows_a_plan_clearly_worth_more_than_its_fill():
     # and 1 (z**2: 144 + 9), displaces 2 and 3 (18): gain 126 against 3 x
     # sqrt(578 + 2 x 38) = 76.7. Its members in per-byte order: 1, then 0.
     z = np.array([12.0, 3.0, 3.0, 3.0])
-    assert pick_within_budget(logits, costs, none, 110, 4, "attention_per_byte", z) == [
-        1,
-        0,
-    ]
+    unrelated = np.zeros([4, 4], bool)
+    per_byte = ("attention_per_byte", z, unrelated)
+    assert pick_within_budget(logits, costs, none, 110, 4, *per_byte) == [1, 0]
+    # Without the copy check's matrix (width blocks, no held-out data) the
+    # plan cannot tell shared information from new: per byte alone.
+    assert pick_within_budget(logits, costs, none, 110, 4, *per_byte[:2]) == [1, 2, 3]
     # At z 6 the gain, 36 - 18, is inside 3 standard errors (44.7): per byte.
     z = np.array([6.0, 3.0, 3.0, 3.0])
-    assert pick_within_budget(logits, costs, none, 110, 4, "attention_per_byte", z) == [
-        1,
-        2,
-        3,
-    ]
+    assert pick_within_budget(
+        logits, costs, none, 110, 4, "attention_per_byte", z, unrelated
+    ) == [1, 2, 3]
     # 1 is a function of 0 (its coarsening) and worth z 11. Unrelated, the
     # plan 0 + 1 (265) displaces 2 and 3 (18) and pays; related, the plan may
     # not hold both, and 0 + 2 (153) against the fill 1 + 2 + 3 (139) does not.
-    per_byte = logits - np.log(costs)
+    per_byte_order = logits - np.log(costs)
     z = np.array([12.0, 11.0, 3.0, 3.0])
-    unrelated = np.zeros([4, 4], bool)
-    assert planned_pick(per_byte, costs, z, np.arange(4), unrelated, 110) == 1
+    assert planned_pick(per_byte_order, costs, z, np.arange(4), unrelated, 110) == 1
     related = unrelated.copy()
     related[1, 0] = True
-    assert planned_pick(per_byte, costs, z, np.arange(4), related, 110) is None
+    assert planned_pick(per_byte_order, costs, z, np.arange(4), related, 110) is None
     # No crowding: 0 (30 bytes, z 20) is left out of the fill 1 + 2 only for
     # its relation to 1, and fits the 80 bytes the fill leaves: per byte
     # decides (0 is still there next round), however much more the plan holds.

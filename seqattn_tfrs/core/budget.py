@@ -246,15 +246,18 @@ def pick_within_budget(
 
     * ``"attention"``: the largest logit;
     * ``"attention_per_byte"``: the largest softmax weight per byte,
-      ``logit - log(bytes)``, except where a knapsack plan on the score test
-      (``scores``) is clearly worth more than filling the budget in that
-      order: then the plan's feature that the per-byte fill leaves out
-      (:func:`planned_pick`; the plan leaves out the features that are a
-      function of a selected one, and never holds a feature beside a function
-      of it, by ``dependence``: ``dependence[i, j]`` when feature ``i`` is a
-      function of ``j``). Per byte alone takes the small tables first, which
-      misses "the one large table worth more than the small ones it
-      displaces";
+      ``logit - log(bytes)``, except where filling the budget in that order
+      would crowd out a table that a knapsack plan on the score test
+      (``scores``) is clearly worth more with: then the plan's first member
+      in that order (:func:`planned_pick`). The plan needs ``dependence``
+      (``dependence[i, j]``: feature ``i`` is a function of ``j``; the copy
+      check's matrix, collected with ``selection_data``): it leaves out the
+      features that are a function of a selected one and never holds a
+      feature beside a function of it. Without it (width blocks, no
+      held-out data) per byte alone: a plan blind to shared information
+      would count it twice. Per byte alone takes the small tables first,
+      which misses "the one large table worth more than the small ones it
+      would leave no room for";
     * ``"gain_per_byte"``: the largest ``z**2 / bytes`` among the features
       whose score statistic ``z`` (``scores``: the settled model's score test,
       see ``entry_z``) is positive. ``z**2 / 2`` estimates the fall of the
@@ -279,7 +282,10 @@ def pick_within_budget(
       >>> pick_within_budget(logits, costs, selected, 500, 3, "gain_per_byte", z)
       [0, 1, 2]
       >>> z = np.array([40.0, 4.0, 3.0])  # the plan: 0 and 2, not 1
-      >>> pick_within_budget(logits, costs, selected, 105, 2, "attention_per_byte", z)
+      >>> unrelated = np.zeros([3, 3], bool)
+      >>> pick_within_budget(
+      ...     logits, costs, selected, 105, 2, "attention_per_byte", z, unrelated
+      ... )
       [2, 0]
     """
     if rule not in RULES:
@@ -288,11 +294,14 @@ def pick_within_budget(
     bytes_ = np.maximum(costs, 1).astype(np.float64)
     score = logits.astype(np.float64)
     helps = np.zeros(len(score), bool)
-    plans = rule == "attention_per_byte" and scores is not None and np.any(scores)
+    plans = (
+        rule == "attention_per_byte"
+        and scores is not None
+        and np.any(scores)
+        and dependence is not None
+    )
     if plans:
         z = np.asarray(scores, np.float64)
-        if dependence is None:
-            dependence = np.zeros((len(score), len(score)), bool)
         dependence = np.asarray(dependence, bool)
         related = dependence | dependence.T
     if rule == "attention_per_byte":
