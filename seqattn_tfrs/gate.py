@@ -358,10 +358,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         """Per feature, the features it is a function of on ``selection_data``
         (only features with any; None before a check). A round passes over a
         copy (each a function of the other) of a selected feature."""
-        state, names = self._state(), self._feature_names
-        if int(state.dependence_checked.numpy()) == 0:
+        matrix, names = self._state().checked_dependence(), self._feature_names
+        if matrix is None:
             return None
-        matrix = state.dependence.numpy() > 0
         return {
             names[c]: tuple(names[s] for s in np.flatnonzero(row))
             for c, row in enumerate(matrix)

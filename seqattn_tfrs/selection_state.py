@@ -367,7 +367,7 @@ class SelectionState:
             num_rounds=self.num_rounds,
             costs=costs,
             entry_scores=self.entry_scores(),
-            dependence=self.dependence.numpy() > 0,
+            dependence=self.checked_dependence(),
             heldout_scores=self.heldout_scores(),
             first_scores=self.first_scores(),
             probe_scores=self.probe_scores.numpy(),
@@ -394,6 +394,13 @@ class SelectionState:
         self.score_squares.assign(tf.zeros_like(self.score_squares))
         self.score_norms.assign(tf.zeros_like(self.score_norms))
         self.score_projections.assign(tf.zeros_like(self.score_projections))
+
+    def checked_dependence(self) -> np.ndarray | None:
+        """The ``[N, N]`` functional dependence found on data, or None before
+        a check (no relations known is not the same as none found)."""
+        if int(self.dependence_checked.numpy()) == 0:
+            return None
+        return self.dependence.numpy() > 0
 
     def set_dependence(self, dependence: np.ndarray) -> None:
         """Stores the ``[N, N]`` functional dependence found on data."""

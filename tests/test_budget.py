@@ -324,6 +324,32 @@ def test_rounds_reserved_and_early_close():
         gate.commit_round()
 
 
+def test_the_plan_gets_the_copy_check_only_once_one_ran(monkeypatch):
+    """Before a check the layer hands the budget rule no dependence matrix
+    (so no knapsack plan: it could not tell shared information from new),
+    after one the matrix found."""
+    from seqattn_tfrs.core import budget as budget_core
+
+    handed = []
+    original = budget_core.pick_within_budget
+
+    def spy(*args):
+        handed.append(args[7])
+        return original(*args)
+
+    monkeypatch.setattr(budget_core, "pick_within_budget", spy)
+    model, gate = planted_model(budget_bytes=700, selections_per_round=1, entry_z=None)
+    model.predict({n: np.zeros([2], np.int64) for n in TABLES}, verbose=0)
+    gate.attention_logits.assign([9.0, 1.0, 2.0, 0.0])
+    assert gate.commit_round() == ["other"]
+    assert handed == [None]
+    found = np.zeros([4, 4], bool)
+    found[1, 0] = True  # "small" is a function of "big"
+    gate.set_functional_dependence(found)
+    assert gate.commit_round() == ["small"]  # no score test: per byte
+    np.testing.assert_array_equal(handed[1], found)
+
+
 def test_budget_layer_config_round_trips():
     gate = scalar_gate(budget_bytes=8, feature_bytes={"a": 4}, budget_rule="attention")
     config = gate.get_config()

@@ -283,15 +283,22 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         On JAX during ``fit``, call ``model.jax_state_sync()`` first.
         """
         self._ensure_built()
-        if int(keras.ops.convert_to_numpy(self.dependence_checked)) == 0:
+        matrix = self._checked_dependence()
+        if matrix is None:
             return None
-        matrix = keras.ops.convert_to_numpy(self.dependence) > 0
         names = self._feature_names
         return {
             names[c]: tuple(names[s] for s in np.flatnonzero(matrix[c]))
             for c in range(len(names))
             if matrix[c].any()
         }
+
+    def _checked_dependence(self) -> np.ndarray | None:
+        """The ``[N, N]`` functional dependence found on data, or None before
+        a check (no relations known is not the same as none found)."""
+        if int(keras.ops.convert_to_numpy(self.dependence_checked)) == 0:
+            return None
+        return keras.ops.convert_to_numpy(self.dependence) > 0
 
     def entry_evidence(self) -> dict[str, float]:
         """Per feature, this round's score statistic so far (see ``entry_z``):
@@ -486,7 +493,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             num_rounds=self.num_rounds,
             costs=list(self.feature_costs().values()),
             entry_scores=entry,
-            dependence=keras.ops.convert_to_numpy(self.dependence) > 0,
+            dependence=self._checked_dependence(),
             heldout_scores=heldout,
             first_scores=first,
         )
