@@ -78,15 +78,12 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         ``"attention_per_byte"`` (default: the largest softmax weight per byte,
         logit minus log bytes) or ``"attention"`` (the largest logit). A
         round's logits spread over a few tenths while log bytes differ by
-        several units, so per byte in effect takes the smallest tables first,
-        attention ordering tables of similar size. Where the score test
-        behind ``entry_z`` shows that a knapsack plan (a large table worth
-        more than the small ones it would displace) beats filling the budget
-        in that order by 3 standard errors, per byte follows the plan
-        (:func:`seqattn_tfrs.core.budget.planned_pick`). It won where large tables
-        memorise (Criteo-shaped data, 11 of 12 runs, up to 0.11 test AUC) and
-        lost where the informative tables are the large ones (MovieLens
-        blocks at a 5% budget, by 0.04-0.05; ``docs/pareto.md``).
+        several units, so per byte in effect takes the smallest tables first
+        (unless they crowd out a table a knapsack plan is clearly worth more
+        with: :func:`seqattn_tfrs.core.budget.planned_pick`). It won where
+        large tables memorise (Criteo-shaped data, 11 of 12 runs, up to 0.11
+        test AUC) and lost where the informative tables are the large ones
+        (MovieLens blocks at a 5% budget, by 0.04-0.05; ``docs/pareto.md``).
         ``"gain_per_byte"``: ``entry_z``'s score statistic squared per byte,
         a loss gain comparable across tables (by logit without held-out data).
       entry_z: with ``budget_bytes`` only: also stop when no affordable feature
