@@ -2,7 +2,8 @@
 
 Runs the model forward (inference mode, metrics left as they were) on up to
 ``max_rows`` rows of ``selection_data``, records each gated layer's raw inputs
-and stores in the layer which feature is a function of which
+and its tables' outputs, and stores in the layer which feature is a function
+of which, rows grouped as each table groups them
 (:mod:`seqattn_tfrs.core.dependence`). A selection round then passes over a
 candidate that is a function of a selected feature. Each forward pass stops
 once every gated layer has recorded its batch (the rest of the model does not

@@ -424,7 +424,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
     @contextlib.contextmanager
     def recording_inputs(self, into: list | None = None) -> Iterator[list]:
-        """While active, eager calls append their raw inputs to ``into`` (yielded)."""
+        """While active, eager calls append to ``into`` (yielded), per feature,
+        its raw input and its table's output (numpy)."""
         self._recorded_inputs = [] if into is None else into
         try:
             yield self._recorded_inputs
@@ -605,10 +606,6 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"{self.name}: feature(s) {missing} missing from the inputs; got "
                 f"keys {sorted(features)}."
             )
-        if self._recorded_inputs is not None and tf.executing_eagerly():
-            self._recorded_inputs.append(
-                {name: tf_ops.row_values(features[name]) for name in self._tables}
-            )
         embedded = {}
         for name, layer in self._tables.items():
             self._check_input_dtype(name, features[name])
@@ -616,6 +613,13 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 self.name, name, layer(features[name])
             )
         gate_checks.check_batch_sizes(self.name, embedded)
+        if self._recorded_inputs is not None and tf.executing_eagerly():
+            self._recorded_inputs.append(
+                {
+                    name: (tf_ops.row_values(features[name]), embedded[name].numpy())
+                    for name in self._tables
+                }
+            )
 
         if self.is_pruned:  # kept gates are exactly 1: no multiply needed
             batch = tf.shape(next(iter(embedded.values())))[0]

@@ -466,3 +466,101 @@ def test_the_check_stops_each_forward_pass_once_every_gate_recorded():
     assert after_gates == []  # no pass ran past the second gate
     model(next(iter(data))[0])  # an ordinary call still runs the whole model
     assert after_gates == [1]
+
+
+def check_time_and_user(time_table, user_table):
+    """The copy check on 2,000 rows where every raw ``time`` value (two or three
+    rows each) belongs to one ``user``: ``user`` is a function of the raw
+    values, and ``copy`` is ``user`` re-coded."""
+    from seqattn_tfrs.dependence_check import check_functional_dependence
+
+    rng = np.random.default_rng(0)
+    time = np.repeat(np.arange(800) * 10.0, rng.integers(2, 4, 800))[:2000]
+    user = rng.integers(0, 40, 800)[(time / 10).astype(int)]
+    columns = {"time": time, "user": user, "copy": rng.permutation(40)[user]}
+    inputs = {
+        "time": tf.keras.Input(shape=(), dtype=tf.float64, name="time"),
+        "user": tf.keras.Input(shape=(), dtype=tf.int64, name="user"),
+        "copy": tf.keras.Input(shape=(), dtype=tf.int64, name="copy"),
+    }
+    gate = SequentialAttentionEmbedding(
+        {
+            "time": time_table,
+            "user": user_table,
+            "copy": tf.keras.layers.Embedding(40, 4),
+        },
+        num_selected=1,
+    )
+    gated = gate(inputs)
+    joined = tf.keras.layers.Concatenate()([gated[n] for n in columns])
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(joined))
+    y = rng.integers(0, 2, 2000).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((columns, y)).batch(500)
+    check_functional_dependence(model, [gate], data)
+    return gate.functional_dependencies
+
+
+def test_rows_are_grouped_as_each_table_groups_them():
+    bucketised = tf.keras.Sequential(
+        [
+            tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
+            tf.keras.layers.Embedding(4, 4),
+        ]
+    )
+    # The raw times determine the user; the table's four buckets do not.
+    assert check_time_and_user(bucketised, tf.keras.layers.Embedding(40, 4)) == {
+        "user": ("copy",),
+        "copy": ("user",),
+    }
+    one_row_per_time = tf.keras.Sequential(
+        [
+            tf.keras.layers.IntegerLookup(
+                vocabulary=np.arange(800) * 10, mask_token=None
+            ),
+            tf.keras.layers.Embedding(801, 4),
+        ]
+    )
+    # Cast to int64 first, as IntegerLookup takes integers.
+    cast = tf.keras.Sequential(
+        [tf.keras.layers.Lambda(lambda t: tf.cast(t, tf.int64)), one_row_per_time]
+    )
+    assert check_time_and_user(cast, tf.keras.layers.Embedding(40, 4)) == {
+        "user": ("time", "copy"),
+        "copy": ("time", "user"),
+    }
+
+
+def test_a_few_values_merged_out_of_vocabulary_do_not_break_a_copy():
+    bucketised = tf.keras.Sequential(
+        [
+            tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
+            tf.keras.layers.Embedding(4, 4),
+        ]
+    )
+    # Users 0 and 1 share the out-of-vocabulary row, about 5% of the rows;
+    # grouped by that table, `copy` (which tells them apart) would be no
+    # function of `user`.
+    missing_two = tf.keras.Sequential(
+        [
+            tf.keras.layers.IntegerLookup(vocabulary=np.arange(2, 40), mask_token=None),
+            tf.keras.layers.Embedding(39, 4),
+        ]
+    )
+    assert check_time_and_user(bucketised, missing_two) == {
+        "user": ("copy",),
+        "copy": ("user",),
+    }
+
+
+def test_a_table_that_gives_every_row_one_vector_is_grouped_by_raw_values():
+    zeros = tf.keras.layers.Embedding(40, 4, embeddings_initializer="zeros")
+    bucketised = tf.keras.Sequential(
+        [
+            tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
+            tf.keras.layers.Embedding(4, 4),
+        ]
+    )
+    assert check_time_and_user(bucketised, zeros) == {
+        "user": ("copy",),
+        "copy": ("user",),
+    }

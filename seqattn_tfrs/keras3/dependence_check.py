@@ -2,7 +2,8 @@
 
 Runs the model forward eagerly (``model(x, training=False)``, outside ``fit``'s
 compiled step) on up to ``max_rows`` rows of ``selection_data``; each gate
-records its raw inputs, and stores which feature is a function of which
+records its raw inputs and its tables' outputs, and stores which feature is a
+function of which, rows grouped as each table groups them
 (:mod:`seqattn_tfrs.core.dependence`). A plain forward call updates no metric
 and no weight. A selection round then passes over a candidate that groups the
 rows exactly as a selected feature does (``core.selection.commit_round``).

@@ -121,8 +121,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.heldout_pass = False  # set while the callback traces a held-out step
         # Each feature's embedding width, seen when called (for pruning).
         self.output_widths: dict[str, int] = dict(pruned)
-        # Raw inputs of eager calls while `recording_inputs` is active; set
-        # without Keras's attribute tracking (it would wrap the list).
+        # Raw inputs and table outputs of eager calls while `recording_inputs`
+        # is active; set without Keras's attribute tracking (it would wrap
+        # the list).
         object.__setattr__(self, "_recorded_inputs", None)
 
     # ------------------------------------------------------------------ state
@@ -396,16 +397,20 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 f"{self.name}: feature(s) {missing} missing from the inputs; got "
                 f"keys {sorted(features)}."
             )
-        if self._recorded_inputs is not None:
-            rows = {
-                n: dependence_check.row_values(features[n]) for n in self.kept_features
-            }
-            if all(value is not None for value in rows.values()):
-                self._recorded_inputs.append(rows)
         if self._distributed:
             embedded = self.embeddings({n: features[n] for n in self.kept_features})
         else:
             embedded = {n: layer(features[n]) for n, layer in self.embeddings.items()}
+        if self._recorded_inputs is not None:
+            rows = {
+                n: (
+                    dependence_check.row_values(features[n]),
+                    dependence_check.row_values(embedded[n]),
+                )
+                for n in self.kept_features
+            }
+            if all(v is not None for pair in rows.values() for v in pair):
+                self._recorded_inputs.append(rows)
         for name, value in embedded.items():
             self.output_widths[name] = int(value.shape[-1])
             if len(value.shape) != 2:
@@ -541,9 +546,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
 
     @contextlib.contextmanager
     def recording_inputs(self, into: list | None = None) -> Iterator[list]:
-        """While active, each eager call appends its raw inputs (numpy, keyed by
-        feature) to ``into`` (a new list by default), which it yields; traced
-        calls append nothing."""
+        """While active, each eager call appends, per feature, its raw input
+        and its table's output (numpy) to ``into`` (a new list by default),
+        which it yields; traced calls append nothing."""
         recorded = [] if into is None else into
         object.__setattr__(self, "_recorded_inputs", recorded)
         try:

@@ -537,7 +537,47 @@ def dependence() -> dict:
         "dependencies": checked.functional_dependencies,
         "selected": selected,
         "commits": picks,
+        "by_table": _grouped_by_tables(),
     }
+
+
+def _grouped_by_tables() -> dict:
+    """Raw times (two rows each) determine the hour; a table of the times in
+    4 buckets does not, a table of one row per time does."""
+    from seqattn_tfrs.keras3.dependence_check import check_functional_dependence
+
+    time = np.repeat(np.arange(400), 2)
+    columns = {"time": time, "hour": time % 24}
+    y = np.zeros([800, 1], np.float32)
+    found = {}
+    for name, time_table in (
+        (
+            "buckets",
+            keras.Sequential(
+                [
+                    keras.layers.Discretization(bin_boundaries=[100, 200, 300]),
+                    keras.layers.Embedding(4, 4),
+                ]
+            ),
+        ),
+        ("one_row_each", keras.layers.Embedding(400, 4)),
+    ):
+        gate = SequentialAttentionEmbedding(
+            {"time": time_table, "hour": keras.layers.Embedding(24, 4)},
+            num_selected=1,
+        )
+        inputs = {n: keras.Input(shape=(), dtype="int32", name=n) for n in columns}
+        gated = gate(inputs)
+        joined = keras.layers.Concatenate()([gated["time"], gated["hour"]])
+        model = keras.Model(inputs, keras.layers.Dense(1)(joined))
+        data = [
+            ({n: v[i : i + 200] for n, v in columns.items()}, y[i : i + 200])
+            for i in range(0, 800, 200)
+        ]
+        check_functional_dependence(model, [gate], data)
+        found[name] = gate.functional_dependencies
+    assert found == {"buckets": {}, "one_row_each": {"hour": ("time",)}}, found
+    return found
 
 
 def evidence() -> dict:
