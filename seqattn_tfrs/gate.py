@@ -424,8 +424,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
 
     @contextlib.contextmanager
     def recording_inputs(self, into: list | None = None) -> Iterator[list]:
-        """While active, eager calls append to ``into`` (yielded), per feature,
-        its raw input and its table's output (numpy)."""
+        """While active, eager calls append ``{name: (raw, table output)}``."""
         self._recorded_inputs = [] if into is None else into
         try:
             yield self._recorded_inputs
@@ -614,12 +613,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             )
         gate_checks.check_batch_sizes(self.name, embedded)
         if self._recorded_inputs is not None and tf.executing_eagerly():
-            self._recorded_inputs.append(
-                {
-                    name: (tf_ops.row_values(features[name]), embedded[name].numpy())
-                    for name in self._tables
-                }
-            )
+            self._recorded_inputs.append(tf_ops.raw_and_looked_up(features, embedded))
 
         if self.is_pruned:  # kept gates are exactly 1: no multiply needed
             batch = tf.shape(next(iter(embedded.values())))[0]

@@ -7,7 +7,7 @@ same way, so the Keras 3 front-end passes it as it is.
 from __future__ import annotations
 
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,15 @@ def row_values(value: Any) -> np.ndarray:
     if isinstance(value, tf.SparseTensor):
         value = tf.sparse.to_dense(value)
     return np.asarray(value)
+
+
+def raw_and_looked_up(
+    features: Mapping[str, Any], embedded: Mapping[str, Any]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per feature of ``embedded``, its eager raw input (:func:`row_values`)
+    and its table's output, as numpy: what the copy check groups rows by
+    (:func:`seqattn_tfrs.core.dependence.table_groups`)."""
+    return {n: (row_values(features[n]), np.asarray(v)) for n, v in embedded.items()}
 
 
 def has_row_keys(value: Any) -> bool:
