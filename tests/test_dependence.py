@@ -552,6 +552,21 @@ def test_a_few_values_merged_out_of_vocabulary_do_not_break_a_copy():
     }
 
 
+def test_a_small_hash_is_grouped_by_its_buckets():
+    bucketised = tf.keras.Sequential(
+        [
+            tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
+            tf.keras.layers.Embedding(4, 4),
+        ]
+    )
+    hashed = tf.keras.Sequential(
+        [tf.keras.layers.Hashing(num_bins=8), tf.keras.layers.Embedding(8, 4)]
+    )
+    # 40 users in 8 buckets: the hashed table is a coarsening of `copy`, and
+    # `copy` no function of it.
+    assert check_time_and_user(bucketised, hashed) == {"user": ("copy",)}
+
+
 def test_a_table_that_gives_every_row_one_vector_is_grouped_by_raw_values():
     zeros = tf.keras.layers.Embedding(40, 4, embeddings_initializer="zeros")
     bucketised = tf.keras.Sequential(
