@@ -29,6 +29,13 @@ dilutes the test (MovieLens' ``timestamp``, about 50,000 values: z 0.7 in
 it (docs/generated_quality.md, "Session 15"), and testing the training rows'
 two halves against each other instead of against held-out rows was biased
 where the model memorises rows ("Session 16").
+
+The probe groups rows by raw value, not as the feature's table does: for a
+bucketised feature it measures what a table of one row per value would
+bring (MovieLens' ``timestamp``: the ratings of one session share a value),
+which its buckets cannot hold. The copy check groups rows by table
+(:func:`seqattn_tfrs.core.dependence.table_groups`); the probe's in-graph
+sums have no such grouping to read (not attempted).
 """
 
 from __future__ import annotations
