@@ -60,12 +60,6 @@ def factorize(values: np.ndarray) -> np.ndarray:
     rows = values.reshape(len(values), -1)
     if rows.shape[1] == 1:
         _, codes = np.unique(rows[:, 0], return_inverse=True)
-    elif rows.dtype.kind in "biuf":
-        # Each row's bytes as one value: a 1-D sort, several times faster than
-        # sorting rows (a table's outputs are [rows, width] floats).
-        rows = np.ascontiguousarray(rows)
-        as_bytes = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1])))
-        _, codes = np.unique(as_bytes.reshape(-1), return_inverse=True)
     else:
         _, codes = np.unique(rows, axis=0, return_inverse=True)
     return codes.reshape(-1).astype(np.int64)
