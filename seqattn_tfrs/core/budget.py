@@ -303,7 +303,6 @@ def pick_within_budget(
     if plans:
         z = np.asarray(scores, np.float64)
         dependence = np.asarray(dependence, bool)
-        related = dependence | dependence.T
     if rule == "attention_per_byte":
         score = score - np.log(bytes_)
     elif rule == "gain_per_byte" and scores is not None and np.any(scores):
@@ -319,7 +318,7 @@ def pick_within_budget(
         if plans:
             valueless = dependence[:, taken].any(axis=1)
             candidates = fits[(z[fits] > 0) & ~valueless[fits]]
-            best = planned_pick(score, costs, z, candidates, related, remaining)
+            best = planned_pick(score, costs, z, candidates, dependence, remaining)
         if best is None:
             # Helping features first, then the rest; argmax: first of equals.
             key = np.where(helps[fits], 1.0, 0.0)

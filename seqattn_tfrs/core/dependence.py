@@ -189,8 +189,9 @@ def table_groups(raw: np.ndarray, looked_up: np.ndarray) -> np.ndarray:
     if not len(codes) or codes.max() == 0:
         return raw_codes
     # Raw values per table group, then the rows whose group holds several.
-    pairs = np.unique(codes * (int(raw_codes.max()) + 1) + raw_codes)
-    values_in_group = np.bincount(pairs // (int(raw_codes.max()) + 1))
+    raw_values = int(raw_codes.max()) + 1
+    pairs = np.unique(codes * raw_values + raw_codes)
+    values_in_group = np.bincount(pairs // raw_values)
     merged = float(np.mean(values_in_group[codes] > 1))
     return codes if merged >= MERGED_ROWS else raw_codes
 
