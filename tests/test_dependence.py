@@ -500,15 +500,19 @@ def check_time_and_user(time_table, user_table):
     return gate.functional_dependencies
 
 
-def test_rows_are_grouped_as_each_table_groups_them():
-    bucketised = tf.keras.Sequential(
+def bucketised_time():
+    """A table of the times in 4 buckets (2,000 apart)."""
+    return tf.keras.Sequential(
         [
             tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
             tf.keras.layers.Embedding(4, 4),
         ]
     )
+
+
+def test_rows_are_grouped_as_each_table_groups_them():
     # The raw times determine the user; the table's four buckets do not.
-    assert check_time_and_user(bucketised, tf.keras.layers.Embedding(40, 4)) == {
+    assert check_time_and_user(bucketised_time(), tf.keras.layers.Embedding(40, 4)) == {
         "user": ("copy",),
         "copy": ("user",),
     }
@@ -531,12 +535,6 @@ def test_rows_are_grouped_as_each_table_groups_them():
 
 
 def test_a_few_values_merged_out_of_vocabulary_do_not_break_a_copy():
-    bucketised = tf.keras.Sequential(
-        [
-            tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
-            tf.keras.layers.Embedding(4, 4),
-        ]
-    )
     # Users 0 and 1 share the out-of-vocabulary row, about 5% of the rows;
     # grouped by that table, `copy` (which tells them apart) would be no
     # function of `user`.
@@ -546,36 +544,24 @@ def test_a_few_values_merged_out_of_vocabulary_do_not_break_a_copy():
             tf.keras.layers.Embedding(39, 4),
         ]
     )
-    assert check_time_and_user(bucketised, missing_two) == {
+    assert check_time_and_user(bucketised_time(), missing_two) == {
         "user": ("copy",),
         "copy": ("user",),
     }
 
 
 def test_a_small_hash_is_grouped_by_its_buckets():
-    bucketised = tf.keras.Sequential(
-        [
-            tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
-            tf.keras.layers.Embedding(4, 4),
-        ]
-    )
     hashed = tf.keras.Sequential(
         [tf.keras.layers.Hashing(num_bins=8), tf.keras.layers.Embedding(8, 4)]
     )
     # 40 users in 8 buckets: the hashed table is a coarsening of `copy`, and
     # `copy` no function of it.
-    assert check_time_and_user(bucketised, hashed) == {"user": ("copy",)}
+    assert check_time_and_user(bucketised_time(), hashed) == {"user": ("copy",)}
 
 
 def test_a_table_that_gives_every_row_one_vector_is_grouped_by_raw_values():
     zeros = tf.keras.layers.Embedding(40, 4, embeddings_initializer="zeros")
-    bucketised = tf.keras.Sequential(
-        [
-            tf.keras.layers.Discretization(bin_boundaries=[2000.0, 4000.0, 6000.0]),
-            tf.keras.layers.Embedding(4, 4),
-        ]
-    )
-    assert check_time_and_user(bucketised, zeros) == {
+    assert check_time_and_user(bucketised_time(), zeros) == {
         "user": ("copy",),
         "copy": ("user",),
     }
