@@ -7,7 +7,7 @@ The greedy picks themselves are :mod:`seqattn_tfrs.core.budget`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -56,16 +56,32 @@ def feature_costs(
     tables: Mapping[str, tf.keras.layers.Layer],
     names: Sequence[str],
     feature_bytes: Mapping[str, int],
+    measured: MutableMapping[tf.keras.layers.Layer, int] | None = None,
 ) -> dict[str, int | None]:
     """Bytes per feature: ``feature_bytes`` where given, else measured.
 
     ``None`` for a layer whose bytes cannot be known before it is called, and
-    0 for a feature whose table is gone (pruned).
+    0 for a feature whose table is gone (pruned). ``measured``, where given,
+    keeps each built table's bytes for later calls (a
+    ``weakref.WeakKeyDictionary``): a built layer's variables are fixed, and
+    tf-keras lists a layer's variables by visiting every attribute it tracks,
+    a lookup's whole vocabulary among them (0.07 s a round for 26 tables of
+    1,000 strings).
     """
+    measured = {} if measured is None else measured
+
+    def measure(table: tf.keras.layers.Layer) -> int | None:
+        if table in measured:
+            return measured[table]
+        cost = sizes.layer_bytes(table)
+        if table.built and cost is not None:
+            measured[table] = cost
+        return cost
+
     return {
         name: feature_bytes[name]
         if name in feature_bytes
-        else (sizes.layer_bytes(tables[name]) if name in tables else 0)
+        else (measure(tables[name]) if name in tables else 0)
         for name in names
     }
 

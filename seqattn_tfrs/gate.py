@@ -10,6 +10,7 @@ the shared algorithm in :mod:`seqattn_tfrs.core`.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -212,6 +213,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self._feature_names = tuple(feature_names)
         self._tables = dict(embeddings)
         self._pruned_widths = pruned
+        object.__setattr__(self, "_table_bytes", weakref.WeakKeyDictionary())
         costs = self.feature_costs()
         if self.budget_bytes is not None:
             budget.check_fits(self.budget_bytes, costs)
@@ -336,7 +338,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         known before it is called, and 0 for a feature pruned away.
         """
         return budget.feature_costs(
-            self._tables, self._feature_names, self.feature_bytes
+            self._tables, self._feature_names, self.feature_bytes, self._table_bytes
         )
 
     def gate_values(self) -> dict[str, float]:

@@ -260,6 +260,40 @@ def test_once_nothing_helps_the_layer_picks_its_smallest_table():
     assert layer.feature_costs() == {"a": 32, "big": 4000, "small": 64}
 
 
+def test_each_built_table_is_measured_once(monkeypatch):
+    """tf-keras lists a layer's variables by visiting every attribute it
+    tracks (a lookup's vocabulary among them), so the layer keeps each built
+    table's bytes instead of walking every table again at every commit."""
+    from seqattn_tfrs import sizes
+
+    measured = []
+    real = sizes.layer_bytes
+    monkeypatch.setattr(
+        sizes, "layer_bytes", lambda table: measured.append(table.name) or real(table)
+    )
+    words = [f"w{i}" for i in range(50)]
+    tables = {
+        "ids": tf.keras.layers.Embedding(4, 2, name="ids"),
+        "words": tf.keras.Sequential(
+            [
+                tf.keras.layers.StringLookup(vocabulary=words),
+                tf.keras.layers.Embedding(51, 2),
+            ],
+            name="words",
+        ),
+    }
+    layer = SequentialAttentionEmbedding(tables, 2)
+    # Not built yet: estimated from the Embeddings' shapes at every call.
+    assert layer.feature_costs() == {"ids": 32, "words": 408}
+    assert measured == ["ids", "words", "ids", "words"]
+    layer({"ids": tf.zeros([1], tf.int32), "words": tf.constant(["w3"])})
+    measured.clear()
+    for _ in range(3):
+        assert layer.feature_costs() == {"ids": 32, "words": 408}
+    assert commit_with(layer, [3.0, 0.0], [0.0, 0.0], "heldout") == ["ids"]
+    assert measured == ["ids", "words"]
+
+
 def test_a_round_of_several_picks_takes_the_least_harm_after_those_that_help():
     layer = scalar_layer(names=tuple("abcdef"), num_selected=4, selections_per_round=2)
     assert commit_with(layer, [3, 2, 0, 0, 0, 0], [0.0] * 6, "heldout") == ["a", "b"]
