@@ -10,7 +10,6 @@ the shared algorithm in :mod:`seqattn_tfrs.core`.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -213,7 +212,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self._feature_names = tuple(feature_names)
         self._tables = dict(embeddings)
         self._pruned_widths = pruned
-        object.__setattr__(self, "_table_bytes", weakref.WeakKeyDictionary())
+        object.__setattr__(self, "_table_bytes", budget.TableBytes())
         costs = self.feature_costs()
         if self.budget_bytes is not None:
             budget.check_fits(self.budget_bytes, costs)
