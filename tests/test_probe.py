@@ -558,19 +558,30 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
         gate, probe_z = event["heldout_scores"], event["probe_scores"]
         assert set(gate) == candidates
         assert all(z != 0 for z in gate.values())  # d's too, where a candidate
-        # The event's two statistics explain its pick: the largest combined z
-        # (the gate's alone for d) among those that help by the probe or the
-        # combined z, else of all.
-        combined = {
-            n: (gate[n] + probe_z[n]) / np.sqrt(2) if n in probe_z else gate[n]
-            for n in gate
-        }
-        threshold = evidence.signal_threshold(len(gate) + 2 * len(probe_z))
-        helps = {n for n in probe_z if max(probe_z[n], combined[n]) >= threshold}
+        # The event's two statistics explain its pick. Those that help (the
+        # gate's z, the combined z, in a spent round the probe's alone) come
+        # first, by the combined z (the gate's alone for d), the final pick
+        # by what each brings alone; once none helps, the cheapest table
+        # (d's Reshape holds no bytes; b and c, equal, by the combined z).
+        index = {n: i for i, n in enumerate(names)}
+        chosen = np.isin(list(names), layer.selected_features[: event["round"] - 1])
+        gate_z = np.array([gate.get(n, 0.0) for n in names])
+        probe_array = np.array([probe_z.get(n, np.nan) for n in names])
+        helps = evidence.helping(chosen, gate_z)
+        probe_helps, combined = evidence.probe_evidence(
+            chosen, gate_z, probe_array, not helps.any(), probe_rounds=2
+        )
+        final = event["round"] == 3
+        rank = evidence.alone_scores(chosen, gate_z, probe_array) if final else combined
+        preferred = [n for n in gate if (helps | probe_helps)[index[n]]]
         (pick,) = event["features"]
-        assert pick == max(helps or combined, key=combined.get)
+        if preferred:
+            assert pick == max(preferred, key=lambda n: rank[index[n]])
+        else:
+            by_combined = max(gate, key=lambda n: combined[index[n]])
+            assert pick == ("d" if "d" in gate else by_combined)
         # "Exhausted" only where no candidate helps by either statistic.
-        assert event["signal_exhausted"] == (not helps)
+        assert event["signal_exhausted"] == (not preferred)
     assert layer.selection_state.probe_sums.numpy().size == 1  # off
 
 
