@@ -272,8 +272,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             )
             for layer in self._layers
         ]
-        if any(changed) and self.model.train_function is not None:
-            self.model.train_function = self.model.make_train_function(force=True)
+        if any(changed) and _traced(self.model.train_function):
+            # A step traced before would keep the old sums; an untraced one (a
+            # fit's first) reads the flag when it traces. Rebuilding walks every
+            # tracked attribute (0.1 s at 26 vocabularies of 1,000 strings).
+            self.model.make_train_function(force=True)  # sets train_function
         self._modes = {
             id(layer): int(layer.gate_mode.numpy()) for layer in self._layers
         }
@@ -602,3 +605,12 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     # ----------------------------------------------------------- held-out
     def _make_heldout_step(self):
         return heldout_lib.make_heldout_step(self.model, self._layers)
+
+
+def _traced(function: Any) -> bool:
+    """Whether ``fit``'s train function was traced (or may have been: not a
+    ``tf.function``, whose traces cannot be counted)."""
+    if function is None:
+        return False
+    count = getattr(function, "experimental_get_tracing_count", None)
+    return count is None or count() > 0
