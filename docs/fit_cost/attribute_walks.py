@@ -8,7 +8,10 @@ median of 5 blocks (milliseconds a call):
   every pass before session 32 (now once a fit);
 * every table's bytes measured afresh (``budget.feature_costs`` without a
   memo), which every commit did before session 32;
-* the layer's ``feature_costs`` now (each built table measured once).
+* the layer's ``feature_costs`` now (each built table measured once);
+* ``make_train_function(force=True)``, which the callback ran in every first
+  fit with ``selection_data`` before session 32 (now only where the step was
+  traced before), and assigning ``train_function`` again, which it also did.
 
 docs/fit_cost.md, "Per-round walks of tf-keras' tracked attributes".
 Usage, from the repository root:
@@ -63,6 +66,14 @@ def main() -> None:
         per_call_ms(lambda: budget.feature_costs(tables, list(tables), {}), 5),
     )
     print("the layer's feature_costs, ms:", per_call_ms(layer.feature_costs, 5))
+    print(
+        "make_train_function(force=True), ms:",
+        per_call_ms(lambda: model.make_train_function(force=True), 1),
+    )
+    print(
+        "assigning train_function, ms:",
+        per_call_ms(lambda: setattr(model, "train_function", model.train_function), 1),
+    )
 
 
 if __name__ == "__main__":
