@@ -59,7 +59,7 @@ class TableBytes:
 
     A built layer's variables are fixed, and tf-keras lists them by visiting
     every attribute the layer tracks, a lookup's whole vocabulary among them
-    (41-46 ms for 26 tables of 1,000 strings). Weakly keyed by the table; not
+    (40-51 ms for 26 tables of 1,000 strings). Weakly keyed by the table; not
     a mapping, so that ``tf.Module`` attribute walks treat it as a leaf.
 
     Example:
