@@ -80,6 +80,10 @@ class HeldoutProbe:
                 # One trace for every batch size (a last, smaller batch would
                 # trace again: 0.2-0.3 s); a lookup once traced.
                 self._step.get_concrete_function(dataset.element_spec)
+            if self._keyed is not None and not any(
+                n in self._keyed for n in candidates
+            ):  # known from the trace: no candidate has values to hash
+                return None
             for batch in dataset:
                 with layer.capturing_outputs():
                     sums = self._step(batch)

@@ -36,12 +36,30 @@ def test_revisit_factor_is_the_spread_of_a_null_z_over_re_read_rows(read):
         assert spread > 1.3  # the raw z is inflated: the discount matters
 
 
+class InferencePasses(tf.keras.layers.Layer):
+    """Passes its input on and counts the batches it sees in inference mode:
+    once training has begun (after the callback's copy check), the held-out
+    steps' and the held-out probe's (fit's training steps run in training
+    mode)."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight(
+            name="count", shape=(), initializer="zeros", trainable=False
+        )
+
+    def call(self, x, training=None):
+        if not training:
+            self.count.assign_add(1.0)
+        return tf.identity(x)
+
+
 def linear_fit(selection_data, record):
     """Keeps 2 of 5 features of a planted linear problem: warm-up 1, two
     one-epoch rounds of 8 steps, the second half of each selecting: 5
     held-out steps, one as each of the last 5 steps ends (the step that ends
     the settle sets the selecting mode, then takes a held-out batch).
-    ``record`` runs before each commit."""
+    ``record`` runs before each commit. Returns the layer and the batches
+    the model saw in inference mode once training had begun."""
     names = ("a", "b", "c", "d", "e")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 5)).astype(np.float32)
@@ -53,7 +71,8 @@ def linear_fit(selection_data, record):
     )
     gated = layer(inputs)
     joined = tf.keras.layers.Concatenate()([gated[n] for n in names])
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(joined))
+    passes = InferencePasses()
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(passes(joined)))
     model.compile(tf.keras.optimizers.SGD(0.05), "mse")
     before_each_commit(layer, record)
     callback = seqattn_tfrs.SequentialAttentionCallback(
@@ -64,9 +83,15 @@ def linear_fit(selection_data, record):
         selection_data=selection_data(features, y),
         verbose=0,
     )
+    # After the selection callback's `on_train_begin`: its copy check ran.
+    zero = tf.keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: passes.count.assign(0.0)
+    )
     tf.keras.utils.set_random_seed(0)
-    model.fit(features, y, batch_size=64, epochs=3, callbacks=[callback], verbose=0)
-    return layer
+    model.fit(
+        features, y, batch_size=64, epochs=3, callbacks=[callback, zero], verbose=0
+    )
+    return layer, float(passes.count.numpy())
 
 
 def test_the_callback_counts_a_rounds_heldout_batches_and_the_pass():
@@ -89,7 +114,7 @@ def test_the_callback_counts_a_rounds_heldout_batches_and_the_pass():
     def one_batch(features, y):
         return tf.data.Dataset.from_tensor_slices((features, y)).take(64).batch(64)
 
-    layer = linear_fit(one_batch, record)
+    layer, _ = linear_fit(one_batch, record)
     assert layer.selected_features == ("a", "c")
     assert len(seen) == 2
     for read, pass_batches, raw, discounted in seen:
@@ -115,3 +140,17 @@ def test_a_pass_of_unknown_size_is_counted_and_an_endless_one_is_not_discounted(
     linear_fit(filtered, record)
     linear_fit(endless, record)
     assert passes == [3, 3, None, None]
+
+
+def test_features_without_values_to_hash_cost_no_probe_pass():
+    """Float features: the held-out probe has nothing to hash, which its
+    trace already tells, so no round reads a batch for it. The model sees
+    only the held-out steps' batches: the first round's score test (the
+    settle's second half, 2) and each round's selecting part (5 each)."""
+
+    def one_batch(features, y):
+        return tf.data.Dataset.from_tensor_slices((features, y)).take(64).batch(64)
+
+    layer, seen = linear_fit(one_batch, lambda layer: None)
+    assert layer.selected_features == ("a", "c")
+    assert seen == 2 + 5 + 5
