@@ -83,14 +83,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         selected ones. Without it, the model still splits what a committed
         feature explains with its near copies, and a copy can win.
       selection_data: optional held-out ``tf.data.Dataset`` the logits learn on.
-        Held-out steps cycle over it. Where a phase that takes them (a
-        round's selecting part, the first round's score test) is longer than
-        one pass, only its last pass runs: a row read again adds no evidence.
-        That needs the batches in one pass (the dataset's cardinality, or one
-        count over its pipeline when training begins where tf.data cannot
-        tell) and rounds counted in steps (``fit`` knows its steps per epoch);
-        otherwise every step takes one and the held-out z is discounted for
-        rows read more than once (an endless dataset is not discounted).
+        Held-out steps cycle over it; where a round reads its rows more than
+        once, the held-out z is discounted for it, which needs the batches in
+        one pass: the dataset's cardinality, or one count over its pipeline
+        when training begins where tf.data cannot tell (an endless dataset
+        is not discounted).
       selection_interval: training steps between held-out logit steps. With
         ``steps_per_execution`` > 1 in ``compile`` (as on TPUs) the callback
         sees only every execution's last step: modes change and rounds pick at
@@ -180,8 +177,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._complete: dict[int, bool] = {}
         self._steps_per_epoch: int | None = None
         self._settle_units = 0
-        self._round_steps: int | None = None  # None: rounds not counted in steps
-        self._pass_batches: int | None = None  # one pass of `selection_data`
 
     # ------------------------------------------------------------- schedule
     def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
@@ -233,8 +228,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             else self.epochs_per_selection * (steps or 1)
         )
         self._settle_units = int(self.settle_fraction * round_length)
-        self._round_steps = round_length if self._step_mode or steps else None
-        self._pass_batches = None
         per_call = getattr(self.model, "_steps_per_execution", None)
         per_call = 1 if per_call is None else int(tf.keras.backend.get_value(per_call))
         if self._step_mode or steps:  # the round is counted in steps
@@ -265,7 +258,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             )
             self._check_dependence()
             pass_batches = heldout_lib.pass_batches(self.selection_data)
-            self._pass_batches = pass_batches
             for layer in self._layers:
                 layer.set_heldout_pass_batches(pass_batches)
         # The held-out probe's training side is traced into training steps
@@ -290,7 +282,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         }
         self._early_settle: dict[int, bool] = {}
         self._first_test: dict[int, bool] = {}
-        self._before_last_pass: dict[int, bool] = {}
         self._refresh_mirrors()
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
@@ -451,11 +442,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
         """Whether a held-out step now teaches ``layer`` something (never once
         its selection is complete: the fine-tune)."""
-        if (
-            self._complete[id(layer)]
-            or self._early_settle.get(id(layer))
-            or self._before_last_pass.get(id(layer))
-        ):
+        if self._complete[id(layer)] or self._early_settle.get(id(layer)):
             return False
         if self._first_test.get(id(layer)):
             return True
@@ -610,36 +597,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             if self._early_settle.get(id(layer)) and not early:
                 layer.reset_evidence()
             self._early_settle[id(layer)] = early
-            self._before_last_pass[id(layer)] = self._before_last_heldout_pass(
-                mode, progress, schedule
-            )
             if self._modes.get(id(layer)) != mode:
                 self._wait_for_scheduled_steps()
                 layer.set_gate_mode(mode)
                 self._modes[id(layer)] = mode
-
-    def _before_last_heldout_pass(
-        self, mode: int, progress: int, schedule: SelectionSchedule
-    ) -> bool:
-        """Whether the step ``progress`` steps into a round comes before the
-        last pass over ``selection_data`` of its held-out phase (the settle's
-        score test or the selecting part), whose held-out steps are skipped:
-        they would read rows the phase reads again (one pass of 16,384 rows in
-        a 33-step round took 116 held-out steps, 2.6 s of a 16 s fit, then 56).
-        False where rounds are not counted in steps or the pass is unknown."""
-        if self._round_steps is None or self._pass_batches is None:
-            return False
-        # The last held-out step of a selecting part comes as its last training
-        # step ends (epoch mode; the commit follows at the epoch's end) or as
-        # the one before ends (step mode: the commit comes first); of the
-        # settle's test, as the one before the settle's last ends.
-        if mode == modes.SELECTING:
-            last = schedule.per_round - 1 if self._step_mode else self._round_steps
-        else:
-            last = self._settle_units - 1
-        return not schedule_lib.in_last_heldout_pass(
-            progress, last, self._pass_batches, self.selection_interval
-        )
 
     # ----------------------------------------------------------- held-out
     def _make_heldout_step(self):

@@ -39,7 +39,8 @@ def test_revisit_factor_is_the_spread_of_a_null_z_over_re_read_rows(read):
 class InferencePasses(tf.keras.layers.Layer):
     """Passes its input on and counts the batches it sees in inference mode:
     once training has begun (after the callback's copy check), the held-out
-    steps' (fit's training steps run in training mode)."""
+    steps' and the held-out probe's (fit's training steps run in training
+    mode)."""
 
     def build(self, input_shape):
         self.count = self.add_weight(
@@ -52,19 +53,13 @@ class InferencePasses(tf.keras.layers.Layer):
         return tf.identity(x)
 
 
-def linear_fit(selection_data, record, sized=True, step_rounds=False):
-    """Keeps 2 of 5 features of a planted linear problem (512 rows, batches of
-    64). ``sized``: warm-up 1, two one-epoch rounds of 8 steps, the second
-    half of each selecting: a held-out step as each of the last 5 steps ends
-    (the step that ends the settle sets the selecting mode, then takes a
-    held-out batch), of which the callback runs those of the last pass of
-    ``selection_data``. Not ``sized`` (training data of unknown size, rounds
-    counted in epochs): two-epoch rounds, the second epoch selecting, a
-    held-out step as each of its 8 steps ends. ``step_rounds``: rounds of 8
-    steps (``steps_per_selection``), whose commit comes as the last step
-    ends, so 4 held-out steps a selecting part. ``record`` runs before each
-    commit. Returns the layer and the count of held-out batches the model
-    saw (the selecting parts' and the first round's score test's)."""
+def linear_fit(selection_data, record):
+    """Keeps 2 of 5 features of a planted linear problem: warm-up 1, two
+    one-epoch rounds of 8 steps, the second half of each selecting: 5
+    held-out steps, one as each of the last 5 steps ends (the step that ends
+    the settle sets the selecting mode, then takes a held-out batch).
+    ``record`` runs before each commit. Returns the layer and the batches
+    the model saw in inference mode once training had begun."""
     names = ("a", "b", "c", "d", "e")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 5)).astype(np.float32)
@@ -82,8 +77,7 @@ def linear_fit(selection_data, record, sized=True, step_rounds=False):
     before_each_commit(layer, record)
     callback = seqattn_tfrs.SequentialAttentionCallback(
         warmup_epochs=1,
-        epochs_per_selection=None if step_rounds else 1 if sized else 2,
-        steps_per_selection=8 if step_rounds else None,
+        epochs_per_selection=1,
         finetune_epochs=0,
         settle_fraction=0.5,
         selection_data=selection_data(features, y),
@@ -94,20 +88,16 @@ def linear_fit(selection_data, record, sized=True, step_rounds=False):
         on_train_begin=lambda logs: passes.count.assign(0.0)
     )
     tf.keras.utils.set_random_seed(0)
-    if sized:
-        model.fit(
-            features, y, batch_size=64, epochs=3, callbacks=[callback, zero], verbose=0
-        )
-    else:
-        train = tf.data.Dataset.from_tensor_slices((features, y))
-        train = train.filter(lambda x, y: True).batch(64)  # size unknown to fit
-        model.fit(train, epochs=5, callbacks=[callback, zero], verbose=0)
+    model.fit(
+        features, y, batch_size=64, epochs=3, callbacks=[callback, zero], verbose=0
+    )
     return layer, float(passes.count.numpy())
 
 
-def recorder(seen):
-    """Before each commit, the round's held-out batches read, the pass, the
-    raw held-out z and the committed (discounted) one."""
+def test_the_callback_counts_a_rounds_heldout_batches_and_the_pass():
+    """A one-batch ``selection_data`` read by 5 held-out steps a round: the
+    committed z is the raw one over sqrt(5)."""
+    seen = []
 
     def record(layer):
         state = layer.selection_state
@@ -121,61 +111,17 @@ def recorder(seen):
             )
         )
 
-    return record
-
-
-@pytest.mark.parametrize(
-    "rows, step_rounds, read, seen_in_all",
-    [
-        (64, False, 1, 3),
-        (192, False, 3, 8),
-        (512, False, 5, 12),
-        (64, True, 1, 3),
-        (192, True, 3, 8),
-        (512, True, 4, 10),
-    ],
-)
-def test_a_phase_reads_only_its_last_pass_of_selection_data(
-    rows, step_rounds, read, seen_in_all
-):
-    """Passes of 1, 3 and 8 batches against selecting parts of 5 held-out
-    steps (4 in rounds counted in steps) and a first-round score test of 2
-    (the settle's second half): each phase reads its last pass (all its
-    steps where the pass is longer), every row once, so the round's z is
-    not discounted."""
-    seen = []
-
-    def batches(features, y):
-        return tf.data.Dataset.from_tensor_slices((features, y)).take(rows).batch(64)
-
-    layer, seen_batches = linear_fit(batches, recorder(seen), step_rounds=step_rounds)
-    assert seen_batches == seen_in_all
-    assert layer.selected_features == ("a", "c")
-    assert len(seen) == 2
-    for batches_read, pass_batches, raw, discounted in seen:
-        assert (batches_read, pass_batches) == (read, -(-rows // 64))
-        assert np.any(raw != 0)
-        np.testing.assert_allclose(discounted, raw, rtol=1e-6)
-    assert float(layer.selection_state.heldout_batches.numpy()) == 0.0
-
-
-def test_rows_read_again_are_discounted_where_rounds_are_not_counted_in_steps():
-    """Training data of unknown size: the callback cannot tell where a
-    selecting part's last pass begins, so all 8 held-out steps read the
-    one-batch ``selection_data``, and the committed z is the raw one over
-    sqrt(8)."""
-    seen = []
-
     def one_batch(features, y):
         return tf.data.Dataset.from_tensor_slices((features, y)).take(64).batch(64)
 
-    layer, _ = linear_fit(one_batch, recorder(seen), sized=False)
+    layer, _ = linear_fit(one_batch, record)
     assert layer.selected_features == ("a", "c")
     assert len(seen) == 2
-    for batches_read, pass_batches, raw, discounted in seen:
-        assert (batches_read, pass_batches) == (8.0, 1)
+    for read, pass_batches, raw, discounted in seen:
+        assert (read, pass_batches) == (5.0, 1)
         assert np.any(raw != 0)
-        np.testing.assert_allclose(discounted, raw / np.sqrt(8.0), rtol=1e-6)
+        np.testing.assert_allclose(discounted, raw / np.sqrt(5.0), rtol=1e-6)
+    assert float(layer.selection_state.heldout_batches.numpy()) == 0.0
 
 
 def test_a_pass_of_unknown_size_is_counted_and_an_endless_one_is_not_discounted():
@@ -194,3 +140,17 @@ def test_a_pass_of_unknown_size_is_counted_and_an_endless_one_is_not_discounted(
     linear_fit(filtered, record)
     linear_fit(endless, record)
     assert passes == [3, 3, None, None]
+
+
+def test_features_without_values_to_hash_cost_no_probe_pass():
+    """Float features: the held-out probe has nothing to hash, which its
+    trace already tells, so no round reads a batch for it. The model sees
+    only the held-out steps' batches: the first round's score test (the
+    settle's second half, 2) and each round's selecting part (5 each)."""
+
+    def one_batch(features, y):
+        return tf.data.Dataset.from_tensor_slices((features, y)).take(64).batch(64)
+
+    layer, seen = linear_fit(one_batch, lambda layer: None)
+    assert layer.selected_features == ("a", "c")
+    assert seen == 2 + 5 + 5

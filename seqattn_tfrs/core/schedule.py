@@ -145,31 +145,6 @@ def first_round_test(
     return not in_warmup and mode == modes.DENSE and progress >= settle_units // 2
 
 
-def in_last_heldout_pass(
-    progress: int, last: int, pass_batches: int | None, interval: int = 1
-) -> bool:
-    """Whether a held-out step at ``progress`` steps into a round falls in the
-    last pass over ``selection_data`` (``pass_batches`` batches) of its phase,
-    whose last held-out step comes at ``last``: the first round's score test
-    (in the settle) or a round's selecting part.
-
-    A phase longer than one pass would read rows again; a re-read row adds no
-    information (its z is discounted for it: :func:`seqattn_tfrs.core.
-    evidence.revisit_factor`) and costs a forward and backward pass, so only
-    the phase's last pass runs, on the most settled model. True where the
-    pass is unknown (``None``).
-
-    Example (a phase whose last held-out step is at step 33, a pass of 4):
-      >>> [in_last_heldout_pass(p, 33, 4) for p in (28, 29, 30, 33)]
-      [False, False, True, True]
-      >>> in_last_heldout_pass(26, 33, 4, interval=2), in_last_heldout_pass(0, 33, None)
-      (True, True)
-    """
-    if pass_batches is None:
-        return True
-    return last - progress < pass_batches * interval
-
-
 # The fewest training steps a selection round may have when the schedule is
 # laid inside a fit (see ``within_fit``). Measured with
 # benchmarks/round_budget.py (docs/benchmarks.md, "Rounds inside one fit"):

@@ -65,12 +65,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         the loss on them, every ``selection_interval`` training steps. On
         JAX without a Keras distribution, a numeric ``selection_data`` of up
         to 256 MiB is read once and its batches stay on the device
-        (``heldout.DEVICE_BYTES``). Once a pass has ended, a phase that
-        takes held-out steps (a round's selecting part, the first round's
-        score test) and is longer than one pass runs only its last pass,
-        where rounds are counted in steps (as the tf-keras callback does); a
-        round that still reads rows more than once has its held-out z
-        discounted for it.
+        (``heldout.DEVICE_BYTES``). Once a pass has ended, a round that
+        reads its rows more than once has its held-out z discounted for it.
       selection_interval: training steps between held-out logit steps.
       verbose: 0 silent, 1 prints each pick.
 
@@ -135,8 +131,6 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._epoch = 0
         self._steps_per_epoch: int | None = None
         self._settle_units: dict[int, int] = {}
-        self._round_steps: dict[int, int | None] = {}  # None: not counted in steps
-        self._before_last_pass: dict[int, bool] = {}
         self._pending_logs: dict[str, float] = {}
         self._picked: dict[int, int] = {}
 
@@ -208,7 +202,6 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     "`settle_fraction=0`."
                 )
             self._settle_units[id(layer)] = settle
-            self._round_steps[id(layer)] = length if self._step_mode or steps else None
         tested = [g.name for g in self._layers if g.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
             raise ValueError(options_lib.settle_needed_message(tested))
@@ -315,7 +308,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     def _collects_heldout(self, layer: SequentialAttentionEmbedding) -> bool:
         """Whether a held-out step teaches ``layer`` now: its logits learn
         (selecting), or its ``entry_z`` score test collects (settling)."""
-        if self._early_settle.get(id(layer)) or self._before_last_pass.get(id(layer)):
+        if self._early_settle.get(id(layer)):
             return False
         if self._first_test.get(id(layer)):
             return True
@@ -395,32 +388,10 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 self._sync()
                 layer.reset_evidence()
             self._early_settle[id(layer)] = early
-            self._before_last_pass[id(layer)] = self._before_last_heldout_pass(
-                layer, mode, progress
-            )
             if self._modes.get(id(layer)) != mode:
                 self._sync()
                 layer.gate_mode.assign(mode)
                 self._modes[id(layer)] = mode
-
-    def _before_last_heldout_pass(
-        self, layer: SequentialAttentionEmbedding, mode: int, progress: int
-    ) -> bool:
-        """Whether the step ``progress`` steps into a round comes before the
-        last pass over ``selection_data`` of its held-out phase, whose held-out
-        steps are skipped (as in the tf-keras callback). False where rounds are
-        not counted in steps or the pass is not known yet (its first pass)."""
-        round_steps = self._round_steps.get(id(layer))
-        batches = self._heldout_batches
-        if round_steps is None or batches is None or batches.pass_batches is None:
-            return False
-        if mode == SELECTING:  # step mode commits before the last step's turn
-            last = round_steps - 1 if self._step_mode else round_steps
-        else:
-            last = self._settle_units[id(layer)] - 1
-        return not schedule_lib.in_last_heldout_pass(
-            progress, last, batches.pass_batches, self.selection_interval
-        )
 
 
 def _settled_scores(

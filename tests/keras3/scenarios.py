@@ -869,15 +869,11 @@ def heldout_device() -> dict:
 
 
 def heldout_revisits() -> dict:
-    """A one-batch ``selection_data``. With rounds counted in steps the
-    callback learns the pass (one batch) from the round-1 test's reads and
-    then runs only the last pass of each selecting part: one batch a round,
-    its z not discounted. With training data of unknown size (rounds counted
-    in epochs) every held-out step of the selecting epoch runs, and the
-    committed z is the raw one over sqrt(batches read). As on tf-keras
+    """A one-batch ``selection_data`` read by every held-out step of a round:
+    the callback learns the pass (one batch) from the first pass, counts the
+    round's held-out batches in the gate's state, and the committed z is
+    the raw one over sqrt(batches read), as on tf-keras
     (``tests/test_heldout_revisits.py``)."""
-    import tensorflow as tf  # training data of unknown size as a tf.data.Dataset
-
     from seqattn_tfrs.core.selection import entry_statistics
 
     rng = np.random.default_rng(0)
@@ -885,54 +881,39 @@ def heldout_revisits() -> dict:
     x = rng.normal(size=(512, 5)).astype(np.float32)
     y = x @ np.array([3.0, 0.0, 2.0, 0.0, 0.0], np.float32)
     features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
-    reads = {}
-    for sized in (True, False):
-        keras.utils.set_random_seed(0)
-        model, gate = linear_model(names, num_selected=2)
-        model.compile(keras.optimizers.SGD(0.05), "mse")
-        seen = []
-        commit = gate.commit_round
+    keras.utils.set_random_seed(0)
+    model, gate = linear_model(names, num_selected=2)
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    seen = []
+    commit = gate.commit_round
 
-        def recording_commit(
-            require_learning=False, gate=gate, commit=commit, seen=seen
-        ):
-            state = [keras.ops.convert_to_numpy(v) for v in gate.learning_state]
-            held = gate.heldout_evidence()
-            raw = entry_statistics(state[7], state[8])
-            seen.append((float(state[11]), gate.heldout_pass_batches, raw, held))
-            return commit(require_learning)
+    def recording_commit(require_learning=False):
+        state = [keras.ops.convert_to_numpy(v) for v in gate.learning_state]
+        held = gate.heldout_evidence()
+        raw = entry_statistics(state[7], state[8])
+        seen.append((float(state[11]), gate.heldout_pass_batches, raw, held))
+        return commit(require_learning)
 
-        gate.commit_round = recording_commit
-        callback = SequentialAttentionCallback(
-            warmup_epochs=1,
-            epochs_per_selection=1 if sized else 2,
-            finetune_epochs=0,
-            settle_fraction=0.5,
-            selection_data=batches(features, y, slice(0, 64), 64),
-            verbose=0,
-        )
-        if sized:
-            model.fit(
-                features, y, batch_size=64, epochs=3, callbacks=[callback], verbose=0
-            )
-        else:
-            train = tf.data.Dataset.from_tensor_slices((features, y))
-            train = train.filter(lambda x, y: True).batch(64)  # size unknown to fit
-            model.fit(train, epochs=5, callbacks=[callback], verbose=0)
-        assert gate.selected_features == ("x0", "x2"), gate.selected_features
-        assert len(seen) == 2, seen
-        # Sized: the selecting part's last held-out step (of 5: one as each of
-        # the round's last 5 steps ends). Unsized: every step of the second
-        # epoch (8 batches; 7 on JAX, whose fit ends a dataset of unknown
-        # size by running out of it).
-        for read, pass_batches, raw, held in seen:
-            assert pass_batches == 1, (sized, pass_batches)
-            assert read == 1.0 if sized else read >= 7.0, (sized, read)
-            assert np.any(raw != 0)
-            want = raw / np.sqrt(read)
-            np.testing.assert_allclose([held[n] for n in names], want, rtol=1e-5)
-        reads["sized" if sized else "unsized"] = [r for r, *_ in seen]
-    return {"read": reads}
+    gate.commit_round = recording_commit
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        epochs_per_selection=1,
+        finetune_epochs=0,
+        settle_fraction=0.5,
+        selection_data=batches(features, y, slice(0, 64), 64),
+        verbose=0,
+    )
+    model.fit(features, y, batch_size=64, epochs=3, callbacks=[callback], verbose=0)
+    assert gate.selected_features == ("x0", "x2"), gate.selected_features
+    assert len(seen) == 2, seen
+    for read, pass_batches, raw, held in seen:
+        # A held-out batch as each of the round's last 5 steps ends (the
+        # settle's last sets the selecting mode).
+        assert (read, pass_batches) == (5.0, 1), (read, pass_batches)
+        assert np.any(raw != 0)
+        want = raw / np.sqrt(read)
+        np.testing.assert_allclose([held[n] for n in names], want, rtol=1e-5)
+    return {"read": [r for r, *_ in seen]}
 
 
 def doctests() -> dict:
