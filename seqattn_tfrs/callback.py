@@ -536,20 +536,20 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self, layer: SequentialAttentionEmbedding
     ) -> dict[tuple[str, str], float] | None:
         """After the probe's pass, before a commit by count in which no
-        candidate helps alone, hands the layer the held-out pair test's z of
-        its candidates' pairs (see :mod:`seqattn_tfrs.core.pairs`) and returns
-        them; None where the commit reads none."""
-        names = layer.pair_test_candidates()
-        if not names:
+        candidate helps alone or one looks like an interaction's member,
+        hands the layer the held-out pair test's z of the pairs it asks for
+        (see :mod:`seqattn_tfrs.core.pairs`) and returns them; None where the
+        commit reads none."""
+        pairs = layer.pairs_to_test()
+        if not pairs:
             return None
-        scores = self._probes[id(layer)].pair_scores(names)
+        scores = self._probes[id(layer)].pair_scores(pairs)
         layer.set_pair_scores(scores)
         if self.verbose and scores:
             best = max(scores, key=scores.get)
             print(
-                f"\nSequentialAttention [{layer.name}]: no candidate helps alone; "
-                f"the held-out pair test's largest z is {best[0]} & {best[1]}'s "
-                f"({scores[best]:.2f}).",
+                f"\nSequentialAttention [{layer.name}]: the held-out pair test's "
+                f"largest z is {best[0]} & {best[1]}'s ({scores[best]:.2f}).",
                 flush=True,
             )
         return scores

@@ -469,12 +469,12 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         (see :mod:`seqattn_tfrs.core.probe`)."""
         return self._state().probe_training_sums()
 
-    def pair_test_candidates(self) -> list[str]:
-        """The candidates whose pairs the next commit reads the held-out
-        pair test of (:mod:`seqattn_tfrs.core.pairs`): by count, with at
-        least two picks left and no candidate that helps alone but functions
-        of a selected feature; empty where the commit reads none."""
-        return self._state().pair_candidates()
+    def pairs_to_test(self) -> list[tuple[str, str]]:
+        """The candidate pairs whose held-out pair test the next commit reads
+        (:mod:`seqattn_tfrs.core.pairs`): by count, with at least two picks
+        left, where no candidate helps alone but functions of a selected
+        feature, or beside a member of an interaction; empty otherwise."""
+        return self._state().pairs_to_test()
 
     def set_pair_scores(self, scores: Mapping[tuple[str, str], float]) -> None:
         """Hands the next commit the held-out pair test's z per pair of

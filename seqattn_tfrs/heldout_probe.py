@@ -124,10 +124,12 @@ class HeldoutProbe:
             if name in self._keyed
         }
 
-    def pair_scores(self, names: Sequence[str]) -> dict[tuple[str, str], float]:
+    def pair_scores(
+        self, candidate_pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], float]:
         """The held-out pair test's z (:func:`seqattn_tfrs.core.pairs.pair_z`)
-        of every pair of ``names`` with raw values to hash, from the rows of
-        the last :meth:`scores` pass.
+        of each of ``candidate_pairs`` whose features both have raw values to hash,
+        from the rows of the last :meth:`scores` pass.
 
         Raises:
           RuntimeError: no pass ran since the last settle summed the probe.
@@ -138,14 +140,14 @@ class HeldoutProbe:
                 "rows; expected a `scores` pass before it, got none."
             )
         keyed, keys, projected = self._rows
-        tested = [n for n in names if n in keyed]
-        columns = [keyed.index(n) for n in tested]
-        z = pairs.pair_z(keys[:, columns], projected[:, columns])
-        return {
-            (first, tested[j]): float(z[i, j])
-            for i, first in enumerate(tested)
-            for j in range(i + 1, len(tested))
-        }
+        tested = [(a, b) for a, b in candidate_pairs if a in keyed and b in keyed]
+        names = sorted({n for pair in tested for n in pair}, key=keyed.index)
+        columns = [keyed.index(n) for n in names]
+        wanted = np.zeros((len(names), len(names)), bool)
+        for a, b in tested:
+            wanted[names.index(a), names.index(b)] = True
+        z = pairs.pair_z(keys[:, columns], projected[:, columns], wanted)
+        return {(a, b): float(z[names.index(a), names.index(b)]) for a, b in tested}
 
     def _batch_sums(self, batch):
         """Per feature with raw values to hash, ``sum(a)`` and ``sum(a^2)``

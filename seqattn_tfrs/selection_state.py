@@ -252,13 +252,13 @@ class SelectionState:
         """Stores the probe's z per feature for the next commit."""
         self.probe_scores.assign(np.asarray(scores, np.float32))
 
-    def pair_candidates(self) -> list[str]:
-        """The candidates whose pairs the next commit reads the held-out
-        pair test of; empty where it reads none
-        (:func:`seqattn_tfrs.core.evidence.pair_candidates`)."""
+    def pairs_to_test(self) -> list[tuple[str, str]]:
+        """The pairs of candidates whose held-out pair test the next commit
+        reads; empty where it reads none
+        (:func:`seqattn_tfrs.core.evidence.pairs_to_test`)."""
         if self.spec.budget_bytes is not None:
             return []
-        eligible = evidence.pair_candidates(
+        pairs = evidence.pairs_to_test(
             self.selected_mask.numpy() > 0,
             self.dependence.numpy() > 0,
             self.heldout_scores(),
@@ -266,7 +266,7 @@ class SelectionState:
             self.spec.num_selected - int(self.num_picked.numpy()),
         )
         names = self.spec.feature_names
-        return [] if eligible is None else [n for n, e in zip(names, eligible) if e]
+        return [(names[i], names[j]) for i, j in pairs]
 
     def set_pair_scores(self, scores: Mapping[tuple[str, str], float]) -> None:
         """Hands the next commit the held-out pair test's z per pair of

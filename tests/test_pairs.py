@@ -80,10 +80,10 @@ def test_the_best_eligible_pair_is_picked_where_it_clears_the_threshold():
 SPEC = SelectionSpec("gate", ("a", "b", "c", "d", "e"), 4, None, 1)
 
 
-def commit_after_a(gate_z, pairs, picked=1, dependence=None, spec=SPEC):
+def commit_after_a(gate_z, pairs, picked=1, dependence=None, spec=SPEC, probe_z=None):
     """Commits a round after ``a`` (and ``picked - 1`` more of the first
-    features) were selected: the gate's z ``gate_z``, every probe z 0.5 and
-    the pair test's z ``pairs``; returns the picks' names."""
+    features) were selected: the gate's z ``gate_z``, every probe z 0.5 (or
+    ``probe_z``) and the pair test's z ``pairs``; returns the picks' names."""
     selected = np.arange(5) < picked
     order = np.full(5, -1)
     order[:picked] = np.arange(picked)
@@ -91,7 +91,7 @@ def commit_after_a(gate_z, pairs, picked=1, dependence=None, spec=SPEC):
     matrix = np.full((5, 5), np.nan)
     for (i, j), z in pairs.items():
         matrix[i, j] = matrix[j, i] = z
-    probe = np.where(selected, 0.0, 0.5)
+    probe = np.where(selected, 0.0, 0.5 if probe_z is None else np.asarray(probe_z))
     _, picks = commit_round(
         spec,
         record,
@@ -112,8 +112,12 @@ def test_a_round_where_nothing_helps_alone_picks_the_pair_that_helps_together():
     assert commit_after_a(spent, {(1, 2): 8.0, (3, 4): 0.5}) == ["c", "b"]
     # No pair clears the threshold: one pick by the least harm, as before.
     assert commit_after_a(spent, {(1, 2): 1.0, (3, 4): 0.5}) == ["c"]
-    # Something helps alone: it goes first, and no pair is read.
-    assert commit_after_a([0.0, 0.3, 1.0, 9.0, 0.8], {(1, 2): 8.0}) == ["d"]
+    # Something helps alone by the gate and the probe: it goes first, and no
+    # pair is read.
+    both = [0.0, 0.5, 0.5, 9.0, 0.5]
+    assert commit_after_a([0.0, 0.3, 1.0, 9.0, 0.8], {(1, 2): 8.0}, probe_z=both) == [
+        "d"
+    ]
     # One pick left (a, b, c selected): a pair cannot be completed.
     assert commit_after_a(spent, {(3, 4): 8.0}, picked=3) == ["e"]
     # The last round's two picks: the pair takes both, nothing more.
@@ -166,3 +170,27 @@ def test_a_fit_picks_a_parity_pair_that_an_additive_model_cannot_see():
     assert set(second["pair_scores"]) == {"x & y", "x & n", "y & n"}
     assert second["pair_scores"]["x & y"] > 6
     assert layer.selection_complete
+
+
+def test_a_pair_beats_single_picks_only_where_its_z_squared_is_larger():
+    """``d`` helps by the gate's z (9.0) but not by the probe's (0.5): the
+    signature of an interaction's member, so the pair test is read though
+    something helps. The pair (b, c) is picked where its z squared, less
+    what its members bring alone (combined z 0.57 and 1.06: 1.45), exceeds
+    the two best single picks' combined z squared added up (here only d
+    helps: (9.0 + 0.5) / sqrt(2) = 6.72, 45.1), else d goes first."""
+    gate_z = [0.0, 0.3, 1.0, 9.0, 0.8]
+    assert commit_after_a(gate_z, {(1, 2): 7.0}) == ["c", "b"]  # 47.6 > 45.1
+    assert commit_after_a(gate_z, {(1, 2): 6.8}) == ["d"]  # 44.8 < 45.1
+    # d also helps by its probe: not a suspect, and the pair is not read.
+    assert commit_after_a(
+        gate_z, {(1, 2): 30.0}, probe_z=[0.0, 0.5, 0.5, 9.0, 0.5]
+    ) == ["d"]
+    # Which pairs the callback asks the test for: those with a suspect (d)
+    # while something helps alone; every pair of candidates once none does.
+    selected, probe = np.arange(5) < 1, np.full(5, 0.5)
+    asked = evidence.pairs_to_test(selected, None, np.array(gate_z), probe, 3)
+    assert asked == [(1, 3), (2, 3), (3, 4)]
+    spent = np.array([0.0, 0.3, 1.0, -0.2, 0.8])
+    assert len(evidence.pairs_to_test(selected, None, spent, probe, 3)) == 6
+    assert evidence.pairs_to_test(selected, None, spent, probe, 1) == []

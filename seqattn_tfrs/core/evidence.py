@@ -6,7 +6,8 @@ round's held-out statistics: a Bonferroni threshold over the candidates
 the held-out probe's z combined (:func:`probe_evidence`), what a candidate
 brings alone (:func:`alone_scores`), whether a pick
 followed the least harm (:func:`exhausted_after`), and, once no candidate
-helps alone, the held-out pair test (:func:`pair_candidates`,
+helps alone or beside a member of an interaction the probe does not see,
+the held-out pair test (:func:`pair_candidates`, :func:`pair_to_pick`,
 :mod:`seqattn_tfrs.core.pairs`).
 """
 
@@ -199,23 +200,107 @@ def pair_candidates(
 ) -> np.ndarray | None:
     """``[N]`` booleans: the candidates whose pairs the held-out pair test
     (:mod:`seqattn_tfrs.core.pairs`) scores before a commit by count, or None
-    where :func:`.selection.commit_round` would not read it: fewer than two picks left,
-    no probe z, or a candidate that helps (by the gate's z, the probe's, or
-    both; :func:`probe_evidence`) other than a function of a selected
-    feature (a coarsening or a copy, which adds nothing). The candidates are
-    the unselected features with a probe z that are no such function.
+    where :func:`.selection.commit_round` would not read it: fewer than two
+    picks left, no probe z, or a candidate that helps (by the gate's z, the
+    probe's, or both; :func:`probe_evidence`) other than a function of a
+    selected feature (a coarsening or a copy, which adds nothing) while no
+    candidate is an :func:`interaction_suspects`. The candidates are the
+    unselected features with a probe z that are no such function.
 
     Example (``a`` selected; ``b`` helps, then only ``c`` a coarsening of ``a``):
       >>> dependence = np.zeros([4, 4], bool)
       >>> dependence[2, 0] = True
       >>> chosen, probe = np.array([True, False, False, False]), np.full(4, 0.5)
       >>> print(pair_candidates(chosen, dependence, np.array([0, 9.0, 0.2, 0.1]),
-      ...                       probe, remaining=2))
+      ...                       np.array([0, 9.0, 0.5, 0.5]), remaining=2))
       None
       >>> pair_candidates(chosen, dependence, np.array([0, 0.3, 9.0, 0.1]),
       ...                 probe, remaining=2).tolist()
       [False, True, False, True]
+
+    (``b``'s gate z helps but its probe z does not: a suspect, so the pairs
+    are scored although ``b`` helps):
+      >>> pair_candidates(chosen, dependence, np.array([0, 9.0, 0.2, 0.1]),
+      ...                 probe, remaining=2).tolist()
+      [False, True, False, True]
     """
+    state = _pair_state(
+        selected, dependence, heldout_scores, probe_scores, remaining, probe_rounds
+    )
+    if state is None:
+        return None
+    eligible, helps_alone, suspects = state
+    if helps_alone.any() and not suspects.any():
+        return None
+    return eligible if eligible.sum() >= 2 else None
+
+
+def pairs_to_test(
+    selected: np.ndarray,
+    dependence: np.ndarray | None,
+    heldout_scores: np.ndarray | None,
+    probe_scores: np.ndarray | None,
+    remaining: int,
+    probe_rounds: int = 1,
+) -> list[tuple[int, int]]:
+    """The pairs (index pairs, first < second) of :func:`pair_candidates` the
+    held-out pair test scores: all of them where no candidate helps alone,
+    else those with an :func:`interaction_suspects` member (the pairs
+    :func:`pair_to_pick` can take there); none where the commit reads none.
+
+    Example (``b`` a suspect among the candidates ``b``, ``c``, ``d``):
+      >>> pairs_to_test(np.array([True, False, False, False]), None,
+      ...     np.array([0, 9.0, 0.2, 5.0]), np.array([0, 0.5, 0.5, 5.0]), 2)
+      [(1, 2), (1, 3)]
+    """
+    state = _pair_state(
+        selected, dependence, heldout_scores, probe_scores, remaining, probe_rounds
+    )
+    if state is None:
+        return []
+    eligible, helps_alone, suspects = state
+    if helps_alone.any() and not suspects.any():
+        return []
+    anchors = suspects if helps_alone.any() else eligible
+    members = np.flatnonzero(eligible)
+    return [
+        (int(i), int(j))
+        for n, i in enumerate(members)
+        for j in members[n + 1 :]
+        if anchors[i] or anchors[j]
+    ]
+
+
+def interaction_suspects(
+    selected: np.ndarray, heldout_scores: np.ndarray, probe_scores: np.ndarray
+) -> np.ndarray:
+    """``[N]`` booleans: the unselected features with a probe z whose gate z
+    helps (:func:`helping`) while their probe z alone is below
+    :func:`signal_threshold` over those features: the gate measures a
+    candidate beside the other candidates' soft gates, the probe with them
+    at 0, so a member of an interaction whose partner is still a candidate
+    (an XOR pair) is seen by the first and not by the second.
+
+    Example (``b``: gate 6.3, probe -1.2; ``c`` helps by both):
+      >>> interaction_suspects(np.array([True, False, False, False]),
+      ...     np.array([0, 6.3, 4.0, 0.1]), np.array([0, -1.2, 6.6, 0.5])).tolist()
+      [False, True, False, False]
+    """
+    helps = helping(selected, heldout_scores)
+    probe_z = np.asarray(probe_scores, np.float64)
+    keyed = ~np.asarray(selected, bool) & np.isfinite(probe_z)
+    if helps is None or not keyed.any():
+        return np.zeros(len(probe_z), bool)
+    weak = np.nan_to_num(probe_z) < signal_threshold(int(keyed.sum()))
+    return helps & keyed & weak
+
+
+def _pair_state(
+    selected, dependence, heldout_scores, probe_scores, remaining, probe_rounds
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The pair test's candidates (unselected, with a probe z, no function of
+    a selected feature), those among them that help alone, and the
+    :func:`interaction_suspects` among them; None where no test can apply."""
     if remaining < 2 or probe_scores is None:
         return None
     probe_z = np.asarray(probe_scores, np.float64)
@@ -230,10 +315,9 @@ def pair_candidates(
     new = ~selected
     if dependence is not None:
         new &= ~np.asarray(dependence, bool)[:, selected].any(axis=1)
-    if ((helps | probe_helps) & new).any():
-        return None
     eligible = new & np.isfinite(probe_z)
-    return eligible if eligible.sum() >= 2 else None
+    suspects = interaction_suspects(selected, gate_z, probe_z) & eligible
+    return eligible, (helps | probe_helps) & new, suspects
 
 
 def pair_found(pair_scores: Mapping[tuple[str, str], float]) -> bool:
@@ -261,19 +345,48 @@ def pair_to_pick(
     remaining,
     probe_rounds: int = 1,
 ) -> list[int] | None:
-    """The pair :func:`.selection.commit_round` picks in a round where no candidate
-    helps alone (:func:`pair_candidates`), or None."""
-    eligible = pair_candidates(
+    """The pair :func:`.selection.commit_round` picks, or None: the best
+    pair of the held-out pair test where it clears the threshold and either
+    no candidate helps alone (:func:`pair_candidates`) or, beside an
+    :func:`interaction_suspects`, what it brings beyond its members alone
+    (its z squared less their combined z squared) exceeds the two best
+    single picks' combined z squared added up: two picks either way, and a
+    z squared is a gain in loss units times the rows' information (the
+    pair's test uses half the rows, so it wins only where its gain is
+    clearly the larger). A main effect with a noise partner brings nothing
+    beyond its member.
+
+    Example (``b`` and ``c`` matter together, combined z 3.54 and 0; ``d``
+    helps alone: gate and probe z 5.0, combined 7.07):
+      >>> z = np.full((4, 4), np.nan)
+      >>> z[1, 2] = z[2, 1] = 9.0
+      >>> chosen = np.array([True, False, False, False])
+      >>> pair_to_pick(chosen, None, np.array([0, 6.0, 1.0, 5.0]),
+      ...              np.array([0, -1.0, -1.0, 5.0]), z, remaining=2)
+      [1, 2]
+      >>> z[1, 2] = z[2, 1] = 8.0  # 64 - 3.54**2 < 7.07**2 + 3.54**2: d, then b
+      >>> print(pair_to_pick(chosen, None, np.array([0, 6.0, 1.0, 5.0]),
+      ...                    np.array([0, -1.0, -1.0, 5.0]), z, remaining=2))
+      None
+    """
+    state = _pair_state(
         selected, dependence, heldout_scores, probe_scores, remaining, probe_rounds
     )
-    if eligible is None:
+    if state is None:
+        return None
+    eligible, helps_alone, suspects = state
+    if helps_alone.any() and not suspects.any():
         return None
     gate_z = np.asarray(heldout_scores, np.float64)
     probe_z = np.asarray(probe_scores, np.float64)
     _, combined = probe_evidence(selected, gate_z, probe_z)
-    return pairs_lib.pair_picks(
-        np.asarray(pair_scores, np.float64), eligible, combined, signal_threshold
-    )
+    scores = np.asarray(pair_scores, np.float64)
+    pair = pairs_lib.pair_picks(scores, eligible, combined, signal_threshold)
+    if pair is None or not helps_alone.any():
+        return pair
+    gains = np.clip(combined, 0.0, None) ** 2
+    joint = scores[pair[0], pair[1]] ** 2 - gains[pair].sum()  # beyond each alone
+    return pair if joint > np.sort(gains[helps_alone])[-2:].sum() else None
 
 
 def alone_scores(

@@ -1,10 +1,12 @@
 """The held-out pair test: two candidates that matter only together.
 
 A pair of fields whose effect is their interaction (the parity of two
-flags) has no marginal effect, so neither the gate's z nor the probe's z of
-either field alone sees it, and once no candidate helps on its own the
-least-harm order takes noise or coarsenings instead
-(docs/generated_quality.md, "Session 23"). The held-out probe's pass
+flags) has no marginal effect, so the probe's z of either field alone does
+not see it (the gate's z does, beside the partner's soft gate), and once
+no candidate helps on its own the least-harm order takes noise or
+coarsenings instead (docs/generated_quality.md, "Session 23"); while main
+effects still help, the greedy order takes weaker main effects before the
+pair (docs/benchmarks.md, "session 33"). The held-out probe's pass
 (:mod:`seqattn_tfrs.core.probe`) already has, per held-out row, each
 candidate's projected gradient ``p_j(h)`` (the loss's derivative along the
 candidate's fixed direction, less its batch mean) and its raw value's hash
@@ -34,10 +36,14 @@ from collections.abc import Callable
 import numpy as np
 
 
-def pair_z(keys: np.ndarray, projected: np.ndarray) -> np.ndarray:
+def pair_z(
+    keys: np.ndarray, projected: np.ndarray, tested: np.ndarray | None = None
+) -> np.ndarray:
     """``[K, K]`` z of every pair of ``K`` features (symmetric; NaN on the
     diagonal), from ``[R, K]`` bucket keys and projected gradients of ``R``
-    held-out rows; the even rows fit, the odd rows test.
+    held-out rows; the even rows fit, the odd rows test. With ``tested``
+    (``[K, K]`` booleans), only the pairs it marks (either way round); NaN
+    for the others.
 
     Example (two flags whose parity sets the gradient's sign; a third field
     that does not matter):
@@ -60,8 +66,13 @@ def pair_z(keys: np.ndarray, projected: np.ndarray) -> np.ndarray:
     fit = np.arange(rows) % 2 == 0
     span = int(keys.max()) + 1 if keys.size else 1
     z = np.full((count, count), np.nan)
+    if tested is not None:
+        tested = np.asarray(tested, bool)
+        tested = tested | tested.T
     for i in range(count):
         for j in range(i + 1, count):
+            if tested is not None and not tested[i, j]:
+                continue
             _, group = np.unique(keys[:, i] * span + keys[:, j], return_inverse=True)
             a = np.zeros(int((~fit).sum()))
             for gradient in projected[:, i], projected[:, j]:

@@ -162,12 +162,14 @@ def commit_round(
     feature, and a needed one can score below a copy. Once none helps, a
     copy of a selected feature (it can neither help nor hurt) is picked when
     every other candidate's held-out gate statistic is at most 0 (an
-    estimated harm) and at most its own. Before that, where no candidate
-    but functions of a selected feature helps, at least two picks are left
-    and ``pair_scores`` hold a pair of candidates that clears the
-    threshold together (:mod:`seqattn_tfrs.core.pairs`), the round picks
-    both (one round more than its count, so the selection completes a
-    round early).
+    estimated harm) and at most its own. Before that, where at least two
+    picks are left and ``pair_scores`` hold a pair of candidates that
+    clears the threshold together (:mod:`seqattn_tfrs.core.pairs`), the
+    round picks both (one round more than its count, so the selection
+    completes a round early) when no candidate but functions of a selected
+    feature helps, or when one helps by the gate's z but not the probe's
+    (an interaction's member) and the pair's z squared exceeds the two best
+    single picks' (:func:`.evidence.pair_to_pick`).
 
     Args:
       spec: what the layer selects.
