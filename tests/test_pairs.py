@@ -131,9 +131,9 @@ def test_a_coarsening_of_a_selected_feature_that_helps_does_not_block_the_pair()
     gate_z = [0.0, 0.3, 1.0, -0.2, 9.0]  # only e "helps"
     pairs = {(1, 3): 8.0}
     assert commit_after_a(gate_z, pairs, dependence=dependence) == ["b", "d"]
-    assert evidence.pair_candidates(
+    assert evidence.pairs_to_test(
         np.arange(5) < 1, dependence, np.array(gate_z), np.full(5, 0.5), 3
-    ).tolist() == [False, True, True, True, False]
+    ) == [(1, 2), (1, 3), (2, 3)]
 
 
 def test_a_fit_picks_a_parity_pair_that_an_additive_model_cannot_see():

@@ -7,7 +7,7 @@ the held-out probe's z combined (:func:`probe_evidence`), what a candidate
 brings alone (:func:`alone_scores`), whether a pick
 followed the least harm (:func:`exhausted_after`), and, once no candidate
 helps alone or beside a member of an interaction the probe does not see,
-the held-out pair test (:func:`pair_candidates`, :func:`pair_to_pick`,
+the held-out pair test (:func:`pairs_to_test`, :func:`pair_to_pick`,
 :mod:`seqattn_tfrs.core.pairs`).
 """
 
@@ -190,51 +190,6 @@ def exhausted_after(
     return not (probe_helps & ~copies).any()
 
 
-def pair_candidates(
-    selected: np.ndarray,
-    dependence: np.ndarray | None,
-    heldout_scores: np.ndarray | None,
-    probe_scores: np.ndarray | None,
-    remaining: int,
-    probe_rounds: int = 1,
-) -> np.ndarray | None:
-    """``[N]`` booleans: the candidates whose pairs the held-out pair test
-    (:mod:`seqattn_tfrs.core.pairs`) scores before a commit by count, or None
-    where :func:`.selection.commit_round` would not read it: fewer than two
-    picks left, no probe z, or a candidate that helps (by the gate's z, the
-    probe's, or both; :func:`probe_evidence`) other than a function of a
-    selected feature (a coarsening or a copy, which adds nothing) while no
-    candidate is an :func:`interaction_suspects`. The candidates are the
-    unselected features with a probe z that are no such function.
-
-    Example (``a`` selected; ``b`` helps, then only ``c`` a coarsening of ``a``):
-      >>> dependence = np.zeros([4, 4], bool)
-      >>> dependence[2, 0] = True
-      >>> chosen, probe = np.array([True, False, False, False]), np.full(4, 0.5)
-      >>> print(pair_candidates(chosen, dependence, np.array([0, 9.0, 0.2, 0.1]),
-      ...                       np.array([0, 9.0, 0.5, 0.5]), remaining=2))
-      None
-      >>> pair_candidates(chosen, dependence, np.array([0, 0.3, 9.0, 0.1]),
-      ...                 probe, remaining=2).tolist()
-      [False, True, False, True]
-
-    (``b``'s gate z helps but its probe z does not: a suspect, so the pairs
-    are scored although ``b`` helps):
-      >>> pair_candidates(chosen, dependence, np.array([0, 9.0, 0.2, 0.1]),
-      ...                 probe, remaining=2).tolist()
-      [False, True, False, True]
-    """
-    state = _pair_state(
-        selected, dependence, heldout_scores, probe_scores, remaining, probe_rounds
-    )
-    if state is None:
-        return None
-    eligible, helps_alone, suspects = state
-    if helps_alone.any() and not suspects.any():
-        return None
-    return eligible if eligible.sum() >= 2 else None
-
-
 def pairs_to_test(
     selected: np.ndarray,
     dependence: np.ndarray | None,
@@ -243,14 +198,29 @@ def pairs_to_test(
     remaining: int,
     probe_rounds: int = 1,
 ) -> list[tuple[int, int]]:
-    """The pairs (index pairs, first < second) of :func:`pair_candidates` the
-    held-out pair test scores: all of them where no candidate helps alone,
-    else those with an :func:`interaction_suspects` member (the pairs
-    :func:`pair_to_pick` can take there); none where the commit reads none.
+    """The pairs (index pairs, first < second) the held-out pair test
+    (:mod:`seqattn_tfrs.core.pairs`) scores before a commit by count, among
+    the candidates: the unselected features with a probe z that are no
+    function of a selected feature (a coarsening or a copy, which adds
+    nothing). Every pair of them where none helps alone (by the gate's z,
+    the probe's, or both; :func:`probe_evidence`), else those with an
+    :func:`interaction_suspects` member (the pairs :func:`pair_to_pick` can
+    take there); none with fewer than two picks left, without a probe z, or
+    where some candidate helps alone and none is a suspect.
 
-    Example (``b`` a suspect among the candidates ``b``, ``c``, ``d``):
-      >>> pairs_to_test(np.array([True, False, False, False]), None,
-      ...     np.array([0, 9.0, 0.2, 5.0]), np.array([0, 0.5, 0.5, 5.0]), 2)
+    Example (``a`` selected; ``c`` a coarsening of ``a``; nothing helps):
+      >>> dependence = np.zeros([4, 4], bool)
+      >>> dependence[2, 0] = True
+      >>> chosen, probe = np.array([True, False, False, False]), np.full(4, 0.5)
+      >>> pairs_to_test(chosen, dependence, np.array([0, 0.3, 9.0, 0.1]), probe, 2)
+      [(1, 3)]
+
+    (``b`` helps by both z: no pair; by the gate's alone: a suspect):
+      >>> pairs_to_test(chosen, None, np.array([0, 9.0, 0.2, 0.1]),
+      ...               np.array([0, 9.0, 0.5, 0.5]), 2)
+      []
+      >>> pairs_to_test(chosen, None, np.array([0, 9.0, 0.2, 5.0]),
+      ...               np.array([0, 0.5, 0.5, 5.0]), 2)
       [(1, 2), (1, 3)]
     """
     state = _pair_state(
@@ -259,8 +229,6 @@ def pairs_to_test(
     if state is None:
         return []
     eligible, helps_alone, suspects = state
-    if helps_alone.any() and not suspects.any():
-        return []
     anchors = suspects if helps_alone.any() else eligible
     members = np.flatnonzero(eligible)
     return [
@@ -300,7 +268,9 @@ def _pair_state(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The pair test's candidates (unselected, with a probe z, no function of
     a selected feature), those among them that help alone, and the
-    :func:`interaction_suspects` among them; None where no test can apply."""
+    :func:`interaction_suspects` among them; None where no test applies:
+    fewer than two picks left or two candidates, no probe z, or a candidate
+    that helps alone while none is a suspect."""
     if remaining < 2 or probe_scores is None:
         return None
     probe_z = np.asarray(probe_scores, np.float64)
@@ -317,7 +287,10 @@ def _pair_state(
         new &= ~np.asarray(dependence, bool)[:, selected].any(axis=1)
     eligible = new & np.isfinite(probe_z)
     suspects = interaction_suspects(selected, gate_z, probe_z) & eligible
-    return eligible, (helps | probe_helps) & new, suspects
+    helps_alone = (helps | probe_helps) & new
+    if eligible.sum() < 2 or (helps_alone.any() and not suspects.any()):
+        return None
+    return eligible, helps_alone, suspects
 
 
 def pair_found(pair_scores: Mapping[tuple[str, str], float]) -> bool:
@@ -347,7 +320,7 @@ def pair_to_pick(
 ) -> list[int] | None:
     """The pair :func:`.selection.commit_round` picks, or None: the best
     pair of the held-out pair test where it clears the threshold and either
-    no candidate helps alone (:func:`pair_candidates`) or, beside an
+    no candidate helps alone (:func:`pairs_to_test`) or, beside an
     :func:`interaction_suspects`, what it brings beyond its members alone
     (its z squared less their combined z squared) exceeds the two best
     single picks' combined z squared added up: two picks either way, and a
@@ -374,9 +347,7 @@ def pair_to_pick(
     )
     if state is None:
         return None
-    eligible, helps_alone, suspects = state
-    if helps_alone.any() and not suspects.any():
-        return None
+    eligible, helps_alone, _ = state
     gate_z = np.asarray(heldout_scores, np.float64)
     probe_z = np.asarray(probe_scores, np.float64)
     _, combined = probe_evidence(selected, gate_z, probe_z)

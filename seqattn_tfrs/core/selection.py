@@ -192,7 +192,7 @@ def commit_round(
         after the first round.
       pair_scores: ``[N, N]`` z of the held-out pair test
         (:func:`seqattn_tfrs.core.pairs.pair_z`; NaN for an untested pair),
-        where :func:`pair_candidates` asked for it.
+        where :func:`.evidence.pairs_to_test` asked for it.
 
     Returns:
       ``(new_record, picks)``, picks as feature indices in order.
