@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs import heldout, tf_ops
+from seqattn_tfrs import heldout
 from seqattn_tfrs.core import modes, pairs, probe
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
@@ -175,7 +175,7 @@ class HeldoutProbe:
         widths = [0] * len(names)
         for index, output in zip(keyed, outputs):
             widths[index] = output.shape[1]
-        directions = tf_ops.probe_directions(widths, keyed)
+        directions = probe.probe_directions(widths, keyed)
         rows = tf.shape(grads[0])[0]
         # The loss is a batch mean: per-row gradients on one scale.
         projected = tf.matmul(tf.concat(grads, axis=1), directions)  # [B, K]

@@ -186,7 +186,7 @@ def _probe_update(
     keyed = [i for i, raw in enumerate(raw_inputs) if tf_ops.has_row_keys(raw)]
     if not keyed:
         return None
-    directions = tf_ops.probe_directions(widths, keyed)
+    directions = probe.probe_directions(widths, keyed)
 
     def add(upstream: Sequence[tf.Tensor]) -> tf.Tensor:
         def accumulate() -> tf.Operation:

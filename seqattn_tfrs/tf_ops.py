@@ -7,7 +7,7 @@ same way, so the Keras 3 front-end passes it as it is.
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -123,25 +123,3 @@ def row_keys(value: Any, buckets: int) -> tf.Tensor | None:
         lambda: modulo(rows[:, 0]),
         lambda: hashed(rows),
     )
-
-
-def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarray:
-    """The held-out probe's fixed directions as one ``[sum(widths[f]), K]``
-    float32 block matrix: column ``c`` holds standard normals (a draw seeded
-    by the feature's index) in the rows of feature ``features[c]``, whose
-    embedding is ``widths[features[c]]`` wide. Joined upstream gradients of
-    those features times this matrix are their projections, ``[B, K]``.
-
-    Example:
-      >>> m = probe_directions([2, 3, 1], [0, 2])
-      >>> m.shape, bool(np.all(m[2:, 0] == 0)), bool(np.all(m[:2, 1] == 0))
-      ((3, 2), True, True)
-    """
-    matrix = np.zeros([sum(widths[f] for f in features), len(features)], np.float32)
-    start = 0
-    for column, feature in enumerate(features):
-        width = widths[feature]
-        rng = np.random.default_rng([feature, 0x5EA])
-        matrix[start : start + width, column] = rng.standard_normal(width)
-        start += width
-    return matrix

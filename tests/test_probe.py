@@ -362,7 +362,7 @@ def test_settling_steps_sum_the_projected_gradients_per_value():
     # Upstream of b's gated embedding per row: d mean((fit - y)^2) / d out_b =
     # 2 (fit - y) / 64 in both columns; projected on b's direction, less its
     # batch mean, summed per id.
-    direction = tf_ops.probe_directions([3, 2, 1], [1]).sum()
+    direction = probe.probe_directions([3, 2, 1], [1]).sum()
     upstream = 2 * residuals(model, features, labels, "a") / 64
     projected = upstream * direction
     projected -= projected.mean()
@@ -442,7 +442,7 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
     # batch (rows 0-31, 32-47), times its training-side sum at the row's id.
     upstream = 2 * residuals(model, held, labels, "c")
     for index, name in ((0, "a"), (1, "b")):
-        direction = tf_ops.probe_directions([3, 2, 1], [index]).sum()
+        direction = probe.probe_directions([3, 2, 1], [index]).sum()
         projected = upstream * direction
         for batch in (slice(0, 32), slice(32, 48)):
             projected[batch] -= projected[batch].mean()

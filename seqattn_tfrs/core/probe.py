@@ -40,6 +40,8 @@ sums have no such grouping to read (not attempted).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from seqattn_tfrs.core import evidence
@@ -60,6 +62,28 @@ def probe_slots(keys, features):
       (3, 5)
     """
     return keys + np.asarray(features, np.int32) * PROBE_BUCKETS
+
+
+def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarray:
+    """The held-out probe's fixed directions as one ``[sum(widths[f]), K]``
+    float32 block matrix: column ``c`` holds standard normals (a draw seeded
+    by the feature's index) in the rows of feature ``features[c]``, whose
+    embedding is ``widths[features[c]]`` wide. Joined upstream gradients of
+    those features times this matrix are their projections, ``[B, K]``.
+
+    Example:
+      >>> m = probe_directions([2, 3, 1], [0, 2])
+      >>> m.shape, bool(np.all(m[2:, 0] == 0)), bool(np.all(m[:2, 1] == 0))
+      ((3, 2), True, True)
+    """
+    matrix = np.zeros([sum(widths[f] for f in features), len(features)], np.float32)
+    start = 0
+    for column, feature in enumerate(features):
+        width = widths[feature]
+        rng = np.random.default_rng([feature, 0x5EA])
+        matrix[start : start + width, column] = rng.standard_normal(width)
+        start += width
+    return matrix
 
 
 def probe_wanted(
