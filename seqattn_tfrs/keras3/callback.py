@@ -14,6 +14,9 @@ from seqattn_tfrs.core.schedule import SelectionSchedule
 from seqattn_tfrs.keras3 import dependence_check, heldout
 from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
 
+# Held-out rows of one probe pass at most (as the tf-keras callback's).
+PROBE_ROWS = 50_000
+
 
 def find_gated_layers(model: keras.Model) -> list[SequentialAttentionEmbedding]:
     """Every :class:`SequentialAttentionEmbedding` tracked by ``model``, once each."""
@@ -127,6 +130,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._modes: dict[int, int] = {}
         self._heldout_batches = None
         self._heldout_step = None
+        self._probe_step = None
         self._steps_done = 0
         self._epoch = 0
         self._steps_per_epoch: int | None = None
@@ -220,12 +224,15 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             self._heldout_batches = heldout.Batches(
                 self.selection_data, heldout.DEVICE_BYTES if keep else 0
             )
-            # JAX compiles the step ahead for the first batch's shapes.
-            self._heldout_step = heldout.make_step(
-                self.model,
-                self._layers,
-                next(heldout.one_pass(self.selection_data), None) if on_jax else None,
-            )
+            # JAX compiles the steps ahead for the first batch's shapes: the
+            # held-out step, and the probe's pass where a layer hashes values.
+            example = next(heldout.one_pass(self.selection_data), None)
+            example = example if on_jax else None
+            self._heldout_step = heldout.make_step(self.model, self._layers, example)
+            if any(layer.probe_features for layer in self._layers):
+                self._probe_step = heldout.make_step(
+                    self.model, self._layers, example, flag="probe_pass"
+                )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -274,7 +281,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._sync()
         # Free the held-out batches kept on the device with the fit's step.
-        self._heldout_batches = self._heldout_step = None
+        self._heldout_batches = self._heldout_step = self._probe_step = None
         for layer in self._layers:
             round_report.warn_if_incomplete(
                 layer,
@@ -344,7 +351,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             record = layer.record()
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):
-                settled = _settled_scores(layer)
+                probed = self._run_probe(layer)
+                settled = None if probed is not None else _settled_scores(layer)
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done + 1,
@@ -354,13 +362,59 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     log_prefix=prefix[id(layer)],
                     logs=logs,
                     verbose=self.verbose,
+                    probe_scores=None if probed is None else probed[0],
                 )
+                if probed is not None:  # both statistics the rule combined
+                    event["probe_scores"], event["heldout_scores"] = probed
                 if settled is not None:  # the settled score test ranked
                     event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
                 record = layer.record()
                 done = record.rounds_done
                 self._picked[id(layer)] = record.num_picked
+
+    def _run_probe(
+        self, layer: SequentialAttentionEmbedding
+    ) -> tuple[dict[str, float], dict[str, float]] | None:
+        """Before a commit whose settle summed the held-out probe's training
+        side (by count, after the first round), one pass over up to
+        ``PROBE_ROWS`` rows of ``selection_data`` with the candidates' gates
+        at 0 hands the layer the probe's z (:mod:`seqattn_tfrs.core.probe`);
+        returns it with the gate's z of every candidate (also those with no
+        values to hash), or None where the probe does not run. The model's
+        weights, the logits and the metrics are left as they were."""
+        if self.selection_data is None or not layer.probe_summed():
+            return None
+        gate_z = layer.heldout_evidence()
+        if self._probe_step is None:  # traced at its first batch, then reused
+            self._probe_step = heldout.make_step(
+                self.model, self._layers, flag="probe_pass"
+            )
+        mode = int(keras.ops.convert_to_numpy(layer.gate_mode))
+        for each in self._layers:
+            each.reset_probe_pass()
+        layer.gate_mode.assign(SETTLING)
+        rows = 0
+        try:
+            for batch in heldout.one_pass(self.selection_data):
+                self._probe_step(batch)
+                rows += len(keras.tree.flatten(batch[0])[0])
+                if rows >= PROBE_ROWS:
+                    break
+        finally:
+            self._sync()
+            layer.gate_mode.assign(mode)
+        scores = layer.probe_scores()
+        if self.verbose and scores:
+            best = max(scores, key=scores.get)
+            print(
+                f"\nSequentialAttention [{layer.name}]: the held-out probe's "
+                f"largest z is {best!r}'s ({scores[best]:.2f}); combined with "
+                "the gate's z it ranks the candidates, those that help first.",
+                flush=True,
+            )
+        candidates = [n for n in gate_z if n not in layer.selected_features]
+        return scores, {name: gate_z[name] for name in candidates}
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step."""

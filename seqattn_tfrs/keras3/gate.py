@@ -119,6 +119,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         )
         self.num_rounds = self.spec.num_rounds(list(self.feature_costs().values()))
         self.heldout_pass = False  # set while the callback traces a held-out step
+        self.probe_pass = False  # set while it traces the held-out probe's pass
+        # The features whose raw values the probe hashes (seen when called).
+        self.probe_features: tuple[str, ...] = ()
+        self._probe_scores: np.ndarray | None = None  # for the next commit
         # Each feature's embedding width, seen when called (for pruning).
         self.output_widths: dict[str, int] = dict(pruned)
         # Raw inputs and table outputs of eager calls while `recording_inputs`
@@ -175,6 +179,15 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         # the batches in one pass of `selection_data`: rows read twice in a
         # round inflate the z (core.evidence.revisit_factor).
         self.learning_state.append(state("heldout_batches", (), overwrite=True))
+        # The held-out probe (core.probe): the training side's sums per
+        # (feature, hash bucket), and its held-out pass's sum(a), sum(a^2).
+        # A pruned layer never learns: one float, not 256 KiB a feature.
+        sums = 1 if self._pruned_widths else n * probe.PROBE_BUCKETS
+        self.learning_state += [
+            state("probe_sums", (sums,), overwrite=True),
+            state("probe_total", (n,), overwrite=True),
+            state("probe_squares", (n,), overwrite=True),
+        ]
         self.heldout_pass_batches: int | None = None
         self.attention_logits = self.learning_state[0]
         self.selected_mask = state("selected_mask", (n,))
@@ -317,8 +330,50 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         0 without ``selection_data``). On JAX during ``fit``, call
         ``model.jax_state_sync()`` first."""
         self._ensure_built()
-        state = [keras.ops.convert_to_numpy(v) for v in self.learning_state]
+        state = self._learned_state()
         return dict(zip(self._feature_names, map(float, self._heldout_z(state))))
+
+    def _learned_state(self) -> list[np.ndarray]:
+        """``learning_state``'s values but the probe's (host copies)."""
+        return [
+            keras.ops.convert_to_numpy(v)
+            for v in self.learning_state[: learning.LEARNED]
+        ]
+
+    def probe_summed(self) -> bool:
+        """Whether this round's settle summed the held-out probe's training
+        side: a commit by count with held-out evidence asked for it, and a
+        feature has values to hash. On JAX during ``fit``, call
+        ``model.jax_state_sync()`` first."""
+        self._ensure_built()
+        active = int(keras.ops.convert_to_numpy(self.settled_test_active)) == 1
+        return active and bool(self.probe_features) and not self.selection_complete
+
+    def reset_probe_pass(self) -> None:
+        """Zeroes the probe pass's sums (before the callback's pass)."""
+        for variable in self.learning_state[learning.LEARNED + 1 :]:
+            variable.assign(np.zeros(variable.shape, np.float32))
+
+    def probe_scores(self) -> dict[str, float]:
+        """The held-out probe's z of each unselected feature with values to
+        hash, from the last pass (:func:`seqattn_tfrs.core.probe.probe_z`),
+        handed to the next commit (:func:`seqattn_tfrs.core.selection.
+        commit_round`, ``probe_scores``)."""
+        total, squares = (
+            keras.ops.convert_to_numpy(v).astype(np.float64)
+            for v in self.learning_state[learning.LEARNED + 1 :]
+        )
+        z = probe.probe_z(total, squares)
+        selected = set(self.selected_features)
+        scores = {
+            name: float(z[i])
+            for i, name in enumerate(self._feature_names)
+            if name in self.probe_features and name not in selected
+        }
+        self._probe_scores = np.array(
+            [scores.get(name, np.nan) for name in self._feature_names]
+        )
+        return scores
 
     def _heldout_z(self, state: list[np.ndarray]) -> np.ndarray:
         """The held-out z from ``learning_state``'s values, less the inflation
@@ -427,12 +482,17 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 for name in self._feature_names
             }
         values = [embedded[name] for name in self._feature_names]
+        keys = [_row_keys(features[n]) for n in self._feature_names]
+        self.probe_features = tuple(
+            n for n, k in zip(self._feature_names, keys) if k is not None
+        )
         gated = learning.gate_and_learn(
             self,
             values,
             values_to_group=any(
                 _has_values_to_group(features[n]) for n in self.kept_features
             ),
+            keys=keys,
         )
         return dict(zip(self._feature_names, gated))
 
@@ -478,7 +538,8 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             complete.
         """
         record = self.record()
-        state = [keras.ops.convert_to_numpy(v) for v in self.learning_state]
+        state = self._learned_state()
+        probe_scores, self._probe_scores = self._probe_scores, None
         if require_learning and float(state[3]) == 0.0:
             raise RuntimeError(
                 f"{self.name}: no logit update was applied in selection round "
@@ -501,6 +562,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             dependence=self._checked_dependence(),
             heldout_scores=heldout,
             first_scores=first,
+            probe_scores=probe_scores,
         )
         wanted = self.spec.budget_bytes is None and probe.probe_wanted(
             record.selected, heldout, record.complete(self.spec)
@@ -598,3 +660,26 @@ def _has_values_to_group(value: Any) -> bool:
     not floating-point or boolean ones."""
     dtype = keras.backend.standardize_dtype(value.dtype)
     return not (dtype == "bool" or "float" in dtype)
+
+
+def _row_keys(value: Any) -> Any:
+    """Each row's integer id as a hash bucket of the held-out probe, int32
+    ``[B]`` in ``[0, PROBE_BUCKETS)`` (the id modulo the buckets); None for
+    an input the probe does not hash: floating-point, boolean or string
+    values, or several values a row.
+
+    Example:
+      >>> keras.ops.convert_to_numpy(_row_keys(np.array([[3], [65539]]))).tolist()
+      [3, 3]
+      >>> _row_keys(np.array([0.5, 1.5])) is None
+      True
+    """
+    dtype = keras.backend.standardize_dtype(value.dtype)
+    if not dtype.startswith(("int", "uint")):
+        return None
+    shape = tuple(value.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        value = ops.reshape(value, (-1,))
+    elif len(shape) != 1:
+        return None
+    return ops.cast(ops.mod(value, probe.PROBE_BUCKETS), "int32")

@@ -118,9 +118,15 @@ COMPILE_THREAD = "seqattn-heldout-compile"
 
 
 def make_step(
-    model: keras.Model, layers: list[Any], example: Any = None
+    model: keras.Model,
+    layers: list[Any],
+    example: Any = None,
+    flag: str = "heldout_pass",
 ) -> Callable[[Any], None]:
     """A function that runs one held-out logit step of every gate on a batch.
+
+    With ``flag="probe_pass"``, one batch of the held-out probe's pass
+    instead (``learning.gate_and_learn``: the probe's sums alone change).
 
     On JAX, given an ``example`` batch (``selection_data``'s first), the step
     is traced now and compiled in a background thread, so that the compile
@@ -136,12 +142,12 @@ def make_step(
     @contextlib.contextmanager
     def heldout_pass():
         for layer in layers:  # read while tracing: the logits learn regardless
-            layer.heldout_pass = True
+            setattr(layer, flag, True)
         try:
             yield
         finally:
             for layer in layers:
-                layer.heldout_pass = False
+                setattr(layer, flag, False)
 
     backend = keras.backend.backend()
     makers = {

@@ -14,14 +14,18 @@ the old, and the signal's solve is skipped (``ops.cond``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from keras import ops
 
-from seqattn_tfrs.core import logit_rule, signals
+from seqattn_tfrs.core import logit_rule, probe, signals
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
+
+# The learning state's first entries that ``_learn`` updates; the held-out
+# probe's sums, totals and squares follow (``_probe_update``).
+LEARNED = 12
 
 
 def gate_values(layer: Any) -> Any:
@@ -36,7 +40,10 @@ def gate_values(layer: Any) -> Any:
 
 
 def gate_and_learn(
-    layer: Any, values: Sequence[Any], values_to_group: bool = True
+    layer: Any,
+    values: Sequence[Any],
+    values_to_group: bool = True,
+    keys: Sequence[Any | None] | None = None,
 ) -> list[Any]:
     """Multiplies each ``[B, d_i]`` embedding by its gate; learns on backward.
 
@@ -50,6 +57,12 @@ def gate_and_learn(
         settled model's score test, whose z then ranks the later picks that
         help (:func:`seqattn_tfrs.core.selection.commit_round`), as on
         tf-keras.
+      keys: per feature, its rows' hash buckets ``[B]`` (int32, in
+        ``[0, PROBE_BUCKETS)``) or None where it has no values to hash: the
+        held-out probe's rows (:mod:`seqattn_tfrs.core.probe`). Training
+        passes that settle after a commit asking for it sum the probe's
+        training side; the probe's own pass (``layer.probe_pass``) tests
+        held-out rows against those sums.
 
     Returns:
       The gated embeddings, in the same order.
@@ -91,6 +104,7 @@ def gate_and_learn(
             ops.equal(ops.convert_to_tensor(layer.settled_test_active), 1),
         )
         testing = ops.maximum(settling, ops.stop_gradient(ops.cast(asked, "float32")))
+    probe_update = _probe_update(layer, widths, keys or [None] * len(widths), complete)
 
     @ops.custom_gradient
     def gate(x, *state):
@@ -101,23 +115,32 @@ def gate_and_learn(
             if upstream is None:
                 (upstream,) = args
             upstream32 = ops.cast(upstream, "float32")
+            probed = list(state[LEARNED:])
+            if probe_update is not None:
+                probed = probe_update(upstream32, probed)
+            if layer.probe_pass:  # the probe's held-out pass learns nothing else
+                new_state = list(state[:LEARNED]) + probed
+                return (ops.zeros_like(upstream), *new_state)
             columns = upstream32 * ops.cast(x, "float32")
             per_example = ops.matmul(columns, segments)  # [B, N]
-            new_state = _learn(
-                per_example,
-                columns,
-                lambda: upstream32 * signals.centred(ops, ops.cast(x, "float32")),
-                lambda: ops.matmul(ops.square(upstream32), segments),
-                segments,
-                gates,
-                selected,
-                selecting,
-                testing,
-                state,
-                options,
-                nuisance_width,
-                score_test,
-                layer.heldout_pass,
+            new_state = (
+                _learn(
+                    per_example,
+                    columns,
+                    lambda: upstream32 * signals.centred(ops, ops.cast(x, "float32")),
+                    lambda: ops.matmul(ops.square(upstream32), segments),
+                    segments,
+                    gates,
+                    selected,
+                    selecting,
+                    testing,
+                    state,
+                    options,
+                    nuisance_width,
+                    score_test,
+                    layer.heldout_pass,
+                )
+                + probed
             )
             return (upstream * ops.cast(expanded, upstream.dtype), *new_state)
 
@@ -130,6 +153,76 @@ def gate_and_learn(
         ops.cast(part, v.dtype)
         for part, v in zip(ops.split(gated, split, axis=1), values)
     ]
+
+
+def _probe_update(
+    layer: Any, widths: Sequence[int], keys: Sequence, complete: Any
+) -> Callable[[Any, list], list] | None:
+    """The held-out probe's update of its state ``[sums, total, squares]``
+    from a backward pass's upstream gradients ``[B, D]``; None where no
+    feature has values to hash.
+
+    Each keyed feature's upstream gradient is projected on its fixed direction
+    (:func:`seqattn_tfrs.core.probe.probe_directions`), less its batch mean.
+    A training pass that settles after a commit asking for it
+    (``settled_test_active``) adds the projections to the sums at their
+    features' hash buckets (the training side); the probe's held-out pass
+    (``layer.probe_pass``, candidates' gates at 0) adds, per keyed feature,
+    ``sum(a)`` and ``sum(a^2)`` of ``a = p * S[bucket]`` (the per-row
+    gradient, the loss being a batch mean, times the training side's sum);
+    a held-out logit step leaves all three as they were.
+    """
+    keyed = [i for i, k in enumerate(keys) if k is not None]
+    if not keyed:
+        return None
+    count, offsets = len(widths), np.cumsum([0, *widths])
+    block = probe.probe_directions(widths, keyed)  # [sum of keyed widths, K]
+    directions = np.zeros((int(offsets[-1]), len(keyed)), np.float32)
+    start = 0
+    for i in keyed:
+        directions[offsets[i] : offsets[i + 1]] = block[start : start + widths[i]]
+        start += widths[i]
+    to_features = np.zeros((len(keyed), count), np.float32)
+    to_features[np.arange(len(keyed)), keyed] = 1.0
+    directions = ops.convert_to_tensor(directions)
+    to_features = ops.convert_to_tensor(to_features)
+    slots = ops.stack(
+        [ops.cast(keys[i], "int32") + i * probe.PROBE_BUCKETS for i in keyed], axis=1
+    )  # [B, K]
+    settling = ops.equal(ops.convert_to_tensor(layer.gate_mode), SETTLING)
+    asked = ops.equal(ops.convert_to_tensor(layer.settled_test_active), 1)
+    open_round = ops.logical_and(ops.logical_not(complete), settling)
+    wanted = ops.logical_and(open_round, asked)
+    summing = ops.stop_gradient(ops.cast(wanted, "float32"))
+    size = count * probe.PROBE_BUCKETS
+
+    def projections(upstream32):
+        projected = ops.matmul(upstream32, directions)  # [B, K]
+        return projected - ops.mean(projected, axis=0, keepdims=True)
+
+    def update(upstream32, state):
+        sums, total, squares = state
+        if layer.probe_pass:
+            rows = ops.cast(ops.shape(upstream32)[0], "float32")
+            a = projections(upstream32) * rows * ops.take(sums, slots)
+            total = total + ops.matmul(ops.sum(a, axis=0), to_features)
+            squares = squares + ops.matmul(ops.sum(a * a, axis=0), to_features)
+        elif not layer.heldout_pass:
+            sums = ops.cond(
+                summing > 0,
+                lambda: (
+                    sums
+                    + ops.segment_sum(
+                        ops.reshape(projections(upstream32), (-1,)),
+                        ops.reshape(slots, (-1,)),
+                        num_segments=size,
+                    )
+                ),
+                lambda: sums,
+            )
+        return [sums, total, squares]
+
+    return update
 
 
 def _learn(

@@ -39,6 +39,7 @@ from seqattn_tfrs.keras3 import (  # noqa: E402
     export_for_serving,
     prune,
 )
+from seqattn_tfrs.keras3.callback import find_gated_layers  # noqa: E402
 
 
 def batches(features: dict, y: np.ndarray, rows: slice, size: int) -> list:
@@ -258,6 +259,10 @@ def prune_export() -> dict:
         pruned.predict({k: probe[k] for k in kept}, verbose=0)
     )
     np.testing.assert_allclose(small, full, rtol=0, atol=1e-6)
+    # The served gate never learns: no held-out probe sums (256 KiB a feature).
+    (served_gate,) = find_gated_layers(pruned)
+    state_floats = sum(int(np.prod(v.shape)) for v in served_gate.learning_state)
+    assert state_floats < 100, state_floats
     dropped_tables = [
         w.path
         for w in pruned.weights
@@ -914,6 +919,123 @@ def heldout_revisits() -> dict:
         want = raw / np.sqrt(read)
         np.testing.assert_allclose([held[n] for n in names], want, rtol=1e-5)
     return {"read": [r for r, *_ in seen]}
+
+
+def _probe_model(weights: dict) -> tuple[keras.Model, SequentialAttentionEmbedding]:
+    """Two int features of 2-wide tables into one Dense unit without bias,
+    with the given weights: ``a`` selected, the round settling, the probe's
+    training side asked for (as after a commit that wants it)."""
+    from seqattn_tfrs.core.modes import SETTLING
+
+    inputs = {n: keras.Input((), name=n, dtype="int32") for n in ("a", "b")}
+    gate = SequentialAttentionEmbedding(
+        {n: keras.layers.Embedding(5, 2) for n in ("a", "b")}, num_selected=2
+    )
+    gated = gate(inputs)
+    dense = keras.layers.Dense(1, use_bias=False)
+    model = keras.Model(
+        inputs, dense(keras.layers.Concatenate()([gated["a"], gated["b"]]))
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    gate.embeddings["a"].embeddings.assign(weights["a"])
+    gate.embeddings["b"].embeddings.assign(weights["b"])
+    dense.kernel.assign(weights["kernel"])
+    gate.selected_mask.assign(np.array([1.0, 0.0], np.float32))
+    gate.selection_order.assign(np.array([0, -1], np.int32))
+    gate.rounds_done.assign(1)
+    gate.gate_mode.assign(SETTLING)
+    gate.learn_from_fit_batches.assign(0)
+    gate.settled_test_active.assign(1)
+    return model, gate
+
+
+def probe() -> dict:
+    """The held-out probe (core.probe), by hand on a linear model: a
+    settling training step adds each keyed feature's upstream gradient,
+    projected on its fixed direction and less its batch mean, at its hash
+    bucket; the probe's held-out pass adds ``sum(a)`` and ``sum(a^2)`` of
+    ``a = p * rows * S[bucket]`` and changes nothing else. Then, on a
+    generated CTR problem whose weak main effects the gate's z alone missed
+    (the smallest table, a 2-value noise field, was picked third), the
+    probe's z finds them."""
+    from seqattn_tfrs.core import probe as probe_lib
+    from seqattn_tfrs.keras3 import heldout
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "a": rng.normal(size=(5, 2)).astype(np.float32),
+        "b": rng.normal(size=(5, 2)).astype(np.float32),
+        "kernel": rng.normal(size=(4, 1)).astype(np.float32),
+    }
+    x = {"a": np.array([0, 1, 1, 3], np.int32), "b": np.array([2, 2, 4, 0], np.int32)}
+    y = np.array([[1.0], [0.0], [2.0], [-1.0]], np.float32)
+    model, gate = _probe_model(weights)
+    model.train_on_batch(x, y)
+    buckets = probe_lib.PROBE_BUCKETS
+    directions = probe_lib.probe_directions([2, 2], [0, 1])  # [4, 2]
+    r = {"a": directions[:2, 0], "b": directions[2:, 1]}
+    w = {"a": weights["kernel"][:2, 0], "b": weights["kernel"][2:, 0]}
+    y_pred = weights["a"][x["a"]] @ w["a"]  # b's gate is 0 while settling
+    upstream = 2.0 * (y_pred - y[:, 0]) / len(y)  # d mean-squared error
+    sums = keras.ops.convert_to_numpy(gate.learning_state[12]).reshape(2, buckets)
+    expected = np.zeros((2, buckets))
+    for f, name in enumerate(("a", "b")):
+        p = upstream * (w[name] @ r[name])
+        np.add.at(expected[f], x[name], p - p.mean())
+    np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-7)
+    assert np.count_nonzero(expected) == 6, expected  # a: 3 ids, b: 3 ids
+
+    held_x = {"a": np.array([1, 2, 3], np.int32), "b": np.array([2, 4, 4], np.int32)}
+    held_y = np.array([[0.5], [1.0], [0.0]], np.float32)
+    before = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    gate.reset_probe_pass()
+    heldout.make_step(model, [gate], flag="probe_pass")((held_x, held_y))
+    total, squares = (keras.ops.convert_to_numpy(v) for v in gate.learning_state[13:])
+    y_held = weights["a"][held_x["a"]] @ w["a"]
+    upstream = 2.0 * (y_held - held_y[:, 0]) / len(held_y)
+    for f, name in enumerate(("a", "b")):
+        p = upstream * (w[name] @ r[name]) * len(held_y)
+        a = (p - p.mean()) * expected[f][held_x[name]]
+        np.testing.assert_allclose(
+            [total[f], squares[f]], [a.sum(), (a * a).sum()], rtol=1e-4, atol=1e-9
+        )
+    assert squares[1] > 0, squares
+    after = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    changed = [
+        v.path
+        for v, old, new in zip(model.variables, before, after)
+        if not np.array_equal(old, new)
+    ]
+    assert sorted(changed) == sorted(v.path for v in gate.learning_state[13:]), changed
+    assert set(gate.probe_scores()) == {"b"}, gate.probe_scores()
+
+    import generator
+
+    problem = generator.generate_problem(29, "ctr")
+    features = {n: problem.features[n].astype(np.int32) for n in problem.names}
+    split, k = problem.train_rows, problem.answer["k"]
+    keras.utils.set_random_seed(0)
+    model, gate = ctr_model(features, num_selected=k)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    callback = SequentialAttentionCallback(
+        finetune_epochs=0,
+        selection_data=batches(features, problem.labels, slice(split, None), 128),
+        verbose=0,
+    )
+    model.fit(
+        {n: v[:split] for n, v in features.items()},
+        problem.labels[:split],
+        batch_size=128,
+        epochs=callback.schedule_length(gate.num_rounds),
+        callbacks=[callback],
+        verbose=0,
+    )
+    order = list(gate.selected_features)
+    scored = generator.score_picks(problem.answer, order)
+    assert scored["all_groups"] and scored["noise_picks"] == 0, (order, scored)
+    probed = [e["round"] for e in callback.events if "probe_scores" in e]
+    assert probed == list(range(2, k + 1)), callback.events
+    return {"order": order, "probe_rounds": probed}
 
 
 def doctests() -> dict:

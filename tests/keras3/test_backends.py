@@ -37,6 +37,7 @@ SCENARIOS = [
     "heldout_ahead",
     "heldout_device",
     "heldout_revisits",
+    "probe",
     "doctests",
 ]
 BACKENDS = ["jax", "tensorflow"]
