@@ -521,16 +521,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         if scores is None:
             return None
         layer.set_probe_scores(scores)
-        if self.verbose:
-            best = max(scores, key=scores.get)
-            print(
-                f"\nSequentialAttention [{layer.name}]: the held-out probe's "
-                f"largest z is {best!r}'s ({scores[best]:.2f}); combined with "
-                "the gate's z it ranks the candidates, those that help first.",
-                flush=True,
-            )
-        candidates = [n for n in evidence if n not in layer.selected_features]
-        return scores, {name: evidence[name] for name in candidates}
+        return round_report.probe_report(layer, scores, evidence, self.verbose)
 
     def _run_pair_test(
         self, layer: SequentialAttentionEmbedding

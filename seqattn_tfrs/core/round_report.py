@@ -129,6 +129,34 @@ def commit_and_report(
     return event
 
 
+def probe_report(
+    layer: CommittingLayer,
+    probe_scores: Mapping[str, float],
+    gate_scores: Mapping[str, float],
+    verbose: int,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Before a commit that the held-out probe informs, its z and the gate's
+    z of every candidate, for the event; with ``verbose``, one line naming the
+    probe's largest z.
+
+    Example:
+      >>> class Layer:  # a stand-in for a gate layer
+      ...     name, selected_features = "gate", ("a",)
+      >>> probe_report(Layer(), {"b": 2.5}, {"a": 9.0, "b": 1.0, "c": 0.2}, 0)
+      ({'b': 2.5}, {'b': 1.0, 'c': 0.2})
+    """
+    if verbose and probe_scores:
+        best = max(probe_scores, key=probe_scores.get)
+        print(
+            f"\nSequentialAttention [{layer.name}]: the held-out probe's "
+            f"largest z is {best!r}'s ({probe_scores[best]:.2f}); combined with "
+            "the gate's z it ranks the candidates, those that help first.",
+            flush=True,
+        )
+    candidates = [n for n in gate_scores if n not in layer.selected_features]
+    return dict(probe_scores), {name: gate_scores[name] for name in candidates}
+
+
 def settled_scores(
     layer: CommittingLayer,
 ) -> tuple[dict[str, float], dict[str, float]] | None:

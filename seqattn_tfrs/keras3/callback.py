@@ -381,7 +381,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         ``PROBE_ROWS`` rows of ``selection_data`` with the candidates' gates
         at 0 hands the layer the probe's z (:mod:`seqattn_tfrs.core.probe`);
         returns it with the gate's z of every candidate (also those with no
-        values to hash), or None where the probe does not run. The model's
+        values to hash), or None where the probe does not run (also where no
+        candidate has values to hash). The model's
         weights, the logits and the metrics are left as they were."""
         if self.selection_data is None or not layer.probe_summed():
             return None
@@ -405,16 +406,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             self._sync()
             layer.gate_mode.assign(mode)
         scores = layer.probe_scores()
-        if self.verbose and scores:
-            best = max(scores, key=scores.get)
-            print(
-                f"\nSequentialAttention [{layer.name}]: the held-out probe's "
-                f"largest z is {best!r}'s ({scores[best]:.2f}); combined with "
-                "the gate's z it ranks the candidates, those that help first.",
-                flush=True,
-            )
-        candidates = [n for n in gate_z if n not in layer.selected_features]
-        return scores, {name: gate_z[name] for name in candidates}
+        if not scores:  # no candidate left with values to hash
+            return None
+        return round_report.probe_report(layer, scores, gate_z, self.verbose)
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step."""
