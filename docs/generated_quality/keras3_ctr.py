@@ -1,0 +1,102 @@
+"""The Keras 3 front-end at its defaults on generated CTR problems.
+
+As ``benchmarks/generated_quality.py --kind ctr --sources heldout`` does for
+tf-keras (``planted.ctr_model``): a 4-wide ``keras.layers.Embedding`` per
+field, gated, concatenated into a 32-unit ReLU layer and a sigmoid unit, Adam
+0.01, binary cross-entropy, batch 128, ``selection_data`` = the problem's
+held-out rows (a list of ``(x, y)`` batches, so no TensorFlow is needed),
+``finetune_epochs=0``; k = the problem's signal budget. Appends one JSON line
+per run (``generator.score_picks``). Keras 3 keeps state between fits, so
+each (problem, seed) runs in a process of its own::
+
+  for p in $(seq 0 29); do for s in 0 1 2; do
+    KERAS_BACKEND=jax python docs/generated_quality/keras3_ctr.py \\
+        . $p:$((p+1)) $s out.jsonl
+  done; done
+
+Arguments: the checkout to measure, problems ``start:stop``, seeds, output.
+``K3_VERBOSE=1`` prints the callback's lines (each commit, the probe's z).
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/benchmarks"]
+from generator import generate_problem, score_picks  # noqa: E402
+
+from seqattn_tfrs.keras3 import (  # noqa: E402
+    SequentialAttentionCallback,
+    SequentialAttentionEmbedding,
+)
+
+BATCH = 128
+VERBOSE = int(os.environ.get("K3_VERBOSE", "0"))  # 1: the callback's lines
+
+
+def main() -> None:
+    start, stop = (int(v) for v in sys.argv[2].split(":"))
+    seeds = [int(s) for s in sys.argv[3].split(",")]
+    with open(sys.argv[4], "a") as out:
+        for p in range(start, stop):
+            problem = generate_problem(p, "ctr")
+            names, k = problem.names, problem.answer["k"]
+            split = problem.train_rows
+            features = {n: np.asarray(problem.features[n], np.int32) for n in names}
+            y = np.asarray(problem.labels, np.float32)
+            held = [
+                (
+                    {n: v[i : i + BATCH] for n, v in features.items()},
+                    y[i : i + BATCH],
+                )
+                for i in range(split, len(y), BATCH)
+            ]
+            for seed in seeds:
+                keras.utils.set_random_seed(seed)
+                inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
+                gate = SequentialAttentionEmbedding(
+                    {
+                        n: keras.layers.Embedding(int(features[n].max()) + 1, 4)
+                        for n in names
+                    },
+                    num_selected=k,
+                )
+                gated = gate(inputs)
+                joined = keras.layers.Concatenate()([gated[n] for n in names])
+                hidden = keras.layers.Dense(32, activation="relu")(joined)
+                out_unit = keras.layers.Dense(1, activation="sigmoid")(hidden)
+                model = keras.Model(inputs, out_unit)
+                model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+                callback = SequentialAttentionCallback(
+                    finetune_epochs=0, selection_data=held, verbose=VERBOSE
+                )
+                begin = time.perf_counter()
+                model.fit(
+                    {n: v[:split] for n, v in features.items()},
+                    y[:split],
+                    batch_size=BATCH,
+                    epochs=callback.schedule_length(gate.num_rounds),
+                    callbacks=[callback],
+                    verbose=0,
+                )
+                order = list(gate.selected_features)
+                record = {
+                    "problem": p,
+                    "seed": seed,
+                    "order": order,
+                    **score_picks(problem.answer, order),
+                    "seconds": round(time.perf_counter() - begin, 1),
+                }
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+
+
+if __name__ == "__main__":
+    main()
