@@ -6,14 +6,16 @@ from typing import Any
 
 import keras
 
-from seqattn_tfrs.core import evidence as evidence_lib
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import round_report
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
 from seqattn_tfrs.core.schedule import SelectionSchedule
-from seqattn_tfrs.keras3 import dependence_check, heldout, heldout_probe
+from seqattn_tfrs.keras3 import dependence_check, heldout
 from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
+
+# Held-out rows of one probe pass at most (as the tf-keras callback's).
+PROBE_ROWS = 50_000
 
 
 def find_gated_layers(model: keras.Model) -> list[SequentialAttentionEmbedding]:
@@ -128,7 +130,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._modes: dict[int, int] = {}
         self._heldout_batches = None
         self._heldout_step = None
-        self._probe: heldout_probe.HeldoutProbe | None = None
+        self._probe_step = None
         self._steps_done = 0
         self._epoch = 0
         self._steps_per_epoch: int | None = None
@@ -227,7 +229,10 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             example = next(heldout.one_pass(self.selection_data), None)
             example = example if on_jax else None
             self._heldout_step = heldout.make_step(self.model, self._layers, example)
-            self._probe = heldout_probe.HeldoutProbe(self.model, self._layers, example)
+            if any(layer.probe_features for layer in self._layers):
+                self._probe_step = heldout.make_step(
+                    self.model, self._layers, example, flag="probe_pass"
+                )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -276,7 +281,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._sync()
         # Free the held-out batches kept on the device with the fit's step.
-        self._heldout_batches = self._heldout_step = self._probe = None
+        self._heldout_batches = self._heldout_step = self._probe_step = None
         for layer in self._layers:
             round_report.warn_if_incomplete(
                 layer,
@@ -347,7 +352,6 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):
                 probed = self._run_probe(layer)
-                paired = self._run_pair_test(layer) if probed is not None else None
                 settled = None if probed is not None else _settled_scores(layer)
                 event = round_report.commit_and_report(
                     layer,
@@ -359,14 +363,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     logs=logs,
                     verbose=self.verbose,
                     probe_scores=None if probed is None else probed[0],
-                    pair_found=paired is not None and evidence_lib.pair_found(paired),
                 )
                 if probed is not None:  # both statistics the rule combined
                     event["probe_scores"], event["heldout_scores"] = probed
-                if paired is not None:  # pairs the commit read
-                    event["pair_scores"] = {
-                        f"{a} & {b}": z for (a, b), z in paired.items()
-                    }
                 if settled is not None:  # the settled score test ranked
                     event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
@@ -378,32 +377,38 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self, layer: SequentialAttentionEmbedding
     ) -> tuple[dict[str, float], dict[str, float]] | None:
         """Before a commit whose settle summed the held-out probe's training
-        side (by count, after the first round), hands the layer the probe's z
-        (:mod:`seqattn_tfrs.keras3.heldout_probe`) and returns it with the
-        gate's z of every candidate (also those with no values to hash);
-        None where the probe does not run or no candidate has values to
-        hash."""
-        if self._probe is None or not layer.probe_summed():
+        side (by count, after the first round), one pass over up to
+        ``PROBE_ROWS`` rows of ``selection_data`` with the candidates' gates
+        at 0 hands the layer the probe's z (:mod:`seqattn_tfrs.core.probe`);
+        returns it with the gate's z of every candidate (also those with no
+        values to hash), or None where the probe does not run (also where no
+        candidate has values to hash). The model's
+        weights, the logits and the metrics are left as they were."""
+        if self.selection_data is None or not layer.probe_summed():
             return None
         gate_z = layer.heldout_evidence()
-        scores = self._probe.scores(layer, self.selection_data)
-        if not scores:
+        if self._probe_step is None:  # traced at its first batch, then reused
+            self._probe_step = heldout.make_step(
+                self.model, self._layers, flag="probe_pass"
+            )
+        mode = int(keras.ops.convert_to_numpy(layer.gate_mode))
+        for each in self._layers:
+            each.reset_probe_pass()
+        layer.gate_mode.assign(SETTLING)
+        rows = 0
+        try:
+            for batch in heldout.one_pass(self.selection_data):
+                self._probe_step(batch)
+                rows += len(keras.tree.flatten(batch[0])[0])
+                if rows >= PROBE_ROWS:
+                    break
+        finally:
+            self._sync()
+            layer.gate_mode.assign(mode)
+        scores = layer.probe_scores()
+        if not scores:  # no candidate left with values to hash
             return None
         return round_report.probe_report(layer, scores, gate_z, self.verbose)
-
-    def _run_pair_test(
-        self, layer: SequentialAttentionEmbedding
-    ) -> dict[tuple[str, str], float] | None:
-        """After the probe's pass, before a commit by count in which no
-        candidate helps alone or one looks like an interaction's member,
-        hands the layer the held-out pair test's z of the pairs it asks for
-        (:mod:`seqattn_tfrs.core.pairs`) and returns them; None where the
-        commit reads none."""
-        candidate_pairs = layer.pairs_to_test()
-        if not candidate_pairs:
-            return None
-        scores = self._probe.pair_scores(layer, self.selection_data, candidate_pairs)
-        return round_report.pair_report(layer, scores, self.verbose)
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step."""
