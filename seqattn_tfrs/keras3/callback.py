@@ -226,8 +226,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             )
             # JAX compiles the steps ahead for the first batch's shapes: the
             # held-out step, and the probe's pass where a layer hashes values.
-            example = next(heldout.one_pass(self.selection_data), None)
-            example = example if on_jax else None
+            example = (
+                next(heldout.one_pass(self.selection_data), None) if on_jax else None
+            )
             self._heldout_step = heldout.make_step(self.model, self._layers, example)
             if any(layer.probe_features for layer in self._layers):
                 self._probe_step = heldout.make_step(
