@@ -18,10 +18,8 @@ Arguments: the checkout to measure, problems ``start:stop``, seeds, output.
 ``K3_VERBOSE=1`` prints the callback's lines (each commit, the probe's z).
 """
 
-import json
 import os
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.pop("TF_USE_LEGACY_KERAS", None)
@@ -30,12 +28,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/benchmarks"]
-from generator import generate_problem, score_picks  # noqa: E402
+from generator import generate_problem  # noqa: E402
+from keras3_runs import fit_and_record  # noqa: E402
 
-from seqattn_tfrs.keras3 import (  # noqa: E402
-    SequentialAttentionCallback,
-    SequentialAttentionEmbedding,
-)
+from seqattn_tfrs.keras3 import SequentialAttentionEmbedding  # noqa: E402
 
 BATCH = 128
 VERBOSE = int(os.environ.get("K3_VERBOSE", "0"))  # 1: the callback's lines
@@ -74,28 +70,9 @@ def main() -> None:
                 out_unit = keras.layers.Dense(1, activation="sigmoid")(hidden)
                 model = keras.Model(inputs, out_unit)
                 model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
-                callback = SequentialAttentionCallback(
-                    finetune_epochs=0, selection_data=held, verbose=VERBOSE
+                fit_and_record(
+                    model, gate, problem, features, y, held, seed, out, BATCH, VERBOSE
                 )
-                begin = time.perf_counter()
-                model.fit(
-                    {n: v[:split] for n, v in features.items()},
-                    y[:split],
-                    batch_size=BATCH,
-                    epochs=callback.schedule_length(gate.num_rounds),
-                    callbacks=[callback],
-                    verbose=0,
-                )
-                order = list(gate.selected_features)
-                record = {
-                    "problem": p,
-                    "seed": seed,
-                    "order": order,
-                    **score_picks(problem.answer, order),
-                    "seconds": round(time.perf_counter() - begin, 1),
-                }
-                out.write(json.dumps(record) + "\n")
-                out.flush()
 
 
 if __name__ == "__main__":

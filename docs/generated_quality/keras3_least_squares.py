@@ -17,10 +17,8 @@ own::
 Arguments: the checkout to measure, problems ``start:stop``, seeds, output.
 """
 
-import json
 import os
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.pop("TF_USE_LEGACY_KERAS", None)
@@ -29,12 +27,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/benchmarks"]
-from generator import generate_problem, score_picks  # noqa: E402
+from generator import generate_problem  # noqa: E402
+from keras3_runs import fit_and_record  # noqa: E402
 
-from seqattn_tfrs.keras3 import (  # noqa: E402
-    SequentialAttentionCallback,
-    SequentialAttentionEmbedding,
-)
+from seqattn_tfrs.keras3 import SequentialAttentionEmbedding  # noqa: E402
 
 
 def main() -> None:
@@ -65,28 +61,7 @@ def main() -> None:
                 held = tf.data.Dataset.from_tensor_slices(
                     ({n: v[split:] for n, v in features.items()}, y[split:])
                 ).batch(128)
-                callback = SequentialAttentionCallback(
-                    finetune_epochs=0, selection_data=held, verbose=0
-                )
-                begin = time.perf_counter()
-                model.fit(
-                    {n: v[:split] for n, v in features.items()},
-                    y[:split],
-                    batch_size=128,
-                    epochs=callback.schedule_length(gate.num_rounds),
-                    callbacks=[callback],
-                    verbose=0,
-                )
-                order = list(gate.selected_features)
-                record = {
-                    "problem": p,
-                    "seed": seed,
-                    "order": order,
-                    **score_picks(problem.answer, order),
-                    "seconds": round(time.perf_counter() - begin, 1),
-                }
-                out.write(json.dumps(record) + "\n")
-                out.flush()
+                fit_and_record(model, gate, problem, features, y, held, seed, out, 128)
 
 
 if __name__ == "__main__":
