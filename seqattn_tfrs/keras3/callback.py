@@ -137,6 +137,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._settle_units: dict[int, int] = {}
         self._pending_logs: dict[str, float] = {}
         self._picked: dict[int, int] = {}
+        # Per layer, the rounds done when its probe pass ran at a settle's end.
+        self._probed: dict[int, int] = {}
 
     # ------------------------------------------------------------- schedule
     def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
@@ -378,24 +380,43 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self, layer: SequentialAttentionEmbedding
     ) -> tuple[dict[str, float], dict[str, float]] | None:
         """Before a commit whose settle summed the held-out probe's training
-        side (by count, after the first round), one pass over up to
-        ``PROBE_ROWS`` rows of ``selection_data`` with the candidates' gates
-        at 0 hands the layer the probe's z (:mod:`seqattn_tfrs.core.probe`);
-        returns it with the gate's z of every candidate (also those with no
-        values to hash), or None where the probe does not run (also where no
-        candidate has values to hash). The model's
-        weights, the logits and the metrics are left as they were."""
+        side (by count, after the first round), hands the layer the probe's z
+        (:mod:`seqattn_tfrs.core.probe`) from the pass at the settle's end
+        (:meth:`_probe_pass`; run now where the round had none, as when the
+        settle is the whole round or the fit restarted after it); returns it
+        with the gate's z of every candidate (also those with no values to
+        hash), or None where the probe does not run (also where no candidate
+        has values to hash)."""
         if self.selection_data is None or not layer.probe_summed():
             return None
         gate_z = layer.heldout_evidence()
+        if self._probed.pop(id(layer), None) != layer.record().rounds_done:
+            self._probe_pass([layer])
+        scores = layer.probe_scores()
+        if not scores:  # no candidate left with values to hash
+            return None
+        return round_report.probe_report(layer, scores, gate_z, self.verbose)
+
+    def _probe_pass(self, layers: list[SequentialAttentionEmbedding]) -> None:
+        """One pass over up to ``PROBE_ROWS`` rows of ``selection_data`` with
+        ``layers``' candidates' gates at 0: the held-out side of their probes,
+        whose sums ``probe_scores()`` reads; other layers' sums are kept.
+
+        Run as the settle that summed the training side ends, before the
+        round's selecting part trains the candidates' columns: the training
+        side's sums are steps along the gradients of the model as it
+        settled, and after the selecting part the model can map them the
+        other way (docs/keras3.md, "The probe at the settle's end"). The
+        model's weights, the logits and the metrics are left as they were."""
         if self._probe_step is None:  # traced at its first batch, then reused
             self._probe_step = heldout.make_step(
                 self.model, self._layers, flag="probe_pass"
             )
-        mode = int(keras.ops.convert_to_numpy(layer.gate_mode))
-        for each in self._layers:
-            each.reset_probe_pass()
-        layer.gate_mode.assign(SETTLING)
+        kept = {id(g): g.probe_pass_sums() for g in self._layers if g not in layers}
+        modes = [int(keras.ops.convert_to_numpy(g.gate_mode)) for g in layers]
+        for layer in layers:
+            layer.reset_probe_pass()
+            layer.gate_mode.assign(SETTLING)
         rows = 0
         try:
             for batch in heldout.one_pass(self.selection_data):
@@ -405,14 +426,17 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     break
         finally:
             self._sync()
-            layer.gate_mode.assign(mode)
-        scores = layer.probe_scores()
-        if not scores:  # no candidate left with values to hash
-            return None
-        return round_report.probe_report(layer, scores, gate_z, self.verbose)
+            for layer, mode in zip(layers, modes):
+                layer.gate_mode.assign(mode)
+            for layer in self._layers:
+                if id(layer) in kept:
+                    layer.reset_probe_pass(kept[id(layer)])
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
-        """Sets each layer's gate mode for the next training step."""
+        """Sets each layer's gate mode for the next training step; where a
+        settle that summed the probe's training side ends, runs the probe's
+        held-out pass first (:meth:`_probe_pass`)."""
+        changed = {}
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
             into_round = schedule.units_into_round(units)
@@ -438,9 +462,25 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 layer.reset_evidence()
             self._early_settle[id(layer)] = early
             if self._modes.get(id(layer)) != mode:
-                self._sync()
-                layer.gate_mode.assign(mode)
-                self._modes[id(layer)] = mode
+                changed[id(layer)] = (layer, mode)
+        if not changed:
+            return
+        self._sync()
+        settled = [
+            layer
+            for layer, mode in changed.values()
+            if self._modes.get(id(layer)) == SETTLING
+            and mode == SELECTING
+            and self.selection_data is not None
+            and layer.probe_summed()
+        ]
+        if settled:
+            self._probe_pass(settled)
+            for layer in settled:
+                self._probed[id(layer)] = layer.record().rounds_done
+        for layer, mode in changed.values():
+            layer.gate_mode.assign(mode)
+            self._modes[id(layer)] = mode
 
 
 def _settled_scores(

@@ -349,10 +349,20 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         active = int(keras.ops.convert_to_numpy(self.settled_test_active)) == 1
         return active and bool(self.probe_features) and not self.selection_complete
 
-    def reset_probe_pass(self) -> None:
-        """Zeroes the probe pass's sums (before the callback's pass)."""
-        for variable in self.learning_state[learning.LEARNED + 1 :]:
-            variable.assign(np.zeros(variable.shape, np.float32))
+    def probe_pass_sums(self) -> list[np.ndarray]:
+        """Host copies of the probe pass's sums (``sum(a)``, ``sum(a^2)``)."""
+        return [
+            keras.ops.convert_to_numpy(v)
+            for v in self.learning_state[learning.LEARNED + 1 :]
+        ]
+
+    def reset_probe_pass(self, sums: list[np.ndarray] | None = None) -> None:
+        """Sets the probe pass's sums to ``sums`` (from ``probe_pass_sums``),
+        or zeroes them (before the callback's pass)."""
+        for i, variable in enumerate(self.learning_state[learning.LEARNED + 1 :]):
+            variable.assign(
+                np.zeros(variable.shape, np.float32) if sums is None else sums[i]
+            )
 
     def probe_scores(self) -> dict[str, float]:
         """The held-out probe's z of each unselected feature with values to

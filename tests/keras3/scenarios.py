@@ -1022,12 +1022,28 @@ def probe() -> dict:
         selection_data=batches(features, problem.labels, slice(split, None), 128),
         verbose=0,
     )
+    passes = {}  # rounds done -> (step, the pass's sums) when they appeared
+
+    class WatchPass(keras.callbacks.Callback):
+        """Runs after the selection callback: the pass's sums as each step ends."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if hasattr(model, "jax_state_sync"):
+                model.jax_state_sync()
+            sums = gate.probe_pass_sums()
+            done = int(keras.ops.convert_to_numpy(gate.rounds_done))
+            step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+            if np.any(sums[1] > 0):
+                seen = passes.setdefault(done, (step, sums))
+                np.testing.assert_array_equal(seen[1], sums)  # kept to the commit
+
+    steps = -(-split // 128)
     model.fit(
         {n: v[:split] for n, v in features.items()},
         problem.labels[:split],
         batch_size=128,
         epochs=callback.schedule_length(gate.num_rounds),
-        callbacks=[callback],
+        callbacks=[callback, WatchPass()],
         verbose=0,
     )
     order = list(gate.selected_features)
@@ -1035,6 +1051,19 @@ def probe() -> dict:
     assert scored["all_groups"] and scored["noise_picks"] == 0, (order, scored)
     probed = [e["round"] for e in callback.events if "probe_scores" in e]
     assert probed == list(range(2, k + 1)), callback.events
+    # Each round's pass ran as its settle ended, before the selecting part
+    # (not at the commit), and the commit ranked by that pass's z.
+    round_steps = callback.epochs_per_selection * steps
+    settle = int(callback.settle_fraction * round_steps)
+    assert sorted(passes) == list(range(1, k)), sorted(passes)
+    for event in callback.events[1:]:
+        done = event["round"] - 1
+        step, (total, squares) = passes[done]
+        want = (callback.warmup_epochs + done * callback.epochs_per_selection) * steps
+        assert step == want + settle, (event["round"], step, want + settle)
+        z = probe_lib.probe_z(total, squares)
+        for name, score in event["probe_scores"].items():
+            np.testing.assert_allclose(score, z[gate.feature_names.index(name)])
     return {"order": order, "probe_rounds": probed}
 
 
