@@ -536,14 +536,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             return None
         scores = self._probes[id(layer)].pair_scores(pairs)
         layer.set_pair_scores(scores)
-        if self.verbose and scores:
-            best = max(scores, key=scores.get)
-            print(
-                f"\nSequentialAttention [{layer.name}]: the held-out pair test's "
-                f"largest z is {best[0]} & {best[1]}'s ({scores[best]:.2f}).",
-                flush=True,
-            )
-        return scores
+        return round_report.pair_report(layer, scores, self.verbose)
 
     @staticmethod
     def _settled_scores(

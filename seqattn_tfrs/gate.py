@@ -23,7 +23,7 @@ from seqattn_tfrs import (
     logit_learning,
     tf_ops,
 )
-from seqattn_tfrs.core import evidence, modes, selection
+from seqattn_tfrs.core import evidence, modes, probe, selection
 from seqattn_tfrs.core.modes import DENSE, SELECTING, SETTLING
 from seqattn_tfrs.core.options import ATTENTION_SIGNALS, AttentionOptions
 from seqattn_tfrs.probe_capture import ProbeCapture
@@ -484,14 +484,8 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
     def set_probe_scores(self, scores: Mapping[str, float]) -> None:
         """Stores the held-out probe's z per feature for the next commit
         (NaN for a feature it has none of)."""
-        unknown = sorted(set(scores) - set(self._feature_names))
-        if unknown:
-            raise ValueError(
-                f"{self.name}: `scores` names unknown features {unknown}; expected "
-                f"some of {list(self._feature_names)}."
-            )
         self._state().set_probe_scores(
-            np.array([scores.get(name, np.nan) for name in self._feature_names])
+            probe.score_vector(self.name, self._feature_names, scores)
         )
 
     def set_heldout_pass_batches(self, batches: int | None) -> None:

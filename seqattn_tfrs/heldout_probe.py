@@ -140,14 +140,7 @@ class HeldoutProbe:
                 "rows; expected a `scores` pass before it, got none."
             )
         keyed, keys, projected = self._rows
-        tested = [(a, b) for a, b in candidate_pairs if a in keyed and b in keyed]
-        names = sorted({n for pair in tested for n in pair}, key=keyed.index)
-        columns = [keyed.index(n) for n in names]
-        wanted = np.zeros((len(names), len(names)), bool)
-        for a, b in tested:
-            wanted[names.index(a), names.index(b)] = True
-        z = pairs.pair_z(keys[:, columns], projected[:, columns], wanted)
-        return {(a, b): float(z[names.index(a), names.index(b)]) for a, b in tested}
+        return pairs.named_pair_scores(keyed, keys, projected, candidate_pairs)
 
     def _batch_sums(self, batch):
         """Per feature with raw values to hash, ``sum(a)`` and ``sum(a^2)``

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs.core import evidence, logit_rule, modes, probe, selection, signals
+from seqattn_tfrs.core import pairs as pairs_lib
 from seqattn_tfrs.core.options import AttentionOptions
 from seqattn_tfrs.tf_ops import TF
 
@@ -273,18 +274,9 @@ class SelectionState:
         features (NaN for a pair left out). Not a variable: the callback
         computes it from the held-out pass right before the commit that
         reads it, which then drops it."""
-        index = {name: i for i, name in enumerate(self.spec.feature_names)}
-        unknown = sorted({n for pair in scores for n in pair} - set(index))
-        if unknown:
-            raise ValueError(
-                f"{self.spec.layer_name}: `scores` names unknown features "
-                f"{unknown}; expected pairs of {list(index)}."
-            )
-        matrix = np.full([len(index)] * 2, np.nan)
-        for (first, second), z in scores.items():
-            matrix[index[first], index[second]] = z
-            matrix[index[second], index[first]] = z
-        self._pair_scores = matrix
+        self._pair_scores = pairs_lib.pair_matrix(
+            self.spec.layer_name, self.spec.feature_names, scores
+        )
 
     def _set_probe(self, active: bool) -> None:
         """Starts (zeroed) or stops the probe's sums for the next settle."""

@@ -31,7 +31,7 @@ memorised training residual enters.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -117,3 +117,62 @@ def pair_picks(
     if best < threshold(len(pairs)):
         return None
     return [i, j] if combined[i] >= combined[j] else [j, i]
+
+
+def pair_matrix(
+    layer_name: str,
+    feature_names: Sequence[str],
+    scores: Mapping[tuple[str, str], float],
+) -> np.ndarray:
+    """The pair test's z per pair of named features as the ``[N, N]``
+    symmetric matrix a commit reads (NaN for a pair left out).
+
+    Example:
+      >>> pair_matrix("gate", ["a", "b", "c"], {("a", "c"): 4.0})[2, 0]
+      np.float64(4.0)
+
+    Raises:
+      ValueError: ``scores`` names a feature not in ``feature_names``.
+    """
+    index = {name: i for i, name in enumerate(feature_names)}
+    unknown = sorted({n for pair in scores for n in pair} - set(index))
+    if unknown:
+        raise ValueError(
+            f"{layer_name}: `scores` names unknown features {unknown}; expected "
+            f"pairs of {list(index)}."
+        )
+    matrix = np.full([len(index)] * 2, np.nan)
+    for (first, second), z in scores.items():
+        matrix[index[first], index[second]] = z
+        matrix[index[second], index[first]] = z
+    return matrix
+
+
+def named_pair_scores(
+    keyed: Sequence[str],
+    keys: np.ndarray,
+    projected: np.ndarray,
+    candidate_pairs: Sequence[tuple[str, str]],
+) -> dict[tuple[str, str], float]:
+    """:func:`pair_z` of each of ``candidate_pairs`` whose features both are
+    among ``keyed`` (the columns of the held-out rows' ``[R, K]`` bucket
+    ``keys`` and ``projected`` gradients), by name; other pairs left out.
+
+    Example (``c`` has no rows: its pair is left out):
+      >>> rng = np.random.default_rng(0)
+      >>> keys = rng.integers(0, 2, (4000, 2))
+      >>> sign = np.where(keys[:, 0] == keys[:, 1], 1.0, -1.0)
+      >>> projected = np.tile(sign + rng.normal(0, 2, 4000), (2, 1)).T
+      >>> z = named_pair_scores(["a", "b"], keys, projected, [("a", "b"), ("a", "c")])
+      >>> list(z), bool(z[("a", "b")] > 10)
+      ([('a', 'b')], True)
+    """
+    keyed = list(keyed)
+    tested = [(a, b) for a, b in candidate_pairs if a in keyed and b in keyed]
+    names = sorted({n for pair in tested for n in pair}, key=keyed.index)
+    columns = [keyed.index(n) for n in names]
+    wanted = np.zeros((len(names), len(names)), bool)
+    for a, b in tested:
+        wanted[names.index(a), names.index(b)] = True
+    z = pair_z(keys[:, columns], projected[:, columns], wanted)
+    return {(a, b): float(z[names.index(a), names.index(b)]) for a, b in tested}

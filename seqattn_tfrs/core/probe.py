@@ -40,7 +40,7 @@ sums have no such grouping to read (not attempted).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -84,6 +84,28 @@ def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarr
         matrix[start : start + width, column] = rng.standard_normal(width)
         start += width
     return matrix
+
+
+def score_vector(
+    layer_name: str, feature_names: Sequence[str], scores: Mapping[str, float]
+) -> np.ndarray:
+    """The probe's z per named feature as the ``[N]`` array a commit reads
+    (NaN for a feature left out).
+
+    Example:
+      >>> score_vector("gate", ["a", "b"], {"b": 2.5}).tolist()
+      [nan, 2.5]
+
+    Raises:
+      ValueError: ``scores`` names a feature not in ``feature_names``.
+    """
+    unknown = sorted(set(scores) - set(feature_names))
+    if unknown:
+        raise ValueError(
+            f"{layer_name}: `scores` names unknown features {unknown}; expected "
+            f"some of {list(feature_names)}."
+        )
+    return np.array([scores.get(name, np.nan) for name in feature_names])
 
 
 def probe_wanted(

@@ -157,6 +157,31 @@ def probe_report(
     return dict(probe_scores), {name: gate_scores[name] for name in candidates}
 
 
+def pair_report(
+    layer: CommittingLayer, pair_scores: Mapping[tuple[str, str], float], verbose: int
+) -> dict[tuple[str, str], float]:
+    """Before a commit that reads the held-out pair test, its z per pair, for
+    the event; with ``verbose`` and a pair tested, one line naming the
+    largest.
+
+    Example:
+      >>> class Layer:  # a stand-in for a gate layer
+      ...     name = "gate"
+      >>> pair_report(Layer(), {("a", "b"): 6.0}, 1)
+      <BLANKLINE>
+      SequentialAttention [gate]: the held-out pair test's largest z is a & b's (6.00).
+      {('a', 'b'): 6.0}
+    """
+    if verbose and pair_scores:
+        best = max(pair_scores, key=pair_scores.get)
+        print(
+            f"\nSequentialAttention [{layer.name}]: the held-out pair test's "
+            f"largest z is {best[0]} & {best[1]}'s ({pair_scores[best]:.2f}).",
+            flush=True,
+        )
+    return dict(pair_scores)
+
+
 def settled_scores(
     layer: CommittingLayer,
 ) -> tuple[dict[str, float], dict[str, float]] | None:

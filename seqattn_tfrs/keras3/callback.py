@@ -6,16 +6,14 @@ from typing import Any
 
 import keras
 
+from seqattn_tfrs.core import evidence as evidence_lib
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import round_report
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
 from seqattn_tfrs.core.schedule import SelectionSchedule
-from seqattn_tfrs.keras3 import dependence_check, heldout
+from seqattn_tfrs.keras3 import dependence_check, heldout, heldout_probe
 from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
-
-# Held-out rows of one probe pass at most (as the tf-keras callback's).
-PROBE_ROWS = 50_000
 
 
 def find_gated_layers(model: keras.Model) -> list[SequentialAttentionEmbedding]:
@@ -130,7 +128,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._modes: dict[int, int] = {}
         self._heldout_batches = None
         self._heldout_step = None
-        self._probe_step = None
+        self._probe: heldout_probe.HeldoutProbe | None = None
         self._steps_done = 0
         self._epoch = 0
         self._steps_per_epoch: int | None = None
@@ -232,10 +230,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 next(heldout.one_pass(self.selection_data), None) if on_jax else None
             )
             self._heldout_step = heldout.make_step(self.model, self._layers, example)
-            if any(layer.probe_features for layer in self._layers):
-                self._probe_step = heldout.make_step(
-                    self.model, self._layers, example, flag="probe_pass"
-                )
+            self._probe = heldout_probe.HeldoutProbe(self.model, self._layers, example)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -284,7 +279,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._sync()
         # Free the held-out batches kept on the device with the fit's step.
-        self._heldout_batches = self._heldout_step = self._probe_step = None
+        self._heldout_batches = self._heldout_step = self._probe = None
         for layer in self._layers:
             round_report.warn_if_incomplete(
                 layer,
@@ -355,6 +350,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             done = record.rounds_done
             while done < due and not record.complete(layer.spec):
                 probed = self._run_probe(layer)
+                paired = self._run_pair_test(layer) if probed is not None else None
                 settled = None if probed is not None else _settled_scores(layer)
                 event = round_report.commit_and_report(
                     layer,
@@ -366,9 +362,14 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     logs=logs,
                     verbose=self.verbose,
                     probe_scores=None if probed is None else probed[0],
+                    pair_found=paired is not None and evidence_lib.pair_found(paired),
                 )
                 if probed is not None:  # both statistics the rule combined
                     event["probe_scores"], event["heldout_scores"] = probed
+                if paired is not None:  # pairs the commit read
+                    event["pair_scores"] = {
+                        f"{a} & {b}": z for (a, b), z in paired.items()
+                    }
                 if settled is not None:  # the settled score test ranked
                     event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
@@ -381,61 +382,41 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
     ) -> tuple[dict[str, float], dict[str, float]] | None:
         """Before a commit whose settle summed the held-out probe's training
         side (by count, after the first round), hands the layer the probe's z
-        (:mod:`seqattn_tfrs.core.probe`) from the pass at the settle's end
-        (:meth:`_probe_pass`; run now where the round had none, as when the
-        settle is the whole round or the fit restarted after it); returns it
-        with the gate's z of every candidate (also those with no values to
-        hash), or None where the probe does not run (also where no candidate
-        has values to hash)."""
-        if self.selection_data is None or not layer.probe_summed():
+        (:mod:`seqattn_tfrs.keras3.heldout_probe`) from the pass at the
+        settle's end (run now where the round had none, as when the settle is
+        the whole round or the fit restarted after it) and returns it with
+        the gate's z of every candidate (also those with no values to hash);
+        None where the probe does not run or no candidate has values to
+        hash."""
+        if self._probe is None or not layer.probe_summed():
             return None
         gate_z = layer.heldout_evidence()
         if self._probed.pop(id(layer), None) != layer.record().rounds_done:
-            self._probe_pass([layer])
-        scores = layer.probe_scores()
-        if not scores:  # no candidate left with values to hash
+            self._probe.run_pass([layer], self.selection_data)
+        scores = self._probe.scores(layer)
+        if not scores:
             return None
         return round_report.probe_report(layer, scores, gate_z, self.verbose)
 
-    def _probe_pass(self, layers: list[SequentialAttentionEmbedding]) -> None:
-        """One pass over up to ``PROBE_ROWS`` rows of ``selection_data`` with
-        ``layers``' candidates' gates at 0: the held-out side of their probes,
-        whose sums ``probe_scores()`` reads; other layers' sums are kept.
-
-        Run as the settle that summed the training side ends, before the
-        round's selecting part trains the candidates' columns: the training
-        side's sums are steps along the gradients of the model as it
-        settled, and after the selecting part the model can map them the
-        other way (docs/keras3.md, "The probe at the settle's end"). The
-        model's weights, the logits and the metrics are left as they were."""
-        if self._probe_step is None:  # traced at its first batch, then reused
-            self._probe_step = heldout.make_step(
-                self.model, self._layers, flag="probe_pass"
-            )
-        kept = {id(g): g.probe_pass_sums() for g in self._layers if g not in layers}
-        modes = [int(keras.ops.convert_to_numpy(g.gate_mode)) for g in layers]
-        for layer in layers:
-            layer.reset_probe_pass()
-            layer.gate_mode.assign(SETTLING)
-        rows = 0
-        try:
-            for batch in heldout.one_pass(self.selection_data):
-                self._probe_step(batch)
-                rows += len(keras.tree.flatten(batch[0])[0])
-                if rows >= PROBE_ROWS:
-                    break
-        finally:
-            self._sync()
-            for layer, mode in zip(layers, modes):
-                layer.gate_mode.assign(mode)
-            for layer in self._layers:
-                if id(layer) in kept:
-                    layer.reset_probe_pass(kept[id(layer)])
+    def _run_pair_test(
+        self, layer: SequentialAttentionEmbedding
+    ) -> dict[tuple[str, str], float] | None:
+        """After the probe's pass, before a commit by count in which no
+        candidate helps alone or one looks like an interaction's member,
+        hands the layer the held-out pair test's z of the pairs it asks for
+        (:mod:`seqattn_tfrs.core.pairs`) and returns them; None where the
+        commit reads none."""
+        candidate_pairs = layer.pairs_to_test()
+        if not candidate_pairs:
+            return None
+        scores = self._probe.pair_scores(layer, self.selection_data, candidate_pairs)
+        return round_report.pair_report(layer, scores, self.verbose)
 
     def _set_modes(self, units: int, steps_into_unit: int) -> None:
         """Sets each layer's gate mode for the next training step; where a
         settle that summed the probe's training side ends, runs the probe's
-        held-out pass first (:meth:`_probe_pass`)."""
+        held-out pass first (:meth:`HeldoutProbe.run_pass
+        <seqattn_tfrs.keras3.heldout_probe.HeldoutProbe.run_pass>`)."""
         changed = {}
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
@@ -471,11 +452,11 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             for layer, mode in changed.values()
             if self._modes.get(id(layer)) == SETTLING
             and mode == SELECTING
-            and self.selection_data is not None
+            and self._probe is not None
             and layer.probe_summed()
         ]
         if settled:
-            self._probe_pass(settled)
+            self._probe.run_pass(settled, self.selection_data)
             for layer in settled:
                 self._probed[id(layer)] = layer.record().rounds_done
         for layer, mode in changed.values():

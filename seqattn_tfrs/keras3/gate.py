@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 
 from seqattn_tfrs.core import evidence, probe, signals
+from seqattn_tfrs.core import pairs as pairs_lib
 from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.modes import DENSE
 from seqattn_tfrs.core.ops import NUMPY
@@ -120,9 +121,12 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.num_rounds = self.spec.num_rounds(list(self.feature_costs().values()))
         self.heldout_pass = False  # set while the callback traces a held-out step
         self.probe_pass = False  # set while it traces the held-out probe's pass
+        self.pair_pass = False  # and its pair test's
         # The features whose raw values the probe hashes (seen when called).
         self.probe_features: tuple[str, ...] = ()
-        self._probe_scores: np.ndarray | None = None  # for the next commit
+        # The probe's z and the pair test's, for the next commit only.
+        self._probe_scores: np.ndarray | None = None
+        self._pair_scores: np.ndarray | None = None
         # Each feature's embedding width, seen when called (for pruning).
         self.output_widths: dict[str, int] = dict(pruned)
         # Raw inputs and table outputs of eager calls while `recording_inputs`
@@ -349,41 +353,32 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         active = int(keras.ops.convert_to_numpy(self.settled_test_active)) == 1
         return active and bool(self.probe_features) and not self.selection_complete
 
-    def probe_pass_sums(self) -> list[np.ndarray]:
-        """Host copies of the probe pass's sums (``sum(a)``, ``sum(a^2)``)."""
-        return [
-            keras.ops.convert_to_numpy(v)
-            for v in self.learning_state[learning.LEARNED + 1 :]
-        ]
+    def set_probe_scores(self, scores: Mapping[str, float]) -> None:
+        """Hands the next commit the held-out probe's z per feature (none
+        for a feature left out; see :mod:`seqattn_tfrs.keras3.heldout_probe`)."""
+        self._probe_scores = probe.score_vector(self.name, self._feature_names, scores)
 
-    def reset_probe_pass(self, sums: list[np.ndarray] | None = None) -> None:
-        """Sets the probe pass's sums to ``sums`` (from ``probe_pass_sums``),
-        or zeroes them (before the callback's pass)."""
-        for i, variable in enumerate(self.learning_state[learning.LEARNED + 1 :]):
-            variable.assign(
-                np.zeros(variable.shape, np.float32) if sums is None else sums[i]
-            )
+    def pairs_to_test(self) -> list[tuple[str, str]]:
+        """The candidate pairs whose held-out pair test the next commit reads
+        (:func:`seqattn_tfrs.core.evidence.pairs_to_test`); empty where it
+        reads none (a budget, no probe z)."""
+        if self.budget_bytes is not None or self._probe_scores is None:
+            return []
+        record = self.record()
+        pairs = evidence.pairs_to_test(
+            record.selected,
+            self._checked_dependence(),
+            self._heldout_z(self._learned_state()),
+            self._probe_scores,
+            self.num_selected - record.num_picked,
+        )
+        return [(self._feature_names[i], self._feature_names[j]) for i, j in pairs]
 
-    def probe_scores(self) -> dict[str, float]:
-        """The held-out probe's z of each unselected feature with values to
-        hash, from the last pass (:func:`seqattn_tfrs.core.probe.probe_z`),
-        handed to the next commit (:func:`seqattn_tfrs.core.selection.
-        commit_round`, ``probe_scores``)."""
-        total, squares = (
-            keras.ops.convert_to_numpy(v).astype(np.float64)
-            for v in self.learning_state[learning.LEARNED + 1 :]
+    def set_pair_scores(self, scores: Mapping[tuple[str, str], float]) -> None:
+        """Hands the next commit the held-out pair test's z per pair."""
+        self._pair_scores = pairs_lib.pair_matrix(
+            self.name, self._feature_names, scores
         )
-        z = probe.probe_z(total, squares)
-        selected = set(self.selected_features)
-        scores = {
-            name: float(z[i])
-            for i, name in enumerate(self._feature_names)
-            if name in self.probe_features and name not in selected
-        }
-        self._probe_scores = np.array(
-            [scores.get(name, np.nan) for name in self._feature_names]
-        )
-        return scores
 
     def _heldout_z(self, state: list[np.ndarray]) -> np.ndarray:
         """The held-out z from ``learning_state``'s values, less the inflation
@@ -492,7 +487,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 for name in self._feature_names
             }
         values = [embedded[name] for name in self._feature_names]
-        keys = [_row_keys(features[n]) for n in self._feature_names]
+        keys = [learning.row_keys(features[n]) for n in self._feature_names]
         self.probe_features = tuple(
             n for n, k in zip(self._feature_names, keys) if k is not None
         )
@@ -550,6 +545,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         record = self.record()
         state = self._learned_state()
         probe_scores, self._probe_scores = self._probe_scores, None
+        pair_scores, self._pair_scores = self._pair_scores, None
         if require_learning and float(state[3]) == 0.0:
             raise RuntimeError(
                 f"{self.name}: no logit update was applied in selection round "
@@ -573,6 +569,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             heldout_scores=heldout,
             first_scores=first,
             probe_scores=probe_scores,
+            pair_scores=pair_scores,
         )
         wanted = self.spec.budget_bytes is None and probe.probe_wanted(
             record.selected, heldout, record.complete(self.spec)
@@ -670,26 +667,3 @@ def _has_values_to_group(value: Any) -> bool:
     not floating-point or boolean ones."""
     dtype = keras.backend.standardize_dtype(value.dtype)
     return not (dtype == "bool" or "float" in dtype)
-
-
-def _row_keys(value: Any) -> Any:
-    """Each row's integer id as a hash bucket of the held-out probe, int32
-    ``[B]`` in ``[0, PROBE_BUCKETS)`` (the id modulo the buckets); None for
-    an input the probe does not hash: floating-point, boolean or string
-    values, or several values a row.
-
-    Example:
-      >>> keras.ops.convert_to_numpy(_row_keys(np.array([[3], [65539]]))).tolist()
-      [3, 3]
-      >>> _row_keys(np.array([0.5, 1.5])) is None
-      True
-    """
-    dtype = keras.backend.standardize_dtype(value.dtype)
-    if not dtype.startswith(("int", "uint")):
-        return None
-    shape = tuple(value.shape)
-    if len(shape) == 2 and shape[1] == 1:
-        value = ops.reshape(value, (-1,))
-    elif len(shape) != 1:
-        return None
-    return ops.cast(ops.mod(value, probe.PROBE_BUCKETS), "int32")

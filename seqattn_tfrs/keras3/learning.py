@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from keras import ops
+from keras import backend, ops
 
 from seqattn_tfrs.core import logit_rule, probe, signals
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
@@ -26,6 +26,29 @@ from seqattn_tfrs.core.modes import SELECTING, SETTLING
 # The learning state's first entries that ``_learn`` updates; the held-out
 # probe's sums, totals and squares follow (``_probe_update``).
 LEARNED = 12
+
+
+def row_keys(value: Any) -> Any:
+    """Each row's integer id as a hash bucket of the held-out probe, int32
+    ``[B]`` in ``[0, PROBE_BUCKETS)`` (the id modulo the buckets); None for
+    an input the probe does not hash: floating-point, boolean or string
+    values, or several values a row.
+
+    Example:
+      >>> ops.convert_to_numpy(row_keys(np.array([[3], [65539]]))).tolist()
+      [3, 3]
+      >>> row_keys(np.array([0.5, 1.5])) is None
+      True
+    """
+    dtype = backend.standardize_dtype(value.dtype)
+    if not dtype.startswith(("int", "uint")):
+        return None
+    shape = tuple(value.shape)
+    if len(shape) == 2 and shape[1] == 1:
+        value = ops.reshape(value, (-1,))
+    elif len(shape) != 1:
+        return None
+    return ops.cast(ops.mod(value, probe.PROBE_BUCKETS), "int32")
 
 
 def gate_values(layer: Any) -> Any:
@@ -118,7 +141,7 @@ def gate_and_learn(
             probed = list(state[LEARNED:])
             if probe_update is not None:
                 probed = probe_update(upstream32, probed)
-            if layer.probe_pass:  # the probe's held-out pass learns nothing else
+            if layer.probe_pass or layer.pair_pass:  # the probe's passes: no more
                 new_state = list(state[:LEARNED]) + probed
                 return (ops.zeros_like(upstream), *new_state)
             columns = upstream32 * ops.cast(x, "float32")
@@ -170,7 +193,10 @@ def _probe_update(
     (``layer.probe_pass``, candidates' gates at 0) adds, per keyed feature,
     ``sum(a)`` and ``sum(a^2)`` of ``a = p * S[bucket]`` (the per-row
     gradient, the loss being a batch mean, times the training side's sum);
-    a held-out logit step leaves all three as they were.
+    the pair test's pass (``layer.pair_pass``, after the probe's) writes its
+    batch's ``[B, K]`` per-row gradients, then their bucket keys, at the start
+    of the sums, for the host to read (the sums are spent by then); a
+    held-out logit step leaves all three as they were.
     """
     keyed = [i for i, k in enumerate(keys) if k is not None]
     if not keyed:
@@ -207,6 +233,16 @@ def _probe_update(
             a = projections(upstream32) * rows * ops.take(sums, slots)
             total = total + ops.matmul(ops.sum(a, axis=0), to_features)
             squares = squares + ops.matmul(ops.sum(a * a, axis=0), to_features)
+        elif layer.pair_pass:
+            rows = ops.cast(ops.shape(upstream32)[0], "float32")
+            keyed_keys = ops.stack([ops.cast(keys[i], "float32") for i in keyed], 1)
+            block = ops.concatenate(
+                [
+                    ops.reshape(projections(upstream32) * rows, (-1,)),
+                    ops.reshape(keyed_keys, (-1,)),
+                ]
+            )
+            sums = ops.slice_update(sums, [0], block)
         elif not layer.heldout_pass:
             sums = ops.cond(
                 summing > 0,

@@ -33,6 +33,7 @@ from planted import (  # noqa: E402
 )
 
 from seqattn_tfrs.core import evidence as evidence_lib  # noqa: E402
+from seqattn_tfrs.core.pairs import named_pair_scores  # noqa: E402
 from seqattn_tfrs.keras3 import (  # noqa: E402
     SequentialAttentionCallback,
     SequentialAttentionEmbedding,
@@ -954,12 +955,14 @@ def probe() -> dict:
     settling training step adds each keyed feature's upstream gradient,
     projected on its fixed direction and less its batch mean, at its hash
     bucket; the probe's held-out pass adds ``sum(a)`` and ``sum(a^2)`` of
-    ``a = p * rows * S[bucket]`` and changes nothing else. Then, on a
+    ``a = p * rows * S[bucket]`` and changes nothing else; the pair test's
+    pass hands back each row's ``p * rows`` and bucket key. Then, on a
     generated CTR problem whose weak main effects the gate's z alone missed
     (the smallest table, a 2-value noise field, was picked third), the
     probe's z finds them."""
     from seqattn_tfrs.core import probe as probe_lib
     from seqattn_tfrs.keras3 import heldout
+    from seqattn_tfrs.keras3.heldout_probe import HeldoutProbe
 
     rng = np.random.default_rng(0)
     weights = {
@@ -985,17 +988,20 @@ def probe() -> dict:
     np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-7)
     assert np.count_nonzero(expected) == 6, expected  # a: 3 ids, b: 3 ids
 
-    held_x = {"a": np.array([1, 2, 3], np.int32), "b": np.array([2, 4, 4], np.int32)}
+    # Rows 0 and 1 share their pair of values: the pair test fits on row 0
+    # (and 2) and tests on row 1.
+    held_x = {"a": np.array([1, 1, 3], np.int32), "b": np.array([2, 2, 4], np.int32)}
     held_y = np.array([[0.5], [1.0], [0.0]], np.float32)
     before = [keras.ops.convert_to_numpy(v) for v in model.variables]
-    gate.reset_probe_pass()
     heldout.make_step(model, [gate], flag="probe_pass")((held_x, held_y))
     total, squares = (keras.ops.convert_to_numpy(v) for v in gate.learning_state[13:])
     y_held = weights["a"][held_x["a"]] @ w["a"]
     upstream = 2.0 * (y_held - held_y[:, 0]) / len(held_y)
+    rows = np.zeros((3, 2))  # each held-out row's p * rows, less its mean
     for f, name in enumerate(("a", "b")):
         p = upstream * (w[name] @ r[name]) * len(held_y)
-        a = (p - p.mean()) * expected[f][held_x[name]]
+        rows[:, f] = p - p.mean()
+        a = rows[:, f] * expected[f][held_x[name]]
         np.testing.assert_allclose(
             [total[f], squares[f]], [a.sum(), (a * a).sum()], rtol=1e-4, atol=1e-9
         )
@@ -1007,7 +1013,19 @@ def probe() -> dict:
         if not np.array_equal(old, new)
     ]
     assert sorted(changed) == sorted(v.path for v in gate.learning_state[13:]), changed
-    assert set(gate.probe_scores()) == {"b"}, gate.probe_scores()
+    passes = HeldoutProbe(model, [gate])
+    passes.run_pass([gate], [(held_x, held_y)])  # the same pass, by name
+    scores = passes.scores(gate)
+    assert list(scores) == ["b"], scores  # the selected `a` has none
+    np.testing.assert_allclose(scores["b"], total[1] / np.sqrt(squares[1]), 1e-5)
+    pair = passes.pair_scores(gate, [(held_x, held_y)], [("a", "b")])
+    handed = keras.ops.convert_to_numpy(gate.learning_state[12])[:12]
+    np.testing.assert_allclose(handed[:6].reshape(3, 2), rows, rtol=1e-4, atol=1e-9)
+    assert handed[6:].reshape(3, 2).tolist() == [[1, 2], [1, 2], [3, 4]], handed
+    keyed = np.array([[1, 2], [1, 2], [3, 4]])
+    by_hand = named_pair_scores(["a", "b"], keyed, rows, [("a", "b")])
+    np.testing.assert_allclose(pair[("a", "b")], by_hand[("a", "b")], rtol=1e-4)
+    assert np.isclose(abs(pair[("a", "b")]), 1.0), pair  # one tested row: sign(a)
 
     import generator
 
@@ -1030,7 +1048,7 @@ def probe() -> dict:
         def on_train_batch_end(self, batch, logs=None):
             if hasattr(model, "jax_state_sync"):
                 model.jax_state_sync()
-            sums = gate.probe_pass_sums()
+            sums = [keras.ops.convert_to_numpy(v) for v in gate.learning_state[13:]]
             done = int(keras.ops.convert_to_numpy(gate.rounds_done))
             step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
             if np.any(sums[1] > 0):
@@ -1064,7 +1082,7 @@ def probe() -> dict:
         z = probe_lib.probe_z(total, squares)
         for name, score in event["probe_scores"].items():
             np.testing.assert_allclose(score, z[gate.feature_names.index(name)])
-    return {"order": order, "probe_rounds": probed}
+    return {"order": order, "probe_rounds": probed, "pair_z": pair[("a", "b")]}
 
 
 def doctests() -> dict:
