@@ -12,10 +12,15 @@ data instead (docs/generated_quality.md, "Session 13"):
   projected on one fixed direction ``r_j`` and less its batch mean, is summed
   per hash bucket of the row's raw value: ``S_j[b]``, the step a one-number
   table of that feature would take if its gate were 1;
-* at the commit, on held-out rows with the candidates' gates at 0, ``a_h =
-  p_j(h) * S_j[b_h]`` (``p_j(h)`` the same projection, less its batch mean)
-  is the held-out loss's derivative along that step, and the probe's z is
-  ``sum(a) / sqrt(sum(a^2))``.
+* on held-out rows with the candidates' gates at 0, ``a_h = p_j(h) *
+  S_j[b_h]`` (``p_j(h)`` the same projection, less its batch mean) is the
+  held-out loss's derivative along that step, and the probe's z is
+  ``sum(a) / sqrt(sum(a^2))``; the commit reads it. The Keras 3 callback
+  runs this pass as the settle ends, on the model the sums came from (the
+  round's selecting part can turn the model's map from a candidate's
+  direction to the loss around); the tf-keras one at the commit, where the
+  same timing lost a served cell (docs/keras3.md, "The probe at the
+  settle's end").
 
 Every round after the first (by count, with held-out data) uses it, combined
 with the gate's z (``core.selection``, ``_probe_evidence``): the soft gates
