@@ -29,9 +29,7 @@ import numpy as np  # noqa: E402
 
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/benchmarks"]
 from generator import generate_problem  # noqa: E402
-from keras3_runs import fit_and_record  # noqa: E402
-
-from seqattn_tfrs.keras3 import SequentialAttentionEmbedding  # noqa: E402
+from keras3_runs import ctr_model, fit_and_record, heldout_batches  # noqa: E402
 
 BATCH = 128
 VERBOSE = int(os.environ.get("K3_VERBOSE", "0"))  # 1: the callback's lines
@@ -47,29 +45,10 @@ def main() -> None:
             split = problem.train_rows
             features = {n: np.asarray(problem.features[n], np.int32) for n in names}
             y = np.asarray(problem.labels, np.float32)
-            held = [
-                (
-                    {n: v[i : i + BATCH] for n, v in features.items()},
-                    y[i : i + BATCH],
-                )
-                for i in range(split, len(y), BATCH)
-            ]
+            held = heldout_batches(features, y, split, BATCH)
             for seed in seeds:
                 keras.utils.set_random_seed(seed)
-                inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
-                gate = SequentialAttentionEmbedding(
-                    {
-                        n: keras.layers.Embedding(int(features[n].max()) + 1, 4)
-                        for n in names
-                    },
-                    num_selected=k,
-                )
-                gated = gate(inputs)
-                joined = keras.layers.Concatenate()([gated[n] for n in names])
-                hidden = keras.layers.Dense(32, activation="relu")(joined)
-                out_unit = keras.layers.Dense(1, activation="sigmoid")(hidden)
-                model = keras.Model(inputs, out_unit)
-                model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+                model, gate = ctr_model(features, names, k)
                 fit_and_record(
                     model, gate, problem, features, y, held, seed, out, BATCH, VERBOSE
                 )

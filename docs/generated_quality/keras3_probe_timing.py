@@ -25,13 +25,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path[:0] = [".", "benchmarks"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from generator import generate_problem  # noqa: E402
+from keras3_runs import ctr_model, heldout_batches  # noqa: E402
 
 from seqattn_tfrs.core import probe as probe_lib  # noqa: E402
 from seqattn_tfrs.core.modes import SELECTING, SETTLING  # noqa: E402
 from seqattn_tfrs.keras3 import (  # noqa: E402
     SequentialAttentionCallback,
-    SequentialAttentionEmbedding,
     heldout,
     learning,
 )
@@ -46,21 +47,9 @@ def main() -> None:
     names, k, split = problem.names, problem.answer["k"], problem.train_rows
     features = {n: np.asarray(problem.features[n], np.int32) for n in names}
     y = np.asarray(problem.labels, np.float32)
-    held = [
-        ({n: v[i : i + BATCH] for n, v in features.items()}, y[i : i + BATCH])
-        for i in range(split, len(y), BATCH)
-    ]
+    held = heldout_batches(features, y, split, BATCH)
     keras.utils.set_random_seed(seed)
-    inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
-    gate = SequentialAttentionEmbedding(
-        {n: keras.layers.Embedding(int(features[n].max()) + 1, 4) for n in names},
-        num_selected=k,
-    )
-    gated = gate(inputs)
-    joined = keras.layers.Concatenate()([gated[n] for n in names])
-    hidden = keras.layers.Dense(32, activation="relu")(joined)
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
-    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    model, gate = ctr_model(features, names, k)
     state = gate.learning_state
     sums_index = learning.LEARNED
 

@@ -1,14 +1,49 @@
 """One selection run of the Keras 3 front-end at its defaults on a generated
-problem, fitted and scored; shared by ``keras3_least_squares.py`` and
-``keras3_ctr.py`` (import it after they put ``benchmarks/`` and the checkout
-on ``sys.path``)."""
+problem, fitted and scored, and the CTR sweep's model; shared by
+``keras3_least_squares.py``, ``keras3_ctr.py`` and ``keras3_probe_timing.py``
+(import it after they put ``benchmarks/`` and the checkout on ``sys.path``)."""
 
 import json
 import time
 
+import keras
 from generator import score_picks
 
-from seqattn_tfrs.keras3 import SequentialAttentionCallback
+from seqattn_tfrs.keras3 import (
+    SequentialAttentionCallback,
+    SequentialAttentionEmbedding,
+)
+
+
+def ctr_model(features, names, k):
+    """The generated CTR sweep's model (as ``planted.ctr_model`` in tf-keras):
+    a 4-wide ``keras.layers.Embedding`` per field, gated, concatenated into a
+    32-unit ReLU layer and a sigmoid unit, Adam 0.01, binary cross-entropy.
+    Returns ``(model, gate)``; seed Keras before calling it."""
+    inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
+    gate = SequentialAttentionEmbedding(
+        {n: keras.layers.Embedding(int(features[n].max()) + 1, 4) for n in names},
+        num_selected=k,
+    )
+    gated = gate(inputs)
+    joined = keras.layers.Concatenate()([gated[n] for n in names])
+    hidden = keras.layers.Dense(32, activation="relu")(joined)
+    out_unit = keras.layers.Dense(1, activation="sigmoid")(hidden)
+    model = keras.Model(inputs, out_unit)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    return model, gate
+
+
+def heldout_batches(features, y, start, batch_size):
+    """Rows ``[start, end)`` as a list of ``(x, y)`` batches (``selection_data``
+    without TensorFlow)."""
+    return [
+        (
+            {n: v[i : i + batch_size] for n, v in features.items()},
+            y[i : i + batch_size],
+        )
+        for i in range(start, len(y), batch_size)
+    ]
 
 
 def fit_and_record(
