@@ -14,6 +14,15 @@ matters to a field selector (issue 14):
   coarsening ``source // c`` like zip and its prefix), and noise fields of
   2-5,000 values (the first always 1,000-5,000: memorisable next to 10,000-16,000
   rows), so that there are 8-16 fields in all.
+* ``kind="ctr_budget"``: the same kind of label for byte budgets (issue 14,
+  item 4), where a table's size says nothing about its worth: 3-6 main-effect
+  fields and 3-8 noise fields draw their vocabularies from one log-uniform
+  range (3-4,000 and 2-4,000 values). A main effect of 200 values or more is,
+  with probability 1/2, zip-like (a coarse and a fine effect) and comes with
+  its coarsening as a field (``source // c``, c 5-50: part of the information
+  for a fraction of the bytes); with probability 1/2 one main effect has an
+  exact re-coding (a table that costs bytes and brings nothing new). No
+  interaction pair (its members are tiny: no budget decision).
 * ``kind="least_squares"``: 8-16 standardized real columns (one scalar per
   field), 4-6 informative with coefficients of log-uniform size 0.3-3 and random
   sign, 1-2 decoys correlated 0.85-0.95 with an informative column (the first
@@ -44,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("ctr", "least_squares")
+KINDS = ("ctr", "ctr_budget", "least_squares")
 LEAST_SQUARES_K = 4
 MIN_OMP_MARGIN = 1.04
 # Members that hold all of a group's information (a source and its exact copies).
@@ -214,6 +223,73 @@ def _ctr(seed: int) -> Problem:
     )
 
 
+def _log_uniform(rng: np.random.Generator, low: int, high: int) -> int:
+    return int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))
+
+
+def _ctr_budget(seed: int) -> Problem:
+    rng = np.random.default_rng([seed, 2])
+    n = int(rng.integers(10, 17)) * 1000
+    fields: list[tuple[np.ndarray, dict]] = []  # (values, role)
+    groups: list[dict] = []
+    logit = np.full(n, rng.uniform(-1.5, 0.5))
+
+    n_main = int(rng.integers(3, 7))
+    scales = np.sort(rng.uniform(0.4, 1.5, n_main))[::-1]
+    recoded = int(rng.integers(0, n_main)) if rng.random() < 0.5 else None
+    for g in range(n_main):
+        vocab = _log_uniform(rng, 3, 4000)
+        values, shape = _draw(rng, vocab, n)
+        scale = float(scales[g])
+        factor = _log_uniform(rng, 5, 50) if vocab >= 200 and rng.random() < 0.5 else 0
+        if factor:
+            coarse = rng.normal(0, scale, vocab // factor + 1)[values // factor]
+            effect = coarse + rng.normal(0, 0.5 * scale, vocab)[values]
+        else:
+            effect = rng.normal(0, scale, vocab)[values]
+        effect = effect - effect.mean()
+        logit += effect
+        members = {len(fields): "source"}
+        fields.append((values, {"group": len(groups)}))
+        if factor:
+            members[len(fields)] = f"coarsening:{factor}"
+            fields.append((values // factor, {"group": len(groups)}))
+        if g == recoded:
+            members[len(fields)] = "recode"
+            fields.append((rng.permutation(vocab)[values], {"group": len(groups)}))
+        groups.append(
+            {
+                "kind": "main",
+                "members": members,
+                "vocabulary": vocab,
+                "frequencies": shape,
+                "scale": scale,
+                "logit_std": float(effect.std()),
+            }
+        )
+
+    noise = []
+    for _ in range(int(rng.integers(3, 9))):
+        vocab = _log_uniform(rng, 2, 4000)
+        values, _ = _draw(rng, vocab, n)
+        noise.append(len(fields))
+        fields.append((values, {"noise": vocab}))
+
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    return _finish(
+        "ctr_budget",
+        seed,
+        rng,
+        [f for f, _ in fields],
+        y,
+        groups,
+        [],
+        noise,
+        {i: role.get("noise") for i, role in enumerate(r for _, r in fields)},
+        k=len(groups),
+    )
+
+
 def _least_squares(seed: int) -> Problem:
     rng = np.random.default_rng([seed, 1])
     # Redrawn (at most 20 times) until every OMP step has a clear winner (a
@@ -281,7 +357,7 @@ def _finish(kind, seed, rng, columns, y, groups, interactions, noise, cards, k):
     order = rng.permutation(len(columns))
     name = {int(i): f"f{j:02d}" for j, i in enumerate(order)}
     features = {name[int(i)]: columns[int(i)] for i in order}
-    if kind == "ctr":
+    if kind != "least_squares":
         features = {f: v.astype(np.int64) for f, v in features.items()}
     for group in groups:
         group["members"] = {name[i]: rel for i, rel in group["members"].items()}
@@ -301,6 +377,8 @@ def generate_problem(seed: int, kind: str = "ctr") -> Problem:
     """A planted problem drawn from ``seed`` (deterministic per seed and kind)."""
     if kind == "ctr":
         return _ctr(seed)
+    if kind == "ctr_budget":
+        return _ctr_budget(seed)
     if kind == "least_squares":
         return _least_squares(seed)
     raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")

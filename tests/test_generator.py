@@ -19,7 +19,7 @@ from planted import omp_order  # noqa: E402
 SEEDS = range(8)
 
 
-@pytest.mark.parametrize("kind", ["ctr", "least_squares"])
+@pytest.mark.parametrize("kind", ["ctr", "ctr_budget", "least_squares"])
 def test_deterministic_per_seed(kind):
     a, b = generate_problem(3, kind), generate_problem(3, kind)
     assert a.names == b.names and a.answer == b.answer
@@ -33,10 +33,17 @@ def test_unknown_kind_is_refused():
         generate_problem(0, "regression")
 
 
-def test_ctr_answer_is_consistent():
+@pytest.mark.parametrize(
+    "kind, expected_relations",
+    [
+        ("ctr", {"source", "copy", "recode", "partial", "coarsening"}),
+        ("ctr_budget", {"source", "recode", "coarsening"}),
+    ],
+)
+def test_ctr_answer_is_consistent(kind, expected_relations):
     relations = set()
     for seed in SEEDS:
-        p = generate_problem(seed, "ctr")
+        p = generate_problem(seed, kind)
         assert 8 <= len(p.names) <= 16
         assert all(v.dtype == np.int64 for v in p.features.values())
         assert set(np.unique(p.labels)) <= {0.0, 1.0}
@@ -70,7 +77,22 @@ def test_ctr_answer_is_consistent():
                 assert np.ptp(rates) < 0.06
         for name, cardinality in p.answer["noise"].items():
             assert p.features[name].max() < cardinality
-    assert {"source", "copy", "recode", "partial", "coarsening"} <= relations
+    assert relations == expected_relations
+
+
+def test_ctr_budget_sizes_say_nothing_about_worth():
+    """In the budget family the largest table is informative in some problems
+    and noise in others, and so is the smallest: a size sort is no oracle."""
+    largest, smallest = set(), set()
+    for seed in SEEDS:
+        p = generate_problem(seed, "ctr_budget")
+        size = {name: int(v.max()) + 1 for name, v in p.features.items()}
+        for chosen, pick in ((largest, max), (smallest, min)):
+            name = pick(size, key=size.get)
+            chosen.add("noise" if name in p.answer["noise"] else "informative")
+        assert not p.answer["interactions"]
+        assert 3 <= len(p.answer["groups"]) <= 6 and 3 <= len(p.answer["noise"]) <= 8
+    assert largest == smallest == {"noise", "informative"}
 
 
 def chi_square(values, labels):
