@@ -16,6 +16,8 @@ each (problem, seed) runs in a process of its own::
 
 Arguments: the checkout to measure, problems ``start:stop``, seeds, output.
 ``K3_VERBOSE=1`` prints the callback's lines (each commit, the probe's z).
+``K3_STRINGS=1`` (``KERAS_BACKEND=tensorflow``) writes the ids as text and
+looks them up with ``StringLookup`` tables built on the training rows.
 """
 
 import os
@@ -33,6 +35,7 @@ from keras3_runs import ctr_model, fit_and_record, heldout_batches  # noqa: E402
 
 BATCH = 128
 VERBOSE = int(os.environ.get("K3_VERBOSE", "0"))  # 1: the callback's lines
+STRINGS = os.environ.get("K3_STRINGS") == "1"  # ids as text (TensorFlow backend)
 
 
 def main() -> None:
@@ -44,11 +47,17 @@ def main() -> None:
             names, k = problem.names, problem.answer["k"]
             split = problem.train_rows
             features = {n: np.asarray(problem.features[n], np.int32) for n in names}
+            vocabularies = None
+            if STRINGS:
+                features = {
+                    n: v.astype("U").astype(object) for n, v in features.items()
+                }
+                vocabularies = {n: sorted(set(v[:split])) for n, v in features.items()}
             y = np.asarray(problem.labels, np.float32)
             held = heldout_batches(features, y, split, BATCH)
             for seed in seeds:
                 keras.utils.set_random_seed(seed)
-                model, gate = ctr_model(features, names, k)
+                model, gate = ctr_model(features, names, k, vocabularies)
                 fit_and_record(
                     model, gate, problem, features, y, held, seed, out, BATCH, VERBOSE
                 )

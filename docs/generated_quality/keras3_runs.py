@@ -15,16 +15,31 @@ from seqattn_tfrs.keras3 import (
 )
 
 
-def ctr_model(features, names, k):
+def ctr_model(features, names, k, vocabularies=None):
     """The generated CTR sweep's model (as ``planted.ctr_model`` in tf-keras):
     a 4-wide ``keras.layers.Embedding`` per field, gated, concatenated into a
     32-unit ReLU layer and a sigmoid unit, Adam 0.01, binary cross-entropy.
+    With ``vocabularies`` (name -> the training rows' distinct strings; the
+    TensorFlow backend) the inputs are strings and each table a
+    ``StringLookup`` (one out-of-vocabulary row) before its ``Embedding``.
     Returns ``(model, gate)``; seed Keras before calling it."""
-    inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
-    gate = SequentialAttentionEmbedding(
-        {n: keras.layers.Embedding(int(features[n].max()) + 1, 4) for n in names},
-        num_selected=k,
-    )
+    dtype = "string" if vocabularies else "int32"
+    inputs = {n: keras.Input((), dtype=dtype, name=n) for n in names}
+    if vocabularies:
+        tables = {
+            n: keras.Sequential(
+                [
+                    keras.layers.StringLookup(vocabulary=vocabularies[n]),
+                    keras.layers.Embedding(len(vocabularies[n]) + 1, 4),
+                ]
+            )
+            for n in names
+        }
+    else:
+        tables = {
+            n: keras.layers.Embedding(int(features[n].max()) + 1, 4) for n in names
+        }
+    gate = SequentialAttentionEmbedding(tables, num_selected=k)
     gated = gate(inputs)
     joined = keras.layers.Concatenate()([gated[n] for n in names])
     hidden = keras.layers.Dense(32, activation="relu")(joined)

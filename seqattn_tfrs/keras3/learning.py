@@ -29,10 +29,12 @@ LEARNED = 12
 
 
 def row_keys(value: Any) -> Any:
-    """Each row's integer id as a hash bucket of the held-out probe, int32
-    ``[B]`` in ``[0, PROBE_BUCKETS)`` (the id modulo the buckets); None for
-    an input the probe does not hash: floating-point, boolean or string
-    values, or several values a row.
+    """Each row's raw value as a hash bucket of the held-out probe, int32
+    ``[B]`` in ``[0, PROBE_BUCKETS)``: an integer id modulo the buckets; on
+    the TensorFlow backend a string by ``tf.strings.to_hash_bucket_fast``
+    (the buckets tf-keras's front-end gives it). None for an input the probe
+    does not hash: floating-point or boolean values, several values a row,
+    or strings on a backend that has none.
 
     Example:
       >>> ops.convert_to_numpy(row_keys(np.array([[3], [65539]]))).tolist()
@@ -41,13 +43,19 @@ def row_keys(value: Any) -> Any:
       True
     """
     dtype = backend.standardize_dtype(value.dtype)
-    if not dtype.startswith(("int", "uint")):
+    strings = dtype == "string" and backend.backend() == "tensorflow"
+    if not (strings or dtype.startswith(("int", "uint"))):
         return None
     shape = tuple(value.shape)
     if len(shape) == 2 and shape[1] == 1:
         value = ops.reshape(value, (-1,))
     elif len(shape) != 1:
         return None
+    if strings:
+        import tensorflow as tf
+
+        keys = tf.strings.to_hash_bucket_fast(value, probe.PROBE_BUCKETS)
+        return ops.cast(keys, "int32")
     return ops.cast(ops.mod(value, probe.PROBE_BUCKETS), "int32")
 
 

@@ -1085,6 +1085,71 @@ def probe() -> dict:
     return {"order": order, "probe_rounds": probed, "pair_z": pair[("a", "b")]}
 
 
+def probe_strings() -> dict:
+    """TensorFlow backend: string ids are hashed for the held-out probe as
+    tf-keras hashes them (``tf.strings.to_hash_bucket_fast``), so a model
+    whose tables look strings up gets the probe in every round after the
+    first, and on the generated CTR problem of ``probe`` (ids written as
+    text) finds every group without a noise pick."""
+    import generator
+    import tensorflow as tf
+
+    from seqattn_tfrs.core import probe as probe_lib
+    from seqattn_tfrs.keras3 import learning
+
+    text = tf.constant([["a"], ["b"], ["a"]])
+    keys = keras.ops.convert_to_numpy(learning.row_keys(text)).tolist()
+    want = tf.strings.to_hash_bucket_fast(["a", "b", "a"], probe_lib.PROBE_BUCKETS)
+    assert keys == want.numpy().tolist() and keys[0] == keys[2], keys
+
+    problem = generator.generate_problem(29, "ctr")
+    features = {
+        n: problem.features[n].astype("U").astype(object) for n in problem.names
+    }
+    split, k = problem.train_rows, problem.answer["k"]
+    keras.utils.set_random_seed(0)
+    names = problem.names
+    inputs = {n: keras.Input((), name=n, dtype="string") for n in names}
+    tables = {
+        n: keras.Sequential(
+            [
+                keras.layers.StringLookup(
+                    vocabulary=sorted(set(features[n][:split])), num_oov_indices=1
+                ),
+                keras.layers.Embedding(len(set(features[n][:split])) + 1, 4),
+            ]
+        )
+        for n in names
+    }
+    gate = SequentialAttentionEmbedding(tables, num_selected=k)
+    gated = gate(inputs)
+    hidden = keras.layers.Dense(32, activation="relu")(
+        keras.layers.Concatenate()([gated[n] for n in names])
+    )
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    callback = SequentialAttentionCallback(
+        finetune_epochs=0,
+        selection_data=batches(features, problem.labels, slice(split, None), 128),
+        verbose=0,
+    )
+    model.fit(
+        {n: v[:split] for n, v in features.items()},
+        problem.labels[:split],
+        batch_size=128,
+        epochs=callback.schedule_length(gate.num_rounds),
+        callbacks=[callback],
+        verbose=0,
+    )
+    assert gate.probe_features == tuple(names), gate.probe_features
+    probed = [e["round"] for e in callback.events if "probe_scores" in e]
+    assert probed == list(range(2, k + 1)), callback.events
+    order = list(gate.selected_features)
+    scored = generator.score_picks(problem.answer, order)
+    assert scored["all_groups"] and scored["noise_picks"] == 0, (order, scored)
+    return {"order": order, "probe_rounds": probed}
+
+
 def doctests() -> dict:
     """The docstring examples of every ``seqattn_tfrs.keras3`` module."""
     import doctest
