@@ -35,9 +35,18 @@ Methods:
   affordable field's score test passes ``Z`` (``sa_attention_per_byte_z3``
   is the library's default, ``entry_z="auto"``).
 
+* ``informative_best`` (generated problems only; a reference, not a method:
+  it reads the planted answer): every set of planted-informative fields (no
+  noise field) that fits and leaves no room for another informative field,
+  each retrained; per seed the one of best validation AUC. What a
+  rule that knew which fields inform could reach, so how far above the
+  trivial rules a cell leaves room to be.
+
 Problems: ``--problem movielens|criteo|ctr`` (``selection_quality``'s, with
 its defaults), or ``--generated 0:6``: generated ctr problems
-(``generator.generate_problem(seed, "ctr")``), split 80/10/10 like the
+(``generator.generate_problem(seed, "ctr")``; with ``--generated_kind
+ctr_budget``, the family whose table sizes say nothing about a field's worth),
+split 80/10/10 like the
 synthetic problems of ``selection_quality`` (the held-out 20% halved into
 validation and test, as ``generated_auc.py`` does), with the ``ctr`` problem's
 batch size and learning rate and the same DCN architecture.
@@ -65,6 +74,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import pathlib  # noqa: E402
@@ -91,6 +101,13 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string(
     "generated", "", "Generated ctr problems start:stop (instead of --problem)."
+)
+flags.DEFINE_enum(
+    "generated_kind",
+    "ctr",
+    ["ctr", "ctr_budget"],
+    "Generator kind of --generated: ctr (files generated-<seed>) or ctr_budget, "
+    "whose table sizes say nothing about a field's worth (generated_budget-<seed>).",
 )
 flags.DEFINE_string(
     "results_dir", str(sq.ROOT / "docs" / "budget_quality"), "JSON lines go here."
@@ -153,10 +170,11 @@ def gate_select(
     return list(model.gate.selected_features), time.perf_counter() - start, epochs
 
 
-def problems() -> list[tuple[str, sq.Problem]]:
+def problems() -> list[tuple[str, sq.Problem, dict | None]]:
+    """(label, problem, the planted answer or None) for each problem asked for."""
     if not FLAGS.generated:
         problem, _ = sq.configure()
-        return [(FLAGS.problem, problem)]
+        return [(FLAGS.problem, problem, None)]
     from generator import generate_problem
 
     _, rows, batch, rate = sq.DEFAULTS["ctr"]
@@ -164,21 +182,39 @@ def problems() -> list[tuple[str, sq.Problem]]:
     FLAGS.learning_rate = FLAGS.learning_rate or rate
     start, stop = (int(v) for v in FLAGS.generated.split(":"))
     out = []
+    kind = FLAGS.generated_kind
+    prefix = "generated" if kind == "ctr" else "generated_budget"
     for seed in range(start, stop):
-        gen = generate_problem(seed, "ctr")
+        gen = generate_problem(seed, kind)
         # synthetic() splits 80/10/10 in row order: train = the generator's
         # training rows, its held-out rows halved into validation and test.
         assert gen.train_rows == int(0.8 * len(gen.labels))
         out.append(
             (
-                f"generated-{seed}",
+                f"{prefix}-{seed}",
                 sq.synthetic(gen.features, gen.labels, set(gen.answer["noise"])),
+                gen.answer,
             )
         )
     return out
 
 
-def run_problem(label: str, problem: sq.Problem) -> None:
+def informative_sets(answer: dict, costs: dict[str, int], budget: int) -> list:
+    """Every set of planted-informative fields (no noise field) that fits
+    ``budget`` and leaves no room for another informative field."""
+    fields = [f for g in answer["groups"] for f in g["members"]]
+    found = []
+    for chosen in itertools.product([False, True], repeat=len(fields)):
+        kept = [f for f, keep in zip(fields, chosen) if keep]
+        left = budget - sum(costs[f] for f in kept)
+        if left >= 0 and not any(
+            costs[f] <= left for f, keep in zip(fields, chosen) if not keep
+        ):
+            found.append(kept)
+    return found
+
+
+def run_problem(label: str, problem: sq.Problem, answer: dict | None = None) -> None:
     names = problem.names
     costs = costs_of(problem)
     total = sum(costs.values())
@@ -203,12 +239,21 @@ def run_problem(label: str, problem: sq.Problem) -> None:
             key = tuple(n for n in names if n in fields)
             if key not in retrained:
                 if not key:  # nothing fits: the constant model
-                    retrained[key] = {"auc": 0.5, "log_loss": None, "seconds": 0.0}
+                    retrained[key] = {
+                        "auc": 0.5,
+                        "val_auc": 0.5,
+                        "log_loss": None,
+                        "seconds": 0.0,
+                    }
                 else:
                     tf.keras.backend.clear_session()
                     metrics, model, seconds = sq.retrain(problem, list(key), seed)
+                    val = model.evaluate(
+                        problem.dataset("val"), return_dict=True, verbose=0
+                    )
                     retrained[key] = {
                         "auc": float(metrics["auc"]),
+                        "val_auc": float(val["auc"]),
                         "log_loss": float(metrics["log_loss"]),
                         "seconds": seconds,
                         "epochs": model.epochs_run,
@@ -235,6 +280,14 @@ def run_problem(label: str, problem: sq.Problem) -> None:
                     fields = cut_to_fit(count_order, costs, budget)
                     seconds = count_seconds
                     extra = {"count_order": count_order, "selection_shared": True}
+                elif method == "informative_best":
+                    if answer is None:
+                        raise ValueError("informative_best needs --generated")
+                    start = time.perf_counter()
+                    candidates = informative_sets(answer, costs, budget)
+                    fields = max(candidates, key=lambda f: score(f)["val_auc"])
+                    seconds = time.perf_counter() - start
+                    extra = {"candidate_sets": len(candidates)}
                 elif method.startswith("sa_"):
                     rule = method[3:].removesuffix(suffix)
                     try:
@@ -300,7 +353,8 @@ def verdict(diff: float, spread: float) -> str:
 
 def summarize(paths: list[str]) -> None:
     """Per problem and budget: each method's mean test AUC (min-max) over seeds,
-    mean bytes; per SA rule, against the better trivial rule of the cell:
+    mean bytes; per other method (an SA rule, or the ``informative_best``
+    reference), against the better trivial rule of the cell:
     the mean difference, the seeds on which it beats both, and a verdict
     (beats / loses: the difference exceeds the larger half-range, (max-min)/2,
     of the two methods' AUCs over seeds; ties otherwise)."""
@@ -327,7 +381,7 @@ def summarize(paths: list[str]) -> None:
         if not all(t in by_method for t in TRIVIAL):
             continue
         for method, runs in by_method.items():
-            if not method.startswith("sa_"):
+            if method in TRIVIAL:
                 continue
             seeds = [s for s in sorted(runs) if all(s in by_method[t] for t in TRIVIAL)]
             won = sum(
@@ -392,8 +446,8 @@ def main(argv):
     if FLAGS.summary:
         summarize(FLAGS.summary)
         return
-    for label, problem in problems():
-        run_problem(label, problem)
+    for label, problem, answer in problems():
+        run_problem(label, problem, answer)
 
 
 if __name__ == "__main__":
