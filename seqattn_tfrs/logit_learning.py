@@ -281,12 +281,12 @@ def _learn(
             sums = tf.cond(learning, evidence, lambda: tf.zeros([2, gates.shape[0]]))
             update += state.add_heldout_evidence(sums[0], sums[1], learning)
         if entry_test:
+            testing = tf.logical_and(state.settling(), learn)
             sums = tf.cond(  # computed only while settling
-                tf.logical_and(state.settling(), learn),
-                score_test,
-                lambda: tf.zeros([4, gates.shape[0]]),
+                testing, score_test, lambda: tf.zeros([4, gates.shape[0]])
             )
-            update += state.add_evidence(*tf.unstack(sums, num=4))
+            counted = testing if always_learn else False  # held-out batches
+            update += state.add_evidence(*tf.unstack(sums, num=4), counted)
         return update
     # Without one, steps in which the logits do not learn (warm-up, settling,
     # fine-tune, learning from held-out data only) skip the update altogether
@@ -308,7 +308,9 @@ def _learn(
         update.append(
             _when(
                 testing,
-                lambda: tf.group(state.add_evidence(*tf.unstack(score_test()))),
+                lambda: tf.group(
+                    state.add_evidence(*tf.unstack(score_test()), float(always_learn))
+                ),
             )
         )
     return update

@@ -95,6 +95,11 @@ class SelectionState:
         # variance (core.signals.information_sums): the first pick's ranking.
         self.score_norms = state("score_upstream_norms", [n], tf.float32, 0.0, "sum")
         self.score_projections = state("score_projections", [n], tf.float32, 0.0, "sum")
+        # The held-out batches the score sums came from (0 when they came from
+        # training batches): under a budget, rows read more than once in a
+        # round inflate the z that `entry_z` reads, as for the held-out sums
+        # below (docs/pareto.md, "Session 36").
+        self.score_batches = state("score_batches", [], tf.float32, 0.0, "sum")
         # The same sums of the held-out gate gradients while the logits learn
         # (candidates partly on): whether any candidate still helps.
         self.heldout_sum = state("heldout_score_sum", [n], tf.float32, 0.0, "sum")
@@ -201,13 +206,19 @@ class SelectionState:
         squares: tf.Tensor,
         norms: tf.Tensor,
         projections: tf.Tensor,
+        heldout_batches: tf.Tensor | float = 0.0,
     ) -> list[tf.Operation]:
-        """Adds a batch's score sums to the round's score-test evidence."""
+        """Adds a batch's score sums to the round's score-test evidence
+        (``heldout_batches``: 1 for a held-out batch that counts, else 0)."""
+        share = tf.cast(heldout_batches, tf.float32)
+        if tf.distribute.has_strategy():  # every replica adds its share
+            share /= tf.distribute.get_strategy().num_replicas_in_sync
         return [
             self.score_sum.assign_add(total),
             self.score_squares.assign_add(squares),
             self.score_norms.assign_add(norms),
             self.score_projections.assign_add(projections),
+            self.score_batches.assign_add(share),
         ]
 
     def add_heldout_evidence(
@@ -303,6 +314,16 @@ class SelectionState:
             self.score_sum.numpy(), self.score_squares.numpy()
         )
 
+    def entry_z_scores(self) -> np.ndarray:
+        """:meth:`entry_scores` less the inflation of held-out rows read more
+        than once this round: what ``entry_z`` compares with."""
+        return selection.heldout_statistics(
+            self.score_sum.numpy(),
+            self.score_squares.numpy(),
+            float(self.score_batches.numpy()),
+            self.heldout_pass_batches,
+        )
+
     def first_scores(self) -> np.ndarray:
         """Per feature, this round's Rao statistic (the first pick's ranking)."""
         return selection.rao_statistics(
@@ -359,6 +380,7 @@ class SelectionState:
             num_rounds=self.num_rounds,
             costs=costs,
             entry_scores=self.entry_scores(),
+            entry_z_scores=self.entry_z_scores(),
             dependence=self.checked_dependence(),
             heldout_scores=self.heldout_scores(),
             first_scores=self.first_scores(),
@@ -386,6 +408,7 @@ class SelectionState:
         self.score_squares.assign(tf.zeros_like(self.score_squares))
         self.score_norms.assign(tf.zeros_like(self.score_norms))
         self.score_projections.assign(tf.zeros_like(self.score_projections))
+        self.score_batches.assign(0.0)
 
     def checked_dependence(self) -> np.ndarray | None:
         """The ``[N, N]`` functional dependence found on data, or None before

@@ -513,6 +513,42 @@ def test_entry_z_rounds_pick_what_passes_and_are_counted():
     assert int(gate.rounds_done.numpy()) == 4
 
 
+def test_entry_z_reads_the_score_test_less_the_inflation_of_reread_rows():
+    """A settle's held-out score test reads ``selection_data`` again once its
+    steps outnumber a pass: a row read ``c`` times adds about the same score
+    ``c`` times, which spreads a noise feature's z by ``sqrt(sum c^2 / sum
+    c)`` (generated budget problem 8: 13 batches over a pass of 4, x1.82,
+    and a 1,130-value noise table's z of 4.0 passed ``entry_z=3``). The z
+    that ``entry_z`` reads is divided by that factor; sums from training
+    batches (no held-out batch counted) are not."""
+    names = ("a", "b", "c", "d")
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Reshape((1,)) for n in names},
+        budget_bytes=100,
+        feature_bytes={n: 1 for n in names},
+        entry_z=3.0,
+    )
+    gate({n: tf.ones([1]) for n in names})
+    state = gate.selection_state
+    gate.set_heldout_pass_batches(2)
+
+    def round_with(evidence, batches):  # z = -sum / sqrt(squares), squares = 1
+        state.score_sum.assign([-z for z in evidence])
+        state.score_squares.assign([1.0] * 4)
+        state.score_batches.assign(batches)
+        return gate.commit_round()
+
+    assert round_with([9.0, 0, 0, 0], 8) == ["a"]  # round 1 never stops
+    assert float(state.score_batches.numpy()) == 0.0  # reset with the sums
+    # 8 batches of a pass of 2: every row read 4 times, z halved: 7 -> 3.5.
+    assert round_with([0, 5.0, 7.0, 0], 8) == ["c"]
+    assert gate.entry_evidence()["b"] == 0.0  # (the raw z, for reports)
+    # From training batches the z stands as it is: 5 passes.
+    assert round_with([0, 5.0, 0, 0], 0) == ["b"]
+    assert round_with([0, 0, 0, 5.0], 8) == []  # 2.5: nothing passes, closed
+    assert gate.selection_complete and gate.selected_features == ("a", "c", "b")
+
+
 def test_gain_per_byte_rounds_rank_by_the_settled_score_per_byte():
     names = ("a", "b", "c", "d")
     gate = SequentialAttentionEmbedding(
@@ -656,6 +692,7 @@ def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
                 gate.selection_state.score_squares.numpy(),
                 gate.selection_state.heldout_squares.numpy(),
                 gate.selection_state.score_projections.numpy(),
+                float(gate.selection_state.score_batches.numpy()),
             )
         )
     )
@@ -670,12 +707,25 @@ def test_score_test_counts_the_settles_second_half_on_centred_embeddings():
     model.fit(train, epochs=3, callbacks=[callback, recorder], verbose=0)
     assert gate.selection_complete
     # Settles of 16 steps (0.8 x 20) in rounds 2 and 3.
-    settle = [(mode, squares) for mode, squares, _, _ in records]
+    settle = [(mode, squares) for mode, squares, _, _, _ in records]
     assert check_settle_evidence(settle, 16, names.index("const")) == 2
     # The first pick's variance factors are kept in the same steps.
-    projections = [(mode, sums) for mode, _, _, sums in records]
+    projections = [(mode, sums) for mode, _, _, sums, _ in records]
     assert check_settle_evidence(projections, 16, names.index("const")) == 2
-    selecting = [(mode, squares) for mode, _, squares, _ in records]
+    # Each of those steps' held-out batches is counted (for the revisits'
+    # discount of `entry_z`'s z: 8 batches of a pass of 10, none re-read).
+    counts, settles = [], []
+    for mode, _, _, _, batches in records:
+        if mode == 2:
+            counts.append(batches)
+        elif counts:
+            settles.append(counts)
+            counts = []
+        if mode == 1:  # kept while the round selects, until its commit
+            assert batches == 8.0, batches
+    assert settles == [[0.0] * 8 + [float(i) for i in range(1, 9)]] * 2, settles
+    assert gate.selection_state.heldout_pass_batches == 10
+    selecting = [(mode, squares) for mode, _, squares, _, _ in records]
     assert check_selecting_evidence(selecting, names.index("const")) == 3
 
 

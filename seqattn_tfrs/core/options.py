@@ -39,10 +39,12 @@ class AttentionOptions:
         ``"gain_per_byte"`` (the settled model's score test, squared, per
         byte; see :func:`seqattn_tfrs.core.budget.pick_within_budget`).
       entry_z: with a byte budget only: stop when no affordable feature's
-        score test clears this many standard errors; ``None``: fill the
-        budget; ``"auto"`` (default): :data:`DEFAULT_ENTRY_Z` with a budget
-        and the ``"attention_per_byte"`` rule, otherwise None. A layer holds
-        its options :meth:`resolved`.
+        score test clears this many standard errors (its z less the
+        inflation of held-out rows a settle reads more than once, in the
+        tf-keras front-end); ``None``: fill the budget; ``"auto"``
+        (default): :data:`DEFAULT_ENTRY_Z` with a budget and the
+        ``"attention_per_byte"`` rule, otherwise None. A layer holds its
+        options :meth:`resolved`.
       attention_learning_rate: step size of the logits' own update rule, in
         logit units.
       attention_momentum: momentum (first-moment decay) of that rule.

@@ -111,6 +111,7 @@ def commit_round(
     first_scores: np.ndarray | None = None,
     probe_scores: np.ndarray | None = None,
     pair_scores: np.ndarray | None = None,
+    entry_z_scores: np.ndarray | None = None,
 ) -> tuple[SelectionRecord, list[int]]:
     """Commits one round: the picks, and the record after them.
 
@@ -190,6 +191,10 @@ def commit_round(
       probe_scores: per-feature z of the held-out probe (NaN for a feature
         without one; all zero, or None, where none was computed); by count,
         after the first round.
+      entry_z_scores: what ``entry_z`` compares with: ``entry_scores`` less
+        the inflation of held-out rows read more than once in the round
+        (:func:`heldout_statistics`); None: ``entry_scores``. The ranking and
+        the knapsack plan read ``entry_scores``.
       pair_scores: ``[N, N]`` z of the held-out pair test
         (:func:`seqattn_tfrs.core.pairs.pair_z`; NaN for an untested pair),
         where :func:`.evidence.pairs_to_test` asked for it.
@@ -293,7 +298,15 @@ def commit_round(
             ranked = np.concatenate([np.array(pair or [], np.int64), ranked])
     else:
         ranked, closed = _affordable_picks(
-            spec, record, logits, selected, num_rounds, costs, entry_scores, dependence
+            spec,
+            record,
+            logits,
+            selected,
+            num_rounds,
+            costs,
+            entry_scores,
+            dependence,
+            entry_scores if entry_z_scores is None else entry_z_scores,
         )
     picked = record.num_picked
     order = np.array(record.order)
@@ -550,6 +563,7 @@ def _affordable_picks(
     costs: Sequence[int | None] | None,
     entry_scores: np.ndarray | None,
     dependence: np.ndarray | None,
+    entry_z_scores: np.ndarray | None,
 ) -> tuple[np.ndarray, bool]:
     """This round's budgeted picks, and whether the selection closes after them."""
     names = spec.feature_names
@@ -565,7 +579,7 @@ def _affordable_picks(
     remaining = budget_lib.bytes_left(costs, selected, spec.budget_bytes)
     eligible = np.ones(len(cost), bool)
     if spec.entry_z is not None and selected.any():  # round 1 never stops
-        eligible = np.asarray(entry_scores) > spec.entry_z
+        eligible = np.asarray(entry_z_scores) > spec.entry_z
     if dependence is not None:
         eligible &= ~dependence_lib.redundant_candidates(dependence, selected)
     ranked = budget_lib.pick_within_budget(
