@@ -98,7 +98,7 @@ class SelectionState:
         # The held-out batches the score sums came from (0 when they came from
         # training batches): under a budget, rows read more than once in a
         # round inflate the z that `entry_z` reads, as for the held-out sums
-        # below (docs/pareto.md, "Session 36").
+        # below (docs/pareto.md, "A budget family where size says nothing").
         self.score_batches = state("score_batches", [], tf.float32, 0.0, "sum")
         # The same sums of the held-out gate gradients while the logits learn
         # (candidates partly on): whether any candidate still helps.
