@@ -111,12 +111,59 @@ def _centred(effect: np.ndarray, values: np.ndarray) -> np.ndarray:
     return effect - effect[values].mean()
 
 
-def _ctr(seed: int) -> Problem:
-    rng = np.random.default_rng([seed, 0])
+def _ctr_start(seed: int, stream: int) -> tuple[np.random.Generator, int, np.ndarray]:
+    """A CTR-style problem's generator, row count and base logit."""
+    rng = np.random.default_rng([seed, stream])
     n = int(rng.integers(10, 17)) * 1000
+    return rng, n, np.full(n, rng.uniform(-1.5, 0.5))
+
+
+def _effect(rng, values, vocab: int, scale: float, factor: int) -> np.ndarray:
+    """Each row's centred logit effect of a main-effect field: one normal
+    effect a value, or (``factor`` > 0, zip-like) a coarse one per
+    ``values // factor`` plus a fine one of half the scale."""
+    if factor:
+        coarse = rng.normal(0, scale, vocab // factor + 1)[values // factor]
+        effect = coarse + rng.normal(0, 0.5 * scale, vocab)[values]
+    else:
+        effect = rng.normal(0, scale, vocab)[values]
+    return effect - effect.mean()
+
+
+def _main_group(members: dict, vocab: int, shape: str, scale: float, effect) -> dict:
+    """A main effect's entry of the answer."""
+    return {
+        "kind": "main",
+        "members": members,
+        "vocabulary": vocab,
+        "frequencies": shape,
+        "scale": scale,
+        "logit_std": float(effect.std()),
+    }
+
+
+def _finish_ctr(kind, seed, rng, logit, fields, groups, interactions, noise):
+    """Draws the labels from ``logit`` and finishes a CTR-style problem."""
+    y = (rng.random(len(logit)) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    cards = {i: role.get("noise") for i, (_, role) in enumerate(fields)}
+    return _finish(
+        kind,
+        seed,
+        rng,
+        [f for f, _ in fields],
+        y,
+        groups,
+        interactions,
+        noise,
+        cards,
+        k=len(groups),
+    )
+
+
+def _ctr(seed: int) -> Problem:
+    rng, n, logit = _ctr_start(seed, 0)
     fields: list[tuple[np.ndarray, dict]] = []  # (values, role)
     groups: list[dict] = []
-    logit = np.full(n, rng.uniform(-1.5, 0.5))
 
     n_main = int(rng.integers(2, 6))
     n_redundant = int(rng.integers(0, 4))
@@ -137,13 +184,8 @@ def _ctr(seed: int) -> Problem:
             vocab = int(round(np.exp(rng.uniform(np.log(3), np.log(60)))))
         values, shape = _draw(rng, vocab, n)
         scale = float(scales[g])
-        if zip_like:
-            factor = int(rng.integers(5, 11))
-            coarse = rng.normal(0, scale, vocab // factor + 1)[values // factor]
-            effect = coarse + rng.normal(0, 0.5 * scale, vocab)[values]
-        else:
-            effect = rng.normal(0, scale, vocab)[values]
-        effect = effect - effect.mean()
+        factor = int(rng.integers(5, 11)) if zip_like else 0
+        effect = _effect(rng, values, vocab, scale, factor)
         logit += effect
         index = len(groups)
         members = {len(fields): "source"}
@@ -163,16 +205,7 @@ def _ctr(seed: int) -> Problem:
                 relation = f"coarsening:{factor}"
             members[len(fields)] = relation
             fields.append((copy, {"group": index}))
-        groups.append(
-            {
-                "kind": "main",
-                "members": members,
-                "vocabulary": vocab,
-                "frequencies": shape,
-                "scale": scale,
-                "logit_std": float(effect.std()),
-            }
-        )
+        groups.append(_main_group(members, vocab, shape, scale, effect))
 
     interactions = []
     if rng.random() < 0.5:
@@ -208,19 +241,7 @@ def _ctr(seed: int) -> Problem:
         noise.append(len(fields))
         fields.append((values, {"noise": vocab}))
 
-    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
-    return _finish(
-        "ctr",
-        seed,
-        rng,
-        [f for f, _ in fields],
-        y,
-        groups,
-        interactions,
-        noise,
-        {i: role.get("noise") for i, role in enumerate(r for _, r in fields)},
-        k=len(groups),
-    )
+    return _finish_ctr("ctr", seed, rng, logit, fields, groups, interactions, noise)
 
 
 def _log_uniform(rng: np.random.Generator, low: int, high: int) -> int:
@@ -228,11 +249,9 @@ def _log_uniform(rng: np.random.Generator, low: int, high: int) -> int:
 
 
 def _ctr_budget(seed: int) -> Problem:
-    rng = np.random.default_rng([seed, 2])
-    n = int(rng.integers(10, 17)) * 1000
+    rng, n, logit = _ctr_start(seed, 2)
     fields: list[tuple[np.ndarray, dict]] = []  # (values, role)
     groups: list[dict] = []
-    logit = np.full(n, rng.uniform(-1.5, 0.5))
 
     n_main = int(rng.integers(3, 7))
     scales = np.sort(rng.uniform(0.4, 1.5, n_main))[::-1]
@@ -242,12 +261,7 @@ def _ctr_budget(seed: int) -> Problem:
         values, shape = _draw(rng, vocab, n)
         scale = float(scales[g])
         factor = _log_uniform(rng, 5, 50) if vocab >= 200 and rng.random() < 0.5 else 0
-        if factor:
-            coarse = rng.normal(0, scale, vocab // factor + 1)[values // factor]
-            effect = coarse + rng.normal(0, 0.5 * scale, vocab)[values]
-        else:
-            effect = rng.normal(0, scale, vocab)[values]
-        effect = effect - effect.mean()
+        effect = _effect(rng, values, vocab, scale, factor)
         logit += effect
         members = {len(fields): "source"}
         fields.append((values, {"group": len(groups)}))
@@ -257,16 +271,7 @@ def _ctr_budget(seed: int) -> Problem:
         if g == recoded:
             members[len(fields)] = "recode"
             fields.append((rng.permutation(vocab)[values], {"group": len(groups)}))
-        groups.append(
-            {
-                "kind": "main",
-                "members": members,
-                "vocabulary": vocab,
-                "frequencies": shape,
-                "scale": scale,
-                "logit_std": float(effect.std()),
-            }
-        )
+        groups.append(_main_group(members, vocab, shape, scale, effect))
 
     noise = []
     for _ in range(int(rng.integers(3, 9))):
@@ -275,19 +280,7 @@ def _ctr_budget(seed: int) -> Problem:
         noise.append(len(fields))
         fields.append((values, {"noise": vocab}))
 
-    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
-    return _finish(
-        "ctr_budget",
-        seed,
-        rng,
-        [f for f, _ in fields],
-        y,
-        groups,
-        [],
-        noise,
-        {i: role.get("noise") for i, role in enumerate(r for _, r in fields)},
-        k=len(groups),
-    )
+    return _finish_ctr("ctr_budget", seed, rng, logit, fields, groups, [], noise)
 
 
 def _least_squares(seed: int) -> Problem:
