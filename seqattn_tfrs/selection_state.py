@@ -210,15 +210,12 @@ class SelectionState:
     ) -> list[tf.Operation]:
         """Adds a batch's score sums to the round's score-test evidence
         (``heldout_batches``: 1 for a held-out batch that counts, else 0)."""
-        share = tf.cast(heldout_batches, tf.float32)
-        if tf.distribute.has_strategy():  # every replica adds its share
-            share /= tf.distribute.get_strategy().num_replicas_in_sync
         return [
             self.score_sum.assign_add(total),
             self.score_squares.assign_add(squares),
             self.score_norms.assign_add(norms),
             self.score_projections.assign_add(projections),
-            self.score_batches.assign_add(share),
+            self.score_batches.assign_add(_replica_share(heldout_batches)),
         ]
 
     def add_heldout_evidence(
@@ -226,13 +223,10 @@ class SelectionState:
     ) -> list[tf.Operation]:
         """Adds a held-out batch's gate-gradient sums while the logits learn
         (``batches``: 1 for a batch that counts, 0 for one that does not)."""
-        share = tf.cast(batches, tf.float32)
-        if tf.distribute.has_strategy():  # every replica adds its share
-            share /= tf.distribute.get_strategy().num_replicas_in_sync
         return [
             self.heldout_sum.assign_add(total),
             self.heldout_squares.assign_add(squares),
-            self.heldout_batches.assign_add(share),
+            self.heldout_batches.assign_add(_replica_share(batches)),
         ]
 
     def probing(self) -> tf.Tensor:
@@ -440,3 +434,12 @@ class SelectionState:
         self.probe_scores.assign(tf.zeros_like(self.probe_scores))
         self.second_moment.assign(0.0)
         self.logit_steps.assign(0.0)
+
+
+def _replica_share(batches: tf.Tensor | float) -> tf.Tensor:
+    """A batch count as this replica's share: under a strategy every replica
+    adds its share, and the variable's sum over replicas counts the batch once."""
+    share = tf.cast(batches, tf.float32)
+    if tf.distribute.has_strategy():
+        share /= tf.distribute.get_strategy().num_replicas_in_sync
+    return share
