@@ -194,20 +194,58 @@ def settled() -> dict:
 
 
 def ctr_model(
-    columns: dict, **options
+    columns: dict, vocabularies: dict | None = None, **options
 ) -> tuple[keras.Model, SequentialAttentionEmbedding]:
+    """Gated 4-wide tables, a 32-unit ReLU layer and a sigmoid unit; with
+    ``vocabularies`` (name -> strings) string inputs, each table a
+    ``StringLookup`` (one out-of-vocabulary row) before its ``Embedding``."""
     names = list(columns)
-    inputs = {name: keras.Input((), name=name, dtype="int32") for name in names}
-    gate = SequentialAttentionEmbedding(
-        {n: keras.layers.Embedding(int(columns[n].max()) + 1, 4) for n in names},
-        **options,
-    )
+    dtype = "string" if vocabularies else "int32"
+    inputs = {name: keras.Input((), name=name, dtype=dtype) for name in names}
+    if vocabularies:
+        tables = {
+            n: keras.Sequential(
+                [
+                    keras.layers.StringLookup(vocabulary=vocabularies[n]),
+                    keras.layers.Embedding(len(vocabularies[n]) + 1, 4),
+                ]
+            )
+            for n in names
+        }
+    else:
+        tables = {
+            n: keras.layers.Embedding(int(columns[n].max()) + 1, 4) for n in names
+        }
+    gate = SequentialAttentionEmbedding(tables, **options)
     gated = gate(inputs)
     hidden = keras.layers.Dense(32, activation="relu")(
         keras.layers.Concatenate()([gated[n] for n in names])
     )
     out = keras.layers.Dense(1, activation="sigmoid")(hidden)
     return keras.Model(inputs, out), gate
+
+
+def fit_generated(model, gate, problem, features, *callbacks):
+    """Compiles ``model`` (Adam 0.01, binary cross-entropy) and fits it on a
+    generated problem's training rows with the selection callback's defaults
+    (``finetune_epochs=0``, the held-out rows as ``selection_data``, batch
+    128), ``callbacks`` after it; returns the selection callback."""
+    split = problem.train_rows
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+    callback = SequentialAttentionCallback(
+        finetune_epochs=0,
+        selection_data=batches(features, problem.labels, slice(split, None), 128),
+        verbose=0,
+    )
+    model.fit(
+        {n: v[:split] for n, v in features.items()},
+        problem.labels[:split],
+        batch_size=128,
+        epochs=callback.schedule_length(gate.num_rounds),
+        callbacks=[callback, *callbacks],
+        verbose=0,
+    )
+    return callback
 
 
 def ctr(seed: int = 0) -> dict:
@@ -1034,12 +1072,6 @@ def probe() -> dict:
     split, k = problem.train_rows, problem.answer["k"]
     keras.utils.set_random_seed(0)
     model, gate = ctr_model(features, num_selected=k)
-    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
-    callback = SequentialAttentionCallback(
-        finetune_epochs=0,
-        selection_data=batches(features, problem.labels, slice(split, None), 128),
-        verbose=0,
-    )
     passes = {}  # rounds done -> (step, the pass's sums) when they appeared
 
     class WatchPass(keras.callbacks.Callback):
@@ -1056,14 +1088,7 @@ def probe() -> dict:
                 np.testing.assert_array_equal(seen[1], sums)  # kept to the commit
 
     steps = -(-split // 128)
-    model.fit(
-        {n: v[:split] for n, v in features.items()},
-        problem.labels[:split],
-        batch_size=128,
-        epochs=callback.schedule_length(gate.num_rounds),
-        callbacks=[callback, WatchPass()],
-        verbose=0,
-    )
+    callback = fit_generated(model, gate, problem, features, WatchPass())
     order = list(gate.selected_features)
     scored = generator.score_picks(problem.answer, order)
     assert scored["all_groups"] and scored["noise_picks"] == 0, (order, scored)
@@ -1107,40 +1132,11 @@ def probe_strings() -> dict:
         n: problem.features[n].astype("U").astype(object) for n in problem.names
     }
     split, k = problem.train_rows, problem.answer["k"]
-    keras.utils.set_random_seed(0)
     names = problem.names
-    inputs = {n: keras.Input((), name=n, dtype="string") for n in names}
-    tables = {
-        n: keras.Sequential(
-            [
-                keras.layers.StringLookup(
-                    vocabulary=sorted(set(features[n][:split])), num_oov_indices=1
-                ),
-                keras.layers.Embedding(len(set(features[n][:split])) + 1, 4),
-            ]
-        )
-        for n in names
-    }
-    gate = SequentialAttentionEmbedding(tables, num_selected=k)
-    gated = gate(inputs)
-    hidden = keras.layers.Dense(32, activation="relu")(
-        keras.layers.Concatenate()([gated[n] for n in names])
-    )
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
-    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
-    callback = SequentialAttentionCallback(
-        finetune_epochs=0,
-        selection_data=batches(features, problem.labels, slice(split, None), 128),
-        verbose=0,
-    )
-    model.fit(
-        {n: v[:split] for n, v in features.items()},
-        problem.labels[:split],
-        batch_size=128,
-        epochs=callback.schedule_length(gate.num_rounds),
-        callbacks=[callback],
-        verbose=0,
-    )
+    keras.utils.set_random_seed(0)
+    vocabularies = {n: sorted(set(features[n][:split])) for n in names}
+    model, gate = ctr_model(features, vocabularies, num_selected=k)
+    callback = fit_generated(model, gate, problem, features)
     assert gate.probe_features == tuple(names), gate.probe_features
     probed = [e["round"] for e in callback.events if "probe_scores" in e]
     assert probed == list(range(2, k + 1)), callback.events
