@@ -191,6 +191,30 @@ def test_first_pick_is_a_joint_only_feature_the_soft_gates_rank_first():
     assert first_pick([8.0, 12.0, 11.0, 0.0], num_selected=1) == ["a"]
 
 
+def test_first_round_asks_whether_a_feature_helps_alone_less_the_revisits():
+    """The first round's score test, like every held-out statistic, reads
+    rows again when it is longer than a pass of ``selection_data``. b's raw
+    marginal z (3.0 >= 2.24) says it helps alone, so the soft gates' lead
+    leaves the score test's pick (a); its rows each read four times (four
+    batches of a pass of one), its z is 1.5: b helps only with others and,
+    leading the soft gates, is the first pick."""
+
+    def first_pick(score_batches, pass_batches):
+        layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=2)
+        layer.set_heldout_pass_batches(pass_batches)
+        state = layer.selection_state
+        state.score_sum.assign([-9.0, -3.0, -0.5, 0.0])
+        state.score_squares.assign([1.0] * 4)
+        state.score_batches.assign(score_batches)
+        state.heldout_sum.assign([-8.0, -12.0, -11.0, 0.0])
+        state.heldout_squares.assign([1.0] * 4)
+        layer.attention_logits.assign([0.0, 0.0, 0.0, 5.0])
+        return layer.commit_round()
+
+    assert first_pick(4.0, 4) == ["a"]  # every row once: the raw z
+    assert first_pick(4.0, 1) == ["b"]
+
+
 def test_later_rounds_pick_among_features_that_help_on_held_out_data():
     layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=3)
 

@@ -191,10 +191,11 @@ def commit_round(
       probe_scores: per-feature z of the held-out probe (NaN for a feature
         without one; all zero, or None, where none was computed); by count,
         after the first round.
-      entry_z_scores: what ``entry_z`` compares with: ``entry_scores`` less
-        the inflation of held-out rows read more than once in the round
-        (:func:`heldout_statistics`); None: ``entry_scores``. The ranking and
-        the knapsack plan read ``entry_scores``.
+      entry_z_scores: ``entry_scores`` less the inflation of held-out rows
+        read more than once in the round (:func:`heldout_statistics`); None:
+        ``entry_scores``. What a threshold compares with: ``entry_z``, and by
+        count in the first round whether a feature helps on its own. The
+        rankings and the knapsack plan read ``entry_scores``.
       pair_scores: ``[N, N]`` z of the held-out pair test
         (:func:`seqattn_tfrs.core.pairs.pair_z`; NaN for an untested pair),
         where :func:`.evidence.pairs_to_test` asked for it.
@@ -243,16 +244,18 @@ def commit_round(
             ranked = _ranked_picks(
                 np.asarray(first_scores, np.float64), selected, 1, dependence
             )
-            if dependence is not None and entry_scores is not None:
-                # The score test's z says which features help on their own.
-                marginal = np.asarray(entry_scores, np.float64)
+            # Whether a feature helps on its own: the score test's z less the
+            # inflation of held-out rows it read more than once.
+            marginal_z = entry_scores if entry_z_scores is None else entry_z_scores
+            if dependence is not None and marginal_z is not None:
+                marginal = np.asarray(marginal_z, np.float64)
                 helps = marginal >= signal_threshold(len(names))  # none selected yet
                 if helps[ranked[0]]:
                     source = dependence_lib.finest_source(
                         int(ranked[0]), helps, dependence, first_scores
                     )
                     ranked = np.array([source], np.int64)
-            joint = _joint_only_lead(selected, heldout_scores, entry_scores, dependence)
+            joint = _joint_only_lead(selected, heldout_scores, marginal_z, dependence)
             if joint is not None and spec.num_selected > 1:
                 ranked = np.array([joint], np.int64)
             if count > 1:
