@@ -16,7 +16,12 @@ from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.modes import DENSE
 from seqattn_tfrs.core.ops import NUMPY
 from seqattn_tfrs.core.options import AttentionOptions
-from seqattn_tfrs.keras3 import arguments, dependence_check, learning, tables
+from seqattn_tfrs.keras3 import (
+    arguments,
+    dependence_check,
+    learning,
+    tables,
+)
 
 
 @keras.saving.register_keras_serializable(package="seqattn_tfrs")
@@ -183,6 +188,8 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         # the batches in one pass of `selection_data`: rows read twice in a
         # round inflate the z (core.evidence.revisit_factor).
         self.learning_state.append(state("heldout_batches", (), overwrite=True))
+        # And the held-out batches of the score test's sums.
+        self.learning_state.append(state("score_batches", (), overwrite=True))
         # The held-out probe (core.probe): the training side's sums per
         # (feature, hash bucket), and its held-out pass's sum(a), sum(a^2).
         # A pruned layer never learns: one float, not 256 KiB a feature.
@@ -554,6 +561,11 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 "or lower `settle_fraction`."
             )
         entry = selection_lib.entry_statistics(state[5], state[6])
+        # What `entry_z` (and by count the first round's "helps alone") compares
+        # with: less the inflation of held-out rows the score test read twice.
+        entry_z = selection_lib.heldout_statistics(
+            state[5], state[6], float(state[12]), self.heldout_pass_batches
+        )
         heldout = self._heldout_z(state)
         first = selection_lib.rao_statistics(state[5], state[9], state[10])
         gates = self.host_gates()
@@ -565,6 +577,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             num_rounds=self.num_rounds,
             costs=list(self.feature_costs().values()),
             entry_scores=entry,
+            entry_z_scores=entry_z,
             dependence=self._checked_dependence(),
             heldout_scores=heldout,
             first_scores=first,
@@ -591,7 +604,11 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         Used by the callback; on JAX during ``fit`` it must be preceded by
         ``model.jax_state_sync()``.
         """
-        for variable in self.learning_state[5:7] + self.learning_state[9:11]:
+        for variable in (
+            self.learning_state[5:7]
+            + self.learning_state[9:11]
+            + [self.learning_state[12]]
+        ):
             variable.assign(np.zeros(variable.shape, np.float32))
 
     def set_functional_dependence(self, dependence: np.ndarray) -> None:

@@ -25,7 +25,7 @@ from seqattn_tfrs.core.modes import SELECTING, SETTLING
 
 # The learning state's first entries that ``_learn`` updates; the held-out
 # probe's sums, totals and squares follow (``_probe_update``).
-LEARNED = 12
+LEARNED = 13
 
 
 def row_keys(value: Any) -> Any:
@@ -380,4 +380,8 @@ def _learn(
     new += added(state[7:9], selecting if heldout_pass else None)
     new += score[2:]
     new.append(state[11] + selecting if heldout_pass else state[11])
+    # The held-out batches the score test summed (its rows read twice in a
+    # round inflate its z as they do the held-out z).
+    scored = heldout_pass and score_test
+    new.append(state[12] + testing if scored else state[12])
     return new

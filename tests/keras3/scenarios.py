@@ -917,7 +917,11 @@ def heldout_revisits() -> dict:
     the callback learns the pass (one batch) from the first pass, counts the
     round's held-out batches in the gate's state, and the committed z is
     the raw one over sqrt(batches read), as on tf-keras
-    (``tests/test_heldout_revisits.py``)."""
+    (``tests/test_heldout_revisits.py``). So is the first round's score
+    test's z where a threshold reads it (``entry_z_scores``), its held-out
+    batches counted apart; the later settles' score test reads training
+    rows, which count for nothing."""
+    from seqattn_tfrs.core import selection as selection_lib
     from seqattn_tfrs.core.selection import entry_statistics
 
     rng = np.random.default_rng(0)
@@ -928,7 +932,7 @@ def heldout_revisits() -> dict:
     keras.utils.set_random_seed(0)
     model, gate = linear_model(names, num_selected=2)
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    seen = []
+    seen, scored = [], []
     commit = gate.commit_round
 
     def recording_commit(require_learning=False):
@@ -936,9 +940,18 @@ def heldout_revisits() -> dict:
         held = gate.heldout_evidence()
         raw = entry_statistics(state[7], state[8])
         seen.append((float(state[11]), gate.heldout_pass_batches, raw, held))
+        scored.append(float(state[12]))
         return commit(require_learning)
 
     gate.commit_round = recording_commit
+    core_commit = selection_lib.commit_round
+    handed = []
+
+    def recording_core_commit(*args, **kwargs):
+        handed.append((kwargs["entry_scores"], kwargs["entry_z_scores"]))
+        return core_commit(*args, **kwargs)
+
+    selection_lib.commit_round = recording_core_commit
     callback = SequentialAttentionCallback(
         warmup_epochs=1,
         epochs_per_selection=1,
@@ -947,9 +960,19 @@ def heldout_revisits() -> dict:
         selection_data=batches(features, y, slice(0, 64), 64),
         verbose=0,
     )
-    model.fit(features, y, batch_size=64, epochs=3, callbacks=[callback], verbose=0)
+    try:
+        model.fit(features, y, batch_size=64, epochs=3, callbacks=[callback], verbose=0)
+    finally:
+        selection_lib.commit_round = core_commit
     assert gate.selected_features == ("x0", "x2"), gate.selected_features
     assert len(seen) == 2, seen
+    # Round 1: a held-out score-test batch as each of the settle's last two
+    # steps ends (its first half is dropped); round 2 tests training rows.
+    assert scored == [2.0, 0.0], scored
+    entry, entry_z = handed[0]
+    assert np.any(entry != 0)
+    np.testing.assert_allclose(entry_z, entry / np.sqrt(2.0), rtol=1e-5)
+    np.testing.assert_allclose(handed[1][1], handed[1][0], rtol=1e-6)
     for read, pass_batches, raw, held in seen:
         # A held-out batch as each of the round's last 5 steps ends (the
         # settle's last sets the selecting mode).
@@ -1018,7 +1041,7 @@ def probe() -> dict:
     w = {"a": weights["kernel"][:2, 0], "b": weights["kernel"][2:, 0]}
     y_pred = weights["a"][x["a"]] @ w["a"]  # b's gate is 0 while settling
     upstream = 2.0 * (y_pred - y[:, 0]) / len(y)  # d mean-squared error
-    sums = keras.ops.convert_to_numpy(gate.learning_state[12]).reshape(2, buckets)
+    sums = keras.ops.convert_to_numpy(gate.learning_state[13]).reshape(2, buckets)
     expected = np.zeros((2, buckets))
     for f, name in enumerate(("a", "b")):
         p = upstream * (w[name] @ r[name])
@@ -1032,7 +1055,7 @@ def probe() -> dict:
     held_y = np.array([[0.5], [1.0], [0.0]], np.float32)
     before = [keras.ops.convert_to_numpy(v) for v in model.variables]
     heldout.make_step(model, [gate], flag="probe_pass")((held_x, held_y))
-    total, squares = (keras.ops.convert_to_numpy(v) for v in gate.learning_state[13:])
+    total, squares = (keras.ops.convert_to_numpy(v) for v in gate.learning_state[14:])
     y_held = weights["a"][held_x["a"]] @ w["a"]
     upstream = 2.0 * (y_held - held_y[:, 0]) / len(held_y)
     rows = np.zeros((3, 2))  # each held-out row's p * rows, less its mean
@@ -1050,14 +1073,14 @@ def probe() -> dict:
         for v, old, new in zip(model.variables, before, after)
         if not np.array_equal(old, new)
     ]
-    assert sorted(changed) == sorted(v.path for v in gate.learning_state[13:]), changed
+    assert sorted(changed) == sorted(v.path for v in gate.learning_state[14:]), changed
     passes = HeldoutProbe(model, [gate])
     passes.run_pass([gate], [(held_x, held_y)])  # the same pass, by name
     scores = passes.scores(gate)
     assert list(scores) == ["b"], scores  # the selected `a` has none
     np.testing.assert_allclose(scores["b"], total[1] / np.sqrt(squares[1]), 1e-5)
     pair = passes.pair_scores(gate, [(held_x, held_y)], [("a", "b")])
-    handed = keras.ops.convert_to_numpy(gate.learning_state[12])[:12]
+    handed = keras.ops.convert_to_numpy(gate.learning_state[13])[:12]
     np.testing.assert_allclose(handed[:6].reshape(3, 2), rows, rtol=1e-4, atol=1e-9)
     assert handed[6:].reshape(3, 2).tolist() == [[1, 2], [1, 2], [3, 4]], handed
     keyed = np.array([[1, 2], [1, 2], [3, 4]])
@@ -1080,7 +1103,7 @@ def probe() -> dict:
         def on_train_batch_end(self, batch, logs=None):
             if hasattr(model, "jax_state_sync"):
                 model.jax_state_sync()
-            sums = [keras.ops.convert_to_numpy(v) for v in gate.learning_state[13:]]
+            sums = [keras.ops.convert_to_numpy(v) for v in gate.learning_state[14:]]
             done = int(keras.ops.convert_to_numpy(gate.rounds_done))
             step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
             if np.any(sums[1] > 0):
