@@ -20,6 +20,7 @@ from seqattn_tfrs.keras3 import (
     arguments,
     dependence_check,
     learning,
+    saved_state,
     tables,
 )
 
@@ -226,6 +227,19 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             self.selected_mask.assign(mask)
             self.selection_order.assign(order)
             self.budget_closed.assign(1)
+
+    def save_own_variables(self, store: Any) -> None:
+        """Saves the layer's own variables by name (see
+        :mod:`seqattn_tfrs.keras3.saved_state`)."""
+        saved_state.save(self._own_variables(), store)
+
+    def load_own_variables(self, store: Any) -> None:
+        """Loads them by name, or by an earlier release's layout."""
+        saved_state.load(self.name, self._own_variables(), store)
+
+    def _own_variables(self) -> list:
+        # What Keras saves for a layer itself: not its tables' variables.
+        return list(self._trainable_variables) + list(self._non_trainable_variables)
 
     # ------------------------------------------------------------ public view
     @property

@@ -401,6 +401,75 @@ def distributed() -> dict:
     return {"kept": kept, "tables": kept_tables}
 
 
+def saved_layouts() -> dict:
+    """The gate's own variables go into ``.keras`` files by name and come back
+    with every value; a file of an earlier release, saved by position, loads
+    by its layout (the variables it lacks keep their initial values); a file
+    naming a variable this gate lacks, or matching no layout, is refused."""
+    import zipfile
+
+    import h5py
+
+    from seqattn_tfrs.keras3 import saved_state
+
+    names = ["a", "b", "c"]
+
+    def gate_model():
+        inputs = {n: keras.Input((), dtype="int32", name=n) for n in names}
+        gate = SequentialAttentionEmbedding(
+            {n: keras.layers.Embedding(7, 2) for n in names}, 2, name="gate"
+        )
+        gated = gate(inputs)
+        joined = keras.layers.Concatenate()(list(gated.values()))
+        return keras.Model(inputs, keras.layers.Dense(1)(joined)), gate
+
+    def own(gate):
+        return {v.name: keras.ops.convert_to_numpy(v) for v in gate._own_variables()}
+
+    model, gate = gate_model()
+    rng = np.random.default_rng(0)
+    for variable in gate._own_variables():  # distinct values of each dtype
+        value = rng.integers(1, 50, size=variable.shape)
+        variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
+    saved = own(gate)
+    path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as raw:
+        with h5py.File(raw) as weights:
+            stored = set(weights["layers/sequential_attention_embedding/vars"])
+    assert stored == set(saved), sorted(stored)
+    loaded = keras.models.load_model(path).get_layer("gate")
+    for name, value in own(loaded).items():
+        np.testing.assert_array_equal(value, saved[name], err_msg=name)
+
+    fresh_model, fresh = gate_model()
+    initial = own(fresh)
+    for layout in saved_state.POSITIONAL_LAYOUTS:
+        _, target = gate_model()
+        target.load_own_variables({str(i): saved[n] for i, n in enumerate(layout)})
+        for name, value in own(target).items():
+            want = saved[name] if name in layout else initial[name]
+            np.testing.assert_array_equal(value, want, err_msg=f"{len(layout)} {name}")
+    # The two layouts of 14 variables differ only in dtypes: position 6 is
+    # `score_squares` (float) in one and `selection_order` (int) in the other.
+    fourteen = [lay for lay in saved_state.POSITIONAL_LAYOUTS if len(lay) == 14]
+    assert len(fourteen) == 2 and fourteen[0][6] != fourteen[1][6], fourteen
+    refused = []
+    for store, expected in (
+        ({**saved, "later_sums": np.zeros(3)}, "['later_sums']"),
+        ({str(i): saved[n] for i, n in enumerate(sorted(saved)[:13])}, "13 variables"),
+        ({"round_gates": np.zeros((9, 3), np.float32)}, "`round_gates` has shape"),
+    ):
+        try:
+            fresh.load_own_variables(store)
+        except ValueError as error:
+            assert expected in str(error), (expected, str(error))
+            refused.append(expected)
+        else:
+            raise AssertionError(f"loading {sorted(store)} must raise")
+    return {"layouts": len(saved_state.POSITIONAL_LAYOUTS), "refused": len(refused)}
+
+
 def config() -> dict:
     """get_config covers every constructor argument; a .keras file round-trips."""
     import inspect

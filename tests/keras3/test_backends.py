@@ -30,6 +30,7 @@ SCENARIOS = [
     "prune_export",
     "distributed",
     "config",
+    "saved_layouts",
     "budget",
     "dependence",
     "evidence",
