@@ -434,9 +434,12 @@ def saved_layouts() -> dict:
     saved = own(gate)
     path = os.path.join(tempfile.mkdtemp(), "model.keras")
     model.save(path)
-    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as raw:
-        with h5py.File(raw) as weights:
-            stored = set(weights["layers/sequential_attention_embedding/vars"])
+    with (
+        zipfile.ZipFile(path) as archive,
+        archive.open("model.weights.h5") as raw,
+        h5py.File(raw) as weights,
+    ):
+        stored = set(weights["layers/sequential_attention_embedding/vars"])
     assert stored == set(saved), sorted(stored)
     loaded = keras.models.load_model(path).get_layer("gate")
     for name, value in own(loaded).items():
