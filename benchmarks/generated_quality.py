@@ -51,6 +51,7 @@ flags.DEFINE_list("sources", ["heldout"], "heldout (selection_data) and/or train
 flags.DEFINE_enum("optimizer", "adam", ["adam", "adagrad", "sgd"], "Optimizer.")
 flags.DEFINE_integer("batch_size", 128, "Training and held-out batch size.")
 flags.DEFINE_string("tag", "default", "Names the settings in the output.")
+flags.DEFINE_enum("model", "mlp", ["mlp", "dcn"], "ctr: planted.ctr_model / dcn_model.")
 flags.DEFINE_integer("epochs_per_selection", None, "Callback option (None: default).")
 flags.DEFINE_float("settle_fraction", None, "Callback option (None: default).")
 flags.DEFINE_integer(
@@ -112,6 +113,7 @@ def run(argv) -> None:
         "attention_signal": FLAGS.attention_signal,
         "selection_interval": FLAGS.selection_interval,
         "batch_size": FLAGS.batch_size,
+        "model": FLAGS.model,
     }
     for problem_seed in range(start, stop):
         problem = generate_problem(problem_seed, FLAGS.kind)
@@ -140,6 +142,7 @@ def run(argv) -> None:
                         batch_size=FLAGS.batch_size,
                         layer_options=layer_options,
                         callback_options=callback_options,
+                        model=FLAGS.model,
                     )
                 )
                 record["problem_text"] = describe(problem.answer)

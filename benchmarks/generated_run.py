@@ -20,9 +20,12 @@ def run_one(
     batch_size: int = 128,
     layer_options: dict | None = None,
     callback_options: dict | None = None,
+    model: str = "mlp",
 ) -> dict:
     """One selection run at the library's defaults (but the options given);
-    the scores of its picks (``generator.score_picks``), order and fit time."""
+    the scores of its picks (``generator.score_picks``), order and fit time.
+    ``model``: for CTR problems, ``"mlp"`` (``planted.ctr_model``) or
+    ``"dcn"`` (``planted.dcn_model``)."""
     import planted
     import tensorflow as tf
 
@@ -36,7 +39,8 @@ def run_one(
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(seed)
     if kind == "ctr":
-        model, layer = planted.ctr_model(problem.features, **layer_options)
+        build = {"mlp": planted.ctr_model, "dcn": planted.dcn_model}[model]
+        model, layer = build(problem.features, **layer_options)
         loss = "binary_crossentropy"
     else:
         model, layer = planted.linear_model(names, **layer_options)

@@ -140,6 +140,37 @@ def ctr_model(columns, **layer_options):
     return tf.keras.Model(inputs, out), layer
 
 
+def dcn_model(columns, dim: int = 8, **layer_options):
+    """A DCN over the CTR fields: ``dim``-wide embeddings, gated, one
+    full-rank ``tfrs.layers.dcn.Cross`` layer, ReLU layers of 64 and 32 units
+    and a sigmoid unit (the shape of the MovieLens job's model, and of the
+    model issue 14's planted problem was tried on).
+
+    Returns the uncompiled model and its gate layer.
+    """
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+
+    import seqattn_tfrs
+
+    names = list(columns)
+    inputs = {name: tf.keras.Input((), name=name, dtype=tf.int64) for name in names}
+    layer = seqattn_tfrs.SequentialAttentionEmbedding(
+        {
+            name: tf.keras.layers.Embedding(int(columns[name].max()) + 1, dim)
+            for name in names
+        },
+        **layer_options,
+    )
+    gated = layer(inputs)
+    x0 = tf.keras.layers.Concatenate()([gated[name] for name in names])
+    x = tfrs.layers.dcn.Cross(kernel_initializer="glorot_uniform")(x0, x0)
+    for units in (64, 32):
+        x = tf.keras.layers.Dense(units, activation="relu")(x)
+    out = tf.keras.layers.Dense(1, activation="sigmoid")(x)
+    return tf.keras.Model(inputs, out), layer
+
+
 def criteo_problem(
     seed: int, n: int, vocabulary: int = 10_000
 ) -> tuple[dict[str, np.ndarray], np.ndarray, set[str]]:
