@@ -171,6 +171,44 @@ def dcn_model(columns, dim: int = 8, **layer_options):
     return tf.keras.Model(inputs, out), layer
 
 
+def keras3_ctr_model(columns, vocabularies=None, **layer_options):
+    """``ctr_model`` for the Keras 3 front-end (import with Keras 3 as
+    ``keras``): gated 4-wide tables, a 32-unit ReLU layer and a sigmoid unit;
+    with ``vocabularies`` (name -> strings; the TensorFlow backend) string
+    inputs, each table a ``StringLookup`` (one out-of-vocabulary row) before
+    its ``Embedding``. Returns the uncompiled model and its gate layer; seed
+    Keras before calling it.
+    """
+    import keras
+
+    from seqattn_tfrs.keras3 import SequentialAttentionEmbedding
+
+    names = list(columns)
+    dtype = "string" if vocabularies else "int32"
+    inputs = {name: keras.Input((), name=name, dtype=dtype) for name in names}
+    if vocabularies:
+        tables = {
+            n: keras.Sequential(
+                [
+                    keras.layers.StringLookup(vocabulary=vocabularies[n]),
+                    keras.layers.Embedding(len(vocabularies[n]) + 1, 4),
+                ]
+            )
+            for n in names
+        }
+    else:
+        tables = {
+            n: keras.layers.Embedding(int(columns[n].max()) + 1, 4) for n in names
+        }
+    gate = SequentialAttentionEmbedding(tables, **layer_options)
+    gated = gate(inputs)
+    hidden = keras.layers.Dense(32, activation="relu")(
+        keras.layers.Concatenate()([gated[n] for n in names])
+    )
+    out = keras.layers.Dense(1, activation="sigmoid")(hidden)
+    return keras.Model(inputs, out), gate
+
+
 def criteo_problem(
     seed: int, n: int, vocabulary: int = 10_000
 ) -> tuple[dict[str, np.ndarray], np.ndarray, set[str]]:

@@ -8,10 +8,10 @@ import time
 
 import keras
 from generator import score_picks
+from planted import keras3_ctr_model
 
 from seqattn_tfrs.keras3 import (
     SequentialAttentionCallback,
-    SequentialAttentionEmbedding,
 )
 
 
@@ -23,28 +23,8 @@ def ctr_model(features, names, k, vocabularies=None):
     TensorFlow backend) the inputs are strings and each table a
     ``StringLookup`` (one out-of-vocabulary row) before its ``Embedding``.
     Returns ``(model, gate)``; seed Keras before calling it."""
-    dtype = "string" if vocabularies else "int32"
-    inputs = {n: keras.Input((), dtype=dtype, name=n) for n in names}
-    if vocabularies:
-        tables = {
-            n: keras.Sequential(
-                [
-                    keras.layers.StringLookup(vocabulary=vocabularies[n]),
-                    keras.layers.Embedding(len(vocabularies[n]) + 1, 4),
-                ]
-            )
-            for n in names
-        }
-    else:
-        tables = {
-            n: keras.layers.Embedding(int(features[n].max()) + 1, 4) for n in names
-        }
-    gate = SequentialAttentionEmbedding(tables, num_selected=k)
-    gated = gate(inputs)
-    joined = keras.layers.Concatenate()([gated[n] for n in names])
-    hidden = keras.layers.Dense(32, activation="relu")(joined)
-    out_unit = keras.layers.Dense(1, activation="sigmoid")(hidden)
-    model = keras.Model(inputs, out_unit)
+    columns = {n: features[n] for n in names}
+    model, gate = keras3_ctr_model(columns, vocabularies, num_selected=k)
     model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
     return model, gate
 

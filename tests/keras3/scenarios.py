@@ -28,6 +28,7 @@ from planted import (  # noqa: E402
     binary_and_gaussian_problem,
     ctr_correct,
     ctr_problem,
+    keras3_ctr_model,
     linear_problem,
     omp_order,
 )
@@ -193,38 +194,6 @@ def settled() -> dict:
     }
 
 
-def ctr_model(
-    columns: dict, vocabularies: dict | None = None, **options
-) -> tuple[keras.Model, SequentialAttentionEmbedding]:
-    """Gated 4-wide tables, a 32-unit ReLU layer and a sigmoid unit; with
-    ``vocabularies`` (name -> strings) string inputs, each table a
-    ``StringLookup`` (one out-of-vocabulary row) before its ``Embedding``."""
-    names = list(columns)
-    dtype = "string" if vocabularies else "int32"
-    inputs = {name: keras.Input((), name=name, dtype=dtype) for name in names}
-    if vocabularies:
-        tables = {
-            n: keras.Sequential(
-                [
-                    keras.layers.StringLookup(vocabulary=vocabularies[n]),
-                    keras.layers.Embedding(len(vocabularies[n]) + 1, 4),
-                ]
-            )
-            for n in names
-        }
-    else:
-        tables = {
-            n: keras.layers.Embedding(int(columns[n].max()) + 1, 4) for n in names
-        }
-    gate = SequentialAttentionEmbedding(tables, **options)
-    gated = gate(inputs)
-    hidden = keras.layers.Dense(32, activation="relu")(
-        keras.layers.Concatenate()([gated[n] for n in names])
-    )
-    out = keras.layers.Dense(1, activation="sigmoid")(hidden)
-    return keras.Model(inputs, out), gate
-
-
 def fit_generated(model, gate, problem, features, *callbacks):
     """Compiles ``model`` (Adam 0.01, binary cross-entropy) and fits it on a
     generated problem's training rows with the selection callback's defaults
@@ -253,7 +222,7 @@ def ctr(seed: int = 0) -> dict:
     columns, y = ctr_problem(seed)
     columns = {k: v.astype(np.int32) for k, v in columns.items()}
     keras.utils.set_random_seed(seed)
-    model, gate = ctr_model(columns, num_selected=5)
+    model, gate = keras3_ctr_model(columns, num_selected=5)
     model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
     order = np.random.default_rng(seed).permutation(8000)
     train = {k: v[:8000][order] for k, v in columns.items()}
@@ -284,7 +253,7 @@ def prune_export() -> dict:
     names = ["m1", "m2", "m3", "noise0"]
     columns = {k: columns[k].astype(np.int32) for k in names}
     keras.utils.set_random_seed(0)
-    model, gate = ctr_model(columns, num_selected=2)
+    model, gate = keras3_ctr_model(columns, num_selected=2)
     model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
     callback = SequentialAttentionCallback(within_fit=True, verbose=0)
     model.fit(columns, y, batch_size=64, epochs=4, callbacks=[callback], verbose=0)
@@ -602,7 +571,7 @@ def dependence() -> dict:
     def fit(selection_data: bool) -> tuple[keras.Model, SequentialAttentionEmbedding]:
         keras.utils.set_random_seed(0)
         # Two picks in one round: the copies share the largest logits.
-        model, gate = ctr_model(columns, num_selected=2, selections_per_round=2)
+        model, gate = keras3_ctr_model(columns, num_selected=2, selections_per_round=2)
         model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
         callback = SequentialAttentionCallback(
             warmup_epochs=1,
@@ -1166,7 +1135,7 @@ def probe() -> dict:
     features = {n: problem.features[n].astype(np.int32) for n in problem.names}
     split, k = problem.train_rows, problem.answer["k"]
     keras.utils.set_random_seed(0)
-    model, gate = ctr_model(features, num_selected=k)
+    model, gate = keras3_ctr_model(features, num_selected=k)
     passes = {}  # rounds done -> (step, the pass's sums) when they appeared
 
     class WatchPass(keras.callbacks.Callback):
@@ -1230,7 +1199,7 @@ def probe_strings() -> dict:
     names = problem.names
     keras.utils.set_random_seed(0)
     vocabularies = {n: sorted(set(features[n][:split])) for n in names}
-    model, gate = ctr_model(features, vocabularies, num_selected=k)
+    model, gate = keras3_ctr_model(features, vocabularies, num_selected=k)
     callback = fit_generated(model, gate, problem, features)
     assert gate.probe_features == tuple(names), gate.probe_features
     probed = [e["round"] for e in callback.events if "probe_scores" in e]
