@@ -142,7 +142,7 @@ def run(argv) -> None:
                         batch_size=FLAGS.batch_size,
                         layer_options=layer_options,
                         callback_options=callback_options,
-                        model=FLAGS.model,
+                        architecture=FLAGS.model,
                     )
                 )
                 record["problem_text"] = describe(problem.answer)

@@ -20,11 +20,11 @@ def run_one(
     batch_size: int = 128,
     layer_options: dict | None = None,
     callback_options: dict | None = None,
-    model: str = "mlp",
+    architecture: str = "mlp",
 ) -> dict:
     """One selection run at the library's defaults (but the options given);
     the scores of its picks (``generator.score_picks``), order and fit time.
-    ``model``: for CTR problems, ``"mlp"`` (``planted.ctr_model``) or
+    ``architecture``: for CTR problems, ``"mlp"`` (``planted.ctr_model``) or
     ``"dcn"`` (``planted.dcn_model``)."""
     import planted
     import tensorflow as tf
@@ -39,7 +39,7 @@ def run_one(
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(seed)
     if kind == "ctr":
-        build = {"mlp": planted.ctr_model, "dcn": planted.dcn_model}[model]
+        build = {"mlp": planted.ctr_model, "dcn": planted.dcn_model}[architecture]
         model, layer = build(problem.features, **layer_options)
         loss = "binary_crossentropy"
     else:

@@ -381,7 +381,7 @@ def _learn(
     new += score[2:]
     new.append(state[11] + selecting if heldout_pass else state[11])
     # The held-out batches the score test summed (its rows read twice in a
-    # round inflate its z as they do the held-out z).
-    scored = heldout_pass and score_test
-    new.append(state[12] + testing if scored else state[12])
+    # round inflate its z as they do the held-out z); a held-out pass always
+    # allows the test.
+    new.append(state[12] + testing if heldout_pass else state[12])
     return new

@@ -9,9 +9,9 @@ load by their layout, found from the variables' count, shapes and dtypes.
 
 Example (a plain dict stands in for Keras' store):
   >>> import numpy as np
-  >>> store = {"0": np.zeros(2), "1": np.zeros(2), "2": np.zeros(())}
-  >>> layout_of("gate", store, {"a": ((2,), "float32"), "b": ((2,), "float32"),
-  ...                           "c": ((), "float32")}, [("a", "b", "c")])
+  >>> values = [np.zeros(2), np.zeros(2), np.zeros(())]
+  >>> layout_of("gate", values, {"a": ((2,), "float32"), "b": ((2,), "float32"),
+  ...                            "c": ((), "float32")}, [("a", "b", "c")])
   ('a', 'b', 'c')
 """
 
@@ -88,9 +88,10 @@ def load(layer_name: str, variables: Sequence[Any], store: Any) -> None:
     by_name = {variable.name: variable for variable in variables}
     keys = list(store.keys())
     if keys and all(key.isdigit() for key in keys):
+        stored = [np.asarray(store[str(i)]) for i in range(len(keys))]
         specs = {name: (tuple(v.shape), str(v.dtype)) for name, v in by_name.items()}
-        names = layout_of(layer_name, store, specs, POSITIONAL_LAYOUTS)
-        values = {name: store[str(i)] for i, name in enumerate(names)}
+        names = layout_of(layer_name, stored, specs, POSITIONAL_LAYOUTS)
+        values = dict(zip(names, stored))
     else:
         unknown = sorted(set(keys) - set(by_name))
         if unknown:
@@ -113,19 +114,18 @@ def load(layer_name: str, variables: Sequence[Any], store: Any) -> None:
 
 def layout_of(
     layer_name: str,
-    store: Any,
+    values: Sequence[np.ndarray],
     specs: Mapping[str, tuple[tuple[int, ...], Any]],
     layouts: Sequence[Sequence[str]],
 ) -> tuple[str, ...]:
-    """The one layout of ``layouts`` whose names, in order, match the
-    positional ``store``'s values in count, shape and dtype kind (``specs``:
-    name to ``(shape, dtype)``).
+    """The one layout of ``layouts`` whose names, in order, match the values
+    a store held by position in count, shape and dtype kind (``specs``: name
+    to ``(shape, dtype)``).
 
     Raises:
       ValueError: no layout, or more than one, matches.
     """
-    count = len(list(store.keys()))
-    values = [np.asarray(store[str(i)]) for i in range(count)]
+    count = len(values)
 
     def matches(names: Sequence[str]) -> bool:
         return len(names) == count and all(
