@@ -254,7 +254,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         self.selection_state = SelectionState(
             self.spec, self.options, self.num_rounds, self.add_weight, preselected
         )
-        self.probe_sums = self.selection_state.probe_sums  # tracked: checkpointed
+        # Tracked: checkpointed.
+        self.probe_sums = self.selection_state.probe_sums
+        self.probe_axes = self.selection_state.probe_axes
+        self.probe_moments = self.selection_state.probe_moments
         # A trainable scalar whose gradient is always exactly 0: it makes every
         # training step's backward pass run through the gate (even when the
         # per-feature layers have no weights), where the logits learn. Being 0

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from seqattn_tfrs import heldout
+from seqattn_tfrs import heldout, tf_ops
 from seqattn_tfrs.core import modes, pairs, probe
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
@@ -165,13 +165,12 @@ class HeldoutProbe:
             for o, g in zip(outputs, grads)
         ]
         keyed = [names.index(n) for n in self._keyed]
-        widths = [0] * len(names)
-        for index, output in zip(keyed, outputs):
-            widths[index] = output.shape[1]
-        directions = probe.probe_directions(widths, keyed)
+        widths = [capture.outputs[n].shape[1] for n in names]
+        axes = layer.selection_state.probe_axes_for(widths)  # the training side's
         rows = tf.shape(grads[0])[0]
         # The loss is a batch mean: per-row gradients on one scale.
-        projected = tf.matmul(tf.concat(grads, axis=1), directions)  # [B, K]
+        joined = tf.concat(grads, axis=1)
+        projected = tf_ops.project_on_axes(joined, axes, keyed, widths)  # [B, K]
         projected *= tf.cast(rows, tf.float32)
         # Less its batch mean, as the training side: a mean that every row
         # shares would add to every bucket's product, a term that grows with

@@ -178,20 +178,27 @@ def _gate_each(
 def _probe_update(
     state: SelectionState, raw_inputs: Sequence[object], widths: Sequence[int]
 ) -> Callable[[Sequence[tf.Tensor]], tf.Tensor] | None:
-    """The op that adds a settling step's probe sums, from the upstream
-    gradients; None when no feature has raw values to hash. The keys and
-    projections are computed only inside the cond, in the steps that sum:
-    one join of the keyed features' upstream gradients, one product with
-    their fixed directions, one scatter-add into the sums."""
+    """The ops that add a step's probe sums and direction moments, from the
+    upstream gradients; None when no feature has raw values to hash. A
+    settling step that sums the probe joins the keyed features' upstream
+    gradients, projects each on its direction (``state.probe_axes_for``) less
+    the batch mean, and scatter-adds them at their hash buckets; a step
+    before the selection completes, outside the rounds' selecting parts, adds
+    the second moments of its first ``AXIS_ROWS`` rows' gradients, which give the
+    next settle's directions (:func:`seqattn_tfrs.core.probe.principal_axes`).
+    Both are computed only inside their conds."""
     keyed = [i for i, raw in enumerate(raw_inputs) if tf_ops.has_row_keys(raw)]
     if not keyed:
         return None
-    directions = probe.probe_directions(widths, keyed)
+    axes = state.probe_axes_for(widths)
+    width = max(widths)
+    block = np.arange(width * width, dtype=np.int32)
+    moment_slots = np.concatenate([i * width * width + block for i in keyed])
 
     def add(upstream: Sequence[tf.Tensor]) -> tf.Tensor:
         def accumulate() -> tf.Operation:
             joined = tf.concat([_float32(upstream[i]) for i in keyed], axis=1)
-            projected = tf.matmul(joined, directions)  # [B, K]
+            projected = tf_ops.project_on_axes(joined, axes, keyed, widths)  # [B, K]
             projected -= tf.reduce_mean(projected, axis=0)
             keys = tf.stack(
                 [tf_ops.row_keys(raw_inputs[i], probe.PROBE_BUCKETS) for i in keyed],
@@ -200,7 +207,15 @@ def _probe_update(
             slots = probe.probe_slots(keys, keyed)  # [B, K]
             return state.add_probe(tf.reshape(projected, [-1]), tf.reshape(slots, [-1]))
 
-        return _when(state.probing(), accumulate)
+        def moments() -> tf.Operation:
+            grads = [tf.reshape(_float32(upstream[i]), [-1, widths[i]]) for i in keyed]
+            values = tf_ops.second_moments(grads, width, probe.AXIS_ROWS)
+            return state.add_moments(tf.reshape(values, [-1]), moment_slots)
+
+        return tf.group(
+            _when(state.probing(), accumulate),
+            _when(state.measuring_axes(), moments),
+        )
 
     return add
 

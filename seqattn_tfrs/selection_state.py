@@ -137,6 +137,20 @@ class SelectionState:
             trainable=False,
             name="probe_sums",
         )
+        # The probe's direction per feature ``[N, W]`` and, summed over
+        # training rows since the last commit, the second moments ``[N, W,
+        # W]`` of the features' upstream gradients that give the next ones
+        # (core.probe.principal_axes); flat, and one 0 until a step that sums
+        # the probe traces (W, the widest embedding, is known only then).
+        self.probe_axes, self.probe_moments = (
+            tf.Variable(
+                tf.zeros([1]),
+                shape=tf.TensorShape(None) if self.probe_supported else [1],
+                trainable=False,
+                name=name,
+            )
+            for name in ("probe_axes", "probe_moments")
+        )
 
     # ------------------------------------------------------------ in-graph
     def complete(self) -> tf.Tensor:
@@ -283,6 +297,49 @@ class SelectionState:
             self.spec.layer_name, self.spec.feature_names, scores
         )
 
+    def probe_axes_for(self, widths: Sequence[int]) -> tf.Tensor:
+        """The probe's directions ``[N, max(widths)]`` for embeddings of
+        ``widths`` (a tensor, read where it is called); set to
+        :func:`seqattn_tfrs.core.probe.initial_axes`, with the moments zeroed,
+        where they hold another shape (first use), eagerly even when called
+        while a step traces."""
+        count, width = len(widths), max(widths)
+        with tf.init_scope():
+            if int(tf.size(self.probe_axes)) != count * width:
+                axes = probe.initial_axes(widths).reshape(-1)
+                self.probe_axes.assign(axes, read_value=False)
+                moments = tf.zeros([axes.size * width])
+                self.probe_moments.assign(moments, read_value=False)
+        return tf.reshape(self.probe_axes, [count, width])
+
+    def measuring_axes(self) -> tf.Tensor:
+        """Whether this training step adds to the moments behind the next
+        probe directions: before the selection completes, outside the
+        rounds' selecting parts (the warm-up, the settles)."""
+        return tf.logical_and(
+            tf.not_equal(self.gate_mode, modes.SELECTING),
+            tf.logical_not(self.complete()),
+        )
+
+    def add_moments(self, values: tf.Tensor, slots: tf.Tensor) -> tf.Operation:
+        """Adds second-moment entries at their flat slots of the moments."""
+        return self.probe_moments.scatter_add(tf.IndexedSlices(values, slots)).op
+
+    def _next_probe_axes(self) -> None:
+        """At a commit: the moments summed since the last one give the next
+        settle's probe directions, and restart from 0 (nothing before the
+        first traced step that sums them)."""
+        count = len(self.spec.feature_names)
+        size = int(tf.size(self.probe_axes))
+        if size == 1:
+            return
+        width = size // count
+        moments = self.probe_moments.numpy().reshape(count, width, width)
+        previous = self.probe_axes.numpy().reshape(count, width)
+        axes = probe.principal_axes(moments, previous)
+        self.probe_axes.assign(axes.reshape(-1), read_value=False)
+        self.probe_moments.assign(tf.zeros_like(self.probe_moments), read_value=False)
+
     def _set_probe(self, active: bool) -> None:
         """Starts (zeroed) or stops the probe's sums for the next settle."""
         self.probe_active.assign(int(active and self.probe_supported))
@@ -393,6 +450,7 @@ class SelectionState:
             new.selected, self.heldout_scores(), new.complete(self.spec)
         )
         self._reset_round()
+        self._next_probe_axes()
         self._set_probe(wanted)
         return picks
 

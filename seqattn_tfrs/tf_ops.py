@@ -7,7 +7,7 @@ same way, so the Keras 3 front-end passes it as it is.
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -123,3 +123,41 @@ def row_keys(value: Any, buckets: int) -> tf.Tensor | None:
         lambda: modulo(rows[:, 0]),
         lambda: hashed(rows),
     )
+
+
+def project_on_axes(
+    joined: tf.Tensor, axes: tf.Tensor, features: Sequence[int], widths: Sequence[int]
+) -> tf.Tensor:
+    """Joined float32 gradients ``[B, sum(widths[f])]`` of ``features``, each
+    projected on its row of the probe's directions ``axes`` ``[N, W]``:
+    ``[B, K]``.
+
+    Example:
+      >>> axes = tf.constant([[1.0, 0.0], [0.0, 0.0], [2.0, 1.0]])
+      >>> joined = tf.constant([[3.0, 4.0, 5.0]])
+      >>> project_on_axes(joined, axes, [0, 2], [1, 0, 2]).numpy().tolist()
+      [[3.0, 13.0]]
+    """
+    sizes = [widths[f] for f in features]
+    direction = tf.concat([axes[f, :size] for f, size in zip(features, sizes)], 0)
+    columns = joined * direction
+    if len(set(sizes)) == 1:
+        return tf.reduce_sum(tf.reshape(columns, [-1, len(sizes), sizes[0]]), axis=2)
+    return tf.stack(
+        [tf.reduce_sum(c, axis=1) for c in tf.split(columns, sizes, axis=1)], axis=1
+    )
+
+
+def second_moments(gradients: Sequence[tf.Tensor], width: int, rows: int) -> tf.Tensor:
+    """``sum_r g_r g_r^T`` over the first ``rows`` rows of each float32
+    ``[B, w]`` gradient, zero-padded to ``width``: ``[K, width, width]``.
+
+    Example:
+      >>> m = second_moments([tf.constant([[1.0], [2.0]])], 2, rows=8)
+      >>> m.numpy().tolist()
+      [[[5.0, 0.0], [0.0, 0.0]]]
+    """
+    padded = tf.stack(
+        [tf.pad(g[:rows], [[0, 0], [0, width - g.shape[1]]]) for g in gradients], 1
+    )
+    return tf.einsum("rkw,rkv->kwv", padded, padded)

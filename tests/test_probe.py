@@ -293,7 +293,7 @@ def commit_with_heldout(layer, logits, z):
     return layer.commit_round()
 
 
-def integer_model(**options):
+def integer_model(num_selected=2, **options):
     """Features ``a`` and ``b`` (ids 0-7 into 3- and 2-wide tables) and ``c``
     (a float), gated (with the layer ``options``); the prediction is the sum
     of every gated column."""
@@ -308,7 +308,7 @@ def integer_model(**options):
             "b": tf.keras.layers.Embedding(8, 2),
             "c": tf.keras.layers.Reshape((1,)),
         },
-        num_selected=2,
+        num_selected=num_selected,
         name="gate",
         **options,
     )
@@ -378,6 +378,48 @@ def test_settling_steps_sum_the_projected_gradients_per_value():
     # A float candidate (c) has no probe z; the integer one (b) has.
     dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(32)
     assert set(heldout_probe.HeldoutProbe(model, layer).scores(dataset)) == {"b"}
+
+
+def test_each_settle_learns_the_directions_the_next_one_projects_on():
+    """The probe's direction of a candidate is the top eigenvector of its
+    upstream gradients' second moment, summed over the training rows of the
+    steps before the commit in which the logits did not learn."""
+    features, labels = rows(0, 64)
+    model, layer = integer_model(num_selected=3)
+    layer.sum_probe_in_training(True)
+    start_probe(layer, "a")
+    state = layer.selection_state
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)  # one step
+    initial = probe.initial_axes([3, 2, 1])
+    np.testing.assert_array_equal(state.probe_axes.numpy().reshape(3, 3), initial)
+    # b's upstream gradient is 2 (fit - y) / 64 in both columns: its moments
+    # are the sum of its squares in every entry of b's 2 x 2 block.
+    upstream = 2 * residuals(model, features, labels, "a") / 64
+    moments = state.probe_moments.numpy().reshape(3, 3, 3)
+    expected = np.zeros((3, 3))
+    expected[:2, :2] = (upstream**2).sum()
+    np.testing.assert_allclose(moments[1], expected, rtol=1e-5)
+    assert not np.any(moments[2])  # a float feature: none
+    layer.set_gate_mode(SELECTING)  # the logits learn: no moments added
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
+    np.testing.assert_array_equal(state.probe_moments.numpy().reshape(3, 3, 3), moments)
+    commit_with_heldout(layer, [0.0, 0.0, 5.0], [0.0, -0.5, -0.5])
+    axes = state.probe_axes.numpy().reshape(3, 3)
+    np.testing.assert_allclose(axes[1], [0.5**0.5, 0.5**0.5, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(axes[2], initial[2])  # no moments: kept
+    assert not np.any(state.probe_moments.numpy())
+    # The next settle projects b's gradients on its new direction.
+    layer.set_gate_mode(SETTLING)
+    model.fit(features, labels, batch_size=64, epochs=1, verbose=0)
+    projected = residuals(model, features, labels, "a") * 2 / 64
+    if "c" in layer.selected_features:
+        projected = projected + features["c"] * 2 / 64
+    projected = projected * 2 * 0.5**0.5
+    projected -= projected.mean()
+    expected = np.zeros(BUCKETS)
+    np.add.at(expected, features["b"], projected)
+    sums = layer.probe_training_sums()
+    np.testing.assert_allclose(sums[1], expected, rtol=1e-4, atol=1e-7)
 
 
 def test_settling_steps_run_the_score_test_where_no_feature_has_values_to_hash():
@@ -452,6 +494,15 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
         assert abs(expected) > 1e-3
     assert int(layer.gate_mode.numpy()) == SELECTING  # left as it was
     np.testing.assert_array_equal(layer.probe_training_sums(), sums)  # unchanged
+    # The pass projects on the training side's directions: every column of
+    # this model has the same upstream gradient, so a direction whose entries
+    # sum to the opposite sign turns a's z around.
+    axes = layer.selection_state.probe_axes.numpy().reshape(3, 3)
+    axes[0] = -np.sign(axes[0].sum()) * np.array([1.0, 0.0, 0.0])
+    layer.selection_state.probe_axes.assign(axes.reshape(-1))
+    turned = heldout_probe.HeldoutProbe(model, layer).scores(dataset)
+    assert turned["a"] == pytest.approx(-scores["a"], rel=1e-4)
+    assert turned["b"] == pytest.approx(scores["b"], rel=1e-4)
     # A training side equal in every bucket is no evidence: the held-out rows'
     # centred gradients sum to 0 against it (a mean shared by every row, which
     # the model's own bias could absorb, no longer counts).

@@ -9,9 +9,16 @@ data instead (docs/generated_quality.md, "Session 13"):
 
 * while a round settles (the candidates' gates at 0), each training row's
   gradient of the loss with respect to candidate ``j``'s gated embedding,
-  projected on one fixed direction ``r_j`` and less its batch mean, is summed
-  per hash bucket of the row's raw value: ``S_j[b]``, the step a one-number
-  table of that feature would take if its gate were 1;
+  projected on a direction ``r_j`` and less its batch mean, is summed per
+  hash bucket of the row's raw value: ``S_j[b]``, the step a one-number
+  table of that feature would take if its gate were 1. ``r_j`` is the top
+  eigenvector of the second moment of those gradients over the training
+  rows since the last commit (the warm-up's and every settle's steps,
+  ``AXIS_ROWS`` rows a step; :func:`principal_axes`), fixed for the round;
+  before the first commit a random draw (:func:`initial_axes`). One random
+  direction could fall near orthogonal to the gradients' mean and miss a
+  weak main effect (a DCN's: z -0.5 against 10.1 along the whole vector;
+  docs/generated_quality.md, "Session 37");
 * on held-out rows with the candidates' gates at 0, ``a_h = p_j(h) *
   S_j[b_h]`` (``p_j(h)`` the same projection, less its batch mean) is the
   held-out loss's derivative along that step, and the probe's z is
@@ -30,8 +37,8 @@ no values to hash and so no probe z; in a layer of such features only, the
 settled model's score test on the same settle's training rows ranks instead
 (:func:`seqattn_tfrs.core.selection.commit_round`). Hashing many values into few buckets
 dilutes the test (MovieLens' ``timestamp``, about 50,000 values: z 0.7 in
-4,096 buckets, 4.8 in 65,536); more directions than one did not strengthen
-it (docs/generated_quality.md, "Session 15"), and testing the training rows'
+4,096 buckets, 4.8 in 65,536); more random directions than one did not
+strengthen it (docs/generated_quality.md, "Session 15"), and testing the training rows'
 two halves against each other instead of against held-out rows was biased
 where the model memorises rows ("Session 16").
 
@@ -55,6 +62,12 @@ from seqattn_tfrs.core import evidence
 # feature, held only while a settle sums them; otherwise one float).
 PROBE_BUCKETS = 65536
 
+# Training rows a step adds to the second moments behind the next settle's
+# probe directions (:func:`principal_axes`): a direction needs few rows, and
+# every step before the selection completes adds them (but steps in which
+# the logits learn).
+AXIS_ROWS = 256
+
 
 def probe_slots(keys, features):
     """The sums' flat index of each row's (feature, bucket):
@@ -67,6 +80,52 @@ def probe_slots(keys, features):
       (3, 5)
     """
     return keys + np.asarray(features, np.int32) * PROBE_BUCKETS
+
+
+def initial_axes(widths: Sequence[int]) -> np.ndarray:
+    """Each feature's first probe direction as a row of an ``[N, max(widths)]``
+    float32 array (zeros past the feature's width): standard normals, a draw
+    seeded by the feature's index, the column
+    :func:`probe_directions` gives it.
+
+    Example:
+      >>> axes = initial_axes([2, 3])
+      >>> axes.shape, float(axes[0, 2])
+      ((2, 3), 0.0)
+      >>> bool(np.all(axes[1] == probe_directions([2, 3], [1])[:, 0]))
+      True
+    """
+    axes = np.zeros([len(widths), max(widths, default=0)], np.float32)
+    for feature, width in enumerate(widths):
+        axes[feature, :width] = np.random.default_rng([feature, 0x5EA]).standard_normal(
+            width
+        )
+    return axes
+
+
+def principal_axes(moments: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The next settle's probe directions ``[N, W]``: per feature the top
+    eigenvector of its upstream gradients' second moment ``moments[f]``
+    (``[N, W, W]``, summed over training rows; zeros past the feature's
+    width stay zero), signed so that its largest entry is positive; a
+    feature whose moments hold no finite, nonzero sum keeps ``previous[f]``.
+
+    Example (gradients along ``(1, 1)`` give that axis; no rows keep the old):
+      >>> moments = np.zeros((2, 2, 2)); moments[0] = [[4.0, 4.0], [4.0, 4.0]]
+      >>> principal_axes(moments, np.array([[1.0, 0.0], [0.0, 1.0]])).round(4)
+      array([[0.7071, 0.7071],
+             [0.    , 1.    ]], dtype=float32)
+    """
+    moments = np.asarray(moments, np.float64)
+    axes = np.array(previous, np.float32, copy=True)
+    for feature, moment in enumerate(moments):
+        if not (np.all(np.isfinite(moment)) and np.trace(moment) > 0):
+            continue
+        _, vectors = np.linalg.eigh((moment + moment.T) / 2)
+        top = np.where(np.any(moment != 0, axis=0), vectors[:, -1], 0.0)
+        top = top * np.sign(top[np.argmax(np.abs(top))])
+        axes[feature] = top.astype(np.float32)
+    return axes
 
 
 def probe_directions(widths: Sequence[int], features: Sequence[int]) -> np.ndarray:

@@ -191,15 +191,8 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.learning_state.append(state("heldout_batches", (), overwrite=True))
         # And the held-out batches of the score test's sums.
         self.learning_state.append(state("score_batches", (), overwrite=True))
-        # The held-out probe (core.probe): the training side's sums per
-        # (feature, hash bucket), and its held-out pass's sum(a), sum(a^2).
-        # A pruned layer never learns: one float, not 256 KiB a feature.
-        sums = 1 if self._pruned_widths else n * probe.PROBE_BUCKETS
-        self.learning_state += [
-            state("probe_sums", (sums,), overwrite=True),
-            state("probe_total", (n,), overwrite=True),
-            state("probe_squares", (n,), overwrite=True),
-        ]
+        # The held-out probe's state (learning.probe_state).
+        self.learning_state += learning.probe_state(state, n, self.is_pruned)
         self.heldout_pass_batches: int | None = None
         self.attention_logits = self.learning_state[0]
         self.selected_mask = state("selected_mask", (n,))
@@ -607,9 +600,11 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.rounds_done.assign(record.rounds_done)
         self.round_gates.assign(record.round_gates)
         self.budget_closed.assign(int(record.closed))
+        directions = learning.next_directions(self.learning_state, len(gates))
         for variable in self.learning_state:
             if variable is not self.learning_state[4]:  # keep the NaN count
                 variable.assign(np.zeros(variable.shape, np.float32))
+        self.learning_state[learning.PROBE_AXES].assign(directions)
         return [self._feature_names[i] for i in picks]
 
     def reset_evidence(self) -> None:

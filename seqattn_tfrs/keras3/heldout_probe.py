@@ -79,14 +79,12 @@ class HeldoutProbe:
         kept = [_pass_sums(g) for g in others]
         with _settling(self.model, layers):
             for layer in layers:
-                for variable in layer.learning_state[learning.LEARNED + 1 :]:
+                for variable in layer.learning_state[learning.PASS_SUMS]:
                     variable.assign(np.zeros(variable.shape, np.float32))
             for batch in _rows(data):
                 self._probe_step(batch)
         for layer, sums in zip(others, kept):  # the pass adds to every layer's
-            for variable, value in zip(
-                layer.learning_state[learning.LEARNED + 1 :], sums
-            ):
+            for variable, value in zip(layer.learning_state[learning.PASS_SUMS], sums):
                 variable.assign(value)
 
     def scores(self, layer: SequentialAttentionEmbedding) -> dict[str, float]:
@@ -163,8 +161,7 @@ def _rows(data: Any):
 def _pass_sums(layer: SequentialAttentionEmbedding) -> list[np.ndarray]:
     """Host copies of ``layer``'s probe-pass sums (``sum(a)``, ``sum(a^2)``)."""
     return [
-        keras.ops.convert_to_numpy(v)
-        for v in layer.learning_state[learning.LEARNED + 1 :]
+        keras.ops.convert_to_numpy(v) for v in layer.learning_state[learning.PASS_SUMS]
     ]
 
 

@@ -24,8 +24,15 @@ from seqattn_tfrs.core import logit_rule, probe, signals
 from seqattn_tfrs.core.modes import SELECTING, SETTLING
 
 # The learning state's first entries that ``_learn`` updates; the held-out
-# probe's sums, totals and squares follow (``_probe_update``).
+# probe's state follows (``_probe_update``): the training side's sums, the
+# held-out pass's totals and squares, the directions and their moments.
 LEARNED = 13
+PASS_SUMS = slice(LEARNED + 1, LEARNED + 3)
+PROBE_AXES = LEARNED + 3
+
+# Each feature's block of the probe's directions (and, squared, of their
+# moments): a feature wider than this keeps its first, fixed direction.
+AXIS_CAPACITY = 128
 
 
 def row_keys(value: Any) -> Any:
@@ -57,6 +64,38 @@ def row_keys(value: Any) -> Any:
         keys = tf.strings.to_hash_bucket_fast(value, probe.PROBE_BUCKETS)
         return ops.cast(keys, "int32")
     return ops.cast(ops.mod(value, probe.PROBE_BUCKETS), "int32")
+
+
+def probe_state(state: Callable[..., Any], n: int, pruned: bool) -> list:
+    """The held-out probe's learning state for ``n`` features, made by
+    ``state(name, shape, overwrite=True)``: the training side's sums per
+    (feature, hash bucket), the held-out pass's ``sum(a)`` and ``sum(a^2)``,
+    each feature's direction (a block of ``AXIS_CAPACITY``, first its fixed
+    draw: :func:`seqattn_tfrs.core.probe.initial_axes`) and the second
+    moments behind the next ones (a block of ``AXIS_CAPACITY`` squared). A
+    pruned layer never learns: one float each, not 320 KiB a feature."""
+    sums = 1 if pruned else n * probe.PROBE_BUCKETS
+    cap = 1 if pruned else AXIS_CAPACITY
+    variables = [
+        state("probe_sums", (sums,), overwrite=True),
+        state("probe_total", (n,), overwrite=True),
+        state("probe_squares", (n,), overwrite=True),
+        state("probe_axes", (n * cap,), overwrite=True),
+        state("probe_moments", (n * cap * cap,), overwrite=True),
+    ]
+    variables[3].assign(probe.initial_axes([cap] * n).reshape(-1))
+    return variables
+
+
+def next_directions(learning_state: Sequence[Any], n: int) -> np.ndarray:
+    """At a commit, the next settle's probe directions (flat, as
+    ``probe_axes``) from the moments summed since the last one
+    (:func:`seqattn_tfrs.core.probe.principal_axes`)."""
+    axes, moments = (ops.convert_to_numpy(v) for v in learning_state[PROBE_AXES:])
+    cap = axes.size // n
+    return probe.principal_axes(
+        moments.reshape(n, cap, cap), axes.reshape(n, cap)
+    ).reshape(-1)
 
 
 def gate_values(layer: Any) -> Any:
@@ -189,56 +228,92 @@ def gate_and_learn(
 def _probe_update(
     layer: Any, widths: Sequence[int], keys: Sequence, complete: Any
 ) -> Callable[[Any, list], list] | None:
-    """The held-out probe's update of its state ``[sums, total, squares]``
-    from a backward pass's upstream gradients ``[B, D]``; None where no
-    feature has values to hash.
+    """The held-out probe's update of its state ``[sums, total, squares,
+    axes, moments]`` from a backward pass's upstream gradients ``[B, D]``;
+    None where no feature has values to hash.
 
-    Each keyed feature's upstream gradient is projected on its fixed direction
-    (:func:`seqattn_tfrs.core.probe.probe_directions`), less its batch mean.
-    A training pass that settles after a commit asking for it
+    Each keyed feature's upstream gradient is projected on its direction (its
+    block of ``axes``, :func:`seqattn_tfrs.core.probe.principal_axes`; a
+    feature wider than ``AXIS_CAPACITY`` on its fixed one), less its batch
+    mean. A training pass that settles after a commit asking for it
     (``settled_test_active``) adds the projections to the sums at their
-    features' hash buckets (the training side); the probe's held-out pass
-    (``layer.probe_pass``, candidates' gates at 0) adds, per keyed feature,
-    ``sum(a)`` and ``sum(a^2)`` of ``a = p * S[bucket]`` (the per-row
-    gradient, the loss being a batch mean, times the training side's sum);
-    the pair test's pass (``layer.pair_pass``, after the probe's) writes its
-    batch's ``[B, K]`` per-row gradients, then their bucket keys, at the start
-    of the sums, for the host to read (the sums are spent by then); a
-    held-out logit step leaves all three as they were.
+    features' hash buckets (the training side); a training pass before the
+    selection completes, outside the rounds' selecting parts, adds the second
+    moments of its first ``AXIS_ROWS`` rows' gradients, from which the commit
+    sets the next directions; the probe's held-out pass (``layer.probe_pass``,
+    candidates' gates at 0) adds, per keyed feature, ``sum(a)`` and
+    ``sum(a^2)`` of ``a = p * S[bucket]`` (the per-row gradient, the loss
+    being a batch mean, times the training side's sum); the pair test's pass
+    (``layer.pair_pass``, after the probe's) writes its batch's ``[B, K]``
+    per-row gradients, then their bucket keys, at the start of the sums, for
+    the host to read (the sums are spent by then); a held-out logit step
+    leaves all as they were.
     """
     keyed = [i for i, k in enumerate(keys) if k is not None]
     if not keyed:
         return None
     count, offsets = len(widths), np.cumsum([0, *widths])
-    block = probe.probe_directions(widths, keyed)  # [sum of keyed widths, K]
-    directions = np.zeros((int(offsets[-1]), len(keyed)), np.float32)
-    start = 0
-    for i in keyed:
-        directions[offsets[i] : offsets[i + 1]] = block[start : start + widths[i]]
-        start += widths[i]
+    cap = AXIS_CAPACITY
+    learned = [i for i in keyed if widths[i] <= cap]  # directions from moments
+    # Per column: its feature's column of the projections [D, K], and where
+    # its direction's entry is read: the axes (index, mask) or a fixed value.
+    columns = np.zeros((int(offsets[-1]), len(keyed)), np.float32)
+    index = np.zeros(int(offsets[-1]), np.int32)
+    from_axes = np.zeros(int(offsets[-1]), np.float32)
+    fixed = np.zeros(int(offsets[-1]), np.float32)
+    for k, i in enumerate(keyed):
+        span = slice(offsets[i], offsets[i + 1])
+        columns[span, k] = 1.0
+        if i in learned:
+            index[span] = i * cap + np.arange(widths[i])
+            from_axes[span] = 1.0
+        else:
+            fixed[span] = probe.probe_directions(widths, [i])[:, 0]
+    moment_slots = np.concatenate(
+        [
+            i * cap * cap + (np.arange(w)[:, None] * cap + np.arange(w)).ravel()
+            for i, w in ((i, widths[i]) for i in learned)
+        ]
+        or [np.zeros(0, np.int64)]
+    ).astype(np.int32)
     to_features = np.zeros((len(keyed), count), np.float32)
     to_features[np.arange(len(keyed)), keyed] = 1.0
-    directions = ops.convert_to_tensor(directions)
-    to_features = ops.convert_to_tensor(to_features)
+    columns, to_features = map(ops.convert_to_tensor, (columns, to_features))
     slots = ops.stack(
         [ops.cast(keys[i], "int32") + i * probe.PROBE_BUCKETS for i in keyed], axis=1
     )  # [B, K]
-    settling = ops.equal(ops.convert_to_tensor(layer.gate_mode), SETTLING)
+    mode = ops.convert_to_tensor(layer.gate_mode)
+    settling = ops.equal(mode, SETTLING)
     asked = ops.equal(ops.convert_to_tensor(layer.settled_test_active), 1)
     open_round = ops.logical_and(ops.logical_not(complete), settling)
-    wanted = ops.logical_and(open_round, asked)
-    summing = ops.stop_gradient(ops.cast(wanted, "float32"))
+    summing = ops.stop_gradient(ops.cast(ops.logical_and(open_round, asked), "float32"))
+    measuring = ops.logical_and(
+        ops.logical_not(complete), ops.logical_not(ops.equal(mode, SELECTING))
+    )
+    measuring = ops.stop_gradient(ops.cast(measuring, "float32"))
     size = count * probe.PROBE_BUCKETS
 
-    def projections(upstream32):
-        projected = ops.matmul(upstream32, directions)  # [B, K]
+    def projections(upstream32, axes):
+        direction = ops.take(axes, index) * from_axes + fixed  # [D]
+        projected = ops.matmul(upstream32 * direction, columns)  # [B, K]
         return projected - ops.mean(projected, axis=0, keepdims=True)
 
+    def moments_added(upstream32, moments):
+        rows = upstream32[: probe.AXIS_ROWS]
+        blocks = [
+            ops.reshape(ops.matmul(ops.transpose(g), g), (-1,))
+            for g in (rows[:, offsets[i] : offsets[i + 1]] for i in learned)
+        ]
+        added = ops.segment_sum(
+            ops.concatenate(blocks), moment_slots, num_segments=moments.shape[0]
+        )
+        return moments + added
+
     def update(upstream32, state):
-        sums, total, squares = state
+        sums, total, squares, axes, moments = state
         if layer.probe_pass:
             rows = ops.cast(ops.shape(upstream32)[0], "float32")
-            a = projections(upstream32) * rows * ops.take(sums, slots)
+            a = projections(upstream32, axes) * rows * ops.take(sums, slots)
             total = total + ops.matmul(ops.sum(a, axis=0), to_features)
             squares = squares + ops.matmul(ops.sum(a * a, axis=0), to_features)
         elif layer.pair_pass:
@@ -246,7 +321,7 @@ def _probe_update(
             keyed_keys = ops.stack([ops.cast(keys[i], "float32") for i in keyed], 1)
             block = ops.concatenate(
                 [
-                    ops.reshape(projections(upstream32) * rows, (-1,)),
+                    ops.reshape(projections(upstream32, axes) * rows, (-1,)),
                     ops.reshape(keyed_keys, (-1,)),
                 ]
             )
@@ -257,14 +332,20 @@ def _probe_update(
                 lambda: (
                     sums
                     + ops.segment_sum(
-                        ops.reshape(projections(upstream32), (-1,)),
+                        ops.reshape(projections(upstream32, axes), (-1,)),
                         ops.reshape(slots, (-1,)),
                         num_segments=size,
                     )
                 ),
                 lambda: sums,
             )
-        return [sums, total, squares]
+            if learned:
+                moments = ops.cond(
+                    measuring > 0,
+                    lambda: moments_added(upstream32, moments),
+                    lambda: moments,
+                )
+        return [sums, total, squares, axes, moments]
 
     return update
 

@@ -1063,7 +1063,7 @@ def probe() -> dict:
     (the smallest table, a 2-value noise field, was picked third), the
     probe's z finds them."""
     from seqattn_tfrs.core import probe as probe_lib
-    from seqattn_tfrs.keras3 import heldout
+    from seqattn_tfrs.keras3 import heldout, learning
     from seqattn_tfrs.keras3.heldout_probe import HeldoutProbe
 
     rng = np.random.default_rng(0)
@@ -1089,6 +1089,20 @@ def probe() -> dict:
         np.add.at(expected[f], x[name], p - p.mean())
     np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-7)
     assert np.count_nonzero(expected) == 6, expected  # a: 3 ids, b: 3 ids
+    # The same step added each feature's second moments (its upstream
+    # gradient is each row's upstream times its kernel rows), from which the
+    # commit sets the next directions: b's turns to its kernel rows.
+    cap = learning.AXIS_CAPACITY
+    moments = keras.ops.convert_to_numpy(gate.learning_state[17]).reshape(2, cap, cap)
+    for f, name in enumerate(("a", "b")):
+        outer = (upstream**2).sum() * np.outer(w[name], w[name])
+        np.testing.assert_allclose(moments[f, :2, :2], outer, rtol=1e-5)
+    assert not np.any(moments[:, 2:]) and not np.any(moments[:, :, 2:])
+    axes = learning.next_directions(gate.learning_state, 2).reshape(2, cap)
+    unit = w["b"] / np.linalg.norm(w["b"])
+    unit *= np.sign(unit[np.argmax(np.abs(unit))])
+    np.testing.assert_allclose(axes[1, :2], unit, rtol=1e-5)
+    assert not np.any(axes[:, 2:]), axes
 
     # Rows 0 and 1 share their pair of values: the pair test fits on row 0
     # (and 2) and tests on row 1.
@@ -1096,7 +1110,7 @@ def probe() -> dict:
     held_y = np.array([[0.5], [1.0], [0.0]], np.float32)
     before = [keras.ops.convert_to_numpy(v) for v in model.variables]
     heldout.make_step(model, [gate], flag="probe_pass")((held_x, held_y))
-    total, squares = (keras.ops.convert_to_numpy(v) for v in gate.learning_state[14:])
+    total, squares = (keras.ops.convert_to_numpy(v) for v in gate.learning_state[14:16])
     y_held = weights["a"][held_x["a"]] @ w["a"]
     upstream = 2.0 * (y_held - held_y[:, 0]) / len(held_y)
     rows = np.zeros((3, 2))  # each held-out row's p * rows, less its mean
@@ -1114,7 +1128,8 @@ def probe() -> dict:
         for v, old, new in zip(model.variables, before, after)
         if not np.array_equal(old, new)
     ]
-    assert sorted(changed) == sorted(v.path for v in gate.learning_state[14:]), changed
+    pass_sums = gate.learning_state[14:16]
+    assert sorted(changed) == sorted(v.path for v in pass_sums), changed
     passes = HeldoutProbe(model, [gate])
     passes.run_pass([gate], [(held_x, held_y)])  # the same pass, by name
     scores = passes.scores(gate)
@@ -1144,7 +1159,7 @@ def probe() -> dict:
         def on_train_batch_end(self, batch, logs=None):
             if hasattr(model, "jax_state_sync"):
                 model.jax_state_sync()
-            sums = [keras.ops.convert_to_numpy(v) for v in gate.learning_state[14:]]
+            sums = [keras.ops.convert_to_numpy(v) for v in gate.learning_state[14:16]]
             done = int(keras.ops.convert_to_numpy(gate.rounds_done))
             step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
             if np.any(sums[1] > 0):
@@ -1158,6 +1173,7 @@ def probe() -> dict:
     assert scored["all_groups"] and scored["noise_picks"] == 0, (order, scored)
     probed = [e["round"] for e in callback.events if "probe_scores" in e]
     assert probed == list(range(2, k + 1)), callback.events
+    _assert_learned_directions(gate, width=4)
     # Each round's pass ran as its settle ended, before the selecting part
     # (not at the commit), and the commit ranked by that pass's z.
     round_steps = callback.epochs_per_selection * steps
@@ -1172,6 +1188,21 @@ def probe() -> dict:
         for name, score in event["probe_scores"].items():
             np.testing.assert_allclose(score, z[gate.feature_names.index(name)])
     return {"order": order, "probe_rounds": probed, "pair_z": pair[("a", "b")]}
+
+
+def _assert_learned_directions(gate, width: int) -> None:
+    """Every commit set each feature's next probe direction from its
+    moments: a unit vector in its table's ``width`` columns, no longer the
+    first draw."""
+    from seqattn_tfrs.core import probe as probe_lib
+    from seqattn_tfrs.keras3 import learning
+
+    count, cap = len(gate.feature_names), learning.AXIS_CAPACITY
+    axes = keras.ops.convert_to_numpy(gate.learning_state[16]).reshape(count, cap)
+    first = probe_lib.initial_axes([cap] * count)
+    assert not np.any(np.all(axes == first, axis=1)), axes[:, :width]
+    assert not np.any(axes[:, width:]), axes
+    np.testing.assert_allclose(np.linalg.norm(axes, axis=1), 1.0, rtol=1e-5)
 
 
 def probe_strings() -> dict:
@@ -1204,6 +1235,7 @@ def probe_strings() -> dict:
     assert gate.probe_features == tuple(names), gate.probe_features
     probed = [e["round"] for e in callback.events if "probe_scores" in e]
     assert probed == list(range(2, k + 1)), callback.events
+    _assert_learned_directions(gate, width=4)
     order = list(gate.selected_features)
     scored = generator.score_picks(problem.answer, order)
     assert scored["all_groups"] and scored["noise_picks"] == 0, (order, scored)
