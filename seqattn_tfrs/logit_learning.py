@@ -190,7 +190,6 @@ def _probe_update(
     keyed = [i for i, raw in enumerate(raw_inputs) if tf_ops.has_row_keys(raw)]
     if not keyed:
         return None
-    axes = state.probe_axes_for(widths)
     width = max(widths)
     block = np.arange(width * width, dtype=np.int32)
     moment_slots = np.concatenate([i * width * width + block for i in keyed])
@@ -198,6 +197,7 @@ def _probe_update(
     def add(upstream: Sequence[tf.Tensor]) -> tf.Tensor:
         def accumulate() -> tf.Operation:
             joined = tf.concat([_float32(upstream[i]) for i in keyed], axis=1)
+            axes = state.probe_axes_for(widths)  # read only where it sums
             projected = tf_ops.project_on_axes(joined, axes, keyed, widths)  # [B, K]
             projected -= tf.reduce_mean(projected, axis=0)
             keys = tf.stack(

@@ -304,8 +304,9 @@ class SelectionState:
         where they hold another shape (first use), eagerly even when called
         while a step traces."""
         count, width = len(widths), max(widths)
-        with tf.init_scope():
-            if int(tf.size(self.probe_axes)) != count * width:
+        with tf.init_scope():  # all zeros: never set (a draw is never zero)
+            axes = self.probe_axes
+            if int(tf.size(axes)) != count * width or not np.any(axes.numpy()):
                 axes = probe.initial_axes(widths).reshape(-1)
                 self.probe_axes.assign(axes, read_value=False)
                 moments = tf.zeros([axes.size * width])
@@ -325,13 +326,17 @@ class SelectionState:
         """Adds second-moment entries at their flat slots of the moments."""
         return self.probe_moments.scatter_add(tf.IndexedSlices(values, slots)).op
 
-    def _next_probe_axes(self) -> None:
+    def _next_probe_axes(self, complete: bool) -> None:
         """At a commit: the moments summed since the last one give the next
         settle's probe directions, and restart from 0 (nothing before the
-        first traced step that sums them)."""
+        first traced step that sums them). A complete selection needs
+        neither: one 0 each, as under a strategy (the same weights)."""
+        if complete and self.probe_supported:
+            for variable in (self.probe_axes, self.probe_moments):
+                variable.assign(tf.zeros([1]), read_value=False)
         count = len(self.spec.feature_names)
         size = int(tf.size(self.probe_axes))
-        if size == 1:
+        if complete or size == 1:
             return
         width = size // count
         moments = self.probe_moments.numpy().reshape(count, width, width)
@@ -450,7 +455,7 @@ class SelectionState:
             new.selected, self.heldout_scores(), new.complete(self.spec)
         )
         self._reset_round()
-        self._next_probe_axes()
+        self._next_probe_axes(new.complete(self.spec))
         self._set_probe(wanted)
         return picks
 
