@@ -190,6 +190,7 @@ def _probe_update(
     keyed = [i for i, raw in enumerate(raw_inputs) if tf_ops.has_row_keys(raw)]
     if not keyed:
         return None
+    state.prepare_probe_axes(widths)  # the moments' shape, before any step
     width = max(widths)
     block = np.arange(width * width, dtype=np.int32)
     moment_slots = np.concatenate([i * width * width + block for i in keyed])

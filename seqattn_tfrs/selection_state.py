@@ -297,21 +297,26 @@ class SelectionState:
             self.spec.layer_name, self.spec.feature_names, scores
         )
 
-    def probe_axes_for(self, widths: Sequence[int]) -> tf.Tensor:
-        """The probe's directions ``[N, max(widths)]`` for embeddings of
-        ``widths`` (a tensor, read where it is called); set to
-        :func:`seqattn_tfrs.core.probe.initial_axes`, with the moments zeroed,
-        where they hold another shape (first use), eagerly even when called
+    def prepare_probe_axes(self, widths: Sequence[int]) -> None:
+        """Sets the probe's directions to
+        :func:`seqattn_tfrs.core.probe.initial_axes` for embeddings of
+        ``widths``, with the moments zeroed, where they hold another shape or
+        were never set (all 0: a draw is never 0); eagerly, even when called
         while a step traces."""
         count, width = len(widths), max(widths)
-        with tf.init_scope():  # all zeros: never set (a draw is never zero)
+        with tf.init_scope():
             axes = self.probe_axes
             if int(tf.size(axes)) != count * width or not np.any(axes.numpy()):
                 axes = probe.initial_axes(widths).reshape(-1)
                 self.probe_axes.assign(axes, read_value=False)
                 moments = tf.zeros([axes.size * width])
                 self.probe_moments.assign(moments, read_value=False)
-        return tf.reshape(self.probe_axes, [count, width])
+
+    def probe_axes_for(self, widths: Sequence[int]) -> tf.Tensor:
+        """The probe's directions ``[N, max(widths)]`` (a read where it is
+        called), prepared first (:meth:`prepare_probe_axes`)."""
+        self.prepare_probe_axes(widths)
+        return tf.reshape(self.probe_axes, [len(widths), max(widths)])
 
     def measuring_axes(self) -> tf.Tensor:
         """Whether this training step adds to the moments behind the next
