@@ -237,10 +237,11 @@ def _probe_update(
     feature wider than ``AXIS_CAPACITY`` on its fixed one), less its batch
     mean. A training pass that settles after a commit asking for it
     (``settled_test_active``) adds the projections to the sums at their
-    features' hash buckets (the training side); a training pass before the
-    selection completes, outside the rounds' selecting parts, adds the second
-    moments of its first ``AXIS_ROWS`` rows' gradients, from which the commit
-    sets the next directions; the probe's held-out pass (``layer.probe_pass``,
+    features' hash buckets (the training side); with held-out data (the logits
+    not learning from training batches), a training pass before the selection
+    completes, outside the rounds' selecting parts, adds the second moments
+    of its first ``AXIS_ROWS`` rows' gradients, from which the commit sets the
+    next directions; the probe's held-out pass (``layer.probe_pass``,
     candidates' gates at 0) adds, per keyed feature, ``sum(a)`` and
     ``sum(a^2)`` of ``a = p * S[bucket]`` (the per-row gradient, the loss
     being a batch mean, times the training side's sum); the pair test's pass
@@ -287,8 +288,9 @@ def _probe_update(
     asked = ops.equal(ops.convert_to_tensor(layer.settled_test_active), 1)
     open_round = ops.logical_and(ops.logical_not(complete), settling)
     summing = ops.stop_gradient(ops.cast(ops.logical_and(open_round, asked), "float32"))
-    measuring = ops.logical_and(
-        ops.logical_not(complete), ops.logical_not(ops.equal(mode, SELECTING))
+    measuring = ops.logical_and(  # with held-out data: the probe runs only then
+        ops.logical_and(ops.logical_not(complete), ops.not_equal(mode, SELECTING)),
+        ops.equal(ops.convert_to_tensor(layer.learn_from_fit_batches), 0),
     )
     measuring = ops.stop_gradient(ops.cast(measuring, "float32"))
     size = count * probe.PROBE_BUCKETS

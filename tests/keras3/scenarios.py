@@ -1143,6 +1143,15 @@ def probe() -> dict:
     by_hand = named_pair_scores(["a", "b"], keyed, rows, [("a", "b")])
     np.testing.assert_allclose(pair[("a", "b")], by_hand[("a", "b")], rtol=1e-4)
     assert np.isclose(abs(pair[("a", "b")]), 1.0), pair  # one tested row: sign(a)
+    # Without held-out data (the logits learn from training batches) no probe
+    # runs, and a settling step adds no moments; with it, it does.
+    before = keras.ops.convert_to_numpy(gate.learning_state[17])
+    for source, changes in ((1, False), (0, True)):
+        gate.learn_from_fit_batches.assign(source)
+        model.train_on_batch(x, y)
+        after = keras.ops.convert_to_numpy(gate.learning_state[17])
+        assert (not np.array_equal(after, before)) == changes, source
+        before = after
 
     import generator
 
