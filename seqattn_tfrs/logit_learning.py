@@ -109,10 +109,12 @@ def _gate_joined(state, hook, embeddings, widths, gates, always_learn):
                 # d loss / d (scale on column j), per example, float32.
                 columns = _float32(upstream) * _centre(joined, centered)
                 return (
-                    _per_feature(columns, widths),
+                    tf_ops.per_feature_sums(columns, widths),
                     columns,
                     tf.constant(owner, tf.int32),
-                    lambda: _per_feature(tf.square(_float32(upstream)), widths),
+                    lambda: tf_ops.per_feature_sums(
+                        tf.square(_float32(upstream)), widths
+                    ),
                 )
 
             update = _learn(state, gates, gradients, always_learn)
@@ -157,10 +159,10 @@ def _gate_each(
                     else tf.repeat(tf.range(count), tf.stack(sizes))
                 )
                 return (
-                    _per_feature(columns, sizes),
+                    tf_ops.per_feature_sums(columns, sizes),
                     columns,
                     owner,
-                    lambda: _per_feature(tf.square(joined), sizes),
+                    lambda: tf_ops.per_feature_sums(tf.square(joined), sizes),
                 )
 
             update = _learn(state, gates, gradients, always_learn, settled_test)
@@ -219,15 +221,6 @@ def _probe_update(
         )
 
     return add
-
-
-def _per_feature(columns: tf.Tensor, widths: Sequence) -> tf.Tensor:
-    """``[B, D]`` column values to ``[B, N]`` per-feature sums."""
-    if all(isinstance(w, int) for w in widths) and len(set(widths)) == 1:
-        return tf.reduce_sum(tf.reshape(columns, [-1, len(widths), widths[0]]), axis=2)
-    return tf.stack(
-        [tf.reduce_sum(c, axis=1) for c in tf.split(columns, widths, axis=1)], axis=1
-    )
 
 
 def _learn(

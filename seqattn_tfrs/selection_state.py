@@ -336,12 +336,14 @@ class SelectionState:
         settle's probe directions, and restart from 0 (nothing before the
         first traced step that sums them). A complete selection needs
         neither: one 0 each, as under a strategy (the same weights)."""
-        if complete and self.probe_supported:
-            for variable in (self.probe_axes, self.probe_moments):
-                variable.assign(tf.zeros([1]), read_value=False)
+        if complete:
+            if self.probe_supported:
+                for variable in (self.probe_axes, self.probe_moments):
+                    variable.assign(tf.zeros([1]), read_value=False)
+            return
         count = len(self.spec.feature_names)
         size = int(tf.size(self.probe_axes))
-        if complete or size == 1:
+        if size == 1:
             return
         width = size // count
         moments = self.probe_moments.numpy().reshape(count, width, width)

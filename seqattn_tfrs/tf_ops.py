@@ -140,11 +140,21 @@ def project_on_axes(
     """
     sizes = [widths[f] for f in features]
     direction = tf.concat([axes[f, :size] for f, size in zip(features, sizes)], 0)
-    columns = joined * direction
-    if len(set(sizes)) == 1:
-        return tf.reduce_sum(tf.reshape(columns, [-1, len(sizes), sizes[0]]), axis=2)
+    return per_feature_sums(joined * direction, sizes)
+
+
+def per_feature_sums(columns: tf.Tensor, widths: Sequence) -> tf.Tensor:
+    """``[B, D]`` column values to ``[B, N]`` sums over each feature's
+    ``widths[i]`` columns (ints, or tensors where unknown when traced).
+
+    Example:
+      >>> per_feature_sums(tf.constant([[1.0, 2.0, 3.0]]), [1, 2]).numpy().tolist()
+      [[1.0, 5.0]]
+    """
+    if all(isinstance(w, int) for w in widths) and len(set(widths)) == 1:
+        return tf.reduce_sum(tf.reshape(columns, [-1, len(widths), widths[0]]), axis=2)
     return tf.stack(
-        [tf.reduce_sum(c, axis=1) for c in tf.split(columns, sizes, axis=1)], axis=1
+        [tf.reduce_sum(c, axis=1) for c in tf.split(columns, widths, axis=1)], axis=1
     )
 
 

@@ -64,8 +64,8 @@ PROBE_BUCKETS = 65536
 
 # Training rows a step adds to the second moments behind the next settle's
 # probe directions (:func:`principal_axes`): a direction needs few rows, and
-# every step before the selection completes adds them (but steps in which
-# the logits learn).
+# with held-out data every step before the selection completes adds them,
+# but those of the rounds' selecting parts.
 AXIS_ROWS = 256
 
 

@@ -270,12 +270,14 @@ def _probe_update(
             from_axes[span] = 1.0
         else:
             fixed[span] = probe.probe_directions(widths, [i])[:, 0]
+    # Each learned feature's w x w entries of its block of the moments.
     moment_slots = np.concatenate(
-        [
-            i * cap * cap + (np.arange(w)[:, None] * cap + np.arange(w)).ravel()
-            for i, w in ((i, widths[i]) for i in learned)
-        ]
-        or [np.zeros(0, np.int64)]
+        [np.zeros(0, np.int64)]
+        + [
+            i * cap * cap + (np.arange(widths[i])[:, None] * cap + np.arange(widths[i]))
+            for i in learned
+        ],
+        axis=None,
     ).astype(np.int32)
     to_features = np.zeros((len(keyed), count), np.float32)
     to_features[np.arange(len(keyed)), keyed] = 1.0
