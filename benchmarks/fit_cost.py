@@ -81,6 +81,14 @@ flags.register_validator(
     lambda names: bool(names) and set(names) <= set(VARIANTS),
     message=f"--variants must be a non-empty list of {list(VARIANTS)}.",
 )
+flags.DEFINE_bool(
+    "autotune",
+    False,
+    "Let tf.data autotune the (cached, in-memory) datasets. Off by default: "
+    "with it, destroying fit's iterator at the end of fit waits, at random, "
+    "for tf.data's autotuning thread, up to 18 s of idle wall time in a "
+    "495-step fit (docs/fit_cost.md, session 39).",
+)
 flags.DEFINE_bool("profile", False, "Add one instrumented run per selecting variant.")
 flags.DEFINE_string("output", "", "If set, write the results as JSON here.")
 
@@ -226,6 +234,10 @@ def main(argv):
     heldout = (
         tf.data.Dataset.from_tensor_slices((hf, hl)).batch(FLAGS.batch_size).cache()
     )
+    if not FLAGS.autotune:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        train, heldout = train.with_options(options), heldout.with_options(options)
 
     def run(variant: str, profile: bool = False) -> dict:
         tf.keras.backend.clear_session()
@@ -314,6 +326,7 @@ def main(argv):
         "steps_per_epoch": FLAGS.steps_per_epoch,
         "total_steps": total_steps,
         "repeats": FLAGS.repeats,
+        "autotune": FLAGS.autotune,
         "fit_s": times,
         "cpu_s": cpu,
         "median_cpu_s": {v: float(np.median(t)) for v, t in cpu.items()},
