@@ -111,6 +111,18 @@ def make_data(rows: int, seed: int):
     return features, labels
 
 
+def training_batches(steps: int) -> tf.data.Dataset:
+    """``steps`` batches of ``--batch_size`` training rows (seed 0), cached
+    in memory and repeated without end."""
+    features, labels = make_data(FLAGS.batch_size * steps, seed=0)
+    return (
+        tf.data.Dataset.from_tensor_slices((features, labels))
+        .batch(FLAGS.batch_size, drop_remainder=True)
+        .cache()
+        .repeat()
+    )
+
+
 def build_model(gated: bool) -> tf.keras.Model:
     names = [f"f{j}" for j in range(FLAGS.fields)]
     inputs = {n: tf.keras.Input(shape=(), dtype=tf.string, name=n) for n in names}
@@ -222,14 +234,7 @@ def main(argv):
     del argv
     tf.keras.utils.set_random_seed(0)
     epochs = FLAGS.num_selected + 2
-    train_rows = FLAGS.batch_size * FLAGS.steps_per_epoch
-    features, labels = make_data(train_rows, seed=0)
-    train = (
-        tf.data.Dataset.from_tensor_slices((features, labels))
-        .batch(FLAGS.batch_size, drop_remainder=True)
-        .cache()
-        .repeat()
-    )
+    train = training_batches(FLAGS.steps_per_epoch)
     hf, hl = make_data(FLAGS.batch_size * FLAGS.heldout_batches, seed=1)
     heldout = (
         tf.data.Dataset.from_tensor_slices((hf, hl)).batch(FLAGS.batch_size).cache()

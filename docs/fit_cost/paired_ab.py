@@ -65,13 +65,7 @@ def use(version):
 
 
 epochs = FL.num_selected + 2
-features, labels = fit_cost.make_data(FL.batch_size * spe, 0)
-train = (
-    tf.data.Dataset.from_tensor_slices((features, labels))
-    .batch(FL.batch_size, drop_remainder=True)
-    .cache()
-    .repeat()
-)
+train = fit_cost.training_batches(spe)
 hf, hl = fit_cost.make_data(FL.batch_size * FL.heldout_batches, 1)
 heldout = tf.data.Dataset.from_tensor_slices((hf, hl)).batch(FL.batch_size).cache()
 

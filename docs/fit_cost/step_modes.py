@@ -47,13 +47,7 @@ def load(name):
 
 
 versions = {name: load(name) for name in names}
-features, labels = fit_cost.make_data(batch * 8, 0)
-data = (
-    tf.data.Dataset.from_tensor_slices((features, labels))
-    .batch(batch, drop_remainder=True)
-    .cache()
-    .repeat()
-)
+data = fit_cost.training_batches(8)
 
 
 def prepare(version):

@@ -7,7 +7,7 @@
   alternating ``tf.data.Options().autotune.enabled`` True and False; for each,
   wall time, CPU time, and the seconds from ``on_train_end`` to ``fit``'s
   return (destroying the training iterator waits for the autotuning thread);
-* ``optimizer``: 1-step fits of the plain and the gated model at batch 512,
+* ``optimizer``: 1-step fits of the plain and the gated model (batch 512),
   alternating an optimizer left as ``compile`` leaves it (its slot variables
   made inside the first trace, so ``train_function`` traces twice) with one
   built before ``fit``.
@@ -41,13 +41,7 @@ class TrainEnd(tf.keras.callbacks.Callback):
 def teardown(fits: int, batch_size: int) -> None:
     """Seconds from ``on_train_end`` to ``fit``'s return, autotune on and off."""
     flags.FLAGS(["tf_overheads", f"--batch_size={batch_size}"])
-    features, labels = fit_cost.make_data(batch_size * 33, seed=0)
-    cached = (
-        tf.data.Dataset.from_tensor_slices((features, labels))
-        .batch(batch_size, drop_remainder=True)
-        .cache()
-        .repeat()
-    )
+    cached = fit_cost.training_batches(33)
     for fit in range(fits):
         autotune = fit % 2 == 0
         options = tf.data.Options()
@@ -73,16 +67,10 @@ def teardown(fits: int, batch_size: int) -> None:
         )
 
 
-def optimizer_traces(alternations: int) -> None:
+def optimizer_traces(alternations: int, batch_size: int) -> None:
     """Traces and 1-step fit time, optimizer built lazily or before ``fit``."""
-    flags.FLAGS(["tf_overheads", "--batch_size=512"])
-    features, labels = fit_cost.make_data(512 * 4, seed=0)
-    batches = (
-        tf.data.Dataset.from_tensor_slices((features, labels))
-        .batch(512, drop_remainder=True)
-        .cache()
-        .repeat()
-    )
+    flags.FLAGS(["tf_overheads", f"--batch_size={batch_size}"])
+    batches = fit_cost.training_batches(4)
     for _ in range(alternations):
         for built in (False, True):
             for gated in (False, True):
@@ -107,13 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["teardown", "optimizer"])
     parser.add_argument("--fits", type=int, default=12)
-    parser.add_argument("--batch_size", type=int, default=4096)
+    parser.add_argument(
+        "--batch_size", type=int, help="default: 4096 (teardown), 512 (optimizer)"
+    )
     parser.add_argument("--alternations", type=int, default=3)
     args = parser.parse_args()
+    if args.batch_size is None:
+        args.batch_size = {"teardown": 4096, "optimizer": 512}[args.what]
     if args.what == "teardown":
         teardown(args.fits, args.batch_size)
     else:
-        optimizer_traces(args.alternations)
+        optimizer_traces(args.alternations, args.batch_size)
 
 
 if __name__ == "__main__":
