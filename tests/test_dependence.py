@@ -190,6 +190,57 @@ def test_past_the_signal_a_copy_of_a_selected_feature_can_be_the_least_harm():
     assert picks == [3]
 
 
+def test_past_the_signal_a_copy_goes_ahead_of_every_larger_table():
+    # a (20 values) selected; "copy" groups rows as a does; "noise" is a
+    # 3,000-value table, "small" a 4-value one. Bytes as an Embedding of
+    # width 4 in float32 holds them.
+    spec = SelectionSpec("gate", ("a", "copy", "noise", "small"), 3, None, 1)
+    dependence = np.zeros([4, 4], bool)
+    dependence[1, 0] = dependence[0, 1] = True
+    costs = [20 * 16, 20 * 16, 3000 * 16, 4 * 16]
+    after, _ = commit_round(
+        spec,
+        record(4),
+        np.array([3.0, 0, 0, 0]),
+        np.ones(4),
+        num_rounds=3,
+        dependence=dependence,
+        costs=costs,
+    )
+
+    def pick(z, costs=costs):
+        return commit_round(
+            spec,
+            after,
+            np.zeros(4),
+            np.ones(4),
+            num_rounds=3,
+            dependence=dependence,
+            heldout_scores=np.array(z),
+            costs=costs,
+        )[1]
+
+    # Nothing helps and the noise table's z is positive (0.3, no test
+    # confirms it): the smaller table first, then the copy ahead of the
+    # 3,000-value table it is cheaper than.
+    assert pick([0.0, -0.4, 0.3, 0.5]) == [3]
+    after, _ = commit_round(
+        spec,
+        after,
+        np.zeros(4),
+        np.ones(4),
+        num_rounds=3,
+        dependence=dependence,
+        heldout_scores=np.array([0.0, -0.4, 0.3, 0.5]),
+        costs=costs,
+    )
+    assert pick([0.0, -0.4, 0.3, 0.0]) == [1]
+    # A copy as large as the other table keeps its place behind it.
+    assert pick([0.0, -0.4, 0.3, 0.0], costs=[16, 3000 * 16, 3000 * 16, 16]) == [2]
+    # Without costs, copies stay last unless every other candidate hurts.
+    assert pick([0.0, -0.4, 0.3, 0.0], costs=None) == [2]
+
+
 def test_past_the_signal_a_copy_is_compared_by_the_gate_z_a_coarsening_is_not():
     # a selected; "copy" groups rows as a does, "prefix" coarsens it; b, c.
     spec = SelectionSpec("gate", ("a", "copy", "prefix", "b", "c"), 3, None, 1)
