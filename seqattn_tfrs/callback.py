@@ -13,7 +13,6 @@ from seqattn_tfrs import (
     heldout_probe,
 )
 from seqattn_tfrs import heldout as heldout_lib
-from seqattn_tfrs.core import evidence as evidence_lib
 from seqattn_tfrs.core import modes, round_report
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import schedule as schedule_lib
@@ -295,7 +294,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             }
             layer.record_schedule(record)
             # The first epoch's logs (and so History) carry the schedule.
-            prefix = self._prefixes()[id(layer)]
+            prefix = round_report.log_prefixes(self._layers)[id(layer)]
             for key in ("warmup", "per_round", "finetune"):
                 self._pending_logs[f"{prefix}schedule/{key}_{unit}"] = float(
                     record[key]
@@ -372,7 +371,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._advance(completed=epoch + 1, logs=logs)
         logs.update(self._pending_logs)
         self._pending_logs = {}
-        prefix = self._prefixes()
+        prefix = round_report.log_prefixes(self._layers)
         for layer in self._layers:
             gates = layer.gate_values()
             skipped = int(layer.nonfinite_logit_steps.numpy())
@@ -448,11 +447,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             return True
         return layer.collects_evidence(self._modes[id(layer)])
 
-    def _prefixes(self) -> dict[int, str]:
-        if len(self._layers) == 1:
-            return {id(self._layers[0]): "seqattn/"}
-        return {id(layer): f"seqattn/{layer.name}/" for layer in self._layers}
-
     def _wait_for_scheduled_steps(self) -> None:
         """Under ParameterServerStrategy, waits until every scheduled step has run.
 
@@ -465,7 +459,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
 
     def _advance(self, completed: int, logs: dict | None) -> None:
         """Brings every layer to the state the schedule wants after ``completed``."""
-        prefix = self._prefixes()
+        prefix = round_report.log_prefixes(self._layers)
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
             key = id(layer)
@@ -486,17 +480,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     log_prefix=prefix[id(layer)],
                     logs=logs,
                     verbose=self.verbose,
-                    probe_scores=None if probed is None else probed[0],
-                    pair_found=paired is not None and evidence_lib.pair_found(paired),
+                    probed=probed,
+                    paired=paired,
+                    settled=settled,
                 )
-                if probed is not None:  # both statistics the rule combined
-                    event["probe_scores"], event["heldout_scores"] = probed
-                if paired is not None:  # no candidate helped alone
-                    event["pair_scores"] = {
-                        f"{a} & {b}": z for (a, b), z in paired.items()
-                    }
-                if settled is not None:  # no probe: the settled score test ranked
-                    event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
                 self._rounds_done[key] = done
                 self._has_selected[key] = self._has_selected[key] or bool(

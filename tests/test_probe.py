@@ -746,7 +746,7 @@ def test_a_round_is_reported_exhausted_only_when_the_probe_finds_no_help_either(
             log_prefix="",
             logs=None,
             verbose=0,
-            probe_scores=probe_scores,
+            probed=None if probe_scores is None else (probe_scores, {}),
         )
         return event["signal_exhausted"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from seqattn_tfrs.core import budget as budget_lib
@@ -38,6 +38,25 @@ class CommittingLayer(Protocol):
     def commit_round(self, require_learning: bool = False) -> list[str]: ...
 
 
+def log_prefixes(layers: Sequence[Any]) -> dict[int, str]:
+    """The prefix of each gate layer's keys in ``fit``'s logs, by ``id``:
+    ``"seqattn/"`` for a model's one gate layer, else ``"seqattn/<name>/"``.
+
+    Example:
+      >>> class Layer:
+      ...     def __init__(self, name):
+      ...         self.name = name
+      >>> one, two = Layer("users"), Layer("items")
+      >>> list(log_prefixes([one]).values())
+      ['seqattn/']
+      >>> list(log_prefixes([one, two]).values())
+      ['seqattn/users/', 'seqattn/items/']
+    """
+    if len(layers) == 1:
+        return {id(layers[0]): "seqattn/"}
+    return {id(layer): f"seqattn/{layer.name}/" for layer in layers}
+
+
 def commit_and_report(
     layer: CommittingLayer,
     *,
@@ -48,18 +67,24 @@ def commit_and_report(
     log_prefix: str,
     logs: dict | None,
     verbose: int,
-    probe_scores: Mapping[str, float] | None = None,
-    pair_found: bool = False,
+    probed: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+    paired: Mapping[tuple[str, str], float] | None = None,
+    settled: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Commits ``layer``'s round ``round_number`` (1-based) and reports it.
 
     The event (returned, for the callback's ``events``) names the picks and
     whether they followed the least harm because no candidate helped on
     held-out data any more, by the gate's statistic nor by the held-out
-    probe's ``probe_scores`` where given, copies of a selected feature aside
+    probe's z where ``probed`` (:func:`probe_report`'s probe and gate z) is
+    given, copies of a selected feature aside
     (:func:`seqattn_tfrs.core.evidence.exhausted_after`, read before the
-    commit), nor by the held-out pair test (``pair_found``: a pair of them
-    clears the threshold together, and the commit picks it). When a
+    commit), nor by the held-out pair test (``paired``, :func:`pair_report`'s
+    z: a pair of them clears the threshold together, and the commit picks
+    it). The statistics the commit read go into the event: ``probed`` as
+    ``"probe_scores"`` and ``"heldout_scores"``, ``paired`` as
+    ``"pair_scores"`` (keys ``"a & b"``), ``settled`` (:func:`settled_scores`)
+    as ``"settled_scores"`` and ``"heldout_scores"``. When a
     byte-budgeted selection closes while unselected features still fit,
     ``"fit_but_not_picked"`` maps them to their score statistic before the
     commit (none passed ``entry_z``, or they copy a selected feature). Each
@@ -83,17 +108,14 @@ def commit_and_report(
       >>> logs
       {'picked/b': 2.0}
     """
-    exhausted = (
-        evidence_lib.exhausted_after(
-            layer.heldout_evidence(),
-            layer.selected_features,
-            by_count=layer.budget_bytes is None,
-            probe=probe_scores,
-            dependencies=layer.functional_dependencies,
-            probe_rounds=selection_lib.probe_rounds(num_rounds),
-        )
-        and not pair_found
-    )
+    exhausted = evidence_lib.exhausted_after(
+        layer.heldout_evidence(),
+        layer.selected_features,
+        by_count=layer.budget_bytes is None,
+        probe=None if probed is None else probed[0],
+        dependencies=layer.functional_dependencies,
+        probe_rounds=selection_lib.probe_rounds(num_rounds),
+    ) and not (paired is not None and evidence_lib.pair_found(paired))
     evidence = layer.entry_evidence() if layer.budget_bytes is not None else None
     names = list(layer.commit_round(require_learning=True))
     event = {
@@ -104,6 +126,12 @@ def commit_and_report(
         "features": names,
         "signal_exhausted": exhausted,
     }
+    if probed is not None:
+        event["probe_scores"], event["heldout_scores"] = probed
+    if paired is not None:
+        event["pair_scores"] = {f"{a} & {b}": z for (a, b), z in paired.items()}
+    if settled is not None:
+        event["settled_scores"], event["heldout_scores"] = settled
     if evidence is not None and layer.selection_complete:
         left = unpicked_that_fit(layer)
         if left:

@@ -6,7 +6,6 @@ from typing import Any
 
 import keras
 
-from seqattn_tfrs.core import evidence as evidence_lib
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import round_report
 from seqattn_tfrs.core import schedule as schedule_lib
@@ -267,7 +266,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             self._advance(completed=epoch + 1, logs=logs)
         logs.update(self._pending_logs)
         self._pending_logs = {}
-        prefix = self._prefixes()
+        prefix = round_report.log_prefixes(self._layers)
         for layer in self._layers:
             logs[f"{prefix[id(layer)]}num_selected"] = float(
                 len(layer.selected_features)
@@ -327,14 +326,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         if sync is not None:
             sync()
 
-    def _prefixes(self) -> dict[int, str]:
-        if len(self._layers) == 1:
-            return {id(self._layers[0]): "seqattn/"}
-        return {id(g): f"seqattn/{g.name}/" for g in self._layers}
-
     def _advance(self, completed: int, logs: dict | None) -> None:
         """Commits every round the schedule wants done after ``completed`` units."""
-        prefix = self._prefixes()
+        prefix = round_report.log_prefixes(self._layers)
         synced = False
         for layer in self._layers:
             schedule = self._schedules[id(layer)]
@@ -361,17 +355,10 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     log_prefix=prefix[id(layer)],
                     logs=logs,
                     verbose=self.verbose,
-                    probe_scores=None if probed is None else probed[0],
-                    pair_found=paired is not None and evidence_lib.pair_found(paired),
+                    probed=probed,
+                    paired=paired,
+                    settled=settled,
                 )
-                if probed is not None:  # both statistics the rule combined
-                    event["probe_scores"], event["heldout_scores"] = probed
-                if paired is not None:  # pairs the commit read
-                    event["pair_scores"] = {
-                        f"{a} & {b}": z for (a, b), z in paired.items()
-                    }
-                if settled is not None:  # the settled score test ranked
-                    event["settled_scores"], event["heldout_scores"] = settled
                 self.events.append(event)
                 record = layer.record()
                 done = record.rounds_done
