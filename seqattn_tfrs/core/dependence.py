@@ -10,12 +10,12 @@ selection checks it on data and passes such a candidate over.
 A one-way function - a coarsening such as a zip code's prefix, or a user's
 occupation next to the user id - is reported but not passed over: pooling the
 finer feature's values, it can generalise where they have few rows each.
-Once no candidate helps and every other one's held-out statistic says it
-hurts, a copy, which can neither help nor hurt, is picked instead (see
-:func:`seqattn_tfrs.core.selection.commit_round`). The selection also takes a
-coarsening's source in its place when both help (:func:`finest_source`), and
-ranks the candidates related to a selected feature after the others that help
-(:func:`related_to`).
+Once no candidate helps, a copy, which can neither help nor hurt, goes ahead
+of every larger table, and of every candidate where each other one's held-out
+statistic says it hurts (see :func:`seqattn_tfrs.core.selection.commit_round`).
+The selection also takes a coarsening's source in its place when both help
+(:func:`finest_source`), and ranks the candidates related to a selected
+feature after the others that help (:func:`related_to`).
 
 Rows are grouped as each feature's table groups them where the table merges
 values by design (:func:`table_groups`): a raw timestamp is nearly unique, so

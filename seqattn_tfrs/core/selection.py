@@ -161,9 +161,10 @@ def commit_round(
     feature stay last while some other candidate helps: at the soft gates of
     the last few candidates the statistic measures more or less of a
     feature, and a needed one can score below a copy. Once none helps, a
-    copy of a selected feature (it can neither help nor hurt) is picked when
-    every other candidate's held-out gate statistic is at most 0 (an
-    estimated harm) and at most its own. Before that, where at least two
+    copy of a selected feature (it can neither help nor hurt) goes ahead of
+    every larger table where ``costs`` rank them, and is picked when every
+    other candidate's held-out gate statistic is at most 0 (an estimated
+    harm) and at most its own. Before that, where at least two
     picks are left and ``pair_scores`` hold a pair of candidates that
     clears the threshold together (:mod:`seqattn_tfrs.core.pairs`), the
     round picks both (one round more than its count, so the selection
