@@ -198,47 +198,31 @@ def test_past_the_signal_a_copy_goes_ahead_of_every_larger_table():
     dependence = np.zeros([4, 4], bool)
     dependence[1, 0] = dependence[0, 1] = True
     costs = [20 * 16, 20 * 16, 3000 * 16, 4 * 16]
-    after, _ = commit_round(
-        spec,
-        record(4),
-        np.array([3.0, 0, 0, 0]),
-        np.ones(4),
-        num_rounds=3,
-        dependence=dependence,
-        costs=costs,
-    )
 
-    def pick(z, costs=costs):
+    def commit(before, logits, z=None, costs=costs):
         return commit_round(
             spec,
-            after,
-            np.zeros(4),
+            before,
+            np.array(logits),
             np.ones(4),
             num_rounds=3,
             dependence=dependence,
-            heldout_scores=np.array(z),
+            heldout_scores=None if z is None else np.array(z),
             costs=costs,
-        )[1]
+        )
 
+    after, _ = commit(record(4), [3.0, 0, 0, 0])
     # Nothing helps and the noise table's z is positive (0.3, no test
     # confirms it): the smaller table first, then the copy ahead of the
     # 3,000-value table it is cheaper than.
-    assert pick([0.0, -0.4, 0.3, 0.5]) == [3]
-    after, _ = commit_round(
-        spec,
-        after,
-        np.zeros(4),
-        np.ones(4),
-        num_rounds=3,
-        dependence=dependence,
-        heldout_scores=np.array([0.0, -0.4, 0.3, 0.5]),
-        costs=costs,
-    )
-    assert pick([0.0, -0.4, 0.3, 0.0]) == [1]
+    after, picks = commit(after, np.zeros(4), [0.0, -0.4, 0.3, 0.5])
+    assert picks == [3]
+    assert commit(after, np.zeros(4), [0.0, -0.4, 0.3, 0.0])[1] == [1]
     # A copy as large as the other table keeps its place behind it.
-    assert pick([0.0, -0.4, 0.3, 0.0], costs=[16, 3000 * 16, 3000 * 16, 16]) == [2]
+    same_size = [16, 3000 * 16, 3000 * 16, 16]
+    assert commit(after, np.zeros(4), [0.0, -0.4, 0.3, 0.0], same_size)[1] == [2]
     # Without costs, copies stay last unless every other candidate hurts.
-    assert pick([0.0, -0.4, 0.3, 0.0], costs=None) == [2]
+    assert commit(after, np.zeros(4), [0.0, -0.4, 0.3, 0.0], None)[1] == [2]
 
 
 def test_past_the_signal_a_copy_is_compared_by_the_gate_z_a_coarsening_is_not():
