@@ -108,7 +108,8 @@ def main():
         projected = np.stack([b @ axes[c] for c, b in enumerate(blocks)], axis=1)
         projected -= projected.mean(axis=0, keepdims=True)
         residual = np.asarray(output(hidden(jnp.asarray(x)))[:, 0]) - labels
-        residual = (residual - residual.mean())[:, None]
+        residual -= residual.mean()
+        residual_columns = np.column_stack([residual, residual])
         z = {}
         for a, b in pairs:
             i, j = names.index(a), names.index(b)
@@ -118,7 +119,7 @@ def main():
                 ),
                 "whole": round(vector_pair_z(keys, blocks, i, j), 2),
                 "residual": round(
-                    vector_pair_z(keys, [residual] * len(names), i, j), 2
+                    float(pair_z(keys[:, [i, j]], residual_columns)[0, 1]), 2
                 ),
             }
         return {"selected": sorted(chosen), "pair_z": z}
