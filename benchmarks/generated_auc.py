@@ -1,15 +1,17 @@
 """Retrained test AUC of Sequential Attention's top-k against permutation's.
 
-On generated ctr problems (``generator.generate_problem``), per problem and
-training seed: the problem's held-out rows are split in half, validation and
-test. Sequential Attention (defaults, ``finetune_epochs=0``, ``selection_data``
-= the validation half, Adam 0.01, ``planted.ctr_model``) picks k fields (k = the
-answer's number of informative groups). Permutation importance
+On generated ctr problems (``generator.generate_problem``, ``--kind ctr`` or
+``ctr_sparse``), per problem and training seed: the problem's held-out rows
+are split in half, validation and test. Sequential Attention (defaults,
+``finetune_epochs=0``, ``selection_data`` = the validation half, Adam 0.01,
+``planted.ctr_model``) picks k fields (k = the answer's number of informative
+groups, or ``--k``). Permutation importance
 (``baselines.permutation_importance``) ranks the fields by the rise in
 validation log loss when each is shuffled, on the same architecture without a
 gate trained on every field (Adam 0.01, early stopping on validation AUC,
 patience 1, at most 8 epochs, best epoch restored); its top k are taken. Each
-top-k set (and the answer's group sources, for reference) is retrained from
+top-k set (and, for reference, the answer's group sources: the oracle's
+first k on ``ctr_sparse``, else the k of largest logit spread) is retrained from
 scratch in that architecture with that schedule and scored on the test half.
 Same architecture, optimizer, data and seed for every method; nothing is tuned
 on the test half.
@@ -40,6 +42,10 @@ from absl import app, flags  # noqa: E402
 from generator import generate_problem, score_picks  # noqa: E402
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum("kind", "ctr", ["ctr", "ctr_sparse"], "Generator kind.")
+flags.DEFINE_integer(
+    "k", None, "Fields to select (default: the answer's number of groups)."
+)
 flags.DEFINE_string("problems", "0:30", "Problem seeds, start:stop.")
 flags.DEFINE_list("seeds", ["0"], "Training seeds.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -80,7 +86,7 @@ def run_one(problem, seed: int) -> dict:
 
     import seqattn_tfrs
 
-    names, k = problem.names, problem.answer["k"]
+    names, k = problem.names, FLAGS.k or problem.answer["k"]
     n, split = len(problem.labels), problem.train_rows
     middle = (split + n) // 2
     rows = {
@@ -146,7 +152,13 @@ def run_one(problem, seed: int) -> dict:
     permutation = baselines.rank(scores)[:k]
     permutation_seconds = time.perf_counter() - began
 
-    sources = [g["source"] for g in problem.answer["groups"]]
+    # The reference: every group's source, or, for fewer fields than groups,
+    # the oracle's first k (ctr_sparse), else the k of largest logit spread.
+    groups = problem.answer["groups"]
+    sources = problem.answer.get("oracle_order") or [
+        g["source"] for g in sorted(groups, key=lambda g: -g["logit_std"])
+    ]
+    sources = sources[:k]
     auc = {"sa": test_auc(sa)}
     same = set(permutation) == set(sa)
     auc["permutation"] = auc["sa"] if same else test_auc(permutation)
@@ -157,6 +169,7 @@ def run_one(problem, seed: int) -> dict:
         "permutation_order": permutation,
         "same_set": same,
         "auc": auc,
+        "k": k,
         "sa": score_picks(problem.answer, sa),
         "permutation": score_picks(problem.answer, permutation),
         "sa_seconds": round(sa_seconds, 1),
@@ -235,7 +248,7 @@ def main(argv):
     start, stop = (int(v) for v in FLAGS.problems.split(":"))
     done = {(r["problem"], r["seed"]) for r in load(FLAGS.output)}
     for problem_seed in range(start, stop):
-        problem = generate_problem(problem_seed, "ctr")
+        problem = generate_problem(problem_seed, FLAGS.kind)
         for seed in (int(s) for s in FLAGS.seeds):
             if (problem_seed, seed) in done:
                 continue

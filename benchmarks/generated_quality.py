@@ -44,7 +44,9 @@ from generated_run import run_one  # noqa: E402
 from generator import describe, generate_problem, score_picks  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("kind", "ctr", ["ctr", "least_squares"], "Problem kind.")
+flags.DEFINE_enum(
+    "kind", "ctr", ["ctr", "ctr_sparse", "least_squares"], "Problem kind."
+)
 flags.DEFINE_string("problems", "0:30", "Problem seeds, start:stop.")
 flags.DEFINE_list("seeds", ["0"], "Training seeds.")
 flags.DEFINE_list("sources", ["heldout"], "heldout (selection_data) and/or train.")
@@ -158,7 +160,7 @@ def run(argv) -> None:
 
 def verdict(r: dict) -> str:
     parts = [f"picks {r['order']}"]
-    if r["kind"] == "ctr":
+    if r["kind"] != "least_squares":
         missed = [m["source"] for m in r["missed"]]
         parts.append(f"missed {missed}" if missed else "ALL")
     elif r["omp_order_agrees"]:
@@ -206,9 +208,14 @@ def summarize(path: str) -> None:
             ("redundant pick while a group missing", rate("redundant_while_missing")),
             ("  of which strictly redundant", rate("strictly_redundant_while_missing")),
         ]
-        if kind == "ctr":
+        if kind != "least_squares":
             rows.insert(0, ("every group covered in the first k", rate("all_groups")))
-        else:
+        if kind == "ctr_sparse":
+            rows += [
+                ("first pick = the oracle's first group", rate("first_pick_agrees")),
+                ("first two = the oracle's first two", rate("first_two_agree")),
+            ]
+        if kind == "least_squares":
             rows += [
                 ("OMP order agrees", rate("omp_order_agrees")),
                 ("OMP set agrees", rate("omp_set_agrees")),
@@ -220,7 +227,10 @@ def summarize(path: str) -> None:
         seconds = sum(r["seconds"] for r in rs) / n
         print(f"  {'mean fit seconds:':40s} {seconds:.1f}")
         if FLAGS.patterns:
-            (ctr_patterns if kind == "ctr" else least_squares_patterns)(rs)
+            if kind == "least_squares":
+                least_squares_patterns(rs)
+            else:
+                ctr_patterns(rs, kind)
 
 
 def paired(cells, tag: str) -> None:
@@ -240,7 +250,7 @@ def paired(cells, tag: str) -> None:
         print(
             f"{kind} {optimizer} {source}: default vs {tag}, {len(pairs)} paired runs"
         )
-        names = ["all_groups"] if kind == "ctr" else []
+        names = [] if kind == "least_squares" else ["all_groups"]
         names += [
             "noise_picks",
             "redundant_while_missing",
@@ -277,8 +287,8 @@ def _per_problem(rs, fails) -> str:
     return ", ".join(f"{n} seeds: {counts[n]}" for n in sorted(counts))
 
 
-def ctr_patterns(rs) -> None:
-    answers = {p: generate_problem(p, "ctr").answer for p in {r["problem"] for r in rs}}
+def ctr_patterns(rs, kind: str = "ctr") -> None:
+    answers = {p: generate_problem(p, kind).answer for p in {r["problem"] for r in rs}}
     print(
         "  problems by seeds with a missed group:  ",
         _per_problem(rs, lambda r: not r["all_groups"]),

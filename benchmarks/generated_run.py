@@ -38,14 +38,14 @@ def run_one(
 
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(seed)
-    if kind == "ctr":
+    if kind != "least_squares":
         build = {"mlp": planted.ctr_model, "dcn": planted.dcn_model}[architecture]
         model, layer = build(problem.features, **layer_options)
         loss = "binary_crossentropy"
     else:
         model, layer = planted.linear_model(names, **layer_options)
         loss = "mse"
-    rates = "ctr" if kind == "ctr" else "omp"
+    rates = "omp" if kind == "least_squares" else "ctr"
     model.compile(planted.make_optimizer(rates, optimizer), loss)
 
     def data(rows):

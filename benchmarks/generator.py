@@ -23,6 +23,21 @@ matters to a field selector (issue 14):
   for a fraction of the bytes); with probability 1/2 one main effect has an
   exact re-coding (a table that costs bytes and brings nothing new). No
   interaction pair (its members are tiny: no budget decision).
+* ``kind="ctr_sparse"``: tabular data of the kind census-style sets hold
+  (issue 14 saw it go wrong on one kept aside): 2-4 broad main effects
+  (vocabularies 2-16, effect scales 0.5-1.5 logits), a sparse field that is
+  0 on 88-97% of rows and elsewhere one of 20-120 rare values with large
+  positive effects (1.5-3 logits, like a capital gain), its sparse sibling
+  (nonzero on 2-6% of the rows where the first is 0, 20-100 values, effects
+  of 0.5-1.5 logits of random sign), with probability 1/2 an exact re-coding
+  of a broad field and with probability 1/2 a coarsening of one, an id-like
+  noise field with 1.5-2 rows per value and 1-4 small noise fields (2-50
+  values). The answer adds ``oracle_order``: the group sources in the order
+  of greedy forward selection by the information each adds given the ones
+  before (the mean log-likelihood gain of ``E[p | chosen fields]`` over the
+  base rate, from the rows' true probabilities; ``oracle_information``: that
+  gain after each pick), so a selector's first picks can be compared with
+  the ones that carry the most.
 * ``kind="least_squares"``: 8-16 standardized real columns (one scalar per
   field), 4-6 informative with coefficients of log-uniform size 0.3-3 and random
   sign, 1-2 decoys correlated 0.85-0.95 with an informative column (the first
@@ -53,7 +68,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("ctr", "ctr_budget", "least_squares")
+KINDS = ("ctr", "ctr_budget", "ctr_sparse", "least_squares")
 LEAST_SQUARES_K = 4
 MIN_OMP_MARGIN = 1.04
 # Members that hold all of a group's information (a source and its exact copies).
@@ -283,6 +298,152 @@ def _ctr_budget(seed: int) -> Problem:
     return _finish_ctr("ctr_budget", seed, rng, logit, fields, groups, [], noise)
 
 
+def _sparse_values(rng, n: int, rows: np.ndarray, vocab: int) -> np.ndarray:
+    """0 outside ``rows`` (booleans); there one of the values 1..``vocab``,
+    skewed like 1 / rank."""
+    values = np.zeros(n, np.int64)
+    p = rng.permutation(1.0 / np.arange(1, vocab + 1))
+    values[rows] = 1 + rng.choice(vocab, size=int(rows.sum()), p=p / p.sum())
+    return values
+
+
+# The oracle's ridge penalty on each value's logit effect (a prior of
+# variance 1: the planted effects are a few logits at most).
+ORACLE_RIDGE = 1.0
+
+
+def _information(
+    columns: list[np.ndarray], y: np.ndarray, p: np.ndarray, fit: np.ndarray
+) -> float:
+    """What a logistic model additive in ``columns`` (one effect per value,
+    ``ORACLE_RIDGE``-penalised, fitted by Newton's method to the ``fit``
+    rows' labels ``y``) gains on the other rows: the mean log-likelihood of
+    their true probabilities ``p`` under its predictions, less under the
+    ``fit`` rows' label rate. A field of many rare values thus gains only
+    what its rows can teach."""
+    test = ~fit
+    rate = float(y[fit].mean())
+
+    def likelihood(q: np.ndarray) -> float:
+        q = np.clip(q, 1e-6, 1 - 1e-6)
+        return float(np.mean(p[test] * np.log(q) + (1 - p[test]) * np.log(1 - q)))
+
+    base = likelihood(np.full(int(test.sum()), rate))
+    if not columns:
+        return 0.0
+    blocks, offset = [], 0
+    for column in columns:
+        _, codes = np.unique(column, return_inverse=True)
+        blocks.append(codes.reshape(-1) + offset)
+        offset += int(codes.max()) + 1
+    x = np.zeros((len(y), offset + 1))
+    x[:, -1] = 1.0  # the intercept, not penalised
+    for codes in blocks:
+        x[np.arange(len(y)), codes] = 1.0
+    penalty = np.full(offset + 1, ORACLE_RIDGE)
+    penalty[-1] = 0.0
+    w = np.zeros(offset + 1)
+    w[-1] = np.log(rate / (1 - rate))
+    xf, yf = x[fit], y[fit]
+    for _ in range(25):
+        q = 1 / (1 + np.exp(-(xf @ w)))
+        gradient = xf.T @ (q - yf) + penalty * w
+        hessian = (xf * (q * (1 - q))[:, None]).T @ xf + np.diag(penalty)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.max(np.abs(step)) < 1e-6:
+            break
+    return likelihood(1 / (1 + np.exp(-(x[test] @ w)))) - base
+
+
+def _oracle_order(
+    sources: list[np.ndarray], y: np.ndarray, p: np.ndarray, fit: np.ndarray
+) -> tuple[list[int], list[float]]:
+    """Greedy forward selection of ``sources`` by :func:`_information`: the
+    order and the information after each pick."""
+    order: list[int] = []
+    information: list[float] = []
+    while len(order) < len(sources):
+        rest = [i for i in range(len(sources)) if i not in order]
+        gains = [
+            _information([sources[j] for j in order + [i]], y, p, fit) for i in rest
+        ]
+        order.append(rest[int(np.argmax(gains))])
+        information.append(round(max(gains), 5))
+    return order, information
+
+
+def _ctr_sparse(seed: int) -> Problem:
+    rng, n, logit = _ctr_start(seed, 3)
+    fields: list[tuple[np.ndarray, dict]] = []  # (values, role)
+    groups: list[dict] = []
+
+    def add_group(values, effect, vocab, shape, scale, redundant=()):
+        members = {len(fields): "source"}
+        fields.append((values, {"group": len(groups)}))
+        for relation, copy in redundant:
+            members[len(fields)] = relation
+            fields.append((copy, {"group": len(groups)}))
+        groups.append(_main_group(members, vocab, shape, scale, effect))
+
+    n_main = int(rng.integers(2, 5))
+    scales = np.sort(rng.uniform(0.5, 1.5, n_main))[::-1]
+    recoded = int(rng.integers(0, n_main)) if rng.random() < 0.5 else None
+    coarsened = int(rng.integers(0, n_main)) if rng.random() < 0.5 else None
+    for g in range(n_main):
+        vocab = int(rng.integers(8 if g == coarsened else 2, 17))
+        values, shape = _draw(rng, vocab, n)
+        effect = _effect(rng, values, vocab, float(scales[g]), 0)
+        logit += effect
+        redundant = []
+        if g == recoded:
+            redundant.append(("recode", rng.permutation(vocab)[values]))
+        if g == coarsened:
+            factor = int(rng.integers(2, 5))
+            redundant.append((f"coarsening:{factor}", values // factor))
+        add_group(values, effect, vocab, shape, float(scales[g]), redundant)
+
+    # The sparse field and its sibling: rare values with large effects.
+    first_on = rng.random(n) < rng.uniform(0.03, 0.12)
+    second_on = ~first_on & (rng.random(n) < rng.uniform(0.02, 0.06))
+    for rows, (low, high), vocab, sign in (
+        (first_on, (1.5, 3.0), int(rng.integers(20, 121)), 1.0),
+        (second_on, (0.5, 1.5), int(rng.integers(20, 101)), None),
+    ):
+        values = _sparse_values(rng, n, rows, vocab)
+        scale = float(rng.uniform(low, high))
+        signs = rng.choice([-1.0, 1.0], vocab) if sign is None else sign
+        table = np.concatenate(
+            [[0.0], signs * np.abs(rng.normal(scale, 0.5 * scale, vocab))]
+        )
+        effect = _centred(table, values)[values]
+        logit += effect
+        add_group(values, effect, vocab + 1, "sparse", scale)
+        groups[-1]["kind"] = "sparse"
+
+    noise = []
+    vocab = int(n / rng.uniform(1.5, 2.0))  # id-like: 1.5-2 rows per value
+    noise_sizes = [vocab] + [
+        _log_uniform(rng, 2, 50) for _ in range(int(rng.integers(1, 5)))
+    ]
+    for vocab in noise_sizes:
+        values = rng.integers(0, vocab, n)
+        noise.append(len(fields))
+        fields.append((values, {"noise": vocab}))
+
+    sources = [fields[next(iter(g["members"]))][0] for g in groups]
+    problem = _finish_ctr("ctr_sparse", seed, rng, logit, fields, groups, [], noise)
+    fit = np.arange(n) < problem.train_rows
+    oracle, information = _oracle_order(
+        sources, problem.labels, 1 / (1 + np.exp(-logit)), fit
+    )
+    problem.answer["oracle_order"] = [
+        problem.answer["groups"][i]["source"] for i in oracle
+    ]
+    problem.answer["oracle_information"] = information
+    return problem
+
+
 def _least_squares(seed: int) -> Problem:
     rng = np.random.default_rng([seed, 1])
     # Redrawn (at most 20 times) until every OMP step has a clear winner (a
@@ -372,6 +533,8 @@ def generate_problem(seed: int, kind: str = "ctr") -> Problem:
         return _ctr(seed)
     if kind == "ctr_budget":
         return _ctr_budget(seed)
+    if kind == "ctr_sparse":
+        return _ctr_sparse(seed)
     if kind == "least_squares":
         return _least_squares(seed)
     raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
@@ -388,7 +551,9 @@ def score_picks(answer: dict, order: list[str]) -> dict:
     an exact copy of it (not the source after its coarsening or partial copy,
     which adds information). ``noise_picks``: noise fields among the first k.
     ``missed``: the groups not covered, by source name and
-    kind. Least squares adds OMP order and set agreement.
+    kind. Least squares adds OMP order and set agreement; an answer with an
+    ``oracle_order`` (``ctr_sparse``) adds whether the first pick, and the
+    first two, cover the oracle's first groups.
     """
     k = answer["k"]
     picks = list(order[:k])
@@ -430,6 +595,11 @@ def score_picks(answer: dict, order: list[str]) -> dict:
             if f in group_of
         )
         return result
+    if "oracle_order" in answer:
+        oracle = [group_of[f] for f in answer["oracle_order"]]
+        chosen = [group_of.get(f) for f in order]
+        result["first_pick_agrees"] = chosen[:1] == oracle[:1]
+        result["first_two_agree"] = set(chosen[:2]) == set(oracle[:2])
     result["all_groups"] = len(covered) == len(answer["groups"])
     result["missed"] = [
         {"source": g["source"], "kind": g["kind"], "logit_std": g["logit_std"]}

@@ -19,7 +19,7 @@ from planted import omp_order  # noqa: E402
 SEEDS = range(8)
 
 
-@pytest.mark.parametrize("kind", ["ctr", "ctr_budget", "least_squares"])
+@pytest.mark.parametrize("kind", ["ctr", "ctr_budget", "ctr_sparse", "least_squares"])
 def test_deterministic_per_seed(kind):
     a, b = generate_problem(3, kind), generate_problem(3, kind)
     assert a.names == b.names and a.answer == b.answer
@@ -93,6 +93,43 @@ def test_ctr_budget_sizes_say_nothing_about_worth():
         assert not p.answer["interactions"]
         assert 3 <= len(p.answer["groups"]) <= 6 and 3 <= len(p.answer["noise"]) <= 8
     assert largest == smallest == {"noise", "informative"}
+
+
+def test_ctr_sparse_has_rare_large_effects_an_id_like_field_and_an_oracle():
+    """The census-like family: a field that is 0 on most rows with large
+    effects elsewhere and its sibling, nonzero on other rows; an id-like noise
+    field; and an oracle order whose information grows with every pick and
+    ranks a sparse field first in some problems and later in others."""
+    sparse_first = set()
+    for seed in SEEDS:
+        p = generate_problem(seed, "ctr_sparse")
+        assert 6 <= len(p.names) <= 16 and p.answer["k"] == len(p.answer["groups"])
+        roles = [f for g in p.answer["groups"] for f in g["members"]]
+        assert sorted(roles + list(p.answer["noise"])) == sorted(p.names)
+        first, sibling = (
+            p.features[g["source"]] for g in p.answer["groups"] if g["kind"] == "sparse"
+        )
+        assert 0.88 <= np.mean(first == 0) <= 0.97
+        assert not np.any((first != 0) & (sibling != 0))
+        # Large effects: the label rate rises where the field is not 0.
+        assert p.labels[first != 0].mean() > p.labels[first == 0].mean() + 0.15
+        largest = max(p.answer["noise"].values())
+        assert 1.5 <= len(p.labels) / largest <= 2.0  # the id-like field
+        information = p.answer["oracle_information"]
+        assert all(b > a for a, b in zip(information, information[1:]))
+        sources = {g["source"]: g["kind"] for g in p.answer["groups"]}
+        assert sorted(p.answer["oracle_order"]) == sorted(sources)
+        sparse_first.add(sources[p.answer["oracle_order"][0]])
+    assert sparse_first == {"sparse", "main"}
+
+
+def test_oracle_agreement_scores_groups_not_fields():
+    p = generate_problem(0, "ctr_sparse")  # f01, then f03 (re-coded by f05)
+    assert p.answer["oracle_order"][:2] == ["f01", "f03"]
+    assert score_picks(p.answer, ["f01", "f05"])["first_pick_agrees"]
+    assert score_picks(p.answer, ["f05", "f01"])["first_two_agree"]
+    assert not score_picks(p.answer, ["f05", "f01"])["first_pick_agrees"]
+    assert not score_picks(p.answer, ["f01", "f04"])["first_two_agree"]
 
 
 def chi_square(values, labels):

@@ -18,6 +18,7 @@ Arguments: the checkout to measure, problems ``start:stop``, seeds, output.
 ``K3_VERBOSE=1`` prints the callback's lines (each commit, the probe's z).
 ``K3_STRINGS=1`` (``KERAS_BACKEND=tensorflow``) writes the ids as text and
 looks them up with ``StringLookup`` tables built on the training rows.
+``K3_KIND=ctr_sparse`` draws the census-like family instead.
 """
 
 import os
@@ -36,6 +37,7 @@ from keras3_runs import ctr_model, fit_and_record, heldout_batches  # noqa: E402
 BATCH = 128
 VERBOSE = int(os.environ.get("K3_VERBOSE", "0"))  # 1: the callback's lines
 STRINGS = os.environ.get("K3_STRINGS") == "1"  # ids as text (TensorFlow backend)
+KIND = os.environ.get("K3_KIND", "ctr")  # the generator's family
 
 
 def main() -> None:
@@ -43,7 +45,7 @@ def main() -> None:
     seeds = [int(s) for s in sys.argv[3].split(",")]
     with open(sys.argv[4], "a") as out:
         for p in range(start, stop):
-            problem = generate_problem(p, "ctr")
+            problem = generate_problem(p, KIND)
             names, k = problem.names, problem.answer["k"]
             split = problem.train_rows
             features = {n: np.asarray(problem.features[n], np.int32) for n in names}
