@@ -178,7 +178,11 @@ class HeldoutProbe:
         projected -= tf.reduce_mean(projected, axis=0)
         keys = tf.stack([capture.buckets[n] for n in self._keyed], axis=1)
         slots = probe.probe_slots(keys, keyed)  # [B, K]
-        a = projected * tf.gather(tf.reshape(layer.probe_sums, [-1]), slots)
+        # Each row's step is its value's training sum over the batch's rows
+        # of that value (core.probe: a value most rows share must not weigh
+        # in by its count).
+        steps = tf.gather(tf.reshape(layer.probe_sums, [-1]), slots)
+        a = projected * steps / tf_ops.value_counts(slots)
         sums = tf.reduce_sum(a, axis=0), tf.reduce_sum(a * a, axis=0), rows
         return (*sums, keys, projected)
 

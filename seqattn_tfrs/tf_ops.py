@@ -78,6 +78,22 @@ def has_row_keys(value: Any) -> bool:
     return rank is not None and rank >= 1
 
 
+def value_counts(slots: tf.Tensor) -> tf.Tensor:
+    """How many entries of ``slots`` (int32, any shape) hold each entry's
+    value, float32 of the same shape.
+
+    Example:
+      >>> value_counts(tf.constant([[3, 5], [3, 7]])).numpy().tolist()
+      [[2.0, 1.0], [2.0, 1.0]]
+    """
+    flat = tf.reshape(slots, [-1])
+    unique, index = tf.unique(flat)
+    counts = tf.math.unsorted_segment_sum(
+        tf.ones_like(flat, tf.float32), index, tf.size(unique)
+    )
+    return tf.reshape(tf.gather(counts, index), tf.shape(slots))
+
+
 def row_keys(value: Any, buckets: int) -> tf.Tensor | None:
     """Each row's raw value as a hash bucket in ``[0, buckets)``, int32 ``[B]``.
 

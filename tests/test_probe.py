@@ -481,14 +481,19 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
     assert set(scores) == {"a", "b"}
     # Per held-out row, the summed loss's gradient 2 (fit - y) in every column,
     # projected on the feature's direction, less its mean over the row's
-    # batch (rows 0-31, 32-47), times its training-side sum at the row's id.
+    # batch (rows 0-31, 32-47), times its training-side sum at the row's id
+    # over the rows of its batch with that id.
     upstream = 2 * residuals(model, held, labels, "c")
     for index, name in ((0, "a"), (1, "b")):
         direction = probe.probe_directions([3, 2, 1], [index]).sum()
         projected = upstream * direction
+        counts = np.zeros(48)
         for batch in (slice(0, 32), slice(32, 48)):
             projected[batch] -= projected[batch].mean()
-        a = projected * sums[index][held[name]]
+            ids = held[name][batch]
+            counts[batch] = (ids[:, None] == ids[None, :]).sum(1)
+        assert counts.max() > 1  # shared ids: the division matters
+        a = projected * sums[index][held[name]] / counts
         expected = a.sum() / np.sqrt((a * a).sum())
         assert scores[name] == pytest.approx(expected, rel=1e-4)
         assert abs(expected) > 1e-3
@@ -503,12 +508,15 @@ def test_heldout_pass_tests_the_sums_on_new_rows():
     turned = heldout_probe.HeldoutProbe(model, layer).scores(dataset)
     assert turned["a"] == pytest.approx(-scores["a"], rel=1e-4)
     assert turned["b"] == pytest.approx(scores["b"], rel=1e-4)
-    # A training side equal in every bucket is no evidence: the held-out rows'
+    # A step that moves every row alike is no evidence: the held-out rows'
     # centred gradients sum to 0 against it (a mean shared by every row, which
-    # the model's own bias could absorb, no longer counts).
-    sums[0, :8] = 1.0
+    # the model's own bias could absorb, no longer counts). In one batch of
+    # the 48 rows, sums in proportion to each id's rows give every row the
+    # same step.
+    sums[0, :8] = np.bincount(held["a"], minlength=8)
     layer.selection_state.probe_sums.assign(sums.reshape(-1))
-    scores = heldout_probe.HeldoutProbe(model, layer).scores(dataset)
+    whole = tf.data.Dataset.from_tensor_slices((held, labels)).batch(48)
+    scores = heldout_probe.HeldoutProbe(model, layer).scores(whole)
     assert abs(scores["a"]) < 1e-4
 
 

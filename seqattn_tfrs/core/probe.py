@@ -20,9 +20,19 @@ data instead (docs/generated_quality.md, "Session 13"):
   weak main effect (a DCN's: z -0.5 against 10.1 along the whole vector;
   docs/generated_quality.md, "Session 37");
 * on held-out rows with the candidates' gates at 0, ``a_h = p_j(h) *
-  S_j[b_h]`` (``p_j(h)`` the same projection, less its batch mean) is the
-  held-out loss's derivative along that step, and the probe's z is
-  ``sum(a) / sqrt(sum(a^2))``; the commit reads it. The Keras 3 callback
+  S_j[b_h] / m(b_h)`` (``p_j(h)`` the same projection, less its batch mean;
+  ``m(b)`` the batch's rows with the row's bucket) is the held-out loss's
+  derivative along that step, spread over the batch's rows of the value,
+  and the probe's z is ``sum(a) / sqrt(sum(a^2))``; the commit reads it.
+  Without ``m``, a value most rows share (a field that is 0 on 95% of rows,
+  with rare values of large effect) weighs in by its count: after the
+  batch-mean centring its sum is about minus every rare value's, and it
+  multiplies the near-null gradients of most held-out rows, so the z of
+  such a field fell (1.4 against 4.7 in
+  docs/generated_quality/sparse_probe_toy.py, a broad field of like
+  information 5.2 either way; docs/generated_quality.md, "Session 41").
+  ``m`` depends on the held-out keys only, so the z is still a standard
+  normal where the feature carries nothing. The Keras 3 callback
   runs this pass as the settle ends, on the model the sums came from (the
   round's selecting part can turn the model's map from a candidate's
   direction to the loss around); the tf-keras one at the commit, where the

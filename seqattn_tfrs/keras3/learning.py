@@ -243,8 +243,9 @@ def _probe_update(
     of its first ``AXIS_ROWS`` rows' gradients, from which the commit sets the
     next directions; the probe's held-out pass (``layer.probe_pass``,
     candidates' gates at 0) adds, per keyed feature, ``sum(a)`` and
-    ``sum(a^2)`` of ``a = p * S[bucket]`` (the per-row gradient, the loss
-    being a batch mean, times the training side's sum); the pair test's pass
+    ``sum(a^2)`` of ``a = p * S[bucket] / m`` (the per-row gradient, the loss
+    being a batch mean, times the training side's sum, over the batch's ``m``
+    rows of that bucket: :mod:`seqattn_tfrs.core.probe`); the pair test's pass
     (``layer.pair_pass``, after the probe's) writes its batch's ``[B, K]``
     per-row gradients, then their bucket keys, at the start of the sums, for
     the host to read (the sums are spent by then); a held-out logit step
@@ -317,7 +318,13 @@ def _probe_update(
         sums, total, squares, axes, moments = state
         if layer.probe_pass:
             rows = ops.cast(ops.shape(upstream32)[0], "float32")
-            a = projections(upstream32, axes) * rows * ops.take(sums, slots)
+            # Each row's step over the batch's rows of its value (core.probe).
+            flat = ops.reshape(slots, (-1,))
+            counts = ops.segment_sum(
+                ops.ones(ops.shape(flat), "float32"), flat, num_segments=size
+            )
+            steps = ops.take(sums, slots) / ops.take(counts, slots)
+            a = projections(upstream32, axes) * rows * steps
             total = total + ops.matmul(ops.sum(a, axis=0), to_features)
             squares = squares + ops.matmul(ops.sum(a * a, axis=0), to_features)
         elif layer.pair_pass:

@@ -1057,7 +1057,7 @@ def probe() -> dict:
     settling training step adds each keyed feature's upstream gradient,
     projected on its fixed direction and less its batch mean, at its hash
     bucket; the probe's held-out pass adds ``sum(a)`` and ``sum(a^2)`` of
-    ``a = p * rows * S[bucket]`` and changes nothing else; the pair test's
+    ``a = p * rows * S[bucket] / m`` (m: the batch's rows of the bucket) and changes nothing else; the pair test's
     pass hands back each row's ``p * rows`` and bucket key. Then, on a
     generated CTR problem whose weak main effects the gate's z alone missed
     (the smallest table, a 2-value noise field, was picked third), the
@@ -1117,7 +1117,9 @@ def probe() -> dict:
     for f, name in enumerate(("a", "b")):
         p = upstream * (w[name] @ r[name]) * len(held_y)
         rows[:, f] = p - p.mean()
-        a = rows[:, f] * expected[f][held_x[name]]
+        # Over the batch's rows with the row's id: rows 0 and 1 share theirs.
+        shared = (held_x[name][:, None] == held_x[name][None, :]).sum(1)
+        a = rows[:, f] * expected[f][held_x[name]] / shared
         np.testing.assert_allclose(
             [total[f], squares[f]], [a.sum(), (a * a).sum()], rtol=1e-4, atol=1e-9
         )
