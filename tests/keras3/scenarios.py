@@ -1057,8 +1057,9 @@ def probe() -> dict:
     settling training step adds each keyed feature's upstream gradient,
     projected on its fixed direction and less its batch mean, at its hash
     bucket; the probe's held-out pass adds ``sum(a)`` and ``sum(a^2)`` of
-    ``a = p * rows * S[bucket] / m`` (m: the batch's rows of the bucket) and changes nothing else; the pair test's
-    pass hands back each row's ``p * rows`` and bucket key. Then, on a
+    ``a = p * rows * S[bucket] / m`` (``m``: the batch's rows of the bucket)
+    and changes nothing else; the pair test's pass hands back each row's
+    ``p * rows`` and bucket key. Then, on a
     generated CTR problem whose weak main effects the gate's z alone missed
     (the smallest table, a 2-value noise field, was picked third), the
     probe's z finds them."""
