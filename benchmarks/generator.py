@@ -34,10 +34,12 @@ matters to a field selector (issue 14):
   noise field with 1.5-2 rows per value and 1-4 small noise fields (2-50
   values). The answer adds ``oracle_order``: the group sources in the order
   of greedy forward selection by the information each adds given the ones
-  before (the mean log-likelihood gain of ``E[p | chosen fields]`` over the
-  base rate, from the rows' true probabilities; ``oracle_information``: that
-  gain after each pick), so a selector's first picks can be compared with
-  the ones that carry the most.
+  before, as far as the training rows can teach it (a ridge logistic model
+  additive in the chosen fields, as the label's is, fitted to the training
+  rows; the gain is the held-out rows' mean log-likelihood of their true
+  probabilities over the training label rate's; ``oracle_information``:
+  that gain after each pick), so a selector's first picks can be compared
+  with the ones that carry the most.
 * ``kind="least_squares"``: 8-16 standardized real columns (one scalar per
   field), 4-6 informative with coefficients of log-uniform size 0.3-3 and random
   sign, 1-2 decoys correlated 0.85-0.95 with an informative column (the first
@@ -321,6 +323,8 @@ def _information(
     their true probabilities ``p`` under its predictions, less under the
     ``fit`` rows' label rate. A field of many rare values thus gains only
     what its rows can teach."""
+    if not columns:
+        return 0.0
     test = ~fit
     rate = float(y[fit].mean())
 
@@ -329,8 +333,6 @@ def _information(
         return float(np.mean(p[test] * np.log(q) + (1 - p[test]) * np.log(1 - q)))
 
     base = likelihood(np.full(int(test.sum()), rate))
-    if not columns:
-        return 0.0
     blocks, offset = [], 0
     for column in columns:
         _, codes = np.unique(column, return_inverse=True)
