@@ -271,6 +271,20 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             )
             for layer in self._layers
         ]
+        unprobed = [
+            layer.name
+            for layer in self._layers
+            if self.selection_data is not None
+            and id(layer) in probing
+            and not layer.selection_state.probe_supported
+        ]
+        if unprobed and self.verbose:
+            print(
+                f"SequentialAttention {unprobed}: built under a tf.distribute "
+                "strategy, so the held-out probe does not run; picks after the "
+                "first rest on the gate's held-out z alone (docs/distributed.md).",
+                flush=True,
+            )
         if any(changed) and _traced(self.model.train_function):
             # A step traced before would keep the old sums; an untraced one (a
             # fit's first) reads the flag when it traces. Rebuilding walks every

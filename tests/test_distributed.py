@@ -12,6 +12,7 @@ from helpers.distributed_model import (
     LOOKUP_ROWS,
     TPURanker,
     build_model,
+    make_callback,
     make_dataset,
     probe_rows,
     tpu_feature_config,
@@ -280,3 +281,25 @@ def test_distributed_cost_benchmark_smoke(tmp_path):
     results = json.loads(out.read_text())
     assert set(results["best"]) == {"single", "multiworker"}
     assert all(run["fit_seconds"] > 0 for run in results["best"].values())
+
+
+@pytest.mark.parametrize("strategy", [None, "one_device"])
+def test_a_strategy_that_turns_the_probe_off_says_so(strategy, capsys):
+    # The probe's sums would need aggregating over replicas, so a gate built
+    # under any strategy runs without it; the callback says so, once.
+    tf.keras.utils.set_random_seed(0)
+    scope = (
+        tf.distribute.OneDeviceStrategy("/cpu:0").scope()
+        if strategy
+        else tf.distribute.get_strategy().scope()
+    )
+    with scope:
+        model = build_model()
+    callback = make_callback(make_dataset(seed=1))
+    callback.verbose = 1
+    model.fit(make_dataset(), epochs=EPOCHS, callbacks=[callback], verbose=0)
+    printed = capsys.readouterr().out
+    said = "built under a tf.distribute strategy, so the held-out probe does not run"
+    assert printed.count(said) == (1 if strategy else 0)
+    assert ("held-out probe's largest z" in printed) == (not strategy)
+    assert model.get_layer("gate").selected_features == tuple("ace")
