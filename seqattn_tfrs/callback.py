@@ -330,6 +330,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._heldout_iterator = iter(heldout)
             self._heldout_step = None  # built at first use: metrics exist by then
         self._probes: dict[int, heldout_probe.HeldoutProbe] = {}
+        _build_optimizer(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -590,6 +591,21 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     # ----------------------------------------------------------- held-out
     def _make_heldout_step(self):
         return heldout_lib.make_heldout_step(self.model, self._layers)
+
+
+def _build_optimizer(model: tf.keras.Model) -> None:
+    """Creates the optimizer's variables (Adam's moments, ...) before ``fit``
+    traces its first step: the same ones, for the same variables, that its
+    first ``apply_gradients`` would create. Created inside that trace, they make
+    ``tf.function`` trace the step a second time, and the gated step's trace
+    is the long part of a short fit's fixed cost (docs/fit_cost.md). Only a
+    built model and an optimizer with ``build`` (tf-keras' optimizers, not
+    the legacy ones); ``build`` does nothing once the optimizer is built."""
+    build = getattr(getattr(model, "optimizer", None), "build", None)
+    if build is None or not model.built:
+        return
+    with model.distribute_strategy.scope():
+        build(model.trainable_variables)
 
 
 def _traced(function: Any) -> bool:

@@ -509,3 +509,30 @@ def test_nan_loss_is_reported_and_never_picked_from(terminate_on_nan):
         assert len(layer.selected_features) == 1
     assert np.all(np.isfinite(layer.attention_logits.numpy()))
     assert int(layer.nonfinite_logit_steps.numpy()) >= 1
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "traces"),
+    [(tf.keras.optimizers.Adam, 1), (tf.keras.optimizers.legacy.Adam, 2)],
+)
+def test_the_optimizer_is_built_before_fit_traces_its_first_step(optimizer, traces):
+    # Adam's moments created inside the first trace make tf.function trace
+    # the (gated, long) step again; the callback creates them first, the same
+    # ones: the fit is identical to one whose user built the optimizer.
+    weights = []
+    for built_by_hand in (False, True):
+        tf.keras.utils.set_random_seed(0)
+        model, layer = functional_model()
+        model.compile(optimizer(0.05), "mse")
+        if built_by_hand and traces == 1:
+            model.optimizer.build(model.trainable_variables)
+        callback = SequentialAttentionCallback(
+            warmup_epochs=1, finetune_epochs=1, settle_fraction=0.5, verbose=0
+        )
+        model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+        assert model.train_function.experimental_get_tracing_count() == traces
+        assert layer.selected_features == ("a", "c")
+        slots = [v.numpy() for v in model.optimizer.variables()]
+        weights.append(model.get_weights() + slots)
+    for ours, theirs in zip(*weights):
+        np.testing.assert_array_equal(ours, theirs)
