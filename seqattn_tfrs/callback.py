@@ -598,11 +598,15 @@ def _build_optimizer(model: tf.keras.Model) -> None:
     traces its first step: the same ones, for the same variables, that its
     first ``apply_gradients`` would create. Created inside that trace, they make
     ``tf.function`` trace the step a second time, and the gated step's trace
-    is the long part of a short fit's fixed cost (docs/fit_cost.md). Only a
-    built model and an optimizer with ``build`` (tf-keras' optimizers, not
-    the legacy ones); ``build`` does nothing once the optimizer is built."""
+    is the long part of a short fit's fixed cost (docs/fit_cost.md). Only
+    where every layer of the model is built (a subclassed model, such as a
+    TFRS one, may build some in that first trace: an optimizer built before
+    would not know their variables) and the optimizer has ``build``
+    (tf-keras' optimizers, not the legacy ones); ``build`` does nothing once
+    the optimizer is built."""
     build = getattr(getattr(model, "optimizer", None), "build", None)
-    if build is None or not model.built:
+    layers = [m for m in model.submodules if isinstance(m, tf.keras.layers.Layer)]
+    if build is None or not model.built or not all(m.built for m in layers):
         return
     with model.distribute_strategy.scope():
         build(model.trainable_variables)

@@ -536,3 +536,48 @@ def test_the_optimizer_is_built_before_fit_traces_its_first_step(optimizer, trac
         weights.append(model.get_weights() + slots)
     for ours, theirs in zip(*weights):
         np.testing.assert_array_equal(ours, theirs)
+
+
+class _TFRSRanker(tfrs.Model):
+    """A subclassed TFRS model: its head is built in fit's first trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = SequentialAttentionEmbedding(
+            {n: tf.keras.layers.Embedding(8, 2) for n in NAMES}, 2
+        )
+        self.head = tf.keras.layers.Dense(1)
+        self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError())
+
+    def call(self, features):
+        gated = self.gate({n: features[n] for n in NAMES})
+        return self.head(tf.concat([gated[n] for n in NAMES], axis=1))
+
+    def compute_loss(self, features, training=False):
+        return self.task(labels=features["y"], predictions=self(features))
+
+
+def test_a_model_with_layers_built_in_the_first_trace_keeps_its_optimizer_lazy():
+    # The callback's held-out checks build the gate (and mark the model
+    # built) but not the head; an optimizer built then would not know the
+    # head's kernel and fit would fail on its first step.
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    ids = {n: rng.integers(0, 8, 512) for n in NAMES}
+    values = rng.normal(size=(len(NAMES), 8))
+    labels = 3 * values[0, ids["a"]] + 2 * values[2, ids["c"]]
+    data = tf.data.Dataset.from_tensor_slices(
+        {**ids, "y": labels.astype(np.float32)}
+    ).batch(64)
+    model = _TFRSRanker()
+    model.compile(tf.keras.optimizers.Adam(0.05))
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        finetune_epochs=1,
+        settle_fraction=0.5,
+        selection_data=data,
+        verbose=0,
+    )
+    model.fit(data, epochs=4, callbacks=[callback], verbose=0)
+    assert model.train_function.experimental_get_tracing_count() == 2
+    assert model.gate.selected_features == ("a", "c")
