@@ -17,7 +17,7 @@ from seqattn_tfrs.core import modes, round_report
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
-from seqattn_tfrs.discovery import find_gated_layers
+from seqattn_tfrs.discovery import find_gated_layers, keras_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
@@ -605,8 +605,9 @@ def _build_optimizer(model: tf.keras.Model) -> None:
     (tf-keras' optimizers, not the legacy ones); ``build`` does nothing once
     the optimizer is built."""
     build = getattr(getattr(model, "optimizer", None), "build", None)
-    layers = [m for m in model.submodules if isinstance(m, tf.keras.layers.Layer)]
-    if build is None or not model.built or not all(m.built for m in layers):
+    if build is None or not model.built:
+        return
+    if not all(layer.built for layer in keras_layers(model)):
         return
     with model.distribute_strategy.scope():
         build(model.trainable_variables)

@@ -72,3 +72,28 @@ def find_gated_layers(model: tf.Module) -> list[SequentialAttentionEmbedding]:
 def find_width_layers(model: tf.Module) -> list[SequentialAttentionWidth]:
     """Every :class:`~seqattn_tfrs.SequentialAttentionWidth` in ``model``."""
     return find_layers(model, SequentialAttentionWidth)
+
+
+def keras_layers(model: tf.keras.layers.Layer) -> list[tf.keras.layers.Layer]:
+    """The layers of ``model`` and of the models nested in it, once each,
+    through ``Model.layers`` alone: not the ``submodules`` walk, which visits
+    every lookup table's vocabulary (0.16 s at 26 vocabularies of 1,000
+    strings, 1.9 s at 10,000; see :func:`find_layers`). A layer that is not a
+    model stands for its own sublayers.
+
+    Example:
+      >>> inner = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+      >>> outer = tf.keras.Sequential([inner, tf.keras.layers.Dense(1)])
+      >>> [type(x).__name__ for x in keras_layers(outer)]
+      ['Sequential', 'Dense', 'Dense']
+    """
+    found: dict[int, tf.keras.layers.Layer] = {}
+    stack = list(reversed(getattr(model, "layers", [])))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in found:
+            continue
+        found[id(layer)] = layer
+        if isinstance(layer, tf.keras.Model):
+            stack.extend(reversed(layer.layers))
+    return list(found.values())
