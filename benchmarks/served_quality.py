@@ -15,7 +15,9 @@ are):
   refuses k rounds in those steps (fewer than ``MIN_STEPS_PER_ROUND`` steps a
   round), the refusal is recorded in the row and the run is repeated with the
   fewest ``selections_per_round`` whose rounds fit (the fix the error names
-  that keeps the epochs).
+  that keeps the epochs). With ``--sa_early_stopping`` the fit also
+  validates and early-stops as the retrainings do, watching only the epochs
+  after the last pick (``AfterLastPick``).
 * ``<sa>_retrained``: Sequential Attention's own k picks retrained from
   scratch as the other methods are (what skipping the retraining costs).
 * every other method: its ranking as in ``selection_quality.py`` (for
@@ -77,6 +79,14 @@ flags.DEFINE_integer(
     "MAX_STEPS_PER_ROUND; the steps beyond it go to the fine-tune).",
 )
 flags.DEFINE_bool("summary", False, "Print the tables of --jsonl and exit.")
+flags.DEFINE_bool(
+    "sa_early_stopping",
+    False,
+    "SA's one fit also validates on the validation split and early-stops on "
+    "validation AUC (patience --patience, best epoch restored), watching only "
+    "the epochs that end after the last pick; its `_retrained` rows are not "
+    "written (the picks do not depend on it).",
+)
 
 SA_METHODS = ("sa_heldout", "sa_train")
 # Training epochs of each ranking (permutation: its all-fields fit, counted
@@ -129,6 +139,26 @@ def fits_in(steps: int, k: int, per_round: int) -> bool:
     return True
 
 
+class AfterLastPick(tf.keras.callbacks.EarlyStopping):
+    """Early stopping on validation AUC, as the retrainings have, that watches
+    only the epochs ending after the gate's last pick: from ``fit``'s start
+    it reads the schedule the selection callback (listed before it) laid
+    out."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "val_auc", patience=FLAGS.patience, mode="max", restore_best_weights=True
+        )
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        record = self.model.gate.schedule_record
+        end = record["warmup"] + record["rounds"] * record["per_round"]
+        if record["unit"] == "steps":
+            end = -(-end // self.params["steps"])
+        self.start_from_epoch = end - 1  # 0-based: the last pick's epoch
+
+
 def served(problem: sq.Problem, method: str, seed: int, k: int, epochs: int) -> dict:
     """One within-fit selection run, then prune: the served model's row."""
     steps = epochs * int(problem.dataset("train").cardinality())
@@ -148,11 +178,13 @@ def served(problem: sq.Problem, method: str, seed: int, k: int, epochs: int) -> 
             selection_data=problem.dataset("val") if method == "sa_heldout" else None,
             verbose=0,
         )
+        stopping = FLAGS.sa_early_stopping
         try:
-            model.fit(
+            history = model.fit(
                 problem.dataset("train", seed),
+                validation_data=problem.dataset("val") if stopping else None,
                 epochs=epochs,
-                callbacks=[callback],
+                callbacks=[callback, AfterLastPick()] if stopping else [callback],
                 verbose=0,
             )
         except ValueError as err:  # refused before any training step
@@ -176,7 +208,8 @@ def served(problem: sq.Problem, method: str, seed: int, k: int, epochs: int) -> 
         "auc": test["auc"],
         "log_loss": test["log_loss"],
         "train_seconds": seconds,
-        "epochs": epochs,
+        "epochs": len(history.epoch),
+        "early_stopping": FLAGS.sa_early_stopping,
         "fields": picks,
         "selections_per_round": per_round,
         "schedule": record,
@@ -258,7 +291,7 @@ def main(argv):
                     if (seed, method, k) not in done:
                         write(seed, method, k, served(problem, method, seed, k, epochs))
                     name = f"{method}_retrained"
-                    if (seed, name, k) in done:
+                    if (seed, name, k) in done or FLAGS.sa_early_stopping:
                         continue
                     row = next(
                         r
