@@ -26,6 +26,7 @@ from seqattn_tfrs.movielens.config import (
     SelectionConfig,
 )
 from seqattn_tfrs.movielens.job import run_job
+from seqattn_tfrs.movielens.models import DCNRankingModel
 
 # u.genre's names, in GroupLens' order.
 GENRES = (
@@ -88,15 +89,34 @@ def small_config(tmp_path: pathlib.Path, **selection) -> JobConfig:
     )
 
 
+TRACES: list[int] = []  # per fit of `default_run`, its training step's traces
+
+
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     """The job with the default (fit-within) schedule: its report and text."""
     tmp_path = tmp_path_factory.mktemp("job")
     config = small_config(tmp_path)
     assert config.selection.within_fit
-    report = run_job(config, export=False)
+    fit = DCNRankingModel.fit
+
+    def counted(model, *args, **kwargs):
+        history = fit(model, *args, **kwargs)
+        TRACES.append(model.train_function.experimental_get_tracing_count())
+        return history
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DCNRankingModel, "fit", counted)
+        report = run_job(config, export=False)
     written = json.loads((tmp_path / "out" / "report.json").read_text())
     return report, written
+
+
+def test_each_fit_traces_its_training_step_once(default_run):
+    # The job builds each model and its optimizer before `fit`; the TFRS model
+    # would otherwise build its dense layers, and Adam its moments, in the
+    # first trace, and tf.function would trace the step again.
+    assert TRACES == [1, 1]
 
 
 def test_the_default_schedule_is_laid_inside_the_fit(default_run):
