@@ -65,6 +65,11 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "attention_signal", None, ["partial", "gradient", "score"], "Layer option."
 )
+flags.DEFINE_integer(
+    "mirrored_devices",
+    0,
+    "Train under MirroredStrategy over this many logical CPUs (0: no strategy).",
+)
 flags.DEFINE_string("output", "", "JSON lines to append to.")
 flags.DEFINE_string("summary", "", "Print the rates of this JSON-lines file; no runs.")
 flags.DEFINE_bool("patterns", False, "With --summary: break the failures down.")
@@ -117,6 +122,17 @@ def run(argv) -> None:
         "batch_size": FLAGS.batch_size,
         "model": FLAGS.model,
     }
+    strategy = None
+    if FLAGS.mirrored_devices:
+        import tensorflow as tf
+
+        settings["mirrored_devices"] = FLAGS.mirrored_devices
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.mirrored_devices
+        )
+        devices = [f"/cpu:{i}" for i in range(FLAGS.mirrored_devices)]
+        strategy = tf.distribute.MirroredStrategy(devices)
     for problem_seed in range(start, stop):
         problem = generate_problem(problem_seed, FLAGS.kind)
         for seed in (int(s) for s in FLAGS.seeds):
@@ -145,6 +161,7 @@ def run(argv) -> None:
                         layer_options=layer_options,
                         callback_options=callback_options,
                         architecture=FLAGS.model,
+                        strategy=strategy,
                     )
                 )
                 record["problem_text"] = describe(problem.answer)

@@ -21,11 +21,13 @@ def run_one(
     layer_options: dict | None = None,
     callback_options: dict | None = None,
     architecture: str = "mlp",
+    strategy=None,
 ) -> dict:
     """One selection run at the library's defaults (but the options given);
     the scores of its picks (``generator.score_picks``), order and fit time.
     ``architecture``: for CTR problems, ``"mlp"`` (``planted.ctr_model``) or
-    ``"dcn"`` (``planted.dcn_model``)."""
+    ``"dcn"`` (``planted.dcn_model``). ``strategy``: a ``tf.distribute``
+    strategy to build and compile the model under (None: none)."""
     import planted
     import tensorflow as tf
 
@@ -38,15 +40,16 @@ def run_one(
 
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(seed)
-    if kind != "least_squares":
-        build = {"mlp": planted.ctr_model, "dcn": planted.dcn_model}[architecture]
-        model, layer = build(problem.features, **layer_options)
-        loss = "binary_crossentropy"
-    else:
-        model, layer = planted.linear_model(names, **layer_options)
-        loss = "mse"
-    rates = "omp" if kind == "least_squares" else "ctr"
-    model.compile(planted.make_optimizer(rates, optimizer), loss)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        if kind != "least_squares":
+            build = {"mlp": planted.ctr_model, "dcn": planted.dcn_model}[architecture]
+            model, layer = build(problem.features, **layer_options)
+            loss = "binary_crossentropy"
+        else:
+            model, layer = planted.linear_model(names, **layer_options)
+            loss = "mse"
+        rates = "omp" if kind == "least_squares" else "ctr"
+        model.compile(planted.make_optimizer(rates, optimizer), loss)
 
     def data(rows):
         features = {f: problem.features[f][rows] for f in names}

@@ -279,10 +279,12 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             and not layer.selection_state.probe_supported
         ]
         if unprobed and self.verbose:
+            strategy = _strategy_name(self.model.distribute_strategy)
             print(
-                f"SequentialAttention {unprobed}: built under a tf.distribute "
-                "strategy, so the held-out probe does not run; picks after the "
-                "first rest on the gate's held-out z alone (docs/distributed.md).",
+                f"SequentialAttention {unprobed}: built under {strategy}, whose "
+                "replicas' sums the held-out probe cannot add up, so it does not "
+                "run; picks after the first rest on the gate's held-out z alone "
+                "(docs/distributed.md).",
                 flush=True,
             )
         if any(changed) and _traced(self.model.train_function):
@@ -611,6 +613,15 @@ def _build_optimizer(model: tf.keras.Model) -> None:
         return
     with model.distribute_strategy.scope():
         build(model.trainable_variables)
+
+
+def _strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public name of ``strategy``'s class (TensorFlow's classes behind
+    some of them are named otherwise: ``ParameterServerStrategyV2``)."""
+    for name in ("ParameterServerStrategy", "TPUStrategy"):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name
+    return type(strategy).__name__
 
 
 def _traced(function: Any) -> bool:

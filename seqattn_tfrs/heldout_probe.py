@@ -39,7 +39,7 @@ class HeldoutProbe:
         self.layer = layer
         self._loss_of = heldout.loss_function(model)
         self._keyed: list[str] | None = None  # known once traced
-        self._step = tf.function(self._batch_sums, reduce_retracing=True)
+        self._step = tf.function(self._replicated_sums, reduce_retracing=True)
         # Listed at the first pass (after training steps: the compiled metrics
         # exist), then kept: tf-keras walks every tracked attribute of every
         # layer to list them (8-13 ms a pass with 26 vocabularies of 1,000).
@@ -63,6 +63,7 @@ class HeldoutProbe:
         candidates = [n for n in names if n not in layer.selected_features]
         if not layer.probe_summed or not candidates:
             return None
+        layer.selection_state.gather_probe_sums()  # every replica's rows
         if self._metric_variables is None:
             metrics = self.model.metrics
             self._metric_variables = [v for m in metrics for v in m.variables]
@@ -141,6 +142,17 @@ class HeldoutProbe:
             )
         keyed, keys, projected = self._rows
         return pairs.named_pair_scores(keyed, keys, projected, candidate_pairs)
+
+    def _replicated_sums(self, batch):
+        """:meth:`_batch_sums` in replica context, as a training step runs
+        (the loss updates the metrics, replica-local variables under a
+        strategy). Every replica takes the whole batch; the first's sums are
+        returned (one replica without a strategy)."""
+        strategy = self.model.distribute_strategy
+        sums = strategy.run(self._batch_sums, args=(batch,))
+        return tf.nest.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0], sums
+        )
 
     def _batch_sums(self, batch):
         """Per feature with raw values to hash, ``sum(a)`` and ``sum(a^2)``

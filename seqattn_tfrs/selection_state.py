@@ -24,6 +24,27 @@ _AGGREGATION = {
 }
 
 
+# Strategies whose replicas each hold a copy of a variable, updated alone by
+# the replica where it has no aggregation: the probe's sums are summed there.
+_REPLICA_LOCAL_SUMS = (
+    tf.distribute.OneDeviceStrategy,
+    tf.distribute.MirroredStrategy,
+    tf.distribute.MultiWorkerMirroredStrategy,
+)
+
+
+def _replica_total(
+    strategy: tf.distribute.Strategy, variable: tf.Variable
+) -> np.ndarray:
+    """The sum of ``variable``'s copies over ``strategy``'s replicas, each read
+    where it lives (an all-reduce across workers); the value itself with one
+    replica."""
+    if strategy.num_replicas_in_sync == 1:
+        return variable.numpy()
+    copies = strategy.run(lambda: tf.identity(variable))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, copies, axis=None).numpy()
+
+
 class SelectionState:
     """The variables of one gated layer's selection, and what changes them.
 
@@ -122,15 +143,22 @@ class SelectionState:
         # The held-out probe (core.probe): 1 while the settles sum its training
         # side, the sums themselves (``N * PROBE_BUCKETS`` numbers while on,
         # one 0 otherwise, so a finished or trimmed layer stores 4 bytes) and
-        # the z of the last held-out pass, read by the next commit. Not under
-        # a distribution strategy (its sums would need aggregating replicas).
+        # the z of the last held-out pass, read by the next commit. Under a
+        # strategy of mirrored replicas each replica's steps add to its own
+        # copy of the sums (they are not synchronised: no aggregation), and
+        # the host adds the copies up (`gather_probe_sums`); not under other
+        # strategies (a parameter server's, a TPU's).
         self.probe_active = state("probe_active", [], tf.int32, 0)
         self.probe_scores = state("probe_scores", [n], tf.float32, 0.0)
         # One 0 while off (not empty: a parameter server's partitioner
-        # refuses a 0-sized variable). Under a strategy it stays off, with
-        # a fixed shape: the same weights as without one, for
+        # refuses a 0-sized variable). Where it stays off, with a fixed
+        # shape: the same weights as without a strategy, for
         # get_weights/set_weights across the two.
-        self.probe_supported = not tf.distribute.has_strategy()
+        self._strategy = tf.distribute.get_strategy()
+        self.probe_supported = not tf.distribute.has_strategy() or isinstance(
+            self._strategy, _REPLICA_LOCAL_SUMS
+        )
+        self._probe_sums_gathered = False
         self.probe_sums = tf.Variable(
             tf.zeros([1]),
             shape=tf.TensorShape(None) if self.probe_supported else [1],
@@ -259,14 +287,28 @@ class SelectionState:
         """Whether this round's settle sums the probe's training side."""
         return int(self.probe_active.numpy()) == 1
 
+    def gather_probe_sums(self) -> None:
+        """Sets every replica's copy of the probe's training-side sums to
+        their total over replicas, once the settle is over (the held-out pass
+        reads the copy where it runs; the next settle zeroes them); nothing
+        with one replica."""
+        if self._probe_sums_gathered or self._strategy.num_replicas_in_sync == 1:
+            return
+        total = _replica_total(self._strategy, self.probe_sums)
+        self.probe_sums.assign(total, read_value=False)
+        self._probe_sums_gathered = True
+
     def probe_training_sums(self) -> np.ndarray | None:
-        """The probe's training-side sums ``[N, PROBE_BUCKETS]``, or None
-        where the settle did not sum them."""
+        """The probe's training-side sums ``[N, PROBE_BUCKETS]`` (over every
+        replica), or None where the settle did not sum them."""
         if not self.probe_summed():
             return None
-        return self.probe_sums.numpy().reshape(
-            len(self.spec.feature_names), probe.PROBE_BUCKETS
+        sums = (  # read, not gathered: a settle may still be adding to them
+            self.probe_sums.numpy()
+            if self._probe_sums_gathered
+            else _replica_total(self._strategy, self.probe_sums)
         )
+        return sums.reshape(len(self.spec.feature_names), probe.PROBE_BUCKETS)
 
     def set_probe_scores(self, scores: np.ndarray) -> None:
         """Stores the probe's z per feature for the next commit."""
@@ -346,7 +388,8 @@ class SelectionState:
         if size == 1:
             return
         width = size // count
-        moments = self.probe_moments.numpy().reshape(count, width, width)
+        moments = _replica_total(self._strategy, self.probe_moments)
+        moments = moments.reshape(count, width, width)
         previous = self.probe_axes.numpy().reshape(count, width)
         axes = probe.principal_axes(moments, previous)
         self.probe_axes.assign(axes.reshape(-1), read_value=False)
@@ -357,6 +400,7 @@ class SelectionState:
         self.probe_active.assign(int(active and self.probe_supported))
         if not self.probe_supported:
             return
+        self._probe_sums_gathered = False
         size = len(self.spec.feature_names) * probe.PROBE_BUCKETS if active else 1
         self.probe_sums.assign(tf.zeros([size]), read_value=False)
 

@@ -29,6 +29,20 @@ def select(mode, source):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def test_mirrored_probe_adds_up_every_replicas_rows():
+    """Each replica sums the probe's training side over its own rows; the
+    held-out pass and the commit read the total over replicas."""
+    mirrored, single = select("mirrored", "probe"), select("single", "probe")
+    assert mirrored["selected"] == single["selected"] == ["a", "c", "e"]
+    assert mirrored["rounds"][0]["sums_l1"] is None  # the first pick: no probe
+    for many, one in zip(mirrored["rounds"][1:], single["rounds"][1:]):
+        # Close, not equal: each replica centres its projected gradients on
+        # its half of the batch. One replica's sums alone are about half.
+        assert many["sums_l1"] == pytest.approx(one["sums_l1"], rel=0.05)
+        assert many["read_l1"] == pytest.approx(one["read_l1"], rel=0.05)
+        np.testing.assert_allclose(many["z"], one["z"], atol=0.5)
+
+
 @pytest.mark.parametrize("source", ["train", "heldout"])
 def test_mirrored_selection_matches_single_device(source):
     mirrored, single = select("mirrored", source), select("single", source)
@@ -94,6 +108,12 @@ def test_multiworker_selection_and_chief_export_match_single_machine(tmp_path):
     assert chief["selected"] == other["selected"] == alone["selected"] == list("ace")
     assert chief["replica_masks"] == other["replica_masks"] == [[1, 0, 1, 0, 1]]
     assert chief["gate_history"] == other["gate_history"]  # in sync, not just close
+    # The held-out probe ran in rounds 2 and 3 on the sums of both workers'
+    # replicas (an all-reduce), the same on both, close to one machine's.
+    assert chief["probe_z"] == other["probe_z"]
+    for ours, theirs in zip(chief["probe_z"][1:], alone["probe_z"][1:]):
+        np.testing.assert_allclose(ours, theirs, atol=0.5)
+        assert np.nanmax(ours) > 10
     # Against one machine the gate values are close, not equal: each replica
     # computes its logit step (and the partial signal's regression) on its half
     # of the batch, and the steps are averaged. Each round's leader is the same.
@@ -154,6 +174,9 @@ def test_parameter_server_selection_and_gathered_export(tmp_path, source, partit
     assert all(port_is_free(port) for port in ports)
     result = json.loads(out.strip().splitlines()[-1])
     assert result["selected"] == list("ace")
+    # Its asynchronous workers' sums cannot be added up: no probe, and it says so.
+    said = "built under ParameterServerStrategy, whose replicas' sums the held-out"
+    assert out.count(said) == (1 if source == "heldout" else 0)
     for table in result["tables"].values():  # each table on both servers
         assert [shape for _, shape in table] == [[16, 4], [16, 4]]
         assert {device.split("/device")[0] for device, _ in table} == {
@@ -284,9 +307,9 @@ def test_distributed_cost_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", [None, "one_device"])
-def test_a_strategy_that_turns_the_probe_off_says_so(strategy, capsys):
-    # The probe's sums would need aggregating over replicas, so a gate built
-    # under any strategy runs without it; the callback says so, once.
+def test_the_probe_runs_under_a_strategy_of_mirrored_replicas(strategy, capsys):
+    # Only a parameter server's or a TPU's strategy turns it off (the callback
+    # then says so: the parameter-server test).
     tf.keras.utils.set_random_seed(0)
     scope = (
         tf.distribute.OneDeviceStrategy("/cpu:0").scope()
@@ -299,7 +322,6 @@ def test_a_strategy_that_turns_the_probe_off_says_so(strategy, capsys):
     callback.verbose = 1
     model.fit(make_dataset(), epochs=EPOCHS, callbacks=[callback], verbose=0)
     printed = capsys.readouterr().out
-    said = "built under a tf.distribute strategy, so the held-out probe does not run"
-    assert printed.count(said) == (1 if strategy else 0)
-    assert ("held-out probe's largest z" in printed) == (not strategy)
+    assert "so it does not run" not in printed
+    assert printed.count("held-out probe's largest z") == 2  # rounds 2 and 3
     assert model.get_layer("gate").selected_features == tuple("ace")

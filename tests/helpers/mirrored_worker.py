@@ -1,9 +1,11 @@
 """Selects under MirroredStrategy on two logical CPUs, or on one device.
 
-Usage: mirrored_worker.py {mirrored,single} {train,heldout,entry_z}; prints
-JSON. ``train`` and ``heldout`` keep 3 of 5 features, the logits learning on
-the training or the held-out batches; ``entry_z`` selects under a budget that
-fits every feature and stops on ``entry_z`` (with held-out batches).
+Usage: mirrored_worker.py {mirrored,single} {train,heldout,entry_z,probe};
+prints JSON. ``train`` and ``heldout`` keep 3 of 5 features, the logits
+learning on the training or the held-out batches; ``entry_z`` selects under a
+budget that fits every feature and stops on ``entry_z`` (with held-out
+batches). ``probe`` selects on integer ids (``distributed_model``), whose
+values the held-out probe hashes, and reports the probe before each commit.
 """
 
 import json
@@ -28,6 +30,9 @@ def main():
     from commits import before_each_commit
 
     import seqattn_tfrs
+
+    if source == "probe":
+        return select_ids(mode)
 
     strategy = (
         tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -98,6 +103,41 @@ def main():
             }
         )
     )
+
+
+def select_ids(mode):
+    """The id model under the strategy of ``mode``, with held-out batches:
+    per commit the probe's z and the L1 norm of its training-side sums, as
+    ``probe_training_sums`` gives them and as the held-out pass read them
+    (the first replica's copy)."""
+    from commits import before_each_commit
+    from distributed_model import EPOCHS, build_model, make_callback, make_dataset
+
+    strategy = (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        if mode == "mirrored"
+        else tf.distribute.get_strategy()
+    )
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_model()
+    layer = model.get_layer("gate")
+    rounds = []
+
+    def record(layer):
+        sums = layer.probe_training_sums()
+        rounds.append(
+            {
+                "z": layer.selection_state.probe_scores.numpy().tolist(),
+                "sums_l1": None if sums is None else float(np.abs(sums).sum()),
+                "read_l1": float(np.abs(layer.probe_sums.numpy()).sum()),
+            }
+        )
+
+    before_each_commit(layer, record)
+    callback = make_callback(make_dataset(seed=1))
+    model.fit(make_dataset(), epochs=EPOCHS, callbacks=[callback], verbose=0)
+    print(json.dumps({"selected": list(layer.selected_features), "rounds": rounds}))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+from commits import before_each_commit  # noqa: E402
 from distributed_model import (  # noqa: E402
     EPOCHS,
     build_model,
@@ -48,6 +49,13 @@ def main():
     train = make_dataset().with_options(options)
     heldout = make_dataset(seed=1).with_options(options)
     callback = make_callback(heldout if source == "heldout" else None)
+    probe_z = []  # per commit, the held-out probe's z (all 0 where none ran)
+    before_each_commit(
+        model.get_layer("gate"),
+        lambda layer: probe_z.append(
+            layer.selection_state.probe_scores.numpy().round(4).tolist()
+        ),
+    )
     fit_started = time.monotonic()
     model.fit(train, epochs=EPOCHS, callbacks=[callback], verbose=0)
     fit_seconds = time.monotonic() - fit_started
@@ -60,6 +68,7 @@ def main():
             for v in getattr(gate.selected_mask, "values", (gate.selected_mask,))
         ],
         "gate_history": gate.gate_history(),
+        "probe_z": probe_z,
         "fit_seconds": fit_seconds,
         "export": None,
     }

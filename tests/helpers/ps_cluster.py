@@ -108,7 +108,7 @@ def coordinate(cluster, source, partitioner, out_dir):
     gate = model.get_layer("gate")
     tables = {name: shards(gate.embedding_layers[name].embeddings) for name in "ae"}
     state = shards(gate.attention_logits)
-    # Under a strategy the held-out probe does not run, and the last round's
+    # Under this strategy the held-out probe does not run, and the last round's
     # pick falls to the gate's held-out z alone, which a candidate the settle
     # already fitted at its soft gate barely moves; both workers read the same
     # held-out batches. 256 held-out rows a step widen that pick's lead over
@@ -119,6 +119,8 @@ def coordinate(cluster, source, partitioner, out_dir):
         if source == "heldout"
         else None
     )
+    callback = make_callback(heldout)
+    callback.verbose = 1  # its notes go to stdout, before the JSON line
     started = time.monotonic()
     model.fit(
         tf.keras.utils.experimental.DatasetCreator(
@@ -128,7 +130,7 @@ def coordinate(cluster, source, partitioner, out_dir):
         # Two passes an epoch: the asynchronous workers' 8 logit steps of a
         # one-pass round once picked a noise feature on a loaded machine.
         steps_per_epoch=2 * ROWS // BATCH,
-        callbacks=[make_callback(heldout)],
+        callbacks=[callback],
         verbose=0,
     )
     fit_seconds = time.monotonic() - started
