@@ -153,10 +153,16 @@ class AfterLastPick(tf.keras.callbacks.EarlyStopping):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         record = self.model.gate.schedule_record
-        end = record["warmup"] + record["rounds"] * record["per_round"]
-        if record["unit"] == "steps":
-            end = -(-end // self.params["steps"])
-        self.start_from_epoch = end - 1  # 0-based: the last pick's epoch
+        schedule = schedule_lib.SelectionSchedule(
+            warmup=record["warmup"],
+            per_round=record["per_round"],
+            finetune=record["finetune"],
+            num_rounds=record["rounds"],
+        )
+        last = schedule_lib.last_pick_epoch(
+            schedule, record["unit"] == "steps", self.params["steps"]
+        )
+        self.start_from_epoch = last - 1  # 0-based: the last pick's epoch
 
 
 def served(problem: sq.Problem, method: str, seed: int, k: int, epochs: int) -> dict:
