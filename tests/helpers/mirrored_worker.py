@@ -31,14 +31,13 @@ def main():
 
     import seqattn_tfrs
 
-    if source == "probe":
-        return select_ids(mode)
-
     strategy = (
         tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         if mode == "mirrored"
         else tf.distribute.get_strategy()
     )
+    if source == "probe":
+        return select_ids(strategy)
     if source == "entry_z":
         # Every feature fits: only entry_z can keep b and d out. The score test
         # needs noise to measure against.
@@ -105,19 +104,14 @@ def main():
     )
 
 
-def select_ids(mode):
-    """The id model under the strategy of ``mode``, with held-out batches:
+def select_ids(strategy):
+    """The id model under ``strategy``, with held-out batches:
     per commit the probe's z and the L1 norm of its training-side sums, as
     ``probe_training_sums`` gives them and as the held-out pass read them
     (the first replica's copy)."""
     from commits import before_each_commit
     from distributed_model import EPOCHS, build_model, make_callback, make_dataset
 
-    strategy = (
-        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        if mode == "mirrored"
-        else tf.distribute.get_strategy()
-    )
     tf.keras.utils.set_random_seed(0)
     with strategy.scope():
         model = build_model()
