@@ -79,4 +79,18 @@ def run_one(
         "order": order,
         "seconds": round(seconds, 1),
         "epochs": epochs,
+        "rounds": [_round_record(event) for event in callback.events],
     }
+
+
+def _round_record(event: dict) -> dict:
+    """A commit's picks and the statistics it read, rounded, for the row."""
+    record = {
+        "round": event["round"],
+        "features": event["features"],
+        "signal_exhausted": event["signal_exhausted"],
+    }
+    for name in ("probe_scores", "heldout_scores", "settled_scores"):
+        if name in event:
+            record[name] = {f: round(float(z), 3) for f, z in event[name].items()}
+    return record
