@@ -174,6 +174,46 @@ def test_once_no_candidate_helps_the_cheapest_table_is_picked():
     assert pick([0.0, 3.0, -0.4, 0.3], spent_probe, bytes_) == [1]
 
 
+def test_past_the_signal_tables_no_larger_than_a_selected_one_rank_by_evidence():
+    """Generated census-like problem 0 (docs/generated_quality.md, "Session
+    44"): once nothing helps, a sparse field's sibling (34 values, a weak
+    effect: combined z 2.26, short of the 2.54 that 9 tests need) scored
+    above a 2-value noise field (0.57), which the fewest-bytes order took.
+    A table no larger than a selected one ranks by the evidence; a larger
+    one still goes by its bytes, whatever its z."""
+    spec = selection.SelectionSpec("gate", ("a", "sibling", "tiny", "big"), 3, None, 1)
+    record = selection.SelectionRecord(
+        np.array([True, False, False, False]),
+        np.array([0, -1, -1, -1]),
+        1,
+        np.zeros((3, 4)),
+    )
+
+    def pick(gate_z, probe_z, costs):
+        return selection.commit_round(
+            spec,
+            record,
+            np.zeros(4),
+            np.full(4, 0.25),
+            num_rounds=3,
+            costs=costs,
+            heldout_scores=np.array(gate_z),
+            probe_scores=np.array(probe_z),
+        )[1]
+
+    gate_z, probe_z = [0.0, 0.95, 0.23, -3.15], [0.0, 2.25, 0.58, 1.22]
+    width = 16  # bytes a value: 4 float32 columns
+    costs = [88 * width, 34 * width, 2 * width, 7061 * width]
+    assert pick(gate_z, probe_z, costs) == [1]  # the sibling, by evidence
+    # a holds 20 values: the sibling's table is larger than every selected
+    # one, so the bytes rank it, behind the 2-value table.
+    assert pick(gate_z, probe_z, [20 * width, *costs[1:]]) == [2]
+    # The 7,061-value table goes by its bytes even with the largest z
+    # (combined 2.40, short of 2.54): behind both smaller tables.
+    assert pick(gate_z, [0.0, 2.25, 0.58, 6.55], costs) == [1]
+    assert pick(gate_z, [0.0, 0.0, -0.5, 6.55], costs) == [1]  # sibling 0.67
+
+
 def test_the_final_pick_ranks_the_helping_ones_by_what_each_brings_alone():
     """b helps only beside c's or d's soft gate (an interaction member: gate
     z 8, probe z 0.2), c alone (probe z 6.1), d has no probe z (gate z 3).

@@ -129,9 +129,9 @@ def helping(
 
 # What a callback adds to its message for such a pick.
 EXHAUSTED_NOTE = (
-    " (no candidate helped on held-out data any more: this pick is the "
-    "smallest table left, or of equal ones the least harm on held-out data; "
-    "fewer features may serve as well)"
+    " (no candidate helped on held-out data any more: this pick is the least "
+    "harm on held-out data among the tables no larger than a selected one, "
+    "else the smallest table left; fewer features may serve as well)"
 )
 
 

@@ -144,8 +144,9 @@ def commit_round(
     The logits choose among them; the others follow by the largest statistic,
     the features whose weight hurts the held-out loss least (in a round of
     several picks, once the helping ones are taken), or, where ``costs``
-    are all known, by the fewest bytes, that statistic ranking tables of
-    equal bytes (:func:`_least_cost_first`). When none helps (see
+    are all known, by that statistic among the tables no larger than the
+    largest selected one and by the fewest bytes after them
+    (:func:`_least_cost_first`). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
     that order alone. Where ``probe_scores`` (the held-out probe's z,
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
@@ -162,7 +163,8 @@ def commit_round(
     the last few candidates the statistic measures more or less of a
     feature, and a needed one can score below a copy. Once none helps, a
     copy of a selected feature (it can neither help nor hurt) goes ahead of
-    every larger table where ``costs`` rank them, and is picked when every
+    every table larger than it and than every selected one where ``costs``
+    rank them, and is picked when every
     other candidate's held-out gate statistic is at most 0 (an estimated
     harm) and at most its own. Before that, where at least two
     picks are left and ``pair_scores`` hold a pair of candidates that
@@ -453,9 +455,9 @@ def _ranked_picks(
 ) -> np.ndarray:
     """The ``count`` unselected features with the largest logits (ties to the
     earlier feature), one at a time: ``preferred`` ones first, the others by
-    the largest ``fallback`` where given (with ``costs``, the fewest bytes
-    first, ties by ``fallback``: :func:`_least_cost_first`), copies of a
-    selected one last. Where
+    the largest ``fallback`` where given (with ``costs``, by ``fallback``
+    among the tables no larger than the largest chosen one, then by the
+    fewest bytes: :func:`_least_cost_first`), copies of a selected one last. Where
     ``last`` is given, it ranks the last of the ``count`` picks in place of
     the logits.
 
@@ -467,8 +469,8 @@ def _ranked_picks(
     at most its own (:func:`_copy_when_all_hurt`). Its probe z, if any, says
     nothing, as it cannot help; so the comparison is on ``harm`` alone
     (docs/generated_quality.md, "Session 20"). Where ``costs`` rank the
-    candidates, a copy also goes ahead of every larger table
-    (:func:`_copies_by_cost`; "Session 40")."""
+    candidates, a copy also goes ahead of every table larger than it and
+    than every chosen one (:func:`_copies_by_cost`; "Sessions 40 and 44")."""
     chosen = np.array(selected, bool)
     picks = []
     for index in range(count):
@@ -486,7 +488,7 @@ def _ranked_picks(
             if fallback is not None:
                 rest = rest[np.argsort(-fallback[rest], kind="stable")]
                 if costs is not None:
-                    rest = _least_cost_first(rest, costs)
+                    rest = _least_cost_first(rest, costs, costs[chosen].max())
             order = np.concatenate([lead, rest])
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
@@ -495,7 +497,9 @@ def _ranked_picks(
                 np.asarray(preferred, bool) & ~chosen & ~redundant
             )
             if spent and costs is not None and fallback is not None:
-                order = _copies_by_cost(order, costs, redundant[order])
+                order = _copies_by_cost(
+                    order, costs, redundant[order], costs[chosen].max()
+                )
             if spent and harm is not None:
                 order = _copy_when_all_hurt(order, harm, redundant[order])
         pick = int(order[0])
@@ -509,45 +513,60 @@ def _ranked_picks(
     return np.array(picks, np.int64)
 
 
-def _least_cost_first(order: np.ndarray, costs: np.ndarray) -> np.ndarray:
-    """``order`` (candidates that do not help) re-ranked by bytes, fewest
-    first; equal bytes keep their order.
+def _least_cost_first(order: np.ndarray, costs: np.ndarray, cap: float) -> np.ndarray:
+    """``order`` (candidates that do not help, by their statistic) with those
+    whose table holds at most ``cap`` bytes (the largest selected table) first,
+    in the statistic's order, then the larger ones by bytes, fewest first;
+    equal bytes keep their order.
 
-    Once no candidate helps on held-out data, their statistics cannot tell
-    them apart: under the null each is a standard normal draw, and the largest
-    of many is about 2 whichever field it is. What a field that brings nothing
-    costs a served or retrained model grows with its table: the bytes, and
-    the rows a large table can memorise (a 10,000-value noise field in place
-    of a 32-bucket one cost the served Criteo-shaped model 0.017-0.027 test
-    AUC; docs/benchmarks.md, section 9). So such a
-    pick is the cheapest table, the statistic deciding between equal ones.
+    Once no candidate helps on held-out data, their statistics are weak: under
+    the null each is a standard normal draw, and the largest of many is about
+    2 whichever field it is. What a field that brings nothing costs a served or
+    retrained model grows with its table: the bytes, and the rows a large table
+    can memorise (a 10,000-value noise field in place of a 32-bucket one cost
+    the served Criteo-shaped model 0.017-0.027 test AUC; docs/benchmarks.md,
+    section 9). So a table larger than every selected one is picked by its
+    bytes alone. A table no larger than one the model already holds risks
+    no more than the model has already taken on, so there the statistic
+    ranks: a weak effect that no test confirmed (a sparse field's sibling)
+    scores above noise more often than not (docs/generated_quality.md,
+    "Session 44").
 
-    Example (equal bytes keep the statistic's order, 2 before 0):
-      >>> _least_cost_first(np.array([2, 0, 1]), np.array([64.0, 32.0, 64.0])).tolist()
-      [1, 2, 0]
+    Example (1 and 2 fit under the cap of 64 bytes and keep the statistic's
+    order, 2 before 1; 0 and 3 follow by bytes):
+      >>> _least_cost_first(np.array([0, 2, 3, 1]),
+      ...                   np.array([512.0, 32.0, 64.0, 128.0]), 64.0).tolist()
+      [2, 1, 3, 0]
     """
-    return order[np.argsort(costs[order], kind="stable")]
+    larger = costs[order] > cap
+    keys = np.where(larger, costs[order], 0.0)
+    return order[np.lexsort((keys, larger))]
 
 
 def _copies_by_cost(
-    order: np.ndarray, costs: np.ndarray, copies: np.ndarray
+    order: np.ndarray, costs: np.ndarray, copies: np.ndarray, cap: float
 ) -> np.ndarray:
-    """``order`` (candidates once none helps, fewest bytes first; ``copies``
-    flags its copies of a chosen feature, which come last) with each copy
-    moved ahead of every other candidate whose table is larger than its own.
+    """``order`` (candidates once none helps, as :func:`_least_cost_first`
+    ranks them; ``copies`` flags its copies of a chosen feature, which come
+    last) with each copy moved ahead of every other candidate whose table is
+    larger than ``cap`` bytes (the largest selected table) and than the
+    copy's own, behind those of at most the cap.
 
     A copy cannot help, and it cannot hurt either: its rows group as a chosen
     feature's do, so a model has nothing new to memorise through it. A larger
     table that does not help is estimated to cost more (:func:`_least_cost_first`);
-    a table of at most the copy's bytes keeps its place, as a weak effect that
-    no test confirmed may hide in it.
+    a table of at most the cap keeps its place, as a weak effect that no test
+    confirmed may hide in it.
 
     Example (the 20-byte copy, 1, goes ahead of the 3,000-byte field 2 only):
       >>> _copies_by_cost(np.array([0, 2, 1]), np.array([8.0, 20.0, 3000.0]),
-      ...                 np.array([False, False, True])).tolist()
+      ...                 np.array([False, False, True]), 8.0).tolist()
       [0, 1, 2]
     """
-    return order[np.lexsort((copies, costs[order]))]
+    larger = costs[order] > cap
+    later = larger | copies  # all but the tables of at most the cap
+    keys = np.where(later, np.where(larger, costs[order], cap), 0.0)
+    return order[np.lexsort((copies, keys, later))]
 
 
 def _copy_when_all_hurt(
