@@ -134,31 +134,34 @@ def test_the_probe_and_the_gate_combined_rank_once_the_probe_has_run():
     assert pick(np.array([0.0, 3.0, 1.0, -1.0]), probe_z) == [1]
 
 
+def second_pick(names, gate_z, probe_z, costs):
+    """The pick by count of the round after ``names[0]`` was selected (3 to
+    select), from the held-out gate and probe z and the tables' bytes."""
+    count = len(names)
+    order = np.array([0] + [-1] * (count - 1))
+    record = selection.SelectionRecord(order == 0, order, 1, np.zeros((3, count)))
+    return selection.commit_round(
+        selection.SelectionSpec("gate", tuple(names), 3, None, 1),
+        record,
+        np.zeros(count),
+        np.full(count, 0.25),
+        num_rounds=3,
+        costs=costs,
+        heldout_scores=np.array(gate_z),
+        probe_scores=np.array(probe_z),
+    )[1]
+
+
 def test_once_no_candidate_helps_the_cheapest_table_is_picked():
     """After the signal runs out, the candidates' statistics are draws of
     noise: a 10,000-value table whose draw leans positive ranked above a
     32-bucket one (docs/benchmarks.md, section 9). With the tables' bytes,
-    the cheapest is the pick; the statistic decides between equal bytes and
-    never against a candidate that helps."""
-    spec = selection.SelectionSpec("gate", ("a", "big", "small", "mid"), 3, None, 1)
-    record = selection.SelectionRecord(
-        np.array([True, False, False, False]),
-        np.array([0, -1, -1, -1]),
-        1,
-        np.zeros((3, 4)),
-    )
+    each larger than every selected one (a's 64), the cheapest is the pick;
+    the statistic decides between equal bytes and never against a candidate
+    that helps."""
 
     def pick(gate_z, probe_z, costs):
-        return selection.commit_round(
-            spec,
-            record,
-            np.zeros(4),
-            np.full(4, 0.25),
-            num_rounds=3,
-            costs=costs,
-            heldout_scores=np.array(gate_z),
-            probe_scores=np.array(probe_z),
-        )[1]
+        return second_pick(("a", "big", "small", "mid"), gate_z, probe_z, costs)
 
     spent_gate, spent_probe = [0.0, 1.2, -0.4, 0.3], [0.0, 1.9, 0.1, -0.2]
     bytes_ = [64, 640_000, 2_048, 8_192]
@@ -181,25 +184,9 @@ def test_past_the_signal_tables_no_larger_than_a_selected_one_rank_by_evidence()
     above a 2-value noise field (0.57), which the fewest-bytes order took.
     A table no larger than a selected one ranks by the evidence; a larger
     one still goes by its bytes, whatever its z."""
-    spec = selection.SelectionSpec("gate", ("a", "sibling", "tiny", "big"), 3, None, 1)
-    record = selection.SelectionRecord(
-        np.array([True, False, False, False]),
-        np.array([0, -1, -1, -1]),
-        1,
-        np.zeros((3, 4)),
-    )
 
     def pick(gate_z, probe_z, costs):
-        return selection.commit_round(
-            spec,
-            record,
-            np.zeros(4),
-            np.full(4, 0.25),
-            num_rounds=3,
-            costs=costs,
-            heldout_scores=np.array(gate_z),
-            probe_scores=np.array(probe_z),
-        )[1]
+        return second_pick(("a", "sibling", "tiny", "big"), gate_z, probe_z, costs)
 
     gate_z, probe_z = [0.0, 0.95, 0.23, -3.15], [0.0, 2.25, 0.58, 1.22]
     width = 16  # bytes a value: 4 float32 columns

@@ -10,8 +10,8 @@ commits one pick so that the next settle sums the probe (as the callback
 does with ``selection_data``), then one process traces two training
 functions, one with ``selection_state.DENSE_SUM_RATIO`` = 0 (every batch
 scatter-added) and one at the library's ratio, and times interleaved blocks
-of calls of each, in alternating order; it checks first that both give the same sums. Usage, from
-the repository root:
+of calls of each, in alternating order; it checks first that both give the
+same sums. Usage, from the repository root:
 
   python docs/fit_cost/probe_sums_step.py 4096 8 20   # batch, repeats, block
 """
