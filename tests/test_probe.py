@@ -647,8 +647,9 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
         # The event's two statistics explain its pick. Those that help (the
         # gate's z, the combined z, in a spent round the probe's alone) come
         # first, by the combined z (the gate's alone for d), the final pick
-        # by what each brings alone; once none helps, the cheapest table
-        # (d's Reshape holds no bytes; b and c, equal, by the combined z).
+        # by what each brings alone; once none helps, the largest combined z,
+        # as every table is no larger than a's (b's and c's as large, d's
+        # Reshape holds no bytes).
         index = {n: i for i, n in enumerate(names)}
         chosen = np.isin(list(names), layer.selected_features[: event["round"] - 1])
         gate_z = np.array([gate.get(n, 0.0) for n in names])
@@ -664,8 +665,7 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
         if preferred:
             assert pick == max(preferred, key=lambda n: rank[index[n]])
         else:
-            by_combined = max(gate, key=lambda n: combined[index[n]])
-            assert pick == ("d" if "d" in gate else by_combined)
+            assert pick == max(gate, key=lambda n: combined[index[n]])
         # "Exhausted" only where no candidate helps by either statistic.
         assert event["signal_exhausted"] == (not preferred)
     state = layer.selection_state

@@ -516,27 +516,20 @@ def _ranked_picks(
 def _least_cost_first(order: np.ndarray, costs: np.ndarray, cap: float) -> np.ndarray:
     """``order`` (candidates that do not help, by their statistic) with those
     whose table holds at most ``cap`` bytes (the largest selected table) first,
-    in the statistic's order, then the larger ones by bytes, fewest first;
-    equal bytes keep their order.
+    in that order, then the larger ones by bytes, fewest first.
 
-    Once no candidate helps on held-out data, their statistics are weak: under
-    the null each is a standard normal draw, and the largest of many is about
-    2 whichever field it is. What a field that brings nothing costs a served or
-    retrained model grows with its table: the bytes, and the rows a large table
-    can memorise (a 10,000-value noise field in place of a 32-bucket one cost
-    the served Criteo-shaped model 0.017-0.027 test AUC; docs/benchmarks.md,
-    section 9). So a table larger than every selected one is picked by its
-    bytes alone. A table no larger than one the model already holds risks
-    no more than the model has already taken on, so there the statistic
-    ranks: a weak effect that no test confirmed (a sparse field's sibling)
-    scores above noise more often than not (docs/generated_quality.md,
-    "Session 44").
+    Once none helps, the statistics are weak: the largest of many null draws is
+    about 2 whichever field it is, while what a field that brings nothing
+    costs a model grows with its table (a 10,000-value noise field in place of
+    a 32-bucket one cost the served Criteo-shaped model 0.017-0.027 test AUC;
+    docs/benchmarks.md, section 9). A table no larger than one the model holds
+    risks no more than it already takes, so there the statistic ranks: a weak
+    effect no test confirmed (a sparse field's sibling) scores above noise more
+    often than not (docs/generated_quality.md, "Session 44").
 
-    Example (1 and 2 fit under the cap of 64 bytes and keep the statistic's
-    order, 2 before 1; 0 and 3 follow by bytes):
-      >>> _least_cost_first(np.array([0, 2, 3, 1]),
-      ...                   np.array([512.0, 32.0, 64.0, 128.0]), 64.0).tolist()
-      [2, 1, 3, 0]
+    Example (1 and 2 fit under the cap of 64 bytes, 0 and 3 follow by bytes):
+      >>> _least_cost_first(np.array([0, 2, 3, 1]), np.array([512, 32, 64, 128]), 64)
+      array([2, 1, 3, 0])
     """
     larger = costs[order] > cap
     keys = np.where(larger, costs[order], 0.0)
@@ -552,11 +545,9 @@ def _copies_by_cost(
     larger than ``cap`` bytes (the largest selected table) and than the
     copy's own, behind those of at most the cap.
 
-    A copy cannot help, and it cannot hurt either: its rows group as a chosen
-    feature's do, so a model has nothing new to memorise through it. A larger
-    table that does not help is estimated to cost more (:func:`_least_cost_first`);
-    a table of at most the cap keeps its place, as a weak effect that no test
-    confirmed may hide in it.
+    A copy cannot help nor hurt: its rows group as a chosen feature's do. A
+    larger table is estimated to cost more (:func:`_least_cost_first`); one of
+    at most the cap keeps its place, as a weak effect may hide in it.
 
     Example (the 20-byte copy, 1, goes ahead of the 3,000-byte field 2 only):
       >>> _copies_by_cost(np.array([0, 2, 1]), np.array([8.0, 20.0, 3000.0]),
