@@ -225,6 +225,36 @@ def test_past_the_signal_a_copy_goes_ahead_of_every_larger_table():
     assert commit(after, np.zeros(4), [0.0, -0.4, 0.3, 0.0], None)[1] == [2]
 
 
+def test_past_the_signal_a_coarsening_goes_behind_the_other_small_tables():
+    # a (1,000 values) selected; "prefix" (100 values) is a function of a;
+    # "b" (50 values) is not; "noise" holds 5,000 values. Width 4, float32.
+    spec = SelectionSpec("gate", ("a", "prefix", "b", "noise"), 3, None, 1)
+    dependence = np.zeros([4, 4], bool)
+    dependence[1, 0] = True
+    costs = [1000 * 16, 100 * 16, 50 * 16, 5000 * 16]
+
+    def commit(before, z, costs=costs, check=True):
+        return commit_round(
+            spec,
+            before,
+            np.zeros(4) if before.num_picked else np.array([3.0, 0, 0, 0]),
+            np.ones(4),
+            num_rounds=3,
+            dependence=dependence if check else None,
+            heldout_scores=None if z is None else np.array(z),
+            costs=costs,
+        )
+
+    after, _ = commit(record(4), None)
+    z = [0.0, 1.5, 0.4, 2.0]  # none clears the threshold (2.13 for 3)
+    # The prefix brings nothing a lacks: b, though its z is lower.
+    assert commit(after, z)[1] == [2]
+    # Without the dependence check the prefix's z ranks first, as before.
+    assert commit(after, z, check=False)[1] == [1]
+    # Ahead of a table larger than a's (b with 2,000 values).
+    assert commit(after, z, [1000 * 16, 100 * 16, 2000 * 16, 5000 * 16])[1] == [1]
+
+
 def test_past_the_signal_a_copy_is_compared_by_the_gate_z_a_coarsening_is_not():
     # a selected; "copy" groups rows as a does, "prefix" coarsens it; b, c.
     spec = SelectionSpec("gate", ("a", "copy", "prefix", "b", "c"), 3, None, 1)

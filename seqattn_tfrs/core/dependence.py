@@ -283,6 +283,23 @@ def redundant_candidates(dependence: np.ndarray, selected: np.ndarray) -> np.nda
     return ~selected & np.any(same_groups[:, selected], axis=1)
 
 
+def functions_of(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``[N]`` booleans: the unchosen features that are functions of a
+    ``chosen`` one (its coarsenings and copies: no information it lacks).
+
+    Example (1 coarsens 0; 0 is not a function of 1; 2 is unrelated):
+      >>> dependence = np.zeros([3, 3], bool)
+      >>> dependence[1, 0] = True
+      >>> functions_of(dependence, np.array([True, False, False])).tolist()
+      [False, True, False]
+      >>> functions_of(dependence, np.array([False, True, False])).tolist()
+      [False, False, False]
+    """
+    dependence = np.asarray(dependence, bool)
+    chosen = np.asarray(chosen, bool)
+    return ~chosen & dependence[:, chosen].any(axis=1)
+
+
 def related_to(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """``[N]`` booleans: the features that are functions of a ``chosen`` one
     (coarsenings, copies) or of which a chosen one is a function (sources).

@@ -145,8 +145,8 @@ def commit_round(
     the features whose weight hurts the held-out loss least (in a round of
     several picks, once the helping ones are taken), or, where ``costs``
     are all known, by that statistic among the tables no larger than the
-    largest selected one and by the fewest bytes after them
-    (:func:`_least_cost_first`). When none helps (see
+    largest selected one (functions of a selected feature behind them), then
+    by the fewest bytes (:func:`_least_cost_first`). When none helps (see
     :func:`signal_exhausted`) the logits rank noise, and the round picks by
     that order alone. Where ``probe_scores`` (the held-out probe's z,
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
@@ -154,19 +154,18 @@ def commit_round(
     candidates that help by the gate's z or the combined z (or, once no gate
     z helps, the probe's alone; see :func:`probe_evidence`); the selection's
     final pick, which no partner can follow, ranks those by what each brings
-    alone (:func:`.evidence.alone_scores`). Where no
-    candidate has a probe z (floats and booleans only: no values to hash),
-    the settled model's score z of the round (``entry_scores``) ranks the
-    candidates that help instead of the logits: Orthogonal Matching
-    Pursuit's criterion on a linear model. Copies of a selected
-    feature stay last while some other candidate helps: at the soft gates of
-    the last few candidates the statistic measures more or less of a
-    feature, and a needed one can score below a copy. Once none helps, a
-    copy of a selected feature (it can neither help nor hurt) goes ahead of
-    every table larger than it and than every selected one where ``costs``
-    rank them, and is picked when every
-    other candidate's held-out gate statistic is at most 0 (an estimated
-    harm) and at most its own. Before that, where at least two
+    alone (:func:`.evidence.alone_scores`). Where no candidate has a probe z
+    (floats and booleans only: no values to hash), the settled model's score
+    z of the round (``entry_scores``) ranks the candidates that help instead
+    of the logits: Orthogonal Matching Pursuit's criterion on a linear model.
+    Copies of a selected feature stay last while some other candidate helps:
+    at the soft gates of the last few candidates the statistic measures more
+    or less of a feature, and a needed one can score below a copy. Once none
+    helps, a function of a selected feature goes ahead of every table larger
+    than it and than every selected one where ``costs`` rank them, and a copy
+    (it can neither help nor hurt) is picked when every other candidate's
+    held-out gate statistic is at most 0 (an estimated harm) and at most its
+    own. Before that, where at least two
     picks are left and ``pair_scores`` hold a pair of candidates that
     clears the threshold together (:mod:`seqattn_tfrs.core.pairs`), the
     round picks both (one round more than its count, so the selection
@@ -455,11 +454,10 @@ def _ranked_picks(
 ) -> np.ndarray:
     """The ``count`` unselected features with the largest logits (ties to the
     earlier feature), one at a time: ``preferred`` ones first, the others by
-    the largest ``fallback`` where given (with ``costs``, by ``fallback``
-    among the tables no larger than the largest chosen one, then by the
-    fewest bytes: :func:`_least_cost_first`), copies of a selected one last. Where
-    ``last`` is given, it ranks the last of the ``count`` picks in place of
-    the logits.
+    the largest ``fallback`` where given (with ``costs``, among the tables of
+    at most the largest chosen one's bytes, the cap, then by the fewest bytes:
+    :func:`_least_cost_first`), copies of a selected one last. ``last``, where
+    given, ranks the last of the ``count`` picks in place of the logits.
 
     Once no ``preferred`` feature is left but copies of a selected one (the
     evidence says nothing helps any more) and ``harm`` is given (the held-out
@@ -468,13 +466,14 @@ def _ranked_picks(
     hurt) is the pick when every other candidate's ``harm`` is at most 0 and
     at most its own (:func:`_copy_when_all_hurt`). Its probe z, if any, says
     nothing, as it cannot help; so the comparison is on ``harm`` alone
-    (docs/generated_quality.md, "Session 20"). Where ``costs`` rank the
-    candidates, a copy also goes ahead of every table larger than it and
-    than every chosen one (:func:`_copies_by_cost`; "Sessions 40 and 44")."""
+    (docs/generated_quality.md, "Session 20"). Where ``costs`` rank them, a
+    function of a chosen feature goes behind the other tables of at most the
+    cap and ahead of the larger ones (:func:`_coarsenings_by_cost`)."""
     chosen = np.array(selected, bool)
     picks = []
     for index in range(count):
         scores = last if last is not None and index == count - 1 else logits
+        cap = None if costs is None else costs[chosen].max()
         candidates = np.flatnonzero(~chosen)
         order = candidates[np.argsort(-scores[candidates], kind="stable")]
         if preferred is not None:
@@ -488,7 +487,7 @@ def _ranked_picks(
             if fallback is not None:
                 rest = rest[np.argsort(-fallback[rest], kind="stable")]
                 if costs is not None:
-                    rest = _least_cost_first(rest, costs, costs[chosen].max())
+                    rest = _least_cost_first(rest, costs, cap)
             order = np.concatenate([lead, rest])
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
@@ -497,9 +496,8 @@ def _ranked_picks(
                 np.asarray(preferred, bool) & ~chosen & ~redundant
             )
             if spent and costs is not None and fallback is not None:
-                order = _copies_by_cost(
-                    order, costs, redundant[order], costs[chosen].max()
-                )
+                coarser = dependence_lib.functions_of(dependence, chosen)
+                order = _coarsenings_by_cost(order, costs, coarser[order], cap)
             if spent and harm is not None:
                 order = _copy_when_all_hurt(order, harm, redundant[order])
         pick = int(order[0])
@@ -536,28 +534,30 @@ def _least_cost_first(order: np.ndarray, costs: np.ndarray, cap: float) -> np.nd
     return order[np.lexsort((keys, larger))]
 
 
-def _copies_by_cost(
-    order: np.ndarray, costs: np.ndarray, copies: np.ndarray, cap: float
+def _coarsenings_by_cost(
+    order: np.ndarray, costs: np.ndarray, coarser: np.ndarray, cap: float
 ) -> np.ndarray:
     """``order`` (candidates once none helps, as :func:`_least_cost_first`
-    ranks them; ``copies`` flags its copies of a chosen feature, which come
-    last) with each copy moved ahead of every other candidate whose table is
-    larger than ``cap`` bytes (the largest selected table) and than the
-    copy's own, behind those of at most the cap.
+    ranks them; ``coarser`` flags its functions of a chosen feature: copies,
+    coarsenings) with each of those behind every other candidate whose table
+    holds at most ``cap`` bytes (the largest selected table), and ahead of
+    every one larger than the cap and than its own table.
 
-    A copy cannot help nor hurt: its rows group as a chosen feature's do. A
-    larger table is estimated to cost more (:func:`_least_cost_first`); one of
-    at most the cap keeps its place, as a weak effect may hide in it.
+    A function of a chosen feature brings nothing the model lacks (a copy
+    groups the rows as the chosen one does, a coarsening pools its values); a
+    weak effect may hide in an other table of at most the cap, and a larger
+    one costs more (:func:`_least_cost_first`; docs/generated_quality.md,
+    "Sessions 40, 44 and 45").
 
-    Example (the 20-byte copy, 1, goes ahead of the 3,000-byte field 2 only):
-      >>> _copies_by_cost(np.array([0, 2, 1]), np.array([8.0, 20.0, 3000.0]),
-      ...                 np.array([False, False, True]), 8.0).tolist()
+    Example (the coarsening 1 goes behind 0 and ahead of the larger 2):
+      >>> _coarsenings_by_cost(np.array([1, 0, 2]), np.array([8.0, 20.0, 3000.0]),
+      ...                      np.array([True, False, False]), 20.0).tolist()
       [0, 1, 2]
     """
     larger = costs[order] > cap
-    later = larger | copies  # all but the tables of at most the cap
+    later = larger | coarser  # all but the others of at most the cap
     keys = np.where(later, np.where(larger, costs[order], cap), 0.0)
-    return order[np.lexsort((copies, keys, later))]
+    return order[np.lexsort((coarser, keys, later))]
 
 
 def _copy_when_all_hurt(
