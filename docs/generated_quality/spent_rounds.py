@@ -10,40 +10,42 @@ picks and of the candidates with the largest combined z. Usage, from the
 repository root:
 
   python docs/generated_quality/spent_rounds.py \\
-      docs/generated_quality/ctr_sparse_session44_release_rounds.jsonl
+      docs/generated_quality/ctr_sparse_session45_coarsenings_behind.jsonl
 """
 
 import collections
 import json
-import math
 import os
-import re
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT + "/benchmarks"]
+sys.path[:0] = [ROOT, ROOT + "/benchmarks"]
 from generator import generate_problem  # noqa: E402
 
+from seqattn_tfrs.core.evidence import probe_evidence  # noqa: E402
 
-def roles(text: str) -> dict[str, str]:
-    """Each field's role, from a row's ``problem_text``."""
-    found = {}
-    for group in re.finditer(r"(\w+)\(([^;)]*)(?:; [\d.]+)?\)", text):
-        kind = group.group(1)
-        for item in group.group(2).split(","):
-            name, *rest = item.split(":")
-            found[name] = "noise" if kind == "noise" else f"{kind}:{rest[0]}"
+
+def roles(answer: dict) -> dict[str, str]:
+    """Each field's role, from a problem's ``answer``."""
+    found = {name: "noise" for name in answer["noise"]}
+    for group in answer["groups"]:
+        for name, relation in group["members"].items():
+            found[name] = f"{group['kind']}:{relation.split(':')[0]}"
     return found
 
 
 def combined(event: dict) -> dict[str, float]:
-    gate, probe = event["heldout_scores"], event.get("probe_scores", {})
-    return {
-        f: (gate[f] + probe[f]) / math.sqrt(2)
-        if f in probe and probe[f] == probe[f]
-        else gate[f]
-        for f in gate
-    }
+    """The commit's combined z of each candidate (``core.evidence``)."""
+    names = sorted(event["heldout_scores"])
+    probe = event.get("probe_scores", {})
+    _, z = probe_evidence(
+        np.zeros(len(names), bool),
+        np.array([event["heldout_scores"][f] for f in names]),
+        np.array([probe.get(f, np.nan) for f in names], np.float64),
+    )
+    return dict(zip(names, z.tolist()))
 
 
 def main(path: str) -> None:
@@ -51,8 +53,8 @@ def main(path: str) -> None:
     with open(path) as lines:
         records = [json.loads(line) for line in lines]
     for row in records:
-        role = roles(row["problem_text"])
         problem = generate_problem(row["problem"], row["kind"])
+        role = roles(problem.answer)
         rows = {f: int(problem.features[f].max()) + 1 for f in problem.names}
         for event in row["rounds"]:
             if not event["signal_exhausted"]:
