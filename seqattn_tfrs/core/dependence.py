@@ -301,8 +301,9 @@ def functions_of(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 
 def related_to(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """``[N]`` booleans: the features that are functions of a ``chosen`` one
-    (coarsenings, copies) or of which a chosen one is a function (sources).
+    """``[N]`` booleans: the unchosen features that are functions of a
+    ``chosen`` one (:func:`functions_of`: coarsenings, copies) or of which a
+    chosen one is a function (sources).
 
     Example (1 coarsens 0; 0 is chosen; 2 is unrelated):
       >>> dependence = np.zeros([3, 3], bool)
@@ -314,7 +315,8 @@ def related_to(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """
     dependence = np.asarray(dependence, bool)
     chosen = np.asarray(chosen, bool)
-    return dependence[:, chosen].any(axis=1) | dependence[chosen].any(axis=0)
+    sources = ~chosen & dependence[chosen].any(axis=0)
+    return functions_of(dependence, chosen) | sources
 
 
 def finest_source(
