@@ -291,7 +291,7 @@ def test_past_the_signal_a_copy_is_compared_by_the_gate_z_a_coarsening_is_not():
     assert pick([0.0, -0.2, -0.3, -0.5, -0.8], probe_z, check=False) == [3]
 
 
-def test_a_pick_that_helps_gives_way_to_its_source_that_helps():
+def test_a_pick_that_helps_gives_way_to_its_source_unless_clearly_weaker():
     # "prefix" is a function of "zip" (its coarsening); b is unrelated.
     spec = SelectionSpec("gate", ("prefix", "zip", "b", "c"), 3, None, 1)
     dependence = np.zeros([4, 4], bool)
@@ -314,6 +314,9 @@ def test_a_pick_that_helps_gives_way_to_its_source_that_helps():
     assert first([9.0, 8.0, 6.0, 0.0]) == [1]  # zip holds all that prefix does
     assert first([9.0, 8.0, 6.0, 0.0], check=False) == [0]
     assert first([9.0, 1.0, 6.0, 0.0]) == [0]  # zip does not help on its own
+    # The first round's score test fits nothing, so it says nothing of what
+    # the training rows can teach zip: zip is taken however far short.
+    assert first([19.0, 6.0, 5.0, 0.0]) == [1]
     b_in, _ = commit_round(
         spec, record(4), np.array([0, 0, 3.0, 0]), np.ones(4), num_rounds=3
     )
@@ -333,6 +336,11 @@ def test_a_pick_that_helps_gives_way_to_its_source_that_helps():
     assert later([5.0, 4.0, 0.0, 3.0]) == [1]
     assert later([5.0, 4.0, 0.0, 3.0], matrix=None) == [0]
     assert later([5.0, 1.0, 0.0, 3.0]) == [0]  # zip does not help
+    # Later, held-out evidence learned on the training rows: where zip's z
+    # falls short of prefix's by more than 1.645 * sqrt(2) = 2.33 (too few
+    # rows per value to teach it what prefix pools), prefix stays the pick.
+    assert later([7.0, 4.7, 0.0, 3.0]) == [1]  # 2.3 short
+    assert later([7.0, 4.6, 0.0, 3.0]) == [0]  # 2.4 short
     # With b in, a copy of b that prefix is a function of is no source to
     # take: it covers nothing new.
     copy_of_b = dependence.copy()

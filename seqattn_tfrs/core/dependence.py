@@ -14,6 +14,7 @@ Once no candidate helps, a copy, which can neither help nor hurt, goes ahead
 of every larger table, and of every candidate where each other one's held-out
 statistic says it hurts (see :func:`seqattn_tfrs.core.selection.commit_round`).
 The selection also takes a coarsening's source in its place when both help
+and the source's held-out evidence is not clearly weaker
 (:func:`finest_source`), and ranks the candidates related to a selected
 feature after the others that help (:func:`related_to`).
 
@@ -32,6 +33,8 @@ its function.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
@@ -40,6 +43,10 @@ MIN_EVIDENCE = 7.0  # -log P(no violation | independent): at most about 0.1%
 # The share of rows whose table output another raw value shares, from which a
 # table's grouping counts instead of the raw values (:func:`table_groups`).
 MERGED_ROWS = 0.5
+# How far a source's held-out z may fall short of its coarsening's and still
+# take its place (:func:`finest_source`): the one-sided 5% bound on the
+# difference of two unit-variance z (the level of ``evidence.SIGNAL_ALPHA``).
+WEAKER_SOURCE_MARGIN = statistics.NormalDist().inv_cdf(0.95) * math.sqrt(2)
 
 
 def factorize(values: np.ndarray) -> np.ndarray:
@@ -320,23 +327,42 @@ def related_to(dependence: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 
 def finest_source(
-    lead: int, helps: np.ndarray, dependence: np.ndarray, score: np.ndarray
+    lead: int,
+    helps: np.ndarray,
+    dependence: np.ndarray,
+    score: np.ndarray,
+    evidence: np.ndarray | None = None,
 ) -> int:
     """The feature to pick in place of ``lead``: a strict source of it (``lead``
     is a function of it, it is not one of ``lead``) that also ``helps``, the
-    largest ``score`` first, down the chain; ``lead`` where none helps.
+    largest ``score`` first, down the chain; ``lead`` where none helps. With
+    ``evidence`` (held-out z), a source whose z falls short of the current
+    lead's by more than ``WEAKER_SOURCE_MARGIN`` (2.33) does not take its
+    place.
 
     A source holds all that its coarsening does: picked first, it covers the
     group at once, where the coarsening first would leave its source helping
-    in a later round, two picks for one group.
+    in a later round, two picks for one group. But where the source has few
+    rows per value the training rows cannot teach it what its coarsening
+    pools: evidence learned on the training rows and tested on held-out ones
+    (the combined z of the rounds after the first) then falls well short of
+    the coarsening's, and the coarsening is what a model can learn of the
+    group. The first round's score test is no such evidence (it fits
+    nothing: a learnable source's z falls 4-5 short of its coarsening's
+    there too), so the first pick is given none
+    (docs/generated_quality.md, "Session 46").
 
-    Example (0 coarsens 1, 1 coarsens 2; 2 helps, then only 1):
+    Example (0 coarsens 1, 1 coarsens 2; 2 helps, then only 1; with
+    evidence, 2's z falls 3 short of 1's):
       >>> dependence = np.zeros([3, 3], bool)
       >>> dependence[0, 1] = dependence[0, 2] = dependence[1, 2] = True
       >>> score = np.array([3.0, 2.0, 1.0])
       >>> finest_source(0, np.array([True, True, True]), dependence, score)
       2
       >>> finest_source(0, np.array([True, True, False]), dependence, score)
+      1
+      >>> z = np.array([6.0, 5.5, 2.5])
+      >>> finest_source(0, np.array([True, True, True]), dependence, score, z)
       1
     """
     dependence = np.asarray(dependence, bool)
@@ -345,6 +371,9 @@ def finest_source(
     while True:
         seen[lead] = True
         sources = helps & dependence[lead] & ~dependence[:, lead] & ~seen
+        if evidence is not None:
+            z = np.asarray(evidence, np.float64)
+            sources &= z >= z[lead] - WEAKER_SOURCE_MARGIN
         if not sources.any():
             return int(lead)
         candidates = np.flatnonzero(sources)

@@ -52,11 +52,9 @@ class SelectionSpec:
     def num_rounds(self, costs: Sequence[int | None]) -> int:
         """Rounds to reserve: ``ceil(k / per_round)``, ``k`` the count or the
         most features the budget can hold (unknown costs count as 0)."""
-        most = (
-            self.num_selected
-            if self.budget_bytes is None
-            else budget_lib.max_affordable(costs, self.budget_bytes)
-        )
+        most = self.num_selected
+        if self.budget_bytes is not None:
+            most = budget_lib.max_affordable(costs, self.budget_bytes)
         return math.ceil(most / self.selections_per_round)
 
     def history_rows(self, num_rounds: int) -> int:
@@ -252,11 +250,10 @@ def commit_round(
             if dependence is not None and marginal_z is not None:
                 marginal = np.asarray(marginal_z, np.float64)
                 helps = marginal >= signal_threshold(len(names))  # none selected yet
-                if helps[ranked[0]]:
-                    source = dependence_lib.finest_source(
+                if helps[ranked[0]]:  # its source in its place (finest_source)
+                    ranked[0] = dependence_lib.finest_source(
                         int(ranked[0]), helps, dependence, first_scores
                     )
-                    ranked = np.array([source], np.int64)
             joint = _joint_only_lead(selected, heldout_scores, marginal_z, dependence)
             if joint is not None and spec.num_selected > 1:
                 ranked = np.array([joint], np.int64)
@@ -468,7 +465,8 @@ def _ranked_picks(
     nothing, as it cannot help; so the comparison is on ``harm`` alone
     (docs/generated_quality.md, "Session 20"). Where ``costs`` rank them, a
     function of a chosen feature goes behind the other tables of at most the
-    cap and ahead of the larger ones (:func:`_coarsenings_by_cost`)."""
+    cap and ahead of the larger ones (:func:`_coarsenings_by_cost`); a pick's
+    source that helps takes its place unless clearly weaker by ``fallback``."""
     chosen = np.array(selected, bool)
     picks = []
     for index in range(count):
@@ -505,7 +503,9 @@ def _ranked_picks(
             # Not a copy of a chosen feature: it would cover nothing new.
             helps = np.asarray(preferred, bool) & ~chosen & ~redundant
             if helps[pick]:
-                pick = dependence_lib.finest_source(pick, helps, dependence, scores)
+                pick = dependence_lib.finest_source(
+                    pick, helps, dependence, scores, fallback
+                )
         picks.append(pick)
         chosen[pick] = True
     return np.array(picks, np.int64)
