@@ -1,17 +1,17 @@
 """Retrained test AUC of Sequential Attention's top-k against permutation's.
 
-On generated ctr problems (``generator.generate_problem``, ``--kind ctr`` or
-``ctr_sparse``), per problem and training seed: the problem's held-out rows
-are split in half, validation and test. Sequential Attention (defaults,
-``finetune_epochs=0``, ``selection_data`` = the validation half, Adam 0.01,
-``planted.ctr_model``) picks k fields (k = the answer's number of informative
-groups, or ``--k``). Permutation importance
+On generated ctr problems (``generator.generate_problem``, ``--kind ctr``,
+``ctr_budget`` or ``ctr_sparse``), per problem and training seed: the
+problem's held-out rows are split in half, validation and test. Sequential
+Attention (defaults, ``finetune_epochs=0``, ``selection_data`` = the
+validation half, Adam 0.01, ``planted.ctr_model``) picks k fields (k = the
+answer's number of informative groups, or ``--k``). Permutation importance
 (``baselines.permutation_importance``) ranks the fields by the rise in
 validation log loss when each is shuffled, on the same architecture without a
 gate trained on every field (Adam 0.01, early stopping on validation AUC,
 patience 1, at most 8 epochs, best epoch restored); its top k are taken. Each
-top-k set (and, for reference, the answer's group sources: the oracle's
-first k on ``ctr_sparse``, else the k of largest logit spread) is retrained from
+top-k set (and, for reference, the answer's group sources: the oracle's first
+k on ``ctr_sparse``, else the k of largest logit spread) is retrained from
 scratch in that architecture with that schedule and scored on the test half.
 Same architecture, optimizer, data and seed for every method; nothing is tuned
 on the test half.
@@ -42,7 +42,7 @@ from absl import app, flags  # noqa: E402
 from generator import generate_problem, score_picks  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("kind", "ctr", ["ctr", "ctr_sparse"], "Generator kind.")
+flags.DEFINE_enum("kind", "ctr", ["ctr", "ctr_budget", "ctr_sparse"], "Generator kind.")
 flags.DEFINE_integer(
     "k", None, "Fields to select (default: the answer's number of groups)."
 )

@@ -45,7 +45,7 @@ from generator import describe, generate_problem, score_picks  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
-    "kind", "ctr", ["ctr", "ctr_sparse", "least_squares"], "Problem kind."
+    "kind", "ctr", ["ctr", "ctr_budget", "ctr_sparse", "least_squares"], "Problem kind."
 )
 flags.DEFINE_string("problems", "0:30", "Problem seeds, start:stop.")
 flags.DEFINE_list("seeds", ["0"], "Training seeds.")
