@@ -33,8 +33,6 @@ its function.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
@@ -43,10 +41,6 @@ MIN_EVIDENCE = 7.0  # -log P(no violation | independent): at most about 0.1%
 # The share of rows whose table output another raw value shares, from which a
 # table's grouping counts instead of the raw values (:func:`table_groups`).
 MERGED_ROWS = 0.5
-# How far a source's held-out z may fall short of its coarsening's and still
-# take its place (:func:`finest_source`): the one-sided 5% bound on the
-# difference of two unit-variance z (the level of ``evidence.SIGNAL_ALPHA``).
-WEAKER_SOURCE_MARGIN = statistics.NormalDist().inv_cdf(0.95) * math.sqrt(2)
 
 
 def factorize(values: np.ndarray) -> np.ndarray:
@@ -332,13 +326,14 @@ def finest_source(
     dependence: np.ndarray,
     score: np.ndarray,
     evidence: np.ndarray | None = None,
+    margin: float | None = None,
 ) -> int:
     """The feature to pick in place of ``lead``: a strict source of it (``lead``
     is a function of it, it is not one of ``lead``) that also ``helps``, the
     largest ``score`` first, down the chain; ``lead`` where none helps. With
     ``evidence`` (held-out z), a source whose z falls short of the current
-    lead's by more than ``WEAKER_SOURCE_MARGIN`` (2.33) does not take its
-    place.
+    lead's by more than ``margin`` (the selection passes
+    ``evidence.CLEARLY_WEAKER``, 2.33) does not take its place.
 
     A source holds all that its coarsening does: picked first, it covers the
     group at once, where the coarsening first would leave its source helping
@@ -362,9 +357,11 @@ def finest_source(
       >>> finest_source(0, np.array([True, True, False]), dependence, score)
       1
       >>> z = np.array([6.0, 5.5, 2.5])
-      >>> finest_source(0, np.array([True, True, True]), dependence, score, z)
+      >>> finest_source(0, np.array([True, True, True]), dependence, score, z, 2.33)
       1
     """
+    if evidence is not None and margin is None:
+        raise ValueError("`margin` is required with `evidence`, got None.")
     dependence = np.asarray(dependence, bool)
     score = np.asarray(score, np.float64)
     seen = np.zeros(len(score), bool)  # a check on data need not be transitive
@@ -373,7 +370,7 @@ def finest_source(
         sources = helps & dependence[lead] & ~dependence[:, lead] & ~seen
         if evidence is not None:
             z = np.asarray(evidence, np.float64)
-            sources &= z >= z[lead] - WEAKER_SOURCE_MARGIN
+            sources &= z >= z[lead] - margin
         if not sources.any():
             return int(lead)
         candidates = np.flatnonzero(sources)

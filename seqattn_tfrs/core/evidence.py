@@ -13,6 +13,7 @@ the held-out pair test (:func:`pairs_to_test`, :func:`pair_to_pick`,
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Collection, Mapping
 
@@ -38,6 +39,12 @@ def signal_threshold(num_candidates: int) -> float:
     if num_candidates < 1:
         raise ValueError(f"`num_candidates` must be >= 1, got {num_candidates}.")
     return statistics.NormalDist().inv_cdf(1.0 - SIGNAL_ALPHA / num_candidates)
+
+
+# How far one held-out z must fall short of another's to be clearly weaker:
+# the one-sided ``SIGNAL_ALPHA`` bound on the difference of two independent
+# unit-variance z, 1.645 x sqrt(2) = 2.33.
+CLEARLY_WEAKER = signal_threshold(1) * math.sqrt(2)
 
 
 def revisit_factor(batches_read: float, pass_batches: int | None) -> float:

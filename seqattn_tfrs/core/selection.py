@@ -18,6 +18,7 @@ import numpy as np
 from seqattn_tfrs.core import budget as budget_lib
 from seqattn_tfrs.core import dependence as dependence_lib
 from seqattn_tfrs.core.evidence import (
+    CLEARLY_WEAKER,
     alone_scores,
     helping,
     pair_to_pick,
@@ -241,9 +242,8 @@ def commit_round(
             # model's score test, which no table's embedding scale sways; any
             # more picks of the round as later rounds pick (the test is
             # marginal: it would rank a near-copy of that pick next).
-            ranked = _ranked_picks(
-                np.asarray(first_scores, np.float64), selected, 1, dependence
-            )
+            first_scores = np.asarray(first_scores, np.float64)
+            ranked = _ranked_picks(first_scores, selected, 1, dependence)
             # Whether a feature helps on its own: the score test's z less the
             # inflation of held-out rows it read more than once.
             marginal_z = entry_scores if entry_z_scores is None else entry_z_scores
@@ -504,7 +504,7 @@ def _ranked_picks(
             helps = np.asarray(preferred, bool) & ~chosen & ~redundant
             if helps[pick]:
                 pick = dependence_lib.finest_source(
-                    pick, helps, dependence, scores, fallback
+                    pick, helps, dependence, scores, fallback, CLEARLY_WEAKER
                 )
         picks.append(pick)
         chosen[pick] = True
