@@ -201,6 +201,31 @@ def test_past_the_signal_tables_no_larger_than_a_selected_one_rank_by_evidence()
     assert pick(gate_z, [0.0, 0.0, -0.5, 6.55], costs) == [1]  # sibling 0.67
 
 
+# The record after "a" was picked, for the tests of a round's picks below.
+A_PICKED = selection.SelectionRecord(
+    np.array([True, False, False, False]),
+    np.array([0, -1, -1, -1]),
+    1,
+    np.zeros((3, 4)),
+)
+
+
+def second_round_picks(num_selected, gate_z, probe_z, per_round=1):
+    """The picks of round 2 of 3 after ``A_PICKED``, by these held-out z."""
+    spec = selection.SelectionSpec(
+        "gate", ("a", "b", "c", "d"), num_selected, None, per_round
+    )
+    return selection.commit_round(
+        spec,
+        A_PICKED,
+        np.array([0.0, 0.3, 0.2, 0.1]),
+        np.full(4, 0.25),
+        num_rounds=3,
+        heldout_scores=np.array(gate_z),
+        probe_scores=np.array(probe_z),
+    )[1]
+
+
 def test_the_final_pick_ranks_the_helping_ones_by_what_each_brings_alone():
     """b helps only beside c's or d's soft gate (an interaction member: gate
     z 8, probe z 0.2), c alone (probe z 6.1), d has no probe z (gate z 3).
@@ -209,32 +234,31 @@ def test_the_final_pick_ranks_the_helping_ones_by_what_each_brings_alone():
     z, or the gate's z without one (c: 6.1 over d: 3 over b: 0.2)."""
     gate_z = np.array([0.0, 8.0, 0.7, 3.0])
     probe_z = np.array([0.0, 0.2, 6.1, np.nan])
-    record = selection.SelectionRecord(
-        np.array([True, False, False, False]),
-        np.array([0, -1, -1, -1]),
-        1,
-        np.zeros((3, 4)),
-    )
 
     def picks(num_selected, per_round=1):
-        spec = selection.SelectionSpec(
-            "gate", ("a", "b", "c", "d"), num_selected, None, per_round
-        )
-        return selection.commit_round(
-            spec,
-            record,
-            np.array([0.0, 0.3, 0.2, 0.1]),
-            np.full(4, 0.25),
-            num_rounds=3,
-            heldout_scores=gate_z,
-            probe_scores=probe_z,
-        )[1]
+        return second_round_picks(num_selected, gate_z, probe_z, per_round)
 
     assert picks(3) == [1]  # b, then one more pick may be its partner
     assert picks(2) == [2]  # the final pick: c, which helps alone
     assert picks(3, per_round=2) == [1, 2]  # one round: b, then c last
     # Without a probe z, d's gate z stands for what it brings alone.
-    assert evidence.alone_scores(record.selected, gate_z, probe_z)[3] == 3.0
+    assert evidence.alone_scores(A_PICKED.selected, gate_z, probe_z)[3] == 3.0
+
+
+def test_the_final_pick_breaks_near_ties_alone_by_the_combined_z():
+    """b (a noise field: gate z 1.1, probe z 3.1) and c (a real one: 2.0,
+    2.8) both help (combined 2.97 and 3.39 against 2.54 for the round's 9
+    tests). Alone, 3.1 and 2.8 lie within 1.645 x sqrt(2) = 2.33 of each
+    other: nothing to tell them apart, so the combined z, twice the
+    evidence, takes the final pick (c). Where c is clearly weaker alone (an
+    interaction's member: gate z 5.0, probe z 0.5, more than 2.33 short of
+    b's 3.1), the final pick stays b, though c leads combined (3.89)."""
+    near = [0.0, 1.1, 2.0, -1.0], [0.0, 3.1, 2.8, 0.1]
+    assert second_round_picks(2, *near) == [2]  # the final pick: c
+    assert second_round_picks(3, *near) == [2]  # picks to follow: combined, c
+    apart = [0.0, 1.1, 5.0, -1.0], [0.0, 3.1, 0.5, 0.1]
+    assert second_round_picks(2, *apart) == [1]  # final: b, c weaker alone
+    assert second_round_picks(3, *apart) == [2]  # c: its partner may follow
 
 
 def test_without_a_probe_z_the_settled_score_test_ranks_the_helping_ones():
@@ -659,7 +683,10 @@ def test_a_fit_runs_the_probe_in_the_rounds_after_the_first_pick():
             chosen, gate_z, probe_array, not helps.any(), probe_rounds=2
         )
         final = event["round"] == 3
-        rank = evidence.alone_scores(chosen, gate_z, probe_array) if final else combined
+        last = evidence.final_pick_scores(
+            chosen, gate_z, probe_array, helps | probe_helps
+        )
+        rank = last if final else combined
         preferred = [n for n in gate if (helps | probe_helps)[index[n]]]
         (pick,) = event["features"]
         if preferred:

@@ -4,7 +4,7 @@ The rules :func:`seqattn_tfrs.core.selection.commit_round` applies to the
 round's held-out statistics: a Bonferroni threshold over the candidates
 (:func:`signal_threshold`), the gate's z (:func:`helping`), the gate's and
 the held-out probe's z combined (:func:`probe_evidence`), what a candidate
-brings alone (:func:`alone_scores`), whether a pick
+brings alone (:func:`alone_scores`, :func:`final_pick_scores`), whether a pick
 followed the least harm (:func:`exhausted_after`), and, once no candidate
 helps alone or beside a member of an interaction the probe does not see,
 the held-out pair test (:func:`pairs_to_test`, :func:`pair_to_pick`,
@@ -389,6 +389,50 @@ def alone_scores(
     probe_z = np.asarray(probe_z, np.float64)
     alone = np.where(np.isfinite(probe_z), probe_z, np.asarray(gate_z, np.float64))
     return np.where(unselected, alone, -np.inf)
+
+
+def final_pick_scores(
+    selected: np.ndarray,
+    gate_z: np.ndarray,
+    probe_z: np.ndarray,
+    helps: np.ndarray,
+) -> np.ndarray:
+    """How the selection's last pick ranks the features that ``helps``: by
+    what each brings alone (:func:`alone_scores`), except that those not
+    clearly weaker alone than the best of them (within ``CLEARLY_WEAKER``)
+    rank first, by the gate's and the probe's z combined
+    (:func:`probe_evidence`). Scores are ranks: larger is better, ties to the
+    earlier feature; -inf for a selected feature.
+
+    What a candidate brings alone keeps a member of an interaction whose
+    partner cannot follow from the last pick (its gate's z is high beside
+    the partner's soft gate, its probe's z is not). Where two candidates'
+    alone z are that close, it cannot tell them apart, and the combined z,
+    twice the evidence, does: a noise field's probe z of 3.06 against a
+    real field's 2.76 (gate z 1.14 against 2.03) no longer takes the last
+    pick (docs/generated_quality.md, "Session 47").
+
+    Example (c is within 2.33 of b alone and ahead combined; d, an
+    interaction's member, is high only by its gate's z):
+      >>> chosen = np.array([True, False, False, False])
+      >>> gate, probe = np.array([0.0, 1.1, 2.0, 8.0]), np.array([0.0, 3.1, 2.8, 0.2])
+      >>> helps = np.array([False, True, True, True])
+      >>> order = final_pick_scores(chosen, gate, probe, helps)
+      >>> [int(i) for i in np.argsort(-order, kind="stable")]
+      [2, 1, 3, 0]
+    """
+    alone = alone_scores(selected, gate_z, probe_z)
+    helps = np.asarray(helps, bool) & np.isfinite(alone)
+    if not helps.any():
+        return alone
+    gate_z, probe_z = np.asarray(gate_z, np.float64), np.asarray(probe_z, np.float64)
+    _, combined = probe_evidence(selected, gate_z, probe_z)
+    near = helps & (alone >= alone[helps].max() - CLEARLY_WEAKER)
+    by = np.where(near, -combined, -alone)
+    order = np.lexsort((np.arange(len(alone)), by, ~near))
+    ranks = np.empty(len(alone))
+    ranks[order] = -np.arange(len(alone), dtype=np.float64)
+    return np.where(np.isfinite(alone), ranks, -np.inf)
 
 
 def probe_evidence(

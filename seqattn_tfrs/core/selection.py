@@ -19,7 +19,7 @@ from seqattn_tfrs.core import budget as budget_lib
 from seqattn_tfrs.core import dependence as dependence_lib
 from seqattn_tfrs.core.evidence import (
     CLEARLY_WEAKER,
-    alone_scores,
+    final_pick_scores,
     helping,
     pair_to_pick,
     probe_evidence,
@@ -153,10 +153,11 @@ def commit_round(
     candidates that help by the gate's z or the combined z (or, once no gate
     z helps, the probe's alone; see :func:`probe_evidence`); the selection's
     final pick, which no partner can follow, ranks those by what each brings
-    alone (:func:`.evidence.alone_scores`). Where no candidate has a probe z
-    (floats and booleans only: no values to hash), the settled model's score
-    z of the round (``entry_scores``) ranks the candidates that help instead
-    of the logits: Orthogonal Matching Pursuit's criterion on a linear model.
+    alone, near ties by the combined z (:func:`.evidence.final_pick_scores`).
+    Where no candidate has a probe z (floats and booleans only: no values to
+    hash), the settled model's score z of the round (``entry_scores``) ranks
+    the candidates that help instead of the logits: Orthogonal Matching
+    Pursuit's criterion on a linear model.
     Copies of a selected feature stay last while some other candidate helps:
     at the soft gates of the last few candidates the statistic measures more
     or less of a feature, and a needed one can score below a copy. Once none
@@ -394,7 +395,7 @@ def _later_picks(
     the gate's and the probe's z combined rank instead, the features that
     help first (:func:`probe_evidence`); the selection's ``final`` pick, which
     no partner can follow, ranks those that help by what each brings alone
-    (:func:`alone_scores`); where they hold none but
+    (:func:`final_pick_scores`); where they hold none but
     ``settled_scores`` do (the settled model's score z on the settle's
     training rows, which a layer with no values to hash runs), those rank
     the features that help instead of the logits.
@@ -410,18 +411,17 @@ def _later_picks(
     probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
     if probe_z is not None and np.any(np.nan_to_num(probe_z)):
         spent = not helps.any()
-        probe_helps, combined = probe_evidence(
-            selected, scores, probe_z, spent, probe_rounds
-        )
+        more, combined = probe_evidence(selected, scores, probe_z, spent, probe_rounds)
+        last = final_pick_scores(selected, scores, probe_z, helps | more)
         return _ranked_picks(
             combined,
             selected,
             count,
             dependence,
-            preferred=helps | probe_helps,
+            preferred=helps | more,
             fallback=combined,
             harm=scores,
-            last=alone_scores(selected, scores, probe_z) if final else None,
+            last=last if final else None,
             costs=costs,
         )
     if settled_scores is not None and np.any(settled_scores):
