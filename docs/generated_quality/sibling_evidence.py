@@ -45,7 +45,7 @@ def main(path: str) -> None:
     if any(row.get("kind", "ctr_sparse") != "ctr_sparse" for row in records):
         raise ValueError(f"{path}: expected rows of the ctr_sparse family only.")
     problems = {}
-    cells = collections.defaultdict(lambda: collections.Counter())
+    cells = collections.defaultdict(collections.Counter)
     for row in records:
         if row["problem"] not in problems:
             # Keras 3 rows name no kind: this family's.
