@@ -365,8 +365,7 @@ def _joint_only_lead(
 
 
 def probe_rounds(num_rounds: int) -> int:
-    """The rounds whose commit may read a held-out probe: every one after
-    the first (at least 1)."""
+    """The rounds whose commit may read a held-out probe: all after the first (>= 1)."""
     return max(1, num_rounds - 1)
 
 
@@ -412,16 +411,17 @@ def _later_picks(
     if probe_z is not None and np.any(np.nan_to_num(probe_z)):
         spent = not helps.any()
         more, combined = probe_evidence(selected, scores, probe_z, spent, probe_rounds)
-        last = final_pick_scores(selected, scores, probe_z, helps | more)
+        helpful = helps | more
+        last = final_pick_scores(selected, scores, probe_z, helpful) if final else None
         return _ranked_picks(
             combined,
             selected,
             count,
             dependence,
-            preferred=helps | more,
+            preferred=helpful,
             fallback=combined,
             harm=scores,
-            last=last if final else None,
+            last=last,
             costs=costs,
         )
     if settled_scores is not None and np.any(settled_scores):
