@@ -17,6 +17,7 @@ import numpy as np
 
 from seqattn_tfrs.core import budget as budget_lib
 from seqattn_tfrs.core import dependence as dependence_lib
+from seqattn_tfrs.core import least_harm
 from seqattn_tfrs.core.evidence import (
     CLEARLY_WEAKER,
     final_pick_scores,
@@ -145,9 +146,9 @@ def commit_round(
     several picks, once the helping ones are taken), or, where ``costs``
     are all known, by that statistic among the tables no larger than the
     largest selected one (functions of a selected feature behind them), then
-    by the fewest bytes (:func:`_least_cost_first`). When none helps (see
-    :func:`signal_exhausted`) the logits rank noise, and the round picks by
-    that order alone. Where ``probe_scores`` (the held-out probe's z,
+    by the fewest bytes (:func:`.least_harm.least_cost_first`). When none
+    helps (see :func:`signal_exhausted`) the logits rank noise, and the
+    round picks by that order alone. Where ``probe_scores`` (the held-out probe's z,
     :mod:`seqattn_tfrs.core.probe`; NaN where it has none) hold evidence,
     the gate's and the probe's z combined rank in place of both, first the
     candidates that help by the gate's z or the combined z (or, once no gate
@@ -453,20 +454,22 @@ def _ranked_picks(
     earlier feature), one at a time: ``preferred`` ones first, the others by
     the largest ``fallback`` where given (with ``costs``, among the tables of
     at most the largest chosen one's bytes, the cap, then by the fewest bytes:
-    :func:`_least_cost_first`), copies of a selected one last. ``last``, where
-    given, ranks the last of the ``count`` picks in place of the logits.
+    :func:`.least_harm.least_cost_first`), copies of a selected one last.
+    ``last``, where given, ranks the last of the ``count`` picks in place of
+    the logits.
 
     Once no ``preferred`` feature is left but copies of a selected one (the
     evidence says nothing helps any more) and ``harm`` is given (the held-out
     gate statistic: the larger, the less a feature's weight hurts the
     held-out loss), a copy of a selected feature (it can neither help nor
     hurt) is the pick when every other candidate's ``harm`` is at most 0 and
-    at most its own (:func:`_copy_when_all_hurt`). Its probe z, if any, says
-    nothing, as it cannot help; so the comparison is on ``harm`` alone
-    (docs/generated_quality.md, "Session 20"). Where ``costs`` rank them, a
-    function of a chosen feature goes behind the other tables of at most the
-    cap and ahead of the larger ones (:func:`_coarsenings_by_cost`); a pick's
-    source that helps takes its place unless clearly weaker by ``fallback``."""
+    at most its own (:func:`.least_harm.copy_when_all_hurt`). Its probe z, if
+    any, says nothing, as it cannot help; so the comparison is on ``harm``
+    alone (docs/generated_quality.md, "Session 20"). Where ``costs`` rank
+    them, a function of a chosen feature goes behind the other tables of at
+    most the cap and ahead of the larger ones
+    (:func:`.least_harm.coarsenings_by_cost`); a pick's source that helps
+    takes its place unless clearly weaker by ``fallback``."""
     chosen = np.array(selected, bool)
     picks = []
     for index in range(count):
@@ -485,7 +488,7 @@ def _ranked_picks(
             if fallback is not None:
                 rest = rest[np.argsort(-fallback[rest], kind="stable")]
                 if costs is not None:
-                    rest = _least_cost_first(rest, costs, cap)
+                    rest = least_harm.least_cost_first(rest, costs, cap)
             order = np.concatenate([lead, rest])
         if dependence is not None:
             redundant = dependence_lib.redundant_candidates(dependence, chosen)
@@ -495,9 +498,11 @@ def _ranked_picks(
             )
             if spent and costs is not None and fallback is not None:
                 coarser = dependence_lib.functions_of(dependence, chosen)
-                order = _coarsenings_by_cost(order, costs, coarser[order], cap)
+                order = least_harm.coarsenings_by_cost(
+                    order, costs, coarser[order], cap
+                )
             if spent and harm is not None:
-                order = _copy_when_all_hurt(order, harm, redundant[order])
+                order = least_harm.copy_when_all_hurt(order, harm, redundant[order])
         pick = int(order[0])
         if preferred is not None and dependence is not None:
             # Not a copy of a chosen feature: it would cover nothing new.
@@ -509,88 +514,6 @@ def _ranked_picks(
         picks.append(pick)
         chosen[pick] = True
     return np.array(picks, np.int64)
-
-
-def _least_cost_first(order: np.ndarray, costs: np.ndarray, cap: float) -> np.ndarray:
-    """``order`` (candidates that do not help, by their statistic) with those
-    whose table holds at most ``cap`` bytes (the largest selected table) first,
-    in that order, then the larger ones by bytes, fewest first.
-
-    Once none helps, the statistics are weak: the largest of many null draws is
-    about 2 whichever field it is, while what a field that brings nothing
-    costs a model grows with its table (a 10,000-value noise field in place of
-    a 32-bucket one cost the served Criteo-shaped model 0.017-0.027 test AUC;
-    docs/benchmarks.md, section 9). A table no larger than one the model holds
-    risks no more than it already takes, so there the statistic ranks: a weak
-    effect no test confirmed (a sparse field's sibling) scores above noise more
-    often than not (docs/generated_quality.md, "Session 44").
-
-    Example (1 and 2 fit under the cap of 64 bytes, 0 and 3 follow by bytes):
-      >>> _least_cost_first(np.array([0, 2, 3, 1]), np.array([512, 32, 64, 128]), 64)
-      array([2, 1, 3, 0])
-    """
-    larger = costs[order] > cap
-    keys = np.where(larger, costs[order], 0.0)
-    return order[np.lexsort((keys, larger))]
-
-
-def _coarsenings_by_cost(
-    order: np.ndarray, costs: np.ndarray, coarser: np.ndarray, cap: float
-) -> np.ndarray:
-    """``order`` (candidates once none helps, as :func:`_least_cost_first`
-    ranks them; ``coarser`` flags its functions of a chosen feature: copies,
-    coarsenings) with each of those behind every other candidate whose table
-    holds at most ``cap`` bytes (the largest selected table), and ahead of
-    every one larger than the cap and than its own table.
-
-    A function of a chosen feature brings nothing the model lacks (a copy
-    groups the rows as the chosen one does, a coarsening pools its values); a
-    weak effect may hide in an other table of at most the cap, and a larger
-    one costs more (:func:`_least_cost_first`; docs/generated_quality.md,
-    "Sessions 40, 44 and 45").
-
-    Example (the coarsening 1 goes behind 0 and ahead of the larger 2):
-      >>> _coarsenings_by_cost(np.array([1, 0, 2]), np.array([8.0, 20.0, 3000.0]),
-      ...                      np.array([True, False, False]), 20.0).tolist()
-      [0, 1, 2]
-    """
-    larger = costs[order] > cap
-    later = larger | coarser  # all but the others of at most the cap
-    keys = np.where(later, np.where(larger, costs[order], cap), 0.0)
-    return order[np.lexsort((coarser, keys, later))]
-
-
-def _copy_when_all_hurt(
-    order: np.ndarray, harm: np.ndarray, copies: np.ndarray
-) -> np.ndarray:
-    """``order`` (``copies`` flags its copies of a chosen feature) with the
-    copy of the largest ``harm`` first when every other candidate's ``harm``
-    is at most 0 and at most that copy's.
-
-    A copy has no effect of its own. Another candidate whose statistic is
-    positive may have a small one that no test could confirm (a weak main
-    effect, a coarsening that pools an id's rare values), so it keeps its
-    place. One whose statistic is negative is estimated to hurt; it still
-    goes first where the copy's statistic is lower (at some soft gates every
-    candidate, a copy too, measures negative: the copy's statistic is then
-    the yardstick of no effect).
-
-    Example (the copy, 1, goes first only in the second case):
-      >>> copies = np.array([False, True, False])
-      >>> _copy_when_all_hurt(np.array([0, 1, 2]), np.array([0.5, 0.1, -2.0]),
-      ...                     copies).tolist()
-      [0, 1, 2]
-      >>> _copy_when_all_hurt(np.array([0, 1, 2]), np.array([-0.5, 0.1, -2.0]),
-      ...                     copies).tolist()
-      [1, 0, 2]
-    """
-    if not copies.any():
-        return order
-    lead = order[copies][np.argmax(harm[order[copies]])]
-    others = harm[order[~copies]]
-    if copies.all() or (others.max() <= 0.0 and harm[lead] >= others.max()):
-        return np.concatenate([[lead], order[order != lead]])
-    return order
 
 
 def _affordable_picks(
