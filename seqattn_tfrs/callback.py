@@ -175,7 +175,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._has_selected: dict[int, bool] = {}
         self._complete: dict[int, bool] = {}
         self._steps_per_epoch: int | None = None
-        self._settle_units = 0
+        self._settle_units: dict[int, int] = {}
 
     # ------------------------------------------------------------- schedule
     def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
@@ -221,36 +221,40 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         if self._step_mode:
             self._steps_done = int(self.model.optimizer.iterations.numpy())
         self._steps_per_epoch = steps
-        round_length = (
-            max(s.per_round for s in self._schedules.values())
-            if self._step_mode
-            else self.epochs_per_selection * (steps or 1)
-        )
-        self._settle_units = int(self.settle_fraction * round_length)
         per_call = getattr(self.model, "_steps_per_execution", None)
         per_call = 1 if per_call is None else int(tf.keras.backend.get_value(per_call))
-        if self._step_mode or steps:  # the round is counted in steps
+        # Each layer settles for its own rounds' share (layers selecting
+        # different numbers of features get rounds of different lengths).
+        self._settle_units = {}
+        for layer in self._layers:
+            round_length = (
+                self._schedules[id(layer)].per_round
+                if self._step_mode
+                else self.epochs_per_selection * (steps or 1)
+            )
+            settle = int(self.settle_fraction * round_length)
+            self._settle_units[id(layer)] = settle
+            in_steps = self._step_mode or steps
             # Modes change only between calls of `steps_per_execution` steps.
-            settled = -(-self._settle_units // per_call) * per_call
-            if settled >= round_length:
+            if in_steps and -(-settle // per_call) * per_call >= round_length:
                 raise ValueError(
                     f"`settle_fraction`={self.settle_fraction} leaves no step in "
-                    f"which the logits learn: rounds of {round_length} steps, "
-                    f"settling for {self._settle_units}, and modes change every "
-                    f"{per_call} steps (`steps_per_execution`); lower "
-                    "`settle_fraction` or lengthen the rounds."
+                    f"which the logits of layer {layer.name!r} learn: rounds of "
+                    f"{round_length} steps, settling for {settle}, and modes "
+                    f"change every {per_call} steps (`steps_per_execution`); "
+                    "lower `settle_fraction` or lengthen the rounds."
+                )
+            if self.settle_fraction > 0 and settle == 0:
+                raise ValueError(
+                    f"`settle_fraction`={self.settle_fraction} gives layer "
+                    f"{layer.name!r} no settling step in rounds of {round_length} "
+                    f"{'steps' if in_steps else 'epochs'}; pass `steps_per_epoch` "
+                    "to fit (or a dataset of known size), lengthen the rounds, or "
+                    "set `settle_fraction=0`."
                 )
         tested = [layer.name for layer in self._layers if layer.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
             raise ValueError(options_lib.settle_needed_message(tested))
-        if self.settle_fraction > 0 and self._settle_units == 0:
-            raise ValueError(
-                f"`settle_fraction`={self.settle_fraction} gives no settling step in "
-                f"rounds of {round_length} "
-                f"{'steps' if self._step_mode or steps else 'epochs'}; pass "
-                "`steps_per_epoch` to fit (or a dataset of known size), lengthen the "
-                "rounds, or set `settle_fraction=0`."
-            )
         if self.selection_data is not None:
             heldout_lib.check_selection_data(
                 self.model, self.selection_data, self._layers
@@ -572,14 +576,15 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 progress = into_round  # whole epochs when steps are unknown
             mode = schedule.mode(
                 units,
-                in_settle=progress < self._settle_units,
+                in_settle=progress < self._settle_units[id(layer)],
                 any_selected=self._has_selected[id(layer)],
             )
-            early = schedule_lib.early_settle(mode, progress, self._settle_units)
+            settle = self._settle_units[id(layer)]
+            early = schedule_lib.early_settle(mode, progress, settle)
             self._first_test[id(layer)] = (
                 self._heldout_iterator is not None
                 and schedule_lib.first_round_test(
-                    mode, progress, self._settle_units, schedule.in_warmup(units)
+                    mode, progress, settle, schedule.in_warmup(units)
                 )
             )
             if self._early_settle.get(id(layer)) and not early:

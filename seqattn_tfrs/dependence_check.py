@@ -1,6 +1,7 @@
 """The callback's check of which features are functions of others.
 
-Runs the model forward (inference mode, metrics left as they were) on up to
+Runs the model forward (inference mode, metrics left as they were; a TFRS
+model whose ``call`` leaves a gated layer out, through its loss) on up to
 ``max_rows`` rows of ``selection_data``, records each gated layer's raw inputs
 and its tables' outputs, and stores in the layer which feature is a function
 of which, rows grouped as each table groups them
@@ -12,7 +13,6 @@ run).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -48,24 +48,13 @@ def check_functional_dependence(
     """
     if not layers:
         return {}
-    forward = _forward(model)
     metric_variables = [v for m in model.metrics for v in m.variables]
     saved = [v.numpy() for v in metric_variables]
-    rows = 0
-    recorder = dependence.InputRecorder(len(layers))
     try:
-        with contextlib.ExitStack() as stack:
-            records = [
-                stack.enter_context(layer.recording_inputs(into))
-                for layer, into in zip(layers, recorder.lists)
-            ]
-            for batch in dataset:
-                with contextlib.suppress(dependence.InputsRecordedError):
-                    forward(batch)
-                if records[0]:
-                    rows += len(next(iter(records[0][-1].values())))
-                if rows >= max_rows:
-                    break
+        for forward in _forward_passes(model):
+            records = dependence.record_batches(layers, dataset, forward, max_rows)
+            if all(records):
+                break
     finally:
         for variable, value in zip(metric_variables, saved):
             variable.assign(value)
@@ -75,8 +64,8 @@ def check_functional_dependence(
             raise RuntimeError(
                 f"{layer.name} was not called on `selection_data`'s batches, so "
                 "the callback cannot check which of its features are functions "
-                "of others; expected batches the model's forward pass feeds "
-                "through the layer."
+                "of others; expected batches that the model's forward pass (or, "
+                "for a TFRS model, its loss) feeds through the layer."
             )
         found, rows_checked = dependence.of_batches(layer.feature_names, recorded)
         layer.set_functional_dependence(found)
@@ -84,14 +73,19 @@ def check_functional_dependence(
     return checked
 
 
-def _forward(model: tf.keras.Model):
-    """One inference pass of a batch: ``model(x)`` (no metric, no loss, so it
-    also runs in a distribution strategy's cross-replica context), or the
-    loss for a TFRS model without ``call``."""
+def _forward_passes(model: tf.keras.Model) -> list:
+    """The passes that may feed a batch through the gated layers, in order of
+    preference: ``model(x)`` (inference, no metric, no loss, so it also runs in
+    a distribution strategy's cross-replica context); for a TFRS model, the
+    loss ``fit`` minimises, which also reaches layers its ``call`` leaves out
+    (the candidate tower of a two-tower retrieval model)."""
     if not heldout.is_tfrs_model(model):
-        return lambda batch: model(
-            tf.keras.utils.unpack_x_y_sample_weight(batch)[0], training=False
-        )
-    if type(model).call is not tf.keras.Model.call:
-        return lambda batch: model(batch, training=False)
-    return heldout.loss_function(model)
+        return [
+            lambda batch: model(
+                tf.keras.utils.unpack_x_y_sample_weight(batch)[0], training=False
+            )
+        ]
+    loss = heldout.loss_function(model)
+    if type(model).call is tf.keras.Model.call:
+        return [loss]
+    return [lambda batch: model(batch, training=False), loss]

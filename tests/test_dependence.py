@@ -539,6 +539,9 @@ def test_the_check_stops_each_forward_pass_once_every_gate_recorded():
     assert after_gates == []  # no pass ran past the second gate
     model(next(iter(data))[0])  # an ordinary call still runs the whole model
     assert after_gates == [1]
+    # No batch is read past the one that reaches `max_rows` rows.
+    capped = check_functional_dependence(model, [first, second], data, max_rows=250)
+    assert capped == {first.name: 300, second.name: 300}
 
 
 def check_time_and_user(time_table, user_table):

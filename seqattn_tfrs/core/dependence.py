@@ -33,7 +33,9 @@ its function.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -256,6 +258,38 @@ class InputRecorder:
         lengths = {len(batches) for batches in self.lists}
         if len(lengths) == 1:
             raise InputsRecordedError
+
+
+def record_batches(
+    layers: Sequence[Any],
+    batches: Iterable[Any],
+    forward: Callable[[Any], Any],
+    max_rows: int,
+) -> list[list[dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """Each gate's recorded batches (``{name: (raw, table output)}``) while
+    ``forward`` feeds ``batches`` through the gates (each gate's
+    ``recording_inputs``), up to the batch that brings the rows to
+    ``max_rows``; stops after a batch that some gate did not record (that
+    pass does not reach it), so the caller can try another. Each forward
+    pass stops once every gate has recorded its batch.
+    """
+    recorder = InputRecorder(len(layers))
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        records = [
+            stack.enter_context(layer.recording_inputs(into))
+            for layer, into in zip(layers, recorder.lists)
+        ]
+        for batch in batches:
+            with contextlib.suppress(InputsRecordedError):
+                forward(batch)
+            if not all(records):
+                break
+            raw, _ = next(iter(records[0][-1].values()))
+            rows += len(raw)
+            if rows >= max_rows:
+                break
+    return records
 
 
 class _RecordedBatches(list):

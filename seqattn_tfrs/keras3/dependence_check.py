@@ -11,7 +11,6 @@ rows exactly as a selected feature does (``core.selection.commit_round``).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,20 +79,14 @@ def check_functional_dependence(
     """
     if not layers:
         return {}
-    rows = 0
-    recorder = dependence.InputRecorder(len(layers))
-    with contextlib.ExitStack() as stack:
-        records = [
-            stack.enter_context(layer.recording_inputs(into))
-            for layer, into in zip(layers, recorder.lists)
-        ]
-        for batch in heldout.one_pass(data):
-            x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(batch))
-            with contextlib.suppress(dependence.InputsRecordedError):
-                model(x, training=False)  # stops once every gate has recorded
-            rows += len(keras.tree.flatten(x)[0])
-            if rows >= max_rows:
-                break
+
+    def forward(batch):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(batch))
+        model(x, training=False)
+
+    records = dependence.record_batches(
+        layers, heldout.one_pass(data), forward, max_rows
+    )
     checked = {}
     for layer, recorded in zip(layers, records):
         if not recorded:
