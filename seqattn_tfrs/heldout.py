@@ -14,7 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from seqattn_tfrs.discovery import find_width_layers
+from seqattn_tfrs.discovery import find_width_layers, keras_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
@@ -25,9 +25,21 @@ def is_tfrs_model(model: tf.keras.Model) -> bool:
 
 
 def loss_function(model: tf.keras.Model) -> Callable[[Any], tf.Tensor]:
-    """The model's loss on one batch as ``fit`` sees it, in inference mode."""
+    """The model's loss on one batch as ``fit`` sees it, in inference mode.
+
+    A TFRS retrieval task's factorized metrics (``FactorizedTopK``, which
+    scores every candidate) are left out: TFRS computes them when
+    ``compute_loss`` runs with ``training=False``, and the held-out passes
+    need the loss alone (they restore the metrics' variables anyway).
+    """
     if is_tfrs_model(model):
-        return lambda batch: model.compute_loss(batch, training=False)
+        tasks = _retrieval_tasks(model)
+
+        def tfrs_loss_of(batch):
+            with _without_factorized_metrics(tasks):
+                return model.compute_loss(batch, training=False)
+
+        return tfrs_loss_of
 
     def loss_of(batch):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(batch)
@@ -35,6 +47,28 @@ def loss_function(model: tf.keras.Model) -> Callable[[Any], tf.Tensor]:
         return model.compute_loss(x, y, y_pred, sample_weight)
 
     return loss_of
+
+
+def _retrieval_tasks(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """The ``tfrs.tasks.Retrieval`` layers of ``model``."""
+    tfrs = sys.modules.get("tensorflow_recommenders")
+    if tfrs is None:
+        return []
+    return [x for x in keras_layers(model) if isinstance(x, tfrs.tasks.Retrieval)]
+
+
+@contextlib.contextmanager
+def _without_factorized_metrics(tasks: Sequence[tf.keras.layers.Layer]):
+    """Within it (a pass, or the trace of a ``tf.function``) the tasks update
+    no factorized metric."""
+    saved = [task.factorized_metrics for task in tasks]
+    for task in tasks:
+        task.factorized_metrics = []
+    try:
+        yield
+    finally:
+        for task, metrics in zip(tasks, saved):
+            task.factorized_metrics = metrics
 
 
 def make_heldout_step(
