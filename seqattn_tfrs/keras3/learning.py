@@ -282,7 +282,12 @@ def _probe_update(
     ).astype(np.int32)
     to_features = np.zeros((len(keyed), count), np.float32)
     to_features[np.arange(len(keyed)), keyed] = 1.0
-    columns, to_features = map(ops.convert_to_tensor, (columns, to_features))
+    # As tensors: on PyTorch with CUDA a numpy operand beside a device tensor
+    # hands the tensor to numpy, which cannot read device memory.
+    columns, to_features, index, from_axes, fixed, moment_slots = map(
+        ops.convert_to_tensor,
+        (columns, to_features, index, from_axes, fixed, moment_slots),
+    )
     slots = ops.stack(
         [ops.cast(keys[i], "int32") + i * probe.PROBE_BUCKETS for i in keyed], axis=1
     )  # [B, K]
