@@ -245,3 +245,58 @@ def criteo_problem(
     signal = {"i0", "i1", "i2", "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"}
     noise = {name for name in columns if name not in signal}
     return {k: v.astype(np.int64) for k, v in columns.items()}, y, noise
+
+
+TWO_TOWER_USERS, TWO_TOWER_ITEMS = 400, 120
+TWO_TOWER_ROWS, TWO_TOWER_TRAIN_ROWS = 16_000, 12_800
+TWO_TOWER_QUERY = {
+    "user_id": TWO_TOWER_USERS,
+    "user_copy": TWO_TOWER_USERS,
+    "age": 7,
+    "hour": 24,
+    "noise_a": 3000,
+    "noise_b": 3000,
+}
+TWO_TOWER_CANDIDATE = {"item_id": TWO_TOWER_ITEMS, "item_genre": 12, "item_noise": 2000}
+
+
+def two_tower_problem(seed: int) -> dict[str, np.ndarray]:
+    """A planted two-tower retrieval problem (``benchmarks/two_tower.py``):
+    ``TWO_TOWER_ROWS`` rows of every field, ``item_id`` drawn from a softmax
+    over items of the user's taste plus their age group's plus the hour's.
+    The query tower needs ``user_id`` (or its copy), ``age`` and ``hour``;
+    the candidate tower ``item_id``."""
+    rng = np.random.default_rng(seed)
+    taste = rng.normal(size=(TWO_TOWER_USERS, 8))
+    age_of_user = rng.integers(0, 7, TWO_TOWER_USERS)
+    age_taste, hour_taste = rng.normal(size=(7, 8)), 0.7 * rng.normal(size=(24, 8))
+    item_vectors = rng.normal(size=(TWO_TOWER_ITEMS, 8))
+    rows = TWO_TOWER_ROWS
+    users = rng.integers(0, TWO_TOWER_USERS, rows)
+    hours = rng.integers(0, 24, rows)
+    query = taste[users] + age_taste[age_of_user[users]] + hour_taste[hours]
+    logits = query @ item_vectors.T
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    items = (p.cumsum(axis=1) > rng.random((rows, 1))).argmax(axis=1)
+    return {
+        "user_id": users,
+        "user_copy": users.copy(),
+        "age": age_of_user[users],
+        "hour": hours,
+        "noise_a": rng.integers(0, 3000, rows),
+        "noise_b": rng.integers(0, 3000, rows),
+        "item_id": items,
+        "item_genre": items % 12,
+        "item_noise": rng.integers(0, 2000, rows),
+    }
+
+
+def two_tower_correct(query: tuple[str, ...], candidate: tuple[str, ...]) -> bool:
+    """Whether the towers picked the planted fields (one of the two user ids)."""
+    users = {"user_id", "user_copy"} & set(query)
+    return (
+        len(users) == 1
+        and set(query) - users == {"age", "hour"}
+        and tuple(candidate) == ("item_id",)
+    )

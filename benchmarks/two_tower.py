@@ -1,12 +1,13 @@
 """A planted two-tower retrieval problem: which fields each tower picks, and
 what a held-out selection run costs with TFRS's ``FactorizedTopK`` metric.
 
-A user's item comes from a softmax over items whose logits are the user's
-taste plus their age group's plus the hour's (8-dimensional). The query tower
-needs ``user_id`` (or its exact copy ``user_copy``), ``age`` (a coarsening of
-the user id) and ``hour``, and nothing of two 3,000-value noise fields; the
-candidate tower needs ``item_id`` and neither its coarsening ``item_genre``
-nor a 2,000-value noise field. The model's ``call`` is the query tower alone,
+The data is ``planted.two_tower_problem``: a user's item comes from a
+softmax over items whose logits are the user's taste plus their age group's
+plus the hour's (8-dimensional). The query tower needs ``user_id`` (or its
+exact copy ``user_copy``), ``age`` (a coarsening of the user id) and
+``hour``, and nothing of two 3,000-value noise fields; the candidate tower
+needs ``item_id`` and neither its coarsening ``item_genre`` nor a 2,000-value
+noise field. The model's ``call`` is the query tower alone,
 as in TFRS's retrieval tutorials; the candidate tower runs in
 ``compute_loss``. Each tower has its own gate (3 picks and 1), selected inside
 one ``fit`` of 4 epochs x 50 steps (``within_fit``, held-out
@@ -37,47 +38,12 @@ from absl import app, flags  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
 
-USERS, ITEMS, ROWS, TRAIN_ROWS = 400, 120, 16_000, 12_800
-QUERY = {"user_id": USERS, "user_copy": USERS, "age": 7, "hour": 24}
-QUERY |= {"noise_a": 3000, "noise_b": 3000}
-CANDIDATE = {"item_id": ITEMS, "item_genre": 12, "item_noise": 2000}
-
-
-def planted(seed: int) -> dict[str, np.ndarray]:
-    """``ROWS`` rows of every field, ``item_id`` drawn from the planted
-    softmax."""
-    rng = np.random.default_rng(seed)
-    taste = rng.normal(size=(USERS, 8))
-    age_of_user = rng.integers(0, 7, USERS)
-    age_taste, hour_taste = rng.normal(size=(7, 8)), 0.7 * rng.normal(size=(24, 8))
-    item_vectors = rng.normal(size=(ITEMS, 8))
-    users, hours = rng.integers(0, USERS, ROWS), rng.integers(0, 24, ROWS)
-    query = taste[users] + age_taste[age_of_user[users]] + hour_taste[hours]
-    logits = query @ item_vectors.T
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    items = (p.cumsum(axis=1) > rng.random((ROWS, 1))).argmax(axis=1)
-    return {
-        "user_id": users,
-        "user_copy": users.copy(),
-        "age": age_of_user[users],
-        "hour": hours,
-        "noise_a": rng.integers(0, 3000, ROWS),
-        "noise_b": rng.integers(0, 3000, ROWS),
-        "item_id": items,
-        "item_genre": items % 12,
-        "item_noise": rng.integers(0, 2000, ROWS),
-    }
-
-
-def planted_picks(query: tuple[str, ...], candidate: tuple[str, ...]) -> bool:
-    """Whether the towers picked the planted fields (one of the two user ids)."""
-    users = {"user_id", "user_copy"} & set(query)
-    return (
-        len(users) == 1
-        and set(query) - users == {"age", "hour"}
-        and tuple(candidate) == ("item_id",)
-    )
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from planted import TWO_TOWER_CANDIDATE as CANDIDATE  # noqa: E402
+from planted import TWO_TOWER_ITEMS as ITEMS  # noqa: E402
+from planted import TWO_TOWER_QUERY as QUERY  # noqa: E402
+from planted import TWO_TOWER_TRAIN_ROWS as TRAIN_ROWS  # noqa: E402
+from planted import two_tower_correct, two_tower_problem  # noqa: E402
 
 
 def gate(sizes: dict[str, int], num_selected: int):
@@ -129,7 +95,7 @@ def fit(seed: int, select: bool = True, top_k: bool = False):
     """One ``fit`` of 200 steps; returns the model, the callback (or None) and
     the wall time of ``fit``. ``top_k`` adds ``FactorizedTopK`` over the
     catalogue (computed where ``compute_loss`` runs with ``training=False``)."""
-    data = planted(seed)
+    data = two_tower_problem(seed)
     tf.keras.utils.set_random_seed(seed)
     model = TwoTower()
     if top_k:
@@ -171,7 +137,7 @@ def main(argv) -> None:
         query = model.query_gate.selected_features
         candidate = model.candidate_gate.selected_features
         row = {"seed": seed, "query": query, "candidate": candidate}
-        row |= {"planted": planted_picks(query, candidate), "fit_s": seconds}
+        row |= {"planted": two_tower_correct(query, candidate), "fit_s": seconds}
         results["picks"].append(row)
         print(json.dumps(row), flush=True)
     for repeat in range(FLAGS.repeats):

@@ -1,7 +1,8 @@
 """A TFRS two-tower retrieval model with a gate on each tower.
 
-The planted problem is ``benchmarks/two_tower.py``'s: the query tower needs
-``user_id`` (or its exact copy), ``age`` and ``hour`` among two noise fields;
+The planted problem is ``benchmarks/planted.py``'s ``two_tower_problem``: the
+query tower needs ``user_id`` (or its exact copy), ``age`` and ``hour`` among
+two noise fields;
 the candidate tower needs ``item_id`` beside its coarsening and a noise field.
 The model's ``call`` is the query tower alone, as in TFRS's retrieval
 tutorials, so the candidate gate is reached only through ``compute_loss``;
@@ -24,11 +25,12 @@ from seqattn_tfrs import heldout
 from seqattn_tfrs.dependence_check import check_functional_dependence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-from two_tower import TwoTower, fit, planted, planted_picks, split  # noqa: E402
+from planted import two_tower_correct, two_tower_problem  # noqa: E402
+from two_tower import TwoTower, fit, split  # noqa: E402
 
 
 def test_the_check_reaches_a_tower_that_only_the_loss_runs():
-    data = planted(0)
+    data = two_tower_problem(0)
     model = TwoTower()
     model(split(data, slice(0, 8), 8).get_single_element())
     checked = check_functional_dependence(
@@ -55,7 +57,7 @@ def selected_two_tower():
 def test_each_tower_selects_its_planted_fields(selected_two_tower):
     model, callback = selected_two_tower
     query = model.query_gate.selected_features
-    assert planted_picks(query, model.candidate_gate.selected_features), query
+    assert two_tower_correct(query, model.candidate_gate.selected_features), query
     rounds = {e["layer"]: e["round"] for e in callback.events if "round" in e}
     assert rounds == {model.query_gate.name: 3, model.candidate_gate.name: 1}
 
@@ -70,7 +72,7 @@ def test_the_pruned_query_tower_serves_its_selected_fields(
     selected_two_tower, tmp_path
 ):
     model, _ = selected_two_tower
-    rows = planted(2)
+    rows = two_tower_problem(2)
     before = model(split(rows, slice(0, 5), 5).get_single_element())
     seqattn_tfrs.prune(model)
     query = model.query_gate.selected_features
@@ -95,7 +97,7 @@ def test_held_out_passes_leave_out_the_factorized_top_k_metrics():
             updates.append(1)
             return super().update_state(*args, **kwargs)
 
-    data = planted(0)
+    data = two_tower_problem(0)
     candidates = split(data, slice(0, 256), 32)  # candidate features' rows
     model = TwoTower()
     model.task.factorized_metrics = [

@@ -152,6 +152,22 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         return self.schedule_options.step_mode
 
     # ----------------------------------------------------------- fit hooks
+    def _build_model(self, unbuilt: list[str]) -> None:
+        """Builds the model on ``selection_data``'s first batch: on JAX and
+        PyTorch Keras builds a subclassed model before ``on_train_begin``, on
+        TensorFlow (without a distribution strategy) only when it traces the
+        first step, and the gates' state must exist before it."""
+        if self.selection_data is None:
+            raise ValueError(
+                f"Layer(s) {unbuilt} of model {self.model.name!r} are not built "
+                "when training begins (on the TensorFlow backend Keras builds a "
+                "subclassed model at its first step); expected a built model: "
+                "call it on a batch before `fit`, e.g. `model(x[:1])`."
+            )
+        batch = next(iter(heldout.one_pass(self.selection_data)))
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(batch))
+        self.model(x, training=False)
+
     def on_train_begin(self, logs=None):
         self._layers = find_gated_layers(self.model)
         if not self._layers:
@@ -159,6 +175,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 "SequentialAttentionCallback found no SequentialAttentionEmbedding "
                 f"in model {self.model.name!r}; wrap its embeddings first."
             )
+        unbuilt = [layer.name for layer in self._layers if not layer.built]
+        if unbuilt:
+            self._build_model(unbuilt)
         accumulation = getattr(
             self.model.optimizer, "gradient_accumulation_steps", None
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -187,6 +188,7 @@ def _jax_step(
     import jax
 
     trainable = model.trainable_variables
+    inference = _inference_arguments(model)
     position = {id(v): i for i, v in enumerate(trainable)}
     index = [position[id(v)] for v in state]
 
@@ -194,7 +196,7 @@ def _jax_step(
         values = list(trainable_values)
         for i, value in zip(index, state_values):
             values[i] = value
-        y_pred, _ = model.stateless_call(values, non_trainable, x, training=False)
+        y_pred, _ = model.stateless_call(values, non_trainable, x, **inference)
         loss, _ = model.stateless_compute_loss(
             values,
             non_trainable,
@@ -298,6 +300,21 @@ def _dtype(value: Any) -> Any:
     )
 
 
+def _inference_arguments(model: keras.Model) -> dict[str, bool]:
+    """``training=False`` where the model's ``call`` takes it: Keras's
+    trainers pass it only then, and ``stateless_call`` hands its keyword
+    arguments to ``call`` as they are."""
+    return {"training": False} if "training" in model.call_signature_parameters else {}
+
+
+def _inference_loss(model: keras.Model, x, y, y_pred, sample_weight) -> Any:
+    """``compute_loss`` in inference mode; an override that takes no
+    ``training`` is called without it, as Keras's trainers do."""
+    if "training" in inspect.signature(model.compute_loss).parameters:
+        return model.compute_loss(x, y, y_pred, sample_weight, training=False)
+    return model.compute_loss(x, y, y_pred, sample_weight)
+
+
 def _tf_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
     import tensorflow as tf
 
@@ -308,7 +325,7 @@ def _tf_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
         saved = [tf.identity(v.value) for v in metrics]
         with tf.GradientTape() as tape:
             y_pred = model(x, training=False)
-            loss = model.compute_loss(x, y, y_pred, sample_weight, training=False)
+            loss = _inference_loss(model, x, y, y_pred, sample_weight)
         for variable, value in zip(state, tape.gradient(loss, state)):
             variable.assign(value)
         for variable, value in zip(metrics, saved):
@@ -326,7 +343,7 @@ def _torch_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
         saved = [keras.ops.convert_to_numpy(v) for v in metrics]
         with torch.enable_grad():
             y_pred = model(x, training=False)
-            loss = model.compute_loss(x, y, y_pred, sample_weight, training=False)
+            loss = _inference_loss(model, x, y, y_pred, sample_weight)
             new = torch.autograd.grad(loss, [v.value for v in state])
         with torch.no_grad():
             for variable, value in zip(state, new):

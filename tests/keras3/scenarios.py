@@ -25,12 +25,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import keras  # noqa: E402
 from planted import (  # noqa: E402
+    TWO_TOWER_CANDIDATE,
+    TWO_TOWER_QUERY,
+    TWO_TOWER_TRAIN_ROWS,
     binary_and_gaussian_problem,
     ctr_correct,
     ctr_problem,
     keras3_ctr_model,
     linear_problem,
     omp_order,
+    two_tower_correct,
+    two_tower_problem,
 )
 
 from seqattn_tfrs.core import evidence as evidence_lib  # noqa: E402
@@ -800,6 +805,81 @@ def stopped() -> dict:
     gate, said = fit(early)
     assert gate.selection_complete and not said, said
     return {"selected": list(gate.selected_features)}
+
+
+def two_tower() -> dict:
+    """A subclassed two-tower retrieval model written as Keras's guides write
+    them: ``call`` takes no ``training`` and ``compute_loss`` (the in-batch
+    softmax) is overridden without it, and the model is not built before
+    ``fit`` (on TensorFlow Keras builds it only at the first step). Each
+    tower's gate picks the planted fields of ``planted.two_tower_problem``."""
+    from keras import ops
+
+    data = two_tower_problem(0)
+    rows = TWO_TOWER_TRAIN_ROWS
+
+    class TwoTower(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.query_gate, self.candidate_gate = (
+                SequentialAttentionEmbedding(
+                    {n: keras.layers.Embedding(size, 16) for n, size in sizes.items()},
+                    num_selected=k,
+                )
+                for sizes, k in ((TWO_TOWER_QUERY, 3), (TWO_TOWER_CANDIDATE, 1))
+            )
+            self.query_dense = keras.layers.Dense(32)
+            self.candidate_dense = keras.layers.Dense(32)
+
+        def call(self, x):
+            query = ops.concatenate(list(self.query_gate(x).values()), axis=1)
+            candidate = ops.concatenate(list(self.candidate_gate(x).values()), 1)
+            return ops.matmul(
+                self.query_dense(query), ops.transpose(self.candidate_dense(candidate))
+            )
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+            labels = ops.eye(ops.shape(y_pred)[0])
+            return ops.mean(
+                keras.losses.categorical_crossentropy(labels, y_pred, from_logits=True)
+            )
+
+    train = {name: values[:rows] for name, values in data.items()}
+    held = {name: values[rows:] for name, values in data.items()}
+    selection_data = [
+        ({name: v[i : i + 640] for name, v in held.items()}, np.zeros(640, "float32"))
+        for i in range(0, len(held["user_id"]), 640)
+    ]
+    zeros = np.zeros(rows, "float32")
+    if keras.backend.backend() == "tensorflow":
+        # Unbuilt at `on_train_begin` and no held-out batch to build it on.
+        model = TwoTower()
+        model.compile(keras.optimizers.Adagrad(0.1))
+        try:
+            model.fit(
+                train,
+                zeros,
+                batch_size=256,
+                epochs=4,
+                verbose=0,
+                callbacks=[SequentialAttentionCallback(within_fit=True)],
+            )
+        except ValueError as error:
+            assert "are not built when training begins" in str(error), error
+            assert model.query_gate.name in str(error), error
+        else:
+            raise AssertionError("an unbuilt model without selection_data fitted")
+    keras.utils.set_random_seed(0)
+    model = TwoTower()
+    model.compile(keras.optimizers.Adagrad(0.1))
+    callback = SequentialAttentionCallback(
+        within_fit=True, selection_data=selection_data, verbose=0
+    )
+    model.fit(train, zeros, batch_size=256, epochs=4, callbacks=[callback], verbose=0)
+    query = model.query_gate.selected_features
+    candidate = model.candidate_gate.selected_features
+    assert two_tower_correct(query, candidate), (query, candidate)
+    return {"query": list(query), "candidate": list(candidate)}
 
 
 def selecting_linear_model(names: list[str], x: dict, weights: list):

@@ -35,6 +35,7 @@ SCENARIOS = [
     "dependence",
     "evidence",
     "stopped",
+    "two_tower",
     "heldout_ahead",
     "heldout_device",
     "heldout_revisits",
