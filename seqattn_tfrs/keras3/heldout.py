@@ -307,25 +307,27 @@ def _inference_arguments(model: keras.Model) -> dict[str, bool]:
     return {"training": False} if "training" in model.call_signature_parameters else {}
 
 
-def _inference_loss(model: keras.Model, x, y, y_pred, sample_weight) -> Any:
-    """``compute_loss`` in inference mode; an override that takes no
-    ``training`` is called without it, as Keras's trainers do."""
+def _inference_loss(model: keras.Model) -> Callable[..., Any]:
+    """``model.compute_loss(x, y, y_pred, sample_weight)`` in inference mode;
+    an override that takes no ``training`` is called without it, as Keras's
+    trainers do (its signature read once, not at every step)."""
     if "training" in inspect.signature(model.compute_loss).parameters:
-        return model.compute_loss(x, y, y_pred, sample_weight, training=False)
-    return model.compute_loss(x, y, y_pred, sample_weight)
+        return functools.partial(model.compute_loss, training=False)
+    return model.compute_loss
 
 
 def _tf_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
     import tensorflow as tf
 
     metrics = model.metrics_variables
+    loss_of = _inference_loss(model)
 
     @tf.function(reduce_retracing=True)
     def compiled(x: Any, y: Any, sample_weight: Any) -> None:
         saved = [tf.identity(v.value) for v in metrics]
         with tf.GradientTape() as tape:
             y_pred = model(x, training=False)
-            loss = _inference_loss(model, x, y, y_pred, sample_weight)
+            loss = loss_of(x, y, y_pred, sample_weight)
         for variable, value in zip(state, tape.gradient(loss, state)):
             variable.assign(value)
         for variable, value in zip(metrics, saved):
@@ -338,12 +340,13 @@ def _torch_step(model: keras.Model, state: list[Any]) -> Callable[..., None]:
     import torch
 
     metrics = model.metrics_variables
+    loss_of = _inference_loss(model)
 
     def compiled(x: Any, y: Any, sample_weight: Any) -> None:
         saved = [keras.ops.convert_to_numpy(v) for v in metrics]
         with torch.enable_grad():
             y_pred = model(x, training=False)
-            loss = _inference_loss(model, x, y, y_pred, sample_weight)
+            loss = loss_of(x, y, y_pred, sample_weight)
             new = torch.autograd.grad(loss, [v.value for v in state])
         with torch.no_grad():
             for variable, value in zip(state, new):
