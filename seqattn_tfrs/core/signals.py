@@ -39,7 +39,7 @@ def gate_values(ops: Any, logits: Any, selected: Any, mode: Any, complete: Any) 
       [1.0, 0.25, 0.75]
     """
     unselected = 1.0 - selected
-    masked = ops.where(unselected > 0, logits, ops.full_like(logits, -1e30))
+    masked = ops.where(unselected > 0, logits, ops.zeros_like(logits) - 1e30)
     shifted = ops.exp(masked - ops.max(masked)) * unselected
     total = ops.sum(shifted)
     softmax = shifted / ops.where(total > 0, total, ops.ones_like(total))

@@ -158,8 +158,12 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 name=name,
                 shape=shape,
                 dtype=dtype,
-                # numpy, not an eager op per shape (each one a compile on JAX)
-                initializer=lambda shape, dtype: np.full(shape, value, dtype),
+                # from numpy, not an eager op per shape (each one a compile on
+                # JAX); a backend tensor, since Keras hands an unbuilt model's
+                # tracing (PyTorch's symbolic build) what this returns
+                initializer=lambda shape, dtype: ops.convert_to_tensor(
+                    np.full(shape, value, dtype)
+                ),
                 trainable=overwrite,
                 autocast=False,
                 overwrite_with_gradient=overwrite,

@@ -218,10 +218,12 @@ def gate_and_learn(
 
     state = [ops.convert_to_tensor(v) for v in layer.learning_state]
     gated = gate(joined, *state)
-    split = np.cumsum(widths)[:-1].tolist()
+    # Slices, not ops.split: PyTorch's split reads its offsets back from a
+    # tensor, which a symbolic build on the "meta" device cannot.
+    ends = np.cumsum(widths).tolist()
     return [
-        ops.cast(part, v.dtype)
-        for part, v in zip(ops.split(gated, split, axis=1), values)
+        ops.cast(gated[:, end - width : end], v.dtype)
+        for end, width, v in zip(ends, widths, values)
     ]
 
 
