@@ -55,6 +55,9 @@ setuptools.setup(
         "keras3": ["keras>=3.15,<4", "keras-rs>=0.4,<0.5", "jax[cpu]>=0.10"],
         "test": [
             "seqattn_tfrs[movielens,keras3]",
+            # The Keras 3 scenarios run on PyTorch too (tested: 2.13.0, CPU
+            # build).
+            "torch==2.13.*",
             "pytest>=8",
             "hypothesis>=6.100",
             "scikit-learn>=1.4",

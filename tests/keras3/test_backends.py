@@ -1,12 +1,9 @@
-"""The Keras 3 front-end on the JAX and TensorFlow backends.
+"""The Keras 3 front-end on the JAX, TensorFlow and PyTorch backends.
 
 Each backend runs ``scenarios.py`` in a subprocess of its own (Keras 3 reads
 ``KERAS_BACKEND`` at import, and this suite's conftest makes ``tf.keras``
-Keras 2), both at once. PyTorch is not in the suite (about 4 minutes on 2 cores
-in eager mode); ``KERAS_BACKEND=torch python tests/keras3/scenarios.py omp
-first_pick settled ctr distributed config budget dependence evidence stopped
-doctests`` runs the same scenarios by hand, all but the export, which fails
-inside Keras (see docs/keras3.md).
+Keras 2), all at once. ``KERAS_BACKEND=torch python tests/keras3/scenarios.py
+two_tower`` runs one scenario by hand.
 """
 
 from __future__ import annotations
@@ -42,7 +39,7 @@ SCENARIOS = [
     "probe",
     "doctests",
 ]
-BACKENDS = ["jax", "tensorflow"]
+BACKENDS = ["jax", "tensorflow", "torch"]
 # Strings reach a model only on the TensorFlow backend.
 ONLY = {"probe_strings": ["tensorflow"]}
 RUNS = {
