@@ -1,6 +1,6 @@
 """The main job's CLI and the examples, each run in smoke mode in a subprocess.
 
-The five processes start together (one module fixture) and run side by side;
+The six processes start together (one module fixture) and run side by side;
 each test waits for its own.
 """
 
@@ -19,7 +19,12 @@ from seqattn_tfrs.movielens import data
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_SECONDS = 240
 BUDGET_BYTES = 50_000  # about a fifth of the smoke job's 272 KiB of tables
-EXAMPLES = ("add_layer_to_tfrs_model", "select_with_callback", "export_for_tf_serving")
+EXAMPLES = (
+    "add_layer_to_tfrs_model",
+    "select_with_callback",
+    "export_for_tf_serving",
+    "movielens_retrieval",
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +69,7 @@ def runs(tmp_path_factory):
             "--smoke",
         ]
     commands["export_for_tf_serving"] += ["--export_base", str(job_dir / "ranker")]
+    commands["movielens_retrieval"] += ["--export_base", str(job_dir / "retrieval")]
     for name, command in commands.items():
         started[name] = subprocess.Popen(
             command,
@@ -199,6 +205,17 @@ def test_example_runs_in_smoke_mode(runs, name):
     if name == "export_for_tf_serving":
         assert "saved_model_cli show --dir" in output
         assert list((directory / "ranker").glob("*/saved_model.pb"))
+    elif name == "movielens_retrieval":
+        summary = json.loads(output.strip().splitlines()[-1])
+        assert len(summary["query_features"]) == 3, summary
+        assert len(summary["candidate_features"]) == 2, summary
+        # The exported index takes the kept query features only, and the
+        # SavedModel, loaded back, returns the movies the in-process index did.
+        assert summary["serving_inputs"] == sorted(summary["query_features"])
+        assert summary["served_top_10_match"] is True, summary
+        assert pathlib.Path(summary["export"]).parent == directory / "retrieval"
+        for model in ("selected", "all_features"):
+            assert 0.0 < summary[model]["test_top_100_accuracy"] <= 1.0, summary
     else:
         assert "Selected" in output
 
