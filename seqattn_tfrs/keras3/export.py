@@ -101,6 +101,9 @@ def _export_on_tensorflow(model: keras.Model, path: str) -> None:
     package_root = str(pathlib.Path(__file__).resolve().parents[2])
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["KERAS_BACKEND"] = "tensorflow"
+    # The export traces and writes a graph, no device needed; TensorFlow on a
+    # GPU the parent's PyTorch holds would first claim what memory is left.
+    env["CUDA_VISIBLE_DEVICES"] = ""
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (package_root, env.get("PYTHONPATH")) if p
     )
