@@ -702,18 +702,14 @@ def evidence() -> dict:
     logit = 2.0 * rng.normal(size=10)[small] + 1.5 * rng.normal(size=10)[other]
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
     columns = {"small": small, "other": other, "noise": noise}
-    # A constant feature: one embedding. Its table has a second, unused row
-    # because Keras builds the model on PyTorch from inputs of ones.
+    # A constant feature: one embedding.
     columns["const"] = np.zeros(n, np.int64)
     columns = {k: v.astype(np.int32) for k, v in columns.items()}
     names = list(columns)
     keras.utils.set_random_seed(0)
     inputs = {name: keras.Input((), name=name, dtype="int32") for name in names}
     gate = SequentialAttentionEmbedding(
-        {
-            k: keras.layers.Embedding(max(int(v.max()) + 1, 2), 4)
-            for k, v in columns.items()
-        },
+        {k: keras.layers.Embedding(int(v.max()) + 1, 4) for k, v in columns.items()},
         budget_bytes=300,
         feature_bytes={name: 100 for name in names},
         budget_rule="gain_per_byte",
