@@ -1,0 +1,117 @@
+"""Replays the last pick of generated runs whose last round was spent, under
+other caps of the least-harm order.
+
+Reads rows of ``benchmarks/generated_quality.py`` that carry ``rounds`` (since
+session 44) and, for each run whose last commit had ``signal_exhausted``,
+orders the candidates as ``core.selection`` does once none helps (the
+combined z, tables no larger than the cap by that z, larger ones by their
+rows; functions of a selected field behind; a copy first when every other
+candidate hurts), from the round's recorded statistics and the problem's
+tables. The cap is the largest selected table (the release) or every selected
+table together (``sum``). Counts what each pick is: a noise field, a source
+of a group not yet covered (``missing``), or a field of a covered group;
+and how many of the recorded picks the replay reproduces (the release's replay
+reproduces the release's rows). Usage, from the repository root:
+
+  python docs/generated_quality/replay_spent.py \\
+      docs/generated_quality/ctr_sparse_session47_final_near_ties.jsonl
+"""
+
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [ROOT, ROOT + "/benchmarks"]
+from generator import generate_problem  # noqa: E402
+
+from seqattn_tfrs.core import least_harm  # noqa: E402
+
+CAPS = {"release": np.max, "sum": np.sum}
+
+
+def last_pick(problem, row: dict, cap_of) -> str:
+    """The last pick of ``row`` replayed with the cap ``cap_of(selected rows)``."""
+    last = row["rounds"][-1]
+    names = np.array(problem.names)
+    rows = np.array([problem.features[f].max() + 1 for f in names], float)
+    chosen = np.isin(names, row["picks"][:-1])
+    gate = np.array([last["heldout_scores"].get(f, 0.0) for f in names])
+    probe = np.array([last["probe_scores"].get(f, np.nan) for f in names])
+    combined = (gate + np.nan_to_num(probe)) / 2**0.5
+    combined = np.where(np.isfinite(probe), combined, gate)
+    member = members(problem)
+    covered = {member[f][0] for f in names[chosen] if f in member}
+
+    def related(relations):
+        return np.array(
+            [
+                not chosen[i]
+                and f in member
+                and member[f][0] in covered
+                and member[f][1].split(":")[0] in relations
+                for i, f in enumerate(names)
+            ]
+        )
+
+    copies, coarser = related(("recode", "source")), related(("coarsening",))
+    cap = cap_of(rows[chosen])
+    order = np.flatnonzero(~chosen)
+    order = order[np.argsort(-combined[order], kind="stable")]
+    order = least_harm.least_cost_first(order, rows, cap)
+    order = np.concatenate([order[~copies[order]], order[copies[order]]])
+    order = least_harm.coarsenings_by_cost(order, rows, coarser[order], cap)
+    order = least_harm.copy_when_all_hurt(order, gate, copies[order])
+    return str(names[order[0]])
+
+
+def members(problem) -> dict[str, tuple[int, str]]:
+    """Each group member's group and relation (``source``, ``recode`` ...)."""
+    return {
+        f: (g, relation)
+        for g, group in enumerate(problem.answer["groups"])
+        for f, relation in group["members"].items()
+    }
+
+
+def role(problem, row: dict, pick: str) -> str:
+    """``noise``, ``missing`` (a group not covered before) or ``covered group``."""
+    if pick in problem.answer["noise"]:
+        return "noise"
+    member = members(problem)
+    covered = {member[f][0] for f in row["picks"][:-1] if f in member}
+    return "missing" if member[pick][0] not in covered else "covered group"
+
+
+def main(path: str) -> None:
+    problems, runs = {}, 0
+    counts = collections.defaultdict(collections.Counter)
+    matches = collections.Counter()
+    with open(path) as lines:
+        rows = [json.loads(line) for line in lines]
+    for row in rows:
+        last = row.get("rounds", [{}])[-1]
+        if not last.get("signal_exhausted") or "probe_scores" not in last:
+            continue
+        key = (row["kind"], row["problem"])
+        if key not in problems:
+            problems[key] = generate_problem(row["problem"], row["kind"])
+        problem, runs = problems[key], runs + 1
+        for name, cap_of in CAPS.items():
+            pick = last_pick(problem, row, cap_of)
+            counts[name][role(problem, row, pick)] += 1
+            matches[name] += pick == row["picks"][-1]
+    print(f"{path}: {runs} runs whose last round was spent")
+    for name in CAPS:
+        print(
+            f"  cap = {name}: {dict(counts[name])}; the recorded pick in "
+            f"{matches[name]} of {runs}"
+        )
+
+
+if __name__ == "__main__":
+    for argument in sys.argv[1:]:
+        main(argument)
