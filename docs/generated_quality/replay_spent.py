@@ -43,21 +43,20 @@ def last_pick(problem, row: dict, cap_of) -> str:
     probe = np.array([last["probe_scores"].get(f, np.nan) for f in names])
     combined = (gate + np.nan_to_num(probe)) / 2**0.5
     combined = np.where(np.isfinite(probe), combined, gate)
+    # As the dependence check sees them: a source and its re-coding are
+    # functions of each other (a copy once either is chosen), a coarsening a
+    # function of a chosen source or re-coding.
     member = members(problem)
-    covered = {member[f][0] for f in names[chosen] if f in member}
-
-    def related(relations):
-        return np.array(
-            [
-                not chosen[i]
-                and f in member
-                and member[f][0] in covered
-                and member[f][1].split(":")[0] in relations
-                for i, f in enumerate(names)
-            ]
-        )
-
-    copies, coarser = related(("recode", "source")), related(("coarsening",))
+    exact = {
+        member[f][0] for f in names[chosen] if f in member and _exact(member[f][1])
+    }
+    in_exact = [f in member and member[f][0] in exact for f in names]
+    copies = np.array([c and _exact(member[f][1]) for f, c in zip(names, in_exact)])
+    coarser = np.array(
+        [c and member[f][1].startswith("coarsening") for f, c in zip(names, in_exact)]
+    )
+    copies &= ~chosen
+    coarser &= ~chosen
     cap = cap_of(rows[chosen])
     order = np.flatnonzero(~chosen)
     order = order[np.argsort(-combined[order], kind="stable")]
@@ -66,6 +65,11 @@ def last_pick(problem, row: dict, cap_of) -> str:
     order = least_harm.coarsenings_by_cost(order, rows, coarser[order], cap)
     order = least_harm.copy_when_all_hurt(order, gate, copies[order])
     return str(names[order[0]])
+
+
+def _exact(relation: str) -> bool:
+    """A source or its exact re-coding: each a function of the other."""
+    return relation in ("source", "recode")
 
 
 def members(problem) -> dict[str, tuple[int, str]]:
