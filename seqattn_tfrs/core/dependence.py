@@ -265,19 +265,21 @@ def record_batches(
     batches: Iterable[Any],
     forward: Callable[[Any], Any],
     max_rows: int,
+    **recording: Any,
 ) -> list[list[dict[str, tuple[np.ndarray, np.ndarray]]]]:
     """Each gate's recorded batches (``{name: (raw, table output)}``) while
     ``forward`` feeds ``batches`` through the gates (each gate's
-    ``recording_inputs``), up to the batch that brings the rows to
-    ``max_rows``; stops after a batch that some gate did not record (that
-    pass does not reach it), so the caller can try another. Each forward
-    pass stops once every gate has recorded its batch.
+    ``recording_inputs``, given the ``recording`` keyword arguments), up to
+    the batch that brings the rows to ``max_rows``; stops after a batch that
+    some gate did not record (that pass does not reach it), so the caller
+    can try another. Each forward pass stops once every gate has recorded
+    its batch.
     """
     recorder = InputRecorder(len(layers))
     rows = 0
     with contextlib.ExitStack() as stack:
         records = [
-            stack.enter_context(layer.recording_inputs(into))
+            stack.enter_context(layer.recording_inputs(into, **recording))
             for layer, into in zip(layers, recorder.lists)
         ]
         for batch in batches:

@@ -137,8 +137,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.output_widths: dict[str, int] = dict(pruned)
         # Raw inputs and table outputs of eager calls while `recording_inputs`
         # is active; set without Keras's attribute tracking (it would wrap
-        # the list).
+        # the list), with the tables' compiled lookups where asked for.
         object.__setattr__(self, "_recorded_inputs", None)
+        object.__setattr__(self, "_recording_lookups", None)
 
     # ------------------------------------------------------------------ state
     def build(self, input_shape: Any = None) -> None:
@@ -475,7 +476,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 f"{self.name}: feature(s) {missing} missing from the inputs; got "
                 f"keys {sorted(features)}."
             )
-        if self._distributed:
+        if self._recording_lookups is not None:
+            embedded = self._recording_lookups(features)
+        elif self._distributed:
             embedded = self.embeddings({n: features[n] for n in self.kept_features})
         else:
             embedded = {n: layer(features[n]) for n, layer in self.embeddings.items()}
@@ -644,30 +647,32 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.dependence_checked.assign(1)
 
     @contextlib.contextmanager
-    def recording_inputs(self, into: list | None = None) -> Iterator[list]:
+    def recording_inputs(
+        self, into: list | None = None, compiled_lookups: bool = False
+    ) -> Iterator[list]:
         """While active, each eager call appends, per feature, its raw input
         and its table's output (numpy) to ``into`` (a new list by default),
-        which it yields; traced calls append nothing."""
+        which it yields; traced calls append nothing. With
+        ``compiled_lookups`` (JAX, a dict of tables), the tables' outputs come
+        from one compiled program (:func:`tables.compiled_lookups`)."""
         recorded = [] if into is None else into
+        lookups = None
+        if compiled_lookups and not self._distributed:
+            lookups = tables.compiled_lookups(self.embeddings)
         object.__setattr__(self, "_recorded_inputs", recorded)
+        object.__setattr__(self, "_recording_lookups", lookups)
         try:
             yield recorded
         finally:
             object.__setattr__(self, "_recorded_inputs", None)
+            object.__setattr__(self, "_recording_lookups", None)
 
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        if self._distributed:
-            embeddings = keras.saving.serialize_keras_object(self.embeddings)
-        else:
-            embeddings = {
-                name: keras.saving.serialize_keras_object(layer)
-                for name, layer in self.embeddings.items()
-            }
         config.update(
             {
-                "embeddings": embeddings,
+                "embeddings": tables.serialize(self.embeddings),
                 "num_selected": self.num_selected,
                 "budget_bytes": self.budget_bytes,
                 "feature_bytes": dict(self.feature_bytes) or None,
@@ -681,15 +686,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SequentialAttentionEmbedding:
         config = dict(config)
-        embeddings = config.pop("embeddings")
-        if "class_name" in embeddings and "config" in embeddings:
-            layers = keras.saving.deserialize_keras_object(embeddings)
-        else:
-            layers = {
-                name: keras.saving.deserialize_keras_object(layer)
-                for name, layer in embeddings.items()
-            }
-        return cls(layers, **config)
+        return cls(tables.deserialize(config.pop("embeddings")), **config)
 
 
 def _has_values_to_group(value: Any) -> bool:

@@ -11,7 +11,7 @@ for each feature that uses it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -133,3 +133,65 @@ def copy_distributed_tables(source: Any, target: Any) -> None:
             "DistributedEmbedding; expected each on the default device as a "
             "variable `<table>/embeddings`."
         )
+
+
+def serialize(embeddings: Any) -> Any:
+    """``embeddings`` (a dict of layers or a ``DistributedEmbedding``) as config."""
+    if is_distributed(embeddings):
+        return keras.saving.serialize_keras_object(embeddings)
+    return {
+        name: keras.saving.serialize_keras_object(layer)
+        for name, layer in embeddings.items()
+    }
+
+
+def deserialize(config: Any) -> Any:
+    """The embeddings :func:`serialize` wrote."""
+    if "class_name" in config and "config" in config:
+        return keras.saving.deserialize_keras_object(config)
+    return {
+        name: keras.saving.deserialize_keras_object(layer)
+        for name, layer in config.items()
+    }
+
+
+def compiled_lookups(
+    embeddings: Mapping[str, keras.layers.Layer],
+) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A function from raw inputs to every table's output, compiled by JAX
+    as one program (each table's ``stateless_call`` on its variables' current
+    values). Called eagerly, JAX compiles each table's lookup on its own, once
+    per table shape (about 0.05 s a table on a CPU); this compiles once per
+    batch shape. The tables must be built and traceable by JAX (as in a
+    jit-compiled ``fit``).
+
+    Raises:
+      ValueError: the backend is not JAX.
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "Compiled table lookups are for the JAX backend; got "
+            f"{keras.backend.backend()!r}."
+        )
+    import jax
+
+    layers = dict(embeddings)
+
+    @jax.jit
+    def lookups(states: dict, inputs: dict) -> dict:
+        return {
+            name: layer.stateless_call(*states[name], inputs[name])[0]
+            for name, layer in layers.items()
+        }
+
+    def call(features: Mapping[str, Any]) -> dict[str, Any]:
+        states = {
+            name: (
+                [v.value for v in layer.trainable_variables],
+                [v.value for v in layer.non_trainable_variables],
+            )
+            for name, layer in layers.items()
+        }
+        return lookups(states, {name: features[name] for name in layers})
+
+    return call

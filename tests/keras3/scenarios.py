@@ -43,6 +43,7 @@ from seqattn_tfrs.core.pairs import named_pair_scores  # noqa: E402
 from seqattn_tfrs.keras3 import (  # noqa: E402
     SequentialAttentionCallback,
     SequentialAttentionEmbedding,
+    dependence_check,
     export_for_serving,
     prune,
 )
@@ -583,6 +584,54 @@ def recoding_problem(rows: int = 3840, seed: int = 0) -> tuple[dict, np.ndarray]
     return {k: v.astype(np.int32) for k, v in columns.items()}, y
 
 
+def _on_jax() -> bool:
+    return keras.backend.backend() == "jax"
+
+
+def _check_compiles(model, gate, columns, y) -> dict:
+    """JAX: the dependence check's tables compile as one program (fewer
+    compiles than the tables' distinct shapes, which an eager pass compiles
+    one by one) and record exactly the eager pass's table outputs."""
+    import jax
+
+    from seqattn_tfrs.core import dependence as dependence_lib
+
+    counting = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and counting:
+            counting[-1] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    data = batches(columns, y, slice(2560, 2816), 128)
+    counting.append(0)  # nothing cached yet: the callback's own check
+    dependence_check.check_functional_dependence(model, [gate], data)
+    recorded, compiles = {}, {"check": counting.pop()}
+    for together in (True, False):  # the compiled pass first: nothing cached
+        counting.append(0)
+        (recorded[together],) = dependence_lib.record_batches(
+            [gate],
+            iter(data),
+            lambda batch: model(batch[0], training=False),
+            max_rows=10_000,
+            compiled_lookups=together,
+        )
+        compiles[together] = counting.pop()
+    shapes = {tuple(t.embeddings.shape) for t in gate.embeddings.values()}
+    assert max(compiles["check"], compiles[True]) <= 1 < len(shapes), compiles
+    assert compiles[False] >= len(shapes), (compiles, shapes)
+    assert len(recorded[True]) == len(recorded[False]) == 2
+    for ours, eager in zip(recorded[True], recorded[False]):
+        for name, (raw, table) in eager.items():
+            np.testing.assert_array_equal(ours[name][0], raw)
+            np.testing.assert_array_equal(ours[name][1], table)
+    return {
+        "check": compiles["check"],
+        "compiled": compiles[True],
+        "eager": compiles[False],
+    }
+
+
 def dependence() -> dict:
     """A field and its re-coding: the callback finds the pair on
     `selection_data` (and checks nothing without it), and the layer's commit
@@ -620,6 +669,7 @@ def dependence() -> dict:
     assert loaded.functional_dependencies == pair, loaded.functional_dependencies
     _, unchecked = fit(selection_data=False)
     assert unchecked.functional_dependencies is None
+    compiles = _check_compiles(model, checked, columns, y) if _on_jax() else None
 
     # The layer's own commit, on hand-set logits (the copy's second largest).
     logits = np.array([3.0, 2.0, 1.0, 0.5, 0.0], np.float32)
@@ -644,6 +694,7 @@ def dependence() -> dict:
         "dependencies": checked.functional_dependencies,
         "selected": selected,
         "commits": picks,
+        "check_compiles": compiles,
         "by_table": _grouped_by_tables(),
     }
 
