@@ -128,6 +128,53 @@ def selection_callback(selection_data=None) -> SequentialAttentionCallback:
     )
 
 
+def environment_workload() -> tuple:
+    """The GPU comparison scripts' workload (``docs/keras3_gpu_compare.py``):
+    26 tables of 10 to ``MAXROWS`` rows, ``STEPS`` training batches of
+    ``BATCH`` rows and 4 held-out ones, sizes from the environment. Returns
+    ``(sizes, x, y, selection_data, head)``, ``head`` the first batch."""
+    steps = int(os.environ.get("STEPS", 300))
+    batch = int(os.environ.get("BATCH", 8192))
+    sizes = np.geomspace(10, int(os.environ.get("MAXROWS", 1_000_000)), FIELDS)
+    sizes = sizes.astype(int)
+    x, y = data(batch * steps, sizes, 0)
+    heldout_x, heldout_y = data(batch * 4, sizes, 1)
+    selection_data = [
+        ({k: v[i : i + batch] for k, v in heldout_x.items()}, heldout_y[i : i + batch])
+        for i in range(0, len(heldout_y), batch)
+    ]
+    head = ({k: v[:batch] for k, v in x.items()}, y[:batch])
+    return sizes, x, y, selection_data, head
+
+
+def timed_run(workload: tuple, gated: bool, heldout: bool, on_start=None) -> dict:
+    """One fit of 5 epochs of :func:`environment_workload`'s ``workload``
+    after a one-batch fit that compiles the train step: plain, or gated with
+    the measured schedule from training batches or held-out ones. Calls
+    ``on_start()`` just before the timed fit. Returns its wall time, each
+    epoch's, and the gated run's picks."""
+    sizes, x, y, selection_data, head = workload
+    batch = len(head[1])
+    keras.utils.set_random_seed(0)
+    model, gate = build(sizes, 16, gated, 6)
+    timed_fit(model, *head, batch, 1)  # compile the train step
+    callbacks = []
+    if gated:
+        gate.gate_mode.assign(DENSE)
+        callbacks.append(selection_callback(selection_data if heldout else None))
+    if on_start is not None:
+        on_start()
+    start = time.perf_counter()
+    times = timed_fit(model, x, y, batch, 5, callbacks)
+    result = {
+        "total": round(time.perf_counter() - start, 3),
+        "epochs": [round(t, 3) for t in times],
+    }
+    if gated:
+        result["selected"] = list(gate.selected_features)
+    return result
+
+
 def timed_fit(model, x, y, batch, epochs, callbacks=()):
     timer = EpochTimer()
     model.fit(

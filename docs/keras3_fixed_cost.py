@@ -7,6 +7,8 @@ on JAX, every XLA compile of 0.1 s or more named with its duration. Prints
 one JSON line. For timing only: it wraps the callback's methods.
 
   PKG_ROOT=/path/to/checkout KERAS_BACKEND=jax STEPS=60 python3 keras3_fixed_cost.py
+
+(``STEPS``, ``BATCH`` and ``MAXROWS`` as in ``keras3_gpu.environment_workload``.)
 """
 
 import collections
@@ -24,22 +26,13 @@ import keras3_gpu  # noqa: E402
 import numpy as np  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
-from seqattn_tfrs.core.modes import DENSE  # noqa: E402
 from seqattn_tfrs.keras3 import callback as callback_lib  # noqa: E402
 from seqattn_tfrs.keras3 import heldout_probe  # noqa: E402
 
 assert seqattn_tfrs.__file__.startswith(ROOT), seqattn_tfrs.__file__
 BACKEND = keras.backend.backend()
-STEPS = int(os.environ.get("STEPS", 60))
-BATCH = int(os.environ.get("BATCH", 8192))
-SIZES = np.geomspace(10, int(os.environ.get("MAXROWS", 1_000_000)), 26).astype(int)
-x, y = keras3_gpu.data(BATCH * STEPS, SIZES, 0)
-heldout_x, heldout_y = keras3_gpu.data(BATCH * 4, SIZES, 1)
-selection_data = [
-    ({k: v[i : i + BATCH] for k, v in heldout_x.items()}, heldout_y[i : i + BATCH])
-    for i in range(0, len(heldout_y), BATCH)
-]
-head = ({k: v[:BATCH] for k, v in x.items()}, y[:BATCH])
+WORKLOAD = keras3_gpu.environment_workload()
+BATCH = len(WORKLOAD[4][1])
 
 compiles: list[tuple[str, float]] = []  # (function, seconds), JAX only
 if BACKEND == "jax":
@@ -80,43 +73,23 @@ Callback = callback_lib.SequentialAttentionCallback
 for hook in ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end"):
     timed(Callback, hook, hook)
 timed(Callback, "_check_dependence", "on_train_begin: dependence check")
-timed(Callback, "_run_probe", "probe passes (in on_epoch_begin)")
-timed(Callback, "_run_pair_test", "pair tests (in on_epoch_begin)")
+timed(Callback, "_run_probe", "commits: probe passes")
+timed(Callback, "_run_pair_test", "commits: pair tests")
 timed(heldout_probe.HeldoutProbe, "__init__", "on_train_begin: probe set-up")
 timed(callback_lib.heldout, "make_step", "on_train_begin: held-out step set-up")
 
 
+timed(Callback, "on_train_batch_end", "on_train_batch_end (held-out steps)")
+
+
 def run(gated: bool) -> dict:
-    keras.utils.set_random_seed(0)
-    model, gate = keras3_gpu.build(SIZES, 16, gated, 6)
-    keras3_gpu.timed_fit(model, *head, BATCH, 1)  # compile the train step
-    callbacks = []
-    if gated:
-        gate.gate_mode.assign(DENSE)
-        callbacks.append(keras3_gpu.selection_callback(selection_data))
-        step_time = [0.0, 0]
-        original = Callback.on_train_batch_end
+    def on_start():
+        hooks.clear()
+        calls.clear()
+        compiles.clear()
 
-        def on_train_batch_end(self, batch, logs=None):
-            start = time.perf_counter()
-            original(self, batch, logs)
-            step_time[0] += time.perf_counter() - start
-            step_time[1] += 1
-
-        Callback.on_train_batch_end = on_train_batch_end
-    hooks.clear()
-    calls.clear()
-    compiles.clear()
-    start = time.perf_counter()
-    times = keras3_gpu.timed_fit(model, x, y, BATCH, 5, callbacks)
-    result = {
-        "total": round(time.perf_counter() - start, 3),
-        "epochs": [round(t, 3) for t in times],
-    }
+    result = keras3_gpu.timed_run(WORKLOAD, gated, gated, on_start)
     if gated:
-        Callback.on_train_batch_end = original
-        result["selected"] = list(gate.selected_features)
-        result["on_train_batch_end (held-out steps)"] = round(step_time[0], 3)
         result["hooks"] = {k: [calls[k], round(v, 3)] for k, v in hooks.items()}
     if compiles:
         result["compiles"] = [(n, round(s, 2)) for n, s in compiles if s >= 0.1]
@@ -126,7 +99,8 @@ def run(gated: bool) -> dict:
 
 
 device = str(keras.Variable(np.zeros(1, np.float32)).value.device)
-results = {"backend": BACKEND, "device": device, "steps": STEPS, "batch": BATCH}
+results = {"backend": BACKEND, "device": device, "batch": BATCH}
+results["steps"] = len(WORKLOAD[2]) // BATCH
 results["plain"] = run(False)
 results["heldout"] = run(True)
 print(json.dumps(results), flush=True)
