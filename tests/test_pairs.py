@@ -194,3 +194,33 @@ def test_a_pair_beats_single_picks_only_where_its_z_squared_is_larger():
     spent = np.array([0.0, 0.3, 1.0, -0.2, 0.8])
     assert len(evidence.pairs_to_test(selected, None, spent, probe, 3)) == 6
     assert evidence.pairs_to_test(selected, None, spent, probe, 1) == []
+
+
+def test_pair_test_takes_at_most_max_pair_candidates():
+    """Past ``MAX_PAIR_CANDIDATES`` eligible candidates the pairs are among
+    the interaction suspects and then the largest gate z: every pair of 200
+    candidates would cost minutes of numpy a round."""
+    cap = evidence.MAX_PAIR_CANDIDATES
+    n = cap + 12
+    selected, probe = np.arange(n) < 1, np.full(n, 0.5)
+    spent = np.random.default_rng(0).normal(0, 0.5, n)  # none helps alone
+    asked = evidence.pairs_to_test(selected, None, spent, probe, 3)
+    members = {i for pair in asked for i in pair}
+    assert len(asked) == cap * (cap - 1) // 2
+    assert members == {int(i) for i in np.argsort(-spent[1:])[:cap] + 1}
+    # Below the cap, every pair, as before.
+    few = spent[: cap + 1]
+    assert (
+        len(evidence.pairs_to_test(selected[: cap + 1], None, few, probe[: cap + 1], 3))
+        == cap * (cap - 1) // 2
+    )
+    # A suspect (gate z 6, probe z -1) below the cap's gate z stays in: the
+    # pairs asked are its own, with the 39 largest gate z of the others
+    # (helpers by both z, so no suspects).
+    gate_z, probe_z = np.full(n, 9.0), np.full(n, 9.0)
+    gate_z[-1], probe_z[-1] = 6.0, -1.0
+    gate_z[1:-1] += np.linspace(0, 1, n - 2)
+    asked = evidence.pairs_to_test(selected, None, gate_z, probe_z, 3)
+    partners = sorted(i for pair in asked for i in pair if i != n - 1)
+    assert len(asked) == cap - 1 and all(n - 1 in pair for pair in asked)
+    assert partners == list(range(n - cap, n - 1))
