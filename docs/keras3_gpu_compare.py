@@ -4,7 +4,9 @@
 warm-up epoch, 3 rounds of 2 picks, 1 fine-tune epoch) and a plain fit
 before and after, for the library found at ``PKG_ROOT`` (a checkout or an
 unpacked ``git archive``), so that two versions alternate in separate
-processes on one machine (docs/keras3.md, "Run 4"). Prints one JSON line:
+processes on one machine (docs/keras3.md, "Run 4"); a version older than
+``benchmarks/keras3_gpu.timed_run`` (session 53) needs this checkout's
+``benchmarks/keras3_gpu.py`` copied into its tree. Prints one JSON line:
 
   PKG_ROOT=/path/to/checkout LABEL=new KERAS_BACKEND=jax python3 keras3_gpu_compare.py
 """
