@@ -128,23 +128,29 @@ def selection_callback(selection_data=None) -> SequentialAttentionCallback:
     )
 
 
-def environment_workload() -> tuple:
-    """The GPU comparison scripts' workload (``docs/keras3_gpu_compare.py``):
-    26 tables of 10 to ``MAXROWS`` rows, ``STEPS`` training batches of
-    ``BATCH`` rows and 4 held-out ones, sizes from the environment. Returns
-    ``(sizes, x, y, selection_data, head)``, ``head`` the first batch."""
-    steps = int(os.environ.get("STEPS", 300))
-    batch = int(os.environ.get("BATCH", 8192))
-    sizes = np.geomspace(10, int(os.environ.get("MAXROWS", 1_000_000)), FIELDS)
-    sizes = sizes.astype(int)
-    x, y = data(batch * steps, sizes, 0)
-    heldout_x, heldout_y = data(batch * 4, sizes, 1)
+def workload(max_rows: int, batch: int, steps: int) -> tuple:
+    """26 tables of 10 to ``max_rows`` rows, ``steps`` training batches of
+    ``batch`` rows and 4 held-out ones. Returns ``(sizes, x, y,
+    selection_data, head)``, ``head`` the first training batch."""
+    sizes = np.geomspace(10, max_rows, FIELDS).astype(int)
+    x, y = data(batch * steps, sizes, seed=0)
+    heldout_x, heldout_y = data(batch * 4, sizes, seed=1)
     selection_data = [
         ({k: v[i : i + batch] for k, v in heldout_x.items()}, heldout_y[i : i + batch])
         for i in range(0, len(heldout_y), batch)
     ]
     head = ({k: v[:batch] for k, v in x.items()}, y[:batch])
     return sizes, x, y, selection_data, head
+
+
+def environment_workload() -> tuple:
+    """The GPU comparison scripts' :func:`workload` (``docs/keras3_gpu_compare.py``),
+    sized by ``MAXROWS``, ``BATCH`` and ``STEPS`` from the environment."""
+    return workload(
+        int(os.environ.get("MAXROWS", 1_000_000)),
+        int(os.environ.get("BATCH", 8192)),
+        int(os.environ.get("STEPS", 300)),
+    )
 
 
 def timed_run(workload: tuple, gated: bool, heldout: bool, on_start=None) -> dict:
@@ -201,17 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.max_rows, args.batch, args.steps = 2000, 256, 6
-    sizes = np.geomspace(10, args.max_rows, FIELDS).astype(int)
-    rows = args.batch * args.steps
-    x, y = data(rows, sizes, seed=0)
-    heldout_x, heldout_y = data(args.batch * 4, sizes, seed=1)
-    selection_data = [
-        (
-            {k: v[i : i + args.batch] for k, v in heldout_x.items()},
-            heldout_y[i : i + args.batch],
-        )
-        for i in range(0, len(heldout_y), args.batch)
-    ]
+    sizes, x, y, selection_data, head = workload(args.max_rows, args.batch, args.steps)
     result = {
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
@@ -269,8 +265,7 @@ def main() -> None:
     # 2. Whole selection runs against a plain fit of the same steps.
     rounds = -(-args.num_selected // 2)
     epochs = 1 + rounds + 1
-    examples = rows * epochs
-    head = ({k: v[: args.batch] for k, v in x.items()}, y[: args.batch])
+    examples = len(y) * epochs
 
     def run(gated_model: bool, callbacks_of) -> dict:
         keras.utils.set_random_seed(0)

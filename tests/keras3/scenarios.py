@@ -584,10 +584,6 @@ def recoding_problem(rows: int = 3840, seed: int = 0) -> tuple[dict, np.ndarray]
     return {k: v.astype(np.int32) for k, v in columns.items()}, y
 
 
-def _on_jax() -> bool:
-    return keras.backend.backend() == "jax"
-
-
 def _check_compiles(model, gate, columns, y) -> dict:
     """JAX: the dependence check's tables compile as one program (fewer
     compiles than the tables' distinct shapes, which an eager pass compiles
@@ -669,7 +665,8 @@ def dependence() -> dict:
     assert loaded.functional_dependencies == pair, loaded.functional_dependencies
     _, unchecked = fit(selection_data=False)
     assert unchecked.functional_dependencies is None
-    compiles = _check_compiles(model, checked, columns, y) if _on_jax() else None
+    on_jax = keras.backend.backend() == "jax"
+    compiles = _check_compiles(model, checked, columns, y) if on_jax else None
 
     # The layer's own commit, on hand-set logits (the copy's second largest).
     logits = np.array([3.0, 2.0, 1.0, 0.5, 0.0], np.float32)
