@@ -8,7 +8,10 @@ combined z, tables no larger than the cap by that z, larger ones by their
 rows; functions of a selected field behind; a copy first when every other
 candidate hurts), from the round's recorded statistics and the problem's
 tables. The cap is the largest selected table (the release) or every selected
-table together (``sum``). Counts what each pick is: a noise field, a source
+table together (``sum``); ``pooled`` keeps the release's cap but lets a larger
+table rank by its z where its combined z pooled over the run's probed rounds
+(their sum over the square root of their count) is at least
+``POOLED_ADMIT`` (session 54). Counts what each pick is: a noise field, a source
 of a group not yet covered (``missing``), or a field of a covered group;
 and how many of the recorded picks the replay reproduces (the release's replay
 reproduces the release's rows). Usage, from the repository root:
@@ -30,19 +33,38 @@ from generator import generate_problem  # noqa: E402
 
 from seqattn_tfrs.core import least_harm  # noqa: E402
 
-CAPS = {"release": np.max, "sum": np.sum}
+CAPS = {"release": np.max, "sum": np.sum, "pooled": np.max}
+
+# The pooled combined z from which ``pooled`` lets a table larger than the cap
+# rank by its z (the replay was run at 2, 2.33 and 3).
+POOLED_ADMIT = 2.33
 
 
-def last_pick(problem, row: dict, cap_of) -> str:
-    """The last pick of ``row`` replayed with the cap ``cap_of(selected rows)``."""
+def combined_z(names: np.ndarray, round_row: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A round's combined z per field (the gate's alone where no probe z) and
+    its gate z; 0 for a field the round did not score."""
+    gate = np.array([round_row["heldout_scores"].get(f, 0.0) for f in names])
+    probe = np.array([round_row["probe_scores"].get(f, np.nan) for f in names])
+    combined = (gate + np.nan_to_num(probe)) / 2**0.5
+    return np.where(np.isfinite(probe), combined, gate), gate
+
+
+def pooled_z(names: np.ndarray, row: dict) -> np.ndarray:
+    """Each field's combined z summed over the probed rounds that scored it,
+    over the square root of their count."""
+    probed = [r for r in row["rounds"] if "probe_scores" in r]
+    scored = np.array([[f in r["heldout_scores"] for f in names] for r in probed])
+    total = sum(combined_z(names, r)[0] for r in probed)
+    return total / np.sqrt(np.maximum(scored.sum(axis=0), 1))
+
+
+def last_pick(problem, row: dict, variant: str) -> str:
+    """The last pick of ``row`` replayed under ``variant`` (a key of ``CAPS``)."""
     last = row["rounds"][-1]
     names = np.array(problem.names)
     rows = np.array([problem.features[f].max() + 1 for f in names], float)
     chosen = np.isin(names, row["picks"][:-1])
-    gate = np.array([last["heldout_scores"].get(f, 0.0) for f in names])
-    probe = np.array([last["probe_scores"].get(f, np.nan) for f in names])
-    combined = (gate + np.nan_to_num(probe)) / 2**0.5
-    combined = np.where(np.isfinite(probe), combined, gate)
+    combined, gate = combined_z(names, last)
     # As the dependence check sees them: a source and its re-coding are
     # functions of each other (a copy once either is chosen), a coarsening a
     # function of a chosen source or re-coding.
@@ -57,7 +79,11 @@ def last_pick(problem, row: dict, cap_of) -> str:
     )
     copies &= ~chosen
     coarser &= ~chosen
-    cap = cap_of(rows[chosen])
+    cap = CAPS[variant](rows[chosen])
+    if variant == "pooled":  # admitted tables count as of the cap's size
+        rows = np.where(
+            pooled_z(names, row) >= POOLED_ADMIT, np.minimum(rows, cap), rows
+        )
     order = np.flatnonzero(~chosen)
     order = order[np.argsort(-combined[order], kind="stable")]
     order = least_harm.least_cost_first(order, rows, cap)
@@ -104,8 +130,8 @@ def main(path: str) -> None:
         if key not in problems:
             problems[key] = generate_problem(row["problem"], row["kind"])
         problem, runs = problems[key], runs + 1
-        for name, cap_of in CAPS.items():
-            pick = last_pick(problem, row, cap_of)
+        for name in CAPS:
+            pick = last_pick(problem, row, name)
             counts[name][role(problem, row, pick)] += 1
             matches[name] += pick == row["picks"][-1]
     print(f"{path}: {runs} runs whose last round was spent")
