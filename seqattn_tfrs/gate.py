@@ -108,9 +108,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         matter only together passes the test only once one of them is in;
         per byte takes small tables first, the other rules can miss such a
         pair, so they fill by default.
-      selections_per_round: how many features each selection round commits; the
-        last round commits the remainder when it does not divide
-        ``num_selected``.
+      selections_per_round: how many features each selection round commits (at
+        most ``num_selected``); the last round commits the remainder when it
+        does not divide ``num_selected``.
       attention_learning_rate: step size of the logit update rule, in logit units.
       attention_momentum: momentum (first-moment decay) of the logit update rule.
       attention_signal: what the logits learn from. ``"partial"`` (default):
@@ -207,7 +207,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
             attention_learning_rate=attention_learning_rate,
             attention_momentum=attention_momentum,
             attention_signal=attention_signal,
-        ).resolved(budgeted=self.budget_bytes is not None)
+        ).resolved(budgeted=self.budget_bytes is not None, num_selected=num_selected)
         self.feature_bytes = budget.check_feature_bytes(feature_bytes, feature_names)
         self._feature_names = tuple(feature_names)
         self._tables = dict(embeddings)

@@ -375,6 +375,7 @@ def test_config_is_a_strict_pydantic_model():
         ("attention_momentum", 1.0, "`attention_momentum` must be a number in [0, 1)"),
         ("attention_learning_rate", 0.0, "`attention_learning_rate` must be a finite"),
         ("selections_per_round", 0, "`selections_per_round` must be an int >= 1"),
+        ("selections_per_round", 7, "`selections_per_round`=7 is more than the 6"),
         ("attention_signal", 3, "expected a string, got 3"),
     ],
 )

@@ -417,6 +417,11 @@ def test_one_table_under_two_feature_names_is_refused_at_construction():
         ({"num_selected": 3}, ValueError, r"\[1, 2\].*got 3"),
         ({"num_selected": 1.5}, ValueError, "got 1.5"),
         ({"selections_per_round": 0}, ValueError, "got 0"),
+        (
+            {"num_selected": 1, "selections_per_round": 2},
+            ValueError,
+            r"`selections_per_round`=2 is more than the 1 features \(`num_selected`\)",
+        ),
         ({"attention_learning_rate": -1.0}, ValueError, "got -1.0"),
         ({"attention_momentum": 1.0}, ValueError, "got 1.0"),
         (
@@ -433,6 +438,7 @@ def test_one_table_under_two_feature_names_is_refused_at_construction():
         "k-too-big",
         "k-float",
         "per-round-zero",
+        "per-round-above-k",
         "lr-negative",
         "momentum-one",
         "non-string-name",

@@ -108,14 +108,18 @@ class AttentionOptions:
         if self.entry_z not in (None, AUTO_ENTRY_Z):
             object.__setattr__(self, "entry_z", float(self.entry_z))
 
-    def resolved(self, budgeted: bool) -> AttentionOptions:
+    def resolved(
+        self, budgeted: bool, num_selected: int | None = None
+    ) -> AttentionOptions:
         """These options for a layer with (``budgeted``) or without a byte
         budget: ``entry_z="auto"`` becomes :data:`DEFAULT_ENTRY_Z` under a
         budget ranked ``"attention_per_byte"``, else None (fill the budget).
 
         Raises:
           ValueError: a number ``entry_z`` without a budget (a count selection
-            always picks ``num_selected`` features).
+            always picks ``num_selected`` features), or ``selections_per_round``
+            above ``num_selected`` (where given): a round cannot commit more
+            features than the selection picks.
 
         Example:
           >>> AttentionOptions().resolved(budgeted=True).entry_z
@@ -127,7 +131,20 @@ class AttentionOptions:
           >>> options = AttentionOptions(budget_rule="attention")
           >>> options.resolved(budgeted=True).entry_z is None
           True
+          >>> AttentionOptions(selections_per_round=3).resolved(False, num_selected=2)
+          Traceback (most recent call last):
+          ...
+          ValueError: `selections_per_round`=3 is more than the 2 features ...
         """
+        # (a count that is not a valid one is the layer's to refuse)
+        counted = _is_int(num_selected) and not isinstance(num_selected, bool)
+        if counted and 1 <= num_selected < self.selections_per_round:
+            raise ValueError(
+                f"`selections_per_round`={self.selections_per_round} is more than "
+                f"the {num_selected} features (`num_selected`) the selection "
+                "picks; expected at most that many (one round then commits them "
+                "all)."
+            )
         entry_z = self.entry_z
         if entry_z == AUTO_ENTRY_Z:
             per_byte = self.budget_rule == "attention_per_byte"

@@ -99,7 +99,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             attention_learning_rate=attention_learning_rate,
             attention_momentum=attention_momentum,
             attention_signal=attention_signal,
-        ).resolved(budgeted=budget_bytes is not None)
+        ).resolved(budgeted=budget_bytes is not None, num_selected=num_selected)
         self._distributed = tables.is_distributed(embeddings)
         names, pruned = arguments.check(
             embeddings,

@@ -291,6 +291,12 @@ class SelectionConfig:
             self.attention.resolved(budgeted=self.budget_bytes is not None)
         except ValueError as e:
             raise ConfigError("entry_z", str(e)) from None
+        try:  # and a round commits at most the features selected
+            self.attention.resolved(
+                budgeted=self.budget_bytes is not None, num_selected=self.num_selected
+            )
+        except ValueError as e:
+            raise ConfigError("selections_per_round", str(e)) from None
 
     @property
     def attention(self) -> seqattn_tfrs.AttentionOptions:

@@ -504,6 +504,10 @@ def config() -> dict:
         ({"num_selected": 0}, "`num_selected` must be an int in [1, 3]"),
         ({"num_selected": 1, "budget_bytes": 9}, "Pass exactly one of"),
         ({"num_selected": 1, "attention_momentum": 1.0}, "`attention_momentum`"),
+        (
+            {"num_selected": 1, "selections_per_round": 2},
+            "`selections_per_round`=2 is more than the 1 features",
+        ),
     ):
         try:
             SequentialAttentionEmbedding({"a": keras.layers.Embedding(3, 2)}, **bad)
