@@ -17,7 +17,7 @@ from seqattn_tfrs.core import modes, round_report
 from seqattn_tfrs.core import options as options_lib
 from seqattn_tfrs.core import schedule as schedule_lib
 from seqattn_tfrs.core.schedule import SelectionSchedule
-from seqattn_tfrs.discovery import find_gated_layers, keras_layers
+from seqattn_tfrs.discovery import find_feature_gates, find_gated_layers, keras_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
@@ -265,10 +265,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 layer.set_heldout_pass_batches(pass_batches)
         # The held-out probe's training side is traced into training steps
         # only with held-out data, and only for layers of raw inputs.
-        probing = {
-            id(layer)
-            for layer in dependence_check.feature_layers(self.model, self._layers)
-        }
+        probing = {id(layer) for layer in find_feature_gates(self.model, self._layers)}
         changed = [
             layer.sum_probe_in_training(
                 self.selection_data is not None and id(layer) in probing
@@ -435,7 +432,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         (once per layer: the result is in the layer's variables)."""
         unchecked = [
             layer
-            for layer in dependence_check.feature_layers(self.model, self._layers)
+            for layer in find_feature_gates(self.model, self._layers)
             if layer.functional_dependencies is None and not layer.selection_complete
         ]
         dependence_check.check_functional_dependence(

@@ -13,25 +13,15 @@ run).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
 from seqattn_tfrs import heldout
 from seqattn_tfrs.core import dependence
-from seqattn_tfrs.discovery import find_width_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 MAX_ROWS = 50_000
-
-
-def feature_layers(
-    model: tf.keras.Model, layers: Sequence[SequentialAttentionEmbedding]
-) -> list[SequentialAttentionEmbedding]:
-    """The layers whose features are raw inputs (a width layer's inner gate
-    over embedding column blocks is not one)."""
-    blocks = {id(width.blocks) for width in find_width_layers(model)}
-    return [layer for layer in layers if id(layer) not in blocks]
 
 
 def check_functional_dependence(
@@ -52,7 +42,16 @@ def check_functional_dependence(
     saved = [v.numpy() for v in metric_variables]
     try:
         for forward in _forward_passes(model):
-            records = dependence.record_batches(layers, dataset, forward, max_rows)
+            try:
+                records = dependence.record_batches(layers, dataset, forward, max_rows)
+            except (tf.errors.OpError, TypeError, ValueError) as error:
+                # The first time `selection_data` goes through the model.
+                raise ValueError(
+                    f"`selection_data`'s batches could not go through model "
+                    f"{model.name!r}: {type(error).__name__}: {error} Expected "
+                    "batches like the training data's: the same keys, dtypes "
+                    "and shapes."
+                ) from error
             if all(records):
                 break
     finally:
@@ -88,4 +87,10 @@ def _forward_passes(model: tf.keras.Model) -> list:
     loss = heldout.loss_function(model)
     if type(model).call is tf.keras.Model.call:
         return [loss]
-    return [lambda batch: model(batch, training=False), loss]
+
+    def call(batch):  # a dict, or (features, labels) for the experimental ranker
+        if not isinstance(batch, Mapping):
+            batch = tf.keras.utils.unpack_x_y_sample_weight(batch)[0]
+        return model(batch, training=False)
+
+    return [call, loss]

@@ -68,6 +68,17 @@ def find_width_layers(model: tf.Module) -> list[SequentialAttentionWidth]:
     return find_layers(model, SequentialAttentionWidth)
 
 
+def find_feature_gates(
+    model: tf.Module, layers: list[SequentialAttentionEmbedding] | None = None
+) -> list[SequentialAttentionEmbedding]:
+    """The gated layers of ``model`` whose features are raw inputs: ``layers``
+    (default: every gated layer) less each width layer's inner gate, whose
+    "features" are column blocks of the width layer's tables."""
+    blocks = {id(width.blocks) for width in find_width_layers(model)}
+    gates = find_gated_layers(model) if layers is None else layers
+    return [layer for layer in gates if id(layer) not in blocks]
+
+
 def keras_layers(model: tf.keras.layers.Layer) -> list[tf.keras.layers.Layer]:
     """The layers of ``model`` and of the models nested in it, once each,
     through ``Model.layers`` alone: not the ``submodules`` walk, which visits

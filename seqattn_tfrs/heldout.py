@@ -14,7 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from seqattn_tfrs.discovery import find_width_layers, keras_layers
+from seqattn_tfrs.discovery import find_feature_gates, find_width_layers, keras_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
@@ -127,10 +127,13 @@ def check_selection_data(
 ) -> None:
     """Checks ``selection_data``'s first element before any training.
 
-    It must be non-empty, shaped like what ``fit`` takes for this model (a
-    feature dict holding the label for a TFRS model, an ``(x, y)`` or
+    It must be non-empty, shaped like what ``fit`` takes for this model (what
+    a TFRS model's ``compute_loss`` takes: one dict of features with the label
+    inside, or ``(features, labels)`` for
+    ``tfrs.experimental.models.Ranking``; an ``(x, y)`` or
     ``(x, y, sample_weight)`` tuple otherwise), hold every feature the gated
-    layers read, and be batched.
+    layers read (in a dict at any depth: the experimental ranking model's
+    ``sparse_features``), and be batched.
 
     Raises:
       ValueError: with the problem and the fix.
@@ -143,14 +146,12 @@ def check_selection_data(
             "`validation_ds.batch(batch_size)`)."
         )
     if is_tfrs_model(model):
-        if not isinstance(element, Mapping):
-            raise ValueError(
-                f"`selection_data` yields {_describe(element)}, but model "
-                f"{model.name!r} is a tfrs.models.Model, whose compute_loss takes "
-                "one dict of features with the label inside; expected batches "
-                "like the training data's (a dict, not an (x, y) tuple)."
-            )
-        features = element
+        # Not under a distribution strategy, whose cross-replica context a
+        # loss (its metrics' updates) may refuse; the held-out step runs it
+        # per replica.
+        if not isinstance(element, Mapping) and not tf.distribute.has_strategy():
+            _check_tfrs_loss_takes(model, element)
+        holder = element
     else:
         if not isinstance(element, tuple) or len(element) not in (2, 3):
             raise ValueError(
@@ -160,14 +161,17 @@ def check_selection_data(
                 "batches like the training data's, e.g. "
                 "`tf.data.Dataset.from_tensor_slices((features, labels)).batch(n)`."
             )
-        features = element[0]
-    if not isinstance(features, Mapping):
+        holder = element[0]
+    dicts = _nested_dicts(holder)
+    if not dicts:
         raise ValueError(
-            f"`selection_data`'s features are {_describe(features)}; expected a "
+            f"`selection_data`'s features are {_describe(holder)}; expected a "
             "dict of feature tensors keyed by feature name, like the training "
             "data's."
         )
     needed = sorted(_raw_features(model, layers))
+    # The dict that holds the most of them (all, where the data is right).
+    features = max(dicts, key=lambda d: sum(name in d for name in needed))
     missing = [name for name in needed if name not in features]
     if missing:
         raise ValueError(
@@ -189,19 +193,50 @@ def check_selection_data(
         )
 
 
+def _check_tfrs_loss_takes(model: tf.keras.Model, element: Any) -> None:
+    """Raises where a TFRS model's ``compute_loss`` cannot take ``element``, a
+    batch that is not a dict (its metrics are left as they were)."""
+    saved = [(v, v.numpy()) for m in model.metrics for v in m.variables]
+    try:
+        loss_function(model)(element)
+    except Exception as error:  # the user's compute_loss: any error it raises
+        raise ValueError(
+            f"`selection_data` yields {_describe(element)}, which the "
+            f"compute_loss of model {model.name!r} (a tfrs.models.Model, whose "
+            "compute_loss receives each batch as it is) could not take: "
+            f"{type(error).__name__}: {error}. Expected batches like the "
+            "training data's: for most TFRS models one dict of features with the "
+            "label inside, not an (x, y) tuple."
+        ) from error
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
+
+
+def _nested_dicts(value: Any) -> list[Mapping]:
+    """The dicts in a batch's nested structure, outermost first."""
+    found, pending = [], [value]
+    while pending:
+        item = pending.pop(0)
+        if isinstance(item, Mapping):
+            found.append(item)
+            pending.extend(item.values())
+        elif isinstance(item, (tuple, list)):
+            pending.extend(item)
+    return found
+
+
 def _raw_features(
     model: tf.keras.Model, layers: Sequence[SequentialAttentionEmbedding]
 ) -> set[str]:
     """The raw features the gated layers read: a width layer's inner block
     gate reads column blocks, so its width layer's features count instead."""
-    width_layers = find_width_layers(model)
-    inner = {id(width.blocks) for width in width_layers}
     names = {
         name
-        for layer in layers
-        if id(layer) not in inner
+        for layer in find_feature_gates(model, list(layers))
         for name in layer.embedding_layers
     }
+    width_layers = find_width_layers(model)
     names.update(name for width in width_layers for name in width.embedding_layers)
     return names
 

@@ -258,6 +258,18 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         return self._kept is not None
 
     @property
+    def selected_features(self) -> tuple[str, ...]:
+        """The features with a selected block, in the order of their first
+        (:meth:`kept_columns` gives each one's columns)."""
+        owner = {
+            block_name(name, block): name
+            for name, width in self._widths.items()
+            for block in range(width // self.block_size)
+        }
+        firsts = dict.fromkeys(owner[b] for b in self.blocks.selected_features)
+        return tuple(firsts)
+
+    @property
     def selection_complete(self) -> bool:
         """Whether the block selection is done."""
         return self.blocks.is_pruned or self.blocks.selection_complete

@@ -164,8 +164,13 @@ def test_within_fit_lays_every_round_inside_the_fit():
     tf.keras.utils.set_random_seed(0)
     model, layer = functional_model(num_selected=2)
     callback = SequentialAttentionCallback(within_fit=True, verbose=0)
-    # 3 epochs x 8 steps = 24 steps: too few for 2 rounds of at least 40.
-    with pytest.raises(ValueError, match=r"2 selection rounds do not fit in 24"):
+    # 3 epochs x 8 steps = 24 steps: too few for 2 rounds of at least 40; 100
+    # steps would do, 13 epochs of 8.
+    with pytest.raises(
+        ValueError,
+        match=r"2 selection rounds do not fit in 24 .* at least 100 steps \(at "
+        r"least 13 epochs of 8 steps, where fit runs 3\)",
+    ):
         model.fit(dataset(), epochs=3, callbacks=[callback], verbose=0)
     # 13 epochs x 8 = 104 steps: warm-up 10, 2 rounds of 42, fine-tune 10.
     history = model.fit(dataset(), epochs=13, callbacks=[callback], verbose=0)
@@ -282,8 +287,15 @@ def test_bad_within_fit_arguments(kwargs, match):
             ).batch(8),
             r"lacks feature\(s\) \['b', 'c', 'd', 'e'\]",
         ),
+        (
+            lambda: tf.data.Dataset.from_tensor_slices(
+                ({n: np.full(8, "1.5") for n in NAMES}, np.zeros(8, np.float32))
+            ).batch(8),
+            r"(?s)`selection_data`'s batches could not go through model .*"
+            r"Cast string to float.*the same keys, dtypes and shapes",
+        ),
     ],
-    ids=["empty", "unbatched", "no-label", "other-keys"],
+    ids=["empty", "unbatched", "no-label", "other-keys", "strings-for-floats"],
 )
 def test_bad_selection_data_is_refused_before_training(make, match):
     model, _ = functional_model(num_selected=2)
@@ -322,6 +334,67 @@ def test_tuples_for_a_tfrs_model_are_refused_before_training():
         warmup_epochs=1, finetune_epochs=1, selection_data=dataset(), verbose=0
     )
     with pytest.raises(ValueError, match="tfrs.models.Model.*not an \\(x, y\\) tuple"):
+        model.fit(train, epochs=4, callbacks=[callback], verbose=0)
+
+
+def experimental_ranking(rows=4096, batch=64, seed=0):
+    """A ``tfrs.experimental.models.Ranking`` over 4 integer fields, whose
+    labels depend on ``a`` and ``b`` alone, and its ``(features, labels)``
+    training and held-out batches (``sparse_features`` the gated dict)."""
+    rng = np.random.default_rng(seed)
+    x = {n: rng.integers(0, 20, rows) for n in "abcd"}
+    effect = rng.normal(0.0, 1.5, (2, 20))
+    logit = effect[0][x["a"]] + effect[1][x["b"]]
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+
+    def batches(part):
+        features = {
+            "dense_features": np.zeros((rows, 1), np.float32)[part],
+            "sparse_features": {n: v[part] for n, v in x.items()},
+        }
+        return tf.data.Dataset.from_tensor_slices((features, y[part])).batch(batch)
+
+    gate = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(20, 4) for n in "abcd"}, num_selected=2
+    )
+    model = tfrs.experimental.models.Ranking(
+        embedding_layer=gate,
+        bottom_stack=tf.keras.layers.Dense(4),
+        top_stack=tf.keras.layers.Dense(1, "sigmoid"),
+    )
+    model.compile(tf.keras.optimizers.Adam(0.01))
+    split = rows * 3 // 4
+    return model, gate, batches(slice(0, split)), batches(slice(split, rows))
+
+
+def test_the_experimental_ranking_model_selects_from_its_own_batches():
+    # Its compute_loss takes (features, labels), the gated features under
+    # `sparse_features`: held-out batches of that shape are what it needs.
+    tf.keras.utils.set_random_seed(0)
+    model, gate, train, heldout = experimental_ranking()
+    callback = SequentialAttentionCallback(
+        within_fit=True, selection_data=heldout, verbose=0
+    )
+    model.fit(train, epochs=3, callbacks=[callback], verbose=0)
+    assert sorted(gate.selected_features) == ["a", "b"]
+    # The second pick was ranked by the held-out probe and the gates' held-out z.
+    assert set(callback.events[1]["probe_scores"]) == set("abcd") - {
+        gate.selected_features[0]
+    }
+
+
+def test_experimental_ranking_batches_lacking_a_feature_are_refused():
+    model, _, train, heldout = experimental_ranking(rows=512)
+    lacking = heldout.map(
+        lambda x, y: (
+            {**x, "sparse_features": {n: x["sparse_features"][n] for n in "abc"}},
+            y,
+        )
+    )
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, selection_data=lacking, verbose=0
+    )
+    with pytest.raises(ValueError, match=r"could not take: KeyError.*\['d'\] missing"):
         model.fit(train, epochs=4, callbacks=[callback], verbose=0)
 
 

@@ -122,10 +122,17 @@ def test_width_selection_prunes_exactly_and_export_shrinks(tmp_path):
     kept = layer.kept_columns()
     assert sum(len(cols) for cols in kept.values()) == 8
     assert not kept["c"], kept  # c carries no signal
+    # The fields with a kept block, in the order of their first block's pick.
+    firsts = [block.split("/")[0] for block in layer.blocks.selected_features]
+    assert layer.selected_features == tuple(dict.fromkeys(firsts))
+    assert sorted(layer.selected_features) == ["a", "b"]
+    # Tables, not blocks: the width layer's inner gate holds no table.
+    assert size_report(model)["embedding_tables"]["before"]["tables"] == 3
     before = model.predict(x, batch_size=1000, verbose=0)
     full_bytes = sum(v.numpy().nbytes for v in model.variables)
     pruned = prune(model)
     assert layer.is_pruned and layer.kept_columns() == kept
+    assert sorted(layer.selected_features) == ["a", "b"]
     # c lost its only table, so the pruned functional model no longer takes it.
     assert sorted(pruned.input) == ["a", "b"]
     served_x = {n: x[n] for n in ("a", "b")}
@@ -156,6 +163,8 @@ def test_width_selection_prunes_exactly_and_export_shrinks(tmp_path):
         rows * len(kept[n]) for n, rows in TABLE_ROWS.items()
     )
     assert size_report(pruned)["width_layers"] == record["width_layers"]
+    assert record["embedding_tables"]["after"]["tables"] == 2
+    assert record["gated_layers"] == []  # its blocks are under width_layers
 
 
 def test_held_out_data_is_checked_against_the_raw_features():

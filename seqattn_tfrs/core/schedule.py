@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from seqattn_tfrs.core import modes
 
@@ -171,6 +172,7 @@ def within_fit(
     finetune_fraction: float = 0.1,
     min_steps_per_round: int | None = None,
     max_steps_per_round: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> SelectionSchedule:
     """Lays warm-up, every round and fine-tune inside ``total_steps`` steps.
 
@@ -190,6 +192,7 @@ def within_fit(
         ``MIN_STEPS_PER_ROUND``).
       max_steps_per_round: rounds get at most this many steps (default:
         ``MAX_STEPS_PER_ROUND``); at least ``min_steps_per_round``.
+      steps_per_epoch: where known, a refusal also names the epochs needed.
 
     Raises:
       ValueError: the fractions leave no room, or the rounds would be shorter
@@ -236,12 +239,20 @@ def within_fit(
             * num_rounds
             / (1.0 - warmup_fraction - finetune_fraction)
         )
+        needed = math.ceil(needed)
+        epochs = ""
+        if steps_per_epoch:
+            epochs = (
+                f" (at least {math.ceil(needed / steps_per_epoch)} epochs of "
+                f"{steps_per_epoch} steps, where fit runs "
+                f"{total_steps / steps_per_epoch:g})"
+            )
         raise ValueError(
             f"{num_rounds} selection rounds do not fit in {total_steps} training "
             f"steps: after a warm-up of {warmup} and a fine-tune of {finetune} "
             f"steps each round gets {per_round} steps, fewer than the "
             f"{min_steps_per_round} a round needs to select well. Train for at "
-            f"least {int(-(-needed // 1))} steps, commit more features per round "
+            f"least {needed} steps{epochs}, commit more features per round "
             "(`selections_per_round`), or lower the warm-up and fine-tune "
             "fractions."
         )
@@ -356,6 +367,7 @@ class ScheduleOptions:
                 num_rounds,
                 warmup_fraction=self.warmup_fraction,
                 finetune_fraction=self.finetune_fraction,
+                steps_per_epoch=steps_per_epoch,
             )
         if self.steps_per_selection is None:
             return SelectionSchedule(

@@ -10,7 +10,10 @@ from typing import Any
 import tensorflow as tf
 
 from seqattn_tfrs import pruning, width
-from seqattn_tfrs.discovery import find_gated_layers, find_width_layers
+from seqattn_tfrs.discovery import (
+    find_feature_gates,
+    find_width_layers,
+)
 from seqattn_tfrs.export.signature import (
     EXAMPLES_INPUT,
     EXAMPLES_SIGNATURE,
@@ -61,7 +64,9 @@ def size_report(
         raise TypeError(
             f"`model` must be a tf.keras.Model, got {type(model).__name__}: {model!r}."
         )
-    layers = find_gated_layers(model)
+    # A width layer's inner gate selects column blocks of the width layer's
+    # tables, which its own entry counts.
+    layers = find_feature_gates(model)
     per_layer = {layer.name: _table_report(layer) for layer in layers}
     widths = {layer.name: _column_report(layer) for layer in find_width_layers(model)}
     entries = [*per_layer.values(), *widths.values()]
@@ -225,7 +230,7 @@ def selection_record(
     }
     report = size_report(model)
     gated = []
-    for layer in layers:
+    for layer in find_feature_gates(model, layers):  # width layers: their own
         tables = report["gated_layers"][layer.name]
         gated.append(
             {
