@@ -91,7 +91,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         ``steps_per_execution`` > 1 in ``compile`` (as on TPUs) the callback
         sees only every execution's last step: modes change and rounds pick at
         execution boundaries, and at most one held-out step runs per execution.
-      verbose: 0 silent, 1 prints each pick.
+      verbose: 0 silent; 1 (or 2, as for `fit`) prints each pick.
       log_dir: if given, every gate value is written per epoch as TensorBoard
         scalars ``<layer>/gate/<feature>``.
 

@@ -252,9 +252,9 @@ def within_fit(
             f"steps: after a warm-up of {warmup} and a fine-tune of {finetune} "
             f"steps each round gets {per_round} steps, fewer than the "
             f"{min_steps_per_round} a round needs to select well. Train for at "
-            f"least {needed} steps{epochs}, commit more features per round "
-            "(`selections_per_round`), or lower the warm-up and fine-tune "
-            "fractions."
+            f"least {needed} steps{epochs}, commit more features (or width "
+            "blocks) per round (`selections_per_round`), or lower the warm-up "
+            "and fine-tune fractions."
         )
     per_round = min(per_round, max_steps_per_round)
     return SelectionSchedule(

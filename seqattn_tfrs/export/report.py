@@ -42,8 +42,8 @@ def size_report(
       "embedding_tables": {"before": ..., "after": ...}, "gated_layers":
       {layer name: per-layer report}}``, plus ``"export_bytes"`` when
       ``export_dir`` is given, and ``"width_layers"``: per
-    :class:`~seqattn_tfrs.SequentialAttentionWidth` layer, each field's kept
-    columns and bytes. "before" counts the kept and the dropped tables,
+      :class:`~seqattn_tfrs.SequentialAttentionWidth` layer, each field's kept
+      columns and bytes. "before" counts the kept and the dropped tables,
       "after" the kept ones; for a layer that is not pruned they are equal. The
       dropped tables' sizes come from :func:`~seqattn_tfrs.prune`; for a layer
       pruned elsewhere (restored from a config) they are ``None``.

@@ -68,7 +68,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         (``heldout.DEVICE_BYTES``). Once a pass has ended, a round that
         reads its rows more than once has its held-out z discounted for it.
       selection_interval: training steps between held-out logit steps.
-      verbose: 0 silent, 1 prints each pick.
+      verbose: 0 silent; 1 (or 2, as for `fit`) prints each pick.
 
     Example:
       >>> SequentialAttentionCallback(warmup_epochs=1).schedule_length(3)

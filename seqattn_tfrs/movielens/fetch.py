@@ -43,7 +43,8 @@ def _manual_alternative(target: pathlib.Path) -> str:
         "Alternatively, get the data by hand: download the MovieLens 100K zip "
         "from https://grouplens.org/datasets/movielens/100k/, unzip it and pass "
         "its ml-100k directory (holding u.data, u.user, u.item, u.genre) as "
-        "data_dir to load_movielens_100k(); or copy ml-100k.inter, ml-100k.user "
+        "--data_dir to seqattn-tfrs (data_dir to load_movielens_100k()); or copy "
+        "ml-100k.inter, ml-100k.user "
         f"and ml-100k.item from {_RECBOLE_MEMBER_DIR}/ inside the "
         f"{_RECBOLE_REQUIREMENT} wheel into {target}."
     )
