@@ -14,6 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from seqattn_tfrs.core import batch_checks
 from seqattn_tfrs.discovery import find_feature_gates, find_width_layers, keras_layers
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
@@ -151,46 +152,19 @@ def check_selection_data(
         # per replica.
         if not isinstance(element, Mapping) and not tf.distribute.has_strategy():
             _check_tfrs_loss_takes(model, element)
-        holder = element
+        features = element
     else:
-        if not isinstance(element, tuple) or len(element) not in (2, 3):
-            raise ValueError(
-                f"`selection_data` yields {_describe(element)}; model "
-                f"{model.name!r} computes its loss from (x, y) or "
-                "(x, y, sample_weight) batches, so the label is missing. Expected "
-                "batches like the training data's, e.g. "
-                "`tf.data.Dataset.from_tensor_slices((features, labels)).batch(n)`."
-            )
-        holder = element[0]
-    dicts = _nested_dicts(holder)
-    if not dicts:
-        raise ValueError(
-            f"`selection_data`'s features are {_describe(holder)}; expected a "
-            "dict of feature tensors keyed by feature name, like the training "
-            "data's."
+        features = batch_checks.check_labelled(
+            element,
+            model.name,
+            "`tf.data.Dataset.from_tensor_slices((features, labels)).batch(n)`",
         )
-    needed = sorted(_raw_features(model, layers))
-    # The dict that holds the most of them (all, where the data is right).
-    features = max(dicts, key=lambda d: sum(name in d for name in needed))
-    missing = [name for name in needed if name not in features]
-    if missing:
-        raise ValueError(
-            f"`selection_data` lacks feature(s) {missing} that the gated layers "
-            f"read; it has keys {sorted(features)}. Expected the training data's "
-            "keys."
-        )
-    scalars = [
-        name
-        for name in needed
-        if getattr(features[name], "shape", None) is not None
-        and features[name].shape.rank == 0
-    ]
-    if scalars:
-        raise ValueError(
-            f"`selection_data` looks unbatched: feature(s) {scalars} are scalars "
-            "(rank 0) in its first element. Expected batches: call "
-            "`.batch(batch_size)` on it."
-        )
+    batch_checks.check_features(features, _raw_features(model, layers), rank=_rank)
+
+
+def _rank(value: Any) -> int | None:
+    shape = getattr(value, "shape", None)
+    return None if shape is None else shape.rank
 
 
 def _check_tfrs_loss_takes(model: tf.keras.Model, element: Any) -> None:
@@ -201,7 +175,7 @@ def _check_tfrs_loss_takes(model: tf.keras.Model, element: Any) -> None:
         loss_function(model)(element)
     except Exception as error:  # the user's compute_loss: any error it raises
         raise ValueError(
-            f"`selection_data` yields {_describe(element)}, which the "
+            f"`selection_data` yields {batch_checks.describe(element)}, which the "
             f"compute_loss of model {model.name!r} (a tfrs.models.Model, whose "
             "compute_loss receives each batch as it is) could not take: "
             f"{type(error).__name__}: {error}. Expected batches like the "
@@ -211,19 +185,6 @@ def _check_tfrs_loss_takes(model: tf.keras.Model, element: Any) -> None:
     finally:
         for variable, value in saved:
             variable.assign(value)
-
-
-def _nested_dicts(value: Any) -> list[Mapping]:
-    """The dicts in a batch's nested structure, outermost first."""
-    found, pending = [], [value]
-    while pending:
-        item = pending.pop(0)
-        if isinstance(item, Mapping):
-            found.append(item)
-            pending.extend(item.values())
-        elif isinstance(item, (tuple, list)):
-            pending.extend(item)
-    return found
 
 
 def _raw_features(
@@ -239,11 +200,3 @@ def _raw_features(
     width_layers = find_width_layers(model)
     names.update(name for width in width_layers for name in width.embedding_layers)
     return names
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return f"a dict with keys {sorted(value)}"
-    if isinstance(value, tuple):
-        return f"a tuple of {len(value)}"
-    return f"a {type(value).__name__}"

@@ -16,4 +16,5 @@ Modules:
   round_report: a round committed and reported, and a fit that ended before
     the last pick, alike in both callbacks.
   budget: byte-budget arithmetic.
+  batch_checks: the checks of held-out data's first batch before training.
 """

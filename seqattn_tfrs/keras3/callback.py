@@ -103,11 +103,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             selection_interval=selection_interval,
             verbose=verbose,
         )
-        if selection_data is not None and not hasattr(selection_data, "__iter__"):
-            raise TypeError(
-                "`selection_data` must be a tf.data.Dataset or an iterable of "
-                f"held-out batches, got {type(selection_data).__name__}."
-            )
+        if selection_data is not None:
+            heldout.check_reiterable(selection_data)
         self.schedule_options = options
         self.warmup_epochs = options.warmup_epochs
         self.epochs_per_selection = epochs_per_selection or 1
@@ -175,6 +172,12 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 "SequentialAttentionCallback found no SequentialAttentionEmbedding "
                 f"in model {self.model.name!r}; wrap its embeddings first."
             )
+        if self.selection_data is not None:
+            heldout.check_first_batch(
+                self.model,
+                self.selection_data,
+                {name for layer in self._layers for name in layer.kept_features},
+            )
         unbuilt = [layer.name for layer in self._layers if not layer.built]
         if unbuilt:
             self._build_model(unbuilt)
@@ -218,7 +221,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             if self.settle_fraction > 0 and (settle == 0 or settle >= length):
                 raise ValueError(
                     f"`settle_fraction`={self.settle_fraction} gives {settle} "
-                    f"settling steps in rounds of {length} of layer {layer.name!r}; "
+                    f"settling steps in rounds of {length} steps of layer "
+                    f"{layer.name!r} (steps per epoch: {steps}); "
                     "expected at least one settling and one learning step. Pass "
                     "data of known size, lengthen the rounds, or set "
                     "`settle_fraction=0`."

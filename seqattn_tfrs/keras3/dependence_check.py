@@ -87,9 +87,17 @@ def check_functional_dependence(
     # On JAX an eager forward pass compiles each table's lookup on its own;
     # a jit-compiled model's tables are traceable, so they compile as one.
     together = keras.backend.backend() == "jax" and bool(model.jit_compile)
-    records = dependence.record_batches(
-        layers, heldout.one_pass(data), forward, max_rows, compiled_lookups=together
-    )
+    try:
+        records = dependence.record_batches(
+            layers, heldout.one_pass(data), forward, max_rows, compiled_lookups=together
+        )
+    except (TypeError, ValueError, KeyError, IndexError) as error:
+        # The first time `selection_data` goes through the model.
+        raise ValueError(
+            f"`selection_data`'s batches could not go through model "
+            f"{model.name!r}: {type(error).__name__}: {error} Expected batches "
+            "like the training data's: the same keys, dtypes and shapes."
+        ) from error
     checked = {}
     for layer, recorded in zip(layers, records):
         if not recorded:

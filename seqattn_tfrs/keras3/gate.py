@@ -571,8 +571,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             raise RuntimeError(
                 f"{self.name}: no logit update was applied in selection round "
                 f"{record.rounds_done + 1} ({int(state[4])} had a NaN/inf "
-                "gradient), so there is nothing to pick from. Lengthen the round "
-                "or lower `settle_fraction`."
+                "gradient), so there is nothing to pick from. Fix a NaN loss (on "
+                "JAX an id beyond a table's rows embeds as NaN: check the held-out "
+                "ids), or lengthen the round or lower `settle_fraction`."
             )
         entry = selection_lib.entry_statistics(state[5], state[6])
         # What `entry_z` (and by count the first round's "helps alone") compares

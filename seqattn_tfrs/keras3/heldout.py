@@ -14,11 +14,13 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import keras
 import numpy as np
+
+from seqattn_tfrs.core import batch_checks
 
 
 def one_pass(data: Any) -> Iterator[Any]:
@@ -100,6 +102,76 @@ class Batches:
                 break
         while True:
             yield from kept
+
+
+def check_reiterable(data: Any) -> None:
+    """Raises unless ``data`` can be read once a round: a ``tf.data.Dataset``,
+    a ``keras.utils.PyDataset`` or another re-iterable of batches.
+
+    Raises:
+      TypeError: ``data`` is not iterable.
+      ValueError: ``data`` is a tuple or dict (whole arrays, as Keras'
+        ``validation_data`` takes them, not batches), or a one-pass iterator
+        (a generator), which the first read would use up.
+
+    Example:
+      >>> check_reiterable(x for x in [(np.zeros(2), np.ones(2))])
+      Traceback (most recent call last):
+      ...
+      ValueError: `selection_data` is a generator, which can be read once; ...
+    """
+    if not hasattr(data, "__iter__"):
+        raise TypeError(
+            "`selection_data` must be a tf.data.Dataset or an iterable of "
+            f"held-out batches, got {type(data).__name__}."
+        )
+    if isinstance(data, (tuple, Mapping)):
+        raise ValueError(
+            f"`selection_data` is {batch_checks.describe(data)}, not batches; "
+            "expected an iterable of held-out (x, y) batches: a list such as "
+            "`[(x_val, y_val)]` (one batch), a keras.utils.PyDataset or a batched "
+            "tf.data.Dataset."
+        )
+    if iter(data) is data:
+        raise ValueError(
+            f"`selection_data` is a {type(data).__name__}, which can be read "
+            "once; the callback reads it before training and in every round. "
+            "Expected a re-iterable: a list of batches, a keras.utils.PyDataset "
+            "or a tf.data.Dataset."
+        )
+
+
+def check_first_batch(model: keras.Model, data: Any, needed: Iterable[str]) -> None:
+    """Checks ``data``'s first batch before training: there is one, it holds
+    a label, the ``needed`` features (in a dict at any depth) and rows, and,
+    where ``model`` declares its inputs, text where they take text and numbers
+    where they take numbers.
+
+    Raises:
+      ValueError: with the problem and the fix.
+    """
+    batch = next(one_pass(data), None)
+    if batch is None:
+        raise ValueError(
+            "`selection_data` yielded no batch; expected held-out batches."
+        )
+    features = batch_checks.check_labelled(
+        batch, model.name, "`[(x_val, y_val)]` or a keras.utils.PyDataset"
+    )
+    batch_checks.check_features(features, needed, rank=lambda v: np.ndim(v))
+    declared = {t.name: t.dtype for t in getattr(model, "inputs", None) or []}
+    for values in batch_checks.nested_dicts(features):
+        for name, value in values.items():
+            if name in declared and _is_text(value.dtype) != _is_text(declared[name]):
+                raise ValueError(
+                    f"`selection_data`'s feature {name!r} is {value.dtype}, but "
+                    f"model {model.name!r} takes {declared[name]} there; expected "
+                    "the training data's dtypes."
+                )
+
+
+def _is_text(dtype: Any) -> bool:
+    return dtype == "string" or np.dtype(dtype).kind in "USO"
 
 
 def _numeric(leaf: Any) -> bool:

@@ -91,7 +91,8 @@ def distributed_widths(embeddings: Any) -> dict[str, int]:
 def _feature_configs(embeddings: Any) -> dict[str, Any]:
     configs = embeddings._feature_configs  # the constructor's argument, as given
     if not isinstance(configs, Mapping) or not all(
-        isinstance(name, str) for name in configs
+        isinstance(name, str) and hasattr(config, "table")  # a FeatureConfig's
+        for name, config in configs.items()
     ):
         raise ValueError(
             "A gated `DistributedEmbedding` must be built from a flat dict of "

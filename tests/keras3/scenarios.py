@@ -352,6 +352,15 @@ def distributed() -> dict:
     inputs = {
         n: keras.Input((), batch_size=batch, dtype="int32", name=n) for n in names
     }
+    # keras-rs also takes nested dicts of configs; a gate needs them flat.
+    try:
+        SequentialAttentionEmbedding(
+            keras_rs.layers.DistributedEmbedding({"group": configs}), num_selected=2
+        )
+    except ValueError as error:
+        assert "flat dict of `FeatureConfig`s" in str(error), str(error)
+    else:
+        raise AssertionError("a nested DistributedEmbedding was accepted")
     keras.utils.set_random_seed(0)
     gate = SequentialAttentionEmbedding(
         keras_rs.layers.DistributedEmbedding(configs), num_selected=2
@@ -870,6 +879,79 @@ def stopped() -> dict:
     gate, said = fit(early)
     assert gate.selection_complete and not said, said
     return {"selected": list(gate.selected_features)}
+
+
+def selection_data_checks() -> dict:
+    """``selection_data`` a Keras 3 user may get wrong is refused, naming it,
+    when the callback is built (not batches, read-once) or before the first
+    step (no batch, no label, a missing feature, unbatched, text for ids); a
+    list of batches and a PyDataset of the same rows are taken."""
+    rng = np.random.default_rng(0)
+    x = {n: rng.integers(0, 8, 256).astype(np.int32) for n in "abc"}
+    y = (x["a"] % 2).astype(np.float32)
+
+    def batches(features=x, labels=y):
+        return [
+            ({n: v[i : i + 64] for n, v in features.items()}, labels[i : i + 64])
+            for i in range(0, 256, 64)
+        ]
+
+    class Rows(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return batches()[i]
+
+    def fit(data) -> SequentialAttentionEmbedding:
+        keras.utils.set_random_seed(0)
+        model, gate = keras3_ctr_model(x, num_selected=1)
+        model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy")
+        callback = SequentialAttentionCallback(
+            warmup_epochs=1, finetune_epochs=0, selection_data=data, verbose=0
+        )
+        model.fit(x, y, batch_size=64, epochs=2, callbacks=[callback], verbose=0)
+        return gate
+
+    refused = {
+        "generator": (
+            lambda: iter(batches()),
+            "is a list_iterator, which can be read once",
+        ),
+        "arrays": (lambda: (x, y), "is a tuple of 2, not batches"),
+        "dict": (
+            lambda: {"x": x, "y": y},
+            "is a dict with keys ['x', 'y'], not batches",
+        ),
+        "empty": (lambda: [], "yielded no batch"),
+        "no label": (lambda: [b[0] for b in batches()], "so the label is missing"),
+        "missing": (
+            lambda: batches({n: x[n] for n in "ab"}),
+            "lacks feature(s) ['c'] that the gated layers read",
+        ),
+        "unbatched": (
+            lambda: [({n: v[0] for n, v in x.items()}, y[0])],
+            "looks unbatched: feature(s) ['a', 'b', 'c'] are scalars",
+        ),
+        "text ids": (
+            lambda: batches({n: v.astype(str) for n, v in x.items()}),
+            "feature 'a' is <U11, but model",
+        ),
+    }
+    for case, (make, expected) in refused.items():
+        try:
+            fit(make())
+        except ValueError as error:
+            assert expected in str(error), (case, str(error))
+            assert "`selection_data`" in str(error), (case, str(error))
+        else:
+            raise AssertionError(f"{case}: selection_data was accepted")
+    taken = {
+        name: fit(data).selected_features
+        for name, data in (("list", batches()), ("PyDataset", Rows()))
+    }
+    assert taken["list"] == taken["PyDataset"] == ("a",), taken
+    return {"refused": sorted(refused), "taken": {k: list(v) for k, v in taken.items()}}
 
 
 def two_tower() -> dict:

@@ -32,6 +32,7 @@ SCENARIOS = [
     "dependence",
     "evidence",
     "stopped",
+    "selection_data_checks",
     "two_tower",
     "heldout_ahead",
     "heldout_device",
