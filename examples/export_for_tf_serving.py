@@ -164,7 +164,8 @@ def main() -> None:
     )
     print("Serve it with TF Serving (REST on port 8501):")
     print(
-        f"  docker run -p 8501:8501 -v {shlex.quote(export_base)}:/models/ranker "
+        f"  docker run -p 8501:8501 -v "
+        f"{shlex.quote(os.path.abspath(export_base))}:/models/ranker "
         "-e MODEL_NAME=ranker tensorflow/serving"
     )
     body = json.dumps({"instances": instances})

@@ -133,7 +133,8 @@ def main() -> None:
     print("\nSelection events (also in History):")
     for event in callback.events:
         print(
-            f"  epoch {event['epoch']}: round {event['round']} -> {event['features']}"
+            f"  end of epoch {event['epoch'] + 1} (as Keras counts them): "
+            f"round {event['round']} -> {event['features']}"
         )
     picks = {k: v for k, v in history.history.items() if k.startswith("seqattn/picked")}
     print(f"History keys for picks: {sorted(picks)}")
