@@ -250,6 +250,14 @@ def test_within_fit_caps_a_long_round_and_fine_tunes_the_rest():
     }
 
 
+def test_schedule_length_in_steps_needs_the_steps_per_epoch():
+    callback = SequentialAttentionCallback(warmup_epochs=1, steps_per_selection=8)
+    with pytest.raises(ValueError, match=r"pass `steps_per_epoch` \(got None\)"):
+        callback.schedule_length(2)
+    # Warm-up and fine-tune of one 10-step epoch each, two rounds of 8 steps.
+    assert callback.schedule_length(2, steps_per_epoch=10) == 36
+
+
 def test_within_fit_refuses_a_ceiling_below_the_floor():
     with pytest.raises(ValueError, match=r"max_steps_per_round.*>= 40, got 30"):
         schedule_lib.within_fit(1000, 2, max_steps_per_round=30)

@@ -389,10 +389,18 @@ class ScheduleOptions:
         )
 
     def length(self, num_rounds: int, steps_per_epoch: int | None = None) -> int:
-        """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
+        """Epochs the schedule needs for ``num_rounds``; with
+        ``steps_per_selection``, steps (``fit`` then needs
+        ``ceil(length / steps_per_epoch)`` epochs)."""
         if self.within_fit:
             raise ValueError(
                 "A `within_fit` schedule takes exactly the steps fit runs; it has "
                 "no length of its own."
+            )
+        if self.steps_per_selection is not None and steps_per_epoch is None:
+            raise ValueError(
+                "With `steps_per_selection` the schedule's length is in steps and "
+                "its warm-up and fine-tune are in epochs: pass `steps_per_epoch` "
+                "(got None) to schedule_length."
             )
         return self.schedule(num_rounds, steps_per_epoch).total

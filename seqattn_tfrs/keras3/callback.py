@@ -136,7 +136,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
 
     # ------------------------------------------------------------- schedule
     def schedule_length(self, num_rounds: int, steps_per_epoch: int | None = None):
-        """Epochs (or, in step mode, steps) the schedule needs for ``num_rounds``."""
+        """Epochs the schedule needs for ``num_rounds``; with
+        ``steps_per_selection``, steps, which need ``steps_per_epoch`` (``fit``
+        then runs ``ceil(steps / steps_per_epoch)`` epochs)."""
         return self.schedule_options.length(num_rounds, steps_per_epoch)
 
     def _schedule(
