@@ -10,10 +10,7 @@ from typing import Any
 import tensorflow as tf
 
 from seqattn_tfrs import pruning, width
-from seqattn_tfrs.discovery import (
-    find_feature_gates,
-    find_width_layers,
-)
+from seqattn_tfrs.discovery import find_feature_gates, find_width_layers
 from seqattn_tfrs.export.signature import (
     EXAMPLES_INPUT,
     EXAMPLES_SIGNATURE,

@@ -162,7 +162,9 @@ def check_first_batch(model: keras.Model, data: Any, needed: Iterable[str]) -> N
     declared = {t.name: t.dtype for t in getattr(model, "inputs", None) or []}
     for values in batch_checks.nested_dicts(features):
         for name, value in values.items():
-            if name in declared and _is_text(value.dtype) != _is_text(declared[name]):
+            if name not in declared or not hasattr(value, "dtype"):
+                continue
+            if _is_text(value.dtype) != _is_text(declared[name]):
                 raise ValueError(
                     f"`selection_data`'s feature {name!r} is {value.dtype}, but "
                     f"model {model.name!r} takes {declared[name]} there; expected "
@@ -171,7 +173,9 @@ def check_first_batch(model: keras.Model, data: Any, needed: Iterable[str]) -> N
 
 
 def _is_text(dtype: Any) -> bool:
-    return dtype == "string" or np.dtype(dtype).kind in "USO"
+    if isinstance(dtype, str) and dtype == "string":  # a Keras input's
+        return True
+    return np.dtype(dtype).kind in "USO"
 
 
 def _numeric(leaf: Any) -> bool:
