@@ -231,6 +231,11 @@ def main() -> None:
         "served_top_10_match": bool(np.array_equal(served.numpy(), expected.numpy())),
     }
     print(f"query tower picked {query}, candidate tower {candidate}")
+    print(  # fit times: the first fit of the process also pays its first traces
+        "(the selected model is fitted first: its time holds the process's first "
+        "traces and the selection's fixed costs, which a short --smoke run shows "
+        "at their largest)"
+    )
     for name, result in results.items():
         print(
             f"{name}: test top-{TOP_K} accuracy "
