@@ -151,9 +151,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         return self.schedule_options.step_mode
 
     # ----------------------------------------------------------- fit hooks
-    def _build_model(self, unbuilt: list[str]) -> None:
-        """Builds the model on ``selection_data``'s first batch: on JAX and
-        PyTorch Keras builds a subclassed model before ``on_train_begin``, on
+    def _build_model(self, unbuilt: list[str], first: Any) -> None:
+        """Builds the model on ``first``, ``selection_data``'s first batch: on
+        JAX and PyTorch Keras builds a subclassed model before ``on_train_begin``, on
         TensorFlow (without a distribution strategy) only when it traces the
         first step, and the gates' state must exist before it."""
         if self.selection_data is None:
@@ -163,8 +163,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 "subclassed model at its first step); expected a built model: "
                 "call it on a batch before `fit`, e.g. `model(x[:1])`."
             )
-        batch = next(iter(heldout.one_pass(self.selection_data)))
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(batch))
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(first))
         self.model(x, training=False)
 
     def on_train_begin(self, logs=None):
@@ -174,15 +173,16 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 "SequentialAttentionCallback found no SequentialAttentionEmbedding "
                 f"in model {self.model.name!r}; wrap its embeddings first."
             )
+        first = None  # selection_data's first batch, read once here
         if self.selection_data is not None:
-            heldout.check_first_batch(
+            first = heldout.check_first_batch(
                 self.model,
                 self.selection_data,
                 {name for layer in self._layers for name in layer.kept_features},
             )
         unbuilt = [layer.name for layer in self._layers if not layer.built]
         if unbuilt:
-            self._build_model(unbuilt)
+            self._build_model(unbuilt, first)
         accumulation = getattr(
             self.model.optimizer, "gradient_accumulation_steps", None
         )
@@ -250,9 +250,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             )
             # JAX compiles the steps ahead for the first batch's shapes: the
             # held-out step, and the probe's pass where a layer hashes values.
-            example = (
-                next(heldout.one_pass(self.selection_data), None) if on_jax else None
-            )
+            example = first if on_jax else None
             self._heldout_step = heldout.make_step(self.model, self._layers, example)
             self._probe = heldout_probe.HeldoutProbe(self.model, self._layers, example)
 

@@ -132,7 +132,7 @@ def check_reiterable(data: Any) -> None:
             "`[(x_val, y_val)]` (one batch), a keras.utils.PyDataset or a batched "
             "tf.data.Dataset."
         )
-    if iter(data) is data:
+    if isinstance(data, Iterator):  # (without starting a dataset's iterator)
         raise ValueError(
             f"`selection_data` is a {type(data).__name__}, which can be read "
             "once; the callback reads it before training and in every round. "
@@ -141,8 +141,8 @@ def check_reiterable(data: Any) -> None:
         )
 
 
-def check_first_batch(model: keras.Model, data: Any, needed: Iterable[str]) -> None:
-    """Checks ``data``'s first batch before training: there is one, it holds
+def check_first_batch(model: keras.Model, data: Any, needed: Iterable[str]) -> Any:
+    """``data``'s first batch, checked before training: there is one, it holds
     a label, the ``needed`` features (in a dict at any depth) and rows, and,
     where ``model`` declares its inputs, text where they take text and numbers
     where they take numbers.
@@ -170,6 +170,7 @@ def check_first_batch(model: keras.Model, data: Any, needed: Iterable[str]) -> N
                     f"model {model.name!r} takes {declared[name]} there; expected "
                     "the training data's dtypes."
                 )
+    return batch
 
 
 def _is_text(dtype: Any) -> bool:
