@@ -200,7 +200,7 @@ def main() -> None:
     served = serve(**{n: tf.constant(x_test[n][:5]) for n in kept})
     print(
         f"exported {path}: serving_default takes {keys}; first scores "
-        f"{[round(float(v), 3) for v in next(iter(served.values())).numpy()[:, 0]]}"
+        f"{[round(float(v), 3) for v in served['scores'].numpy()[:, 0]]}"
     )
 
 

@@ -9,8 +9,7 @@ The public names load on first use, so that an entry point such as the
 imported. Importing them checks that ``tf.keras`` is Keras 2.
 """
 
-import importlib
-
+from seqattn_tfrs.lazy_getattr import lazy_getattr
 from seqattn_tfrs.version import __version__
 
 _PUBLIC = {
@@ -35,12 +34,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'seqattn_tfrs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _PUBLIC, globals())
 
 
 def __dir__() -> list[str]:

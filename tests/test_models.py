@@ -266,7 +266,7 @@ def test_gated_model_prunes_and_exports_with_a_multi_valent_feature(tmp_path):
 
 
 def test_variable_length_integer_examples_are_padded_with_minus_one():
-    from seqattn_tfrs.export.signature import parse_spec
+    from seqattn_tfrs.export.savedmodel import parse_spec
 
     spec = parse_spec("genres", tf.TensorSpec([None, None], tf.int64))
     rows = [

@@ -23,7 +23,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 import seqattn_tfrs
 from seqattn_tfrs import SequentialAttentionEmbedding
 from seqattn_tfrs.export import LOCK_FILE, export_for_serving, size_report
-from seqattn_tfrs.export import report as export_report
+from seqattn_tfrs.export import savedmodel as export_savedmodel
 from seqattn_tfrs.pruning import prune
 from seqattn_tfrs.sizes import variable_stats
 
@@ -669,7 +669,7 @@ def boom(*args, **kwargs):
     "target",
     [
         (tf.saved_model, "save"),
-        (export_report, "write_json"),
+        (export_savedmodel, "write_json"),
         (os, "rename"),
     ],
     ids=["saved_model.save", "json", "rename"],

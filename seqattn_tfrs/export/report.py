@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -11,17 +10,11 @@ import tensorflow as tf
 
 from seqattn_tfrs import pruning, width
 from seqattn_tfrs.discovery import find_feature_gates, find_width_layers
-from seqattn_tfrs.export.signature import (
-    EXAMPLES_INPUT,
-    EXAMPLES_SIGNATURE,
-    SERVING_SIGNATURE,
-)
+from seqattn_tfrs.export.savedmodel import dir_bytes, signatures_record
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 from seqattn_tfrs.sizes import model_variables, table_variables, variable_stats
 from seqattn_tfrs.version import __version__
 from seqattn_tfrs.width import SequentialAttentionWidth
-
-SELECTION_FILE = "selection.json"
 
 
 def size_report(
@@ -84,24 +77,6 @@ def size_report(
             )
         report["export_bytes"] = dir_bytes(path)
     return report
-
-
-def dir_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            total += os.path.getsize(os.path.join(root, name))
-    return total
-
-
-def write_json(path: str, payload: Mapping[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-
-
-def _spec_json(spec: tf.TensorSpec) -> dict[str, Any]:
-    return {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
 
 
 def _sum_stats(entries: list[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -222,7 +197,7 @@ def selection_record(
     warmup: Mapping[str, tf.Tensor] | None,
 ) -> dict[str, Any]:
     outputs = {
-        key: _spec_json(tf.TensorSpec(t.shape, t.dtype))
+        key: tf.TensorSpec(t.shape, t.dtype)
         for key, t in serving_fn.structured_outputs.items()
     }
     report = size_report(model)
@@ -254,16 +229,7 @@ def selection_record(
         "seqattn_tfrs_version": __version__,
         "model": model.name,
         "version": version,
-        "signatures": {
-            SERVING_SIGNATURE: {
-                "inputs": {name: _spec_json(spec) for name, spec in specs.items()},
-                "outputs": outputs,
-            },
-            EXAMPLES_SIGNATURE: {
-                "inputs": {EXAMPLES_INPUT: {"dtype": "string", "shape": [None]}},
-                "outputs": outputs,
-            },
-        },
+        "signatures": signatures_record(specs, outputs),
         "gated_layers": gated,
         "width_layers": report["width_layers"],
         "embedding_tables": report["embedding_tables"],

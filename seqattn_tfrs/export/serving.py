@@ -10,12 +10,9 @@ import tensorflow as tf
 
 from seqattn_tfrs.discovery import find_gated_layers, find_width_layers
 from seqattn_tfrs.distributed import LocalVariables, check_no_remote_captures
-from seqattn_tfrs.export import report, signature, versions
+from seqattn_tfrs.export import report, savedmodel, signature, versions
 from seqattn_tfrs.export import warmup as warmup_lib
-from seqattn_tfrs.export.signature import (
-    EXAMPLES_SIGNATURE,
-    SERVING_SIGNATURE,
-)
+from seqattn_tfrs.export.savedmodel import EXAMPLES_SIGNATURE, SERVING_SIGNATURE
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
 
@@ -125,7 +122,7 @@ def export_for_serving(
             f"`model` must be a tf.keras.Model, got {type(model).__name__}: {model!r}."
         )
     requested = versions.parse_version(version)
-    signature.check_output_name(output_name)
+    savedmodel.check_output_name(output_name)
     layers = _check_pruned(model)
     local = LocalVariables(model)  # parameter-server tables, gathered on this host
     template, specs = signature.serving_inputs(
@@ -170,7 +167,7 @@ def export_for_serving(
             )
         extra = os.path.join(directory, "assets.extra")
         os.makedirs(extra, exist_ok=True)
-        saved_bytes = report.dir_bytes(directory)
+        saved_bytes = savedmodel.dir_bytes(directory)
         if warmup is not None:
             warmup_lib.write_warmup(
                 os.path.join(extra, warmup_lib.WARMUP_FILE), warmup, protos
@@ -178,7 +175,7 @@ def export_for_serving(
         record = report.selection_record(
             model, layers, specs, serving_fn, captured, number, saved_bytes, warmup
         )
-        report.write_json(os.path.join(extra, report.SELECTION_FILE), record)
+        savedmodel.write_json(os.path.join(extra, savedmodel.SELECTION_FILE), record)
 
     return versions.write_version(base, requested, write)
 

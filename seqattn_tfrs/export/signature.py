@@ -16,33 +16,7 @@ from typing import Any
 import tensorflow as tf
 
 from seqattn_tfrs import functional_pruning
-
-SERVING_SIGNATURE = "serving_default"
-EXAMPLES_SIGNATURE = "serve_examples"
-EXAMPLES_INPUT = "inputs"  # the input key TF Serving's Classify/Regress APIs use
-
-
-def check_output_name(output_name: Any) -> None:
-    if isinstance(output_name, str):
-        if not output_name:
-            raise ValueError("`output_name` must be a non-empty string, got ''.")
-        return
-    if isinstance(output_name, Mapping):
-        names = list(output_name.values())
-        if (
-            not names
-            or not all(isinstance(n, str) and n for n in names)
-            or len(set(names)) != len(names)
-        ):
-            raise ValueError(
-                "`output_name` as a mapping must map each model output to a "
-                f"distinct non-empty string, got {dict(output_name)!r}."
-            )
-        return
-    raise TypeError(
-        "`output_name` must be a string or a mapping from model output keys to "
-        f"signature output keys, got {type(output_name).__name__}: {output_name!r}."
-    )
+from seqattn_tfrs.export import savedmodel
 
 
 def _leaves(structure: Any, path: tuple = ()) -> list[tuple[tuple, Any]]:
@@ -298,69 +272,6 @@ def pack(template: Any, features: Mapping[str, Any]) -> Any:
     return features[template]
 
 
-def parse_spec(name: str, spec: tf.TensorSpec) -> Any:
-    dtype = spec.dtype
-    if dtype == tf.string:
-        parse_dtype, pad = tf.string, ""
-    elif dtype.is_integer or dtype == tf.bool:
-        # -1, never a real id: variable-length integer features (genres, tags)
-        # come padded with -1, as the dense serving_default input expects.
-        parse_dtype, pad = tf.int64, -1
-    elif dtype.is_floating:
-        parse_dtype, pad = tf.float32, 0.0
-    else:
-        raise ValueError(
-            f"Serving feature {name!r} has dtype {dtype.name}; tf.Example holds only "
-            "strings, integers and floats."
-        )
-    inner = spec.shape[1:]
-    if inner.is_fully_defined():
-        return tf.io.FixedLenFeature(inner.as_list(), parse_dtype)
-    if inner.rank == 1:
-        return tf.io.FixedLenSequenceFeature(
-            [], parse_dtype, allow_missing=True, default_value=pad
-        )
-    raise ValueError(
-        f"Serving feature {name!r} has shape {spec.shape}; tf.Example parsing "
-        "needs [None, ...] with fixed inner dimensions or [None, None]."
-    )
-
-
-def name_outputs(outputs: Any, output_name: str | Mapping[Any, str]) -> dict:
-    if isinstance(output_name, str):
-        if not tf.is_tensor(outputs):
-            raise ValueError(
-                f"The model returns {tf.nest.map_structure(lambda t: t.shape, outputs)}"
-                f"; pass `output_name` as a mapping from each of its outputs to a "
-                f"signature output key instead of {output_name!r}."
-            )
-        return {output_name: _float32(outputs)}
-    if isinstance(outputs, Mapping):
-        keys = list(outputs)
-    elif isinstance(outputs, (list, tuple)):
-        keys = list(range(len(outputs)))
-    else:
-        raise ValueError(
-            "The model returns one tensor; pass `output_name` as a string, got "
-            f"{dict(output_name)!r}."
-        )
-    if set(keys) != set(output_name):
-        raise ValueError(
-            f"`output_name` must map exactly the model's outputs {keys}, got "
-            f"{sorted(output_name, key=str)}."
-        )
-    return {output_name[key]: _float32(outputs[key]) for key in keys}
-
-
-def _float32(value: Any) -> Any:
-    """A float16 or bfloat16 output (a mixed-precision model's) as float32, the
-    dtype TF Serving's Classify and Regress APIs read and clients expect."""
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None and dtype.is_floating and dtype.size < 4:
-        return tf.cast(value, tf.float32)
-    return value
-
-
 def serving_functions(
     model: tf.keras.Model,
     template: Any,
@@ -370,21 +281,8 @@ def serving_functions(
     """The two signatures' ``tf.function``\\ s: ``serving_default`` over the raw
     features ``specs``, and ``serve_examples`` over serialized ``tf.Example``\\ s
     (input key ``inputs``) holding the same features."""
-    parse_specs = {name: parse_spec(name, spec) for name, spec in specs.items()}
 
-    @tf.function(input_signature=[specs], autograph=False)
-    def serve(features):
-        outputs = model(pack(template, features), training=False)
-        return name_outputs(outputs, output_name)
+    def call(features):
+        return model(pack(template, features), training=False)
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)],
-        autograph=False,
-    )
-    def serve_examples(inputs):
-        parsed = tf.io.parse_example(inputs, parse_specs)
-        features = {name: tf.cast(parsed[name], s.dtype) for name, s in specs.items()}
-        outputs = model(pack(template, features), training=False)
-        return name_outputs(outputs, output_name)
-
-    return serve, serve_examples
+    return savedmodel.serving_signatures(call, specs, output_name)

@@ -8,7 +8,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from seqattn_tfrs.export.signature import SERVING_SIGNATURE
+from seqattn_tfrs.export.savedmodel import SERVING_SIGNATURE
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warm-up records
 WARMUP_FILE = "tf_serving_warmup_requests"

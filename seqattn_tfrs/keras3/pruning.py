@@ -63,7 +63,8 @@ def prune(model: keras.Model) -> keras.Model:
     inputs are ``model``'s minus the dropped features, so their tables and
     inputs are gone from it and from any SavedModel exported from it. Every
     other layer is shared with ``model`` (weights included); the new model is
-    not compiled. Its predictions equal ``model``'s.
+    not compiled. Its predictions equal ``model``'s, and its gates keep the
+    selection order and ``gate_history()``.
 
     Args:
       model: a functional ``keras.Model`` whose inputs are a dict keyed by
@@ -122,4 +123,9 @@ def prune(model: keras.Model) -> keras.Model:
     for old, new in zip(gates, (replacements[id(g)] for g in gates)):
         if new.is_distributed:
             tables.copy_distributed_tables(old.embeddings, new.embeddings)
+        # The gate values before each round, for `gate_history` and the
+        # export's selection.json (the rounds are as many: same features,
+        # the same count or budget); copies, as JAX's fit donates buffers.
+        for name in ("round_gates", "rounds_done"):
+            getattr(new, name).assign(keras.ops.convert_to_numpy(getattr(old, name)))
     return pruned

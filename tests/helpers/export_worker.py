@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import seqattn_tfrs  # noqa: E402
-from seqattn_tfrs.export import report as export_report  # noqa: E402
+from seqattn_tfrs.export import savedmodel as export_savedmodel  # noqa: E402
 
 
 def main():
@@ -39,7 +39,7 @@ def main():
             open(ready, "w").close()
             time.sleep(600)  # the test kills the process here
 
-        export_report.write_json = hang
+        export_savedmodel.write_json = hang
     print(seqattn_tfrs.export_for_serving(model, base), flush=True)
 
 

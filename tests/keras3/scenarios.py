@@ -302,6 +302,27 @@ def prune_export() -> dict:
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    assert served_gate.gate_history() == gate.gate_history(), (
+        served_gate.gate_history(),
+        gate.gate_history(),
+    )
+    assert len(gate.gate_history()) == 2, gate.gate_history()
+    # TF Serving's Regress API: one output named "outputs"; a mapping for a
+    # model of one output is refused and leaves no version behind.
+    regress = export_for_serving(pruned, base, output_name="outputs")
+    assert os.path.basename(regress) == "2", regress
+    try:
+        export_for_serving(pruned, base, output_name={0: "scores"})
+    except ValueError as error:
+        assert "pass `output_name` as a string" in str(error), str(error)
+    else:
+        raise AssertionError("a mapping output_name for one output was accepted")
+    assert sorted(os.listdir(base)) == [
+        ".seqattn_tfrs_export.lock",
+        "1",
+        "2",
+        "probe.npz",
+    ], os.listdir(base)
     if keras.backend.backend() == "torch":
         # Exported by a child process on TensorFlow, which cannot load a layer
         # class defined here: the error says so and what to do.
@@ -318,10 +339,11 @@ def prune_export() -> dict:
             assert "Twice" in str(error), str(error)
         else:
             raise AssertionError("a model the child cannot load was exported")
-        assert sorted(os.listdir(base)) == ["1", "probe.npz"], os.listdir(base)
+        assert sorted(os.listdir(base))[1:] == ["1", "2", "probe.npz"], os.listdir(base)
     return {
         "kept": kept,
         "export": path,
+        "regress_export": regress,
         "loader": check.stdout.strip().splitlines()[-1],
         "dropped_weights_left": dropped_tables,
     }
