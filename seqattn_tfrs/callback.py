@@ -163,6 +163,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._heldout_step = None
         self._coordinator = None
         self._steps_done = 0
+        self._finished = False  # every layer had finished when fit began
         self._first_batch = 0
         self._epoch = 0
         self._pending_logs: dict[str, float] = {}
@@ -201,14 +202,25 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 "SequentialAttentionCallback found no SequentialAttentionEmbedding "
                 f"in model {self.model.name!r}; wrap its embeddings first."
             )
+        pruned = [layer.name for layer in self._layers if layer.is_pruned]
+        if pruned:
+            raise ValueError(f"Layer(s) {pruned} are pruned; nothing to select.")
+        self._finished = all(layer.selection_complete for layer in self._layers)
+        if self._finished:  # a later fit (more training): the gates stay as picked
+            if self.verbose:
+                print(
+                    "SequentialAttention: every layer's selection is complete; "
+                    "this fit trains with the selected features and selects "
+                    "nothing.",
+                    flush=True,
+                )
+            return
         epochs = self.params.get("epochs")
         steps = self.params.get("steps")
         available = epochs * steps if self._step_mode and steps else epochs
         unit = "steps" if self._step_mode else "epochs"
         self._schedules = {}
         for layer in self._layers:
-            if layer.is_pruned:
-                raise ValueError(f"Layer {layer.name!r} is pruned; nothing to select.")
             schedule = self._schedule(layer.num_rounds, steps, epochs)
             if schedule.total > available:
                 raise ValueError(
@@ -338,6 +350,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         _build_optimizer(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._finished:
+            return
         self._epoch = epoch
         self._refresh_mirrors()  # a checkpoint may have been restored
         if not self._step_mode:
@@ -345,13 +359,17 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._set_modes(units=epoch, steps_into_unit=0)
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._finished:
+            return
         # With steps_per_execution > 1 (as on TPUs), one pair of batch hooks
         # brackets several steps: begin gets the first one's index, end the last.
         self._first_batch = batch
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._finished:
+            return
         if self._step_mode:
-            self._steps_done += batch - self._first_batch + 1
+            self._steps_done += int(batch - self._first_batch + 1)
             self._advance(completed=self._steps_done, logs=self._pending_logs)
             self._set_modes(units=self._steps_done, steps_into_unit=0)
         else:
@@ -385,6 +403,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 layer.set_gate_mode(self._modes[id(layer)])
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._finished:
+            return
         logs = logs if logs is not None else {}
         self._wait_for_scheduled_steps()
         if not self._step_mode:
@@ -417,6 +437,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._writer.flush()
 
     def on_train_end(self, logs=None):
+        if self._finished:
+            return
         if self._writer is not None:
             self._writer.flush()
         for layer in self._layers:

@@ -104,6 +104,34 @@ def test_finetune_gates_are_exactly_zero_and_inputs_no_longer_matter():
     )
 
 
+@pytest.mark.parametrize("again", ["same callback", "new callback", "within_fit"])
+def test_a_later_fit_after_a_complete_selection_trains_and_selects_nothing(
+    again, capsys
+):
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, finetune_epochs=1, verbose=0
+    )
+    model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    gates = layer.gate_values()
+    weights = model.layers[-1].get_weights()[0].copy()
+    later = {
+        "same callback": callback,
+        "new callback": SequentialAttentionCallback(verbose=1),
+        "within_fit": SequentialAttentionCallback(within_fit=True, verbose=1),
+    }[again]
+    # 1 epoch of 8 steps: shorter than any schedule, which is not laid again.
+    model.fit(dataset(), epochs=1, callbacks=[later], verbose=0)
+    assert layer.selected_features == ("a", "c")
+    assert layer.gate_values() == gates
+    assert [e["epoch"] for e in callback.events] == [1, 2]
+    assert not np.array_equal(model.layers[-1].get_weights()[0], weights)
+    if again != "same callback":
+        assert "selects nothing" in capsys.readouterr().out
+        assert later.events == []
+
+
 def test_evaluate_predict_and_validation_never_select():
     tf.keras.utils.set_random_seed(0)
     model, layer = functional_model(num_selected=2)

@@ -126,6 +126,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._heldout_step = None
         self._probe: heldout_probe.HeldoutProbe | None = None
         self._steps_done = 0
+        self._finished = False  # every layer had finished when fit began
         self._epoch = 0
         self._steps_per_epoch: int | None = None
         self._settle_units: dict[int, int] = {}
@@ -192,12 +193,24 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 "Keras merges the gates' handed-back state with a maximum. Expected "
                 "an optimizer without gradient accumulation."
             )
+        pruned = [layer.name for layer in self._layers if layer.is_pruned]
+        if pruned:
+            raise ValueError(f"Layer(s) {pruned} are pruned; nothing to select.")
+        self._sync()
+        self._finished = all(layer.selection_complete for layer in self._layers)
+        if self._finished:  # a later fit (more training): the gates stay as picked
+            if self.verbose:
+                print(
+                    "SequentialAttention: every layer's selection is complete; "
+                    "this fit trains with the selected features and selects "
+                    "nothing.",
+                    flush=True,
+                )
+            return
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
         available = epochs * steps if self._step_mode and steps else epochs
         unit = "steps" if self._step_mode else "epochs"
         for layer in self._layers:
-            if layer.is_pruned:
-                raise ValueError(f"Layer {layer.name!r} is pruned; nothing to select.")
             schedule = self._schedule(layer.num_rounds, steps, epochs)
             if schedule.total > available:
                 raise ValueError(
@@ -255,12 +268,16 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             self._probe = heldout_probe.HeldoutProbe(self.model, self._layers, example)
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._finished:
+            return
         self._epoch = epoch
         if not self._step_mode:
             self._advance(completed=epoch, logs=None)
             self._set_modes(units=epoch, steps_into_unit=0)
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._finished:
+            return
         if self._step_mode:
             self._steps_done += 1
             self._advance(completed=self._steps_done, logs=self._pending_logs)
@@ -284,6 +301,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 layer.gate_mode.assign(self._modes[id(layer)])
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._finished:
+            return
         logs = logs if logs is not None else {}
         if not self._step_mode:
             self._advance(completed=epoch + 1, logs=logs)
@@ -299,6 +318,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             )
 
     def on_train_end(self, logs=None):
+        if self._finished:
+            return
         self._sync()
         # Free the held-out batches kept on the device with the fit's step.
         self._heldout_batches = self._heldout_step = self._probe = None

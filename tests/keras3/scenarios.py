@@ -265,6 +265,10 @@ def prune_export() -> dict:
     model.fit(columns, y, batch_size=64, epochs=4, callbacks=[callback], verbose=0)
     kept = list(gate.selected_features)
     assert [e["step"] for e in callback.events] == [64, 116], callback.events
+    # A later fit (1 epoch, shorter than any schedule) trains and selects nothing.
+    later = SequentialAttentionCallback(within_fit=True, verbose=0)
+    model.fit(columns, y, batch_size=64, epochs=1, callbacks=[later], verbose=0)
+    assert list(gate.selected_features) == kept and not later.events, later.events
     pruned = prune(model)
     assert sorted(pruned.input) == sorted(kept), (sorted(pruned.input), kept)
     probe = {k: v[:64] for k, v in columns.items()}
