@@ -410,7 +410,8 @@ def _sliced(layer: tf.keras.layers.Layer, columns: list[int]) -> tf.keras.layers
         )
     config = dict(table.get_config(), output_dim=len(columns))
     narrow = tf.keras.layers.Embedding.from_config(config)
-    narrow.build(tf.TensorShape([None]))
+    with tf.name_scope(narrow.name):  # as a call builds it: unique names for h5
+        narrow.build(tf.TensorShape([None]))
     narrow.embeddings.assign(tf.gather(table.embeddings, columns, axis=1))
     if layer is table:
         return narrow
