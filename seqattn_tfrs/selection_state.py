@@ -473,7 +473,10 @@ class SelectionState:
                 f"round {record.rounds_done + 1} ({skipped} had a NaN/inf gradient "
                 "so far), so there is nothing to pick from. Fix the NaN loss, or "
                 "lengthen the round / lower `settle_fraction` or "
-                "`selection_interval`."
+                "`selection_interval`; or, if this fit began past the round's "
+                "learning steps (`optimizer.iterations` or `initial_epoch` above "
+                "0 for a selection not yet begun), select with a freshly "
+                "compiled model from epoch 0."
             )
         if record.complete(self.spec):
             raise RuntimeError(

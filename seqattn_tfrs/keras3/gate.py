@@ -573,7 +573,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 f"{record.rounds_done + 1} ({int(state[4])} had a NaN/inf "
                 "gradient), so there is nothing to pick from. Fix a NaN loss (on "
                 "JAX an id beyond a table's rows embeds as NaN: check the held-out "
-                "ids), or lengthen the round or lower `settle_fraction`."
+                "ids), or lengthen the round or lower `settle_fraction`; if fit "
+                "began past the round's learning steps (`optimizer.iterations` "
+                "or `initial_epoch` > 0 before any pick), select from epoch 0."
             )
         entry = selection_lib.entry_statistics(state[5], state[6])
         # What `entry_z` (and by count the first round's "helps alone") compares
