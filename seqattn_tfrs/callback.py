@@ -202,18 +202,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 "SequentialAttentionCallback found no SequentialAttentionEmbedding "
                 f"in model {self.model.name!r}; wrap its embeddings first."
             )
-        pruned = [layer.name for layer in self._layers if layer.is_pruned]
-        if pruned:
-            raise ValueError(f"Layer(s) {pruned} are pruned; nothing to select.")
-        self._finished = all(layer.selection_complete for layer in self._layers)
-        if self._finished:  # a later fit (more training): the gates stay as picked
-            if self.verbose:
-                print(
-                    "SequentialAttention: every layer's selection is complete; "
-                    "this fit trains with the selected features and selects "
-                    "nothing.",
-                    flush=True,
-                )
+        # A later fit (more training) after the last pick: the gates stay.
+        self._finished = round_report.nothing_to_select(self._layers, self.verbose)
+        if self._finished:
             return
         epochs = self.params.get("epochs")
         steps = self.params.get("steps")

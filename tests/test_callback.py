@@ -88,13 +88,19 @@ def test_exactly_k_selected_for_any_round_size(k, per_round, rounds):
     )
 
 
-def test_finetune_gates_are_exactly_zero_and_inputs_no_longer_matter():
+def selected_in_four_epochs():
+    """Warm-up, two rounds of one pick and a fine-tune: ``a`` and ``c``."""
     tf.keras.utils.set_random_seed(0)
     model, layer = functional_model(num_selected=2)
     callback = SequentialAttentionCallback(
         warmup_epochs=1, finetune_epochs=1, verbose=0
     )
     model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    return model, layer, callback
+
+
+def test_finetune_gates_are_exactly_zero_and_inputs_no_longer_matter():
+    model, layer, _ = selected_in_four_epochs()
     gates = layer.gate_values()
     assert {n: gates[n] for n in ("b", "d", "e")} == {"b": 0.0, "d": 0.0, "e": 0.0}
     x, _ = linear_data(1, 8)
@@ -108,12 +114,7 @@ def test_finetune_gates_are_exactly_zero_and_inputs_no_longer_matter():
 def test_a_later_fit_after_a_complete_selection_trains_and_selects_nothing(
     again, capsys
 ):
-    tf.keras.utils.set_random_seed(0)
-    model, layer = functional_model(num_selected=2)
-    callback = SequentialAttentionCallback(
-        warmup_epochs=1, finetune_epochs=1, verbose=0
-    )
-    model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    model, layer, callback = selected_in_four_epochs()
     gates = layer.gate_values()
     weights = model.layers[-1].get_weights()[0].copy()
     later = {

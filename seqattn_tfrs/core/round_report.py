@@ -298,3 +298,31 @@ def warn_if_incomplete(
         ),
         stacklevel=3,
     )
+
+
+def nothing_to_select(layers: Sequence[Any], verbose: int) -> bool:
+    """Whether a fit beginning now has nothing to select: every layer (with
+    ``is_pruned`` and ``selection_complete``) finished its selection, so the
+    callback stands aside and the fit trains with the picks (said when
+    ``verbose``).
+
+    Raises:
+      ValueError: a layer is pruned (its unselected tables are gone).
+
+    Example:
+      >>> class Done:
+      ...     name, is_pruned, selection_complete = "gate", False, True
+      >>> nothing_to_select([Done()], verbose=0)
+      True
+    """
+    pruned = [layer.name for layer in layers if layer.is_pruned]
+    if pruned:
+        raise ValueError(f"Layer(s) {pruned} are pruned; nothing to select.")
+    finished = all(layer.selection_complete for layer in layers)
+    if finished and verbose:
+        print(
+            "SequentialAttention: every layer's selection is complete; this fit "
+            "trains with the selected features and selects nothing.",
+            flush=True,
+        )
+    return finished

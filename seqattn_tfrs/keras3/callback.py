@@ -193,19 +193,10 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 "Keras merges the gates' handed-back state with a maximum. Expected "
                 "an optimizer without gradient accumulation."
             )
-        pruned = [layer.name for layer in self._layers if layer.is_pruned]
-        if pruned:
-            raise ValueError(f"Layer(s) {pruned} are pruned; nothing to select.")
         self._sync()
-        self._finished = all(layer.selection_complete for layer in self._layers)
-        if self._finished:  # a later fit (more training): the gates stay as picked
-            if self.verbose:
-                print(
-                    "SequentialAttention: every layer's selection is complete; "
-                    "this fit trains with the selected features and selects "
-                    "nothing.",
-                    flush=True,
-                )
+        # A later fit (more training) after the last pick: the gates stay.
+        self._finished = round_report.nothing_to_select(self._layers, self.verbose)
+        if self._finished:
             return
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
         available = epochs * steps if self._step_mode and steps else epochs
