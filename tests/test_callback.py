@@ -691,3 +691,28 @@ def test_a_model_with_layers_built_in_the_first_trace_keeps_its_optimizer_lazy()
     model.fit(data, epochs=4, callbacks=[callback], verbose=0)
     assert model.train_function.experimental_get_tracing_count() == 2
     assert model.gate.selected_features == ("a", "c")
+
+
+def test_a_selection_interval_longer_than_a_round_is_refused_before_training():
+    model, _ = functional_model(num_selected=2)
+    x, y = linear_data(1, 256)
+    heldout = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1,
+        finetune_epochs=0,
+        selection_data=heldout,
+        selection_interval=9,
+        verbose=0,
+    )  # rounds of 1 epoch of 8 steps, settling for 6
+    with pytest.raises(ValueError, match=r"`selection_interval`=9 .* at most 2"):
+        model.fit(dataset(), epochs=5, callbacks=[callback], verbose=0)
+    assert model.optimizer.iterations.numpy() == 0
+
+
+def test_a_budget_rule_needs_a_byte_budget():
+    with pytest.raises(ValueError, match=r"`budget_rule`='gain_per_byte' .* needs"):
+        SequentialAttentionEmbedding(
+            {n: tf.keras.layers.Reshape((1,)) for n in NAMES},
+            num_selected=2,
+            budget_rule="gain_per_byte",
+        )

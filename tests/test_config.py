@@ -131,6 +131,13 @@ def test_partial_file_takes_defaults(tmp_path):
             "noise.name_prefix",
             "clashes",
         ),
+        ({"seed": -1}, "seed", "in [0, 4294967296), got -1"),
+        ({"seed": 2**32}, "seed", "in [0, 4294967296), got 4294967296"),
+        (
+            {"selection": {"budget_rule": "gain_per_byte"}},
+            "selection.budget_rule",
+            "it needs `budget_bytes`",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -175,6 +182,11 @@ def test_override_validates_like_a_file():
         override(JobConfig.default(), {"selection.nope": 1}, source="flags")
     with pytest.raises(ConfigError, match="batch_size: must be an int >= 1"):
         override(JobConfig.default(), {"batch_size": 0})
+    # Flags can carry what JSON cannot: the message names the key.
+    with pytest.raises(ConfigError, match="learning_rate: must be a finite number"):
+        override(JobConfig.default(), {"learning_rate": float("nan")})
+    with pytest.raises(ConfigError, match="selection.entry_z: .* got inf"):
+        override(JobConfig.default(), {"selection.entry_z": float("inf")})
 
 
 def test_direct_construction_validates():

@@ -8,6 +8,7 @@ from typing import Any
 
 ATTENTION_SIGNALS = ("partial", "gradient", "score")
 BUDGET_RULES = ("attention", "attention_per_byte", "gain_per_byte")
+DEFAULT_BUDGET_RULE = "attention_per_byte"
 AUTO_ENTRY_Z = "auto"
 """``entry_z``'s default: :data:`DEFAULT_ENTRY_Z` under a byte budget ranked
 ``"attention_per_byte"``, else none (see :meth:`AttentionOptions.resolved`)."""
@@ -61,7 +62,7 @@ class AttentionOptions:
     """
 
     selections_per_round: int = 1
-    budget_rule: str = "attention_per_byte"
+    budget_rule: str = DEFAULT_BUDGET_RULE
     entry_z: float | str | None = AUTO_ENTRY_Z
     attention_learning_rate: float = 0.05
     attention_momentum: float = 0.9
@@ -116,8 +117,9 @@ class AttentionOptions:
         budget ranked ``"attention_per_byte"``, else None (fill the budget).
 
         Raises:
-          ValueError: a number ``entry_z`` without a budget (a count selection
-            always picks ``num_selected`` features), or ``selections_per_round``
+          ValueError: a number ``entry_z`` or a ``budget_rule`` other than the
+            default without a budget (a count selection always picks
+            ``num_selected`` features, ranked by the gates), or ``selections_per_round``
             above ``num_selected`` (where given): a round cannot commit more
             features than the selection picks.
 
@@ -136,6 +138,13 @@ class AttentionOptions:
           ...
           ValueError: `selections_per_round`=3 is more than the 2 features ...
         """
+        if not budgeted and self.budget_rule != DEFAULT_BUDGET_RULE:
+            raise ValueError(
+                f"`budget_rule`={self.budget_rule!r} ranks the features that fit a "
+                "byte budget; it needs `budget_bytes` (a count selection ranks by "
+                "the gates). Expected the default "
+                f"{DEFAULT_BUDGET_RULE!r} without a budget."
+            )
         # (a count that is not a valid one is the layer's to refuse)
         counted = _is_int(num_selected) and not isinstance(num_selected, bool)
         if counted and 1 <= num_selected < self.selections_per_round:

@@ -404,3 +404,25 @@ class ScheduleOptions:
                 "(got None) to schedule_length."
             )
         return self.schedule(num_rounds, steps_per_epoch).total
+
+
+def check_selection_interval(
+    interval: int, layer: str, round_length: int, settle: int, steps: int | None
+) -> None:
+    """Refuses a ``selection_interval`` at which no held-out logit step runs in
+    a round's learning steps (or in an epoch, whose batches it counts).
+
+    Example:
+      >>> check_selection_interval(4, "gate", round_length=10, settle=8, steps=5)
+      Traceback (most recent call last):
+      ...
+      ValueError: `selection_interval`=4 leaves layer 'gate' no held-out ...
+    """
+    learning = round_length - settle
+    if interval > min(learning, steps or learning):
+        raise ValueError(
+            f"`selection_interval`={interval} leaves layer {layer!r} no held-out "
+            f"logit step: rounds of {round_length} steps learn in the last "
+            f"{learning} (after settling for {settle}), with {steps} steps per "
+            f"epoch; expected at most {min(learning, steps or learning)}."
+        )

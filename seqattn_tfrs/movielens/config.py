@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import types
@@ -287,10 +288,11 @@ class SelectionConfig:
             )
         if self.num_rounds is not None:
             self.fit_epochs(self.num_rounds)  # an explicit schedule fits in epochs
-        try:  # the library's own check: a number entry_z needs a budget
+        try:  # the library's own check: entry_z and budget_rule need a budget
             self.attention.resolved(budgeted=self.budget_bytes is not None)
         except ValueError as e:
-            raise ConfigError("entry_z", str(e)) from None
+            key = "budget_rule" if str(e).startswith("`budget_rule`") else "entry_z"
+            raise ConfigError(key, str(e)) from None
         try:  # and a round commits at most the features selected
             self.attention.resolved(
                 budgeted=self.budget_bytes is not None, num_selected=self.num_selected
@@ -429,7 +431,7 @@ class JobConfig:
     """Learning rate of the model's optimizer."""
     optimizer: OptimizerName = "adam"
     """The model's optimizer."""
-    seed: int = 42
+    seed: Annotated[int, pydantic.Field(ge=0, lt=2**32)] = 42
     """Seed of the split, the noise fields, shuffling and initialisation."""
     output_dir: Annotated[str, pydantic.Field(min_length=1)] = "runs/movielens_100k"
     """Where report.json, gates.png and the export go."""
@@ -490,6 +492,9 @@ class JobConfig:
             of range; the message names the key path and ``source``.
         """
         data = _explicit_schedule_epochs(data)
+        for key, value in _leaves(data):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(key, f"must be a finite number, got {value}", source)
         # JSON mode: JSON arrays are the config's tuples, still strictly typed.
         try:
             text = json.dumps(data, allow_nan=False)
@@ -571,6 +576,17 @@ def _explicit_schedule_epochs(data: Mapping[str, Any]) -> Mapping[str, Any]:
     ):
         return {**data, "selection": {**selection, "epochs": None}}
     return data
+
+
+def _leaves(data: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every value of nested dicts and lists with its key path (``a.b[0]``)."""
+    if isinstance(data, Mapping):
+        items = [(f"{path}.{k}" if path else str(k), v) for k, v in data.items()]
+    elif isinstance(data, (list, tuple)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(data)]
+    else:
+        return [(path, data)]
+    return [leaf for key, value in items for leaf in _leaves(value, key)]
 
 
 def _or(value: int | None, default: int) -> int:
