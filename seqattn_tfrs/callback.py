@@ -257,10 +257,8 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                     "to fit (or a dataset of known size), lengthen the rounds, or "
                     "set `settle_fraction=0`."
                 )
-            if self.selection_data is not None and in_steps:
-                schedule_lib.check_selection_interval(
-                    self.selection_interval, layer.name, round_length, settle, steps
-                )
+        if self.selection_data is not None:
+            schedule_lib.check_selection_interval(self.selection_interval, steps)
         tested = [layer.name for layer in self._layers if layer.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
             raise ValueError(options_lib.settle_needed_message(tested))

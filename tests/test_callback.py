@@ -693,7 +693,7 @@ def test_a_model_with_layers_built_in_the_first_trace_keeps_its_optimizer_lazy()
     assert model.gate.selected_features == ("a", "c")
 
 
-def test_a_selection_interval_longer_than_a_round_is_refused_before_training():
+def test_a_selection_interval_longer_than_an_epoch_is_refused_before_training():
     model, _ = functional_model(num_selected=2)
     x, y = linear_data(1, 256)
     heldout = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
@@ -703,8 +703,8 @@ def test_a_selection_interval_longer_than_a_round_is_refused_before_training():
         selection_data=heldout,
         selection_interval=9,
         verbose=0,
-    )  # rounds of 1 epoch of 8 steps, settling for 6
-    with pytest.raises(ValueError, match=r"`selection_interval`=9 .* at most 2"):
+    )  # epochs of 8 steps, whose batch count restarts every epoch
+    with pytest.raises(ValueError, match=r"`selection_interval`=9 .* the 8 steps"):
         model.fit(dataset(), epochs=5, callbacks=[callback], verbose=0)
     assert model.optimizer.iterations.numpy() == 0
 

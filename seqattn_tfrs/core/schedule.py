@@ -406,23 +406,21 @@ class ScheduleOptions:
         return self.schedule(num_rounds, steps_per_epoch).total
 
 
-def check_selection_interval(
-    interval: int, layer: str, round_length: int, settle: int, steps: int | None
-) -> None:
-    """Refuses a ``selection_interval`` at which no held-out logit step runs in
-    a round's learning steps (or in an epoch, whose batches it counts).
+def check_selection_interval(interval: int, steps_per_epoch: int | None) -> None:
+    """Refuses a ``selection_interval`` longer than an epoch: the held-out
+    logit steps come every ``interval`` batches of an epoch, counted from its
+    first, so none would ever run (where the epoch's length is known).
 
     Example:
-      >>> check_selection_interval(4, "gate", round_length=10, settle=8, steps=5)
+      >>> check_selection_interval(4, steps_per_epoch=4)
+      >>> check_selection_interval(5, steps_per_epoch=4)
       Traceback (most recent call last):
       ...
-      ValueError: `selection_interval`=4 leaves layer 'gate' no held-out ...
+      ValueError: `selection_interval`=5 is more than the 4 steps of an epoch, ...
     """
-    learning = round_length - settle
-    if interval > min(learning, steps or learning):
+    if steps_per_epoch and interval > steps_per_epoch:
         raise ValueError(
-            f"`selection_interval`={interval} leaves layer {layer!r} no held-out "
-            f"logit step: rounds of {round_length} steps learn in the last "
-            f"{learning} (after settling for {settle}), with {steps} steps per "
-            f"epoch; expected at most {min(learning, steps or learning)}."
+            f"`selection_interval`={interval} is more than the {steps_per_epoch} "
+            "steps of an epoch, whose batches it counts: no held-out logit step "
+            f"would run. Expected at most {steps_per_epoch}."
         )

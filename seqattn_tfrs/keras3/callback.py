@@ -234,10 +234,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                     "`settle_fraction=0`."
                 )
             self._settle_units[id(layer)] = settle
-            if self.selection_data is not None and (self._step_mode or steps):
-                schedule_lib.check_selection_interval(
-                    self.selection_interval, layer.name, length, settle, steps
-                )
+        if self.selection_data is not None:
+            schedule_lib.check_selection_interval(self.selection_interval, steps)
         tested = [g.name for g in self._layers if g.options.tracks_evidence]
         if tested and self.settle_fraction == 0:
             raise ValueError(options_lib.settle_needed_message(tested))
