@@ -10,6 +10,7 @@ from helpers.processes import ROOT, run_python
 
 from seqattn_tfrs import (
     SequentialAttentionCallback,
+    SequentialAttentionEmbedding,
     SequentialAttentionWidth,
     export_for_serving,
     prune,
@@ -291,3 +292,42 @@ def test_width_selection_under_mixed_precision_serves_float32(tmp_path, mixed_po
     scores = serving(**{n: tf.constant(x[n][:50]) for n in ("a", "b")})["scores"]
     assert scores.dtype == tf.float32
     np.testing.assert_allclose(scores.numpy(), before[:50], rtol=2e-2, atol=1e-2)
+
+
+LOAD_AFTER_IMPORT = """
+import sys
+
+import tensorflow as tf
+
+import seqattn_tfrs  # nothing else: the import registers the layers
+
+for path in sys.argv[1:]:
+    model = tf.keras.models.load_model(path)
+    print(sorted(type(layer).__name__ for layer in model.layers))
+"""
+
+
+def test_import_seqattn_tfrs_is_enough_to_load_saved_models(tmp_path):
+    def model_of(layer):
+        inputs = {n: tf.keras.Input((), dtype=tf.int64, name=n) for n in VOCAB}
+        out = layer(inputs)
+        joined = tf.keras.layers.Concatenate()([out[n] for n in VOCAB])
+        return tf.keras.Model(inputs, joined)
+
+    def tables():
+        return {n: tf.keras.layers.Embedding(rows, 4) for n, rows in VOCAB.items()}
+
+    width = model_of(SequentialAttentionWidth(tables(), block_size=2, target_width=4))
+    count = model_of(SequentialAttentionEmbedding(tables(), num_selected=2))
+    paths = []
+    for name, model in (("width", width), ("count", count)):
+        for suffix in (".keras", ".h5", ""):  # "": a SavedModel directory
+            paths.append(str(tmp_path / f"{name}{suffix}"))
+            model.save(paths[-1])
+    # A fresh process (TF_USE_LEGACY_KERAS=1, as a TFRS process has it).
+    lines = run_python(["-c", LOAD_AFTER_IMPORT, *paths], timeout=300).splitlines()
+    classes = [line for line in lines if line.startswith("[")]
+    assert len(classes) == 6, lines
+    for path, line in zip(paths, classes):
+        expected = "count" in path and "SequentialAttentionEmbedding"
+        assert (expected or "SequentialAttentionWidth") in line, (path, line)
