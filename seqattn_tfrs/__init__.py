@@ -8,12 +8,13 @@ The public names load on first use, so that an entry point such as the
 ``seqattn-tfrs`` command can set ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is
 imported, and a Keras 3 process (``seqattn_tfrs.keras3``) never imports
 tf-keras. Importing them checks that ``tf.keras`` is Keras 2. Where
-``TF_USE_LEGACY_KERAS`` is already set, as a TFRS process needs,
-``import seqattn_tfrs`` registers the layers at once, so that
+TensorFlow is already imported with ``TF_USE_LEGACY_KERAS`` set, as in a TFRS
+process, ``import seqattn_tfrs`` registers the layers at once, so that
 ``tf.keras.models.load_model`` finds them in any saved format.
 """
 
 import os
+import sys
 
 from seqattn_tfrs.lazy_getattr import lazy_getattr
 from seqattn_tfrs.version import __version__
@@ -42,8 +43,10 @@ __all__ = [
 
 __getattr__ = lazy_getattr(__name__, _PUBLIC, globals())
 
-# TensorFlow's own test of the variable: tf.keras is then Keras 2.
-if os.environ.get("TF_USE_LEGACY_KERAS") in ("1", "true", "True"):
+# TensorFlow already imported, with its own test of the variable passed:
+# tf.keras is Keras 2. (Not before TensorFlow: the CLI refuses bad flags first.)
+_legacy_keras = os.environ.get("TF_USE_LEGACY_KERAS") in ("1", "true", "True")
+if _legacy_keras and "tensorflow" in sys.modules:
     from seqattn_tfrs.gate import SequentialAttentionEmbedding  # noqa: E402
     from seqattn_tfrs.width import SequentialAttentionWidth  # noqa: E402
 
