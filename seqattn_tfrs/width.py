@@ -45,6 +45,28 @@ def block_name(feature: str, block: int) -> str:
     return f"{feature}/{block}"
 
 
+#: The block gate's words for what it selects, and this layer's.
+_BLOCK_WORDS = (
+    ("`num_selected`", "`target_width` // `block_size`"),
+    ("features", "column blocks"),
+    ("feature's table", "column block"),
+    ("feature", "column block"),
+)
+
+
+def _in_blocks(message: str) -> str:
+    """A block gate's error message in a width layer's terms: it selects
+    column blocks, ``target_width // block_size`` of them.
+
+    Example:
+      >>> _in_blocks("picks `num_selected` features; the cheapest feature")
+      'picks `target_width` // `block_size` column blocks; the cheapest column block'
+    """
+    for gate_words, width_words in _BLOCK_WORDS:
+        message = message.replace(gate_words, width_words)
+    return message
+
+
 @tf.keras.utils.register_keras_serializable(package="seqattn_tfrs")
 class SequentialAttentionWidth(tf.keras.layers.Layer):
     """Selects blocks of embedding columns with Sequential Attention.
@@ -212,13 +234,16 @@ class SequentialAttentionWidth(tf.keras.layers.Layer):
         }
         count = None if target_width is None else target_width // block_size
         if kept is None:
-            self.blocks = SequentialAttentionEmbedding(
-                identity,
-                count,
-                budget_bytes=budget_bytes,
-                feature_bytes={b: costs[owner[b]] for b in names},
-                **options,
-            )
+            try:
+                self.blocks = SequentialAttentionEmbedding(
+                    identity,
+                    count,
+                    budget_bytes=budget_bytes,
+                    feature_bytes={b: costs[owner[b]] for b in names},
+                    **options,
+                )
+            except ValueError as e:  # the block gate's words, in this layer's
+                raise ValueError(_in_blocks(str(e))) from e
         else:
             kept_blocks = [
                 block_name(name, c // block_size)

@@ -108,6 +108,33 @@ def test_bad_width_arguments_name_the_value(options, error, match):
         width_model(**options)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"target_width": 8, "selections_per_round": 3},
+            r"more than the 2 column blocks \(`target_width` // `block_size`\)",
+        ),
+        (
+            {"target_width": 8, "entry_z": 3.0},
+            r"a count selection always picks `target_width` // `block_size` column",
+        ),
+        (
+            {"budget_bytes": 10},
+            # b's table: 21 rows x a block of 4 float32 columns = 336 bytes.
+            r"smaller than the cheapest column block, 'b/0' \(336 bytes\); "
+            "expected a budget that fits at least one column block",
+        ),
+    ],
+    ids=["round_larger_than_blocks", "entry_z_without_budget", "budget_too_small"],
+)
+def test_errors_of_the_block_gate_speak_of_column_blocks(options, match):
+    with pytest.raises(ValueError, match=match) as info:
+        width_model(block_size=4, **options)
+    assert "num_selected" not in str(info.value)
+    assert "feature" not in str(info.value)
+
+
 def test_table_must_end_in_an_embedding():
     with pytest.raises(TypeError, match=r"embeddings\['a'\].*Dense"):
         SequentialAttentionWidth(
