@@ -773,6 +773,15 @@ def test_warmup_examples_are_checked(tmp_path, small_model, monkeypatch):
     assert listing(tmp_path) == []
 
 
+def test_size_report_refuses_a_model_without_a_gate_as_prune_does():
+    inputs = tf.keras.Input((), dtype=tf.int64)
+    plain = tf.keras.Model(inputs, tf.keras.layers.Embedding(10, 4)(inputs))
+    with pytest.raises(ValueError, match="holds no SequentialAttentionEmbedding"):
+        size_report(plain)  # it counted no table: zeros, as if nothing were there
+    with pytest.raises(ValueError, match="holds no SequentialAttentionEmbedding"):
+        prune(plain)
+
+
 def test_size_report_before_and_after_pruning():
     model, gate = functional_model()
     model(features_only(make_data(4)))

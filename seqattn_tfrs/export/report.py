@@ -9,7 +9,11 @@ from typing import Any
 import tensorflow as tf
 
 from seqattn_tfrs import pruning, width
-from seqattn_tfrs.discovery import find_feature_gates, find_width_layers
+from seqattn_tfrs.discovery import (
+    find_feature_gates,
+    find_gated_layers,
+    find_width_layers,
+)
 from seqattn_tfrs.export.savedmodel import dir_bytes, signatures_record
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 from seqattn_tfrs.sizes import model_variables, table_variables, variable_stats
@@ -38,6 +42,11 @@ def size_report(
       dropped tables' sizes come from :func:`~seqattn_tfrs.prune`; for a layer
       pruned elsewhere (restored from a config) they are ``None``.
 
+    Raises:
+      TypeError: ``model`` is not a Keras model.
+      ValueError: ``model`` holds no gated layer, or ``export_dir`` is not a
+        directory.
+
     Example:
       >>> from seqattn_tfrs.pruning import prune
       >>> gate = SequentialAttentionEmbedding(
@@ -53,6 +62,12 @@ def size_report(
     if not isinstance(model, tf.keras.Model):
         raise TypeError(
             f"`model` must be a tf.keras.Model, got {type(model).__name__}: {model!r}."
+        )
+    if not find_gated_layers(model):
+        raise ValueError(
+            f"`model` {model.name!r} holds no SequentialAttentionEmbedding (or "
+            "SequentialAttentionWidth) layer, whose tables size_report counts; "
+            "expected a gated model, pruned or not."
         )
     # A width layer's inner gate selects column blocks of the width layer's
     # tables, which its own entry counts.
