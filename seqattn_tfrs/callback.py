@@ -313,7 +313,10 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 "warmup": schedule.warmup,
                 "rounds": schedule.num_rounds,
                 "per_round": schedule.per_round,
-                "finetune": schedule.finetune,
+                # What runs: an explicit schedule's fine-tune takes the rest.
+                "finetune": available
+                - schedule.warmup
+                - schedule.num_rounds * schedule.per_round,
                 "within_fit": self.within_fit,
             }
             layer.record_schedule(record)

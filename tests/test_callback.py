@@ -279,6 +279,26 @@ def test_within_fit_caps_a_long_round_and_fine_tunes_the_rest():
     }
 
 
+def test_an_explicit_schedules_record_gives_the_fine_tune_that_runs():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
+    )
+    # The schedule needs 4 epochs; fit runs 6: the fine-tune takes the rest.
+    history = model.fit(dataset(), epochs=6, callbacks=[callback], verbose=0)
+    assert layer.selection_complete
+    assert layer.schedule_record == {
+        "unit": "epochs",
+        "warmup": 1,
+        "rounds": 2,
+        "per_round": 1,
+        "finetune": 3,
+        "within_fit": False,
+    }
+    assert history.history["seqattn/schedule/finetune_epochs"] == [3.0]
+
+
 def test_schedule_length_in_steps_needs_the_steps_per_epoch():
     callback = SequentialAttentionCallback(warmup_epochs=1, steps_per_selection=8)
     with pytest.raises(ValueError, match=r"pass `steps_per_epoch` \(got None\)"):

@@ -75,3 +75,47 @@ def test_report_json_and_text_count_epochs_from_one(tmp_path):
     assert written["metrics"]["baseline_best_val_epoch"]["epoch"] == 3
     text = report_lib.format_report(written)
     assert "baseline, epoch 3 *" in text
+
+
+def summary(events: list[dict], rounds: int) -> str:
+    """The text report of a budget selection with ``events`` in ``rounds``."""
+    return report_lib.format_report(
+        {
+            "selected_features": ["a"],
+            "selection_events": events,
+            "metrics": {
+                "baseline": {"auc": 0.7, "log_loss": 0.6},
+                "selected": {"auc": 0.7, "log_loss": 0.6},
+            },
+            "embedding_tables": {
+                key: {"tables": 1, "parameters": 4, "bytes": 16}
+                for key in ("before", "after")
+            },
+            "schedule": {
+                "unit": "steps",
+                "warmup": 4,
+                "rounds": rounds,
+                "per_round": 40,
+                "finetune": 4,
+                "within_fit": True,
+            },
+            "export": None,
+            "timings_seconds": {"total": 1.0},
+        }
+    )
+
+
+def test_report_says_when_a_budget_closed_before_its_last_round():
+    closing = {
+        "round": 2,
+        "features": ["a"],
+        "fit_but_not_picked": {"c": 1.2, "b": 0.3},
+    }
+    text = summary([{"round": 1, "features": ["x"]}, closing], rounds=5)
+    assert (
+        "the budget closed after round 2: ['b', 'c'] still fit, but none passed "
+        "the score test"
+    ) in text
+    # A budget that ran every round it reserved closed on time: no line.
+    assert "closed" not in summary([closing], rounds=2)
+    assert "closed" not in summary([{"round": 1, "features": ["x"]}], rounds=5)

@@ -240,6 +240,15 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{schedule['warmup']}, {rounds} x {schedule['per_round']}, "
             f"fine-tune {schedule['finetune']}",
         ]
+        events = report.get("selection_events") or []
+        closed = [e for e in events if "fit_but_not_picked" in e]
+        if closed and closed[-1]["round"] < schedule["rounds"]:
+            lines.append(
+                f"  the budget closed after round {closed[-1]['round']}: "
+                f"{sorted(closed[-1]['fit_but_not_picked'])} still fit, but none "
+                "passed the score test (entry_z) or each copies a selected "
+                "field; the rounds left went to the fine-tune"
+            )
     fit_time = report.get("fit_time")
     if fit_time:
         lines += [
