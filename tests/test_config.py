@@ -138,6 +138,23 @@ def test_partial_file_takes_defaults(tmp_path):
             "selection.budget_rule",
             "it needs `budget_bytes`",
         ),
+        (
+            {
+                "selection": {
+                    "num_selected": None,
+                    "budget_bytes": 30000,
+                    "settle_fraction": 0.0,
+                }
+            },
+            "selection.settle_fraction",
+            "expected settle_fraction > 0, or entry_z null",
+        ),
+        (
+            {"features": [{"name": "user_rating", "kind": "int"}]},
+            "features[0].name",
+            "'user_rating' is the label the job predicts",
+        ),
+        ({"data_dir": ""}, "data_dir", "non-empty"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -317,6 +334,90 @@ def test_flags_of_an_explicit_schedule_run_it_as_before(flags, epochs, within_fi
     assert selection.fit_epochs(selection.num_rounds) == epochs
 
 
+def test_a_budget_without_the_score_test_may_fill_without_settling():
+    selection = override(
+        JobConfig.default(),
+        {
+            "selection.num_selected": None,
+            "selection.budget_bytes": 30000,
+            "selection.settle_fraction": 0.0,
+            "selection.entry_z": None,
+        },
+    ).selection
+    assert selection.settle_fraction == 0 and selection.entry_z is None
+
+
+def parse(*flags: str) -> JobConfig:
+    """The job config of the command line ``flags``."""
+    from absl.testing import flagsaver
+
+    from seqattn_tfrs.movielens import cli
+
+    with flagsaver.flagsaver():
+        cli.FLAGS(["seqattn-tfrs", *flags])
+        return cli.config_from_flags()
+
+
+def test_none_on_the_command_line_sets_a_key_to_null(tmp_path):
+    config = parse("--budget_bytes", "30000", "--entry_z", "none")
+    assert config.selection.entry_z is None
+    assert config.selection.num_selected is None  # the budget replaced the count
+    assert parse("--projection_dim", "NULL").model.projection_dim is None
+    # Back from a file's explicit schedule and budget to fit-within and a count.
+    path = write(
+        tmp_path,
+        {
+            "selection": {
+                "num_selected": None,
+                "budget_bytes": 60000,
+                "warmup_epochs": 2,
+                "epochs_per_selection": 1,
+            },
+            "max_examples": 5000,
+        },
+    )
+    config = parse(
+        "--config",
+        str(path),
+        "--num_selected",
+        "4",
+        "--warmup_epochs",
+        "none",
+        "--epochs_per_selection",
+        "none",
+        "--epochs",
+        "12",
+        "--max_examples",
+        "none",
+    )
+    selection = config.selection
+    assert (selection.num_selected, selection.budget_bytes) == (4, None)
+    assert selection.within_fit and selection.epochs == 12
+    assert config.max_examples is None
+
+
+def test_none_is_refused_where_a_key_takes_no_null():
+    from absl import flags
+
+    with pytest.raises(flags.IllegalFlagValueError, match="--settle_fraction"):
+        parse("--settle_fraction", "none")
+    with pytest.raises(ConfigError, match="num_selected and budget_bytes"):
+        parse("--num_selected", "none")  # a count or a budget, not neither
+    nullable = {k.key for k in config_lib.scalar_keys() if k.nullable}
+    assert nullable == {
+        "model.projection_dim",
+        "selection.num_selected",
+        "selection.budget_bytes",
+        "selection.entry_z",
+        "selection.epochs",
+        "selection.warmup_epochs",
+        "selection.epochs_per_selection",
+        "selection.finetune_epochs",
+        "data_dir",
+        "max_examples",
+    }
+
+
 @pytest.mark.parametrize(
     ("selection", "fragments"),
     [
@@ -453,11 +554,31 @@ def test_a_budget_that_holds_no_table_is_refused_before_the_data():
         JobConfig.default(),
         {"selection.num_selected": None, "selection.budget_bytes": 10},
     )
-    with pytest.raises(ConfigError, match="at least 128 bytes") as info:
+    with pytest.raises(ConfigError, match="fewer than 128 bytes") as info:
         config_lib.check_budget(config)  # from_data tables: 2 rows x 16 x 4 bytes
     assert info.value.key == "selection.budget_bytes"
+    # No vocabulary is built yet: the bound names no table as the smallest.
+    assert "smallest" not in str(info.value)
     fits = override(config, {"selection.budget_bytes": 130})
     config_lib.check_budget(fits)  # a 2-row table may fit until the data is read
     sizes = {f.name: 2 for f in fits.all_features}  # 3 rows: 192 bytes each
     with pytest.raises(ConfigError, match="needs 192 bytes"):
         config_lib.check_budget(fits, sizes)
+
+
+def test_smoke_names_the_flags_it_replaces():
+    from absl.testing import flagsaver
+
+    from seqattn_tfrs.movielens import cli
+
+    with flagsaver.flagsaver():
+        cli.FLAGS(
+            ["seqattn-tfrs", "--smoke", "--batch_size", "1024", "--seed", "3"]
+            + ["--epochs_per_selection", "3", "--num_selected", "2"]
+        )
+        replaced = cli.smoke_replaced(cli.config_from_flags())
+    # Smoke keeps the seed and the count; its schedule is one epoch a round.
+    assert replaced == ["--epochs_per_selection 3 -> 1", "--batch_size 1024 -> 256"]
+    with flagsaver.flagsaver():
+        cli.FLAGS(["seqattn-tfrs", "--batch_size", "1024"])
+        assert cli.smoke_replaced(cli.config_from_flags()) == []

@@ -256,8 +256,17 @@ def test_help_lists_the_jobs_own_flags(tmp_path):
         (["--output_dir", "a_file"], ["output_dir", "'a_file' is an existing file"]),
         (["--output_dir", "a_file/run"], ["output_dir", "is an existing file"]),
         (["--seed", "x"], ["flag --seed=x"]),
+        (["stray"], ["unexpected positional arguments ['stray']"]),
+        ([], ["data_dir:", "'no_such_dir' does not hold MovieLens 100K files"]),
     ],
-    ids=["budget_too_small", "output_dir_is_a_file", "under_a_file", "bad_int"],
+    ids=[
+        "budget_too_small",
+        "output_dir_is_a_file",
+        "under_a_file",
+        "bad_int",
+        "positional",
+        "no_data",
+    ],
 )
 def test_cli_refuses_before_reading_data_with_a_clean_error(tmp_path, args, fragments):
     (tmp_path / "a_file").write_text("not a folder")
@@ -270,13 +279,47 @@ def test_cli_refuses_before_reading_data_with_a_clean_error(tmp_path, args, frag
     assert not (tmp_path / "runs").exists()
 
 
-def test_cli_refuses_a_budget_the_built_tables_exceed_without_a_traceback(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        # 130 bytes may hold a 2-row table of 16 floats (128), but the smallest
+        # table built from the data, user_gender's, has 3 rows (192 bytes).
+        (
+            ["--budget_bytes", "130"],
+            ["selection.budget_bytes:", "'user_gender', needs 192 bytes"],
+        ),
+        # 8 training rows: one step an epoch, nothing for a round to settle in.
+        (
+            ["--max_examples", "10"],
+            ["selection.epochs_per_selection:", "rounds of 1 epoch(s) x 1 steps"],
+        ),
+        (
+            ["--selection_interval", "20"],
+            ["selection.selection_interval:", "more than the 13 steps of an epoch"],
+        ),
+        (
+            ["--config", "unknown_feature.json"],
+            ["features[0].name:", "'user_foo' is not a MovieLens field"],
+        ),
+    ],
+    ids=["budget_vs_built_tables", "rounds_too_short", "interval", "unknown_feature"],
+)
+def test_cli_refuses_what_the_data_shows_before_training(tmp_path, args, fragments):
     data.fetch_movielens_100k()
-    # 130 bytes may hold a 2-row table of 16 floats (128), but the smallest
-    # table built from the data, user_gender's, has 3 rows (192 bytes).
-    result = run_cli(tmp_path, "--smoke", "--budget_bytes", "130", "--noexport")
+    (tmp_path / "unknown_feature.json").write_text(
+        json.dumps(
+            {
+                "features": [{"name": "user_foo", "kind": "string"}],
+                "selection": {"num_selected": 2},
+            }
+        )
+    )
+    result = run_cli(tmp_path, "--smoke", "--noexport", *args)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    assert "Epoch 1/" not in result.stdout  # refused before training
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("seqattn-tfrs: error: config: selection.budget_bytes:")
-    assert "needs 192 bytes" in last
+    assert last.startswith("seqattn-tfrs: error: config "), last
+    for fragment in fragments:
+        assert fragment in last
+    assert not (tmp_path / "runs").exists()  # nothing left behind

@@ -14,9 +14,12 @@ config's values and are validated like the file. ``--epochs`` sets the
 training; the rounds are laid inside it unless ``--warmup_epochs``,
 ``--epochs_per_selection`` or ``--finetune_epochs`` asks for an explicit
 schedule, which then runs exactly its length (unless ``--epochs`` is given
-too). Invalid flags, a budget that holds no table, too few epochs for the
-schedule and an ``--output_dir`` that is a file end in
-``seqattn-tfrs: error: ...`` and exit code 2.
+too). A key that takes null takes ``none`` (``--entry_z none``);
+``--num_selected`` and ``--budget_bytes`` each clear the other. Invalid flags
+or arguments, a budget that holds no table, too few epochs for the schedule,
+features the data lacks, a ``--data_dir`` without the MovieLens files and an
+``--output_dir`` that is a file end in ``seqattn-tfrs: error: ...`` and exit
+code 2, before any training.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from seqattn_tfrs.movielens.config import (  # noqa: E402
     override,
     scalar_keys,
 )
+from seqattn_tfrs.movielens.parsing import data_layout  # noqa: E402
 
 FLAGS = flags.FLAGS
 FLAGS_SOURCE = "command-line flags"
@@ -89,21 +93,50 @@ class _NumberOrWord(flags.ArgumentParser):
         return f"number or {' / '.join(self.words)}"
 
 
+#: A flag's value for the config's null (``--entry_z none``); an unset flag
+#: is None and keeps the config's value.
+NULL = type("Null", (), {"__repr__": lambda self: "null"})()
+#: The words a nullable key's flag takes for null.
+NULL_WORDS = ("none", "null")
+
+
+class _Nullable(flags.ArgumentParser):
+    """A key's own parser that also takes ``none`` / ``null`` for null."""
+
+    def __init__(self, parser: flags.ArgumentParser) -> None:
+        self.parser = parser
+
+    def parse(self, argument: typing.Any) -> typing.Any:
+        if isinstance(argument, str) and argument.lower() in NULL_WORDS:
+            return NULL
+        return self.parser.parse(argument)
+
+    def flag_type(self) -> str:
+        return f"{self.parser.flag_type()} or none"
+
+
 def _define(key: ConfigKey) -> str:
     name = flag_name(key.key)
-    help_text = f"{key.help} (config key {key.key})."
-    if key.choices and key.type is float:
-        flags.DEFINE(_NumberOrWord(key.choices), name, None, help_text)
-    elif key.choices:
-        flags.DEFINE_enum(name, None, list(key.choices), help_text)
-    elif key.type is bool:
+    help_text = f"{key.help} (config key {key.key}"
+    help_text += "; none for null)." if key.nullable else ")."
+    if key.type is bool:
+        if key.nullable:
+            raise TypeError(f"{key.key}: a bool key that takes null has no flag")
         flags.DEFINE_bool(name, None, help_text)
+        return name
+    if key.choices and key.type is float:
+        parser = _NumberOrWord(key.choices)
+    elif key.choices:
+        parser = flags.EnumParser(list(key.choices))
     elif key.type is int:
-        flags.DEFINE_integer(name, None, help_text)
+        parser = flags.IntegerParser()
     elif key.type is float:
-        flags.DEFINE_float(name, None, help_text)
+        parser = flags.FloatParser()
     else:
-        flags.DEFINE_string(name, None, help_text)
+        parser = flags.ArgumentParser()
+    if key.nullable:
+        parser = _Nullable(parser)
+    flags.DEFINE(parser, name, None, help_text)
     return name
 
 
@@ -123,14 +156,17 @@ def config_from_flags() -> JobConfig:
     """
     config = load_config(FLAGS.config) if FLAGS.config else JobConfig.default()
     values = {
-        key: FLAGS[flag].value
+        key: None if FLAGS[flag].value is NULL else FLAGS[flag].value
         for flag, key in FLAG_KEYS.items()
         if FLAGS[flag].value is not None
     }
-    if FLAGS.budget_bytes is not None and FLAGS.num_selected is None:
-        values["selection.num_selected"] = None  # a budget replaces the count
+    # One of a count and a budget: the one given replaces the other.
+    if values.get("selection.budget_bytes") and FLAGS.num_selected is None:
+        values["selection.num_selected"] = None
+    if values.get("selection.num_selected") and FLAGS.budget_bytes is None:
+        values["selection.budget_bytes"] = None
     explicit = [f"selection.{key}" for key in EXPLICIT_SCHEDULE_KEYS]
-    if FLAGS.epochs is None and any(key in values for key in explicit):
+    if FLAGS.epochs is None and any(values.get(key) is not None for key in explicit):
         values["selection.epochs"] = None  # an explicit schedule sets its epochs
     return override(config, values, source=FLAGS_SOURCE) if values else config
 
@@ -143,10 +179,11 @@ def check_runnable(config: JobConfig) -> None:
 
     Raises:
       ConfigError: ``output_dir`` (or a folder above it) is an existing file,
-        or ``selection.budget_bytes`` is smaller than any embedding table can
-        be (see :func:`~seqattn_tfrs.movielens.config.check_budget`).
+        ``selection.budget_bytes`` is smaller than any embedding table can
+        be (see :func:`~seqattn_tfrs.movielens.config.check_budget`), or
+        ``data_dir`` does not hold the MovieLens 100K files.
     """
-    source = FLAGS_SOURCE if FLAGS.config is None else f"{FLAGS.config} + flags"
+    source = config_source()
     output_dir = pathlib.Path(config.output_dir)
     for path in (output_dir, *output_dir.parents):
         if path.exists():
@@ -159,6 +196,33 @@ def check_runnable(config: JobConfig) -> None:
                 )
             break
     check_budget(config.resolved(), source=source)
+    if config.data_dir is not None:
+        try:
+            data_layout(config.data_dir)
+        except FileNotFoundError as e:
+            raise ConfigError("data_dir", str(e), source) from None
+
+
+def config_source() -> str:
+    """Where the job's config came from, as its errors name it."""
+    return FLAGS_SOURCE if FLAGS.config is None else f"{FLAGS.config} + flags"
+
+
+def smoke_replaced(config: JobConfig) -> list[str]:
+    """The flags given on the command line whose values ``--smoke`` replaces
+    (:meth:`JobConfig.resolved`), as ``--name given -> run``."""
+    if not config.resolved().smoke:
+        return []
+    given, run = config.to_dict(), config.resolved().to_dict()
+    replaced = []
+    for flag, key in FLAG_KEYS.items():
+        if FLAGS[flag].present:
+            before, after = given, run
+            for part in key.split("."):
+                before, after = before[part], after[part]
+            if before != after:
+                replaced.append(f"--{flag} {before} -> {after}")
+    return replaced
 
 
 def _fail(error: Exception | str) -> typing.NoReturn:
@@ -177,19 +241,28 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     """Runs the job configured by the flags (the absl ``main``)."""
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+        _fail(
+            f"unexpected positional arguments {argv[1:]}; every option is a flag "
+            "(--name value); see --help"
+        )
     try:
         config = config_from_flags()
         check_runnable(config)
     except (ConfigError, FileNotFoundError) as e:
         _fail(e)
+    if replaced := smoke_replaced(config):
+        print(
+            "seqattn-tfrs: note: --smoke runs its own data and schedule: "
+            + ", ".join(replaced),
+            file=sys.stderr,
+        )
     # Imported after the flags are valid: it loads TensorFlow and TFRS.
     from seqattn_tfrs.movielens.job import run_job
 
     try:
         run_job(config, export=FLAGS.export)
     except ConfigError as e:  # found once the data is read (the exact budget)
-        _fail(e)
+        _fail(ConfigError(e.key, e.reason, e.source or config_source()))
 
 
 def run() -> None:

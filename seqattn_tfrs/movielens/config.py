@@ -50,8 +50,11 @@ OptimizerName = Literal["adam", "adagrad", "sgd"]
 FROM_DATA = "from_data"
 #: Bytes per embedding value: the tables are float32.
 VALUE_BYTES = 4
+#: The rating the job's model predicts (a column of the data, not a feature).
+LABEL = "user_rating"
 
 __all__ = [
+    "LABEL",
     "ConfigError",
     "ConfigKey",
     "FeatureConfig",
@@ -254,7 +257,8 @@ class SelectionConfig:
     """Whether the logits learn from the held-out validation split (true) or
     from the training batches (false)."""
     selection_interval: PositiveInt = 1
-    """Training steps between held-out logit steps."""
+    """Training steps between held-out logit steps, counted within each epoch
+    (only with use_selection_data; at most the steps of an epoch)."""
     attention_learning_rate: float = _ATTENTION.attention_learning_rate
     """Step size of the logits' own update rule."""
     attention_momentum: float = _ATTENTION.attention_momentum
@@ -294,11 +298,20 @@ class SelectionConfig:
             key = "budget_rule" if str(e).startswith("`budget_rule`") else "entry_z"
             raise ConfigError(key, str(e)) from None
         try:  # and a round commits at most the features selected
-            self.attention.resolved(
+            resolved = self.attention.resolved(
                 budgeted=self.budget_bytes is not None, num_selected=self.num_selected
             )
         except ValueError as e:
             raise ConfigError("selections_per_round", str(e)) from None
+        if resolved.tracks_evidence and self.settle_fraction == 0:
+            raise ConfigError(
+                "settle_fraction",
+                "the budget's score test (entry_z "
+                f"{resolved.entry_z!r}, budget_rule {self.budget_rule!r}) runs "
+                "while a round settles, but settle_fraction=0; expected "
+                "settle_fraction > 0, or entry_z null to fill the budget without "
+                "the test",
+            )
 
     @property
     def attention(self) -> seqattn_tfrs.AttentionOptions:
@@ -435,7 +448,7 @@ class JobConfig:
     """Seed of the split, the noise fields, shuffling and initialisation."""
     output_dir: Annotated[str, pydantic.Field(min_length=1)] = "runs/movielens_100k"
     """Where report.json, gates.png and the export go."""
-    data_dir: str | None = None
+    data_dir: Annotated[str, pydantic.Field(min_length=1)] | None = None
     """MovieLens 100K files (null: fetch into the cache)."""
     max_examples: Annotated[int, pydantic.Field(ge=10)] | None = None
     """Use only the first this many ratings (null: all)."""
@@ -449,6 +462,12 @@ class JobConfig:
         seen: dict[str, str] = {}
         for i, feature in enumerate(self.features):
             key = f"features[{i}].name"
+            if feature.name == LABEL:
+                raise ConfigError(
+                    key,
+                    f"{LABEL!r} is the label the job predicts, not an input "
+                    "feature; expected another MovieLens field",
+                )
             if feature.name in seen:
                 raise ConfigError(key, f"{feature.name!r} repeats {seen[feature.name]}")
             seen[feature.name] = key
@@ -715,12 +734,14 @@ class ConfigKey:
         the words it takes besides numbers, as ``entry_z``'s ``"auto"``),
         else None.
       help: the first sentence of the key's documentation.
+      nullable: whether the key takes null (the command line's ``none``).
     """
 
     key: str
     type: type
     choices: tuple[str, ...] | None
     help: str
+    nullable: bool = False
 
 
 def scalar_keys() -> tuple[ConfigKey, ...]:
@@ -752,12 +773,27 @@ def scalar_keys() -> tuple[ConfigKey, ...]:
             help_text = " ".join((field.description or name).split())
             keys.append(
                 ConfigKey(
-                    key, annotation, choices, help_text.split(". ")[0].rstrip(".")
+                    key,
+                    annotation,
+                    choices,
+                    help_text.split(". ")[0].rstrip("."),
+                    nullable=_allows_none(field.annotation),
                 )
             )
 
     visit(JobConfig, "")
     return tuple(keys)
+
+
+def _allows_none(annotation: Any) -> bool:
+    """Whether a field's annotation (``Annotated`` or not) admits None."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return False
+    return any(
+        arg is type(None) or _allows_none(arg) for arg in typing.get_args(annotation)
+    )
 
 
 def _number_words(annotation: Any) -> tuple[str, ...]:
@@ -809,10 +845,17 @@ def check_budget(
             cheapest = (feature.name, table, exact)
     name, table, exact = cheapest
     if table > budget:
-        size = f"{table} bytes" if exact else f"at least {table} bytes"
+        if exact:
+            smallest = f"the smallest, {name!r}, needs {table} bytes (float32)"
+        else:  # its vocabulary is not built yet: a lower bound, no name
+            smallest = (
+                f"no table can need fewer than {table} bytes (float32; a feature "
+                "built from the data has at least 2 rows: a value and the "
+                "out-of-vocabulary row)"
+            )
         raise ConfigError(
             "selection.budget_bytes",
-            f"{budget} bytes hold no embedding table: the smallest, {name!r}, "
-            f"needs {size} (float32); expected a budget of at least {table}",
+            f"{budget} bytes hold no embedding table: {smallest}; "
+            f"expected a budget of at least {table}",
             source,
         )

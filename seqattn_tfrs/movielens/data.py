@@ -41,20 +41,19 @@ import math
 import numbers
 import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from seqattn_tfrs.movielens.fetch import fetch_movielens_100k
 from seqattn_tfrs.movielens.parsing import (
-    GROUPLENS_FILES,
-    RECBOLE_FILES,
     TFDS_GENRE_NAMES,
     TFDS_OCCUPATION_LABELS,
     Items,
     Ratings,
     Users,
+    data_layout,
     parse_grouplens,
     parse_recbole,
 )
@@ -117,21 +116,8 @@ def _build_dataset(users: Users, items: Items, ratings: Ratings) -> tf.data.Data
 
 def _load_files(data_dir: str | os.PathLike) -> tf.data.Dataset:
     directory = pathlib.Path(data_dir).expanduser()
-    layouts: list[tuple[str, tuple[str, ...], Callable]] = [
-        ("GroupLens", GROUPLENS_FILES, parse_grouplens),
-        ("RecBole atomic", RECBOLE_FILES, parse_recbole),
-    ]
-    missing_by_layout = []
-    for layout, names, parse in layouts:
-        missing = [name for name in names if not (directory / name).is_file()]
-        if not missing:
-            return _build_dataset(*parse(directory))
-        missing_by_layout.append(f"{layout} layout is missing {missing}")
-    raise FileNotFoundError(
-        f"data_dir={str(directory)!r} does not hold MovieLens 100K files: "
-        + "; ".join(missing_by_layout)
-        + f". Expected either {list(GROUPLENS_FILES)} or {list(RECBOLE_FILES)}."
-    )
+    parse = {"GroupLens": parse_grouplens, "RecBole atomic": parse_recbole}
+    return _build_dataset(*parse[data_layout(directory)](directory))
 
 
 def load_movielens_100k(

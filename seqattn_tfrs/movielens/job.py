@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import pathlib
 import time
 from collections.abc import Iterator, Mapping
@@ -172,12 +173,14 @@ def _split_columns(config: JobConfig, data_dir: str) -> dict[str, dict[str, Any]
             .map(movielens.add_derived_features)
             .get_single_element()
         )
-        missing = [name for name in wanted if name not in batch]
-        if missing:
-            raise KeyError(
-                f"Feature(s) {missing} are not in the MovieLens data; available: "
-                f"{sorted(batch)}."
-            )
+        for i, feature in enumerate(config.features):
+            if feature.name not in batch:
+                available = sorted(name for name in batch if name != LABEL_KEY)
+                raise ConfigError(
+                    f"features[{i}].name",
+                    f"{feature.name!r} is not a MovieLens field; expected one of "
+                    f"{available}",
+                )
         columns[split] = {name: batch[name] for name in wanted}
     return columns
 
@@ -269,9 +272,20 @@ def _selection_callback(
     Raises:
       ConfigError: on ``selection.epochs``, when the explicit schedule needs
         more epochs, or the fit-within rounds would get fewer steps than a
-        round needs (the message names the numbers and the epochs needed).
+        round needs (the message names the numbers and the epochs needed); on
+        ``selection.epochs_per_selection``, when an explicit schedule's rounds
+        are too short to settle; on ``selection.selection_interval``, when
+        held-out logit steps would come less often than once an epoch.
     """
     selection = config.selection
+    interval = selection.selection_interval
+    if selection_data is not None and interval > steps_per_epoch:
+        raise ConfigError(
+            "selection.selection_interval",
+            f"got {interval} training steps between held-out logit steps, more "
+            f"than the {steps_per_epoch} steps of an epoch (the interval counts "
+            f"within each epoch); expected at most {steps_per_epoch}",
+        )
     try:
         epochs = selection.fit_epochs(num_rounds)
     except ConfigError as e:
@@ -287,15 +301,28 @@ def _selection_callback(
         options = callback.schedule_options
         try:
             options.schedule(num_rounds, steps_per_epoch, epochs)
-        except ValueError as e:
+        except ValueError:
+            fewest = _fewest_epochs(options, num_rounds, steps_per_epoch)
             raise ConfigError(
                 "selection.epochs",
                 f"got epochs={epochs} of {steps_per_epoch} steps, too few for the "
-                f"fit-within schedule's {num_rounds} rounds ({e}); expected "
-                f"epochs >= {_fewest_epochs(options, num_rounds, steps_per_epoch)}, "
-                "or an explicit schedule (warmup_epochs, epochs_per_selection, "
-                "finetune_epochs)",
+                f"fit-within schedule's {num_rounds} rounds to get the steps a "
+                f"round needs; expected epochs >= {fewest}, fewer rounds "
+                "(selections_per_round > 1), or an explicit schedule "
+                "(warmup_epochs, epochs_per_selection, finetune_epochs)",
             ) from None
+    else:  # the callback's own check, at fit start, advises fit's arguments
+        per_round = selection.schedule_arguments()["epochs_per_selection"]
+        settle = selection.settle_fraction
+        if settle > 0 and int(settle * per_round * steps_per_epoch) == 0:
+            raise ConfigError(
+                "selection.epochs_per_selection",
+                f"rounds of {per_round} epoch(s) x "
+                f"{steps_per_epoch} steps leave settle_fraction={settle} no step "
+                f"to settle in; expected rounds of at least {math.ceil(1 / settle)} "
+                "steps: more epochs_per_selection, more steps per epoch (a larger "
+                "max_examples or a smaller batch_size), or settle_fraction 0",
+            )
     return epochs, callback
 
 
@@ -385,14 +412,15 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
       The report dict also written to ``report.json``.
 
     Raises:
-      ConfigError: ``selection.budget_bytes`` holds none of the embedding
-        tables built from the data, or ``selection.epochs`` are too few for the
-        schedule (both checked before training).
+      ConfigError: a configured feature is not in the data,
+        ``selection.budget_bytes`` holds none of the embedding tables built
+        from the data, or the schedule does not fit the data's steps (see
+        :func:`_selection_callback`); all before training, and before
+        ``output_dir`` is created.
     """
     started = time.perf_counter()
     config = config.resolved()
     output_dir = pathlib.Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     fit_verbose = 2 if config.smoke else 1
 
@@ -415,6 +443,7 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
             steps_per_epoch,
             selection_data=val if selection.use_selection_data else None,
         )
+        output_dir.mkdir(parents=True, exist_ok=True)  # the checks passed
         print(
             f"Data: {data.size('train')} train / {data.size('val')} val / "
             f"{data.size('test')} test ratings from {data.data_dir}; "
@@ -441,8 +470,11 @@ def run_job(config: JobConfig, *, export: bool = True) -> dict[str, Any]:
     with _timed(timings, "evaluate_baseline"):
         baseline_metrics = _evaluate(baseline, test)
     # Per-epoch evaluation is its own phase, not training time.
-    timings["train_selected"] -= round(selected_epochs.seconds, 3)
-    timings["train_baseline"] -= round(baseline_epochs.seconds, 3)
+    for phase, evaluation in (
+        ("train_selected", selected_epochs),
+        ("train_baseline", baseline_epochs),
+    ):
+        timings[phase] = round(timings[phase] - evaluation.seconds, 3)
     timings["per_epoch_evaluation"] = round(
         selected_epochs.seconds + baseline_epochs.seconds, 3
     )

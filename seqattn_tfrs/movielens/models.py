@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 import seqattn_tfrs
-from seqattn_tfrs.movielens.config import FeatureConfig, JobConfig
+from seqattn_tfrs.movielens.config import LABEL, FeatureConfig, JobConfig
 
 __all__ = [
     "LABEL_KEY",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: The raw label feature; ``compute_loss`` pops it and never passes it on.
-LABEL_KEY = "user_rating"
+LABEL_KEY = LABEL
 #: Ratings at or above this count as positive ("liked").
 POSITIVE_RATING = 4.0
 #: Pads dense rows of multi-valent (``"multi_int"``) features; never a real id.

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "GROUPLENS_FILES",
+    "LAYOUTS",
     "RECBOLE_FILES",
     "TFDS_GENRE_NAMES",
     "TFDS_OCCUPATION_LABELS",
@@ -129,6 +130,33 @@ _OCCUPATION_IDS: dict[str, int] = {
 
 GROUPLENS_FILES: tuple[str, ...] = ("u.data", "u.user", "u.item", "u.genre")
 RECBOLE_FILES: tuple[str, ...] = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
+#: The layouts a data folder may hold: name, files, in the order tried.
+LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("GroupLens", GROUPLENS_FILES),
+    ("RecBole atomic", RECBOLE_FILES),
+)
+
+
+def data_layout(directory: str | pathlib.Path) -> str:
+    """The first of :data:`LAYOUTS` whose files are all in ``directory``.
+
+    Raises:
+      FileNotFoundError: ``directory`` holds neither layout completely (the
+        message names what each layout misses).
+    """
+    directory = pathlib.Path(directory).expanduser()
+    missing_by_layout = []
+    for layout, names in LAYOUTS:
+        missing = [name for name in names if not (directory / name).is_file()]
+        if not missing:
+            return layout
+        missing_by_layout.append(f"{layout} layout is missing {missing}")
+    raise FileNotFoundError(
+        f"data_dir={str(directory)!r} does not hold MovieLens 100K files: "
+        + "; ".join(missing_by_layout)
+        + f". Expected either {list(GROUPLENS_FILES)} or {list(RECBOLE_FILES)}."
+    )
+
 
 # Columns each RecBole atomic file must have (name before the ":type" suffix).
 _RECBOLE_COLUMNS: dict[str, tuple[str, ...]] = {
