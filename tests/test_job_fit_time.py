@@ -178,4 +178,5 @@ def test_too_few_epochs_for_the_rounds_are_refused_before_training(tmp_path):
     assert "got epochs=1 of 50 steps" in message
     assert "each round gets 20 steps, fewer than the 40" in message
     assert "expected epochs >= 2" in message
+    assert "warmup_fraction" not in message  # no flag or key of the job's
     assert not (tmp_path / "out" / "report.json").exists()

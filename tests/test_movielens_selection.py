@@ -64,5 +64,10 @@ def test_a_feature_that_is_not_in_the_data_is_named():
         ),
         max_examples=1000,
     )
-    with pytest.raises(KeyError, match=r"\['favourite_colour'\] are not in the Movie"):
+    from seqattn_tfrs.movielens.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
         prepare_data(config)
+    assert info.value.key == "features[13].name"
+    assert "'favourite_colour' is not a MovieLens field" in str(info.value)
+    assert "'user_rating'" not in str(info.value)  # the label is no feature

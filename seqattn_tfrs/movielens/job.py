@@ -301,14 +301,15 @@ def _selection_callback(
         options = callback.schedule_options
         try:
             options.schedule(num_rounds, steps_per_epoch, epochs)
-        except ValueError:
+        except ValueError as e:
             fewest = _fewest_epochs(options, num_rounds, steps_per_epoch)
+            # The library's numbers, without its advice for fit's arguments.
+            numbers = str(e).split(" Train for")[0].rstrip(".")
             raise ConfigError(
                 "selection.epochs",
                 f"got epochs={epochs} of {steps_per_epoch} steps, too few for the "
-                f"fit-within schedule's {num_rounds} rounds to get the steps a "
-                f"round needs; expected epochs >= {fewest}, fewer rounds "
-                "(selections_per_round > 1), or an explicit schedule "
+                f"fit-within schedule ({numbers}); expected epochs >= {fewest}, "
+                "fewer rounds (selections_per_round > 1), or an explicit schedule "
                 "(warmup_epochs, epochs_per_selection, finetune_epochs)",
             ) from None
     else:  # the callback's own check, at fit start, advises fit's arguments
