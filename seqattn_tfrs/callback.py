@@ -26,10 +26,14 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
 
     For every :class:`~seqattn_tfrs.SequentialAttentionEmbedding` in the model:
     a dense warm-up (all gates 1), then selection rounds - the attention logits
-    learn while the softmax gate is active, and at the end of the round the
-    ``selections_per_round`` unselected features with the largest logits are
-    committed (gate 1), the remaining logits reset - then a fine-tune in which
-    the unselected gates are exactly 0. The callback changes only variable
+    learn while the softmax gate is active, and at the end of the round
+    ``selections_per_round`` unselected features are committed (gate 1), the
+    remaining logits reset - then a fine-tune in which the unselected gates
+    are exactly 0. From training batches a round commits the largest logits;
+    with ``selection_data`` the picks rest on held-out evidence as well (the
+    first on the score test of the model with every gate at 0, later ones on
+    the held-out probe and gate scores: ``seqattn_tfrs.core.selection.
+    commit_round`` says how). The callback changes only variable
     values, so nothing is retraced; all selection state lives in the layer's
     variables, so checkpoints and ``BackupAndRestore`` resume it exactly.
 
@@ -162,7 +166,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._heldout_iterator = None
         self._heldout_step = None
         self._coordinator = None
-        self._steps_done = 0
+        self._steps_done = 0  # of the schedule: since the selection began
+        self._origin = schedule_lib.NOT_BEGUN  # see _begin_clock
+        self._clock_pending = False
         self._finished = False  # every layer had finished when fit began
         self._first_batch = 0
         self._epoch = 0
@@ -223,8 +229,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 )
             self._schedules[id(layer)] = schedule
             layer.learn_from_fit_batches.assign(0 if self.selection_data else 1)
-        if self._step_mode:
-            self._steps_done = int(self.model.optimizer.iterations.numpy())
+        self._clock_pending = True  # the schedule's origin: at the first epoch
         self._steps_per_epoch = steps
         per_call = getattr(self.model, "_steps_per_execution", None)
         per_call = 1 if per_call is None else int(tf.keras.backend.get_value(per_call))
@@ -350,9 +355,11 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             return
         self._epoch = epoch
         self._refresh_mirrors()  # a checkpoint may have been restored
+        if self._clock_pending:  # after any restore in on_train_begin
+            self._begin_clock(epoch)
         if not self._step_mode:
-            self._advance(completed=epoch, logs=None)
-            self._set_modes(units=epoch, steps_into_unit=0)
+            self._advance(completed=epoch - self._origin[1], logs=None)
+            self._set_modes(units=epoch - self._origin[1], steps_into_unit=0)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._finished:
@@ -369,7 +376,9 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             self._advance(completed=self._steps_done, logs=self._pending_logs)
             self._set_modes(units=self._steps_done, steps_into_unit=0)
         else:
-            self._set_modes(units=self._epoch, steps_into_unit=batch + 1)
+            self._set_modes(
+                units=self._epoch - self._origin[1], steps_into_unit=batch + 1
+            )
         if (
             self._heldout_iterator is not None
             and (batch + 1) // self.selection_interval
@@ -404,7 +413,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         self._wait_for_scheduled_steps()
         if not self._step_mode:
-            self._advance(completed=epoch + 1, logs=logs)
+            self._advance(completed=epoch + 1 - self._origin[1], logs=logs)
         logs.update(self._pending_logs)
         self._pending_logs = {}
         prefix = round_report.log_prefixes(self._layers)
@@ -444,9 +453,31 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 rounds_done=int(layer.rounds_done.numpy()),
                 step_mode=self._step_mode,
                 steps_per_epoch=self._steps_per_epoch,
+                first_epoch=self._origin[1],
             )
 
     # -------------------------------------------------------------- logic
+    def _begin_clock(self, epoch: int) -> None:
+        """Counts the schedule from where the selection began (stored in the
+        layers, else now) and refuses a fit too short for the rest of it
+        (``core.schedule.begin_clock``)."""
+        origins = {g.name: g.selection_state.schedule_origin for g in self._layers}
+        self._origin, position = schedule_lib.begin_clock(
+            {name: tuple(int(v) for v in o.numpy()) for name, o in origins.items()},
+            {g.name: self._schedules[id(g)] for g in self._layers},
+            now=(int(self.model.optimizer.iterations.numpy()), epoch),
+            progressed=frozenset(
+                g.name for g in self._layers if self._rounds_done[id(g)]
+            ),
+            epochs=self.params.get("epochs"),
+            steps_per_epoch=self._steps_per_epoch,
+            step_mode=self._step_mode,
+        )
+        for origin in origins.values():
+            origin.assign(self._origin)
+        self._steps_done = position if self._step_mode else 0
+        self._clock_pending = False
+
     def _check_dependence(self) -> None:
         """Finds which features are functions of others on ``selection_data``
         (once per layer: the result is in the layer's variables)."""

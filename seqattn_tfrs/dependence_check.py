@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from seqattn_tfrs import heldout
+from seqattn_tfrs import gate_checks, heldout
 from seqattn_tfrs.core import dependence
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 
@@ -44,6 +44,8 @@ def check_functional_dependence(
         for forward in _forward_passes(model):
             try:
                 records = dependence.record_batches(layers, dataset, forward, max_rows)
+            except gate_checks.EmbeddingShapeError:
+                raise  # the model's tables, not the data
             except (tf.errors.OpError, TypeError, ValueError) as error:
                 # The first time `selection_data` goes through the model.
                 raise ValueError(

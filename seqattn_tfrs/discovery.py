@@ -6,6 +6,7 @@ from typing import TypeVar
 
 import tensorflow as tf
 
+from seqattn_tfrs.core import round_report
 from seqattn_tfrs.gate import SequentialAttentionEmbedding
 from seqattn_tfrs.width import SequentialAttentionWidth
 
@@ -59,8 +60,14 @@ def find_layers(model: tf.Module, kind: type[T]) -> list[T]:
 
 
 def find_gated_layers(model: tf.Module) -> list[SequentialAttentionEmbedding]:
-    """Every :class:`~seqattn_tfrs.SequentialAttentionEmbedding` in ``model``."""
-    return find_layers(model, SequentialAttentionEmbedding)
+    """Every :class:`~seqattn_tfrs.SequentialAttentionEmbedding` in ``model``.
+
+    Raises:
+      ValueError: two of them share a name.
+    """
+    return round_report.check_distinct_names(
+        find_layers(model, SequentialAttentionEmbedding), model.name
+    )
 
 
 def find_width_layers(model: tf.Module) -> list[SequentialAttentionWidth]:

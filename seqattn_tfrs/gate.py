@@ -170,7 +170,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         gate_checks.check_embeddings(embeddings)
         pruned = gate_checks.check_pruned_widths(pruned_feature_widths, embeddings)
-        all_names = list(embeddings) + list(pruned)
+        all_names = list(embeddings) + list(pruned or {})
         feature_names = list(all_names if feature_names is None else feature_names)
         if sorted(feature_names) != sorted(all_names) or len(set(feature_names)) != len(
             feature_names
@@ -194,7 +194,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 f"`num_selected` must be an int in [1, {len(feature_names)}] (the "
                 f"number of features), got {num_selected!r}."
             )
-        if pruned and num_selected is not None and len(embeddings) != num_selected:
+        if pruned is not None and num_selected not in (None, len(embeddings)):
             raise ValueError(
                 f"A pruned layer keeps exactly `num_selected`={num_selected} tables, "
                 f"got {len(embeddings)} in `embeddings`."
@@ -303,12 +303,13 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
     @property
     def pruned_feature_widths(self) -> dict[str, int]:
         """Features whose tables were removed by pruning, with their widths."""
-        return dict(self._pruned_widths)
+        return dict(self._pruned_widths or {})
 
     @property
     def is_pruned(self) -> bool:
-        """Whether :func:`~seqattn_tfrs.prune` removed the unselected tables."""
-        return bool(self._pruned_widths)
+        """Whether :func:`~seqattn_tfrs.prune` removed the unselected tables
+        (perhaps none: a selection may keep every feature)."""
+        return self._pruned_widths is not None
 
     @property
     def prune_report(self) -> dict[str, Any] | None:
@@ -390,9 +391,10 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         """Commits the next selection round; returns the picked names, in order.
 
         Called by :class:`~seqattn_tfrs.SequentialAttentionCallback` at the end
-        of each round (and by hand in tests). By count, the largest logits
-        (round 1 and later rounds with held-out evidence: see
-        :func:`seqattn_tfrs.core.selection.commit_round`). With ``budget_bytes``, only
+        of each round (and by hand in tests). By count, the largest logits,
+        except where held-out evidence decides (round 1's score test, later
+        rounds' probe: see :func:`seqattn_tfrs.core.selection.commit_round`).
+        With ``budget_bytes``, only
         features whose table fits what is left of the budget compete (ranked
         by ``budget_rule``); the selection closes when nothing else fits,
         nothing that fits passes ``entry_z``, or the reserved rounds are used
@@ -675,7 +677,9 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
                 "budget_bytes": self.budget_bytes,
                 "feature_bytes": dict(self.feature_bytes) or None,
                 **self.options.as_kwargs(),
-                "pruned_feature_widths": dict(self._pruned_widths) or None,
+                "pruned_feature_widths": self.pruned_feature_widths
+                if self.is_pruned
+                else None,
                 "feature_names": list(self._feature_names),
             }
         )

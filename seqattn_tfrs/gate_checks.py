@@ -48,9 +48,12 @@ def check_embeddings(embeddings: Any) -> None:
 
 def check_pruned_widths(
     pruned_feature_widths: Mapping[str, int] | None, embeddings: Mapping[str, Any]
-) -> dict[str, int]:
-    """The widths of a pruned layer's dropped features, checked (``{}`` if none)."""
-    pruned = dict(pruned_feature_widths or {})
+) -> dict[str, int] | None:
+    """The widths of a pruned layer's dropped features, checked: ``{}`` for a
+    pruned layer that dropped none, None for a layer not pruned."""
+    if pruned_feature_widths is None:
+        return None
+    pruned = dict(pruned_feature_widths)
     for name, width in pruned.items():
         if name in embeddings:
             raise ValueError(
@@ -65,10 +68,16 @@ def check_pruned_widths(
     return pruned
 
 
+class EmbeddingShapeError(ValueError):
+    """A feature's layer returned something other than a dense ``[batch, d]``
+    tensor: the model's error, whatever data went through it."""
+
+
 def check_embedding(layer_name: str, name: str, value: Any) -> tf.Tensor:
-    """Raises unless a feature's layer returned a dense ``[batch, d]`` tensor."""
+    """Raises :class:`EmbeddingShapeError` unless a feature's layer returned a
+    dense ``[batch, d]`` tensor."""
     if isinstance(value, tf.RaggedTensor):
-        raise ValueError(
+        raise EmbeddingShapeError(
             f"{layer_name}: the layer of feature {name!r} returned a RaggedTensor "
             f"of shape {value.shape}; expected a dense [batch, d] tensor. Pool a "
             "multi-valent feature to one vector per example inside its layer "
@@ -76,14 +85,18 @@ def check_embedding(layer_name: str, name: str, value: Any) -> tf.Tensor:
         )
     rank = value.shape.rank
     if rank != 2:
-        hint = (
-            " An input of shape [batch, 1] gives [batch, 1, d] after an "
-            "Embedding: feed [batch] ids, or end the feature's layer with "
-            "tf.keras.layers.Reshape((d,)) or a pooling layer."
-            if rank == 3
-            else ""
-        )
-        raise ValueError(
+        hint = ""
+        if rank == 3:
+            n, d = value.shape[1], value.shape[2]
+            hint = (
+                f" [batch, {n}, {d}]: an input of shape [batch, 1] gives "
+                "[batch, 1, d] after an Embedding, so feed [batch] ids or end the "
+                f"feature's layer with tf.keras.layers.Reshape(({d},)); for {n} "
+                "values per example (a listwise model's items), "
+                f"Reshape(({n} * {d},)) keeps them in order (reshape back after "
+                "the gate) and a pooling layer merges them."
+            )
+        raise EmbeddingShapeError(
             f"{layer_name}: the layer of feature {name!r} returned a tensor of rank "
             f"{rank} (shape {value.shape}); expected rank 2, [batch, d].{hint}"
         )

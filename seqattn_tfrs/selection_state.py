@@ -98,6 +98,9 @@ class SelectionState:
         done = -(-len(preselected) // options.selections_per_round)
         self.rounds_done = state("rounds_done", [], tf.int32, done)
         self.gate_mode = state("gate_mode", [], tf.int32, modes.DENSE)
+        # (optimizer iterations, epoch) when the selection's first fit began;
+        # the schedule counts from there (core.schedule.schedule_origin).
+        self.schedule_origin = state("schedule_origin", [2], tf.int32, -1)
         self.learn_from_fit_batches = state("learn_from_fit_batches", [], tf.int32, 1)
         rows = spec.history_rows(num_rounds)
         self.round_gates = state("round_gates", [rows, n], tf.float32, 0.0)

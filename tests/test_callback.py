@@ -279,6 +279,107 @@ def test_within_fit_caps_a_long_round_and_fine_tunes_the_rest():
     }
 
 
+def test_a_model_trained_before_selects_in_the_training_that_follows():
+    # A warm start: 5 epochs (40 steps) without the callback, so the
+    # optimizer's clock stands at 40 when the selection's fit begins.
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    model.fit(dataset(), epochs=5, verbose=0)
+    assert int(model.optimizer.iterations) == 40
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    model.fit(dataset(), epochs=13, callbacks=[callback], verbose=0)
+    # The schedule of a fresh 13-epoch fit (warm-up 10, rounds of 42 steps),
+    # counted from the selection's first step: picks after its steps 52 and 94.
+    assert [e["step"] for e in callback.events] == [52, 94]
+    assert layer.selection_complete and set(layer.selected_features) == {"a", "c"}
+    assert layer.selection_state.schedule_origin.numpy().tolist() == [40, 0]
+
+
+def test_a_selection_from_initial_epoch_counts_its_schedule_from_there():
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
+    )
+    history = model.fit(
+        dataset(), epochs=6, initial_epoch=2, callbacks=[callback], verbose=0
+    )
+    # Warm-up in epoch 2, rounds in epochs 3 and 4, fine-tune in epoch 5.
+    assert [e["epoch"] for e in callback.events] == [3, 4]
+    assert history.history["seqattn/num_selected"] == [0.0, 1.0, 2.0, 2.0]
+    assert layer.selection_complete
+    assert layer.selection_state.schedule_origin.numpy().tolist() == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "fragments"),
+    [
+        (
+            {"within_fit": True},
+            ["needs 104 steps", "fit runs 56 steps from epoch 6", "48 more steps"],
+        ),
+        (
+            {"warmup_epochs": 1, "epochs_per_selection": 1, "finetune_epochs": 1},
+            ["needs 4 epochs", "fit runs 3 epochs from epoch 10", "1 more epochs"],
+        ),
+    ],
+    ids=["within_fit", "epochs"],
+)
+def test_a_fit_too_short_from_initial_epoch_is_refused_before_training(
+    schedule, fragments
+):
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    callback = SequentialAttentionCallback(verbose=0, **schedule)
+    initial = 6 if "within_fit" in schedule else 10
+    with pytest.raises(ValueError) as info:
+        model.fit(
+            dataset(), epochs=13, initial_epoch=initial, callbacks=[callback], verbose=0
+        )
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert int(model.optimizer.iterations) == 0  # no step ran
+
+
+class Tower(tf.keras.layers.Layer):
+    """A reusable tower that names its gate "gate", as a user might."""
+
+    def __init__(self, names, **kwargs):
+        super().__init__(**kwargs)
+        self.gate = SequentialAttentionEmbedding(
+            {n: tf.keras.layers.Reshape((1,)) for n in names}, 1, name="gate"
+        )
+
+    def call(self, inputs):
+        gated = self.gate(inputs)
+        return tf.concat([gated[n] for n in self.gate.feature_names], axis=1)
+
+
+class TwoTowers(tf.keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.users, self.items = Tower(NAMES[:2]), Tower(NAMES[2:])
+        self.out = tf.keras.layers.Dense(1)
+
+    def call(self, x):
+        users = self.users({n: x[n] for n in NAMES[:2]})
+        items = self.items({n: x[n] for n in NAMES[2:]})
+        return self.out(tf.concat([users, items], axis=1))
+
+
+def test_gated_layers_that_share_a_name_are_refused():
+    model = TwoTowers()
+    model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+    callback = SequentialAttentionCallback(warmup_epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"share the name\(s\) \['gate'\]"):
+        model.fit(dataset(), epochs=4, callbacks=[callback], verbose=0)
+    assert int(model.optimizer.iterations) == 0
+    from seqattn_tfrs import prune
+
+    with pytest.raises(ValueError, match="pass `name=` to each gated layer"):
+        prune(model)
+
+
 def test_an_explicit_schedules_record_gives_the_fine_tune_that_runs():
     tf.keras.utils.set_random_seed(0)
     model, layer = functional_model(num_selected=2)

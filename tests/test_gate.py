@@ -381,7 +381,43 @@ def test_a_batch_by_1_id_input_names_rank_3_and_the_fix():
         layer({"a": tf.constant([[1], [2]]), "b": tf.constant([1, 2])})
     message = str(raised.value)
     assert "rank 3 (shape (2, 1, 4)); expected rank 2" in message
-    assert "Reshape((d,))" in message
+    assert "Reshape((4,))" in message
+
+
+def test_a_listwise_feature_is_refused_for_the_model_with_its_fix():
+    # [batch, 5] items per example (a listwise model): [batch, 5, 4] tables.
+    # The fix keeps the list (Reshape to 5 * 4), and the error is the
+    # model's, not the held-out data's, when the callback first runs it.
+    from seqattn_tfrs import SequentialAttentionCallback
+
+    inputs = {n: tf.keras.Input((5,), dtype=tf.int64, name=n) for n in "ab"}
+    layer = SequentialAttentionEmbedding(
+        {n: tf.keras.layers.Embedding(9, 4) for n in "ab"}, 1
+    )
+    with pytest.raises(ValueError) as raised:
+        layer(inputs)
+    assert "Reshape((5 * 4,)) keeps them in order" in str(raised.value)
+
+    # A subclassed model first calls the gate in the callback's check.
+    class Listwise(tf.keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.gate = SequentialAttentionEmbedding(
+                {n: tf.keras.layers.Embedding(9, 4) for n in "ab"}, 1
+            )
+
+        def call(self, x):
+            out = self.gate(x)
+            return tf.reduce_sum(out["a"] + out["b"], axis=[1, 2])
+
+    x = {n: np.ones([8, 5], np.int64) for n in "ab"}
+    data = tf.data.Dataset.from_tensor_slices((x, np.ones(8, np.float32))).batch(4)
+    model = Listwise()
+    model.compile("sgd", "mse")
+    callback = SequentialAttentionCallback(warmup_epochs=1, selection_data=data)
+    with pytest.raises(ValueError, match="returned a tensor of rank 3") as raised:
+        model.fit(data, epochs=3, callbacks=[callback], verbose=0)
+    assert "`selection_data`" not in str(raised.value)
 
 
 def test_ragged_output_is_refused_with_the_fix():

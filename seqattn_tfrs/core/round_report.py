@@ -38,6 +38,37 @@ class CommittingLayer(Protocol):
     def commit_round(self, require_learning: bool = False) -> list[str]: ...
 
 
+def check_distinct_names(layers: Sequence[Any], model_name: str) -> list[Any]:
+    """Returns ``layers`` (gated layers, found in ``model_name``) if their
+    names differ: each layer's logs, events, ``size_report`` and
+    ``selection.json`` entries, and its stored schedule, go by its name.
+
+    Raises:
+      ValueError: two layers share a name (two towers that each name their
+        gate ``"gate"``, say).
+
+    Example:
+      >>> class Layer:
+      ...     def __init__(self, name):
+      ...         self.name = name
+      >>> check_distinct_names([Layer("gate"), Layer("gate")], "m")
+      ... # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: Gated layers of model 'm' share the name(s) ['gate'] ...
+    """
+    names = [layer.name for layer in layers]
+    shared = sorted({name for name in names if names.count(name) > 1})
+    if shared:
+        raise ValueError(
+            f"Gated layers of model {model_name!r} share the name(s) {shared}; "
+            "their picks, logs, size reports and selection.json entries go by "
+            "name. Expected distinct names: pass `name=` to each gated layer "
+            "(e.g. 'user_gate' and 'item_gate')."
+        )
+    return list(layers)
+
+
 def log_prefixes(layers: Sequence[Any]) -> dict[int, str]:
     """The prefix of each gate layer's keys in ``fit``'s logs, by ``id``:
     ``"seqattn/"`` for a model's one gate layer, else ``"seqattn/<name>/"``.
@@ -286,12 +317,16 @@ def warn_if_incomplete(
     rounds_done: int,
     step_mode: bool,
     steps_per_epoch: int | None,
+    first_epoch: int = 0,
 ) -> None:
     """At the end of ``fit``: warns (:func:`incomplete_selection_message`)
-    when ``layer`` has not made its last pick, which ``prune`` would refuse."""
+    when ``layer`` has not made its last pick, which ``prune`` would refuse.
+    ``first_epoch``: fit's epoch where the selection's schedule began."""
     if layer.selection_complete:
         return
-    epoch = schedule_lib.last_pick_epoch(schedule, step_mode, steps_per_epoch)
+    epoch = first_epoch + schedule_lib.last_pick_epoch(
+        schedule, step_mode, steps_per_epoch
+    )
     warnings.warn(
         incomplete_selection_message(
             layer.name, layer.progress(), rounds_done, schedule.num_rounds, epoch

@@ -424,3 +424,146 @@ def check_selection_interval(interval: int, steps_per_epoch: int | None) -> None
             "steps of an epoch, whose batches it counts: no held-out logit step "
             f"would run. Expected at most {steps_per_epoch}."
         )
+
+
+#: A layer's stored origin before any selection began (both clocks).
+NOT_BEGUN = (-1, -1)
+
+
+def schedule_origin(
+    stored: dict[str, tuple[int, int]],
+    now: tuple[int, int],
+    progressed: frozenset[str] = frozenset(),
+) -> tuple[tuple[int, int], bool]:
+    """Where a callback's schedule counts from: ``(training steps, epoch)``.
+
+    A selection's schedule counts from the optimizer's ``iterations`` and
+    ``fit``'s epoch when its first fit with a callback began, not from 0:
+    a model trained before (or a fit from ``initial_epoch`` > 0) selects in
+    the training that follows. Each gated layer stores the pair in its
+    variables, so that a restored checkpoint resumes the same schedule.
+
+    Args:
+      stored: each layer's stored pair, :data:`NOT_BEGUN` where none began.
+      now: ``(optimizer iterations, epoch)`` at this fit's first epoch.
+      progressed: the layers that committed a round. One without a stored
+        pair was saved before releases stored it; its schedule counted from
+        ``(0, 0)``, as then.
+
+    Returns:
+      The origin (the begun layers', else ``now``) and whether the selection
+      begins in this fit.
+
+    Raises:
+      ValueError: begun layers stored different origins (one callback runs
+        one schedule).
+
+    Example:
+      >>> schedule_origin({"a": NOT_BEGUN, "b": NOT_BEGUN}, now=(300, 0))
+      ((300, 0), True)
+      >>> schedule_origin({"a": (300, 0), "b": NOT_BEGUN}, now=(420, 3))
+      ((300, 0), False)
+      >>> schedule_origin({"a": NOT_BEGUN}, now=(420, 3), progressed={"a"})
+      ((0, 0), False)
+    """
+    stored = {
+        name: (0, 0) if name in progressed and tuple(pair) == NOT_BEGUN else pair
+        for name, pair in stored.items()
+    }
+    begun = {tuple(pair) for pair in stored.values() if tuple(pair) != NOT_BEGUN}
+    if len(begun) > 1:
+        raise ValueError(
+            "The gated layers began their selections at different (step, epoch) "
+            f"origins {stored}; one callback runs one schedule for all of them. "
+            "Expected layers that began selecting in the same fit."
+        )
+    if begun:
+        return begun.pop(), False
+    return tuple(now), True
+
+
+def check_schedule_left(
+    name: str,
+    schedule: SelectionSchedule,
+    *,
+    position: int,
+    left: int,
+    unit: str,
+    epoch: int,
+) -> None:
+    """Refuses a fit too short for the rest of a layer's schedule.
+
+    Args:
+      name: the layer, named in the error.
+      schedule: its schedule (in ``unit``).
+      position: units of the schedule done when this fit's first epoch begins.
+      left: units this fit runs from there.
+      unit: ``"steps"`` or ``"epochs"``.
+      epoch: this fit's first epoch (``initial_epoch``).
+
+    Example:
+      >>> s = SelectionSchedule(warmup=1, per_round=1, finetune=1, num_rounds=2)
+      >>> check_schedule_left("gate", s, position=0, left=4, unit="epochs", epoch=2)
+      >>> check_schedule_left("gate", s, position=0, left=3, unit="epochs", epoch=3)
+      ... # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: ... needs 4 epochs ... but fit runs 3 epochs from epoch 3 ...
+    """
+    if schedule.total - position <= left:
+        return
+    done = f", {position} done before this fit" if position else ""
+    raise ValueError(
+        f"The selection schedule of layer {name!r} needs {schedule.total} {unit} "
+        f"(warm-up {schedule.warmup}, {schedule.num_rounds} rounds x "
+        f"{schedule.per_round}, fine-tune {schedule.finetune}{done}) but fit "
+        f"runs {left} {unit} from epoch {epoch} (`initial_epoch`), where this "
+        f"selection's schedule {'continues' if position else 'begins'}. Expected "
+        f"{schedule.total - position - left} more {unit} of fit (a `within_fit` "
+        "schedule is laid over all of fit's epochs: start it at epoch 0)."
+    )
+
+
+def begin_clock(
+    stored: dict[str, tuple[int, int]],
+    schedules: dict[str, SelectionSchedule],
+    *,
+    now: tuple[int, int],
+    progressed: frozenset[str],
+    epochs: int,
+    steps_per_epoch: int | None,
+    step_mode: bool,
+) -> tuple[tuple[int, int], int]:
+    """A callback's clock at its fit's first epoch: the schedule's origin
+    (:func:`schedule_origin`, for every layer to store) and the units of the
+    schedule already done, with each layer's rest checked against the fit
+    (:func:`check_schedule_left`).
+
+    Args:
+      stored: each layer's stored origin.
+      schedules: each layer's schedule.
+      now: ``(optimizer iterations, epoch)``: this fit's first epoch.
+      progressed: the layers that committed a round.
+      epochs: ``fit``'s ``epochs``.
+      steps_per_epoch: its steps per epoch (needed in step mode).
+      step_mode: whether the schedules count steps (else epochs).
+
+    Example:
+      >>> s = SelectionSchedule(warmup=10, per_round=42, finetune=10, num_rounds=2)
+      >>> begin_clock({"gate": NOT_BEGUN}, {"gate": s}, now=(40, 0),
+      ...             progressed=frozenset(), epochs=13, steps_per_epoch=8,
+      ...             step_mode=True)
+      ((40, 0), 0)
+    """
+    origin, _ = schedule_origin(stored, now, progressed)
+    iterations, epoch = now
+    if step_mode:
+        position, left = iterations - origin[0], (epochs - epoch) * steps_per_epoch
+    else:
+        position, left = epoch - origin[1], epochs - epoch
+    unit = "steps" if step_mode else "epochs"
+    for name, schedule in schedules.items():
+        check_schedule_left(
+            name, schedule, position=position, left=left, unit=unit, epoch=epoch
+        )
+    return origin, position

@@ -19,12 +19,13 @@ def check(
     feature_bytes: Mapping[str, int] | None,
     pruned_feature_widths: Mapping[str, int] | None,
     feature_names: Sequence[str] | None,
-) -> tuple[list[str], dict[str, int]]:
+) -> tuple[list[str], dict[str, int] | None]:
     """Validates what ``SequentialAttentionEmbedding`` takes besides the
     attention options (which ``AttentionOptions`` checks).
 
     Returns:
-      All feature names in output order, and the pruned features' widths.
+      All feature names in output order, and the pruned features' widths
+      (``{}`` for a pruned layer that dropped none, None for one not pruned).
 
     Raises:
       TypeError: ``embeddings`` is neither a non-empty mapping of feature names
@@ -98,4 +99,4 @@ def check(
             f"`feature_bytes` names {unknown}, which are not features; expected "
             f"some of {names}."
         )
-    return names, pruned
+    return names, None if pruned_feature_widths is None else pruned

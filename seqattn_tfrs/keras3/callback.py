@@ -16,12 +16,13 @@ from seqattn_tfrs.keras3.gate import SequentialAttentionEmbedding
 
 
 def find_gated_layers(model: keras.Model) -> list[SequentialAttentionEmbedding]:
-    """Every :class:`SequentialAttentionEmbedding` tracked by ``model``, once each."""
+    """Every :class:`SequentialAttentionEmbedding` tracked by ``model``, once
+    each; refused if two share a name (``core.round_report``)."""
     found: dict[int, SequentialAttentionEmbedding] = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, SequentialAttentionEmbedding):
             found.setdefault(id(layer), layer)
-    return list(found.values())
+    return round_report.check_distinct_names(list(found.values()), model.name)
 
 
 class SequentialAttentionCallback(keras.callbacks.Callback):
@@ -125,7 +126,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._heldout_batches = None
         self._heldout_step = None
         self._probe: heldout_probe.HeldoutProbe | None = None
-        self._steps_done = 0
+        self._steps_done = 0  # of the schedule: since the selection began
+        self._origin = schedule_lib.NOT_BEGUN  # see _begin_clock
+        self._clock_pending = False
         self._finished = False  # every layer had finished when fit began
         self._epoch = 0
         self._steps_per_epoch: int | None = None
@@ -215,10 +218,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         self._sync()
         for layer in self._layers:
             layer.learn_from_fit_batches.assign(0 if self.selection_data else 1)
-        if self._step_mode:
-            self._steps_done = int(
-                keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-            )
+        self._clock_pending = True  # the schedule's origin: at the first epoch
         self._steps_per_epoch = steps
         for layer in self._layers:
             per_round = self._schedules[id(layer)].per_round
@@ -264,9 +264,11 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         if self._finished:
             return
         self._epoch = epoch
+        if self._clock_pending:  # after any restore in on_train_begin
+            self._begin_clock(epoch)
         if not self._step_mode:
-            self._advance(completed=epoch, logs=None)
-            self._set_modes(units=epoch, steps_into_unit=0)
+            self._advance(completed=epoch - self._origin[1], logs=None)
+            self._set_modes(units=epoch - self._origin[1], steps_into_unit=0)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._finished:
@@ -276,7 +278,9 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             self._advance(completed=self._steps_done, logs=self._pending_logs)
             self._set_modes(units=self._steps_done, steps_into_unit=0)
         else:
-            self._set_modes(units=self._epoch, steps_into_unit=batch + 1)
+            self._set_modes(
+                units=self._epoch - self._origin[1], steps_into_unit=batch + 1
+            )
         if (
             self._heldout_step is not None
             and (batch + 1) % self.selection_interval == 0
@@ -298,7 +302,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             return
         logs = logs if logs is not None else {}
         if not self._step_mode:
-            self._advance(completed=epoch + 1, logs=logs)
+            self._advance(completed=epoch + 1 - self._origin[1], logs=logs)
         logs.update(self._pending_logs)
         self._pending_logs = {}
         prefix = round_report.log_prefixes(self._layers)
@@ -323,9 +327,31 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 rounds_done=layer.record().rounds_done,
                 step_mode=self._step_mode,
                 steps_per_epoch=self._steps_per_epoch,
+                first_epoch=self._origin[1],
             )
 
     # -------------------------------------------------------------- logic
+    def _begin_clock(self, epoch: int) -> None:
+        """Counts the schedule from where the selection began (stored in the
+        layers, else now) and refuses a fit too short for the rest of it
+        (``core.schedule.begin_clock``)."""
+        value = keras.ops.convert_to_numpy
+        self._origin, position = schedule_lib.begin_clock(
+            {g.name: tuple(value(g.schedule_origin).tolist()) for g in self._layers},
+            {g.name: self._schedules[id(g)] for g in self._layers},
+            now=(int(value(self.model.optimizer.iterations)), epoch),
+            progressed=frozenset(
+                g.name for g in self._layers if g.record().rounds_done
+            ),
+            epochs=self.params.get("epochs"),
+            steps_per_epoch=self._steps_per_epoch,
+            step_mode=self._step_mode,
+        )
+        for layer in self._layers:
+            layer.schedule_origin.assign(keras.ops.array(self._origin, "int32"))
+        self._steps_done = position if self._step_mode else 0
+        self._clock_pending = False
+
     def _check_dependence(self) -> None:
         """Finds which features are functions of others on ``selection_data``
         (once per layer: the result is in the layer's variables)."""

@@ -134,7 +134,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self._probe_scores: np.ndarray | None = None
         self._pair_scores: np.ndarray | None = None
         # Each feature's embedding width, seen when called (for pruning).
-        self.output_widths: dict[str, int] = dict(pruned)
+        self.output_widths: dict[str, int] = dict(pruned or {})
         # Raw inputs and table outputs of eager calls while `recording_inputs`
         # is active; set without Keras's attribute tracking (it would wrap
         # the list), with the tables' compiled lookups where asked for.
@@ -204,6 +204,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.selection_order = state("selection_order", (n,), "int32", -1)
         self.rounds_done = state("rounds_done", (), "int32", 0)
         self.gate_mode = state("gate_mode", (), "int32", DENSE)
+        self.schedule_origin = state("schedule_origin", (2,), "int32", -1)  # core
         self.learn_from_fit_batches = state("learn_from_fit_batches", (), "int32", 1)
         self.budget_closed = state("budget_closed", (), "int32", 0)
         # 1 while the next settles run the score test on their training rows
@@ -215,7 +216,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         # callback checked (core.dependence); all 0 until a check ran.
         self.dependence = state("functional_dependence", (n, n))
         self.dependence_checked = state("dependence_checked", (), "int32", 0)
-        if self._pruned_widths:  # a pruned layer: the kept features are selected
+        if self.is_pruned:  # a pruned layer: the kept features are selected
             index = {name: i for i, name in enumerate(self._feature_names)}
             kept = [index[name] for name in self.kept_features]
             mask = np.zeros(n, np.float32)
@@ -259,13 +260,13 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
 
     @property
     def is_pruned(self) -> bool:
-        """Whether ``prune`` removed the unselected tables."""
-        return bool(self._pruned_widths)
+        """Whether ``prune`` removed the unselected tables (perhaps none)."""
+        return self._pruned_widths is not None
 
     @property
     def pruned_feature_widths(self) -> dict[str, int]:
         """Features whose tables were removed by pruning, with their widths."""
-        return dict(self._pruned_widths)
+        return dict(self._pruned_widths or {})
 
     def record(self) -> selection_lib.SelectionRecord:
         """The committed selection state, read from the variables.
@@ -680,7 +681,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 "budget_bytes": self.budget_bytes,
                 "feature_bytes": dict(self.feature_bytes) or None,
                 **self.options.as_kwargs(),
-                "pruned_feature_widths": dict(self._pruned_widths) or None,
+                "pruned_feature_widths": self._pruned_widths,
                 "feature_names": list(self._feature_names),
             }
         )

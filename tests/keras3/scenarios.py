@@ -321,6 +321,12 @@ def prune_export() -> dict:
         assert "pass `output_name` as a string" in str(error), str(error)
     else:
         raise AssertionError("a mapping output_name for one output was accepted")
+    try:  # `padding` names variable-length inputs; these are all scalars
+        export_for_serving(pruned, base, padding={kept[0]: 0})
+    except ValueError as error:
+        assert f"`padding` names ['{kept[0]}']" in str(error), str(error)
+    else:
+        raise AssertionError("a padding for a scalar feature was accepted")
     assert sorted(os.listdir(base)) == [
         ".seqattn_tfrs_export.lock",
         "1",
@@ -552,6 +558,40 @@ def config() -> dict:
             ), (bad, str(error))
         else:
             raise AssertionError(f"{bad} was accepted")
+    # A selection that keeps every feature: prune drops nothing, and the
+    # result is a pruned layer (export takes it), in its config too.
+    rng = np.random.default_rng(0)
+    x = {n: rng.normal(size=(256, 1)).astype("float32") for n in names}
+    y = x["a"] + x["b"] - x["c"]
+    keras.utils.set_random_seed(0)
+    model, gate = linear_model(names, num_selected=3, selections_per_round=3)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=0, verbose=0
+    )
+    model.fit(x, y, batch_size=64, epochs=2, callbacks=[callback], verbose=0)
+    pruned = find_gated_layers(prune(model))[0]
+    assert pruned.is_pruned and pruned.pruned_feature_widths == {}, pruned
+    kept = pruned.get_config()
+    assert kept["pruned_feature_widths"] == {}, kept["pruned_feature_widths"]
+    assert SequentialAttentionEmbedding.from_config(kept).is_pruned
+
+    class Towers(keras.Model):  # two towers that each name their gate "gate"
+        def __init__(self):
+            super().__init__()
+            self.users, self.items = (
+                SequentialAttentionEmbedding(
+                    {n: keras.layers.Identity() for n in part}, 1, name="gate"
+                )
+                for part in (names[:1], names[1:])
+            )
+
+    try:
+        find_gated_layers(Towers())
+    except ValueError as error:
+        assert "share the name(s) ['gate']" in str(error), str(error)
+    else:
+        raise AssertionError("two gates named 'gate' were accepted")
     return {"config_keys": sorted(config)}
 
 
@@ -905,6 +945,59 @@ def stopped() -> dict:
     gate, said = fit(early)
     assert gate.selection_complete and not said, said
     return {"selected": list(gate.selected_features)}
+
+
+def warm_start() -> dict:
+    """The schedule counts from the selection's first fit: a model trained
+    before selects in the training that follows, a fit from `initial_epoch`
+    > 0 lays the schedule from there, and one too short for it is refused
+    before any step."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 3)).astype("float32")
+    y = (x @ np.array([2.0, 1.0, 0.0], "float32"))[:, None]
+    names = ["a", "b", "c"]
+    features = {n: x[:, i : i + 1] for i, n in enumerate(names)}
+
+    def fresh():
+        keras.utils.set_random_seed(0)
+        model, gate = linear_model(names, num_selected=2)
+        model.compile(keras.optimizers.Adam(0.05), "mse")
+        return model, gate
+
+    def origin(gate) -> list[int]:
+        return keras.ops.convert_to_numpy(gate.schedule_origin).tolist()
+
+    fit = {"batch_size": 64, "verbose": 0}  # 8 steps an epoch
+    model, gate = fresh()
+    model.fit(features, y, epochs=3, **fit)  # 24 steps without the callback
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    model.fit(features, y, epochs=13, callbacks=[callback], **fit)
+    # A fresh 13-epoch fit's schedule (warm-up 10, rounds of 42 steps), from
+    # the selection's first step.
+    assert [e["step"] for e in callback.events] == [52, 94], callback.events
+    assert gate.selection_complete and origin(gate) == [24, 0], origin(gate)
+    warm = list(gate.selected_features)
+
+    model, gate = fresh()
+    callback = SequentialAttentionCallback(
+        warmup_epochs=1, epochs_per_selection=1, finetune_epochs=1, verbose=0
+    )
+    model.fit(features, y, epochs=6, initial_epoch=2, callbacks=[callback], **fit)
+    assert [e["epoch"] for e in callback.events] == [3, 4], callback.events
+    assert gate.selection_complete and origin(gate) == [0, 2], origin(gate)
+    from_epoch_2 = list(gate.selected_features)
+
+    model, gate = fresh()
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    try:
+        model.fit(features, y, epochs=13, initial_epoch=6, callbacks=[callback], **fit)
+    except ValueError as error:
+        assert "fit runs 56 steps from epoch 6" in str(error), str(error)
+    else:
+        raise AssertionError("a within_fit schedule from epoch 6 of 13 must raise")
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    assert iterations == 0, iterations
+    return {"warm_start": warm, "from_epoch_2": from_epoch_2}
 
 
 def selection_data_checks() -> dict:

@@ -32,6 +32,7 @@ SCENARIOS = [
     "dependence",
     "evidence",
     "stopped",
+    "warm_start",
     "selection_data_checks",
     "two_tower",
     "heldout_ahead",
