@@ -773,6 +773,127 @@ def test_warmup_examples_are_checked(tmp_path, small_model, monkeypatch):
     assert listing(tmp_path) == []
 
 
+def test_a_selection_that_keeps_every_feature_exports_as_it_is(tmp_path):
+    inputs = {name: tf.keras.Input((), dtype=KINDS[name], name=name) for name in KINDS}
+    gate = SequentialAttentionEmbedding(make_tables(), num_selected=len(KINDS))
+    gated = gate(inputs)
+    x = tf.concat([gated[name] for name in gate.feature_names], axis=1)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(x))
+    features = features_only(make_data(8))
+    force_selection(gate, ["movie_id", "user_age", "user_id", "user_zip"])
+    before = model(features).numpy()
+    pruned = prune(model)  # nothing to drop, but pruned (and so in its config)
+    assert gate.is_pruned and gate.pruned_feature_widths == {}
+    assert gate.get_config()["pruned_feature_widths"] == {}
+    path = export_for_serving(pruned, tmp_path / "all")
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    assert sorted(serving.structured_input_signature[1]) == sorted(KINDS)
+    np.testing.assert_allclose(serving(**features)["scores"].numpy(), before, atol=1e-6)
+    record = json.loads(pathlib.Path(path, "assets.extra/selection.json").read_text())
+    assert record["gated_layers"][0]["selected_features"] == [
+        "movie_id",
+        "user_age",
+        "user_id",
+        "user_zip",
+    ]
+
+
+def list_example(row: dict) -> str:
+    """A serialized tf.Example (hex) of ``row``'s lists of strings or ints."""
+    feature = {}
+    for name, values in row.items():
+        if values and isinstance(values[0], str):
+            raw = [v.encode() for v in values]
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=raw))
+        else:
+            feature[name] = tf.train.Feature(
+                int64_list=tf.train.Int64List(value=values)
+            )
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString().hex()
+
+
+def serve_in_child(path: str, raw: dict, rows: list[dict]) -> dict:
+    """Both signatures' scores, from a process that has only TensorFlow."""
+    payload = {"raw": raw, "examples": [list_example(row) for row in rows]}
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, path, json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_ragged_and_zero_masked_inputs_serve_as_the_model_reads_them(tmp_path):
+    genres = ["comedy", "drama", "noir", "sci-fi"]
+    inputs = {
+        "genres": tf.keras.Input((None,), dtype=tf.string, ragged=True, name="genres"),
+        "tags": tf.keras.Input((None,), dtype=tf.int64, name="tags"),  # 0-padded
+        "noise": tf.keras.Input((), dtype=tf.int64, name="noise"),
+    }
+    mean = tf.keras.layers.Lambda(lambda x: tf.reduce_mean(x, axis=1))
+    gate = SequentialAttentionEmbedding(
+        {
+            "genres": tf.keras.Sequential(
+                [
+                    tf.keras.layers.StringLookup(vocabulary=genres, mask_token=None),
+                    tf.keras.layers.Embedding(len(genres) + 1, 3),
+                    mean,
+                ]
+            ),
+            "tags": tf.keras.Sequential(
+                [
+                    tf.keras.layers.Embedding(20, 3, mask_zero=True),
+                    tf.keras.layers.GlobalAveragePooling1D(),
+                ]
+            ),
+            "noise": tf.keras.layers.Embedding(9, 3),
+        },
+        num_selected=2,
+    )
+    gated = gate(inputs)
+    x = tf.concat([gated[name] for name in gate.feature_names], axis=1)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(x))
+    rows = [
+        {"genres": ["drama"], "tags": [4]},
+        {"genres": ["comedy", "noir", "sci-fi"], "tags": [1, 7, 3]},
+        {"genres": ["noir", "drama"], "tags": [5, 2]},
+    ]
+    width = max(len(row["tags"]) for row in rows)
+    features = {
+        "genres": tf.ragged.constant([row["genres"] for row in rows]),
+        "tags": tf.constant(
+            [row["tags"] + [0] * (width - len(row["tags"])) for row in rows]
+        ),
+        "noise": tf.constant([1, 2, 3], tf.int64),
+    }
+    force_selection(gate, ["tags", "genres"])
+    before = model(features).numpy().ravel()
+    pruned = prune(model)
+    with pytest.raises(ValueError, match=r"`padding` names \['noise'\]"):
+        export_for_serving(pruned, tmp_path / "bad", padding={"noise": 0})
+    with pytest.raises(ValueError, match=r"`padding\['tags'\]` is 'x'"):
+        export_for_serving(pruned, tmp_path / "bad", padding={"tags": "x"})
+    path = export_for_serving(pruned, tmp_path / "served", padding={"tags": 0})
+    record = json.loads(pathlib.Path(path, "assets.extra/selection.json").read_text())
+    assert record["signatures"]["serve_examples"]["padding"] == {
+        "genres": "",
+        "tags": 0,
+    }
+    # The client pads genres with "" (stripped back to the ragged rows the
+    # model reads) and tags with 0 (which the model masks), as served.
+    raw = {
+        "genres": [row["genres"] + [""] * (3 - len(row["genres"])) for row in rows],
+        "tags": features["tags"].numpy().tolist(),
+    }
+    served = serve_in_child(path, raw, rows)
+    assert served["inputs"] == ["genres", "tags"]
+    np.testing.assert_allclose(np.ravel(served["serving_default"]), before, atol=1e-6)
+    np.testing.assert_allclose(np.ravel(served["serve_examples"]), before, atol=1e-6)
+
+
 def test_size_report_refuses_a_model_without_a_gate_as_prune_does():
     inputs = tf.keras.Input((), dtype=tf.int64)
     plain = tf.keras.Model(inputs, tf.keras.layers.Embedding(10, 4)(inputs))
@@ -806,6 +927,20 @@ def test_size_report_before_and_after_pruning():
         == (stats["user_zip"]["parameters"])
     )
     assert report["model_variables"] == variable_stats(pruned.variables)
+
+
+def test_export_of_a_model_without_call_names_what_serves(tmp_path):
+    class LossOnly(tfrs.models.Model):  # as TFRS's retrieval tutorials write it
+        def __init__(self):
+            super().__init__()
+            self.query_model = SequentialAttentionEmbedding(make_tables(), 2)
+
+        def compute_loss(self, features, training=False):
+            return tf.constant(0.0)
+
+    with pytest.raises(ValueError, match=r"defines no `call`.*query_model"):
+        export_for_serving(LossOnly(), tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_export_refuses_a_call_that_still_reads_a_dropped_feature(tmp_path):

@@ -12,6 +12,7 @@ different lengths.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
@@ -83,6 +84,13 @@ def test_the_pruned_query_tower_serves_its_selected_fields(
     assert set(serve.structured_input_signature[1]) == set(query)
     served = serve(**{name: tf.constant(rows[name][:5]) for name in query})
     np.testing.assert_allclose(served["scores"], before, atol=1e-5)
+    # The candidate tower's tables are in the model, not in the export: the
+    # record counts the query tower's kept tables alone.
+    record = json.loads(pathlib.Path(path, "assets.extra/selection.json").read_text())
+    assert [g["name"] for g in record["gated_layers"]] == [model.query_gate.name]
+    assert record["unserved_gated_layers"] == [model.candidate_gate.name]
+    kept = seqattn_tfrs.size_report(model)["gated_layers"][model.query_gate.name]
+    assert record["embedding_tables"]["after"] == kept["after"]
 
 
 def test_held_out_passes_leave_out_the_factorized_top_k_metrics():

@@ -210,14 +210,27 @@ def selection_record(
     version: int,
     saved_bytes: int,
     warmup: Mapping[str, tf.Tensor] | None,
+    padding: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     outputs = {
         key: tf.TensorSpec(t.shape, t.dtype)
         for key, t in serving_fn.structured_outputs.items()
     }
     report = size_report(model)
-    gated = []
+    saved = {id(obj) for obj in captured if isinstance(obj, tf.Variable)}
+    served, unserved = [], []
     for layer in find_feature_gates(model, layers):  # width layers: their own
+        variables = [
+            v for t in layer.embedding_layers.values() for v in table_variables(t)
+        ]
+        # A gate the model tracks whose tables the serving graph does not read
+        # (a retrieval index's candidate tower) is not in the export.
+        if variables and not any(id(v) in saved for v in variables):
+            unserved.append(layer.name)
+        else:
+            served.append(layer)
+    gated = []
+    for layer in served:
         tables = report["gated_layers"][layer.name]
         gated.append(
             {
@@ -244,10 +257,17 @@ def selection_record(
         "seqattn_tfrs_version": __version__,
         "model": model.name,
         "version": version,
-        "signatures": signatures_record(specs, outputs),
+        "signatures": signatures_record(specs, outputs, padding),
         "gated_layers": gated,
+        "unserved_gated_layers": unserved,
         "width_layers": report["width_layers"],
-        "embedding_tables": report["embedding_tables"],
+        "embedding_tables": {
+            when: _sum_stats(
+                [entry["embedding_tables"][when] for entry in gated]
+                + [entry[when] for entry in report["width_layers"].values()]
+            )
+            for when in ("before", "after")
+        },
         "saved_variables": variable_stats(
             [obj for obj in captured if isinstance(obj, tf.Variable)]
         ),

@@ -46,18 +46,82 @@ def check_output_name(output_name: Any) -> None:
     )
 
 
-def parse_spec(name: str, spec: tf.TensorSpec) -> Any:
+def variable_length(spec: tf.TensorSpec) -> bool:
+    """Whether a serving feature has a variable number of values per row
+    (``[None, None]``: a padded multi-valent feature)."""
+    return spec.shape.rank == 2 and spec.shape[1] is None
+
+
+def default_padding(dtype: tf.DType) -> Any:
+    """What pads a variable-length feature's shorter rows where ``padding``
+    names it not: ``""`` for strings, -1 for integers (never a real id),
+    0.0 for floats.
+
+    Example:
+      >>> default_padding(tf.int64), default_padding(tf.string)
+      (-1, '')
+    """
+    if dtype == tf.string:
+        return ""
+    if dtype.is_integer or dtype == tf.bool:
+        return -1
+    return 0.0
+
+
+def paddings(
+    specs: Mapping[str, tf.TensorSpec], padding: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Each variable-length feature's padding value: ``padding``'s, else
+    :func:`default_padding`'s.
+
+    Raises:
+      ValueError: ``padding`` names a feature that is not a variable-length
+        serving feature, or gives a value of the wrong type for its dtype.
+
+    Example:
+      >>> specs = {"tags": tf.TensorSpec([None, None], tf.int64),
+      ...          "user": tf.TensorSpec([None], tf.string)}
+      >>> paddings(specs), paddings(specs, {"tags": 0})
+      ({'tags': -1}, {'tags': 0})
+    """
+    padding = dict(padding or {})
+    ragged = {name: s for name, s in specs.items() if variable_length(s)}
+    unknown = sorted(set(padding) - set(ragged))
+    if unknown:
+        raise ValueError(
+            f"`padding` names {unknown}, which are not variable-length serving "
+            f"features; expected some of {sorted(ragged)} (shape [None, None])."
+        )
+    for name, value in padding.items():
+        dtype = ragged[name].dtype
+        if dtype == tf.string:
+            fits = isinstance(value, (str, bytes))
+        elif dtype.is_integer or dtype == tf.bool:
+            fits = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not fits:
+            raise ValueError(
+                f"`padding[{name!r}]` is {value!r}; feature {name!r} is "
+                f"{dtype.name}, expected a value of that kind."
+            )
+    return {
+        name: padding.get(name, default_padding(s.dtype)) for name, s in ragged.items()
+    }
+
+
+def parse_spec(name: str, spec: tf.TensorSpec, pad: Any = None) -> Any:
     """How ``serve_examples`` parses feature ``name`` of ``spec`` from a
-    ``tf.Example`` (which holds only int64, float32 and bytes lists)."""
+    ``tf.Example`` (which holds only int64, float32 and bytes lists); a
+    variable-length feature's shorter rows are padded with ``pad`` (default:
+    :func:`default_padding`)."""
     dtype = spec.dtype
     if dtype == tf.string:
-        parse_dtype, pad = tf.string, ""
+        parse_dtype = tf.string
     elif dtype.is_integer or dtype == tf.bool:
-        # -1, never a real id: variable-length integer features (genres, tags)
-        # come padded with -1, as the dense serving_default input expects.
-        parse_dtype, pad = tf.int64, -1
+        parse_dtype = tf.int64
     elif dtype.is_floating:
-        parse_dtype, pad = tf.float32, 0.0
+        parse_dtype = tf.float32
     else:
         raise ValueError(
             f"Serving feature {name!r} has dtype {dtype.name}; tf.Example holds only "
@@ -68,7 +132,10 @@ def parse_spec(name: str, spec: tf.TensorSpec) -> Any:
         return tf.io.FixedLenFeature(inner.as_list(), parse_dtype)
     if inner.rank == 1:
         return tf.io.FixedLenSequenceFeature(
-            [], parse_dtype, allow_missing=True, default_value=pad
+            [],
+            parse_dtype,
+            allow_missing=True,
+            default_value=default_padding(dtype) if pad is None else pad,
         )
     raise ValueError(
         f"Serving feature {name!r} has shape {spec.shape}; tf.Example parsing "
@@ -116,12 +183,14 @@ def serving_signatures(
     call: Callable[[dict[str, tf.Tensor]], Any],
     specs: Mapping[str, tf.TensorSpec],
     output_name: str | Mapping[str | int, str],
+    padding: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """The two signatures' ``tf.function``\\ s over ``call`` (features by name
     to the model's outputs): ``serving_default`` takes the raw features
     ``specs``; ``serve_examples`` takes serialized ``tf.Example``\\ s under the
-    key ``inputs`` holding the same features. Both return the outputs keyed by
-    ``output_name``, floats as float32.
+    key ``inputs`` holding the same features, a variable-length feature's
+    shorter rows padded as :func:`paddings` says. Both return the outputs
+    keyed by ``output_name``, floats as float32.
 
     Example:
       >>> specs = {"a": tf.TensorSpec([None], tf.int32, name="a")}
@@ -134,7 +203,10 @@ def serving_signatures(
       >>> examples(tf.constant([row.SerializeToString()]))["scores"].dtype
       tf.float32
     """
-    parse_specs = {name: parse_spec(name, spec) for name, spec in specs.items()}
+    pads = paddings(specs, padding)
+    parse_specs = {
+        name: parse_spec(name, spec, pads.get(name)) for name, spec in specs.items()
+    }
 
     @tf.function(input_signature=[dict(specs)], autograph=False)
     def serve(features):
@@ -153,10 +225,14 @@ def serving_signatures(
 
 
 def signatures_record(
-    specs: Mapping[str, tf.TensorSpec], outputs: Mapping[str, tf.TensorSpec]
+    specs: Mapping[str, tf.TensorSpec],
+    outputs: Mapping[str, tf.TensorSpec],
+    padding: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``selection.json``'s ``signatures``: each one's inputs and outputs."""
+    """``selection.json``'s ``signatures``: each one's inputs and outputs, and
+    ``serve_examples``' padding of each variable-length feature."""
     outputs_json = {key: spec_json(spec) for key, spec in outputs.items()}
+    pads = paddings(specs, padding)
     return {
         SERVING_SIGNATURE: {
             "inputs": {name: spec_json(spec) for name, spec in specs.items()},
@@ -165,6 +241,10 @@ def signatures_record(
         EXAMPLES_SIGNATURE: {
             "inputs": {EXAMPLES_INPUT: {"dtype": "string", "shape": [None]}},
             "outputs": outputs_json,
+            "padding": {
+                name: value.decode() if isinstance(value, bytes) else value
+                for name, value in pads.items()
+            },
         },
     }
 

@@ -24,6 +24,7 @@ def export_for_serving(
     serving_features: Mapping[str, tf.TensorSpec] | None = None,
     output_name: str | Mapping[str | int, str] = "scores",
     warmup_examples: Mapping[str, Sequence[Any]] | None = None,
+    padding: Mapping[str, Any] | None = None,
 ) -> str:
     """Writes ``<export_base_path>/<version>/``, a SavedModel for TF Serving.
 
@@ -39,6 +40,15 @@ def export_for_serving(
       same outputs. With the default ``output_name="scores"`` it is the form TF
       Serving's Classify API takes; its Regress API needs a signature with
       exactly one output, named ``"outputs"``: pass ``output_name="outputs"``.
+
+    A variable-length feature (a ``[None, None]`` input: genres, tags) comes
+    padded: ``serve_examples`` pads each row's values to the batch's longest
+    with ``padding[name]`` (default -1 for integers, ``""`` for strings, 0.0
+    for floats), so pass the value your model's own padding uses (0 for a
+    ``mask_zero=True`` table). A feature the model was called with as a
+    ``tf.RaggedTensor`` of shape ``[batch, None]`` is served the same way: both
+    signatures take it padded and strip the trailing padding values back to
+    the ragged rows the model reads.
 
     Floating-point outputs are float32 whatever the model's compute dtype (a
     mixed-precision model's float16 or bfloat16 scores are cast).
@@ -85,15 +95,18 @@ def export_for_serving(
         ``assets.extra/tf_serving_warmup_requests``, one ``PredictionLog`` with a
         one-row ``serving_default`` ``PredictRequest`` per row. Needs the
         ``tensorflow-serving-api`` package (``pip install seqattn_tfrs[serving]``).
+      padding: variable-length feature name -> the value that pads its rows
+        (see above); recorded in ``selection.json``.
 
     Returns:
       The path of the new version directory.
 
     Raises:
       TypeError: an argument has the wrong type.
-      ValueError: the model holds no gated layer, a selection is incomplete or
-        not pruned yet, the serving features do not match the model, a bad
-        ``version``, ``output_name`` or ``warmup_examples``.
+      ValueError: the model defines no ``call`` or holds no gated layer, a
+        selection is incomplete or not pruned yet, the serving features do not
+        match the model, a bad ``version``, ``output_name``, ``padding`` or
+        ``warmup_examples``.
       FileExistsError: the version already exists.
       NotADirectoryError: ``export_base_path`` is a file.
       PermissionError: ``export_base_path`` is not writable.
@@ -121,6 +134,14 @@ def export_for_serving(
         raise TypeError(
             f"`model` must be a tf.keras.Model, got {type(model).__name__}: {model!r}."
         )
+    if type(model).call is tf.keras.Model.call:
+        raise ValueError(
+            f"Model {model.name!r} ({type(model).__name__}) defines no `call`, "
+            "only its loss (as TFRS's retrieval tutorials write a two-tower "
+            "model), so it has nothing to serve. Expected the model that "
+            "serves: its query tower (`export_for_serving(model.query_model, "
+            "...)`) or a tfrs.layers.factorized_top_k.BruteForce index over it."
+        )
     requested = versions.parse_version(version)
     savedmodel.check_output_name(output_name)
     layers = _check_pruned(model)
@@ -131,7 +152,7 @@ def export_for_serving(
     base = versions.check_base_path(export_base_path)
     protos = warmup_lib.import_serving_protos() if warmup_examples is not None else None
     serve, serve_examples = signature.serving_functions(
-        model, template, specs, output_name
+        model, template, specs, output_name, padding
     )
     try:
         with local:
@@ -173,7 +194,15 @@ def export_for_serving(
                 os.path.join(extra, warmup_lib.WARMUP_FILE), warmup, protos
             )
         record = report.selection_record(
-            model, layers, specs, serving_fn, captured, number, saved_bytes, warmup
+            model,
+            layers,
+            specs,
+            serving_fn,
+            captured,
+            number,
+            saved_bytes,
+            warmup,
+            padding,
         )
         savedmodel.write_json(os.path.join(extra, savedmodel.SELECTION_FILE), record)
 

@@ -157,14 +157,27 @@ def serving_inputs(
             )
         for name, spec in serving_features.items():
             want = recorded_specs[name]
-            if not isinstance(want, tf.TensorSpec) or spec.dtype != want.dtype:
+            padded = isinstance(want, tf.RaggedTensorSpec) and (
+                spec.shape.rank == want.shape.rank
+            )
+            if (
+                not (isinstance(want, tf.TensorSpec) or padded)
+                or spec.dtype != want.dtype
+            ):
                 raise ValueError(
                     f"`serving_features[{name!r}]` is {spec}; the model was "
-                    f"called with {want}, expected the same dtype."
+                    f"called with {want}, expected the same dtype"
+                    + (" and rank." if isinstance(want, tf.RaggedTensorSpec) else ".")
                 )
         chosen = dict(serving_features)
     unused = set(recorded_specs) - set(chosen)
     return _checked_specs(_template(recorded, (), set(dropped) | unused), chosen, model)
+
+
+class RaggedInput(str):
+    """A template leaf: the feature named so goes into the model as the
+    ``tf.RaggedTensor`` it was called with, from the padded dense tensor the
+    signature takes (its padding stripped: :func:`pack`)."""
 
 
 def _client_spec(spec: Any) -> Any:
@@ -231,14 +244,24 @@ def _checked_specs(
     template: Any, chosen: Mapping[str, Any], model: tf.keras.Model
 ) -> tuple[Any, dict[str, tf.TensorSpec]]:
     specs = {}
+    ragged = set()
     for name, spec in chosen.items():
+        if (
+            isinstance(spec, tf.RaggedTensorSpec)
+            and spec.ragged_rank == 1
+            and spec.shape.rank == 2
+        ):  # served padded, stripped back to ragged in `pack`
+            ragged.add(name)
+            spec = tf.TensorSpec([None, None], spec.dtype)
         if not isinstance(spec, tf.TensorSpec):
             raise ValueError(
                 f"Input feature {name!r} has spec {spec}; serving signatures take "
-                "dense tensors. Pass `serving_features` with a dense tf.TensorSpec "
-                "(e.g. a padded [None, None] tf.string for a multi-valent feature) "
-                "that the feature's layer accepts."
+                "dense tensors, and a ragged input is served padded only where it "
+                "is [batch, None] (one ragged dimension). Expected a model that "
+                "takes this feature so, or dense."
             )
+        if isinstance(chosen[name], tf.TensorSpec) and _called_ragged(model, name):
+            ragged.add(name)
         if spec.shape.rank is None or spec.shape.rank < 1 or spec.shape[0] is not None:
             raise ValueError(
                 f"Serving feature {name!r} has shape {spec.shape}; expected a None "
@@ -247,7 +270,26 @@ def _checked_specs(
         specs[name] = tf.TensorSpec(spec.shape, spec.dtype, name=name)
     if not specs:
         raise ValueError(f"Model {model.name!r} has no serving features left.")
-    return template, specs
+    return _mark_ragged(template, ragged), specs
+
+
+def _called_ragged(model: tf.keras.Model, name: str) -> bool:
+    """Whether ``model`` was called with feature ``name`` as a RaggedTensor."""
+    recorded = _recorded_inputs(model)
+    if recorded is None:
+        return False
+    return any(
+        isinstance(spec, tf.RaggedTensorSpec) and _leaf_name(path, spec) == name
+        for path, spec in _leaves(recorded)
+    )
+
+
+def _mark_ragged(template: Any, ragged: set[str]) -> Any:
+    if isinstance(template, Mapping):
+        return {key: _mark_ragged(value, ragged) for key, value in template.items()}
+    if isinstance(template, (list, tuple)):
+        return type(template)(_mark_ragged(value, ragged) for value in template)
+    return RaggedInput(template) if template in ragged else template
 
 
 def _template(structure: Any, path: tuple, dropped: set[str]) -> Any:
@@ -264,11 +306,20 @@ def _template(structure: Any, path: tuple, dropped: set[str]) -> Any:
     return _leaf_name(path, structure)
 
 
-def pack(template: Any, features: Mapping[str, Any]) -> Any:
+def pack(
+    template: Any, features: Mapping[str, Any], pads: Mapping[str, Any] | None = None
+) -> Any:
+    """The model's input structure from the signature's flat ``features``; a
+    :class:`RaggedInput` leaf's padded tensor loses its rows' trailing
+    ``pads[name]`` values."""
     if isinstance(template, Mapping):
-        return {key: pack(value, features) for key, value in template.items()}
+        return {key: pack(value, features, pads) for key, value in template.items()}
     if isinstance(template, (list, tuple)):
-        return type(template)(pack(value, features) for value in template)
+        return type(template)(pack(value, features, pads) for value in template)
+    if isinstance(template, RaggedInput):
+        return tf.RaggedTensor.from_tensor(
+            features[template], padding=(pads or {})[str(template)]
+        )
     return features[template]
 
 
@@ -277,12 +328,15 @@ def serving_functions(
     template: Any,
     specs: Mapping[str, tf.TensorSpec],
     output_name: str | Mapping[str | int, str],
+    padding: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """The two signatures' ``tf.function``\\ s: ``serving_default`` over the raw
     features ``specs``, and ``serve_examples`` over serialized ``tf.Example``\\ s
-    (input key ``inputs``) holding the same features."""
+    (input key ``inputs``) holding the same features; variable-length ones
+    padded as ``savedmodel.paddings`` says."""
+    pads = savedmodel.paddings(specs, padding)
 
     def call(features):
-        return model(pack(template, features), training=False)
+        return model(pack(template, features, pads), training=False)
 
-    return savedmodel.serving_signatures(call, specs, output_name)
+    return savedmodel.serving_signatures(call, specs, output_name, padding)

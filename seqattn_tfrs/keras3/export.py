@@ -24,6 +24,7 @@ def export_for_serving(
     version: int | str | None = None,
     *,
     output_name: str | Mapping[str | int, str] = "scores",
+    padding: Mapping[str, Any] | None = None,
 ) -> str:
     """Exports ``model`` to ``<export_base_path>/<version>/`` for TF Serving.
 
@@ -61,14 +62,19 @@ def export_for_serving(
         default: one more than the largest existing version, or 1.
       output_name: the signature output key for a model with one output, or a
         mapping from each output (its key, or its index for a list) to a key.
+      padding: a variable-length (``[None, None]``) feature's name -> the value
+        ``serve_examples`` pads its shorter rows with: the one the model's own
+        padding uses (0 for a ``mask_zero=True`` table). Default -1 for
+        integers, ``""`` for strings, 0.0 for floats; recorded in
+        ``selection.json``.
 
     Returns:
       The path of the written version directory.
 
     Raises:
       ImportError: TensorFlow is not installed.
-      ValueError: a gated layer is not pruned, or ``output_name`` does not fit
-        the model's outputs.
+      ValueError: a gated layer is not pruned, or ``output_name`` or
+        ``padding`` does not fit the model's outputs or inputs.
       FileExistsError: the version exists.
       RuntimeError: on PyTorch, the child process could not load or export
         the saved model (a layer of another class; its error is in the
@@ -125,11 +131,11 @@ def export_for_serving(
             exported = os.path.join(scratch, "keras_export")
             if keras.backend.backend() == "torch":
                 signatures = _export_on_tensorflow(
-                    model, exported, directory, output_name
+                    model, exported, directory, output_name, padding
                 )
             else:
                 model.export(exported, format="tf_saved_model", verbose=False)
-                signatures = serving_version(exported, directory, output_name)
+                signatures = serving_version(exported, directory, output_name, padding)
         saved_bytes = savedmodel.dir_bytes(directory)
         extra = os.path.join(directory, "assets.extra")
         os.makedirs(extra, exist_ok=True)
@@ -165,7 +171,10 @@ def _gate_record(gate: SequentialAttentionEmbedding) -> dict[str, Any]:
 
 
 def serving_version(
-    exported: str, directory: str, output_name: str | Mapping[str | int, str]
+    exported: str,
+    directory: str,
+    output_name: str | Mapping[str | int, str],
+    padding: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes to ``directory`` a SavedModel over Keras' export ``exported``
     with ``serving_default`` and ``serve_examples`` (see
@@ -177,7 +186,7 @@ def serving_version(
     keras_export = tf.saved_model.load(exported)
     specs = keras_export.signatures["serving_default"].structured_input_signature[1]
     serve, serve_examples = savedmodel.serving_signatures(
-        keras_export.serve, specs, output_name
+        keras_export.serve, specs, output_name, padding
     )
     serving_fn = serve.get_concrete_function()
     module = tf.Module()
@@ -197,7 +206,7 @@ def serving_version(
         key: tf.TensorSpec(t.shape, t.dtype)
         for key, t in serving_fn.structured_outputs.items()
     }
-    return savedmodel.signatures_record(specs, outputs)
+    return savedmodel.signatures_record(specs, outputs, padding)
 
 
 _REFUSED = 3  # the child's exit status for a ValueError, raised again here
@@ -212,6 +221,7 @@ def _export_on_tensorflow(
     exported: str,
     directory: str,
     output_name: str | Mapping[str | int, str],
+    padding: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """Saves ``model`` as a ``.keras`` file; a child process on the TensorFlow
     backend (a process's Keras backend is fixed at import) exports it to
@@ -242,12 +252,13 @@ def _export_on_tensorflow(
             directory,
             json.dumps(names),
             record,
+            json.dumps(padding),
         ],
         env=env,
         capture_output=True,
         text=True,
     )
-    if child.returncode == _REFUSED:  # e.g. an `output_name` the outputs refuse
+    if child.returncode == _REFUSED:  # an `output_name` or `padding` refused
         with open(record, encoding="utf-8") as handle:
             raise ValueError(json.load(handle)["error"])
     if child.returncode != 0:
@@ -265,7 +276,7 @@ def _export_on_tensorflow(
 
 
 def _export_saved_model(
-    saved: str, exported: str, directory: str, names: str, record: str
+    saved: str, exported: str, directory: str, names: str, record: str, padding: str
 ) -> None:
     """The child process of :func:`_export_on_tensorflow`."""
     import contextlib
@@ -282,7 +293,9 @@ def _export_saved_model(
     if not isinstance(output_name, str):
         output_name = {key: name for key, name in output_name}
     try:
-        signatures = serving_version(exported, directory, output_name)
+        signatures = serving_version(
+            exported, directory, output_name, json.loads(padding)
+        )
     except ValueError as error:
         savedmodel.write_json(record, {"error": str(error)})
         sys.exit(_REFUSED)
