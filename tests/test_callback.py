@@ -295,6 +295,19 @@ def test_a_model_trained_before_selects_in_the_training_that_follows():
     assert layer.selection_state.schedule_origin.numpy().tolist() == [40, 0]
 
 
+def test_a_selection_whose_clock_went_back_is_refused_naming_the_cause():
+    # Weights restored without the optimizer (as from .h5): the layer's
+    # selection began at step 40, the new optimizer stands at 0.
+    tf.keras.utils.set_random_seed(0)
+    model, layer = functional_model(num_selected=2)
+    model(linear_data()[0])
+    layer.selection_state.schedule_origin.assign([40, 0])
+    callback = SequentialAttentionCallback(within_fit=True, verbose=0)
+    with pytest.raises(ValueError, match="began at optimizer step 40, and the opt"):
+        model.fit(dataset(), epochs=13, callbacks=[callback], verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
 def test_a_selection_from_initial_epoch_counts_its_schedule_from_there():
     tf.keras.utils.set_random_seed(0)
     model, layer = functional_model(num_selected=2)

@@ -554,6 +554,12 @@ def begin_clock(
       ...             progressed=frozenset(), epochs=13, steps_per_epoch=8,
       ...             step_mode=True)
       ((40, 0), 0)
+      >>> begin_clock({"gate": (40, 0)}, {"gate": s}, now=(0, 0),
+      ...             progressed=frozenset(), epochs=13, steps_per_epoch=8,
+      ...             step_mode=True)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: ... began at optimizer step 40, and the optimizer is at step 0...
     """
     origin, _ = schedule_origin(stored, now, progressed)
     iterations, epoch = now
@@ -561,6 +567,20 @@ def begin_clock(
         position, left = iterations - origin[0], (epochs - epoch) * steps_per_epoch
     else:
         position, left = epoch - origin[1], epochs - epoch
+    if position < 0:
+        clock = (
+            f"optimizer step {origin[0]}, and the optimizer is at step {iterations}"
+            if step_mode
+            else f"epoch {origin[1]}, and this fit begins at epoch {epoch}"
+        )
+        raise ValueError(
+            f"The selection of layer(s) {sorted(schedules)} began at {clock}: the "
+            "clock went back (weights restored without the optimizer, as .h5 "
+            "weights are, or a resumed fit without its `initial_epoch`). "
+            "Expected the optimizer restored with the weights "
+            "(tf.train.Checkpoint, TF-format save_weights, .keras, "
+            "BackupAndRestore) and the resumed fit's `initial_epoch`."
+        )
     unit = "steps" if step_mode else "epochs"
     for name, schedule in schedules.items():
         check_schedule_left(
