@@ -51,11 +51,10 @@ def check_distinct_names(layers: Sequence[Any], model_name: str) -> list[Any]:
       >>> class Layer:
       ...     def __init__(self, name):
       ...         self.name = name
-      >>> check_distinct_names([Layer("gate"), Layer("gate")], "m")
-      ... # doctest: +ELLIPSIS
+      >>> check_distinct_names([Layer("a"), Layer("a")], "m")  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ...
-      ValueError: Gated layers of model 'm' share the name(s) ['gate'] ...
+      ValueError: Gated layers of model 'm' share the name(s) ['a']; their ...
     """
     names = [layer.name for layer in layers]
     shared = sorted({name for name in names if names.count(name) > 1})
