@@ -311,26 +311,6 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         self._early_settle: dict[int, bool] = {}
         self._first_test: dict[int, bool] = {}
         self._refresh_mirrors()
-        for layer in self._layers:
-            schedule = self._schedules[id(layer)]
-            record = {
-                "unit": unit,
-                "warmup": schedule.warmup,
-                "rounds": schedule.num_rounds,
-                "per_round": schedule.per_round,
-                # What runs: an explicit schedule's fine-tune takes the rest.
-                "finetune": available
-                - schedule.warmup
-                - schedule.num_rounds * schedule.per_round,
-                "within_fit": self.within_fit,
-            }
-            layer.record_schedule(record)
-            # The first epoch's logs (and so History) carry the schedule.
-            prefix = round_report.log_prefixes(self._layers)[id(layer)]
-            for key in ("warmup", "per_round", "finetune"):
-                self._pending_logs[f"{prefix}schedule/{key}_{unit}"] = float(
-                    record[key]
-                )
         strategy = self.model.distribute_strategy
         self._coordinator = (
             tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
@@ -453,7 +433,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 rounds_done=int(layer.rounds_done.numpy()),
                 step_mode=self._step_mode,
                 steps_per_epoch=self._steps_per_epoch,
-                first_epoch=self._origin[1],
+                first_epoch=max(self._origin[1], 0),
             )
 
     # -------------------------------------------------------------- logic
@@ -477,6 +457,36 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             origin.assign(self._origin)
         self._steps_done = position if self._step_mode else 0
         self._clock_pending = False
+        epochs_left = self.params.get("epochs") - epoch
+        steps = self._steps_per_epoch
+        self._record_schedules(
+            position + (epochs_left * steps if self._step_mode else epochs_left)
+        )
+
+    def _record_schedules(self, units_to_end: int) -> None:
+        """Each layer's schedule record, with the fine-tune that runs (an
+        explicit schedule's takes the rest of ``units_to_end``, the units from
+        the selection's origin to this fit's end); the first epoch's logs (and
+        so History) carry it."""
+        unit = "steps" if self._step_mode else "epochs"
+        prefix = round_report.log_prefixes(self._layers)
+        for layer in self._layers:
+            schedule = self._schedules[id(layer)]
+            record = {
+                "unit": unit,
+                "warmup": schedule.warmup,
+                "rounds": schedule.num_rounds,
+                "per_round": schedule.per_round,
+                "finetune": units_to_end
+                - schedule.warmup
+                - schedule.num_rounds * schedule.per_round,
+                "within_fit": self.within_fit,
+            }
+            layer.record_schedule(record)
+            for key in ("warmup", "per_round", "finetune"):
+                self._pending_logs[f"{prefix[id(layer)]}schedule/{key}_{unit}"] = float(
+                    record[key]
+                )
 
     def _check_dependence(self) -> None:
         """Finds which features are functions of others on ``selection_data``

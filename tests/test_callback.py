@@ -293,6 +293,7 @@ def test_a_model_trained_before_selects_in_the_training_that_follows():
     assert [e["step"] for e in callback.events] == [52, 94]
     assert layer.selection_complete and set(layer.selected_features) == {"a", "c"}
     assert layer.selection_state.schedule_origin.numpy().tolist() == [40, 0]
+    assert layer.schedule_record["finetune"] == 10
 
 
 def test_a_selection_whose_clock_went_back_is_refused_naming_the_cause():
@@ -322,6 +323,8 @@ def test_a_selection_from_initial_epoch_counts_its_schedule_from_there():
     assert history.history["seqattn/num_selected"] == [0.0, 1.0, 2.0, 2.0]
     assert layer.selection_complete
     assert layer.selection_state.schedule_origin.numpy().tolist() == [0, 2]
+    assert layer.schedule_record["finetune"] == 1  # epoch 5 only
+    assert history.history["seqattn/schedule/finetune_epochs"] == [1.0]
 
 
 @pytest.mark.parametrize(

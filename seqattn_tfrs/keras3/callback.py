@@ -327,7 +327,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
                 rounds_done=layer.record().rounds_done,
                 step_mode=self._step_mode,
                 steps_per_epoch=self._steps_per_epoch,
-                first_epoch=self._origin[1],
+                first_epoch=max(self._origin[1], 0),
             )
 
     # -------------------------------------------------------------- logic
