@@ -892,6 +892,18 @@ def test_ragged_and_zero_masked_inputs_serve_as_the_model_reads_them(tmp_path):
     assert served["inputs"] == ["genres", "tags"]
     np.testing.assert_allclose(np.ravel(served["serving_default"]), before, atol=1e-6)
     np.testing.assert_allclose(np.ravel(served["serve_examples"]), before, atol=1e-6)
+    # Served at a fixed width of 3 genres instead: the padding "" still strips.
+    fixed = {
+        "genres": tf.TensorSpec([None, 3], tf.string),
+        "tags": tf.TensorSpec([None, None], tf.int64),
+    }
+    path = export_for_serving(
+        pruned, tmp_path / "fixed", serving_features=fixed, padding={"tags": 0}
+    )
+    serving = tf.saved_model.load(path).signatures["serving_default"]
+    tags = tf.constant(raw["tags"], tf.int64)
+    scores = serving(genres=tf.constant(raw["genres"]), tags=tags)
+    np.testing.assert_allclose(scores["scores"].numpy().ravel(), before, atol=1e-6)
 
 
 def test_size_report_refuses_a_model_without_a_gate_as_prune_does():

@@ -317,9 +317,11 @@ def pack(
     if isinstance(template, (list, tuple)):
         return type(template)(pack(value, features, pads) for value in template)
     if isinstance(template, RaggedInput):
-        return tf.RaggedTensor.from_tensor(
-            features[template], padding=(pads or {})[str(template)]
-        )
+        value = features[template]
+        pad = (pads or {}).get(str(template))  # none for a fixed width
+        if pad is None:
+            pad = savedmodel.default_padding(value.dtype)
+        return tf.RaggedTensor.from_tensor(value, padding=pad)
     return features[template]
 
 
