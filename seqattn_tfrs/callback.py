@@ -442,7 +442,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         layers, else now) and refuses a fit too short for the rest of it
         (``core.schedule.begin_clock``)."""
         origins = {g.name: g.selection_state.schedule_origin for g in self._layers}
-        self._origin, position = schedule_lib.begin_clock(
+        self._origin, position, left = schedule_lib.begin_clock(
             {name: tuple(int(v) for v in o.numpy()) for name, o in origins.items()},
             {g.name: self._schedules[id(g)] for g in self._layers},
             now=(int(self.model.optimizer.iterations.numpy()), epoch),
@@ -457,11 +457,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
             origin.assign(self._origin)
         self._steps_done = position if self._step_mode else 0
         self._clock_pending = False
-        epochs_left = self.params.get("epochs") - epoch
-        steps = self._steps_per_epoch
-        self._record_schedules(
-            position + (epochs_left * steps if self._step_mode else epochs_left)
-        )
+        self._record_schedules(position + left)
 
     def _record_schedules(self, units_to_end: int) -> None:
         """Each layer's schedule record, with the fine-tune that runs (an

@@ -434,7 +434,7 @@ def schedule_origin(
     stored: dict[str, tuple[int, int]],
     now: tuple[int, int],
     progressed: frozenset[str] = frozenset(),
-) -> tuple[tuple[int, int], bool]:
+) -> tuple[int, int]:
     """Where a callback's schedule counts from: ``(training steps, epoch)``.
 
     A selection's schedule counts from the optimizer's ``iterations`` and
@@ -451,8 +451,8 @@ def schedule_origin(
         ``(0, 0)``, as then.
 
     Returns:
-      The origin (the begun layers', else ``now``) and whether the selection
-      begins in this fit.
+      The origin: the begun layers', else ``now`` (the selection begins in
+      this fit).
 
     Raises:
       ValueError: begun layers stored different origins (one callback runs
@@ -460,11 +460,11 @@ def schedule_origin(
 
     Example:
       >>> schedule_origin({"a": NOT_BEGUN, "b": NOT_BEGUN}, now=(300, 0))
-      ((300, 0), True)
+      (300, 0)
       >>> schedule_origin({"a": (300, 0), "b": NOT_BEGUN}, now=(420, 3))
-      ((300, 0), False)
+      (300, 0)
       >>> schedule_origin({"a": NOT_BEGUN}, now=(420, 3), progressed={"a"})
-      ((0, 0), False)
+      (0, 0)
     """
     stored = {
         name: (0, 0) if name in progressed and tuple(pair) == NOT_BEGUN else pair
@@ -477,9 +477,7 @@ def schedule_origin(
             f"origins {stored}; one callback runs one schedule for all of them. "
             "Expected layers that began selecting in the same fit."
         )
-    if begun:
-        return begun.pop(), False
-    return tuple(now), True
+    return begun.pop() if begun else tuple(now)
 
 
 def check_schedule_left(
@@ -533,11 +531,11 @@ def begin_clock(
     epochs: int,
     steps_per_epoch: int | None,
     step_mode: bool,
-) -> tuple[tuple[int, int], int]:
+) -> tuple[tuple[int, int], int, int]:
     """A callback's clock at its fit's first epoch: the schedule's origin
-    (:func:`schedule_origin`, for every layer to store) and the units of the
-    schedule already done, with each layer's rest checked against the fit
-    (:func:`check_schedule_left`).
+    (:func:`schedule_origin`, for every layer to store), the units of the
+    schedule already done and the units this fit runs, with each layer's
+    rest checked against the fit (:func:`check_schedule_left`).
 
     Args:
       stored: each layer's stored origin.
@@ -553,7 +551,7 @@ def begin_clock(
       >>> begin_clock({"gate": NOT_BEGUN}, {"gate": s}, now=(40, 0),
       ...             progressed=frozenset(), epochs=13, steps_per_epoch=8,
       ...             step_mode=True)
-      ((40, 0), 0)
+      ((40, 0), 0, 104)
       >>> begin_clock({"gate": (40, 0)}, {"gate": s}, now=(0, 0),
       ...             progressed=frozenset(), epochs=13, steps_per_epoch=8,
       ...             step_mode=True)  # doctest: +ELLIPSIS
@@ -561,7 +559,7 @@ def begin_clock(
       ...
       ValueError: ... began at optimizer step 40, and the optimizer is at step 0...
     """
-    origin, _ = schedule_origin(stored, now, progressed)
+    origin = schedule_origin(stored, now, progressed)
     iterations, epoch = now
     if step_mode:
         position, left = iterations - origin[0], (epochs - epoch) * steps_per_epoch
@@ -586,4 +584,4 @@ def begin_clock(
         check_schedule_left(
             name, schedule, position=position, left=left, unit=unit, epoch=epoch
         )
-    return origin, position
+    return origin, position, left

@@ -336,7 +336,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
         layers, else now) and refuses a fit too short for the rest of it
         (``core.schedule.begin_clock``)."""
         value = keras.ops.convert_to_numpy
-        self._origin, position = schedule_lib.begin_clock(
+        self._origin, position, _ = schedule_lib.begin_clock(
             {g.name: tuple(value(g.schedule_origin).tolist()) for g in self._layers},
             {g.name: self._schedules[id(g)] for g in self._layers},
             now=(int(value(self.model.optimizer.iterations)), epoch),

@@ -211,9 +211,10 @@ def config_source() -> str:
 def smoke_replaced(config: JobConfig) -> list[str]:
     """The flags given on the command line whose values ``--smoke`` replaces
     (:meth:`JobConfig.resolved`), as ``--name given -> run``."""
-    if not config.resolved().smoke:
+    resolved = config.resolved()
+    if not resolved.smoke:
         return []
-    given, run = config.to_dict(), config.resolved().to_dict()
+    given, run = config.to_dict(), resolved.to_dict()
     replaced = []
     for flag, key in FLAG_KEYS.items():
         if FLAGS[flag].present:
