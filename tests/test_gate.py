@@ -191,6 +191,38 @@ def test_first_pick_is_a_joint_only_feature_the_soft_gates_rank_first():
     assert first_pick([8.0, 12.0, 11.0, 0.0], num_selected=1) == ["a"]
 
 
+def test_a_single_first_pick_follows_the_soft_gates_where_nothing_helps_alone():
+    """A tower of a two-tower model gets no gradient at gate 0 while the other
+    tower's gates are 0 too, so its score test is noise: no feature helps
+    alone (every marginal z below 2.24, the threshold of four candidates).
+    Then even a single pick follows the soft gates' held-out lead, and gives
+    way to a source of it that helps there too."""
+
+    def first_pick(marginal_z, heldout_z, source_of_b=None):
+        layer = scalar_layer(names=("a", "b", "c", "d"), num_selected=1)
+        state = layer.selection_state
+        state.score_sum.assign([-v for v in marginal_z])
+        state.score_squares.assign([1.0] * 4)
+        state.heldout_sum.assign([-v for v in heldout_z])
+        state.heldout_squares.assign([1.0] * 4)
+        dependence = np.zeros([4, 4], bool)
+        if source_of_b is not None:  # b is a function of it, not the reverse
+            dependence[1, "abcd".index(source_of_b)] = True
+        layer.set_functional_dependence(dependence)
+        return layer.commit_round()
+
+    noise = [0.4, -0.2, 0.9, 0.1]  # the score test's largest: c
+    assert first_pick(noise, [3.0, 11.0, 1.0, 0.0]) == ["b"]
+    # b coarsens d, which helps by the soft gates too: d covers b's group.
+    assert first_pick(noise, [3.0, 11.0, 1.0, 9.0], source_of_b="d") == ["d"]
+    # ... but not a source that does not help (2.0 < 2.24).
+    assert first_pick(noise, [3.0, 11.0, 1.0, 2.0], source_of_b="d") == ["b"]
+    # Where a feature helps alone (c: 2.5), the score test's pick stands.
+    assert first_pick([0.4, -0.2, 2.5, 0.1], [3.0, 11.0, 1.0, 0.0]) == ["c"]
+    # And where no feature helps by the soft gates either, it is all there is.
+    assert first_pick(noise, [1.0, 2.0, 1.5, 0.0]) == ["c"]
+
+
 def test_first_round_asks_whether_a_feature_helps_alone_less_the_revisits():
     """The first round's score test, like every held-out statistic, reads
     rows again when it is longer than a pass of ``selection_data``. b's raw

@@ -121,10 +121,11 @@ def commit_round(
     ``entry_scores``) hold evidence (the callback's held-out score test of the
     model with every gate at 0), the first pick by those instead: scale-free,
     and with ``first_scores`` on least squares Orthogonal Matching Pursuit's
-    first pick. When more than one feature is to be selected and the round's
-    ``heldout_scores`` rank first a feature that helps only with others (no
-    marginal evidence in ``entry_scores``: :func:`_joint_only_lead`), that
-    one is the first pick. Under a budget: greedy picks among the
+    first pick. When the round's ``heldout_scores`` rank first a feature that
+    helps only with others (no marginal evidence in ``entry_scores``:
+    :func:`_joint_only_lead`), that one is the first pick where more than one
+    feature is to be selected, or where no feature helps alone (a two-tower
+    model's tower: :func:`_any_helps_alone`). Under a budget: greedy picks among the
     unselected features that fit what is left (ranked by ``spec.budget_rule``;
     with ``entry_z``, after the first round only features whose score test
     passes compete), and the record closes when nothing else fits, nothing
@@ -257,7 +258,13 @@ def commit_round(
                         int(ranked[0]), helps, dependence, first_scores
                     )
             joint = _joint_only_lead(selected, heldout_scores, marginal_z, dependence)
-            if joint is not None and spec.num_selected > 1:
+            alone = _any_helps_alone(marginal_z)
+            if joint is not None and not alone and dependence is not None:
+                # No marginal evidence to weigh a source by: the soft gates'.
+                soft = np.asarray(heldout_scores, np.float64)
+                helps = soft >= signal_threshold(len(names))
+                joint = dependence_lib.finest_source(joint, helps, dependence, soft)
+            if joint is not None and (spec.num_selected > 1 or not alone):
                 ranked = np.array([joint], np.int64)
             if count > 1:
                 after = selected.copy()
@@ -363,6 +370,28 @@ def _joint_only_lead(
     if soft[lead] >= threshold > marginal[lead]:
         return lead
     return None
+
+
+def _any_helps_alone(marginal_z: np.ndarray | None) -> bool:
+    """Whether the first round's score test says some feature helps on its
+    own (its z clears :func:`signal_threshold`; nothing is selected yet).
+
+    Where none does, the marginal test holds no evidence to pick by: every
+    feature may act only with others, as in a two-tower retrieval model, whose
+    in-batch softmax gives a tower's features no gradient at gate 0 while the
+    other tower's gates are 0 too. The soft gates' held-out lead then takes
+    even a single pick (:func:`_joint_only_lead`).
+
+    Example:
+      >>> _any_helps_alone(np.array([0.5, -0.2, 1.9])), _any_helps_alone(None)
+      (False, False)
+      >>> _any_helps_alone(np.array([0.5, 2.5, 1.9]))  # threshold 2.13
+      True
+    """
+    if marginal_z is None:
+        return False
+    marginal = np.asarray(marginal_z, np.float64)
+    return bool(np.any(marginal >= signal_threshold(len(marginal))))
 
 
 def probe_rounds(num_rounds: int) -> int:
