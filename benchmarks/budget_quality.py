@@ -110,7 +110,9 @@ flags.DEFINE_enum(
     "whose table sizes say nothing about a field's worth (generated_budget-<seed>).",
 )
 flags.DEFINE_string(
-    "results_dir", str(sq.ROOT / "docs" / "budget_quality"), "JSON lines go here."
+    "results_dir",
+    str(sq.ROOT / "runs" / "budget_quality"),
+    "JSON lines go here (the stored rows: docs/budget_quality).",
 )
 flags.DEFINE_float(
     "entry_z",

@@ -18,7 +18,7 @@ on the test half.
 
 Usage:
   python benchmarks/generated_auc.py --problems 0:30 --seeds 0 \\
-      --output docs/generated_quality/ctr_auc.jsonl
+      --output runs/ctr_auc.jsonl
   python benchmarks/generated_auc.py --summary docs/generated_quality/ctr_auc.jsonl
 """
 
@@ -246,13 +246,20 @@ def main(argv):
         summarize(FLAGS.summary)
         return
     start, stop = (int(v) for v in FLAGS.problems.split(":"))
-    done = {(r["problem"], r["seed"]) for r in load(FLAGS.output)}
+    done = {key(r) for r in load(FLAGS.output)}
+    if FLAGS.output:
+        pathlib.Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
+    skipped = 0
     for problem_seed in range(start, stop):
         problem = generate_problem(problem_seed, FLAGS.kind)
         for seed in (int(s) for s in FLAGS.seeds):
-            if (problem_seed, seed) in done:
+            record = {"kind": FLAGS.kind, "problem": problem_seed, "seed": seed}
+            record |= {"batch_size": FLAGS.batch_size, "epochs": FLAGS.epochs}
+            record["requested_k"] = FLAGS.k  # None: the answer's groups
+            if key(record) in done:
+                skipped += 1
                 continue
-            record = {"problem": problem_seed, "seed": seed, **run_one(problem, seed)}
+            record |= run_one(problem, seed)
             auc = record["auc"]
             print(
                 f"p{problem_seed:02d} s{seed}: SA {auc['sa']:.4f} permutation "
@@ -263,6 +270,27 @@ def main(argv):
             if FLAGS.output:
                 with open(FLAGS.output, "a") as out:
                     out.write(json.dumps(record) + "\n")
+    if skipped:
+        print(
+            f"{skipped} runs skipped: {FLAGS.output} already holds them (same "
+            "kind, problem, seed, batch size, epochs and --k); pass another --output "
+            "to run them again.",
+            flush=True,
+        )
+
+
+def key(record: dict) -> tuple:
+    """Which run a record is (records before session 57 hold no kind, batch
+    size, epochs or ``--k``: the kind is then unknown, the others the
+    defaults)."""
+    return (
+        record.get("kind"),
+        record["problem"],
+        record["seed"],
+        record.get("batch_size", 128),
+        record.get("epochs", 8),
+        record.get("requested_k"),
+    )
 
 
 if __name__ == "__main__":

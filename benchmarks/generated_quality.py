@@ -16,7 +16,7 @@ from ``planted.LEARNING_RATES``. Each run appends one JSON line to
 
 Usage:
   python benchmarks/generated_quality.py --kind ctr --problems 0:30 \\
-      --seeds 0 --sources heldout --output docs/generated_quality/ctr.jsonl
+      --seeds 0 --sources heldout --output runs/ctr.jsonl
   python benchmarks/generated_quality.py --summary docs/generated_quality/ctr.jsonl
 
 Ablations pass a ``--tag`` and layer/callback options, e.g.
@@ -96,9 +96,27 @@ def options_from_flags() -> tuple[dict, dict]:
     return layer_options, callback_options
 
 
+# What a run's settings are when a record does not say (older records hold
+# fewer of them): the flags' defaults.
+DEFAULT_SETTINGS = {
+    "epochs_per_selection": None,
+    "settle_fraction": None,
+    "steps_per_selection": None,
+    "attention_signal": None,
+    "selection_interval": None,
+    "batch_size": 128,
+    "model": "mlp",
+    "mirrored_devices": 0,
+}
+
+
 def key(record: dict) -> tuple:
-    return tuple(
-        record[f] for f in ("kind", "problem", "seed", "source", "optimizer", "tag")
+    """Which run a record is: a run already in ``--output`` under the same
+    key is skipped, so every setting that changes a run is part of it."""
+    settings = {**DEFAULT_SETTINGS, **record.get("settings", {})}
+    fields = ("kind", "problem", "seed", "source", "optimizer", "tag")
+    return tuple(record[f] for f in fields) + tuple(
+        settings[name] for name in sorted(DEFAULT_SETTINGS)
     )
 
 
@@ -113,6 +131,8 @@ def run(argv) -> None:
     del argv
     start, stop = (int(v) for v in FLAGS.problems.split(":"))
     done = {key(r) for r in load(FLAGS.output)} if FLAGS.output else set()
+    if FLAGS.output:
+        pathlib.Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
     settings = {
         "epochs_per_selection": FLAGS.epochs_per_selection,
         "settle_fraction": FLAGS.settle_fraction,
@@ -122,6 +142,7 @@ def run(argv) -> None:
         "batch_size": FLAGS.batch_size,
         "model": FLAGS.model,
     }
+    skipped = 0
     strategy = None
     if FLAGS.mirrored_devices:
         import tensorflow as tf
@@ -144,10 +165,11 @@ def run(argv) -> None:
                     "source": source,
                     "optimizer": FLAGS.optimizer,
                     "tag": FLAGS.tag,
+                    "settings": settings,
                 }
                 if key(record) in done:
+                    skipped += 1
                     continue
-                record["settings"] = settings
                 record["rows"] = len(problem.labels)
                 record["fields"] = len(problem.names)
                 layer_options, callback_options = options_from_flags()
@@ -173,6 +195,13 @@ def run(argv) -> None:
                 if FLAGS.output:
                     with open(FLAGS.output, "a") as out:
                         out.write(json.dumps(record) + "\n")
+    if skipped:
+        print(
+            f"{skipped} runs skipped: {FLAGS.output} already holds them (same "
+            "problem, seed, source, optimizer, tag and settings); pass another "
+            "--output or --tag to run them again.",
+            flush=True,
+        )
 
 
 def verdict(r: dict) -> str:

@@ -185,8 +185,9 @@ def _ctr(seed: int) -> Problem:
     n_main = int(rng.integers(2, 6))
     n_redundant = int(rng.integers(0, 4))
     redundancy = list(rng.choice(["copy", "recode", "partial", "coarsening"], 3))
-    # The first redundant field belongs to the strongest main effect (the trap
-    # of issue 14); the others to random main effects.
+    # The first redundant field belongs to the main effect of the largest
+    # scale (the trap of issue 14; its realised effect is not always the
+    # largest); the others to random main effects.
     scales = np.sort(rng.uniform(0.4, 1.5, n_main))[::-1]
     owners = [0] + [int(rng.integers(0, n_main)) for _ in range(n_redundant - 1)]
     attach = {g: [] for g in range(n_main)}

@@ -108,7 +108,11 @@ flags.DEFINE_integer("movielens_examples", 25_000, "MovieLens ratings used.")
 flags.DEFINE_integer("criteo_rows", 25_000, "Synthetic Criteo rows (80/10/10).")
 flags.DEFINE_integer("criteo_max_vocab", 20_000, "Rows of the largest field.")
 flags.DEFINE_list("seeds", ["0"], "Seeds of data, initialisation and shuffling.")
-flags.DEFINE_string("output_dir", "docs", "Where pareto.json and pareto.png go.")
+flags.DEFINE_string(
+    "output_dir",
+    "runs/pareto",
+    "Where pareto.json and pareto.png go (the stored ones: docs).",
+)
 
 NUMERIC, CATEGORICAL, NUMERIC_BUCKETS = 13, 26, 16
 

@@ -34,7 +34,8 @@ the k-field model. One JSON line per (problem, seed, method, k) goes to
 
 Usage:
   python benchmarks/served_quality.py --problem ctr [--seeds 0,1,2]
-  python benchmarks/served_quality.py --summary --problem ctr
+  python benchmarks/served_quality.py --summary --problem ctr \\
+      --jsonl docs/served_quality/ctr.jsonl   # the stored rows
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ flags.DEFINE_integer(
     "Epochs of SA's one fit and of the plain fit (default: --epochs).",
 )
 flags.DEFINE_string(
-    "jsonl", None, "Rows go here (default docs/served_quality/<problem>.jsonl)."
+    "jsonl",
+    None,
+    "Rows go here (default runs/served_quality/<problem>.jsonl; the stored "
+    "rows are docs/served_quality/*.jsonl).",
 )
 flags.DEFINE_integer(
     "max_steps_per_round",
@@ -228,7 +232,7 @@ def served(problem: sq.Problem, method: str, seed: int, k: int, epochs: int) -> 
 def main(argv):
     del argv
     path = pathlib.Path(
-        FLAGS.jsonl or sq.ROOT / "docs" / "served_quality" / f"{FLAGS.problem}.jsonl"
+        FLAGS.jsonl or sq.ROOT / "runs" / "served_quality" / f"{FLAGS.problem}.jsonl"
     )
     if FLAGS.summary:
         summary = served_summary.summarise(

@@ -190,3 +190,23 @@ def test_heldout_repeats_benchmark_smoke(tmp_path):
     assert [len(scores) for scores in row["gate_z"]] == [10, 9, 8]
     table = run("heldout_repeats.py", f"--summary={out}")
     assert table[-1].startswith("| 512 | 1 | ")
+
+
+def test_generated_quality_resumes_only_runs_of_the_same_settings(tmp_path):
+    out = tmp_path / "ls.jsonl"
+    args = ["--kind=least_squares", "--problems=0:1", "--seeds=0", f"--output={out}"]
+    run("generated_quality.py", *args)
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["problem"] == 0 and len(row["order"]) == 4
+    assert row["settings"]["batch_size"] == 128
+    written = out.read_text()
+    # The same run again is found in the file, and says so.
+    lines = run("generated_quality.py", *args)
+    assert lines[-1].startswith("1 runs skipped: "), lines[-1]
+    assert out.read_text() == written
+    # A run of other settings (but the same tag) is another run.
+    run("generated_quality.py", *args, "--batch_size=256")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["settings"]["batch_size"] for r in rows] == [128, 256]
+    summary = run("generated_quality.py", f"--summary={out}")
+    assert summary[0].startswith("least_squares adam heldout [default]: 2 runs")
