@@ -408,11 +408,14 @@ def report(problem: Problem, ks: list[int], results: dict) -> None:
         pathlib.Path(FLAGS.output).write_text(json.dumps(payload, indent=1))
     chosen = [m for m in results if m != "all"]
     best = max(chosen, key=lambda m: results[m]["mean_auc"][0]) if chosen else "all"
-    parts = [f"best selection {best} {results[best]['mean_auc'][0]:.4f}"]
+    top = round(results[best]["mean_auc"][0], 4)
+    # Methods tied at the printed precision are all named, in --methods order.
+    tied = [m for m in chosen if round(results[m]["mean_auc"][0], 4) == top] or [best]
+    parts = [f"best selection {' = '.join(tied)} {top:.4f}"]
     parts += [
         f"{m} {results[m]['mean_auc'][0]:.4f}"
         for m in ("sa_heldout", "sa_train", "all")
-        if m in results and m != best
+        if m in results and m not in tied
     ]
     seeds = len(results[best]["runs"])
     print(

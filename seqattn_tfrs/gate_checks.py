@@ -12,6 +12,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from seqattn_tfrs.core import embedding_shape
+
 
 def check_embeddings(embeddings: Any) -> None:
     """Raises unless ``embeddings`` maps feature names to distinct Keras layers."""
@@ -83,23 +85,11 @@ def check_embedding(layer_name: str, name: str, value: Any) -> tf.Tensor:
             "multi-valent feature to one vector per example inside its layer "
             "(e.g. a mean over its values)."
         )
-    rank = value.shape.rank
-    if rank != 2:
-        hint = ""
-        if rank == 3:
-            n, d = value.shape[1], value.shape[2]
-            hint = (
-                f" [batch, {n}, {d}]: an input of shape [batch, 1] gives "
-                "[batch, 1, d] after an Embedding, so feed [batch] ids or end the "
-                f"feature's layer with tf.keras.layers.Reshape(({d},)); for {n} "
-                "values per example (a listwise model's items), "
-                f"Reshape(({n} * {d},)) keeps them in order (reshape back after "
-                "the gate) and a pooling layer merges them."
-            )
-        raise EmbeddingShapeError(
-            f"{layer_name}: the layer of feature {name!r} returned a tensor of rank "
-            f"{rank} (shape {value.shape}); expected rank 2, [batch, d].{hint}"
-        )
+    problem = embedding_shape.rank_problem(
+        layer_name, name, value.shape.as_list(), reshape="tf.keras.layers.Reshape"
+    )
+    if problem:
+        raise EmbeddingShapeError(problem)
     return value
 
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from seqattn_tfrs.core import evidence, probe, signals
+from seqattn_tfrs.core import embedding_shape, evidence, probe, signals
 from seqattn_tfrs.core import pairs as pairs_lib
 from seqattn_tfrs.core import selection as selection_lib
 from seqattn_tfrs.core.modes import DENSE
@@ -495,11 +495,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
                 self._recorded_inputs.append(rows)
         for name, value in embedded.items():
             self.output_widths[name] = int(value.shape[-1])
-            if len(value.shape) != 2:
-                raise ValueError(
-                    f"{self.name}: the embedding of feature {name!r} must be "
-                    f"[batch, d], got shape {tuple(value.shape)}."
-                )
+            problem = embedding_shape.rank_problem(self.name, name, value.shape)
+            if problem:
+                raise ValueError(problem)
         if self.is_pruned:  # kept gates are exactly 1
             batch = ops.shape(next(iter(embedded.values())))[0]
             return {

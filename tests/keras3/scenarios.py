@@ -592,6 +592,17 @@ def config() -> dict:
         assert "share the name(s) ['gate']" in str(error), str(error)
     else:
         raise AssertionError("two gates named 'gate' were accepted")
+    # A listwise model's table gives [batch, 5, 8]: the error names the fixes.
+    listwise = SequentialAttentionEmbedding({"items": keras.layers.Embedding(9, 8)}, 1)
+    try:
+        listwise({"items": np.zeros((2, 5), "int32")})
+    except ValueError as error:
+        message = str(error)
+        assert "returned a tensor of rank 3" in message, message
+        assert "keras.layers.Reshape((8,))" in message, message
+        assert "Reshape((5 * 8,)) keeps them in order" in message, message
+    else:
+        raise AssertionError("a [batch, 5, 8] embedding was accepted")
     return {"config_keys": sorted(config)}
 
 
