@@ -76,6 +76,7 @@ def permutation_importance(
     make_dataset: Callable[[Mapping[str, Any]], tf.data.Dataset],
     names: Sequence[str],
     seed: int,
+    repeats: int = 1,
 ) -> dict[str, float]:
     """Rise in log loss on ``columns`` when each field alone is shuffled.
 
@@ -85,6 +86,10 @@ def permutation_importance(
       make_dataset: turns columns into batches for ``evaluate``.
       names: the fields to score.
       seed: seeds the shuffles.
+      repeats: shuffles per field, averaged. With 1 (the benchmarks' stored
+        rows) every field is shuffled by the same row order; with more, each
+        field and repeat draws its own, as scikit-learn's
+        ``permutation_importance`` does (``n_repeats``, default 5).
     """
 
     def log_loss(cols: Mapping[str, Any]) -> float:
@@ -92,11 +97,24 @@ def permutation_importance(
             "log_loss"
         ]
 
+    if repeats < 1:
+        raise ValueError(f"`repeats` must be at least 1, got {repeats}.")
     base = log_loss(columns)
     rows = int(next(iter(columns.values())).shape[0])
-    order = np.random.default_rng(seed).permutation(rows)
+    rng = np.random.default_rng(seed)
+    if repeats == 1:
+        order = rng.permutation(rows)
+        return {
+            name: log_loss({**columns, name: tf.gather(columns[name], order)}) - base
+            for name in names
+        }
+
+    def shuffled(name: str) -> float:
+        order = rng.permutation(rows)
+        return log_loss({**columns, name: tf.gather(columns[name], order)})
+
     return {
-        name: log_loss({**columns, name: tf.gather(columns[name], order)}) - base
+        name: float(np.mean([shuffled(name) for _ in range(repeats)])) - base
         for name in names
     }
 

@@ -17,7 +17,9 @@ Methods:
 * ``random``: a random order of the fields;
 * ``one_shot``: the same gate, all k_max fields committed in one round (no
   sequential conditioning), logits from the validation split;
-* ``permutation``, ``sfs``, ``lpfs``: see ``benchmarks/baselines.py``.
+* ``permutation``, ``sfs``, ``lpfs``: see ``benchmarks/baselines.py``;
+  ``permutation5`` (not run by default): permutation importance averaged over
+  5 shuffles of each field, each its own.
 
 Problems (``--problem``): ``movielens`` (the main job's 13 MovieLens fields plus
 3 noise fields of 5,000 values, ``configs/movielens_100k.json``), ``ctr``
@@ -240,7 +242,7 @@ def ranking(
         return list(names)
     if method == "random":
         return [str(n) for n in np.random.default_rng(seed).permutation(names)]
-    if method == "permutation":
+    if method in ("permutation", "permutation5"):
         scores = baselines.permutation_importance(
             full_model(),
             problem.data.columns["val"],
@@ -249,6 +251,7 @@ def ranking(
             ).dataset("val", FLAGS.batch_size),
             names,
             seed,
+            repeats=5 if method == "permutation5" else 1,
         )
         return baselines.rank(scores)
     if method == "sfs":

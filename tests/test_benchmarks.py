@@ -2,10 +2,16 @@
 
 import json
 import pathlib
+import sys
 
+import numpy as np
+import pytest
+import tensorflow as tf
 from helpers.processes import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from baselines import permutation_importance  # noqa: E402
 
 
 def run(script, *args):
@@ -210,3 +216,30 @@ def test_generated_quality_resumes_only_runs_of_the_same_settings(tmp_path):
     assert [r["settings"]["batch_size"] for r in rows] == [128, 256]
     summary = run("generated_quality.py", f"--summary={out}")
     assert summary[0].startswith("least_squares adam heldout [default]: 2 runs")
+
+
+def test_permutation_importance_averages_its_own_shuffles_per_field():
+    label = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    columns = {"a": tf.constant(label), "b": tf.constant(label[::-1].copy())}
+
+    class Model:  # log loss: the mean distance of a from the label; b unused
+        def evaluate(self, cols, return_dict, verbose):
+            return {"log_loss": float(np.mean(np.abs(cols["a"].numpy() - label)))}
+
+    def rise(order):
+        return float(np.mean(np.abs(label[order] - label)))
+
+    def scores(repeats):
+        return permutation_importance(
+            Model(), columns, lambda cols: cols, ["a", "b"], seed=3, repeats=repeats
+        )
+
+    rng = np.random.default_rng(3)
+    assert scores(1) == {"a": rise(rng.permutation(6)), "b": 0.0}
+    rng = np.random.default_rng(3)
+    draws = [rng.permutation(6) for _ in range(3)]  # a's three, drawn first
+    got = scores(3)
+    assert got["a"] == pytest.approx(np.mean([rise(d) for d in draws]))
+    assert got["b"] == 0.0 and got["a"] > 0
+    with pytest.raises(ValueError, match="`repeats` must be at least 1, got 0"):
+        scores(0)
