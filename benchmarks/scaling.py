@@ -159,11 +159,15 @@ def main(argv):
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(results, f, indent=2)
+
+    def slope(sweep: str) -> str:
+        return f"{slopes[sweep]:.2f}" if sweep in slopes else "? (one point)"
+
     print(
-        "scaling: selection step time ~ fields^{:.2f}, ~ vocabulary^{:.2f}; "
+        "scaling: selection step time ~ fields^{}, ~ vocabulary^{}; "
         "selection/plain step x{:.2f}-x{:.2f}".format(
-            slopes.get("fields", float("nan")),
-            slopes.get("vocabulary", float("nan")),
+            slope("fields"),
+            slope("vocabulary"),
             min(
                 r["ratio"]
                 for s in ("fields", "vocabulary")

@@ -143,6 +143,7 @@ def test_scaling_benchmark_smoke(tmp_path):
         f"--output={out}",
     )
     assert lines[-1].startswith("scaling: selection step time ~ fields^")
+    assert "~ vocabulary^? (one point);" in lines[-1], lines[-1]
     results = json.loads(out.read_text())
     assert list(results["fields"]) == ["5", "10"]
     assert list(results["vocabulary"]) == ["100"]
