@@ -187,10 +187,15 @@ def test_a_pair_beats_single_picks_only_where_its_z_squared_is_larger():
         gate_z, {(1, 2): 30.0}, probe_z=[0.0, 0.5, 0.5, 9.0, 0.5]
     ) == ["d"]
     # Which pairs the callback asks the test for: those with a suspect (d)
-    # while something helps alone; every pair of candidates once none does.
+    # while something else helps alone (e, by both z); every pair of
+    # candidates where only suspects help, or none does.
     selected, probe = np.arange(5) < 1, np.full(5, 0.5)
-    asked = evidence.pairs_to_test(selected, None, np.array(gate_z), probe, 3)
+    with_e = np.array([0.0, 0.3, 1.0, 9.0, 5.0])
+    probe_e = np.array([0.0, 0.5, 0.5, 0.5, 5.0])
+    asked = evidence.pairs_to_test(selected, None, with_e, probe_e, 3)
     assert asked == [(1, 3), (2, 3), (3, 4)]
+    asked = evidence.pairs_to_test(selected, None, np.array(gate_z), probe, 3)
+    assert len(asked) == 6  # d helps by the gate alone: chance or a member
     spent = np.array([0.0, 0.3, 1.0, -0.2, 0.8])
     assert len(evidence.pairs_to_test(selected, None, spent, probe, 3)) == 6
     assert evidence.pairs_to_test(selected, None, spent, probe, 1) == []

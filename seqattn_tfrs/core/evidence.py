@@ -220,10 +220,14 @@ def pairs_to_test(
     function of a selected feature (a coarsening or a copy, which adds
     nothing), at most ``MAX_PAIR_CANDIDATES`` of them (the suspects first,
     then by the gate's z). Every pair of them where none helps alone (by the
-    gate's z, the probe's, or both; :func:`probe_evidence`), else those with
-    an :func:`interaction_suspects` member (the pairs :func:`pair_to_pick`
-    can take there); none with fewer than two picks left, without a probe z,
-    or where some candidate helps alone and none is a suspect.
+    gate's z, the probe's, or both; :func:`probe_evidence`) or where every
+    one that does is an :func:`interaction_suspects` (a gate z that the
+    probe does not back: an interaction's member, or a noise field that
+    cleared the threshold by chance, and the pair it would take a slot from
+    may have neither member among them); else those with a suspect member
+    (the pairs :func:`pair_to_pick` can take there); none with fewer than
+    two picks left, without a probe z, or where some candidate helps alone
+    and none is a suspect.
 
     Example (``a`` selected; ``c`` a coarsening of ``a``; nothing helps):
       >>> dependence = np.zeros([4, 4], bool)
@@ -239,6 +243,11 @@ def pairs_to_test(
       >>> pairs_to_test(chosen, None, np.array([0, 9.0, 0.2, 5.0]),
       ...               np.array([0, 0.5, 0.5, 5.0]), 2)
       [(1, 2), (1, 3)]
+
+    (``b`` the only one that helps, by the gate's z alone: every pair):
+      >>> pairs_to_test(chosen, None, np.array([0, 9.0, 0.2, 0.1]),
+      ...               np.array([0, 0.5, 0.5, 0.5]), 2)
+      [(1, 2), (1, 3), (2, 3)]
     """
     state = _pair_state(
         selected, dependence, heldout_scores, probe_scores, remaining, probe_rounds
@@ -246,7 +255,7 @@ def pairs_to_test(
     if state is None:
         return []
     eligible, helps_alone, suspects = state
-    anchors = suspects if helps_alone.any() else eligible
+    anchors = suspects if (helps_alone & ~suspects).any() else eligible
     members = np.flatnonzero(eligible)
     if len(members) > MAX_PAIR_CANDIDATES:
         gate_z = np.nan_to_num(np.asarray(heldout_scores, np.float64)[members])
