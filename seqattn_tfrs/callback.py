@@ -609,7 +609,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
         probe (a layer with no values to hash), the candidates' settled score
         z, which ranks them (:func:`seqattn_tfrs.core.selection.commit_round`),
         and their gate's z; None otherwise."""
-        if probed is not None or not layer.probe_summed:
+        if not layer.probe_summed:
             return None
         return round_report.settled_scores(layer)
 

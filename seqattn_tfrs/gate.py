@@ -648,7 +648,7 @@ class SequentialAttentionEmbedding(tf.keras.layers.Layer):
         )
         outputs = dict(zip(self._feature_names, gated))
         if self._probe_capture is not None:
-            outputs = self._probe_capture.capture(outputs, features)
+            outputs = self._probe_capture.capture(outputs, features, embedded)
         return outputs
 
     def _check_input_dtype(self, name: str, value: Any) -> None:

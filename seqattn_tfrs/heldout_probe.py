@@ -5,9 +5,13 @@ whose settle summed the probe's training side, one pass over up to
 ``max_rows`` rows of ``selection_data`` with the candidates' gates at 0
 (settling) takes, per row, the loss's gradient with respect to each
 feature's gated embedding, projects it on the feature's fixed direction
-(less its batch mean) and tests it against the training side's sums. The
-pass is one ``tf.function`` per layer, traced at its first use and reused in
-later rounds. The model's weights, gates and metrics are left as they were.
+(less its batch mean) and tests it against the training side's sums. In a
+layer where no feature has values to hash (floats, booleans), whose settle
+ran the score test on its training rows instead, the pass runs that test on
+the held-out rows: per row, the gradient times the embedding less its batch
+mean (the gate's gradient at 0). The pass is one ``tf.function`` per layer,
+traced at its first use and reused in later rounds. The model's weights,
+gates and metrics are left as they were.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ class HeldoutProbe:
     ) -> dict[str, float] | None:
         """The probe's z of each unselected feature with raw values to hash
         (integers, strings; not floats), or None where there is none or the
-        settle did not sum the training side.
+        settle did not sum the training side; in a layer where no feature
+        has values to hash, each candidate's held-out score test z (positive:
+        raising its gate from 0 lowers the held-out loss).
 
         Raises:
           RuntimeError: the layer was not called on ``dataset``'s batches.
@@ -81,7 +87,8 @@ class HeldoutProbe:
                 # One trace for every batch size (a last, smaller batch would
                 # trace again: 0.2-0.3 s); a lookup once traced.
                 self._step.get_concrete_function(dataset.element_spec)
-            if self._keyed is not None and not any(
+            scored = self._keyed == []  # no feature has values to hash
+            if self._keyed and not any(
                 n in self._keyed for n in candidates
             ):  # known from the trace: no candidate has values to hash
                 return None
@@ -98,6 +105,14 @@ class HeldoutProbe:
                         "expected batches the model's forward pass feeds through "
                         "the layer."
                     )
+                scored = not self._keyed
+                if scored:  # the held-out score test of every feature
+                    total += batch_total.numpy()
+                    squares += batch_squares.numpy()
+                    rows += int(batch_rows)
+                    if rows >= max_rows:
+                        break
+                    continue
                 if not any(n in self._keyed for n in candidates):
                     return None
                 keyed = [names.index(n) for n in self._keyed]
@@ -112,6 +127,11 @@ class HeldoutProbe:
             layer.set_gate_mode(mode)
             for variable, value in zip(metric_variables, saved):
                 variable.assign(value)
+        if scored:
+            z = -np.divide(
+                total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
+            )
+            return {name: float(z[names.index(name)]) for name in candidates}
         z = probe.probe_z(total, squares)
         if keys:  # none where the dataset had no batch
             self._rows = (
@@ -135,6 +155,8 @@ class HeldoutProbe:
         Raises:
           RuntimeError: no pass ran since the last settle summed the probe.
         """
+        if self._keyed == []:  # no feature has values to hash: no pair
+            return {}
         if self._rows is None:
             raise RuntimeError(
                 f"{self.layer.name}: the pair test reads the held-out probe's "
@@ -168,7 +190,7 @@ class HeldoutProbe:
             return _no_rows()
         self._keyed = [n for n in names if capture.buckets.get(n) is not None]
         if not self._keyed:
-            return _no_rows()
+            return self._score_sums(tape, loss)
         outputs = [capture.outputs[n] for n in self._keyed]
         grads = tape.gradient(loss, outputs)
         # A feature the loss does not read has a zero gradient.
@@ -197,6 +219,32 @@ class HeldoutProbe:
         a = projected * steps / tf_ops.value_counts(slots)
         sums = tf.reduce_sum(a, axis=0), tf.reduce_sum(a * a, axis=0), rows
         return (*sums, keys, projected)
+
+    def _score_sums(self, tape, loss):
+        """Where no feature has values to hash: per feature, ``sum(a)`` and
+        ``sum(a^2)`` of the held-out score test's per-row gate gradient
+        ``a = <g, e - mean(e)>`` (the candidates' gates at 0), and the rows."""
+        capture = self.layer.probe_capture
+        names = list(self.layer.feature_names)
+        outputs = [capture.outputs[n] for n in names]
+        grads = tape.gradient(loss, outputs)
+        columns = []
+        for name, grad in zip(names, grads):
+            embedding = tf.cast(capture.embeddings[name], tf.float32)
+            embedding -= tf.reduce_mean(embedding, axis=0)
+            g = tf.zeros_like(embedding) if grad is None else tf.cast(grad, tf.float32)
+            columns.append(tf.reduce_sum(g * embedding, axis=1))
+        a = tf.stack(columns, axis=1)
+        rows = tf.shape(a)[0]
+        a *= tf.cast(rows, tf.float32)
+        empty = tf.zeros([0, 0])
+        return (
+            tf.reduce_sum(a, axis=0),
+            tf.reduce_sum(a * a, axis=0),
+            rows,
+            tf.cast(empty, tf.int64),
+            empty,
+        )
 
 
 def _no_rows():

@@ -22,11 +22,17 @@ class ProbeCapture:
         self.tape: tf.GradientTape | None = None
         self.outputs: dict[str, tf.Tensor] = {}
         self.buckets: dict[str, tf.Tensor | None] = {}
+        self.embeddings: dict[str, tf.Tensor] = {}
 
     def capture(
-        self, outputs: Mapping[str, tf.Tensor], features: Mapping[str, Any]
+        self,
+        outputs: Mapping[str, tf.Tensor],
+        features: Mapping[str, Any],
+        embeddings: Mapping[str, tf.Tensor] | None = None,
     ) -> dict[str, tf.Tensor]:
-        """Keeps ``outputs`` (returned as watched copies) and the buckets."""
+        """Keeps ``outputs`` (returned as watched copies), the buckets and the
+        ungated ``embeddings``."""
+        self.embeddings = dict(embeddings or {})
         self.outputs = {name: tf.identity(value) for name, value in outputs.items()}
         if self.tape is not None:
             self.tape.watch(list(self.outputs.values()))

@@ -4,6 +4,7 @@ commit that uses it, each against a hand computation."""
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers.evidence import check_float_pick
 from helpers.selection_fit import fit_selecting
 
 from seqattn_tfrs import (
@@ -261,10 +262,13 @@ def test_the_final_pick_breaks_near_ties_alone_by_the_combined_z():
     assert second_round_picks(3, *apart) == [2]  # c: its partner may follow
 
 
-def test_without_a_probe_z_the_settled_score_test_ranks_the_helping_ones():
-    """In a later round where no candidate has a probe z (floats only), the
-    settled model's score z (``entry_scores``) ranks the candidates that
-    help instead of the logits; it does not make a candidate help."""
+def test_without_values_to_hash_the_settled_score_test_ranks_the_helping_ones():
+    """In a later round of a layer with no values to hash (floats only: the
+    settle ran the score test on its training rows, ``entry_scores``), its
+    Rao statistic (``first_scores``, where summed) ranks the candidates that
+    help instead of the logits, and does not make a candidate help; the
+    probe's z there (the same test on the held-out rows) does, as the probe's
+    z does elsewhere."""
     spec = selection.SelectionSpec("gate", ("a", "b", "c", "d"), 3, None, 1)
     record = selection.SelectionRecord(
         np.array([True, False, False, False]),
@@ -274,7 +278,7 @@ def test_without_a_probe_z_the_settled_score_test_ranks_the_helping_ones():
     )
     logits = np.array([0.0, 3.0, 0.0, 0.0])  # the logits favour b
 
-    def pick(gate_z, entry, probe_scores=None):
+    def pick(gate_z, entry, probe_scores=None, first=None):
         return selection.commit_round(
             spec,
             record,
@@ -284,19 +288,25 @@ def test_without_a_probe_z_the_settled_score_test_ranks_the_helping_ones():
             entry_scores=entry,
             heldout_scores=gate_z,
             probe_scores=probe_scores,
+            first_scores=first,
         )[1]
 
     b_c_help = np.array([0.0, 3.0, 2.5, -1.0])  # by the gate (>= 2.13)
     assert pick(b_c_help, None) == [1]  # the logits among the helping ones
     settled = np.array([0.0, 4.0, 6.0, 9.0])
     assert pick(b_c_help, settled) == [2]  # c's settled z, 6, over b's 4
+    # Rao's statistic of the same sums, where summed, ranks in its place
+    # (on a linear model OMP's criterion: residual against column).
+    assert pick(b_c_help, settled, first=np.array([0.0, 5.0, 3.0, 0.0])) == [1]
     # d's 9 does not make it help; with none helping, the least harm by the
     # gate's z (b's 1.0) as before.
-    assert pick(np.array([0.0, 1.0, 0.5, -1.0]), settled) == [1]
-    # Where a probe z exists, it and the gate's z rank as before: c's
-    # (2.5 + 0) / sqrt(2) = 1.77 against b's (3 - 1) / sqrt(2) = 1.41.
-    assert pick(b_c_help, settled, np.array([0.0, -1.0, 0.0, 0.0])) == [2]
-    assert pick(b_c_help, settled, np.array([0.0, 1.0, 0.0, 0.0])) == [1]
+    spent = np.array([0.0, 1.0, 0.5, 0.3])
+    assert pick(spent, settled) == [1]
+    # The held-out test does: d's 9.0 there (its gate z of 0.3, whose soft
+    # gate already carries it, says nothing); the settled z ranks, not the
+    # combined z (b's (3 + 1) / sqrt(2) = 2.83 against c's 2.12).
+    assert pick(spent, settled, np.array([0.0, 0.2, -0.1, 9.0])) == [3]
+    assert pick(b_c_help, settled, np.array([0.0, 1.0, 0.0, 0.0])) == [2]
 
 
 def test_the_probe_sums_in_every_round_after_the_first_pick():
@@ -824,10 +834,12 @@ def test_a_round_is_reported_exhausted_only_when_the_probe_finds_no_help_either(
 
 
 def test_a_fit_ranks_float_features_by_the_settled_score_test():
-    """Least squares on float features (no values to hash, no probe): after
-    the first pick each settle runs the score test, and the later commits
-    rank the candidates that help by it (the events carry it and the gate's
-    z)."""
+    """Least squares on float features (no values to hash): after the first
+    pick each settle runs the score test on its training rows, which ranks
+    the candidates that help, and the probe's pass runs the same test on the
+    held-out rows (each candidate's gate at 0), whose z also makes one help.
+    The events carry both and the gate's z; the held-out z is checked against
+    a numpy computation from the model's weights at the commit."""
     rng = np.random.default_rng(0)
     count, names = 6000, [f"x{i}" for i in range(5)]
     x = rng.normal(size=(count, 5)).astype(np.float32)
@@ -840,22 +852,45 @@ def test_a_fit_ranks_float_features_by_the_settled_score_test():
     )
     gated = layer(inputs)
     hidden = tf.keras.layers.Concatenate()([gated[n] for n in names])
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1)(hidden))
+    dense = tf.keras.layers.Dense(1)
+    model = tf.keras.Model(inputs, dense(hidden))
     model.compile(tf.keras.optimizers.Adam(0.05), "mse")
+    expected = []  # per commit: the held-out score z from the weights, in numpy
+    commit = layer.commit_round
+
+    def recording_commit(require_learning=False):
+        chosen = [names.index(n) for n in layer.selected_features]
+        kernel, bias = (v.numpy().astype(np.float64) for v in dense.weights)
+        z = {}
+        if chosen:
+            total, squares = np.zeros(5), np.zeros(5)
+            for start in range(4800, count, 256):  # fit_selecting's batches
+                rows = slice(start, min(start + 256, count))
+                xb = x[rows].astype(np.float64)
+                residual = xb[:, chosen] @ kernel[chosen, 0] + bias[0] - labels[rows]
+                # The batch-mean loss's gradient times the rows, per column,
+                # times the column less its batch mean: a = 2 r w (x - mean).
+                a = 2 * residual[:, None] * kernel[:, 0] * (xb - xb.mean(axis=0))
+                total, squares = total - a.sum(axis=0), squares + (a * a).sum(axis=0)
+            z = {n: total[i] / np.sqrt(squares[i]) for i, n in enumerate(names)}
+        expected.append(z)
+        return commit(require_learning)
+
+    layer.commit_round = recording_commit
     callback = fit_selecting(model, features, labels, batch_size=128)
     assert layer.selected_features == ("x0", "x1", "x2")
     settled = [e for e in callback.events if "settled_scores" in e]
     assert [e["round"] for e in settled] == [2, 3]
     for event in settled:
-        assert "probe_scores" not in event
         chosen = set(layer.selected_features[: event["round"] - 1])
         fresh, gate = event["settled_scores"], event["heldout_scores"]
-        assert set(fresh) == set(gate) == set(names) - chosen
+        held = event["probe_scores"]
+        assert set(fresh) == set(gate) == set(held) == set(names) - chosen
+        computed = expected[event["round"] - 1]
+        for name in held:
+            assert held[name] == pytest.approx(computed[name], abs=1e-3)
         (pick,) = event["features"]
-        assert fresh[pick] > 5  # the strongest remaining signal, by far
-        # The pick is the largest settled z among the candidates that help
-        # by the gate's z (else the largest gate z: the least harm).
-        threshold = evidence.signal_threshold(len(gate))
-        helps = {n for n in gate if gate[n] >= threshold}
-        assert pick == (max(helps, key=fresh.get) if helps else max(gate, key=gate.get))
+        assert fresh[pick] > 5 and held[pick] > 5  # the strongest left, by far
+        assert abs(held["x3"]) < 3 and abs(held["x4"]) < 3  # no signal
+        check_float_pick(names, chosen, pick, fresh, gate, held)
     assert not any(layer.entry_evidence().values())  # reset by the last commit

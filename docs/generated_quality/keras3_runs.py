@@ -68,6 +68,10 @@ def fit_and_record(
         "order": order,
         **score_picks(problem.answer, order),
         "seconds": round(time.perf_counter() - begin, 1),
+        "rounds": [
+            {k: v for k, v in event.items() if k not in ("epoch", "step", "layer")}
+            for event in callback.events
+        ],
     }
     out.write(json.dumps(record) + "\n")
     out.flush()

@@ -156,10 +156,14 @@ def commit_round(
     z helps, the probe's alone; see :func:`probe_evidence`); the selection's
     final pick, which no partner can follow, ranks those by what each brings
     alone, near ties by the combined z (:func:`.evidence.final_pick_scores`).
-    Where no candidate has a probe z (floats and booleans only: no values to
-    hash), the settled model's score z of the round (``entry_scores``) ranks
-    the candidates that help instead of the logits: Orthogonal Matching
-    Pursuit's criterion on a linear model.
+    In a layer with no values to hash (floats and booleans only), whose
+    settles run the settled model's score test on their training rows, that
+    test ranks the candidates that help instead of the logits: its Rao
+    statistic (``first_scores``) where summed, else its z
+    (``entry_scores``); on a linear model Orthogonal Matching Pursuit's
+    criterion. There ``probe_scores`` hold the same test on the held-out
+    rows (each candidate's gate at 0), which makes a candidate help as the
+    probe's z does elsewhere, but does not rank.
     Copies of a selected feature stay last while some other candidate helps:
     at the soft gates of the last few candidates the statistic measures more
     or less of a feature, and a needed one can score below a copy. Once none
@@ -301,7 +305,7 @@ def commit_round(
                 dependence,
                 heldout_scores,
                 probe_scores,
-                settled_scores=entry_scores,
+                settled_scores=first_scores,
                 final=final,
                 probe_rounds=probe_rounds(num_rounds),
                 costs=_known_costs(costs),
@@ -424,21 +428,32 @@ def _later_picks(
     the gate's and the probe's z combined rank instead, the features that
     help first (:func:`probe_evidence`); the selection's ``final`` pick, which
     no partner can follow, ranks those that help by what each brings alone
-    (:func:`final_pick_scores`); where they hold none but
-    ``settled_scores`` do (the settled model's score z on the settle's
-    training rows, which a layer with no values to hash runs), those rank
-    the features that help instead of the logits.
+    (:func:`final_pick_scores`). Where ``settled_scores`` hold evidence
+    (the settled model's score statistic on the settle's training rows,
+    which only a layer with no values to hash runs by count), those rank
+    the features that help instead of the logits, and ``probe_scores``, if
+    any, are the same test on held-out rows: they add to the features that
+    help (:func:`probe_evidence`), they do not rank.
 
     Only ranking: the settled z is not held out (a candidate's embedding was
     fitted to the same rows in the warm-up, so a candidate without signal
     can score well there), so which candidates help is still the held-out
-    gate statistic's call (docs/generated_quality.md, "Session 19")."""
+    gate statistic's and the held-out score test's call
+    (docs/generated_quality.md, "Session 19" and "Session 58")."""
     helps = helping(selected, heldout_scores)
     if helps is None:
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
     probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
-    if probe_z is not None and np.any(np.nan_to_num(probe_z)):
+    settled = settled_scores is not None and np.any(settled_scores)
+    if settled and probe_z is not None and np.any(np.nan_to_num(probe_z)):
+        # No values to hash: the probe's z is the settled model's held-out
+        # score test, which says which help; the settled z still ranks.
+        spent = not helps.any()
+        helps = (
+            helps | probe_evidence(selected, scores, probe_z, spent, probe_rounds)[0]
+        )
+    elif probe_z is not None and np.any(np.nan_to_num(probe_z)):
         spent = not helps.any()
         more, combined = probe_evidence(selected, scores, probe_z, spent, probe_rounds)
         helpful = helps | more

@@ -408,7 +408,7 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             while done < due and not record.complete(layer.spec):
                 probed = self._run_probe(layer)
                 paired = self._run_pair_test(layer) if probed is not None else None
-                settled = None if probed is not None else _settled_scores(layer)
+                settled = _settled_scores(layer)
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done + 1,

@@ -128,8 +128,10 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.heldout_pass = False  # set while the callback traces a held-out step
         self.probe_pass = False  # set while it traces the held-out probe's pass
         self.pair_pass = False  # and its pair test's
-        # The features whose raw values the probe hashes (seen when called).
+        # The features whose raw values the probe hashes (seen when called);
+        # with no values to group, all, which its pass tests by the score test.
         self.probe_features: tuple[str, ...] = ()
+        self.score_probe_features: tuple[str, ...] = ()
         # The probe's z and the pair test's, for the next commit only.
         self._probe_scores: np.ndarray | None = None
         self._pair_scores: np.ndarray | None = None
@@ -366,12 +368,13 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
 
     def probe_summed(self) -> bool:
         """Whether this round's settle summed the held-out probe's training
-        side: a commit by count with held-out evidence asked for it, and a
-        feature has values to hash. On JAX during ``fit``, call
-        ``model.jax_state_sync()`` first."""
+        side (or, with no values to group, ran the score test): a commit by
+        count with held-out evidence asked for it. On JAX during ``fit``,
+        call ``model.jax_state_sync()`` first."""
         self._ensure_built()
         active = int(keras.ops.convert_to_numpy(self.settled_test_active)) == 1
-        return active and bool(self.probe_features) and not self.selection_complete
+        probed = self.probe_features or self.score_probe_features
+        return active and bool(probed) and not self.selection_complete
 
     def set_probe_scores(self, scores: Mapping[str, float]) -> None:
         """Hands the next commit the held-out probe's z per feature (none
@@ -511,13 +514,12 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.probe_features = tuple(
             n for n, k in zip(self._feature_names, keys) if k is not None
         )
+        values_to_group = any(
+            _has_values_to_group(features[n]) for n in self.kept_features
+        )
+        self.score_probe_features = () if values_to_group else self._feature_names
         gated = learning.gate_and_learn(
-            self,
-            values,
-            values_to_group=any(
-                _has_values_to_group(features[n]) for n in self.kept_features
-            ),
-            keys=keys,
+            self, values, values_to_group=values_to_group, keys=keys
         )
         return dict(zip(self._feature_names, gated))
 

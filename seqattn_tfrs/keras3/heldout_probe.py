@@ -5,7 +5,10 @@ settle sums the probe's training side (``learning.gate_and_learn``), one
 pass over up to ``MAX_ROWS`` rows of ``selection_data`` with the layer's
 candidates at 0 (settling), as the settle ends, tests each keyed feature's
 held-out gradients against those sums (:mod:`seqattn_tfrs.core.probe`); the
-commit reads the z. Where the commit asks for pairs
+commit reads the z. A layer with no values to group (floats, booleans),
+whose settle ran the score test on its training rows instead, gets the same
+test on the held-out rows from the pass (``learning.gate_and_learn``).
+Where the commit asks for pairs
 (:meth:`SequentialAttentionEmbedding.pairs_to_test`), a second pass, at the
 commit, hands back each row's projected gradient and bucket key, and
 :func:`seqattn_tfrs.core.pairs.named_pair_scores` tests the pairs. Each pass
@@ -52,7 +55,9 @@ class HeldoutProbe:
         self.model = model
         self.layers = list(layers)
         self._probe_step = None
-        if example is not None and any(g.probe_features for g in self.layers):
+        if example is not None and any(
+            g.probe_features or g.score_probe_features for g in self.layers
+        ):
             self._probe_step = self._make_probe_step(example)
         self._pair_steps: dict[int, Any] = {}  # per layer, traced at first use
 
@@ -89,15 +94,17 @@ class HeldoutProbe:
 
     def scores(self, layer: SequentialAttentionEmbedding) -> dict[str, float]:
         """The probe's z of each of ``layer``'s unselected features with
-        values to hash, from its last pass (:meth:`run_pass`); handed to the
-        layer's next commit. Empty where no candidate has values to hash."""
+        values to hash (in a layer with none, each candidate's held-out score
+        test z), from its last pass (:meth:`run_pass`); handed to the layer's
+        next commit. Empty where no candidate has values to hash."""
         total, squares = (v.astype(np.float64) for v in _pass_sums(layer))
         z = probe.probe_z(total, squares)
         selected = set(layer.selected_features)
+        tested = set(layer.probe_features or layer.score_probe_features)
         scores = {
             name: float(z[i])
             for i, name in enumerate(layer.feature_names)
-            if name in layer.probe_features and name not in selected
+            if name in tested and name not in selected
         }
         layer.set_probe_scores(scores)
         return scores
@@ -117,6 +124,9 @@ class HeldoutProbe:
           ValueError: a batch of ``data`` has too many rows for the sums to
             hold its rows (2 x rows x keyed features).
         """
+        if not layer.probe_features:  # no values to hash: no pair
+            layer.set_pair_scores({})
+            return {}
         if id(layer) not in self._pair_steps:
             self._pair_steps[id(layer)] = heldout.make_step(
                 self.model, [layer], flag="pair_pass"

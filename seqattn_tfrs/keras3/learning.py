@@ -125,8 +125,8 @@ def gate_and_learn(
         front-end's probe could hash nothing), training passes that settle
         after a commit asking for it (``settled_test_active``) run the
         settled model's score test, whose z then ranks the later picks that
-        help (:func:`seqattn_tfrs.core.selection.commit_round`), as on
-        tf-keras.
+        help (:func:`seqattn_tfrs.core.selection.commit_round`), and the
+        probe's pass sums the same test on held-out rows, as on tf-keras.
       keys: per feature, its rows' hash buckets ``[B]`` (int32, in
         ``[0, PROBE_BUCKETS)``) or None where it has no values to hash: the
         held-out probe's rows (:mod:`seqattn_tfrs.core.probe`). Training
@@ -188,6 +188,13 @@ def gate_and_learn(
             probed = list(state[LEARNED:])
             if probe_update is not None:
                 probed = probe_update(upstream32, probed)
+            if layer.probe_pass and not values_to_group:
+                # No values to hash: the held-out score test, a = -<g, e - mean>.
+                rows = ops.cast(ops.shape(upstream32)[0], "float32")
+                centred = signals.centred(ops, ops.cast(x, "float32"))
+                a = -ops.matmul(upstream32 * centred, segments) * rows  # [B, N]
+                probed[1] = probed[1] + ops.sum(a, axis=0)
+                probed[2] = probed[2] + ops.sum(a * a, axis=0)
             if layer.probe_pass or layer.pair_pass:  # the probe's passes: no more
                 new_state = list(state[:LEARNED]) + probed
                 return (ops.zeros_like(upstream), *new_state)

@@ -72,3 +72,30 @@ def check_selecting_evidence(
         previous = squares
     assert rounds > 0, records
     return rounds
+
+
+def check_float_pick(
+    names: list[str],
+    chosen: set[str],
+    pick: str,
+    settled: dict[str, float],
+    gate: dict[str, float],
+    held: dict[str, float],
+) -> None:
+    """Checks a later pick of a layer with no values to hash: the largest
+    ``settled`` z among the candidates that help by the ``gate`` z or by the
+    held-out score test's z (``held``, the event's ``probe_scores``), combined
+    with the gate's as the probe's (``core.evidence.probe_evidence``; in a
+    round where some candidate helps)."""
+    from seqattn_tfrs.core import evidence
+
+    helps, _ = evidence.probe_evidence(
+        np.array([n in chosen for n in names]),
+        np.array([gate.get(n, 0.0) for n in names]),
+        np.array([held.get(n, 0.0) for n in names]),
+        spent=False,
+    )
+    helping = {names[i] for i in np.flatnonzero(helps)}
+    threshold = evidence.signal_threshold(len(gate))
+    helping |= {n for n in gate if gate[n] >= threshold}
+    assert pick == max(helping, key=settled.get), (pick, settled, gate, held)

@@ -38,7 +38,6 @@ from planted import (  # noqa: E402
     two_tower_problem,
 )
 
-from seqattn_tfrs.core import evidence as evidence_lib  # noqa: E402
 from seqattn_tfrs.core.pairs import named_pair_scores  # noqa: E402
 from seqattn_tfrs.keras3 import (  # noqa: E402
     SequentialAttentionCallback,
@@ -136,9 +135,13 @@ def first_pick() -> dict:
 
 def settled() -> dict:
     """Least squares on float features (no values to group): after the first
-    pick each settle runs the score test on its training rows, and the later
-    commits rank the candidates that help by it, as on tf-keras
+    pick each settle runs the score test on its training rows, which ranks
+    the later commits' candidates that help, and the probe's pass the same
+    test on the held-out rows, which also makes one help, as on tf-keras
     (``tests/test_probe.py``, same problem)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.evidence import check_float_pick
+
     rng = np.random.default_rng(0)
     count, names = 6000, [f"x{i}" for i in range(5)]
     x = rng.normal(size=(count, 5)).astype(np.float32)
@@ -180,20 +183,22 @@ def settled() -> dict:
     assert len(seen) == 3
     # Round 1's first pick is by the held-out score test of the intercept-only
     # model; the settled test runs only in the settles after it.
-    for (fresh, held), pick in zip(seen[1:], gate.selected_features[1:]):
-        assert all(fresh.values()), fresh  # summed in the settle's training steps
-        assert fresh[pick] > 5, fresh  # the strongest remaining signal, by far
-        threshold = evidence_lib.signal_threshold(len(held))
-        helps = {n for n in held if held[n] >= threshold}
-        expected = max(helps, key=fresh.get) if helps else max(held, key=held.get)
-        assert pick == expected, (pick, fresh, held)
-    assert not any(gate.entry_evidence().values())  # reset by the last commit
-    # The events carry both statistics of those commits, as on tf-keras.
+    # The events carry both statistics of those commits and the probe's pass's
+    # held-out score test (each candidate's gate at 0), as on tf-keras.
     reported = [e for e in callback.events if "settled_scores" in e]
     assert [e["round"] for e in reported] == [2, 3], callback.events
     for event, (fresh, held) in zip(reported, seen[1:]):
         assert event["settled_scores"] == fresh
         assert event["heldout_scores"] == held
+        tested = event["probe_scores"]
+        assert set(tested) == set(held), (tested, held)
+        (pick,) = event["features"]
+        assert all(fresh.values()), fresh  # summed in the settle's training steps
+        assert fresh[pick] > 5 and tested[pick] > 5, event  # the strongest left
+        assert abs(tested["x3"]) < 3 and abs(tested["x4"]) < 3, tested  # no signal
+        chosen = set(gate.selected_features[: event["round"] - 1])
+        check_float_pick(names, chosen, pick, fresh, held, tested)
+    assert not any(gate.entry_evidence().values())  # reset by the last commit
     return {
         "selected": list(gate.selected_features),
         "settled_z": [{n: round(z, 1) for n, z in f.items()} for f, _ in seen[1:]],
