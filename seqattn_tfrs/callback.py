@@ -545,7 +545,7 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
                 done += 1
                 probed = self._run_probe(layer)
                 paired = self._run_pair_test(layer) if probed is not None else None
-                settled = self._settled_scores(layer, probed)
+                settled = self._settled_scores(layer)
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done,
@@ -603,13 +603,13 @@ class SequentialAttentionCallback(tf.keras.callbacks.Callback):
     @staticmethod
     def _settled_scores(
         layer: SequentialAttentionEmbedding,
-        probed: tuple[dict[str, float], dict[str, float]] | None,
     ) -> tuple[dict[str, float], dict[str, float]] | None:
         """Before a commit whose settle ran the score test in place of the
-        probe (a layer with no values to hash), the candidates' settled score
-        z, which ranks them (:func:`seqattn_tfrs.core.selection.commit_round`),
-        and their gate's z; None otherwise."""
-        if not layer.probe_summed:
+        probe's training side (a layer with no values to hash), the
+        candidates' settled score z, whose sums rank them
+        (:func:`seqattn_tfrs.core.selection.commit_round`), and their gate's
+        z; None otherwise (a layer with values to hash)."""
+        if not layer.probe_summed or layer.selection_state.values_to_hash:
             return None
         return round_report.settled_scores(layer)
 

@@ -8,8 +8,9 @@ feature's gated embedding, projects it on the feature's fixed direction
 (less its batch mean) and tests it against the training side's sums. In a
 layer where no feature has values to hash (floats, booleans), whose settle
 ran the score test on its training rows instead, the pass runs that test on
-the held-out rows: per row, the gradient times the embedding less its batch
-mean (the gate's gradient at 0). The pass is one ``tf.function`` per layer,
+the held-out rows, on the model as it stands after the round's selecting
+part: per row, the gradient times the embedding less its batch mean (the
+gate's gradient at 0). The pass is one ``tf.function`` per layer,
 traced at its first use and reused in later rounds. The model's weights,
 gates and metrics are left as they were.
 """

@@ -67,6 +67,8 @@ def gate_and_learn(
         return _gate_joined(state, hook, embeddings, widths, gates, always_learn)
     probe_update = None
     settled_test = False
+    if raw_inputs is not None:
+        state.values_to_hash = any(tf_ops.has_row_keys(raw) for raw in raw_inputs)
     if raw_inputs is not None and static and state.probe_supported and not always_learn:
         probe_update = _probe_update(state, raw_inputs, widths)
         settled_test = not state.options.tracks_evidence and not any(

@@ -158,6 +158,10 @@ class SelectionState:
         # shape: the same weights as without a strategy, for
         # get_weights/set_weights across the two.
         self._strategy = tf.distribute.get_strategy()
+        # Whether a raw input has values to hash (set where the layer's call
+        # hands them to the probe; None before): else the probe's pass runs
+        # the held-out score test.
+        self.values_to_hash: bool | None = None
         self.probe_supported = not tf.distribute.has_strategy() or isinstance(
             self._strategy, _REPLICA_LOCAL_SUMS
         )
@@ -499,6 +503,7 @@ class SelectionState:
             first_scores=self.first_scores(),
             probe_scores=self.probe_scores.numpy(),
             pair_scores=self._pair_scores,
+            no_values_to_hash=self.values_to_hash is False,
         )
         self._pair_scores = None
         self.round_gates.assign(new.round_gates)

@@ -268,7 +268,9 @@ def test_without_values_to_hash_the_settled_score_test_ranks_the_helping_ones():
     Rao statistic (``first_scores``, where summed) ranks the candidates that
     help instead of the logits, and does not make a candidate help; the
     probe's z there (the same test on the held-out rows) does, as the probe's
-    z does elsewhere."""
+    z does elsewhere, and does not rank. A layer with values to hash ranks by
+    the probe's and the gate's z combined, whatever score-test sums it holds
+    (a settle beside another layer's held-out steps sums some)."""
     spec = selection.SelectionSpec("gate", ("a", "b", "c", "d"), 3, None, 1)
     record = selection.SelectionRecord(
         np.array([True, False, False, False]),
@@ -278,7 +280,7 @@ def test_without_values_to_hash_the_settled_score_test_ranks_the_helping_ones():
     )
     logits = np.array([0.0, 3.0, 0.0, 0.0])  # the logits favour b
 
-    def pick(gate_z, entry, probe_scores=None, first=None):
+    def pick(gate_z, entry, probe_scores=None, first=None, floats=True):
         return selection.commit_round(
             spec,
             record,
@@ -289,6 +291,7 @@ def test_without_values_to_hash_the_settled_score_test_ranks_the_helping_ones():
             heldout_scores=gate_z,
             probe_scores=probe_scores,
             first_scores=first,
+            no_values_to_hash=floats,
         )[1]
 
     b_c_help = np.array([0.0, 3.0, 2.5, -1.0])  # by the gate (>= 2.13)
@@ -304,9 +307,18 @@ def test_without_values_to_hash_the_settled_score_test_ranks_the_helping_ones():
     assert pick(spent, settled) == [1]
     # The held-out test does: d's 9.0 there (its gate z of 0.3, whose soft
     # gate already carries it, says nothing); the settled z ranks, not the
-    # combined z (b's (3 + 1) / sqrt(2) = 2.83 against c's 2.12).
-    assert pick(spent, settled, np.array([0.0, 0.2, -0.1, 9.0])) == [3]
+    # combined z (b's (3 + 1) / sqrt(2) = 2.83 against c's 1.77).
+    held = np.array([0.0, 0.2, -0.1, 9.0])
+    assert pick(spent, settled, held) == [3]
     assert pick(b_c_help, settled, np.array([0.0, 1.0, 0.0, 0.0])) == [2]
+    # Where the settle ran no test (no settled z), the logits rank the ones
+    # that help, the held-out test's among them.
+    assert pick(spent, None, held) == [3]
+    assert pick(b_c_help, None, np.array([0.0, 0.5, 9.0, 0.0])) == [1]
+    # With values to hash, stray score-test sums change nothing: the
+    # combined z ranks (b's 2.83 over c's 1.77).
+    combined = np.array([0.0, 1.0, 0.0, 0.0])
+    assert pick(b_c_help, settled, combined, first=settled, floats=False) == [1]
 
 
 def test_the_probe_sums_in_every_round_after_the_first_pick():

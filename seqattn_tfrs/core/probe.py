@@ -44,13 +44,15 @@ with the gate's z (``core.selection``, ``_probe_evidence``): the soft gates
 see fields that matter together before either is selected, the probe alone
 over-ranks noise where nothing is left to find. A floating-point feature has
 no values to hash and so no probe z; in a layer of such features only, the
-settled model's score test on the same settle's training rows ranks instead
-(:func:`seqattn_tfrs.core.selection.commit_round`). Hashing many values into few buckets
-dilutes the test (MovieLens' ``timestamp``, about 50,000 values: z 0.7 in
-4,096 buckets, 4.8 in 65,536); more random directions than one did not
-strengthen it (docs/generated_quality.md, "Session 15"), and testing the training rows'
-two halves against each other instead of against held-out rows was biased
-where the model memorises rows ("Session 16").
+settled model's score test on the same settle's training rows ranks instead,
+and the probe's pass runs the same test on held-out rows, whose z stands in
+for the probe's (:func:`seqattn_tfrs.core.selection.commit_round`). Hashing
+many values into few buckets dilutes the test (MovieLens' ``timestamp``,
+about 50,000 values: z 0.7 in 4,096 buckets, 4.8 in 65,536); more random
+directions than one did not strengthen it (docs/generated_quality.md,
+"Session 15"), and testing the training rows' two halves against each other
+instead of against held-out rows was biased where the model memorises rows
+("Session 16").
 
 The probe groups rows by raw value, not as the feature's table does: for a
 bucketised feature it measures what a table of one row per value would

@@ -112,6 +112,7 @@ def commit_round(
     probe_scores: np.ndarray | None = None,
     pair_scores: np.ndarray | None = None,
     entry_z_scores: np.ndarray | None = None,
+    no_values_to_hash: bool = False,
 ) -> tuple[SelectionRecord, list[int]]:
     """Commits one round: the picks, and the record after them.
 
@@ -156,14 +157,15 @@ def commit_round(
     z helps, the probe's alone; see :func:`probe_evidence`); the selection's
     final pick, which no partner can follow, ranks those by what each brings
     alone, near ties by the combined z (:func:`.evidence.final_pick_scores`).
-    In a layer with no values to hash (floats and booleans only), whose
+    In a layer with ``no_values_to_hash`` (floats and booleans only), whose
     settles run the settled model's score test on their training rows, that
     test ranks the candidates that help instead of the logits: its Rao
     statistic (``first_scores``) where summed, else its z
     (``entry_scores``); on a linear model Orthogonal Matching Pursuit's
     criterion. There ``probe_scores`` hold the same test on the held-out
     rows (each candidate's gate at 0), which makes a candidate help as the
-    probe's z does elsewhere, but does not rank.
+    probe's z does elsewhere, but does not rank (nor, where the settle ran
+    no test, replace the logits).
     Copies of a selected feature stay last while some other candidate helps:
     at the soft gates of the last few candidates the statistic measures more
     or less of a feature, and a needed one can score below a copy. Once none
@@ -204,6 +206,8 @@ def commit_round(
         ``entry_scores``. What a threshold compares with: ``entry_z``, and by
         count in the first round whether a feature helps on its own. The
         rankings and the knapsack plan read ``entry_scores``.
+      no_values_to_hash: the layer has no feature with values to hash, so
+        ``probe_scores`` hold the held-out score test (see above).
       pair_scores: ``[N, N]`` z of the held-out pair test
         (:func:`seqattn_tfrs.core.pairs.pair_z`; NaN for an untested pair),
         where :func:`.evidence.pairs_to_test` asked for it.
@@ -305,10 +309,11 @@ def commit_round(
                 dependence,
                 heldout_scores,
                 probe_scores,
-                settled_scores=first_scores,
+                settled_scores=first_scores if no_values_to_hash else entry_scores,
                 final=final,
                 probe_rounds=probe_rounds(num_rounds),
                 costs=_known_costs(costs),
+                score_probe=no_values_to_hash,
             )
             ranked = np.concatenate([np.array(pair or [], np.int64), ranked])
     else:
@@ -421,6 +426,7 @@ def _later_picks(
     final: bool = False,
     probe_rounds: int = 1,
     costs: np.ndarray | None = None,
+    score_probe: bool = False,
 ) -> np.ndarray:
     """Picks by count once something is selected: with held-out statistics,
     the largest logits among the features that help, the rest by the least
@@ -428,12 +434,13 @@ def _later_picks(
     the gate's and the probe's z combined rank instead, the features that
     help first (:func:`probe_evidence`); the selection's ``final`` pick, which
     no partner can follow, ranks those that help by what each brings alone
-    (:func:`final_pick_scores`). Where ``settled_scores`` hold evidence
-    (the settled model's score statistic on the settle's training rows,
-    which only a layer with no values to hash runs by count), those rank
-    the features that help instead of the logits, and ``probe_scores``, if
-    any, are the same test on held-out rows: they add to the features that
-    help (:func:`probe_evidence`), they do not rank.
+    (:func:`final_pick_scores`). With ``score_probe`` (a layer with no
+    values to hash) ``probe_scores`` are instead the settled model's score
+    test on held-out rows: they add to the features that help
+    (:func:`probe_evidence`), they do not rank. Where ``settled_scores``
+    hold evidence and the probe's z does not rank (the same test's
+    statistic on the settle's training rows, which such a layer runs),
+    those rank the features that help instead of the logits.
 
     Only ranking: the settled z is not held out (a candidate's embedding was
     fitted to the same rows in the warm-up, so a candidate without signal
@@ -445,15 +452,15 @@ def _later_picks(
         return _ranked_picks(logits, selected, count, dependence)
     scores = np.asarray(heldout_scores, np.float64)
     probe_z = None if probe_scores is None else np.asarray(probe_scores, np.float64)
-    settled = settled_scores is not None and np.any(settled_scores)
-    if settled and probe_z is not None and np.any(np.nan_to_num(probe_z)):
-        # No values to hash: the probe's z is the settled model's held-out
-        # score test, which says which help; the settled z still ranks.
+    probed = probe_z is not None and np.any(np.nan_to_num(probe_z))
+    if score_probe and probed:
+        # No values to hash: the probe's z is the held-out score test, which
+        # says which help; the settled statistic (else the logits) ranks.
         spent = not helps.any()
         helps = (
             helps | probe_evidence(selected, scores, probe_z, spent, probe_rounds)[0]
         )
-    elif probe_z is not None and np.any(np.nan_to_num(probe_z)):
+    elif probed:
         spent = not helps.any()
         more, combined = probe_evidence(selected, scores, probe_z, spent, probe_rounds)
         helpful = helps | more

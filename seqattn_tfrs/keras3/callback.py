@@ -408,7 +408,8 @@ class SequentialAttentionCallback(keras.callbacks.Callback):
             while done < due and not record.complete(layer.spec):
                 probed = self._run_probe(layer)
                 paired = self._run_pair_test(layer) if probed is not None else None
-                settled = _settled_scores(layer)
+                hashed = probed is not None and not layer.score_probe_features
+                settled = None if hashed else _settled_scores(layer)
                 event = round_report.commit_and_report(
                     layer,
                     round_number=done + 1,

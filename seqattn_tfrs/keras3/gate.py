@@ -128,10 +128,9 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
         self.heldout_pass = False  # set while the callback traces a held-out step
         self.probe_pass = False  # set while it traces the held-out probe's pass
         self.pair_pass = False  # and its pair test's
-        # The features whose raw values the probe hashes (seen when called);
-        # with no values to group, all, which its pass tests by the score test.
-        self.probe_features: tuple[str, ...] = ()
-        self.score_probe_features: tuple[str, ...] = ()
+        # The features the probe hashes; with no values to group, all, which
+        # its pass tests by the score test (seen when called).
+        self.probe_features = self.score_probe_features = ()
         # The probe's z and the pair test's, for the next commit only.
         self._probe_scores: np.ndarray | None = None
         self._pair_scores: np.ndarray | None = None
@@ -601,6 +600,7 @@ class SequentialAttentionEmbedding(keras.layers.Layer):
             first_scores=first,
             probe_scores=probe_scores,
             pair_scores=pair_scores,
+            no_values_to_hash=bool(self.score_probe_features),
         )
         wanted = self.spec.budget_bytes is None and probe.probe_wanted(
             record.selected, heldout, record.complete(self.spec)

@@ -96,7 +96,7 @@ class HeldoutProbe:
         """The probe's z of each of ``layer``'s unselected features with
         values to hash (in a layer with none, each candidate's held-out score
         test z), from its last pass (:meth:`run_pass`); handed to the layer's
-        next commit. Empty where no candidate has values to hash."""
+        next commit. Empty where the pass tested no candidate."""
         total, squares = (v.astype(np.float64) for v in _pass_sums(layer))
         z = probe.probe_z(total, squares)
         selected = set(layer.selected_features)
