@@ -142,15 +142,17 @@ def test_a_pass_of_unknown_size_is_counted_and_an_endless_one_is_not_discounted(
     assert passes == [3, 3, None, None]
 
 
-def test_features_without_values_to_hash_cost_no_probe_pass():
-    """Float features: the held-out probe has nothing to hash, which its
-    trace already tells, so no round reads a batch for it. The model sees
-    only the held-out steps' batches: the first round's score test (the
-    settle's second half, 2) and each round's selecting part (5 each)."""
+def test_features_without_values_to_hash_cost_one_score_pass_a_round():
+    """Float features: the held-out probe has nothing to hash, so its pass
+    runs the held-out score test instead, once before each commit after the
+    first (session 58). The model sees the held-out steps' batches, the
+    first round's score test (the settle's second half, 2) and each round's
+    selecting part (5 each), and that pass's one batch before round 2's
+    commit."""
 
     def one_batch(features, y):
         return tf.data.Dataset.from_tensor_slices((features, y)).take(64).batch(64)
 
     layer, seen = linear_fit(one_batch, lambda layer: None)
     assert layer.selected_features == ("a", "c")
-    assert seen == 2 + 5 + 5
+    assert seen == 2 + 5 + 5 + 1
