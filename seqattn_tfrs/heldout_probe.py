@@ -106,17 +106,14 @@ class HeldoutProbe:
                         "expected batches the model's forward pass feeds through "
                         "the layer."
                     )
-                scored = not self._keyed
-                if scored:  # the held-out score test of every feature
-                    total += batch_total.numpy()
-                    squares += batch_squares.numpy()
-                    rows += int(batch_rows)
-                    if rows >= max_rows:
-                        break
-                    continue
-                if not any(n in self._keyed for n in candidates):
+                if not scored and not any(n in self._keyed for n in candidates):
                     return None
-                keyed = [names.index(n) for n in self._keyed]
+                # Without values to hash, every feature's held-out score test.
+                keyed = (
+                    list(range(len(names)))
+                    if scored
+                    else [names.index(n) for n in self._keyed]
+                )
                 total[keyed] += batch_total.numpy()
                 squares[keyed] += batch_squares.numpy()
                 rows += int(batch_rows)
@@ -128,12 +125,9 @@ class HeldoutProbe:
             layer.set_gate_mode(mode)
             for variable, value in zip(metric_variables, saved):
                 variable.assign(value)
-        if scored:
-            z = -np.divide(
-                total, np.sqrt(squares), out=np.zeros_like(total), where=squares > 0
-            )
-            return {name: float(z[names.index(name)]) for name in candidates}
         z = probe.probe_z(total, squares)
+        if scored:
+            return {name: float(z[names.index(name)]) for name in candidates}
         if keys:  # none where the dataset had no batch
             self._rows = (
                 list(self._keyed),
@@ -223,8 +217,10 @@ class HeldoutProbe:
 
     def _score_sums(self, tape, loss):
         """Where no feature has values to hash: per feature, ``sum(a)`` and
-        ``sum(a^2)`` of the held-out score test's per-row gate gradient
-        ``a = <g, e - mean(e)>`` (the candidates' gates at 0), and the rows."""
+        ``sum(a^2)`` of the held-out score test's per-row ``a = -<g, e -
+        mean(e)>``, minus the gate's gradient at 0 (as Keras 3's pass: its
+        ``probe_z`` is positive where raising the gate lowers the loss), and
+        the rows."""
         capture = self.layer.probe_capture
         names = list(self.layer.feature_names)
         outputs = [capture.outputs[n] for n in names]
@@ -234,7 +230,7 @@ class HeldoutProbe:
             embedding = tf.cast(capture.embeddings[name], tf.float32)
             embedding -= tf.reduce_mean(embedding, axis=0)
             g = tf.zeros_like(embedding) if grad is None else tf.cast(grad, tf.float32)
-            columns.append(tf.reduce_sum(g * embedding, axis=1))
+            columns.append(-tf.reduce_sum(g * embedding, axis=1))
         a = tf.stack(columns, axis=1)
         rows = tf.shape(a)[0]
         a *= tf.cast(rows, tf.float32)

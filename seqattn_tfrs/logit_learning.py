@@ -71,9 +71,7 @@ def gate_and_learn(
         state.values_to_hash = any(tf_ops.has_row_keys(raw) for raw in raw_inputs)
     if raw_inputs is not None and static and state.probe_supported and not always_learn:
         probe_update = _probe_update(state, raw_inputs, widths)
-        settled_test = not state.options.tracks_evidence and not any(
-            tf_ops.has_row_keys(raw) for raw in raw_inputs
-        )
+        settled_test = not state.options.tracks_evidence and not state.values_to_hash
     return _gate_each(
         state,
         hook,
